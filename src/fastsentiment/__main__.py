@@ -1,0 +1,3 @@
+from fastsentiment.cli import main
+
+main()

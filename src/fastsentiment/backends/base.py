@@ -1,0 +1,59 @@
+"""The one protocol every backend implements, and the description each backend declares.
+
+A backend turns padded token ids into float32 logits for one model on one device at one
+precision. Tokenization, batching, label mapping and scoring live above it (in `Classifier`), so
+a new runtime is one file with one class.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from fastsentiment.models import ModelDir
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend is and needs, readable without importing its runtime."""
+
+    name: str
+    description: str
+    extra: str
+    modules: tuple[str, ...]
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    default_precision: str
+
+    def missing_module(self) -> str | None:
+        """The first runtime module that is not installed, if any (checked without importing it)."""
+        for module in self.modules:
+            if importlib.util.find_spec(module) is None:
+                return module
+        return None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model loaded on one runtime, device and precision."""
+
+    spec: ClassVar[BackendSpec]
+    device: str
+    precision: str
+
+    @classmethod
+    def load(cls, model: ModelDir, device: str, precision: str) -> Backend:
+        """Load `model` for `device` ("auto" picks the best present) at `precision`."""
+        ...
+
+    @classmethod
+    def device_problem(cls, device: str) -> str | None:
+        """Why `device` cannot be used on this machine, or None when it can."""
+        ...
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Float32 logits [batch, labels] for int64 token ids and attention masks [batch, length]."""
+        ...

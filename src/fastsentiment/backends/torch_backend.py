@@ -1,0 +1,91 @@
+"""`torch`: the Hugging Face model under PyTorch (CPU, CUDA, MPS) in fp32, bf16 or dynamic int8.
+
+This is the reference every other backend is measured against (fp32 on CPU).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.registry import register
+from fastsentiment.models import ModelDir
+
+
+@register
+class TorchBackend:
+    spec = BackendSpec(
+        name="torch",
+        description="Hugging Face transformers on PyTorch",
+        extra="torch",
+        modules=("torch", "transformers"),
+        devices=("cpu", "cuda", "mps"),
+        precisions=("fp32", "bf16", "int8"),
+        default_precision="fp32",
+    )
+
+    def __init__(self, model, device: str, precision: str, token_types: bool) -> None:
+        self._model = model
+        self._token_types = token_types
+        self.device = device
+        self.precision = precision
+
+    @classmethod
+    def device_problem(cls, device: str) -> str | None:
+        kind = device.split(":")[0]
+        if kind in ("auto", "cpu"):
+            return None
+        import torch
+
+        if kind == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device visible to torch"
+        if kind == "mps" and not torch.backends.mps.is_available():
+            return "MPS (Apple GPU) is not available"
+        return None
+
+    @classmethod
+    def load(cls, model: ModelDir, device: str, precision: str) -> TorchBackend:
+        import torch
+        import transformers
+        from transformers import AutoModelForSequenceClassification
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        device = _best_device() if device == "auto" else device
+        if precision == "int8" and device != "cpu":
+            from fastsentiment.errors import BackendError
+
+            raise BackendError("torch int8 dynamic quantisation runs on cpu only")
+        # Weights may be stored in fp16 (the built-in model is); compute in fp32 unless asked otherwise.
+        network = AutoModelForSequenceClassification.from_pretrained(model.path, dtype=torch.float32)
+        network.eval()
+        if precision == "bf16":
+            network = network.to(torch.bfloat16)
+        elif precision == "int8":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+                network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+        network.to(device)
+        return cls(network, device, precision, model.uses_token_type_ids)
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        ids = torch.from_numpy(input_ids).to(self.device)
+        inputs = {"input_ids": ids, "attention_mask": torch.from_numpy(attention_mask).to(self.device)}
+        if self._token_types:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+        with torch.inference_mode():
+            return self._model(**inputs).logits.float().cpu().numpy()
+
+
+def _best_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

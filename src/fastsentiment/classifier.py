@@ -1,0 +1,164 @@
+"""The public API: `Classifier.load(...)` and calls shaped like `transformers.pipeline` output."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastsentiment.backends import Backend, load_backend
+from fastsentiment.errors import InputError
+from fastsentiment.models import ModelDir, resolve_model
+from fastsentiment.tables import has_undecodable
+from fastsentiment.tokenization import TextEncoder
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything known about one classified text."""
+
+    label: str
+    score: float
+    scores: dict[str, float]
+    logits: list[float]
+
+
+class Classifier:
+    """A sentiment model on a backend: `clf("I like cheese")` -> `[{"label": "POSITIVE", "score": 0.96}]`."""
+
+    def __init__(self, model: ModelDir, backend: Backend, encoder: TextEncoder, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        self.model = model
+        self.backend = backend
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.labels = model.labels
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        precision: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+    ) -> Classifier:
+        """Load a model (built-in name, local directory or hub id; default: the built-in model)."""
+        model_dir = resolve_model(
+            model if model is None else str(Path(model)) if isinstance(model, os.PathLike) else model
+        )
+        encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
+        return cls(model_dir, load_backend(model_dir, backend, device, precision), encoder, batch_size)
+
+    def __repr__(self) -> str:
+        backend = self.backend
+        return (
+            f"Classifier(model={str(self.model.path)!r}, backend={backend.spec.name!r}, "
+            f"device={backend.device!r}, precision={backend.precision!r})"
+        )
+
+    # ---- pipeline-compatible call -------------------------------------------------------
+    def __call__(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        top_k: int | None = _UNSET,
+        function_to_apply: str | None = None,
+    ) -> list:
+        """Classify one text or a list, returning what `transformers.pipeline("text-classification")` returns.
+
+        Without `top_k`, each text gives its best label as `{"label", "score"}` (a list of these for a
+        list of texts). `top_k=None` gives every label, `top_k=k` the best k, best first.
+        `function_to_apply` is "softmax" (default for several labels), "sigmoid" or "none" (raw logits).
+        """
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        scores = self.scores(self.logits(texts, batch_size=batch_size), function_to_apply)
+        if top_k is _UNSET:
+            best = scores.argmax(axis=1)
+            return [{"label": self.labels[j], "score": float(row[j])} for row, j in zip(scores, best, strict=False)]
+        keep = len(self.labels) if top_k is None else max(1, min(int(top_k), len(self.labels)))
+        ranked = [
+            [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
+            for row in scores
+        ]
+        return ranked[0] if single else ranked
+
+    def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[Prediction]:
+        """Label, score, every label's score and the raw logits per text."""
+        logits = self.logits(texts, batch_size=batch_size)
+        scores = self.scores(logits)
+        predictions = []
+        for row_logits, row in zip(logits, scores, strict=False):
+            best = int(row.argmax())
+            predictions.append(
+                Prediction(
+                    label=self.labels[best],
+                    score=float(row[best]),
+                    scores={label: float(value) for label, value in zip(self.labels, row, strict=False)},
+                    logits=[float(value) for value in row_logits],
+                )
+            )
+        return predictions
+
+    # ---- the stages, for callers that time or reuse them ----------------------------------
+    def logits(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
+        check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        sequences = self.encoder.encode(texts)
+        return self.logits_for_ids(sequences, batch_size=batch_size)
+
+    def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
+        size = batch_size or self.batch_size
+        if size < 1:
+            raise InputError(f"batch size must be at least 1, got {size}")
+        result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
+        for rows in length_sorted_batches([len(s) for s in sequences], size):
+            batch = self.encoder.pad([sequences[i] for i in rows])
+            result[rows] = self.backend.logits(batch.input_ids, batch.attention_mask)
+        return result
+
+    def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
+        function = function_to_apply or self._default_function()
+        if function not in FUNCTIONS:
+            raise InputError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")
+        if function == "none":
+            return logits.astype(np.float32)
+        if function == "sigmoid":
+            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _default_function(self) -> str:
+        # As transformers does: one output or a multi-label problem means independent sigmoids.
+        multi_label = self.model.config.get("problem_type") == "multi_label_classification"
+        return "sigmoid" if multi_label or len(self.labels) == 1 else "softmax"
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Index batches of similar length, so dynamic padding wastes little compute."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def check_texts(texts: Sequence[str]) -> None:
+    for index, text in enumerate(texts, start=1):
+        if not isinstance(text, str):
+            raise InputError(f"input {index} is {type(text).__name__}, not text")
+        if not text.strip():
+            raise InputError(f"input {index} is empty")
+        if has_undecodable(text):
+            raise InputError(f"input {index} is not valid UTF-8")

@@ -1,0 +1,63 @@
+"""The `fastsentiment` command line. Each command lives in its own module next to what it drives;
+this module only assembles them and turns user errors into one line and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from fastsentiment.errors import FastSentimentError
+
+app = typer.Typer(
+    name="fastsentiment",
+    help="Sentiment classification with BERT-family models on the fastest backend this machine has.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+state = {"debug": False}
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    state["debug"] = debug
+
+
+def _register_commands() -> None:
+    from fastsentiment.cli import classify, evaluate, info, interactive, train  # noqa: F401  (each registers itself)
+
+
+class _OneLineWarnings(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logger = logging.getLogger("fastsentiment")
+    logger.addHandler(_OneLineWarnings())
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    _register_commands()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except FastSentimentError as error:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {error}\n")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as error:  # click's own usage errors
+        import click
+
+        if isinstance(error, click.exceptions.Abort):
+            raise SystemExit(130) from None
+        if isinstance(error, click.ClickException):
+            error.show()
+            raise SystemExit(2) from None
+        raise

@@ -1,0 +1,58 @@
+"""`fastsentiment evaluate`: accuracy of a model on a labelled file (SST-2 dev by default)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from fastsentiment.cli import app
+from fastsentiment.cli.options import (
+    BackendOption,
+    BatchSizeOption,
+    DeviceOption,
+    MaxLengthOption,
+    ModelOption,
+    PrecisionOption,
+    load_classifier,
+)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl file."),
+    text_column: str = typer.Option("sentence", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    batch_size: BatchSizeOption = 32,
+    max_length: MaxLengthOption = None,
+) -> None:
+    """Accuracy on a labelled file whose labels are the model's label names or class ids."""
+    from fastsentiment.train.data import read_labelled
+
+    clf = load_classifier(model, backend, device, precision, batch_size, max_length)
+    examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
+    started = time.perf_counter()
+    predicted = clf.logits(examples.texts).argmax(axis=1)
+    seconds = time.perf_counter() - started
+    correct = int((predicted == examples.labels).sum())
+    result = {
+        "data": str(data),
+        "model": str(clf.model.path),
+        "backend": clf.backend.spec.name,
+        "precision": clf.backend.precision,
+        "examples": len(examples),
+        "correct": correct,
+        "accuracy": correct / len(examples),
+        "seconds": round(seconds, 3),
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"accuracy {result['accuracy']:.2%} ({correct}/{len(examples)}) on {data} in {seconds:.2f} s")

@@ -1,0 +1,53 @@
+"""`fastsentiment models` and `fastsentiment backends`: what is installed and what can run here."""
+
+from __future__ import annotations
+
+import typer
+
+from fastsentiment.cli import app
+
+
+@app.command()
+def models() -> None:
+    """List the built-in models with their paths and labels."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastsentiment.errors import FastSentimentError
+    from fastsentiment.models import BUILTIN_MODELS, DEFAULT_MODEL, load_model_dir
+
+    table = Table("name", "labels", "path", "description")
+    for name, builtin in BUILTIN_MODELS.items():
+        try:
+            labels = ", ".join(load_model_dir(builtin.path).labels)
+        except FastSentimentError as error:
+            labels = f"unavailable: {error}"
+        marker = " (default)" if name == DEFAULT_MODEL else ""
+        table.add_row(name + marker, labels, str(builtin.path), builtin.description)
+    Console(width=200).print(table)
+
+
+@app.command()
+def backends(
+    device: str = typer.Option("auto", "--device", "-d", help="Check availability for this device."),
+) -> None:
+    """List every backend and whether it can run on this machine, and if not, why."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastsentiment.backends import availability, backend_names, get_backend
+
+    table = Table("backend", "runs here", "devices", "precisions (default first)", "extra", "why / why not")
+    for name in backend_names():
+        spec = get_backend(name).spec
+        status = availability(name, device)
+        precisions = [spec.default_precision, *(p for p in spec.precisions if p != spec.default_precision)]
+        table.add_row(
+            name,
+            "yes" if status.runnable else "no",
+            ", ".join(spec.devices),
+            ", ".join(precisions),
+            spec.extra,
+            status.reason,
+        )
+    Console(width=200).print(table)

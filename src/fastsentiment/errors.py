@@ -1,0 +1,26 @@
+"""Errors a user can cause and fix; the CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class FastSentimentError(Exception):
+    """Base class of every error caused by input, configuration or environment."""
+
+
+class ModelError(FastSentimentError):
+    """A model reference that cannot be resolved or a model directory that cannot be used."""
+
+
+class BackendError(FastSentimentError):
+    """An unknown backend, an unsupported device or precision, or a runtime that is not installed."""
+
+
+class InputError(FastSentimentError):
+    """Text that cannot be classified: empty, undecodable, or a malformed input file."""
+
+
+def missing_extra(package: str, extra: str, purpose: str) -> BackendError:
+    """The error for an optional runtime that is not installed, naming the extra that brings it."""
+    return BackendError(
+        f"{purpose} needs the Python package '{package}', which is not installed: pip install 'fastsentiment[{extra}]'"
+    )

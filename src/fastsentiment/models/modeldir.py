@@ -1,0 +1,134 @@
+"""A validated Hugging Face sequence-classification model directory.
+
+Everything downstream (tokenizer, backends, exporters) takes a `ModelDir`, so the checks a user
+can fail (missing files, malformed config, unsupported architecture) happen once, up front, and
+produce one readable error instead of a traceback deep inside a runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fastsentiment.errors import ModelError
+
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A model directory whose config, weights and tokenizer files have been checked."""
+
+    path: Path
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def model_type(self) -> str:
+        return self.config["model_type"]
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        # DistilBERT's forward rejects token_type_ids; BERT (MiniLM included) expects them.
+        return self.model_type == "bert"
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names ordered by class id, from config.id2label."""
+        id2label = self.config.get("id2label")
+        if not id2label:
+            count = int(self.config.get("num_labels", 2))
+            return [f"LABEL_{i}" for i in range(count)]
+        return [str(id2label[key]) for key in sorted(id2label, key=int)]
+
+    @property
+    def max_length(self) -> int:
+        """Longest token sequence the model accepts, special tokens included."""
+        limit = int(self.config.get("max_position_embeddings", 512))
+        tokenizer_limit = self.tokenizer_config.get("model_max_length")
+        # Tokenizer configs often carry a huge sentinel (1e30) meaning "no limit of its own".
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < limit:
+            limit = tokenizer_limit
+        return limit
+
+    @property
+    def weights_path(self) -> Path:
+        for name in WEIGHT_FILES:
+            if (self.path / name).is_file():
+                return self.path / name
+        raise AssertionError("validated at load time")
+
+    @cached_property
+    def tokenizer_config(self) -> dict[str, Any]:
+        file = self.path / "tokenizer_config.json"
+        if not file.is_file():
+            return {}
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"{file}: malformed JSON ({error})") from None
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 over config, weights and tokenizer files: the identity of the model's behaviour."""
+        digest = hashlib.sha256()
+        names = ["config.json", self.weights_path.name, *TOKENIZER_FILES, "tokenizer_config.json"]
+        for name in names:
+            file = self.path / name
+            if not file.is_file():
+                continue
+            digest.update(name.encode())
+            with file.open("rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+
+def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
+    """Check that `path` is a usable DistilBERT/BERT model directory and return it.
+
+    `require_head=False` accepts a bare encoder (architectures `BertModel`), which is what
+    `fastsentiment train` starts from.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise ModelError(f"not a model directory (it is a file): {path}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{path} has no config.json: not a Hugging Face model directory")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{config_file}: malformed JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_file}: expected a JSON object")
+
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(
+            f"{path}: unsupported architecture model_type={model_type!r}; "
+            f"fastsentiment runs {', '.join(SUPPORTED_MODEL_TYPES)} models"
+        )
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
+
+    architectures = config.get("architectures") or []
+    if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ModelError(
+            f"{path} is a bare encoder ({', '.join(architectures)}) without a classification head: "
+            "fine-tune it first with `fastsentiment train --base-model ...`"
+        )
+    id2label = config.get("id2label")
+    if id2label is not None:
+        if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
+            raise ModelError(f"{config_file}: id2label must map class ids to label names")
+    return ModelDir(path=path.resolve(), config=config)

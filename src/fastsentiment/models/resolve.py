@@ -1,0 +1,51 @@
+"""Turn whatever a user typed as a model (built-in name, local directory, hub id) into a ModelDir."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastsentiment.errors import ModelError
+from fastsentiment.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
+from fastsentiment.models.modeldir import ModelDir, load_model_dir
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+
+
+def resolve_model(reference: str | Path | None = None, *, require_head: bool = True) -> ModelDir:
+    """Resolve a model reference: None (the default built-in), a built-in name, a path or a hub id."""
+    if reference is None:
+        reference = DEFAULT_MODEL
+    text = str(reference)
+    if text in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[text]
+        if not builtin.path.is_dir():
+            raise ModelError(f"built-in model {text!r} is missing from this installation ({builtin.path})")
+        return load_model_dir(builtin.path, require_head=require_head)
+    path = Path(text).expanduser()
+    if path.exists() or not _HUB_ID.match(text):
+        return load_model_dir(path, require_head=require_head)
+    return load_model_dir(_download_from_hub(text), require_head=require_head)
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - tokenizers depends on huggingface_hub
+        raise ModelError(f"{repo_id!r} is not a local directory and huggingface_hub is not installed") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except Exception as error:  # the hub client raises many types for offline / missing repos
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"{repo_id!r} is not a local directory or built-in model, and downloading it from the "
+            f"Hugging Face hub failed ({reason}); when offline, pass a local model directory"
+        ) from None

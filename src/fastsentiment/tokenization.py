@@ -1,0 +1,114 @@
+"""WordPiece tokenization with the Rust `tokenizers` library and dynamic padding into numpy batches.
+
+Truncation is done here rather than inside `tokenizers` so that the number of dropped tokens is
+known exactly and can be reported: silently classifying the first 512 tokens of a long review is
+a correctness problem a user needs to hear about.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from fastsentiment.errors import ModelError
+from fastsentiment.models.modeldir import ModelDir
+
+log = logging.getLogger("fastsentiment")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded model inputs for a batch of texts (int64, shape [batch, longest])."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+
+class TextEncoder:
+    """Turns texts into token ids for one model, truncating to the model's maximum length."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, pad_id: int) -> None:
+        if max_length < 2:
+            raise ModelError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    @classmethod
+    def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
+        limit = model.max_length
+        if max_length is not None:
+            if max_length > limit:
+                raise ModelError(f"--max-length {max_length} exceeds what the model accepts ({limit})")
+            limit = max_length
+        tokenizer = load_tokenizer(model)
+        pad_token = model.tokenizer_config.get("pad_token", "[PAD]")
+        if isinstance(pad_token, dict):  # older configs store AddedToken objects
+            pad_token = pad_token.get("content", "[PAD]")
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            pad_id = int(model.config.get("pad_token_id") or 0)
+        return cls(tokenizer, limit, pad_id)
+
+    def encode(self, texts: Sequence[str], *, first_index: int = 0) -> list[list[int]]:
+        """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        sequences = []
+        for offset, encoding in enumerate(encodings):
+            ids = encoding.ids
+            if len(ids) > self.max_length:
+                log.warning(
+                    "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                    first_index + offset + 1,
+                    len(ids),
+                    self.max_length,
+                    len(ids) - self.max_length,
+                )
+                # Keep [CLS] + the first words and close with the final special token ([SEP]).
+                ids = ids[: self.max_length - 1] + ids[-1:]
+            sequences.append(ids)
+        return sequences
+
+    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:
+        """Pad to the longest sequence in the batch (dynamic padding) or to a fixed `length`."""
+        longest = max(len(ids) for ids in sequences)
+        width = longest if length is None else max(length, longest)
+        input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def load_tokenizer(model: ModelDir) -> Tokenizer:
+    """The model's fast tokenizer: tokenizer.json when present, else WordPiece from vocab.txt."""
+    tokenizer_file = model.path / "tokenizer.json"
+    if tokenizer_file.is_file():
+        try:
+            return Tokenizer.from_file(str(tokenizer_file))
+        except Exception as error:  # tokenizers raises a bare Exception for malformed files
+            raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
+    return _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
+
+
+def _wordpiece_from_vocab(vocab: Path, tokenizer_config: dict) -> Tokenizer:
+    try:
+        wordpiece = BertWordPieceTokenizer(
+            str(vocab),
+            lowercase=bool(tokenizer_config.get("do_lower_case", True)),
+            strip_accents=tokenizer_config.get("strip_accents"),
+            handle_chinese_chars=bool(tokenizer_config.get("tokenize_chinese_chars", True)),
+        )
+    except Exception as error:
+        raise ModelError(f"{vocab}: cannot build a WordPiece tokenizer ({error})") from None
+    # BertWordPieceTokenizer wraps a Tokenizer; the inner one is what encode_batch runs on.
+    return wordpiece._tokenizer

@@ -1,0 +1,103 @@
+"""Labelled training data: read, validate labels, split off a held-out slice, bucket by length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastsentiment.errors import InputError
+from fastsentiment.tables import iter_rows, open_text, table_format
+
+
+@dataclass
+class LabelledData:
+    texts: list[str]
+    labels: np.ndarray  # int64 class ids
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: np.ndarray) -> LabelledData:
+        return LabelledData([self.texts[i] for i in indices], self.labels[indices])
+
+
+def read_labelled(
+    path: str | Path,
+    *,
+    text_column: str = "sentence",
+    label_column: str = "label",
+    label_names: list[str] | None = None,
+) -> tuple[LabelledData, list[str]]:
+    """Read texts and labels; labels may be names or integer ids. Returns the data and label names.
+
+    Every problem (missing column, unknown label, empty file) is raised before any training starts.
+    """
+    fmt = table_format(path)
+    if fmt == "txt":
+        raise InputError(f"{path}: training needs a table with text and label columns (.csv, .tsv or .jsonl)")
+    texts: list[str] = []
+    raw_labels: list[str] = []
+    with open_text(path) as stream:
+        for row in iter_rows(stream, fmt, text_column):
+            if row.error:
+                raise InputError(f"{path}, line {row.line}: {row.error}")
+            if label_column not in row.fields:
+                raise InputError(f"{path}, line {row.line}: no label column {label_column!r} (see --label-column)")
+            texts.append(row.text)
+            raw_labels.append(str(row.fields[label_column]).strip())
+    if not texts:
+        raise InputError(f"{path}: no rows to train on")
+    names = label_names or _infer_label_names(raw_labels)
+    return LabelledData(texts, _to_ids(raw_labels, names, path)), names
+
+
+def _infer_label_names(raw: list[str]) -> list[str]:
+    values = sorted(set(raw))
+    if all(value.lstrip("-").isdigit() for value in values):
+        ids = sorted(int(value) for value in values)
+        if ids[0] < 0:
+            raise InputError(f"label ids must be 0 or more, found {ids[0]}")
+        return [f"LABEL_{i}" for i in range(ids[-1] + 1)]
+    return values
+
+
+def _to_ids(raw: list[str], names: list[str], path: str | Path) -> np.ndarray:
+    index = {name: i for i, name in enumerate(names)}
+    ids = np.empty(len(raw), dtype=np.int64)
+    for row, value in enumerate(raw):
+        if value in index:
+            ids[row] = index[value]
+        elif value.isdigit() and int(value) < len(names):
+            ids[row] = int(value)
+        else:
+            raise InputError(
+                f"{path}: unknown label {value!r} in data row {row + 1}; expected one of "
+                f"{', '.join(names)} or an id below {len(names)}"
+            )
+    return ids
+
+
+def split_held_out(data: LabelledData, fraction: float, seed: int) -> tuple[LabelledData, LabelledData]:
+    if not 0 < fraction < 1:
+        raise InputError(f"--eval-fraction must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(data))
+    held = max(1, round(len(data) * fraction))
+    return data.subset(np.sort(order[held:])), data.subset(np.sort(order[:held]))
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar-length examples in random order: little padding, still shuffled.
+
+    Shuffle, cut into pools of 50 batches, sort each pool by length, cut pools into batches,
+    then shuffle the batches so long and short ones interleave.
+    """
+    order = rng.permutation(len(lengths))
+    pool_size = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool_size):
+        pool = order[start : start + pool_size]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        batches.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]

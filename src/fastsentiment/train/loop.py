@@ -1,0 +1,285 @@
+"""The training loop proper: optimisation, evaluation, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from fastsentiment.errors import InputError
+from fastsentiment.models import ModelDir
+from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.data import length_bucketed_batches
+from fastsentiment.train.trainer import TrainConfig, copy_tokenizer_files, predict_logits, total_steps
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        base: ModelDir,
+        labels: list[str],
+        device: torch.device,
+        on_event: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.labels = labels
+        self.device = device
+        self.on_event = on_event
+        self.output = Path(config.output_dir)
+        self.checkpoints = self.output / "checkpoints"
+        self.token_types = base.uses_token_type_ids
+        torch.manual_seed(config.seed)  # the classification head's initial weights
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            base.path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,
+        ).to(device)
+        self.ema = None
+        self.history: list[dict] = []
+        self.best: tuple[float, int] | None = None
+        self.step = 0
+
+    # ---- optimisation -------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for _name, parameter in self.model.named_parameters():
+            # Biases and LayerNorm weights are not regularised: decaying them only hurts.
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.config.learning_rate, fused=True)
+
+    def _schedule(self, optimizer, steps: int):
+        warmup = int(steps * self.config.warmup_ratio)
+        kind = self.config.schedule
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if kind == "constant":
+                return 1.0
+            progress = (step - warmup) / max(1, steps - warmup)
+            return max(0.0, 1 - progress) if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def _loss(self, logits, labels, teacher):
+        hard = F.cross_entropy(logits.float(), labels)
+        if teacher is None:
+            return hard
+        t = self.config.distill_temperature
+        soft = F.kl_div(
+            F.log_softmax(logits.float() / t, dim=-1), F.softmax(teacher / t, dim=-1), reduction="batchmean"
+        ) * (t * t)
+        alpha = self.config.distill_alpha
+        return alpha * hard + (1 - alpha) * soft
+
+    def _update_ema(self) -> None:
+        if self.config.ema_decay is None:
+            return
+        params = {n: p.detach() for n, p in self.model.named_parameters()}
+        if self.ema is None:
+            self.ema = {n: p.clone() for n, p in params.items()}
+            return
+        # Early on the average would be dominated by the random head; warm the decay up.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for name, value in params.items():
+                self.ema[name].mul_(decay).add_(value, alpha=1 - decay)
+
+    @contextmanager
+    def _evaluation_weights(self):
+        """Evaluate and save the moving average when one is kept, the raw weights otherwise."""
+        if self.ema is None:
+            yield
+            return
+        backup = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self._load_params(self.ema)
+        try:
+            yield
+        finally:
+            self._load_params(backup)
+
+    def _load_params(self, values: dict) -> None:
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                parameter.copy_(values[name])
+
+    # ---- the loop -----------------------------------------------------------------------
+    def fit(self, train_ids, train_labels, held_ids, held_labels, encoder: TextEncoder, teacher_logits) -> list[dict]:
+        config = self.config
+        lengths = np.array([len(s) for s in train_ids])
+        per_epoch = math.ceil(len(train_ids) / config.batch_size)
+        steps = total_steps(config, len(train_ids))
+        optimizer = self._optimizer()
+        scheduler = self._schedule(optimizer, steps)
+        if config.resume:
+            self._restore(optimizer, scheduler)
+        labels_t = torch.from_numpy(train_labels)
+        teacher_t = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if config.precision == "bf16" else nullcontext()
+        )
+        progress = _progress(config.progress)
+        task = progress.add_task("training", total=steps, completed=self.step, loss=float("nan"), rate=0.0)
+        seen, window_start, running = 0, time.perf_counter(), None
+        self.model.train()
+        with progress:
+            while self.step < steps:
+                epoch, position = divmod(self.step, per_epoch)
+                batches = length_bucketed_batches(
+                    lengths, config.batch_size, np.random.default_rng([config.seed, epoch])
+                )
+                for rows in batches[position:]:
+                    if self.step >= steps:
+                        break
+                    batch = encoder.pad([train_ids[i] for i in rows])
+                    inputs = self._inputs(batch)
+                    with autocast:
+                        logits = self.model(**inputs).logits
+                    teacher = teacher_t[rows].to(self.device) if teacher_t is not None else None
+                    loss = self._loss(logits, labels_t[rows].to(self.device), teacher)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    self.step += 1
+                    self._update_ema()
+                    value = loss.item()
+                    running = value if running is None else 0.98 * running + 0.02 * value
+                    seen += len(rows)
+                    rate = seen / (time.perf_counter() - window_start)
+                    progress.update(task, completed=self.step, loss=running, rate=rate)
+                    end_of_epoch = self.step % per_epoch == 0 or self.step == steps
+                    if end_of_epoch or (config.eval_every and self.step % config.eval_every == 0):
+                        self._evaluate(held_ids, held_labels, encoder, self.step / per_epoch, running)
+                        self._checkpoint(optimizer, scheduler)
+                    elif self.step % config.checkpoint_every == 0:
+                        self._checkpoint(optimizer, scheduler)
+        return self.history
+
+    def _inputs(self, batch) -> dict:
+        inputs = {
+            "input_ids": torch.from_numpy(batch.input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device),
+        }
+        if self.token_types:
+            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        return inputs
+
+    def _evaluate(self, held_ids, held_labels, encoder, epoch: float, train_loss) -> None:
+        self.model.eval()
+        with self._evaluation_weights():
+            logits = predict_logits(self.model, held_ids, encoder, self.token_types, self.device, self.config.precision)
+            accuracy = float((logits.argmax(-1) == held_labels).mean())
+            if self.best is None or accuracy >= self.best[0]:
+                self.best = (accuracy, self.step)
+                self.checkpoints.mkdir(parents=True, exist_ok=True)
+                _atomic_save(
+                    {n: p.detach().cpu() for n, p in self.model.state_dict().items()}, self.checkpoints / "best.pt"
+                )
+        self.model.train()
+        record = {"step": self.step, "epoch": round(epoch, 3), "held_out_accuracy": accuracy, "train_loss": train_loss}
+        self.history.append(record)
+        self.on_event(
+            f"step {self.step} (epoch {epoch:.2f}): held-out accuracy {accuracy:.4f}, train loss {train_loss:.4f}"
+        )
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _checkpoint(self, optimizer, scheduler) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        state = {
+            "fingerprint": self.config.fingerprint(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": self.ema,
+            "history": self.history,
+            "best": self.best,
+            "rng": torch.get_rng_state(),
+        }
+        _atomic_save(state, self.checkpoints / "last.pt")
+
+    def _restore(self, optimizer, scheduler) -> None:
+        state = torch.load(self.checkpoints / "last.pt", weights_only=False)
+        if state["fingerprint"] != self.config.fingerprint():
+            raise InputError(
+                f"--resume: the checkpoint in {self.checkpoints} was made with different options; "
+                "resume with the same options or start a new output directory"
+            )
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        self.ema, self.history, self.best, self.step = state["ema"], state["history"], state["best"], state["step"]
+        torch.set_rng_state(state["rng"])
+        self.on_event(f"resumed at step {self.step}")
+
+    def save(self, base: ModelDir) -> Path:
+        if self.config.select == "best" and (self.checkpoints / "best.pt").is_file():
+            self.model.load_state_dict(torch.load(self.checkpoints / "best.pt"))
+            chosen = f"best held-out checkpoint (step {self.best[1]}, accuracy {self.best[0]:.4f})"
+        else:
+            self.ema is not None and self._load_params(self.ema)
+            chosen = f"final weights (step {self.step})"
+        self.model.eval()
+        dtype = torch.float16 if self.config.save_dtype == "float16" else torch.float32
+        self.model.to(dtype).save_pretrained(self.output, safe_serialization=True)
+        self.model.to(torch.float32)
+        copy_tokenizer_files(base.path, self.output)
+        record = {
+            "config": {k: v for k, v in vars(self.config).items()},
+            "base_model_hash": base.content_hash,
+            "labels": self.labels,
+            "saved": chosen,
+            "history": self.history,
+            "hardware": {
+                "machine": platform.machine(),
+                "processor": platform.processor(),
+                "cpus": os.cpu_count(),
+                "device": str(self.device),
+            },
+            "torch": torch.__version__,
+        }
+        (self.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        self.on_event(f"saved {chosen} to {self.output}")
+        return self.output
+
+
+def _atomic_save(obj, path: Path) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.0f} ex/s"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = Path(os.environ.get("FASTSENTIMENT_SST2", ROOT.parent / "shared" / "data" / "sst2"))
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-bert", "bert")
+
+
+@pytest.fixture(scope="session")
+def distilbert_dir(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-distilbert", "distilbert")
+
+
+@pytest.fixture(scope="session", params=["bert", "distilbert"])
+def tiny_model(request, bert_dir, distilbert_dir) -> Path:
+    return bert_dir if request.param == "bert" else distilbert_dir
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    if not (SST2 / "dev.tsv").is_file():
+        pytest.skip(f"SST-2 not found at {SST2} (set FASTSENTIMENT_SST2)")
+    return SST2
+
+
+@pytest.fixture(scope="session")
+def sst2_dev(sst2_dir) -> tuple[list[str], list[int]]:
+    with open(sst2_dir / "dev.tsv", encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = None, timeout: float = 300):
+    """Run the real `fastsentiment` command in a subprocess."""
+    if isinstance(input, str):
+        input = input.encode()
+    return subprocess.run(
+        [sys.executable, "-m", "fastsentiment", *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        cwd=ROOT,
+    )

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from fastsentiment import Classifier
+from fastsentiment.errors import BackendError, InputError
+
+
+@pytest.fixture(scope="module")
+def pipeline_for():
+    import torch
+    from transformers import pipeline
+
+    cache = {}
+
+    def make(model_dir):
+        if model_dir not in cache:
+            cache[model_dir] = pipeline("text-classification", model=str(model_dir), dtype=torch.float32, device="cpu")
+        return cache[model_dir]
+
+    return make
+
+
+TEXTS = ["I like cheese", "I hate cheesecake", "the film was not good , but the cake was great", "a"]
+
+
+def test_outputs_match_transformers_pipeline_shapes_and_values(tiny_model, pipeline_for):
+    clf = Classifier.load(tiny_model, backend="torch")
+    reference = pipeline_for(tiny_model)
+    for kwargs in [{}, {"top_k": None}, {"top_k": 1}, {"function_to_apply": "none"}, {"function_to_apply": "sigmoid"}]:
+        for inputs in [TEXTS[0], TEXTS]:
+            ours, theirs = clf(inputs, **kwargs), reference(inputs, **kwargs)
+            assert _labels(ours) == _labels(theirs), kwargs
+            np.testing.assert_allclose(_scores(ours), _scores(theirs), atol=1e-5, err_msg=str(kwargs))
+
+
+def _labels(result):
+    return [_labels(item) if isinstance(item, list) else item["label"] for item in result]
+
+
+def _scores(result):
+    return np.array([_scores(item) if isinstance(item, list) else item["score"] for item in result])
+
+
+def test_agrees_with_pipeline_on_all_of_sst2_dev(pipeline_for, sst2_dev):
+    """The built-in model, batched and padded by us, against the pipeline's one-at-a-time answers."""
+    texts, _ = sst2_dev
+    clf = Classifier.load(backend="torch")
+    reference = pipeline_for(clf.model.path)
+    ours, theirs = clf(texts, batch_size=64), reference(texts, batch_size=1)
+    assert [o["label"] for o in ours] == [t["label"] for t in theirs]
+    assert np.abs(np.array([o["score"] for o in ours]) - np.array([t["score"] for t in theirs])).max() <= 1e-5
+
+
+def test_batch_size_does_not_change_results(tiny_model):
+    clf = Classifier.load(tiny_model, backend="torch")
+    one = clf.logits(TEXTS, batch_size=1)
+    np.testing.assert_allclose(clf.logits(TEXTS, batch_size=3), one, atol=1e-5)
+    np.testing.assert_allclose(clf.logits(TEXTS, batch_size=64), one, atol=1e-5)
+
+
+def test_predict_returns_every_label_score(bert_dir):
+    (prediction,) = Classifier.load(bert_dir, backend="torch").predict(["I like cheese"])
+    assert set(prediction.scores) == {"NEGATIVE", "POSITIVE"}
+    assert prediction.score == max(prediction.scores.values())
+    assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert prediction.label == max(prediction.scores, key=prediction.scores.get)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\t\n", "caf\udcff"])
+def test_unusable_text_is_rejected(bert_dir, bad):
+    with pytest.raises(InputError):
+        Classifier.load(bert_dir, backend="torch")(["fine", bad])
+
+
+def test_unknown_backend_precision_and_function_are_rejected(bert_dir):
+    with pytest.raises(BackendError, match="unknown backend 'tensorflow'"):
+        Classifier.load(bert_dir, backend="tensorflow")
+    with pytest.raises(BackendError, match="no precision 'fp8'"):
+        Classifier.load(bert_dir, backend="torch", precision="fp8")
+    with pytest.raises(InputError, match="function_to_apply"):
+        Classifier.load(bert_dir, backend="torch")("x", function_to_apply="tanh")
+
+
+def test_max_length_above_model_limit_is_rejected(bert_dir):
+    with pytest.raises(Exception, match="exceeds what the model accepts"):
+        Classifier.load(bert_dir, backend="torch", max_length=10_000)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precisions_stay_close_to_fp32(bert_dir, precision):
+    reference = Classifier.load(bert_dir, backend="torch").logits(TEXTS)
+    reduced = Classifier.load(bert_dir, backend="torch", precision=precision).logits(TEXTS)
+    assert reduced.dtype == np.float32
+    assert np.abs(reduced - reference).max() < 0.5
+
+
+def test_cuda_runs_when_present(bert_dir):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cpu = Classifier.load(bert_dir, backend="torch", device="cpu").logits(TEXTS)
+    gpu = Classifier.load(bert_dir, backend="torch", device="cuda")
+    assert gpu.backend.device == "cuda"
+    np.testing.assert_allclose(gpu.logits(TEXTS), cpu, atol=1e-3)
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendError, match="no CUDA device"):
+        Classifier.load(bert_dir, backend="torch", device="cuda")

@@ -1,0 +1,74 @@
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+from fastsentiment.errors import ModelError
+from fastsentiment.models import resolve_model
+
+
+def copy_model(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def test_local_directory_resolves_with_labels_and_limits(bert_dir, distilbert_dir):
+    bert = resolve_model(bert_dir)
+    assert bert.labels == ["NEGATIVE", "POSITIVE"]
+    assert bert.uses_token_type_ids
+    assert bert.max_length == 64
+    assert not resolve_model(distilbert_dir).uses_token_type_ids
+
+
+def test_content_hash_changes_with_weights(bert_dir, tmp_path):
+    copy = copy_model(bert_dir, tmp_path / "copy")
+    assert resolve_model(copy).content_hash == resolve_model(bert_dir).content_hash
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    assert resolve_model(copy).content_hash != resolve_model(bert_dir).content_hash
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: shutil.rmtree(d), "model directory not found"),
+        (lambda d: (d / "config.json").unlink(), "has no config.json"),
+        (lambda d: (d / "config.json").write_text("{not json"), "malformed JSON"),
+        (lambda d: (d / "model.safetensors").unlink(), "has no weights"),
+        (lambda d: [(d / f).unlink() for f in ("tokenizer.json", "vocab.txt")], "has no tokenizer"),
+        (lambda d: _edit_config(d, model_type="gpt2"), "unsupported architecture model_type='gpt2'"),
+        (lambda d: _edit_config(d, architectures=["BertModel"]), "without a classification head"),
+        (lambda d: _edit_config(d, id2label=["a", "b"]), "id2label must map"),
+    ],
+)
+def test_broken_model_directories_give_one_clear_error(bert_dir, tmp_path, breakage, message):
+    model = copy_model(bert_dir, tmp_path / "model")
+    breakage(model)
+    with pytest.raises(ModelError, match=message):
+        resolve_model(model)
+    result = run_cli("classify", "I like cheese", "--model", str(model))
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert stderr.startswith("error: ") and message.split("'")[0] in stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1
+
+
+def _edit_config(directory, **changes):
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_hub_id_offline_says_to_pass_a_local_directory(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="pass a local model directory"):
+        resolve_model("distilbert/distilbert-base-uncased-finetuned-sst-2-english")
+
+
+def test_vocab_only_directory_loads_with_wordpiece(bert_dir, tmp_path):
+    model = copy_model(bert_dir, tmp_path / "vocab-only")
+    (model / "tokenizer.json").unlink()
+    result = run_cli("classify", "I like cheese", "--model", str(model), "--backend", "torch")
+    assert result.returncode == 0, result.stderr
