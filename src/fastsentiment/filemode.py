@@ -125,6 +125,16 @@ def result_fields(prediction, labels: list[str], error: str | None) -> dict[str,
     }
 
 
+def output_record(row: Row, prediction, labels: list[str]) -> dict[str, Any]:
+    """The input's fields, then the results; an input column named like a result column is kept as input_NAME."""
+    results = result_fields(prediction, labels, row.error)
+    record: dict[str, Any] = {"line": row.line}
+    for name, value in clean_fields(row.fields).items():
+        record[f"input_{name}" if name in results or name == "line" else name] = value
+    record.update(results)
+    return record
+
+
 class _ConsoleSink:
     def __init__(self, labels: list[str], as_json: bool) -> None:
         self.labels = labels
@@ -160,7 +170,7 @@ class _JsonlSink:
         self.stream = open(path, "w", encoding="utf-8")
 
     def write(self, row: Row, prediction) -> None:
-        record = {"line": row.line, **clean_fields(row.fields), **result_fields(prediction, self.labels, row.error)}
+        record = output_record(row, prediction, self.labels)
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def __enter__(self):
@@ -180,15 +190,12 @@ class _TableSink:
         self.columns: list[str] | None = None
 
     def write(self, row: Row, prediction) -> None:
-        results = result_fields(prediction, self.labels, row.error)
+        record = output_record(row, prediction, self.labels)
         if self.columns is None:
-            # The first row fixes the input columns; error rows of malformed lines may have none.
-            self.input_columns = [name for name in row.fields if name not in results]
-            self.columns = ["line", *self.input_columns, *results]
+            # The first row fixes the columns (every row of a CSV/TSV input has the same ones).
+            self.columns = list(record)
             self.writer.writerow(self.columns)
-        fields = clean_fields(row.fields)
-        values = [row.line, *(fields.get(name, "") for name in self.input_columns), *results.values()]
-        self.writer.writerow(["" if value is None else value for value in values])
+        self.writer.writerow(["" if record.get(name) is None else record.get(name) for name in self.columns])
 
     def __enter__(self):
         return self

@@ -1,0 +1,187 @@
+import csv
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def _lines(result):
+    return result.stdout.decode().splitlines()
+
+
+def test_classify_arguments_prints_label_confidence_text(bert_dir):
+    result = run_cli("classify", "I like cheese", "I hate cheesecake", "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr
+    lines = _lines(result)
+    assert len(lines) == 2
+    for line, text in zip(lines, ["I like cheese", "I hate cheesecake"], strict=True):
+        label, confidence, rest = line.split(maxsplit=2)
+        assert label in {"NEGATIVE", "POSITIVE"}
+        assert confidence.endswith("%") and 50 <= float(confidence[:-1]) <= 100
+        assert rest == text
+
+
+def test_json_output_carries_every_label_score(distilbert_dir):
+    result = run_cli("classify", "I like cheese", "--json", "--model", str(distilbert_dir))
+    (record,) = [json.loads(line) for line in _lines(result)]
+    assert record["text"] == "I like cheese"
+    assert set(record["scores"]) == {"NEGATIVE", "POSITIVE"}
+    assert record["score"] == pytest.approx(max(record["scores"].values()))
+    assert record["label"] == max(record["scores"], key=record["scores"].get)
+
+
+def test_cli_matches_python_api(bert_dir):
+    from fastsentiment import Classifier
+
+    expected = Classifier.load(bert_dir, backend="torch")(["good film", "bad cake"])
+    result = run_cli("classify", "good film", "bad cake", "--json", "--model", str(bert_dir), "--backend", "torch")
+    got = [json.loads(line) for line in _lines(result)]
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], abs=1e-6)
+
+
+def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir):
+    result = run_cli(
+        "classify", "--json", "--model", str(bert_dir), input=b"good film\n\nbad \xff cake\nI like cheese\n"
+    )
+    assert result.returncode == 2
+    records = [json.loads(line) for line in _lines(result)]
+    assert [r.get("text") for r in records] == ["good film", None, None, "I like cheese"]
+    assert records[1] == {"line": 2, "error": "empty text"}
+    assert records[2] == {"line": 3, "error": "not valid UTF-8"}
+    stderr = result.stderr.decode()
+    assert "error: line 2: empty text" in stderr and "error: line 3: not valid UTF-8" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_argument_is_a_one_line_error(bert_dir, text):
+    result = run_cli("classify", "good", text, "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert result.stderr.decode() == "error: input 2 is empty\n"
+    assert result.stdout == b""
+
+
+def test_long_text_is_truncated_with_a_warning(bert_dir):
+    result = run_cli("classify", "good " * 100, "--model", str(bert_dir))
+    assert result.returncode == 0
+    assert "truncated to the model's limit of 64 (38 tokens dropped)" in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "tensorflow"], "error: unknown backend 'tensorflow'"),
+        (["--model", "/no/such/model"], "error: model directory not found: /no/such/model"),
+        (["--precision", "fp8", "--backend", "torch"], "error: backend torch has no precision 'fp8'"),
+    ],
+)
+def test_configuration_errors_are_one_line_with_exit_code_2(bert_dir, args, message):
+    args = args if "--model" in args else [*args, "--model", str(bert_dir)]
+    result = run_cli("classify", "I like cheese", *args)
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert stderr.startswith(message) and stderr.count("\n") == 1
+
+
+def test_debug_shows_the_traceback():
+    result = run_cli("--debug", "classify", "x", "--model", "/no/such/model")
+    assert result.returncode != 0 and "Traceback" in result.stderr.decode()
+
+
+def test_missing_runtime_names_the_extra_to_install(bert_dir):
+    """A registered backend whose runtime is absent fails with the pip command that fixes it."""
+    script = (
+        "import sys\n"
+        "from fastsentiment.backends import BackendSpec, register\n"
+        "from fastsentiment.backends.torch_backend import TorchBackend\n"
+        "class Absent(TorchBackend):\n"
+        "    spec = BackendSpec('absent', 'test', 'absent-extra', ('fastsentiment_no_such_runtime',), ('cpu',), ('fp32',), 'fp32')\n"
+        "register(Absent)\n"
+        "from fastsentiment.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", script, "classify", "x", "--backend", "absent", "--model", str(bert_dir)],
+        capture_output=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        "error: the absent backend needs the Python package 'fastsentiment_no_such_runtime', which is not "
+        "installed: pip install 'fastsentiment[absent-extra]'"
+    )
+
+
+# ---- files --------------------------------------------------------------------------------
+def test_txt_file_to_csv_keeps_every_row_in_order(bert_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"good film\nbad cake\n\n\xfe\xff broken\nI like cheese\n")
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", "--file", str(source), "--out", str(out), "--model", str(bert_dir))
+    assert result.returncode == 2
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["line"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["error"] for r in rows] == ["", "", "empty text", "not valid UTF-8", ""]
+    assert rows[4]["text"] == "I like cheese" and rows[4]["label"] in {"NEGATIVE", "POSITIVE"}
+    assert float(rows[0]["score_NEGATIVE"]) + float(rows[0]["score_POSITIVE"]) == pytest.approx(1.0, abs=1e-5)
+    assert rows[3]["text"] == "\ufffd\ufffd broken"  # undecodable bytes are replaced in the output, not lost
+    assert "line 4: not valid UTF-8" in result.stderr.decode()
+
+
+def test_tsv_with_glue_quoting_and_column_choice(distilbert_dir, tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_text('id\treview\n1\tit \'s a "good" film\n2\tbad\n')
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "--column", "review", "-o", str(out), "-m", str(distilbert_dir))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["1", "2"]
+    assert records[0]["review"] == 'it \'s a "good" film'
+    assert all(r["error"] is None and r["label"] in {"NEGATIVE", "POSITIVE"} for r in records)
+
+
+def test_jsonl_file_with_malformed_line_to_stdout(bert_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "good film", "id": 7}\n{broken\n{"text": "bad"}\n')
+    result = run_cli("classify", "-f", str(source), "--json", "-m", str(bert_dir))
+    assert result.returncode == 2
+    records = [json.loads(line) for line in _lines(result)]
+    assert records[0]["text"] == "good film" and records[2]["text"] == "bad"
+    assert records[1]["line"] == 2 and records[1]["error"].startswith("malformed JSON")
+
+
+def test_missing_column_is_an_error_before_classifying(bert_dir, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("id,review\n1,good\n")
+    result = run_cli("classify", "-f", str(source), "-m", str(bert_dir))
+    assert result.returncode == 2
+    assert "no 'sentence' or 'text' column" in result.stderr.decode()
+    assert result.stdout == b""
+
+
+def test_sst2_dev_file_mode_classifies_all_rows(bert_dir, sst2_dir, tmp_path):
+    out = tmp_path / "dev.csv"
+    result = run_cli("classify", "-f", str(sst2_dir / "dev.tsv"), "-o", str(out), "-m", str(bert_dir))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 872 and all(r["label"] in {"NEGATIVE", "POSITIVE"} for r in rows)
+    # The input's own label column is kept, renamed, rather than overwritten by the prediction.
+    assert list(rows[0])[:3] == ["line", "sentence", "input_label"]
+    assert {r["input_label"] for r in rows} == {"0", "1"}
+
+
+def test_models_lists_the_builtin_model():
+    result = run_cli("models")
+    assert result.returncode == 0
+    assert "sst2-minilm-l6" in result.stdout.decode()
+
+
+def test_backends_lists_torch_as_runnable():
+    result = run_cli("backends")
+    assert result.returncode == 0
+    line = next(line for line in _lines(result) if "torch" in line and "cuda" in line)
+    assert "yes" in line and "ready" in line

@@ -1,0 +1,61 @@
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, run_cli
+
+PROMPT = "Enter text to classify (or 'ctrl+D' to quit): "
+
+
+def test_prompt_answers_each_line_and_ctrl_d_exits_cleanly(bert_dir):
+    result = run_cli("interactive", "--model", str(bert_dir), input="I like cheese\nI hate cheesecake\n")
+    assert result.returncode == 0, result.stderr
+    stdout = result.stdout.decode()
+    answers = re.findall(r"Sentiment prediction: (positive|negative) \((\d+\.\d\d)%\)", stdout)
+    assert len(answers) == 2
+    assert stdout.count(PROMPT) == 3  # two answers, then the prompt that receives Ctrl+D
+
+
+def test_verbose_logs_the_experiment_timings_and_logits(bert_dir):
+    result = run_cli("interactive", "-v", "--model", str(bert_dir), input="I like cheese\n")
+    assert result.returncode == 0
+    log = result.stderr.decode()
+    for pattern in [
+        r"Loaded model in \d+\.\d ms",
+        r"Loaded tokenizer in \d+\.\d ms",
+        r"Tokenized input in \d+\.\d ms",
+        r"Inferred in \d+\.\d ms",
+        r"Logits: \[-?\d+\.\d+, -?\d+\.\d+\]",
+    ]:
+        assert re.search(pattern, log), (pattern, log)
+
+
+def test_bad_lines_get_an_error_and_the_prompt_continues(bert_dir):
+    result = run_cli("interactive", "--model", str(bert_dir), input=b"\n   \nbad \xff\ngood\n")
+    assert result.returncode == 0
+    assert result.stderr.decode().count("error: empty text") == 2
+    assert "error: the input is not valid UTF-8" in result.stderr.decode()
+    assert result.stdout.decode().count("Sentiment prediction:") == 1
+
+
+def test_ctrl_c_at_the_prompt_exits_with_code_0(bert_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", "interactive", "--model", str(bert_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 120
+    seen = b""
+    while PROMPT.encode() not in seen and time.monotonic() < deadline:
+        seen += process.stdout.read1(4096)
+    assert PROMPT.encode() in seen
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert b"Traceback" not in stderr
