@@ -56,6 +56,6 @@ def test_ctrl_c_at_the_prompt_exits_with_code_0(bert_dir):
         seen += process.stdout.read1(4096)
     assert PROMPT.encode() in seen
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert b"Traceback" not in stderr
