@@ -20,7 +20,7 @@ stage() {  # stage NAME ARGS...: run `fastsentiment train` into $work/NAME unles
 }
 
 for seed in 1 2 3; do
-  stage teacher-$seed --seed $seed --epochs 1 --learning-rate 5e-5
+  stage teacher-$seed --seed $seed --epochs 2 --learning-rate 3e-5
 done
 stage student --seed 4 --epochs 2 --learning-rate 5e-5 \
   --teacher "$work/teacher-1" --teacher "$work/teacher-2" --teacher "$work/teacher-3" \

@@ -45,8 +45,8 @@ class Backend(Protocol):
     precision: str
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str) -> Backend:
-        """Load `model` for `device` ("auto" picks the best present) at `precision`."""
+    def load(cls, model: ModelDir, device: str, precision: str | None) -> Backend:
+        """Load `model` for `device` ("auto" picks the best present) at `precision` (None: the default)."""
         ...
 
     @classmethod

@@ -20,6 +20,7 @@ from fastsentiment.models import ModelDir
 BUILTIN_MODULES = (
     "fastsentiment.backends.onnx_backend",
     "fastsentiment.backends.torch_backend",
+    "fastsentiment.backends.ane_backend",
 )
 _REGISTRY: dict[str, type[Backend]] = {}
 _loaded = False
@@ -89,8 +90,7 @@ def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", prec
     missing = spec.missing_module()
     if missing:
         raise missing_extra(missing, spec.extra, f"the {spec.name} backend")
-    precision = precision or spec.default_precision
-    if precision not in spec.precisions:
+    if precision is not None and precision not in spec.precisions:
         raise BackendError(
             f"backend {spec.name} has no precision {precision!r}; choose one of {', '.join(spec.precisions)}"
         )
@@ -99,6 +99,7 @@ def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", prec
     problem = backend.device_problem(device)
     if problem:
         raise BackendError(f"backend {spec.name}: {problem}")
+    # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
     return backend.load(model, device, precision)
 
 

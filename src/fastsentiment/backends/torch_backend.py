@@ -46,14 +46,15 @@ class TorchBackend:
         return None
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str) -> TorchBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None) -> TorchBackend:
         import torch
         import transformers
         from transformers import AutoModelForSequenceClassification
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        device = _best_device() if device == "auto" else device
+        device = best_device() if device == "auto" else device
+        precision = precision or cls.spec.default_precision
         if precision == "int8" and device != "cpu":
             from fastsentiment.errors import BackendError
 
@@ -81,7 +82,7 @@ class TorchBackend:
             return self._model(**inputs).logits.float().cpu().numpy()
 
 
-def _best_device() -> str:
+def best_device() -> str:
     import torch
 
     if torch.cuda.is_available():

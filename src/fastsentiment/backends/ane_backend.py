@@ -1,0 +1,63 @@
+"""`ane`: our Neural-Engine layout of the model (see models/ane) run by PyTorch.
+
+On Linux this is a correctness reference for the layout that CoreML compiles for the Neural Engine:
+the same weights, converted, must give the Hugging Face model's logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.registry import register
+from fastsentiment.models import ModelDir
+
+
+@register
+class AneBackend:
+    spec = BackendSpec(
+        name="ane",
+        description="Apple Neural-Engine layout (channels-first, 1x1 convs) under PyTorch",
+        extra="torch",
+        modules=("torch",),
+        devices=("cpu", "cuda", "mps"),
+        precisions=("fp32", "fp16"),
+        default_precision="fp32",
+    )
+
+    def __init__(self, network, device: str, precision: str, token_types: bool) -> None:
+        self._network = network
+        self._token_types = token_types
+        self.device = device
+        self.precision = precision
+
+    @classmethod
+    def device_problem(cls, device: str) -> str | None:
+        from fastsentiment.backends.torch_backend import TorchBackend
+
+        return TorchBackend.device_problem(device)
+
+    @classmethod
+    def load(cls, model: ModelDir, device: str, precision: str | None) -> AneBackend:
+        import torch
+
+        from fastsentiment.backends.torch_backend import best_device
+        from fastsentiment.errors import BackendError
+        from fastsentiment.models.ane import ane_model_from_dir
+
+        device = best_device() if device == "auto" else device
+        precision = precision or cls.spec.default_precision
+        if precision == "fp16" and device == "cpu":
+            raise BackendError("ane fp16 runs on cuda or mps (CoreML runs it on the Neural Engine); on cpu use fp32")
+        network = ane_model_from_dir(model).to(device)
+        if precision == "fp16":
+            network = network.to(torch.float16)
+        return cls(network, device, precision, model.uses_token_type_ids)
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        ids = torch.from_numpy(input_ids).to(self.device)
+        with torch.inference_mode():
+            out = self._network(ids, torch.from_numpy(attention_mask).to(self.device))
+        return out.float().cpu().numpy()

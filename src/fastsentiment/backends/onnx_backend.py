@@ -1,0 +1,97 @@
+"""`onnx`: ONNX Runtime, the default on CPU (dynamic int8) and an fp16/fp32 path on CUDA.
+
+The inference path needs only onnxruntime, tokenizers and numpy. torch is imported once per model
+and precision, to export into the cache; after that, loading a model is opening a file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.registry import register
+from fastsentiment.errors import BackendError
+from fastsentiment.models import ModelDir
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@register
+class OnnxBackend:
+    spec = BackendSpec(
+        name="onnx",
+        description="ONNX Runtime (int8 on CPU by default; fp16 on CUDA)",
+        extra="onnx",
+        modules=("onnxruntime",),
+        devices=("cpu", "cuda"),
+        precisions=("int8", "fp32", "fp16"),
+        default_precision="int8",
+    )
+
+    def __init__(self, session, device: str, precision: str, path: Path) -> None:
+        self._session = session
+        self._feeds = [node.name for node in session.get_inputs()]
+        self.device = device
+        self.precision = precision
+        self.path = path
+
+    @classmethod
+    def device_problem(cls, device: str) -> str | None:
+        kind = device.split(":")[0]
+        if kind in ("auto", "cpu"):
+            return None
+        import onnxruntime
+
+        if kind == "cuda" and PROVIDERS["cuda"] not in onnxruntime.get_available_providers():
+            return "CUDAExecutionProvider is not available (install onnxruntime-gpu and CUDA)"
+        return None
+
+    @classmethod
+    def load(cls, model: ModelDir, device: str, precision: str | None) -> OnnxBackend:
+        import onnxruntime
+
+        device = "cpu" if device == "auto" else device.split(":")[0]
+        precision = precision or ("fp16" if device == "cuda" else "int8")
+        if device == "cuda" and precision == "int8":
+            raise BackendError("onnx int8 (dynamic quantisation) runs on cpu; on cuda use fp16 or fp32")
+        if device == "cpu" and precision == "fp16":
+            raise BackendError("onnx fp16 runs on cuda; on cpu use int8 or fp32")
+        path = onnx_file(model, precision)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = _threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])
+        return cls(session, device, precision, path)
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._feeds:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (logits,) = self._session.run(["logits"], feeds)
+        return logits.astype(np.float32, copy=False)
+
+
+def onnx_file(model: ModelDir, precision: str) -> Path:
+    """The cached export of `model` at `precision`, exporting it first if needed."""
+    from fastsentiment.cache import cache_root, cached_file
+
+    target = cache_root() / "onnx" / model.content_hash[:32] / f"model-{precision}.onnx"
+    if target.is_file():
+        return target
+    from fastsentiment.export.onnx import export_onnx
+
+    return cached_file(target, lambda scratch: export_onnx(model, scratch, precision))
+
+
+def _threads() -> int:
+    # All cores of this process's affinity: ORT's own default counts physical cores and can leave
+    # hyper-threads or container-granted CPUs idle.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1

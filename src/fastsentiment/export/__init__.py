@@ -1,0 +1,1 @@
+"""Turning a model directory into artefacts for other runtimes (ONNX, CoreML)."""

@@ -1,0 +1,110 @@
+"""Export a Hugging Face classifier to ONNX: graph-optimised fp32, block-wise int8, or fp16.
+
+The export uses the TorchScript exporter (`dynamo=False`) on the eager attention implementation:
+that graph is the one ONNX Runtime recognises and fuses into Attention, EmbedLayerNormalization,
+SkipLayerNormalization and BiasGelu kernels (the dynamo exporter's graph gets no Attention fusion).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastsentiment.errors import missing_extra
+from fastsentiment.models import ModelDir
+
+OPSET = 17
+VARIANTS = ("fp32", "int8", "fp16")
+
+
+def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
+    """Write `model` as an ONNX file at `target` with dynamic batch and sequence axes."""
+    if precision not in VARIANTS:
+        raise ValueError(f"unknown ONNX precision {precision!r}")
+    scratch = target.with_name(target.stem + ".raw.onnx")
+    _export_fp32(model, scratch)
+    try:
+        optimised = target.with_name(target.stem + ".opt.onnx")
+        _optimise(scratch, optimised, model)
+        if precision == "int8":
+            _quantise_int8(optimised, target)
+        elif precision == "fp16":
+            _to_fp16(optimised, target)
+        else:
+            os.replace(optimised, target)
+    finally:
+        for leftover in target.parent.glob(target.stem + ".*.onnx*"):
+            leftover.unlink()
+    return target
+
+
+def _export_fp32(model: ModelDir, target: Path) -> None:
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForSequenceClassification
+    except ImportError:
+        raise missing_extra("torch", "export", "exporting a model to ONNX (once per model)") from None
+    import warnings
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    network = AutoModelForSequenceClassification.from_pretrained(
+        model.path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
+    example = torch.ones((2, 8), dtype=torch.int64)
+    inputs = tuple(example if name != "token_type_ids" else torch.zeros_like(example) for name in names)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        torch.onnx.export(
+            network,
+            inputs,
+            str(target),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _optimise(source: Path, target: Path, model: ModelDir) -> None:
+    """Fuse the transformer subgraphs with ONNX Runtime's transformer optimiser (portable fusions only)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = model.config
+    heads = config.get("num_attention_heads", config.get("n_heads", 0))
+    hidden = config.get("hidden_size", config.get("dim", 0))
+    optimised = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
+    optimised.save_model_to_file(str(target))
+
+
+def _quantise_int8(source: Path, target: Path) -> None:
+    """Block-wise int8 weights (blocks of 128 along the input axis) with int8 compute (accuracy level 4).
+
+    Plain dynamic quantisation (`quantize_dynamic`) scales each activation tensor with one number;
+    on MiniLM-sized models that flips ~2-4% of SST-2 dev labels against fp32 even per-channel. A
+    scale per block of 128 keeps agreement above 99% (measured in tests/test_backends_parity.py).
+    """
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
+    )
+    quantizer.process()
+    onnx.save(quantizer.model.model, str(target))
+
+
+def _to_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    graph = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(graph, str(target))
