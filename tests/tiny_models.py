@@ -68,10 +68,14 @@ def build_model(
             label2id=label2id,
         )
         model = DistilBertForSequenceClassification(config)
-    # Random init gives near-zero logits; scale the head so labels actually differ between inputs.
+    # Random init gives near-zero logits and LayerNorms with w=1, b=0 (which would hide a wrong
+    # LayerNorm conversion); make both non-trivial so parity tests can fail.
     with torch.no_grad():
-        head = model.classifier
-        head.weight.mul_(50.0)
+        model.classifier.weight.mul_(50.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn_like(module.weight))
+                module.bias.copy_(0.3 * torch.randn_like(module.bias))
     model.eval().save_pretrained(directory, safe_serialization=True)
     (directory / "tokenizer_config.json").write_text(f'{{"do_lower_case": true, "model_max_length": {max_positions}}}')
     if tokenizer_json:

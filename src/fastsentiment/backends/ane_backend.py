@@ -61,3 +61,21 @@ class AneBackend:
         with torch.inference_mode():
             out = self._network(ids, torch.from_numpy(attention_mask).to(self.device))
         return out.float().cpu().numpy()
+
+    def explain(self) -> dict:
+        """PyTorch runs every operation on one device; report it with the parameters' dtypes."""
+        from collections import Counter
+
+        import torch
+
+        network = self._network
+        dtypes = Counter(str(p.dtype).removeprefix("torch.") for p in network.parameters())
+        quantised = sum(1 for m in network.modules() if "quantized" in type(m).__module__)
+        return {
+            "runtime": f"torch {torch.__version__}",
+            "device": self.device,
+            "precision": self.precision,
+            "parameter dtypes": dict(dtypes),
+            "dynamically quantised modules": quantised,
+            "threads": torch.get_num_threads(),
+        }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -56,4 +56,8 @@ class Backend(Protocol):
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Float32 logits [batch, labels] for int64 token ids and attention masks [batch, length]."""
+        ...
+
+    def explain(self) -> dict[str, Any]:
+        """Where the model's operations actually run (devices, providers, precision), for `explain`."""
         ...

@@ -20,7 +20,9 @@ from fastsentiment.models import ModelDir
 BUILTIN_MODULES = (
     "fastsentiment.backends.onnx_backend",
     "fastsentiment.backends.torch_backend",
+    "fastsentiment.backends.openvino_backend",
     "fastsentiment.backends.ane_backend",
+    "fastsentiment.backends.coreml_backend",
 )
 _REGISTRY: dict[str, type[Backend]] = {}
 _loaded = False

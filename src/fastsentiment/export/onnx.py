@@ -14,7 +14,8 @@ from fastsentiment.errors import missing_extra
 from fastsentiment.models import ModelDir
 
 OPSET = 17
-VARIANTS = ("fp32", "int8", "fp16")
+# plain: the unfused fp32 graph, for runtimes other than ONNX Runtime (OpenVINO).
+VARIANTS = ("fp32", "int8", "fp16", "plain")
 
 
 def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
@@ -23,6 +24,9 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
         raise ValueError(f"unknown ONNX precision {precision!r}")
     scratch = target.with_name(target.stem + ".raw.onnx")
     _export_fp32(model, scratch)
+    if precision == "plain":
+        os.replace(scratch, target)
+        return target
     try:
         optimised = target.with_name(target.stem + ".opt.onnx")
         _optimise(scratch, optimised, model)

@@ -1,0 +1,37 @@
+"""`fastsentiment explain`: where a backend actually runs the model's operations."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from fastsentiment.cli import app
+from fastsentiment.cli.options import BackendOption, DeviceOption, ModelOption, PrecisionOption
+
+
+@app.command()
+def explain(
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Report where the model's operations run: providers, devices, precision actually used."""
+    from fastsentiment.backends import load_backend
+    from fastsentiment.models import resolve_model
+
+    model_dir = resolve_model(model)
+    runtime = load_backend(model_dir, backend, device, precision)
+    report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device, **runtime.explain()}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict):
+            typer.echo(f"{key}:")
+            for inner, count in value.items():
+                typer.echo(f"  {inner}: {count}")
+        else:
+            typer.echo(f"{key}: {value}")

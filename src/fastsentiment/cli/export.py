@@ -1,0 +1,84 @@
+"""`fastsentiment export onnx|openvino|coreml`: artefacts for use outside the tool."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from fastsentiment.cli import app
+from fastsentiment.errors import InputError
+
+export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+ModelArgument = typer.Argument(..., help="Built-in name, model directory or hub id.")
+
+
+@export_app.command("onnx")
+def export_onnx_command(
+    model: str = ModelArgument,
+    out: Path = typer.Argument(..., help="The .onnx file to write."),
+    precision: str = typer.Option(
+        "int8", "--precision", "-p", help="int8 (CPU), fp32, fp16 (CUDA), or plain (unfused fp32)."
+    ),
+) -> None:
+    """ONNX with dynamic batch and sequence axes, as the onnx backend runs it."""
+    from fastsentiment.backends.onnx_backend import onnx_file
+    from fastsentiment.export.onnx import VARIANTS
+    from fastsentiment.models import resolve_model
+
+    if precision not in VARIANTS:
+        raise InputError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(VARIANTS)}")
+    _check_suffix(out, ".onnx")
+    shutil.copyfile(onnx_file(resolve_model(model), precision), out)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
+
+
+@export_app.command("openvino")
+def export_openvino_command(
+    model: str = ModelArgument,
+    out: Path = typer.Argument(..., help="The .xml file to write (weights go beside it as .bin)."),
+    fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store weights in fp16 (half the size)."),
+) -> None:
+    """OpenVINO IR (.xml + .bin) from the plain ONNX export."""
+    from fastsentiment.backends.onnx_backend import onnx_file
+    from fastsentiment.errors import missing_extra
+    from fastsentiment.models import resolve_model
+
+    try:
+        import openvino as ov
+    except ImportError:
+        raise missing_extra("openvino", "openvino", "OpenVINO export") from None
+    _check_suffix(out, ".xml")
+    network = ov.Core().read_model(str(onnx_file(resolve_model(model), "plain")))
+    ov.save_model(network, str(out), compress_to_fp16=fp16_weights)
+    typer.echo(f"wrote {out} and {out.with_suffix('.bin')}")
+
+
+@export_app.command("coreml")
+def export_coreml_command(
+    model: str = ModelArgument,
+    out: Path = typer.Argument(..., help="The .mlpackage to write."),
+    seq_lengths: str = typer.Option(
+        "128", "--seq-lengths", help="Fixed length, or comma-separated enumerated lengths: 32,64,128."
+    ),
+) -> None:
+    """CoreML ML program (fp16, int32 inputs) of the Neural-Engine layout. Runs on Linux; predicts on macOS."""
+    from fastsentiment.export.coreml import export_coreml
+    from fastsentiment.models import resolve_model
+
+    try:
+        lengths = [int(part) for part in seq_lengths.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
+    if out.exists():
+        raise InputError(f"{out} exists; remove it or choose another path")
+    export_coreml(resolve_model(model), out, lengths)
+    typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
+
+
+def _check_suffix(path: Path, suffix: str) -> None:
+    if path.suffix != suffix:
+        raise InputError(f"{path}: expected a {suffix} file name")

@@ -1,0 +1,77 @@
+"""Convert the ANE layout of a model to a CoreML ML program (fp16, int32 inputs).
+
+Conversion runs anywhere coremltools installs (Linux included); loading the package for
+prediction needs macOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastsentiment.errors import InputError, missing_extra
+from fastsentiment.models import ModelDir
+
+DEFAULT_LENGTH = 128
+
+
+def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (DEFAULT_LENGTH,)) -> Path:
+    """Write `target` (.mlpackage) with inputs input_ids and attention_mask of shape (1, L).
+
+    One length gives a fixed-shape model; several give enumerated shapes (the largest is the default),
+    which the Neural Engine supports where fully flexible shapes would fall back to the CPU.
+    """
+    try:
+        import coremltools as ct
+        import numpy as np
+        import torch
+    except ImportError as error:
+        raise missing_extra(error.name or "coremltools", "coreml", "CoreML export") from None
+    from fastsentiment.models.ane import ane_model_from_dir
+
+    lengths = sorted(set(seq_lengths))
+    if not lengths or lengths[0] < 2 or lengths[-1] > model.max_length:
+        raise InputError(f"sequence lengths must lie between 2 and {model.max_length}, got {list(seq_lengths)}")
+    if target.suffix != ".mlpackage":
+        raise InputError(f"{target}: a CoreML ML program is saved as a .mlpackage directory")
+
+    network = ane_model_from_dir(model)
+
+    class Int32Inputs(torch.nn.Module):
+        """CoreML feeds int32; the embedding lookups take them as they are."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, input_ids, attention_mask):
+            return self.network(input_ids, attention_mask)
+
+    example = torch.ones((1, lengths[-1]), dtype=torch.int32)
+    with torch.inference_mode():
+        traced = torch.jit.trace(Int32Inputs().eval(), (example, example))
+    if len(lengths) == 1:
+        shape = (1, lengths[0])
+    else:
+        shape = ct.EnumeratedShapes(shapes=[(1, n) for n in lengths], default=(1, lengths[-1]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # coremltools warns that torch 2.13 is newer than it was tested with
+        converted = ct.convert(
+            traced,
+            inputs=[
+                ct.TensorType(name="input_ids", shape=shape, dtype=np.int32),
+                ct.TensorType(name="attention_mask", shape=shape, dtype=np.int32),
+            ],
+            outputs=[ct.TensorType(name="logits")],
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16,
+            # Enumerated shapes on two inputs need the macOS 15 / iOS 18 ML program format.
+            minimum_deployment_target=ct.target.macOS13 if len(lengths) == 1 else ct.target.macOS15,
+        )
+    converted.short_description = f"{model.path.name}: sequence classification ({', '.join(model.labels)})"
+    converted.user_defined_metadata["labels"] = ",".join(model.labels)
+    converted.user_defined_metadata["seq_lengths"] = ",".join(map(str, lengths))
+    converted.save(str(target))
+    return target

@@ -1,0 +1,100 @@
+"""The ONNX Runtime backend: parity, caching, atomic exports, and a torch-free inference path."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from fastsentiment import Classifier
+from fastsentiment.errors import BackendError
+from fastsentiment.models import resolve_model
+
+TEXTS = ["I like cheese", "I hate cheesecake", "a", "the film was not good , but the cake was great and i love it"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(directory))
+    return directory
+
+
+def test_fp32_export_matches_hugging_face(tiny_model, cache):
+    expected = Classifier.load(tiny_model, backend="torch").logits(TEXTS, batch_size=4)
+    clf = Classifier.load(tiny_model, backend="onnx", precision="fp32")
+    assert np.abs(clf.logits(TEXTS, batch_size=4) - expected).max() <= 1e-4
+    # exported once, into the cache named by the environment, keyed by the model's content
+    (export,) = cache.glob("onnx/*/model-fp32.onnx")
+    assert export.parent.name == resolve_model(tiny_model).content_hash[:32]
+
+
+def test_int8_is_the_cpu_default_and_close_to_fp32(bert_dir, cache):
+    clf = Classifier.load(bert_dir, backend="onnx")
+    assert (clf.backend.device, clf.backend.precision) == ("cpu", "int8")
+    expected = Classifier.load(bert_dir, backend="torch").logits(TEXTS)
+    assert np.abs(clf.logits(TEXTS) - expected).max() < 0.1
+
+
+def test_unsupported_device_precision_pairs_are_clear_errors(bert_dir, cache):
+    with pytest.raises(BackendError, match="fp16 runs on cuda"):
+        Classifier.load(bert_dir, backend="onnx", precision="fp16", device="cpu")
+
+
+def test_cuda_fp16_when_present(bert_dir, cache):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here")
+    clf = Classifier.load(bert_dir, backend="onnx", device="cuda")
+    assert clf.backend.precision == "fp16"
+    expected = Classifier.load(bert_dir, backend="torch").logits(TEXTS)
+    assert np.abs(clf.logits(TEXTS) - expected).max() < 0.05
+
+
+def test_inference_path_imports_neither_torch_nor_transformers(bert_dir, cache):
+    Classifier.load(bert_dir, backend="onnx")  # export (with torch) into the cache first
+    script = (
+        "import sys\n"
+        "from fastsentiment import Classifier\n"
+        f"clf = Classifier.load({str(bert_dir)!r}, backend='onnx')\n"
+        "print(clf('I like cheese'))\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_an_interrupted_export_leaves_nothing_a_later_run_would_load(bert_dir, cache):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", "classify", "x", "-m", str(bert_dir), "-b", "onnx"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("onnx/*/.building-*/*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not list(cache.glob("onnx/*/*.onnx")), "a partial export was left where it would be loaded"
+    result = run_cli("classify", "I like cheese", "-m", str(bert_dir), "-b", "onnx")
+    assert result.returncode == 0, result.stderr
+    assert len(list(cache.glob("onnx/*/model-int8.onnx"))) == 1
+
+
+def test_auto_backend_prefers_onnx(bert_dir, cache):
+    assert Classifier.load(bert_dir).backend.spec.name == "onnx"
+
+
+def test_backends_command_lists_every_backend():
+    result = run_cli("backends")
+    text = result.stdout.decode()
+    for name in ("onnx", "torch", "ane"):
+        assert any(line.split("│")[1].strip() == name for line in text.splitlines() if "│" in line), name
