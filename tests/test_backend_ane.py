@@ -62,7 +62,7 @@ def test_converter_rejects_a_checkpoint_with_missing_tensors(bert_dir):
 
     state = load_hf_state_dict(resolve_model(bert_dir).weights_path)
     del state["bert.encoder.layer.1.output.dense.weight"]
-    with pytest.raises(KeyError, match="layer.1.output.dense.weight"):
+    with pytest.raises(KeyError, match=r"layer\.1\.output\.dense\.weight"):
         convert_state_dict(state, "bert", 2)
 
 

@@ -1,0 +1,103 @@
+"""The shipped model: its stated accuracy, the experiment's sentences, and every backend on SST-2 dev."""
+
+import re
+
+import numpy as np
+import pytest
+
+from fastsentiment import Classifier
+from fastsentiment.backends import availability
+from fastsentiment.models import BUILTIN_MODELS, DEFAULT_MODEL, resolve_model
+
+EXPERIMENT = {"I like cheese": "POSITIVE", "I like cheesecake": "POSITIVE", "I hate cheesecake": "NEGATIVE"}
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return resolve_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def reference(builtin, sst2_dev):
+    """Hugging Face fp32 logits on all of SST-2 dev: what every other path is measured against."""
+    texts, _ = sst2_dev
+    return Classifier.load(builtin.path, backend="torch", precision="fp32").logits(texts)
+
+
+def card_accuracy(builtin) -> float:
+    card = (builtin.path / "README.md").read_text()
+    return float(re.search(r"^sst2_dev_accuracy: ([0-9.]+)$", card, re.MULTILINE).group(1))
+
+
+def test_builtin_model_is_a_standard_fp16_directory_with_named_labels(builtin):
+    from safetensors.numpy import load_file
+
+    assert builtin.labels == ["NEGATIVE", "POSITIVE"]
+    assert builtin.model_type == "bert"
+    assert {tensor.dtype for tensor in load_file(builtin.weights_path).values()} == {np.dtype("float16")}
+    assert BUILTIN_MODELS[DEFAULT_MODEL].path == builtin.path
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_the_experiments_sentences(backend):
+    clf = Classifier.load(backend=backend)
+    results = clf(list(EXPERIMENT))
+    assert [r["label"] for r in results] == list(EXPERIMENT.values())
+
+
+def test_shipped_model_scores_what_its_card_states_on_sst2_dev(builtin, sst2_dev, reference):
+    texts, labels = sst2_dev
+    assert len(texts) == 872
+    accuracy = float((reference.argmax(axis=1) == np.array(labels)).mean())
+    assert accuracy >= card_accuracy(builtin)
+
+
+# (backend, precision, minimum label agreement, maximum |Δlogit| or None)
+PATHS = [
+    ("torch", "bf16", 0.99, None),
+    ("torch", "int8", 0.99, None),
+    ("onnx", "fp32", 1.0, 1e-4),
+    ("onnx", "int8", 0.99, None),
+    ("openvino", "fp32", 1.0, 1e-4),
+    ("openvino", "bf16", 0.99, None),
+    ("ane", "fp32", 1.0, 1e-4),
+]
+
+
+@pytest.mark.parametrize(("backend", "precision", "agreement", "max_delta"), PATHS)
+def test_every_backend_agrees_with_hugging_face_fp32_on_sst2_dev(
+    builtin, sst2_dev, reference, backend, precision, agreement, max_delta
+):
+    status = availability(backend)
+    if not status.runnable:
+        pytest.skip(f"{backend}: {status.reason}")
+    texts, labels = sst2_dev
+    logits = Classifier.load(builtin.path, backend=backend, precision=precision).logits(texts)
+    assert (logits.argmax(axis=1) == reference.argmax(axis=1)).mean() >= agreement
+    if max_delta is not None:
+        assert np.abs(logits - reference).max() <= max_delta
+    labels = np.array(labels)
+    reference_accuracy = (reference.argmax(axis=1) == labels).mean()
+    assert abs((logits.argmax(axis=1) == labels).mean() - reference_accuracy) <= 0.005
+
+
+def test_wrong_layernorm_mapping_is_the_experiments_disagreement(builtin, sst2_dev, reference):
+    """Unscaled LayerNorm biases in the ANE layout: the symptom docs/ane-layernorm.md describes."""
+    import torch
+
+    from fastsentiment.models.ane import ane_model_from_dir
+
+    texts, _ = sst2_dev
+    clf = Classifier.load(builtin.path, backend="torch")
+    wrong_model = ane_model_from_dir(builtin, rescale_layernorm_bias=False)
+
+    class Wrong:
+        def logits(self, input_ids, attention_mask):
+            with torch.inference_mode():
+                return wrong_model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    clf.backend = Wrong()
+    wrong = clf.logits(texts)
+    agreement = (wrong.argmax(axis=1) == reference.argmax(axis=1)).mean()
+    assert agreement < 0.99  # visibly different predictions ...
+    assert np.abs(wrong - reference).max() > 1.0  # ... from logits that moved by whole units

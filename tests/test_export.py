@@ -1,0 +1,98 @@
+"""Artefacts written by `fastsentiment export` and what the coreml backend says off macOS."""
+
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from tiny_models import build_model
+
+LAYERS, HEADS = 2, 4
+
+
+@pytest.fixture(scope="module")
+def ane_source(tmp_path_factory):
+    return build_model(tmp_path_factory.mktemp("m") / "bert", "bert", layers=LAYERS, hidden=32, heads=HEADS)
+
+
+def _program(package):
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    function = spec.mlProgram.functions["main"]
+    (block,) = function.block_specializations.values()
+    return spec, block
+
+
+@pytest.mark.parametrize(("lengths", "expected"), [("128", None), ("16,32,64", [(1, 16), (1, 32), (1, 64)])])
+def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source, tmp_path, lengths, expected):
+    pytest.importorskip("coremltools")
+    import coremltools.proto.FeatureTypes_pb2 as ft
+    import coremltools.proto.MIL_pb2 as mil
+
+    package = tmp_path / "model.mlpackage"
+    if lengths == "128":  # the tiny model accepts 64 tokens: 128 must be refused with a clear error
+        result = run_cli("export", "coreml", str(ane_source), str(package))
+        assert result.returncode == 2 and "between 2 and 64" in result.stderr.decode()
+        lengths = "64"
+    result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    spec, block = _program(package)
+    assert spec.WhichOneof("Type") == "mlProgram"
+    inputs = {i.name: i.type.multiArrayType for i in spec.description.input}
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    for array in inputs.values():
+        assert array.dataType == ft.ArrayFeatureType.INT32
+        shapes = sorted(tuple(s.shape) for s in array.enumeratedShapes.shapes)
+        assert shapes == (expected or []) and (expected or list(array.shape) == [1, 64])
+    assert [o.name for o in spec.description.output] == ["logits"]
+
+    ops = Counter(op.type for op in block.operations)
+    # 4 attention projections + 2 feed-forward convs per layer, then pooler and classifier
+    assert ops["conv"] == LAYERS * 6 + 2
+    assert ops["einsum"] == LAYERS * HEADS * 2  # one score and one mix einsum per head
+    assert ops["softmax"] == LAYERS * HEADS
+    assert "matmul" not in ops and "linear" not in ops
+    conv_weights = [
+        op.attributes["val"].type.tensorType.dataType
+        for op in block.operations
+        if op.type == "const" and len(op.attributes["val"].type.tensorType.dimensions) == 4
+    ]
+    assert conv_weights and set(conv_weights) == {mil.DataType.FLOAT16}
+
+
+def test_coreml_backend_off_macos_is_a_one_line_error(bert_dir):
+    if sys.platform == "darwin":
+        pytest.skip("this is macOS: the coreml backend runs here")
+    result = run_cli("classify", "I like cheese", "-m", str(bert_dir), "-b", "coreml")
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines()[-1].startswith("error: backend coreml: CoreML predicts on macOS only")
+
+
+def test_onnx_export_runs_in_plain_onnxruntime(bert_dir, tmp_path, monkeypatch):
+    import onnxruntime
+
+    from fastsentiment import Classifier
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "model.onnx"
+    result = run_cli("export", "onnx", str(bert_dir), str(out), "--precision", "fp32")
+    assert result.returncode == 0, result.stderr.decode()
+    clf = Classifier.load(bert_dir, backend="torch")
+    batch = clf.encoder.pad(clf.encoder.encode(["I like cheese", "bad film"]))
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
+    (logits,) = session.run(["logits"], feeds)
+    np.testing.assert_allclose(logits, clf.backend.logits(batch.input_ids, batch.attention_mask), atol=1e-4)
+
+
+def test_openvino_export_writes_ir(bert_dir, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "model.xml"
+    result = run_cli("export", "openvino", str(bert_dir), str(out))
+    assert result.returncode == 0, result.stderr.decode()
+    assert out.stat().st_size > 0 and out.with_suffix(".bin").stat().st_size > 0
