@@ -1,0 +1,59 @@
+"""`fastsentiment serve`."""
+
+from __future__ import annotations
+
+import typer
+
+from fastsentiment.cli import app
+from fastsentiment.cli.options import (
+    BackendOption,
+    DeviceOption,
+    MaxLengthOption,
+    ModelOption,
+    PrecisionOption,
+    load_classifier,
+)
+
+
+@app.command()
+def serve(
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    max_length: MaxLengthOption = None,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    batching: bool = typer.Option(
+        True, "--batching/--no-batching", help="Dynamic batching (off: one text per model call)."
+    ),
+    max_batch_size: int = typer.Option(64, "--max-batch-size", min=1),
+    max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=2, help="Padded tokens per model call."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="Longest a lone request waits for company."),
+    max_queue: int = typer.Option(2048, "--max-queue", min=1, help="Queued texts before answering 503."),
+    max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1),
+) -> None:
+    """Serve the model over HTTP (POST /predict, /health, /info, /metrics; docs at /docs)."""
+    from fastsentiment.errors import missing_extra
+
+    try:
+        from fastsentiment.serve.app import ServerSettings, create_app
+        from fastsentiment.serve.batcher import BatchSettings
+        from fastsentiment.serve.runner import run
+    except ImportError as error:
+        raise missing_extra(error.name or "fastapi", "server", "fastsentiment serve") from None
+    from fastsentiment.models import resolve_model
+
+    resolve_model(model)  # a bad --model fails now, with one line, not later inside the server
+    settings = ServerSettings(
+        batching=BatchSettings(max_batch_size, max_batch_tokens, max_wait_ms, max_queue),
+        dynamic_batching=batching,
+        max_inputs=max_inputs,
+        max_body_bytes=max_body_bytes,
+    )
+    server = create_app(
+        lambda: load_classifier(model, backend, device, precision, max_batch_size, max_length), settings
+    )
+    typer.echo(f"fastsentiment serving on http://{host}:{port} (docs at /docs)", err=True)
+    run(server, host, port)

@@ -1,0 +1,1 @@
+"""`fastsentiment serve`: an HTTP server with dynamic batching."""

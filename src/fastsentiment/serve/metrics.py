@@ -1,0 +1,52 @@
+"""Prometheus metrics of one server: requests, latency, batch sizes, queue depth, errors by kind."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        # A registry per server, so several servers (or tests) in one process never collide.
+        self.registry = CollectorRegistry()
+        self.requests = Counter("fastsentiment_requests", "Prediction requests answered", registry=self.registry)
+        self.latency = Histogram(
+            "fastsentiment_request_seconds",
+            "Prediction request latency",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "fastsentiment_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "fastsentiment_batch_seconds", "Model time per batch", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.queue = Gauge("fastsentiment_queue_depth", "Texts waiting for the model", registry=self.registry)
+        self.errors = Counter("fastsentiment_errors", "Failed requests by kind", ["kind"], registry=self.registry)
+
+    @contextmanager
+    def time_request(self):
+        started = time.perf_counter()
+        yield
+        self.requests.inc()
+        self.latency.observe(time.perf_counter() - started)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+    def count_error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def render(self, queue_depth: int) -> bytes:
+        self.queue.set(queue_depth)
+        return generate_latest(self.registry)

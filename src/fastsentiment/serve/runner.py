@@ -1,0 +1,31 @@
+"""Running the app under uvicorn with a graceful stop that counts as success."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class GracefulServer(uvicorn.Server):
+    """SIGTERM/SIGINT: stop accepting, answer every accepted request, exit 0.
+
+    uvicorn's own signal capture re-raises the signal after shutting down, which turns a clean stop
+    into exit status -15; a graceful stop is a success, so the signals are captured here instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run(app: FastAPI, host: str, port: int) -> None:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=None)
+    GracefulServer(config).run()

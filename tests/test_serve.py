@@ -1,0 +1,244 @@
+"""`fastsentiment serve` as a real process on 127.0.0.1, driven by real HTTP clients."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from fastsentiment import Classifier
+
+WORDS = "the a good bad film movie cheese cake like love hate not great was".split()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *options, script=None, env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "fastsentiment"]
+        command = [*head, "serve", "-m", str(model), "--port", str(self.port), *options]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stderr.read().decode()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server did not become ready")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def server(bert_dir, cache):
+    running = Server(bert_dir, env={"FASTSENTIMENT_CACHE": cache})
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def local(bert_dir, cache):
+    os.environ["FASTSENTIMENT_CACHE"] = cache
+    return Classifier.load(bert_dir)
+
+
+def sentence(i: int) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(3 + i % 9))
+
+
+def test_huggingface_inference_client_works_unchanged(server, local):
+    from huggingface_hub import InferenceClient
+
+    result = InferenceClient(server.url).text_classification("I like cheese")
+    expected = local("I like cheese", top_k=None)
+    assert [r.label for r in result] == [e["label"] for e in expected]
+    assert [r.score for r in result] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+
+
+def test_predict_formats_and_options(server, local):
+    single = httpx.post(f"{server.url}/predict", json={"inputs": "good film"}).json()
+    assert len(single) == 1 and len(single[0]) == 2 and single[0][0]["score"] >= single[0][1]["score"]
+    several = httpx.post(
+        f"{server.url}/predict", json={"inputs": ["good film", "bad cake"], "parameters": {"top_k": 1}}
+    )
+    assert [len(r) for r in several.json()] == [1, 1]
+    raw = httpx.post(f"{server.url}/predict", json={"inputs": "good film", "raw_scores": True}).json()
+    logits = local.logits(["good film"])[0]
+    assert sorted(r["score"] for r in raw[0]) == pytest.approx(sorted(logits), abs=1e-4)
+
+
+def test_many_concurrent_clients_get_their_own_answers(server, local):
+    texts = [sentence(i) for i in range(400)]
+    expected = local(texts)
+
+    def ask(i):
+        response = httpx.post(f"{server.url}/predict", json={"inputs": texts[i]}, timeout=60)
+        return i, response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        answers = list(pool.map(ask, range(len(texts))))
+    assert all(status == 200 for _, status, _ in answers)
+    for i, _, body in answers:
+        best = body[0][0]
+        assert best["label"] == expected[i]["label"], texts[i]
+        assert best["score"] == pytest.approx(expected[i]["score"], abs=1e-3)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    sizes = [line for line in metrics.splitlines() if line.startswith("fastsentiment_batch_size_count")]
+    batches = float(sizes[0].split()[-1])
+    assert batches < len(texts)  # requests were batched together
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "kind"),
+    [
+        (b'{"inputs": ', 400, "invalid_json"),
+        (b'{"inputs": "caf\xff"}', 400, "invalid_encoding"),
+        (b'{"inputs": 5}', 422, "validation"),
+        (b'{"inputs": ["fine", 3]}', 422, "validation"),
+        (b'{"inputs": ""}', 422, "validation"),
+        (b'{"inputs": ["fine", "   "]}', 422, "validation"),
+        (b'{"inputs": []}', 422, "validation"),
+        (b'{"inputs": "x", "parameters": {"top_k": 0}}', 422, "validation"),
+        (json.dumps({"inputs": ["x"] * 300}).encode(), 413, "too_many_inputs"),
+        (json.dumps({"inputs": "x" * 2_000_000}).encode(), 413, "body_too_large"),
+    ],
+)
+def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, status, kind):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        good = pool.submit(httpx.post, f"{server.url}/predict", json={"inputs": ["good film"] * 20}, timeout=60)
+        bad = httpx.post(f"{server.url}/predict", content=content, timeout=60)
+        assert good.result().status_code == 200
+    assert bad.status_code == status
+    assert bad.json()["error_type"] == kind and bad.json()["error"]
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_health_info_metrics_docs(server):
+    info = httpx.get(f"{server.url}/info").json()
+    assert info["labels"] == ["NEGATIVE", "POSITIVE"] and info["backend"] == "onnx"
+    for key in ("model", "device", "precision", "max_length", "version"):
+        assert key in info
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "fastsentiment_requests_total",
+        "fastsentiment_request_seconds_bucket",
+        "fastsentiment_batch_size_bucket",
+        "fastsentiment_queue_depth",
+        "fastsentiment_errors_total",
+    ):
+        assert name in metrics
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
+    body = json.dumps({"inputs": [sentence(i) for i in range(200)]}).encode()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+    # sockets closed without reading the answers
+    response = httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30)
+    assert response.status_code == 200
+
+
+def test_full_queue_answers_503_with_retry_after(bert_dir, cache):
+    server = Server(bert_dir, "--max-queue", "8", "--max-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache})
+    try:
+
+        def ask(i):
+            return httpx.post(f"{server.url}/predict", json={"inputs": [sentence(i)] * 6}, timeout=60)
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            responses = list(pool.map(ask, range(64)))
+        statuses = {r.status_code for r in responses}
+        assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
+        rejected = next(r for r in responses if r.status_code == 503)
+        assert rejected.headers["retry-after"] == "1" and rejected.json()["error_type"] == "overloaded"
+    finally:
+        server.stop()
+
+
+def test_sigterm_finishes_accepted_requests_then_exits_0(bert_dir, cache):
+    server = Server(bert_dir, env={"FASTSENTIMENT_CACHE": cache})
+    texts = [sentence(i) for i in range(240)]
+
+    def ask(i):
+        return httpx.post(f"{server.url}/predict", json={"inputs": texts[i * 20 : (i + 1) * 20]}, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(ask, i) for i in range(12)]
+        time.sleep(0.3)  # let the requests be accepted and queued
+        server.process.send_signal(signal.SIGTERM)
+        responses = [future.result() for future in futures]
+    assert [r.status_code for r in responses] == [200] * 12
+    assert all(len(r.json()) == 20 for r in responses)
+    assert server.process.wait(timeout=60) == 0
+
+
+FAILING_BACKEND = """
+import sys
+import numpy as np
+from fastsentiment.backends import BackendSpec, register
+from fastsentiment.backends.onnx_backend import OnnxBackend
+
+class Failing(OnnxBackend):
+    spec = BackendSpec("failing", "onnx that fails on the token 'hate'", "onnx", ("onnxruntime",), ("cpu",), ("int8",), "int8")
+    def logits(self, input_ids, attention_mask):
+        if (input_ids == HATE).any():
+            raise RuntimeError("kernel exploded")
+        return super().logits(input_ids, attention_mask)
+
+register(Failing)
+from fastsentiment.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_backend_error_fails_only_its_batch_and_the_server_keeps_serving(bert_dir, cache, local):
+    hate = local.encoder._tokenizer.token_to_id("hate")
+    server = Server(
+        bert_dir,
+        "--backend",
+        "failing",
+        script=FAILING_BACKEND.replace("HATE", str(hate)),
+        env={"FASTSENTIMENT_CACHE": cache},
+    )
+    try:
+        failed = httpx.post(f"{server.url}/predict", json={"inputs": "I hate cheese"}, timeout=30)
+        assert failed.status_code == 500 and failed.json()["error_type"] == "backend"
+        assert "kernel exploded" in failed.json()["error"]
+        for _ in range(3):
+            assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
+        assert 'fastsentiment_errors_total{kind="backend"} 1.0' in httpx.get(f"{server.url}/metrics").text
+    finally:
+        server.stop()
