@@ -3,7 +3,7 @@ import sys
 
 from conftest import ROOT
 
-PATHS = ["src", "tests", "benchmarks"]
+PATHS = ["src", "tests", "benchmarks", "scripts"]
 
 
 def test_ruff_check_and_format_report_nothing():
