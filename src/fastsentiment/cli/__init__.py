@@ -28,7 +28,7 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from fastsentiment.cli import classify, evaluate, explain, export, info, interactive, serve, train  # noqa: F401  (each registers itself)
+    from fastsentiment.cli import bench, classify, evaluate, explain, export, info, interactive, serve, train  # noqa: F401  (each registers itself)
 
 
 class _OneLineWarnings(logging.Handler):

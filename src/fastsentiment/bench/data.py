@@ -1,0 +1,109 @@
+"""Benchmark data: an SST-2-style directory, one table file, or `glue/sst2` through `datasets`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastsentiment.errors import InputError, missing_extra
+
+
+@dataclass
+class Split:
+    name: str
+    texts: list[str]
+    labels: list[int] | None  # class ids, or None when the split is unlabelled
+
+
+@dataclass
+class BenchData:
+    source: str
+    labelled: Split | None  # accuracy and agreement
+    speed: Split  # throughput and latency
+
+
+def load_bench_data(
+    source: str, text_column: str = "sentence", label_column: str = "label", label_names: list[str] | None = None
+) -> BenchData:
+    """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        dev, test = path / "dev.tsv", path / "test.tsv"
+        if not dev.is_file():
+            raise InputError(f"{path}: expected dev.tsv (and test.tsv) as in GLUE SST-2")
+        labelled = _read_table(dev, text_column, label_column, label_names)
+        speed = _read_table(test, text_column, None, None) if test.is_file() else labelled
+        return BenchData(str(path), labelled, speed)
+    if path.is_file():
+        split = _read_table(path, text_column, label_column, label_names)
+        return BenchData(str(path), split if split.labels is not None else None, split)
+    if source == "glue/sst2":
+        return _from_datasets()
+    raise InputError(f"--data {source}: no such file or directory (or use glue/sst2 with internet access)")
+
+
+def _read_table(path: Path, text_column: str, label_column: str | None, label_names: list[str] | None) -> Split:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise missing_extra("pyarrow", "bench", "reading Parquet files") from None
+        rows = pq.read_table(path).to_pylist()
+    elif suffix in (".tsv", ".csv"):
+        with open(path, encoding="utf-8", newline="") as stream:
+            reader = (
+                csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+                if suffix == ".tsv"
+                else csv.DictReader(stream)
+            )
+            rows = list(reader)
+    elif suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as stream:
+            rows = [json.loads(line) for line in stream if line.strip()]
+    else:
+        raise InputError(f"{path}: use .tsv, .csv, .jsonl or .parquet")
+    if not rows:
+        raise InputError(f"{path}: no rows")
+    if text_column not in rows[0]:
+        raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(rows[0])}); see --text-column")
+    texts = [str(row[text_column]) for row in rows]
+    labels = None
+    if label_column and label_column in rows[0]:
+        labels = [_label_id(row[label_column], label_names, path) for row in rows]
+        if min(labels) < 0:
+            labels = None  # GLUE test splits mark missing labels with -1
+        elif label_names and max(labels) >= len(label_names):
+            raise InputError(
+                f"{path}: label id {max(labels)} does not exist in the model, whose labels are {', '.join(label_names)}"
+            )
+    return Split(path.stem, texts, labels)
+
+
+def _label_id(value, label_names: list[str] | None, path: Path) -> int:
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if label_names and text in label_names:
+        return label_names.index(text)
+    known = f"the model's labels are {', '.join(label_names)}" if label_names else "expected class ids"
+    raise InputError(f"{path}: label {text!r} does not match the model ({known})")
+
+
+def _from_datasets() -> BenchData:
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise missing_extra("datasets", "bench", "--data glue/sst2") from None
+    try:
+        data = load_dataset("glue", "sst2")
+    except Exception as error:
+        raise InputError(f"could not load glue/sst2 ({str(error).splitlines()[0]}); offline, pass --data DIR") from None
+    validation = data["validation"]
+    return BenchData(
+        "glue/sst2",
+        Split("validation", list(validation["sentence"]), list(validation["label"])),
+        Split("test", list(data["test"]["sentence"]), None),
+    )

@@ -1,0 +1,175 @@
+"""One benchmark configuration, measured inside its own process (`python -m fastsentiment.bench.measure`).
+
+A fresh process per configuration keeps load time and peak memory clean: nothing another backend
+imported or allocated is counted. Peak RSS is the kernel's ru_maxrss for this process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FIXED_LENGTH = 128
+STRATEGIES = ("fixed", "dynamic", "sorted")
+PIPELINE = "pipeline"
+
+
+@dataclass
+class Spec:
+    config: str  # backend:precision, or pipeline / pipeline:BATCH
+    model: str
+    data: str
+    text_column: str = "sentence"
+    label_column: str = "label"
+    labels: list[str] | None = None
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
+    speed_limit: int | None = None
+    labelled_limit: int | None = None
+    latency_samples: int = 300
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def measure(spec: Spec) -> dict:
+    started = time.perf_counter()
+    from fastsentiment.bench.data import load_bench_data
+
+    data = load_bench_data(spec.data, spec.text_column, spec.label_column, spec.labels)
+    speed_texts = data.speed.texts[: spec.speed_limit]
+    labelled = data.labelled
+    labelled_texts = labelled.texts[: spec.labelled_limit] if labelled else []
+    if spec.config.split(":")[0] == PIPELINE:
+        result = _measure_pipeline(spec, speed_texts, labelled_texts, started)
+    else:
+        result = _measure_backend(spec, speed_texts, labelled_texts, started)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["speed_sentences"] = len(speed_texts)
+    if labelled_texts:
+        truth = np.asarray(labelled.labels[: len(labelled_texts)])
+        result["accuracy"] = float((np.asarray(result["labelled_logits"]).argmax(1) == truth).mean())
+    return result
+
+
+def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
+    from fastsentiment import Classifier
+
+    backend, _, precision = spec.config.partition(":")
+    t = time.perf_counter()
+    clf = Classifier.load(spec.model, backend=backend, precision=precision or None)
+    load_s = time.perf_counter() - t
+    clf.logits(speed_texts[:32])  # warm-up
+    t = time.perf_counter()
+    sequences = clf.encoder.encode(speed_texts)
+    tokenize_s = time.perf_counter() - t
+
+    latencies = []
+    for text in speed_texts[: spec.latency_samples]:  # the experiment's loop: one sentence at a time
+        t = time.perf_counter()
+        clf.logits([text])
+        latencies.append((time.perf_counter() - t) * 1000)
+
+    throughput = {}
+    width = min(FIXED_LENGTH, clf.encoder.max_length)
+    clipped = [s if len(s) <= width else [*s[: width - 1], s[-1]] for s in sequences]
+    for size in spec.batch_sizes:
+        for strategy in STRATEGIES:
+            batches = _batches(clipped, size, strategy, clf.encoder, width)
+            t = time.perf_counter()
+            for batch in batches:
+                clf.backend.logits(batch.input_ids, batch.attention_mask)
+            throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
+    return {
+        "config": spec.config,
+        "backend": backend,
+        "precision": clf.backend.precision,
+        "device": clf.backend.device,
+        "import_and_data_s": t0_delta(started, load_s),
+        "load_s": load_s,
+        "tokenize_s": tokenize_s,
+        "latency_ms": latencies,
+        "throughput": throughput,
+        "labelled_logits": clf.logits(labelled_texts).tolist() if labelled_texts else [],
+    }
+
+
+def t0_delta(started: float, load_s: float) -> float:
+    """Process time spent before the model load: imports and reading the data."""
+    return time.perf_counter() - started - load_s
+
+
+def _batches(sequences, size: int, strategy: str, encoder, width: int):
+    if strategy == "sorted":
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+    else:
+        order = np.arange(len(sequences))
+    batches = []
+    for start in range(0, len(order), size):
+        rows = [sequences[i] for i in order[start : start + size]]
+        batches.append(encoder.pad(rows, length=width if strategy == "fixed" else None))
+    return batches
+
+
+def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
+    """The reference most users run today: transformers.pipeline('text-classification')."""
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    from fastsentiment.models import resolve_model
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    _, _, batch = spec.config.partition(":")
+    batch_size = int(batch) if batch else None
+    model = resolve_model(spec.model)
+    t = time.perf_counter()
+    classify = pipeline("text-classification", model=str(model.path), dtype=torch.float32, device="cpu")
+    load_s = time.perf_counter() - t
+    classify(speed_texts[:8])
+    latencies = []
+    for text in speed_texts[: spec.latency_samples]:
+        t = time.perf_counter()
+        classify(text)
+        latencies.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    classify(speed_texts, batch_size=batch_size) if batch_size else classify(speed_texts)
+    rate = len(speed_texts) / (time.perf_counter() - t)
+    logits = []
+    if labelled_texts:
+        outputs = classify(labelled_texts, top_k=None, function_to_apply="none", batch_size=batch_size or 1)
+        index = {label: i for i, label in enumerate(model.labels)}
+        for row in outputs:
+            values = [0.0] * len(index)
+            for item in row:
+                values[index[item["label"]]] = item["score"]
+            logits.append(values)
+    return {
+        "config": spec.config,
+        "backend": PIPELINE,
+        "precision": "fp32",
+        "device": "cpu",
+        "import_and_data_s": t0_delta(started, load_s),
+        "load_s": load_s,
+        "tokenize_s": float("nan"),
+        "latency_ms": latencies,
+        "throughput": {f"pipeline@{batch_size or 1}": rate},
+        "labelled_logits": logits,
+    }
+
+
+def main() -> None:
+    spec = Spec(**json.loads(sys.argv[1]))
+    result = measure(spec)
+    with open(sys.argv[2], "w", encoding="utf-8") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()

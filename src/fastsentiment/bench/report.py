@@ -1,0 +1,256 @@
+"""Benchmark results as a terminal table, Markdown, JSON, CSV and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+LIBRARIES = ("fastsentiment", "numpy", "tokenizers", "onnxruntime", "openvino", "torch", "transformers", "coremltools")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    cpu, flags = platform.processor(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        gpu = query.stdout.strip() or None
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "libraries": versions,
+    }
+
+
+def headline(row: dict, reference_rate: float | None) -> dict:
+    """The numbers one row of the summary table shows."""
+    if "failed" in row:
+        return {"config": row["config"], "status": f"failed: {row['failed']}"}
+    sorted_32 = row["throughput"].get("sorted@32") or next(iter(row["throughput"].values()))
+    best = max(row["throughput"].values())
+    return {
+        "config": row["config"],
+        "status": "ok",
+        "load s": row["load_s"],
+        "p50 ms": row["latency_ms"][50],
+        "p90 ms": row["latency_ms"][90],
+        "p99 ms": row["latency_ms"][99],
+        "sent/s @32": sorted_32,
+        "best sent/s": best,
+        "x pipeline": best / reference_rate if reference_rate else None,
+        "peak RSS MB": row["peak_rss_mb"],
+        "accuracy": row.get("accuracy"),
+        "agreement": row.get("agreement"),
+        "max |Δlogit|": row.get("max_abs_logit_delta"),
+    }
+
+
+def reference_rate(rows: list[dict]) -> float | None:
+    pipeline = next((r for r in rows if r.get("config") == "pipeline" and "failed" not in r), None)
+    return next(iter(pipeline["throughput"].values())) if pipeline else None
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if value < 1 and value > 0:
+            return f"{value:.4f}" if value >= 0.01 else f"{value:.1e}"
+        return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(rows: list[dict], console) -> None:
+    from rich.table import Table
+
+    lines = [headline(row, reference_rate(rows)) for row in rows]
+    columns = list(next((line for line in lines if line["status"] == "ok"), lines[0]))
+    table = Table(*columns, title="fastsentiment bench")
+    for line in lines:
+        table.add_row(*(_fmt(line.get(column)) for column in columns))
+    console.print(table)
+
+
+def write_outputs(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = report["rows"]
+    lean = [{k: v for k, v in row.items() if k not in ("labelled_logits", "latency_samples")} for row in rows]
+    (out / "results.json").write_text(json.dumps({**report, "rows": lean}, indent=2) + "\n")
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(
+            [
+                "config",
+                "precision",
+                "strategy",
+                "batch_size",
+                "sentences_per_s",
+                "load_s",
+                "latency_ms_p50",
+                "latency_ms_p99",
+                "peak_rss_mb",
+                "accuracy",
+                "agreement",
+                "max_abs_logit_delta",
+                "failed",
+            ]
+        )
+        for row in rows:
+            if "failed" in row:
+                writer.writerow([row["config"], "", "", "", "", "", "", "", "", "", "", "", row["failed"]])
+                continue
+            for key, rate in row["throughput"].items():
+                strategy, size = key.split("@")
+                writer.writerow(
+                    [
+                        row["config"],
+                        row["precision"],
+                        strategy,
+                        size,
+                        f"{rate:.2f}",
+                        f"{row['load_s']:.4f}",
+                        f"{row['latency_ms'][50]:.3f}",
+                        f"{row['latency_ms'][99]:.3f}",
+                        f"{row['peak_rss_mb']:.1f}",
+                        row.get("accuracy", ""),
+                        row.get("agreement", ""),
+                        row.get("max_abs_logit_delta", ""),
+                        "",
+                    ]
+                )
+    plots = _plots(rows, out)
+    (out / "report.md").write_text(markdown(report, plots))
+    return [out / "results.json", out / "results.csv", out / "report.md", *plots]
+
+
+def markdown(report: dict, plots: list[Path]) -> str:
+    rows = report["rows"]
+    m = report["machine"]
+    lines = [
+        f"# fastsentiment bench: {report['model_name']}",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}, GPU: {m['gpu'] or 'none'}",
+        f"- libraries: {', '.join(f'{k} {v}' for k, v in m['libraries'].items())}; Python {m['python']}",
+        f"- model: `{report['model']}` (content sha256 `{report['model_hash'][:16]}…`)",
+        f"- data: {report['data']} — accuracy on {report['labelled_sentences']} labelled sentences, speed on "
+        f"{report['speed_sentences']} sentences; repeats: {report['repeats']} (medians)",
+        f"- command: `{report['command']}`",
+        "",
+        "| " + " | ".join(headline_columns()) + " |",
+        "|" + "---|" * len(headline_columns()),
+    ]
+    rate = reference_rate(rows)
+    for row in rows:
+        line = headline(row, rate)
+        lines.append(
+            "| " + " | ".join(_fmt(line.get(c)) if c != "status" else line["status"] for c in headline_columns()) + " |"
+        )
+    lines += ["", "Throughput (sentences/s) by padding strategy and batch size:", ""]
+    keys = sorted({k for r in rows if "failed" not in r for k in r["throughput"]}, key=_order)
+    lines += ["| config | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for row in rows:
+        if "failed" not in row:
+            lines.append(f"| {row['config']} | " + " | ".join(_fmt(row["throughput"].get(k)) for k in keys) + " |")
+    lines += [
+        "",
+        "fixed: every batch padded to 128 tokens (what a fixed-shape CoreML model needs); dynamic: padded "
+        "to the longest in each batch, input order; sorted: length-sorted batches, dynamic padding.",
+        "",
+    ]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def headline_columns() -> list[str]:
+    return [
+        "config",
+        "status",
+        "load s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "sent/s @32",
+        "best sent/s",
+        "x pipeline",
+        "peak RSS MB",
+        "accuracy",
+        "agreement",
+        "max |Δlogit|",
+    ]
+
+
+def _order(key: str):
+    strategy, size = key.split("@")
+    return (strategy, int(size))
+
+
+def _plots(rows: list[dict], out: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    ok = [row for row in rows if "failed" not in row]
+    paths = []
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for row in ok:
+        points = sorted(
+            (int(k.split("@")[1]), v) for k, v in row["throughput"].items() if k.startswith(("sorted", "pipeline"))
+        )
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row["config"])
+    axis.set(xscale="log", xlabel="batch size", ylabel="sentences / s", title="Throughput (length-sorted batches)")
+    axis.legend(fontsize=8)
+    paths.append(_save(figure, out / "throughput.png"))
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    axis.boxplot([row["latency_samples"] for row in ok], showfliers=False)
+    axis.set_xticks(range(1, len(ok) + 1), [row["config"] for row in ok], rotation=30, ha="right", fontsize=8)
+    axis.set(yscale="log", ylabel="ms per sentence", title="Batch-1 latency (one sentence at a time)")
+    paths.append(_save(figure, out / "latency.png"))
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    names = [row["config"] for row in ok]
+    left.barh(names, [row["peak_rss_mb"] for row in ok])
+    left.set(xlabel="MB", title="Peak RSS of the process")
+    right.barh(names, [row["load_s"] for row in ok])
+    right.set(xlabel="s", title="Model load time")
+    paths.append(_save(figure, out / "memory_load.png"))
+    return paths
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path

@@ -1,0 +1,108 @@
+"""Run every configuration in its own subprocess, repeat, and compare each against the reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from fastsentiment.backends import availability, get_backend
+from fastsentiment.bench.measure import PIPELINE, Spec, percentile
+from fastsentiment.errors import BackendError
+
+REFERENCE = "torch:fp32"  # Hugging Face fp32: what every other configuration is compared with
+
+
+def default_configs() -> list[str]:
+    """Every backend that runs here at its default precision, the reference, and the pipelines."""
+    from fastsentiment.backends import backend_names
+
+    configs = [name for name in backend_names() if availability(name).runnable]
+    if availability("torch").runnable:
+        configs = [REFERENCE, *(c for c in configs if c != "torch"), f"{PIPELINE}", f"{PIPELINE}:32"]
+    return configs
+
+
+def check_config(config: str) -> None:
+    """Fail before anything runs: unknown backend, unknown precision, runtime not installed."""
+    name, _, precision = config.partition(":")
+    if name == PIPELINE:
+        if precision and not precision.isdigit():
+            raise BackendError(f"{config}: write pipeline or pipeline:BATCH_SIZE")
+        if not availability("torch").runnable:
+            raise BackendError(f"{config}: the pipeline reference needs the torch extra")
+        return
+    spec = get_backend(name).spec
+    if precision and precision not in spec.precisions:
+        raise BackendError(f"{config}: backend {name} has no precision {precision!r} ({', '.join(spec.precisions)})")
+    status = availability(name)
+    if not status.runnable:
+        raise BackendError(f"{config}: {status.reason}")
+
+
+def run_config(spec: Spec, timeout: float | None = None) -> dict:
+    """Measure one configuration in a fresh interpreter; a failure becomes a row with its reason."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.json"
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "fastsentiment.bench.measure", json.dumps(asdict(spec)), str(out)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "TOKENIZERS_PARALLELISM": "true"},
+            )
+        except subprocess.TimeoutExpired:
+            return {"config": spec.config, "failed": f"timed out after {timeout:.0f} s"}
+        if result.returncode != 0 or not out.is_file():
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            return {"config": spec.config, "failed": lines[-1] if lines else f"exit code {result.returncode}"}
+        return json.loads(out.read_text())
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Median (and min-max spread) over repeats of one configuration."""
+    ok = [run for run in runs if "failed" not in run]
+    if not ok:
+        return {"config": runs[0]["config"], "failed": runs[0]["failed"]}
+    first = ok[0]
+    summary = {key: first[key] for key in ("config", "backend", "precision", "device", "speed_sentences")}
+    for key in ("load_s", "tokenize_s", "peak_rss_mb", "import_and_data_s"):
+        values = [run[key] for run in ok]
+        summary[key] = float(np.median(values))
+        summary[f"{key}_spread"] = [float(min(values)), float(max(values))]
+    latencies = [value for run in ok for value in run["latency_ms"]]
+    summary["latency_ms"] = {q: percentile(latencies, q) for q in (50, 90, 99)}
+    summary["latency_samples"] = latencies
+    summary["throughput"] = {
+        key: float(np.median([run["throughput"][key] for run in ok])) for key in first["throughput"]
+    }
+    summary["throughput_spread"] = {
+        key: [float(min(run["throughput"][key] for run in ok)), float(max(run["throughput"][key] for run in ok))]
+        for key in first["throughput"]
+    }
+    if "accuracy" in first:
+        summary["accuracy"] = first["accuracy"]
+    summary["labelled_logits"] = first["labelled_logits"]
+    summary["repeats"] = len(ok)
+    return summary
+
+
+def add_agreement(rows: list[dict]) -> None:
+    """Label agreement and max |Δlogit| of every row against the reference row of the same run."""
+    reference = next((r for r in rows if r.get("config") == REFERENCE and "failed" not in r), None)
+    if reference is None or not reference["labelled_logits"]:
+        return
+    expected = np.asarray(reference["labelled_logits"])
+    for row in rows:
+        if "failed" in row or not row.get("labelled_logits"):
+            continue
+        logits = np.asarray(row["labelled_logits"])
+        row["agreement"] = float((logits.argmax(1) == expected.argmax(1)).mean())
+        row["max_abs_logit_delta"] = float(np.abs(logits - expected).max())
