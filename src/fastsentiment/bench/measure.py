@@ -130,7 +130,10 @@ def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     batch_size = int(batch) if batch else None
     model = resolve_model(spec.model)
     t = time.perf_counter()
-    classify = pipeline("text-classification", model=str(model.path), dtype=torch.float32, device="cpu")
+    # truncation=True: classify what the other rows classify (the pipeline would fail on long inputs).
+    classify = pipeline(
+        "text-classification", model=str(model.path), dtype=torch.float32, device="cpu", truncation=True
+    )
     load_s = time.perf_counter() - t
     classify(speed_texts[:8])
     latencies = []
@@ -165,8 +168,14 @@ def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
 
 
 def main() -> None:
+    from fastsentiment.errors import FastSentimentError
+
     spec = Spec(**json.loads(sys.argv[1]))
-    result = measure(spec)
+    try:
+        result = measure(spec)
+    except FastSentimentError as error:
+        sys.stderr.write(f"{error}\n")
+        raise SystemExit(2) from None
     with open(sys.argv[2], "w", encoding="utf-8") as out:
         json.dump(result, out)
 
