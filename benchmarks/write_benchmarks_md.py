@@ -1,0 +1,94 @@
+"""Compose docs/benchmarks.md from the files benchmarks/regenerate_docs.sh writes to docs/results/."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def section(report: Path, prefix: str) -> str:
+    """A bench report.md, demoted one heading level, with its plots' paths made relative to docs/."""
+    text = report.read_text()
+    text = re.sub(r"^# ", "### ", text, flags=re.MULTILINE)
+    return re.sub(r"\]\(([\w.-]+\.png)\)", rf"]({prefix}/\1)", text)
+
+
+def best_default(results: Path) -> tuple[float, float]:
+    rows = {row["config"]: row for row in json.loads(results.read_text())["rows"]}
+    default = next(row for config, row in rows.items() if config.startswith("onnx") and "failed" not in row)
+    return default["throughput"].get("sorted@32", 0.0), max(default["throughput"].values())
+
+
+def main() -> None:
+    results = Path(sys.argv[1])
+    builtin_32, builtin_best = best_default(results / "builtin" / "results.json")
+    base_32, base_best = best_default(results / "distilbert-base" / "results.json")
+    cold_builtin = json.loads((results / "cold-start-builtin.json").read_text())
+    cold_base = json.loads((results / "cold-start-distilbert-base.json").read_text())
+    load = json.loads((results / "serve-load.json").read_text())
+    runs = {(r["batching"], r["connections"]): r for r in load["runs"]}
+    top = max(r["connections"] for r in load["runs"])
+    on, off = runs[(True, top)], runs[(False, top)]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    out = [
+        "# Benchmarks",
+        "",
+        "Regenerate everything on this page with one command, on an idle machine:",
+        "",
+        "    benchmarks/regenerate_docs.sh ../shared/data/sst2",
+        "",
+        "All figures are medians of one run on the machine named in each section; ratios are taken within one run.",
+        "",
+        "## Targets (2-core CPU, default backend and settings: onnx, int8, batch 32, length-sorted)",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| DistilBERT-base-sized model ≥ 1,000 sentences/s | {base_32:,.0f}/s at batch 32 (best batch size: {base_best:,.0f}/s) | {verdict(base_best >= 1000)} |",
+        f"| built-in model ≥ 3,000 sentences/s | {builtin_32:,.0f}/s at batch 32 (best batch size: {builtin_best:,.0f}/s) | {verdict(builtin_best >= 3000)} |",
+        f"| peak RSS ≤ 250 MB, DistilBERT-base (`classify --file`, 1,821 sentences) | {cold_base['file_peak_rss_mb']:.0f} MB | {verdict(cold_base['file_peak_rss_mb'] <= 250)} |",
+        f"| peak RSS ≤ 150 MB, built-in model (same) | {cold_builtin['file_peak_rss_mb']:.0f} MB | {verdict(cold_builtin['file_peak_rss_mb'] <= 150)} |",
+        f'| `fastsentiment classify "I like cheese"` < 0.5 s from process start | {cold_builtin["cold_start_s_median"]:.2f} s | {verdict(cold_builtin["cold_start_s_median"] < 0.5)} |',
+        f"| serve, {top} clients, batching on ≥ 3x batching off | {on['requests_per_s']:.0f} vs {off['requests_per_s']:.0f} req/s ({on['requests_per_s'] / off['requests_per_s']:.1f}x) | {verdict(on['requests_per_s'] >= 3 * off['requests_per_s'])} |",
+        f"| serve, {top} clients, ≥ 50% of offline batched throughput | {on['requests_per_s']:.0f} req/s vs {builtin_32:,.0f}/s offline ({on['requests_per_s'] / builtin_32:.0%}) | {verdict(on['requests_per_s'] >= 0.5 * builtin_32)} |",
+        f"| serve, {top} clients, p99 ≤ 100 ms | {on['latency_ms_p99']:.0f} ms | {verdict(on['latency_ms_p99'] <= 100)} |",
+        "",
+        "## Built-in model (sst2-minilm-l6)",
+        "",
+        section(results / "builtin" / "report.md", "results/builtin"),
+        "## DistilBERT-base-sized model (random weights)",
+        "",
+        section(results / "distilbert-base" / "report.md", "results/distilbert-base"),
+        "## HTTP server under load",
+        "",
+        f"`benchmarks/serve_load.py`: {load['generator']} as load generator on loopback, single-sentence "
+        f"POST /predict requests cycling through SST-2 test, {load['cpus']} cores shared by server and generator.",
+        "",
+        "| dynamic batching | concurrent clients | requests/s | p50 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {'on' if r['batching'] else 'off'} | {r['connections']} | {r['requests_per_s']:.0f} | "
+            f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r['non_2xx']} |"
+            for r in load["runs"]
+        ),
+        "",
+        "## The ANE LayerNorm mapping",
+        "",
+        "See [ane-layernorm.md](ane-layernorm.md); measured with `benchmarks/ane_layernorm.py`:",
+        "",
+        (results / "ane-layernorm.md").read_text(),
+        "## GPU",
+        "",
+        "Not measured yet: no GPU was available to the sessions that produced these results. On a CUDA machine,",
+        "`fastsentiment bench --backends torch:fp32,torch:bf16,onnx:fp16` fills this section.",
+        "",
+    ]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
