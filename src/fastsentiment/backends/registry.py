@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from fastsentiment.backends.base import Backend
 from fastsentiment.errors import BackendError, missing_extra
@@ -25,7 +24,7 @@ BUILTIN_MODULES = (
     "fastsentiment.backends.coreml_backend",
 )
 _REGISTRY: dict[str, type[Backend]] = {}
-_loaded = False
+_loaded: set[str] = set()
 
 
 def register(backend: type[Backend]) -> type[Backend]:
@@ -33,28 +32,36 @@ def register(backend: type[Backend]) -> type[Backend]:
     return backend
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
+def _load_builtins() -> None:
+    if "builtins" in _loaded:
         return
-    _loaded = True
+    _loaded.add("builtins")
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
+        importlib.import_module(module)
+
+
+def _load_plugins() -> None:
+    # Reading installed distributions' metadata costs tens of milliseconds at start-up, so it
+    # happens only when a name is not built in or when every backend is listed.
+    if "plugins" in _loaded:
+        return
+    _loaded.add("plugins")
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group="fastsentiment.backends"):
         register(entry.load())
 
 
 def backend_names() -> list[str]:
-    _load_all()
+    _load_builtins()
+    _load_plugins()
     return list(_REGISTRY)
 
 
 def get_backend(name: str) -> type[Backend]:
-    _load_all()
+    _load_builtins()
+    if name not in _REGISTRY:
+        _load_plugins()
     if name not in _REGISTRY:
         raise BackendError(
             f"unknown backend {name!r}; available: {', '.join(_REGISTRY)} (see `fastsentiment backends`)"
@@ -106,10 +113,15 @@ def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", prec
 
 
 def _first_runnable(device: str) -> str:
-    reasons = []
-    for name in backend_names():
-        status = availability(name, device)
-        if status.runnable:
-            return name
-        reasons.append(f"{name}: {status.reason}")
-    raise BackendError("no backend can run here (" + "; ".join(reasons) + ")")
+    """The first backend, in preference order, that runs here; plugins are consulted only if no built-in does."""
+    _load_builtins()
+    reasons: dict[str, str] = {}
+    for candidates in (list(_REGISTRY), backend_names()):
+        for name in candidates:
+            if name in reasons:
+                continue
+            status = availability(name, device)
+            if status.runnable:
+                return name
+            reasons[name] = status.reason
+    raise BackendError("no backend can run here (" + "; ".join(f"{n}: {r}" for n, r in reasons.items()) + ")")
