@@ -63,19 +63,6 @@ class AneBackend:
         return out.float().cpu().numpy()
 
     def explain(self) -> dict:
-        """PyTorch runs every operation on one device; report it with the parameters' dtypes."""
-        from collections import Counter
+        from fastsentiment.backends.torch_backend import explain_torch_module
 
-        import torch
-
-        network = self._network
-        dtypes = Counter(str(p.dtype).removeprefix("torch.") for p in network.parameters())
-        quantised = sum(1 for m in network.modules() if "quantized" in type(m).__module__)
-        return {
-            "runtime": f"torch {torch.__version__}",
-            "device": self.device,
-            "precision": self.precision,
-            "parameter dtypes": dict(dtypes),
-            "dynamically quantised modules": quantised,
-            "threads": torch.get_num_threads(),
-        }
+        return explain_torch_module(self._network, self.device, self.precision)

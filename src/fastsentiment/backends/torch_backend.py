@@ -82,22 +82,7 @@ class TorchBackend:
             return self._model(**inputs).logits.float().cpu().numpy()
 
     def explain(self) -> dict:
-        """PyTorch runs every operation on one device; report it with the parameters' dtypes."""
-        from collections import Counter
-
-        import torch
-
-        network = self._model
-        dtypes = Counter(str(p.dtype).removeprefix("torch.") for p in network.parameters())
-        quantised = sum(1 for m in network.modules() if "quantized" in type(m).__module__)
-        return {
-            "runtime": f"torch {torch.__version__}",
-            "device": self.device,
-            "precision": self.precision,
-            "parameter dtypes": dict(dtypes),
-            "dynamically quantised modules": quantised,
-            "threads": torch.get_num_threads(),
-        }
+        return explain_torch_module(self._model, self.device, self.precision)
 
 
 def best_device() -> str:
@@ -108,3 +93,21 @@ def best_device() -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def explain_torch_module(network, device: str, precision: str) -> dict:
+    """PyTorch runs every operation on one device; report it with the parameters' dtypes."""
+    from collections import Counter
+
+    import torch
+
+    dtypes = Counter(str(p.dtype).removeprefix("torch.") for p in network.parameters())
+    quantised = sum(1 for m in network.modules() if "quantized" in type(m).__module__)
+    return {
+        "runtime": f"torch {torch.__version__}",
+        "device": device,
+        "precision": precision,
+        "parameter dtypes": dict(dtypes),
+        "dynamically quantised modules": quantised,
+        "threads": torch.get_num_threads(),
+    }
