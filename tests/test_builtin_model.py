@@ -101,3 +101,13 @@ def test_wrong_layernorm_mapping_is_the_experiments_disagreement(builtin, sst2_d
     agreement = (wrong.argmax(axis=1) == reference.argmax(axis=1)).mean()
     assert agreement < 0.99  # visibly different predictions ...
     assert np.abs(wrong - reference).max() > 1.0  # ... from logits that moved by whole units
+
+
+def test_readme_main_command_classifies_with_the_builtin_model():
+    from conftest import run_cli
+
+    result = run_cli("classify", "I like cheese", "I hate cheesecake")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("POSITIVE") and lines[0].endswith("I like cheese")
+    assert lines[1].startswith("NEGATIVE") and lines[1].endswith("I hate cheesecake")

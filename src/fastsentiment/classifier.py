@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,9 +52,7 @@ class Classifier:
         batch_size: int = 32,
     ) -> Classifier:
         """Load a model (built-in name, local directory or hub id; default: the built-in model)."""
-        model_dir = resolve_model(
-            model if model is None else str(Path(model)) if isinstance(model, os.PathLike) else model
-        )
+        model_dir = resolve_model(None if model is None else os.fspath(model))
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
         return cls(model_dir, load_backend(model_dir, backend, device, precision), encoder, batch_size)
 
