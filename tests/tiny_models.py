@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import string
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def build_model(
     labels=("NEGATIVE", "POSITIVE"),
     max_positions: int = 64,
     seed: int = 0,
+    vocab: Path | None = None,
 ) -> Path:
     import torch
     from tokenizers.implementations import BertWordPieceTokenizer
@@ -39,7 +41,10 @@ def build_model(
     )
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(directory / "vocab.txt")
+    if vocab is None:
+        vocab = write_vocab(directory / "vocab.txt")
+    else:  # a real WordPiece vocabulary, for tests where the model must learn from real sentences
+        vocab = Path(shutil.copyfile(vocab, directory / "vocab.txt"))
     size = len(vocab.read_text().split())
     id2label = dict(enumerate(labels))
     label2id = {v: k for k, v in id2label.items()}
