@@ -58,6 +58,9 @@ class Backend(Protocol):
         """Float32 logits [batch, labels] for int64 token ids and attention masks [batch, length]."""
         ...
 
+    # Optional: `prepare(model, device, precision)`, a classmethod that builds cached artefacts
+    # (exports) so that load() measures loading alone; benchmarks call it before timing.
+
     def explain(self) -> dict[str, Any]:
         """Where the model's operations actually run (devices, providers, precision), for `explain`."""
         ...

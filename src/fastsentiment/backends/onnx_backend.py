@@ -50,6 +50,12 @@ class OnnxBackend:
         return None
 
     @classmethod
+    def prepare(cls, model: ModelDir, device: str, precision: str | None) -> None:
+        """Export into the cache now, so that a later load() measures loading alone."""
+        device = "cpu" if device == "auto" else device.split(":")[0]
+        onnx_file(model, precision or ("fp16" if device == "cuda" else "int8"))
+
+    @classmethod
     def load(cls, model: ModelDir, device: str, precision: str | None) -> OnnxBackend:
         import onnxruntime
 

@@ -46,6 +46,15 @@ def check_config(config: str) -> None:
         raise BackendError(f"{config}: {status.reason}")
 
 
+def prepare_config(config: str, model) -> None:
+    """Build what a backend caches (exports) before it is timed; backends without a cache need nothing."""
+    name, _, precision = config.partition(":")
+    if name != PIPELINE:
+        prepare = getattr(get_backend(name), "prepare", None)
+        if prepare is not None:
+            prepare(model, "auto", precision or None)
+
+
 def run_config(spec: Spec, timeout: float | None = None) -> dict:
     """Measure one configuration in a fresh interpreter; a failure becomes a row with its reason."""
     with tempfile.TemporaryDirectory() as scratch:

@@ -47,7 +47,15 @@ def bench(
     from fastsentiment.bench.data import load_bench_data
     from fastsentiment.bench.measure import Spec
     from fastsentiment.bench.report import machine, print_table, write_outputs
-    from fastsentiment.bench.run import REFERENCE, add_agreement, check_config, default_configs, run_config, summarise
+    from fastsentiment.bench.run import (
+        REFERENCE,
+        add_agreement,
+        check_config,
+        default_configs,
+        prepare_config,
+        run_config,
+        summarise,
+    )
     from fastsentiment.errors import InputError
     from fastsentiment.models import resolve_model
 
@@ -80,6 +88,13 @@ def bench(
         task = progress.add_task("benchmark", total=len(configs) * repeat)
         for config in configs:
             runs = []
+            progress.update(task, description=f"{config}: preparing (exports are cached, not timed)")
+            try:
+                prepare_config(config, model_dir)
+            except Exception as error:  # reported in its row, like any other failure of this configuration
+                rows.append({"config": config, "failed": f"prepare: {str(error).splitlines()[0]}"})
+                progress.advance(task, repeat)
+                continue
             for attempt in range(repeat):
                 progress.update(task, description=f"{config} (run {attempt + 1}/{repeat})")
                 runs.append(run_config(Spec(config=config, **spec), timeout))
