@@ -33,6 +33,22 @@ class Spec:
     latency_samples: int = 300
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, from the kernel.
+
+    VmHWM belongs to the current address space, so it starts afresh at exec; ru_maxrss does not (Linux
+    carries it across execve), which would charge this process with its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 * 1024)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -49,7 +65,7 @@ def measure(spec: Spec) -> dict:
         result = _measure_pipeline(spec, speed_texts, labelled_texts, started)
     else:
         result = _measure_backend(spec, speed_texts, labelled_texts, started)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     result["speed_sentences"] = len(speed_texts)
     if labelled_texts:
         truth = np.asarray(labelled.labels[: len(labelled_texts)])

@@ -110,9 +110,7 @@ def bench(
         "labelled_sentences": min(len(labelled), spec.get("labelled_limit") or len(labelled)),
         "speed_sentences": min(len(bench_data.speed.texts), spec.get("speed_limit") or len(bench_data.speed.texts)),
         "repeats": repeat,
-        "command": "fastsentiment " + " ".join(shlex.quote(arg) for arg in sys.argv[2:] if arg)
-        if len(sys.argv) > 1
-        else "fastsentiment bench",
+        "command": "fastsentiment " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
         "machine": machine(),
         "rows": rows,
     }
