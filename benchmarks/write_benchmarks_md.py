@@ -15,6 +15,26 @@ def section(report: Path, prefix: str) -> str:
     return re.sub(r"\]\(([\w.-]+\.png)\)", rf"]({prefix}/\1)", text)
 
 
+def memory_note(results: Path) -> list[str]:
+    """Peak memory from a follow-up run, when the sweep's own RSS column could not be trusted."""
+    follow_up = results / "builtin-memory" / "results.json"
+    if not follow_up.exists():
+        return []
+    report = json.loads(follow_up.read_text())
+    lines = [
+        "The peak-RSS column (and memory plot) of the sweep below is void: that run charged every child",
+        "process with its parent's peak (Linux keeps `ru_maxrss` across `execve`). Fixed since (`VmHWM`);",
+        f"peak memory and load time measured again with `{report['command']}`:",
+        "",
+        "| config | peak RSS MB | load s |",
+        "|---|---|---|",
+    ]
+    for row in report["rows"]:
+        if "failed" not in row:
+            lines.append(f"| {row['config']} | {row['peak_rss_mb']:.0f} | {row['load_s']:.2f} |")
+    return [*lines, ""]
+
+
 def best_default(results: Path) -> tuple[float, float]:
     rows = {row["config"]: row for row in json.loads(results.read_text())["rows"]}
     default = next(row for config, row in rows.items() if config.startswith("onnx") and "failed" not in row)
@@ -59,6 +79,7 @@ def main() -> None:
         "",
         "## Built-in model (sst2-minilm-l6)",
         "",
+        *memory_note(results),
         section(results / "builtin" / "report.md", "results/builtin"),
         "## DistilBERT-base-sized model (random weights)",
         "",
