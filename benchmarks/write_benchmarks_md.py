@@ -17,14 +17,17 @@ def section(report: Path, prefix: str) -> str:
 
 def memory_note(results: Path) -> list[str]:
     """Peak memory from a follow-up run, when the sweep's own RSS column could not be trusted."""
+    void = [
+        "The peak-RSS column (and memory plot) of the sweep below is void: that run charged every child",
+        "process with its parent's peak (Linux keeps `ru_maxrss` across `execve`). Fixed since (`VmHWM`).",
+    ]
     follow_up = results / "builtin-memory" / "results.json"
     if not follow_up.exists():
-        return []
+        return [*void, "The whole-process peak of the default path is in the targets table above.", ""]
     report = json.loads(follow_up.read_text())
     lines = [
-        "The peak-RSS column (and memory plot) of the sweep below is void: that run charged every child",
-        "process with its parent's peak (Linux keeps `ru_maxrss` across `execve`). Fixed since (`VmHWM`);",
-        f"peak memory and load time measured again with `{report['command']}`:",
+        *void,
+        f"Peak memory and load time measured again with `{report['command']}`:",
         "",
         "| config | peak RSS MB | load s |",
         "|---|---|---|",
