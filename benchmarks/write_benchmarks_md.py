@@ -17,6 +17,9 @@ def section(report: Path, prefix: str) -> str:
 
 def memory_note(results: Path) -> list[str]:
     """Peak memory from a follow-up run, when the sweep's own RSS column could not be trusted."""
+    sweep = json.loads((results / "builtin" / "results.json").read_text())
+    if all(row.get("rss_source") for row in sweep["rows"] if "failed" not in row):
+        return []  # measured with the per-process high-water mark: nothing to correct
     void = [
         "The peak-RSS column (and memory plot) of the sweep below is void: that run charged every child",
         "process with its parent's peak (Linux keeps `ru_maxrss` across `execve`). Fixed since (`VmHWM`).",

@@ -1,7 +1,7 @@
 """One benchmark configuration, measured inside its own process (`python -m fastsentiment.bench.measure`).
 
 A fresh process per configuration keeps load time and peak memory clean: nothing another backend
-imported or allocated is counted. Peak RSS is the kernel's ru_maxrss for this process.
+imported or allocated is counted. Peak RSS is the kernel's high-water mark for this process (VmHWM).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -66,6 +67,7 @@ def measure(spec: Spec) -> dict:
     else:
         result = _measure_backend(spec, speed_texts, labelled_texts, started)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["rss_source"] = "VmHWM" if Path("/proc/self/status").exists() else "ru_maxrss"
     result["speed_sentences"] = len(speed_texts)
     if labelled_texts:
         truth = np.asarray(labelled.labels[: len(labelled_texts)])

@@ -81,7 +81,7 @@ def summarise(runs: list[dict]) -> dict:
     if not ok:
         return {"config": runs[0]["config"], "failed": runs[0]["failed"]}
     first = ok[0]
-    summary = {key: first[key] for key in ("config", "backend", "precision", "device", "speed_sentences")}
+    summary = {key: first[key] for key in ("config", "backend", "precision", "device", "speed_sentences", "rss_source")}
     for key in ("load_s", "tokenize_s", "peak_rss_mb", "import_and_data_s"):
         values = [run[key] for run in ok]
         summary[key] = float(np.median(values))
