@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsentiment.bench.report import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "src" / "fastsentiment" / "models" / "builtin" / "sst2-minilm-l6"
 SHIPPED_FILES = (
@@ -96,7 +98,7 @@ def main() -> None:
         ensemble_dev=ensemble_dev,
         teachers=len(runs),
         minutes=minutes,
-        cpu=_cpu(),
+        cpu=machine()["cpu"],
         torch=student["record"]["torch"],
         weights_sha=sha256(TARGET / "model.safetensors"),
         size_mb=(TARGET / "model.safetensors").stat().st_size / 1e6,
@@ -107,13 +109,6 @@ def main() -> None:
     )
     (TARGET / "README.md").write_text(card)
     print(card)
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 CARD = """---

@@ -84,12 +84,16 @@ class Classifier:
         if top_k is _UNSET:
             best = scores.argmax(axis=1)
             return [{"label": self.labels[j], "score": float(row[j])} for row, j in zip(scores, best, strict=False)]
+        ranked = self.ranked(scores, top_k)
+        return ranked[0] if single else ranked
+
+    def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
+        """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
         keep = len(self.labels) if top_k is None else max(1, min(int(top_k), len(self.labels)))
-        ranked = [
+        return [
             [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
             for row in scores
         ]
-        return ranked[0] if single else ranked
 
     def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[Prediction]:
         """Label, score, every label's score and the raw logits per text."""

@@ -8,12 +8,24 @@ a new runtime is one file with one class.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from fastsentiment.models import ModelDir
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), which is what runtimes should size thread pools by.
+
+    Runtimes' own defaults count physical cores and can leave hyper-threads or container-granted CPUs idle.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity API
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,11 @@ and precision, to export into the cache; after that, loading a model is opening 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.base import BackendSpec, usable_cpus
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -68,7 +67,7 @@ class OnnxBackend:
         path = onnx_file(model, precision)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = usable_cpus()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])
@@ -128,12 +127,3 @@ def onnx_file(model: ModelDir, precision: str) -> Path:
     from fastsentiment.export.onnx import export_onnx
 
     return cached_file(target, lambda scratch: export_onnx(model, scratch, precision))
-
-
-def _threads() -> int:
-    # All cores of this process's affinity: ORT's own default counts physical cores and can leave
-    # hyper-threads or container-granted CPUs idle.
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.base import BackendSpec, usable_cpus
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -60,7 +58,7 @@ class OpenvinoBackend:
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": str(len(os.sched_getaffinity(0))),
+            "INFERENCE_NUM_THREADS": str(usable_cpus()),
         }
         compiled = core.compile_model(network, "CPU", config)
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)

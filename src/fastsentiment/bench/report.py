@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import platform
 import shutil
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from fastsentiment.backends.base import usable_cpus
 
 LIBRARIES = ("fastsentiment", "numpy", "tokenizers", "onnxruntime", "openvino", "torch", "transformers", "coremltools")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -38,7 +39,7 @@ def machine() -> dict:
             pass
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cpus(),
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
         "gpu": gpu,
         "python": platform.python_version(),

@@ -134,13 +134,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             except Exception as error:
                 log.exception("batch failed")
                 raise ApiError(500, "backend", f"inference failed: {error}") from None
-        scores = classifier.scores(logits, function)
-        labels = classifier.labels
-        keep = len(labels) if top_k is None else min(top_k, len(labels))
-        return [
-            [{"label": labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
-            for row in scores
-        ]
+        return classifier.ranked(classifier.scores(logits, function), top_k)
 
     # The body is parsed by hand (whatever the Content-Type) so that size, encoding and JSON errors
     # get their own status codes; the schema is still published in the OpenAPI document.
