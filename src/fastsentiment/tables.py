@@ -1,31 +1,32 @@
-"""Reading and writing the row files a user hands us: .txt, .csv, .tsv and .jsonl.
+"""Reading the row files a user hands us: .txt, .csv, .tsv, .jsonl and .parquet.
 
-Rows are streamed, never loaded whole. Bytes are decoded with `surrogateescape` so that one
-undecodable line becomes one error row that names its line, while every other row still flows.
+Rows are streamed, never loaded whole, and a `RowSource` always knows its position after the last
+row it gave out, so an interrupted job can start again from exactly there. Bytes are decoded with
+`surrogateescape` so that one undecodable line becomes one error row that names its line, while
+every other row still flows.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from fastsentiment.errors import InputError
+from fastsentiment.errors import InputError, missing_extra
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text")
-FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 csv.field_size_limit(1 << 30)
 
 
 @dataclass
 class Row:
-    """One input row: its 1-based line number, all its fields, and why it is unusable (if it is)."""
+    """One input row: its 1-based line (row number for Parquet), all its fields, and why it is unusable."""
 
     line: int
     fields: dict[str, Any]
@@ -36,67 +37,204 @@ class Row:
 def table_format(path: str | Path, override: str | None = None) -> str:
     if override:
         if override not in FORMATS.values():
-            raise InputError(f"unknown format {override!r}; expected one of txt, csv, tsv, jsonl")
+            raise InputError(f"unknown format {override!r}; expected one of txt, csv, tsv, jsonl, parquet")
         return override
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise InputError(
-            f"{path}: cannot tell the format from the extension {suffix!r}; use .txt, .csv, .tsv or .jsonl"
+            f"{path}: cannot tell the format from the extension {suffix!r}; use .txt, .csv, .tsv, .jsonl or .parquet"
         )
     return FORMATS[suffix]
-
-
-def open_text(path: str | Path) -> IO[str]:
-    """Open a file (or '-' for stdin) as text that never raises on bad bytes."""
-    if str(path) == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"input file not found: {file}")
-    return open(file, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def has_undecodable(value: str) -> bool:
     return any("\udc80" <= char <= "\udcff" for char in value)
 
 
-def iter_rows(stream: IO[str], fmt: str, text_column: str | None) -> Iterator[Row]:
-    """Yield rows with `text` set from `text_column` (the whole line for .txt) and checked."""
-    if fmt == "txt":
-        rows = _txt_rows(stream)
-        text_column = "text"
-    elif fmt in ("csv", "tsv"):
-        rows = _delimited_rows(stream, fmt, text_column)
-    else:
-        rows = _jsonl_rows(stream)
-    for row in rows:
+def import_parquet(purpose: str):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise missing_extra("pyarrow", "parquet", purpose) from None
+    return pq
+
+
+class RowSource:
+    """The rows of one file (or '-' for stdin lines), each with `text` set from the text column and checked.
+
+    `position` is where the next row starts (bytes and lines for text formats, rows for Parquet);
+    `rows(start=position)` continues from it. `consumed`/`total` drive progress bars.
+    """
+
+    def __init__(self, path: str | Path, column: str | None = None, fmt: str | None = None) -> None:
+        self.path = path
+        self.stdin = str(path) == "-"
+        self.format = "txt" if self.stdin else table_format(path, fmt)
+        if not self.stdin and not Path(path).is_file():
+            raise InputError(f"input file not found: {path}")
+        self.column = column
+        self.header: list[str] | None = None
+        self._lines: _LineStream | None = None
+        self._parquet_rows = 0
+        if self.format == "parquet":
+            pq = import_parquet("reading Parquet files")
+            try:
+                self._parquet = pq.ParquetFile(path)
+            except Exception as error:
+                raise InputError(f"{path}: not a readable Parquet file ({error})") from None
+            self.header = self._parquet.schema_arrow.names
+            self.column = _pick_text_column(self.header, column)
+        elif self.format in ("csv", "tsv"):
+            self.header, self._data_start = self._read_header()
+            if self.header is not None:
+                self.column = _pick_text_column(self.header, column)
+
+    @property
+    def unit(self) -> str:
+        return "rows" if self.format == "parquet" else "bytes"
+
+    @property
+    def total(self) -> int | None:
+        if self.stdin:
+            return None
+        if self.format == "parquet":
+            return self._parquet.metadata.num_rows
+        return Path(self.path).stat().st_size
+
+    @property
+    def consumed(self) -> int:
+        if self.format == "parquet":
+            return self._parquet_rows
+        return self._lines.offset if self._lines else 0
+
+    @property
+    def position(self) -> dict[str, int]:
+        if self.format == "parquet":
+            return {"rows": self._parquet_rows}
+        lines = self._lines
+        return {"offset": lines.offset, "lines": lines.lines} if lines else {"offset": 0, "lines": 0}
+
+    def rows(self, start: dict[str, int] | None = None) -> Iterator[Row]:
+        """Yield rows from the beginning, or from `start` (a `position` this source gave out earlier)."""
+        if self.format == "parquet":
+            yield from self._checked(self._parquet_records(start["rows"] if start else 0))
+            return
+        if self.format in ("csv", "tsv") and self.header is None:
+            return  # an empty file: no header, no rows
+        offset, lines = (start["offset"], start["lines"]) if start else self._data_start_or_zero()
+        binary = sys.stdin.buffer if self.stdin else open(self.path, "rb")
+        try:
+            if offset:
+                binary.seek(offset)
+            self._lines = _LineStream(binary, offset, lines)
+            yield from self._checked(_text_records(self._lines, self.format, self.header))
+        finally:
+            if not self.stdin:
+                binary.close()
+
+    def _checked(self, records: Iterable[Row]) -> Iterator[Row]:
+        return _checked_rows(records, "text" if self.format == "txt" else self.column)
+
+    def _data_start_or_zero(self) -> tuple[int, int]:
+        return self._data_start if self.format in ("csv", "tsv") else (0, 0)
+
+    def _read_header(self) -> tuple[list[str] | None, tuple[int, int]]:
+        with open(self.path, "rb") as binary:
+            lines = _LineStream(binary)
+            try:
+                header = next(_csv_reader(lines, self.format))
+            except StopIteration:
+                return None, (0, 0)
+            return header, (lines.offset, lines.lines)
+
+    def _parquet_records(self, start_row: int) -> Iterator[Row]:
+        metadata = self._parquet.metadata
+        first_row, groups = 0, []
+        for group in range(metadata.num_row_groups):
+            rows_in_group = metadata.row_group(group).num_rows
+            if first_row + rows_in_group > start_row or groups:
+                groups.append(group)
+            else:
+                first_row += rows_in_group
+        self._parquet_rows = start_row
+        skip = start_row - first_row
+        if not groups:
+            return
+        for batch in self._parquet.iter_batches(batch_size=1024, row_groups=groups):
+            records = batch.to_pylist()
+            if skip:
+                records, skip = records[skip:], max(0, skip - len(records))
+            for record in records:
+                self._parquet_rows += 1
+                yield Row(line=self._parquet_rows, fields=record)
+
+
+def rows_from_lines(binary_lines: Iterable[bytes], fmt: str, column: str | None) -> Iterator[Row]:
+    """Checked rows of a text-format file given as binary lines (for readers that hand us a stream)."""
+    lines = _LineStream(binary_lines)
+    header = None
+    if fmt in ("csv", "tsv"):
+        header = next(_csv_reader(lines, fmt), None)
+        if header is None:
+            return
+        column = _pick_text_column(header, column)
+    yield from _checked_rows(_text_records(lines, fmt, header), "text" if fmt == "txt" else column)
+
+
+def _checked_rows(records: Iterable[Row], column: str | None) -> Iterator[Row]:
+    for row in records:
         if row.error is None:
-            row.text, row.error = _checked_text(row.fields, text_column, row.line)
+            row.text, row.error = checked_text(row.fields, column)
         yield row
 
 
-def _txt_rows(stream: IO[str]) -> Iterator[Row]:
-    for number, line in enumerate(stream, start=1):
-        yield Row(line=number, fields={"text": line.rstrip("\r\n")})
+def _text_records(lines: _LineStream, fmt: str, header: list[str] | None) -> Iterator[Row]:
+    if fmt == "txt":
+        return _txt_rows(lines)
+    if fmt == "jsonl":
+        return _jsonl_rows(lines)
+    return _delimited_rows(lines, fmt, header)
 
 
-def _delimited_rows(stream: IO[str], fmt: str, text_column: str | None) -> Iterator[Row]:
+def _pick_text_column(header: list[str], column: str | None) -> str:
+    if column is None:
+        column = next((name for name in DEFAULT_TEXT_COLUMNS if name in header), None)
+        if column is None:
+            raise InputError(f"no 'sentence' or 'text' column (columns: {', '.join(header)}); choose one with --column")
+    elif column not in header:
+        raise InputError(f"no column {column!r} (columns: {', '.join(header)}); choose one with --column")
+    return column
+
+
+class _LineStream:
+    """Lines of a binary stream decoded as text, counting the bytes and lines consumed so far."""
+
+    def __init__(self, binary: Iterable[bytes], offset: int = 0, lines: int = 0) -> None:
+        self.binary = binary
+        self.offset = offset
+        self.lines = lines
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.binary:
+            self.offset += len(raw)
+            self.lines += 1
+            yield raw.decode("utf-8", "surrogateescape")
+
+
+def _csv_reader(lines: Iterable[str], fmt: str):
     # GLUE-style TSV files are unquoted and contain bare quote characters as text.
-    reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    if text_column is None:
-        text_column = next((name for name in DEFAULT_TEXT_COLUMNS if name in header), None)
-        if text_column is None:
-            raise InputError(
-                f"no 'sentence' or 'text' column in the header (columns: {', '.join(header)}); choose one with --column"
-            )
-    elif text_column not in header:
-        raise InputError(
-            f"no column {text_column!r} in the header (columns: {', '.join(header)}); choose one with --column"
-        )
+    if fmt == "tsv":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines)
+
+
+def _txt_rows(lines: _LineStream) -> Iterator[Row]:
+    for line in lines:
+        yield Row(line=lines.lines, fields={"text": line.rstrip("\r\n")})
+
+
+def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator[Row]:
+    reader = _csv_reader(lines, fmt)
     while True:
         try:
             values = next(reader)
@@ -104,23 +242,24 @@ def _delimited_rows(stream: IO[str], fmt: str, text_column: str | None) -> Itera
             return
         except csv.Error as error:
             yield Row(
-                line=reader.line_num, fields=dict.fromkeys(header, ""), error=f"malformed {fmt.upper()} row ({error})"
+                line=lines.lines, fields=dict.fromkeys(header, ""), error=f"malformed {fmt.upper()} row ({error})"
             )
             continue
         if not values:
             continue  # a blank line between rows is layout, not data
         if len(values) != len(header):
             yield Row(
-                line=reader.line_num,
+                line=lines.lines,
                 fields=dict(zip_longest(header, values[: len(header)], fillvalue="")),
                 error=f"expected {len(header)} fields, found {len(values)}",
             )
             continue
-        yield Row(line=reader.line_num, fields=dict(zip(header, values, strict=False)))
+        yield Row(line=lines.lines, fields=dict(zip(header, values, strict=False)))
 
 
-def _jsonl_rows(stream: IO[str]) -> Iterator[Row]:
-    for number, line in enumerate(stream, start=1):
+def _jsonl_rows(lines: _LineStream) -> Iterator[Row]:
+    for line in lines:
+        number = lines.lines
         if not line.strip():
             continue
         if has_undecodable(line):
@@ -139,12 +278,14 @@ def _jsonl_rows(stream: IO[str]) -> Iterator[Row]:
         yield Row(line=number, fields=value)
 
 
-def _checked_text(fields: dict[str, Any], column: str | None, line: int) -> tuple[str | None, str | None]:
+def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None, str | None]:
     if column is None:
         column = next((name for name in DEFAULT_TEXT_COLUMNS if name in fields), DEFAULT_TEXT_COLUMNS[-1])
     if column not in fields:
         return None, f"no field {column!r}"
     value = fields[column]
+    if value is None:
+        return None, "empty text"
     if not isinstance(value, str):
         return None, f"field {column!r} is not text"
     if has_undecodable(value):

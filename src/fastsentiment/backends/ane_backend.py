@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.models import ModelDir
 
@@ -45,6 +45,7 @@ class AneBackend:
         from fastsentiment.errors import BackendError
         from fastsentiment.models.ane import ane_model_from_dir
 
+        torch.set_num_threads(inference_threads())
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         if precision == "fp16" and device == "cpu":

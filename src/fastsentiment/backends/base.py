@@ -28,6 +28,14 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def inference_threads() -> int:
+    """Threads a backend should compute with: $FASTSENTIMENT_THREADS if set (e.g. per Ray actor), else usable_cpus()."""
+    explicit = os.environ.get("FASTSENTIMENT_THREADS", "").strip()
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return usable_cpus()
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """What a backend is and needs, readable without importing its runtime."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, usable_cpus
+from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -67,7 +67,7 @@ class OnnxBackend:
         path = onnx_file(model, precision)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = usable_cpus()
+        options.intra_op_num_threads = inference_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])

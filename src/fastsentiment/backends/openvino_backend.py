@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, usable_cpus
+from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -58,7 +58,7 @@ class OpenvinoBackend:
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": str(usable_cpus()),
+            "INFERENCE_NUM_THREADS": str(inference_threads()),
         }
         compiled = core.compile_model(network, "CPU", config)
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)

@@ -92,6 +92,12 @@ def availability(name: str, device: str = "auto") -> Availability:
 
 def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", precision: str | None = None) -> Backend:
     """Load `model` on the named backend, or on the first one that runs here for "auto"."""
+    # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
+    return checked_backend(name, device, precision).load(model, device, precision)
+
+
+def checked_backend(name: str = "auto", device: str = "auto", precision: str | None = None) -> type[Backend]:
+    """The backend class that `load_backend` would use, after every check that can fail before loading."""
     if name == "auto":
         name = _first_runnable(device)
     backend = get_backend(name)
@@ -108,8 +114,7 @@ def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", prec
     problem = backend.device_problem(device)
     if problem:
         raise BackendError(f"backend {spec.name}: {problem}")
-    # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
-    return backend.load(model, device, precision)
+    return backend
 
 
 def _first_runnable(device: str) -> str:

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.models import ModelDir
 
@@ -53,6 +53,7 @@ class TorchBackend:
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        torch.set_num_threads(inference_threads())
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         if precision == "int8" and device != "cpu":

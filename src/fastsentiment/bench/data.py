@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastsentiment.errors import InputError, missing_extra
+from fastsentiment.tables import RowSource
 
 
 @dataclass
@@ -45,34 +44,17 @@ def load_bench_data(
 
 
 def _read_table(path: Path, text_column: str, label_column: str | None, label_names: list[str] | None) -> Split:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise missing_extra("pyarrow", "bench", "reading Parquet files") from None
-        rows = pq.read_table(path).to_pylist()
-    elif suffix in (".tsv", ".csv"):
-        with open(path, encoding="utf-8", newline="") as stream:
-            reader = (
-                csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
-                if suffix == ".tsv"
-                else csv.DictReader(stream)
-            )
-            rows = list(reader)
-    elif suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as stream:
-            rows = [json.loads(line) for line in stream if line.strip()]
-    else:
-        raise InputError(f"{path}: use .tsv, .csv, .jsonl or .parquet")
+    rows = []
+    for row in RowSource(path, text_column).rows():
+        if row.error:
+            raise InputError(f"{path}, line {row.line}: {row.error}")
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: no rows")
-    if text_column not in rows[0]:
-        raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(rows[0])}); see --text-column")
-    texts = [str(row[text_column]) for row in rows]
+    texts = [row.text for row in rows]
     labels = None
-    if label_column and label_column in rows[0]:
-        labels = [_label_id(row[label_column], label_names, path) for row in rows]
+    if label_column and label_column in rows[0].fields:
+        labels = [_label_id(row.fields[label_column], label_names, path) for row in rows]
         if min(labels) < 0:
             labels = None  # GLUE test splits mark missing labels with -1
         elif label_names and max(labels) >= len(label_names):

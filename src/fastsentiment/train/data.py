@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.errors import InputError
-from fastsentiment.tables import iter_rows, open_text, table_format
+from fastsentiment.tables import RowSource, table_format
 
 
 @dataclass
@@ -34,19 +34,17 @@ def read_labelled(
 
     Every problem (missing column, unknown label, empty file) is raised before any training starts.
     """
-    fmt = table_format(path)
-    if fmt == "txt":
-        raise InputError(f"{path}: training needs a table with text and label columns (.csv, .tsv or .jsonl)")
+    if table_format(path) == "txt":
+        raise InputError(f"{path}: training needs a table with text and label columns (.csv, .tsv, .jsonl or .parquet)")
     texts: list[str] = []
     raw_labels: list[str] = []
-    with open_text(path) as stream:
-        for row in iter_rows(stream, fmt, text_column):
-            if row.error:
-                raise InputError(f"{path}, line {row.line}: {row.error}")
-            if label_column not in row.fields:
-                raise InputError(f"{path}, line {row.line}: no label column {label_column!r} (see --label-column)")
-            texts.append(row.text)
-            raw_labels.append(str(row.fields[label_column]).strip())
+    for row in RowSource(path, text_column).rows():
+        if row.error:
+            raise InputError(f"{path}, line {row.line}: {row.error}")
+        if label_column not in row.fields:
+            raise InputError(f"{path}, line {row.line}: no label column {label_column!r} (see --label-column)")
+        texts.append(row.text)
+        raw_labels.append(str(row.fields[label_column]).strip())
     if not texts:
         raise InputError(f"{path}: no rows to train on")
     names = label_names or _infer_label_names(raw_labels)

@@ -1,0 +1,269 @@
+"""`classify --engine ray`: the file job on Ray Data, for inputs larger than one machine.
+
+Ray reads the input (a file or a folder of files; local, NFS or object-store paths), a pool of
+actors classifies batches, each actor loading the model once from files the driver put in the
+object store, and the workers write a folder of Parquet/CSV/JSONL files. Rows that cannot be
+classified come out as rows with an `error`, like the local path. Actor restarts and task retries
+are set explicitly, so a worker that dies mid-job costs a retry, never a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastsentiment.errors import FastSentimentError, InputError, missing_extra
+from fastsentiment.sinks import output_column, output_record
+from fastsentiment.tables import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
+
+RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
+ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
+TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this many times
+# Reading and writing reserve no CPU: actors hold every CPU for the model, and I/O tasks that waited
+# for a free CPU would never run (Ray Data then waits forever on a 2-core machine with 2 workers).
+IO_CPUS = 0
+LINE = "__line"  # the reader's line number, kept apart from any input column called "line"
+READ_ERROR = "__read_error"  # set by the reader for rows it could not parse (malformed JSON, wrong field count)
+
+
+@dataclass
+class RayJob:
+    source: str
+    out: Path
+    out_format: str
+    column: str | None
+    model: str | None
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str | None = None
+    batch_size: int = 32
+    max_length: int | None = None
+    address: str | None = None
+    num_workers: int = 1
+    threads: int = 1
+    chunk_rows: int = 1024
+
+
+@dataclass
+class RayReport:
+    rows: int
+    failed: int
+    files: int
+
+
+def run_ray_job(job: RayJob) -> RayReport:
+    """Run the job on Ray (joining `job.address`, or starting Ray on this machine) and count what it wrote."""
+    try:
+        import ray
+        import ray.data  # fails when only ray-core is installed
+    except ImportError:
+        raise missing_extra("ray", "ray", "--engine ray") from None
+    from fastsentiment.models import resolve_model
+
+    _check_output(job.out)
+    model_dir = resolve_model(job.model)
+    inputs = _input_files(job.source)
+    formats = {table_format(path) for path in inputs}
+    text_column = _text_column_of(inputs[0], job.column)
+    _prepare_backend(model_dir, job)
+
+    ray.init(address=job.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own summary line replaces its INFO chatter
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # output rows follow input rows
+        context.enable_progress_bars = sys.stderr.isatty()
+        # Nested in a list, the reference is not an actor constructor argument: Ray would warn that restarts
+        # fail once it goes out of scope, but the driver holds it until the job ends.
+        model_files = [ray.put(_model_files(model_dir.path))]
+        if formats == {"parquet"}:
+            dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS)
+        elif "parquet" in formats:
+            raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
+        else:
+            datasource = _text_rows_datasource_class()([str(p) for p in inputs], column=job.column)
+            dataset = ray.data.read_datasource(datasource, num_cpus=IO_CPUS)
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for actor restarts/retries and flags **ray_remote_args as deprecated.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            classified = dataset.map_batches(
+                _ClassifyBatches,
+                fn_constructor_kwargs={
+                    "model_files": model_files,
+                    "text_column": text_column,
+                    "options": {
+                        "backend": job.backend,
+                        "device": job.device,
+                        "precision": job.precision,
+                        "batch_size": job.batch_size,
+                        "max_length": job.max_length,
+                    },
+                    "threads": job.threads,
+                },
+                batch_size=job.chunk_rows,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=job.num_workers),
+                num_cpus=job.threads,
+                max_restarts=ACTOR_RESTARTS,
+                max_task_retries=TASK_RETRIES,
+            )
+        writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
+        writer[job.out_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+    except FastSentimentError:
+        raise
+    except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
+        raise FastSentimentError(f"the Ray job failed: {_first_line(error)}") from None
+    finally:
+        ray.shutdown()
+    return _count_output(job.out, job.out_format)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out}: with --engine ray, --out is a folder that must be new or empty")
+
+
+def _input_files(source: str) -> list[Path]:
+    path = Path(source).expanduser()
+    if path.is_file():
+        table_format(path)  # fail now on an unknown extension
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+        if not files:
+            raise InputError(f"{path}: no .txt, .csv, .tsv, .jsonl or .parquet files in the folder")
+        return files
+    raise InputError(f"input not found: {source}")
+
+
+def _prepare_backend(model_dir, job: RayJob) -> None:
+    """Build cached exports (the ONNX file) once on the driver, so actors on this machine load them at once."""
+    from fastsentiment.backends.registry import checked_backend
+
+    prepare = getattr(checked_backend(job.backend, job.device, job.precision), "prepare", None)
+    if prepare is not None:
+        prepare(model_dir, job.device, job.precision)
+
+
+def _model_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _text_column_of(first_input: Path, column: str | None) -> str:
+    source = RowSource(first_input, column)  # checks the column exists, as the local path does
+    return "text" if source.format == "txt" else (source.column or "text")
+
+
+def _first_line(error: BaseException) -> str:
+    cause = error
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
+
+
+def _count_output(out: Path, fmt: str) -> RayReport:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    dataset = ds.dataset([str(p) for p in files], format={"jsonl": "json"}.get(fmt, fmt))
+    errors = dataset.to_table(columns=["error"]).column("error")
+    # CSV has no null: a row without an error reads back as an empty string (or a column of nulls).
+    messages = pc.fill_null(errors.cast("string"), "")
+    failed = pc.sum(pc.not_equal(messages, "")).as_py() or 0
+    return RayReport(rows=len(errors), failed=failed, files=len(files))
+
+
+# ---- the parts that run on workers ---------------------------------------------------------------
+def _binary_lines(stream, block: int = 1 << 20) -> Iterator[bytes]:
+    """Lines (with their newline) of a pyarrow input stream, which has no readline."""
+    pending = b""
+    while chunk := stream.read(block):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def _text_rows_datasource_class():
+    # The datasource subclasses a Ray class, so it is defined only once Ray is imported.
+    from ray.data.datasource import FileBasedDatasource
+
+    class TextRowsDatasource(FileBasedDatasource):
+        """.txt/.csv/.tsv/.jsonl files read by the same row reader as the local path, with line numbers and errors."""
+
+        def __init__(self, paths: list[str], *, column: str | None, block_rows: int = 1024):
+            super().__init__(paths)
+            self.column = column
+            self.block_rows = block_rows
+
+        def _read_stream(self, f, path: str):
+            import pyarrow as pa
+
+            records: list[dict[str, Any]] = []
+            for row in rows_from_lines(_binary_lines(f), table_format(path), self.column):
+                records.append({LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
+                if len(records) == self.block_rows:
+                    yield pa.Table.from_pylist(records)
+                    records = []
+            if records:
+                yield pa.Table.from_pylist(records)
+
+    return TextRowsDatasource
+
+
+class _ClassifyBatches:
+    """One Ray actor: loads the model once, then classifies Arrow batches into output rows."""
+
+    def __init__(self, model_files, text_column: str, options: dict[str, Any], threads: int) -> None:
+        import ray
+
+        from fastsentiment.classifier import Classifier
+
+        os.environ["FASTSENTIMENT_THREADS"] = str(threads)
+        files = ray.get(model_files[0])
+        self._folder = tempfile.TemporaryDirectory(prefix="fastsentiment-model-")
+        for name, content in files.items():
+            Path(self._folder.name, name).write_bytes(content)
+        self.classifier = Classifier.load(model=self._folder.name, **options)
+        self.labels = self.classifier.labels
+        self.text_column = text_column
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        rows = []
+        for record in batch.to_pylist():
+            row = Row(line=record.pop(LINE, None), error=record.pop(READ_ERROR, None), fields=record)
+            if row.error is None:
+                row.text, row.error = checked_text(record, self.text_column)
+            rows.append(row)
+        good = [row for row in rows if row.error is None]
+        predictions = dict(zip(map(id, good), self.classifier.predict([row.text for row in good]), strict=True))
+        records = [output_record(row, predictions.get(id(row)), self.labels) for row in rows]
+        if batch.num_rows and rows[0].line is None:
+            for record in records:
+                del record["line"]  # Parquet inputs read by Ray carry no line numbers
+        return pa.Table.from_pylist(records, schema=self._output_schema(batch.schema, records))
+
+    def _output_schema(self, input_schema, records):
+        """Input columns keep their types (all-null ones become strings); result columns have fixed types."""
+        import pyarrow as pa
+
+        types = {"line": pa.int64(), "label": pa.string(), "score": pa.float64(), "error": pa.string()}
+        types.update({f"score_{label}": pa.float64() for label in self.labels})
+        for name in input_schema.names:
+            if name not in (LINE, READ_ERROR):
+                types[output_column(name, types)] = input_schema.field(name).type
+        names = list(records[0]) if records else [n for n in types if n != "line"]
+        return pa.schema([pa.field(n, pa.string() if pa.types.is_null(types[n]) else types[n]) for n in names])

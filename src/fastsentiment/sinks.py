@@ -1,0 +1,170 @@
+"""Where classified rows go: the console, or .csv/.tsv/.jsonl/.parquet files written part by part.
+
+A file output is a sequence of parts (one per chunk of rows) that `merge` joins into the final
+file; writing parts keeps memory bounded and lets an interrupted run resume after its last part.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastsentiment.errors import InputError
+from fastsentiment.tables import Row, clean_fields, import_parquet
+
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+def output_format(path: Path) -> str:
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"--out {path}: write .csv, .tsv, .jsonl or .parquet")
+    return fmt
+
+
+def result_fields(prediction, labels: Sequence[str], error: str | None) -> dict[str, Any]:
+    if prediction is None:
+        return {"label": None, "score": None, **{f"score_{label}": None for label in labels}, "error": error}
+    return {
+        "label": prediction.label,
+        "score": prediction.score,
+        **{f"score_{label}": prediction.scores[label] for label in labels},
+        "error": None,
+    }
+
+
+def output_record(row: Row, prediction, labels: Sequence[str]) -> dict[str, Any]:
+    """The input's fields, then the results; an input column named like a result column is kept as input_NAME."""
+    results = result_fields(prediction, labels, row.error)
+    record: dict[str, Any] = {"line": row.line}
+    for name, value in clean_fields(row.fields).items():
+        record[output_column(name, results)] = value
+    record.update(results)
+    return record
+
+
+def output_column(input_name: str, result_names) -> str:
+    """The name an input column gets in the output: input_NAME where it would clash with a result column."""
+    return f"input_{input_name}" if input_name in result_names or input_name == "line" else input_name
+
+
+class ConsoleSink:
+    """One line per input (label, confidence, text), or one JSON object per input with --json."""
+
+    def __init__(self, labels: Sequence[str], as_json: bool) -> None:
+        self.as_json = as_json
+        self.width = max(len(label) for label in labels)
+
+    def write(self, row: Row, prediction) -> None:
+        if prediction is None:
+            if self.as_json:
+                sys.stdout.write(json.dumps({"line": row.line, "error": row.error}) + "\n")
+            return
+        if self.as_json:
+            record = {
+                "text": row.text,
+                "label": prediction.label,
+                "score": prediction.score,
+                "scores": prediction.scores,
+            }
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(f"{prediction.label:<{self.width}}  {prediction.score:>6.2%}  {row.text}\n")
+
+
+# ---- file parts -----------------------------------------------------------------------------
+class PartWriter:
+    """Writes one chunk of output records to a part file, and joins parts into the final file."""
+
+    suffix: str
+
+    def write(self, records: list[dict[str, Any]], path: Path, first: bool) -> None:
+        raise NotImplementedError
+
+    def merge(self, parts: Sequence[Path], out: Path) -> None:
+        """Concatenate parts byte for byte (text formats: only the first part carries a header)."""
+        with open(out, "wb") as target:
+            for part in parts:
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, target, 1 << 20)
+
+
+class JsonlParts(PartWriter):
+    suffix = ".jsonl"
+
+    def write(self, records, path, first):
+        with open(path, "w", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+class DelimitedParts(PartWriter):
+    """CSV/TSV: the first row fixes the columns (every row of a CSV/TSV input has the same ones)."""
+
+    def __init__(self, fmt: str, columns: list[str] | None = None) -> None:
+        self.delimiter = "\t" if fmt == "tsv" else ","
+        self.suffix = f".{fmt}"
+        self.columns = columns
+
+    def write(self, records, path, first):
+        if self.columns is None:
+            self.columns = list(records[0])
+        with open(path, "w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream, delimiter=self.delimiter)
+            if first:
+                writer.writerow(self.columns)
+            for record in records:
+                writer.writerow(["" if record.get(name) is None else record.get(name) for name in self.columns])
+
+
+class ParquetParts(PartWriter):
+    """Parquet: the first chunk fixes the schema (columns with only nulls so far become strings)."""
+
+    suffix = ".parquet"
+
+    def __init__(self, schema=None) -> None:
+        self.pq = import_parquet("writing Parquet files")
+        import pyarrow as pa
+
+        self.pa = pa
+        self.schema = schema
+
+    def write(self, records, path, first):
+        pa = self.pa
+        if self.schema is None:
+            inferred = pa.Table.from_pylist(records).schema
+            self.schema = pa.schema(
+                [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in inferred]
+            )
+        try:
+            table = pa.Table.from_pylist(records, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            lines = f"{records[0]['line']}-{records[-1]['line']}"
+            raise InputError(
+                f"rows {lines} do not fit the Parquet columns set by the first rows ({error}); write .jsonl instead"
+            ) from None
+        self.pq.write_table(table, path)
+
+    def merge(self, parts, out):
+        with self.pq.ParquetWriter(out, self.schema) as writer:
+            for part in parts:
+                writer.write_table(self.pq.read_table(part, schema=self.schema))
+
+
+def part_writer(fmt: str, first_part: Path | None = None) -> PartWriter:
+    """The writer for `fmt`; given the first part of an interrupted run, it keeps that run's columns."""
+    if fmt == "jsonl":
+        return JsonlParts()
+    if fmt == "parquet":
+        schema = import_parquet("writing Parquet files").read_schema(first_part) if first_part else None
+        return ParquetParts(schema)
+    columns = None
+    if first_part is not None:
+        with open(first_part, encoding="utf-8", newline="") as stream:
+            columns = next(csv.reader(stream, delimiter="\t" if fmt == "tsv" else ","))
+    return DelimitedParts(fmt, columns)

@@ -1,0 +1,201 @@
+"""`classify --file` streaming: every format in and out, and --resume after a kill, on real files and processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, run_cli
+from fastsentiment import Classifier
+
+WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
+
+
+def sentence(i: int) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(3 + i % 9))
+
+
+def write_csv(path: Path, rows: int, empty_every: int = 0) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "text", "label"])
+        for i in range(rows):
+            writer.writerow([i, "" if empty_every and i % empty_every == 5 else sentence(i), i % 2])
+    return path
+
+
+def read_output(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream, delimiter="\t" if path.suffix == ".tsv" else ","))
+
+
+@pytest.fixture(scope="module")
+def classifier(bert_dir) -> Classifier:
+    return Classifier.load(bert_dir)  # the same defaults as the command line
+
+
+def test_parquet_in_parquet_out_keeps_columns_types_and_order(bert_dir, classifier, tmp_path):
+    texts = [sentence(i) for i in range(300)]
+    texts[17] = ""
+    texts[42] = None
+    table = pa.table(
+        {"id": pa.array(range(1000, 1300), pa.int64()), "text": texts, "weight": [i / 4 for i in range(300)]}
+    )
+    source = tmp_path / "reviews.parquet"
+    pq.write_table(table, source, row_group_size=64)
+    out = tmp_path / "scored.parquet"
+    result = run_cli(
+        "classify", "--file", str(source), "--out", str(out), "--model", str(bert_dir), "--chunk-rows", "50"
+    )
+    assert result.returncode == 2  # two rows could not be classified
+    assert b"line 18: empty text" in result.stderr and b"line 43: empty text" in result.stderr
+    scored = pq.read_table(out)
+    assert scored.schema.field("id").type == pa.int64() and scored.schema.field("weight").type == pa.float64()
+    assert scored.column_names == [
+        "line",
+        "id",
+        "text",
+        "weight",
+        "label",
+        "score",
+        *(f"score_{label}" for label in classifier.labels),
+        "error",
+    ]
+    rows = scored.to_pylist()
+    assert [row["id"] for row in rows] == list(range(1000, 1300))
+    assert [row["error"] for row in rows if row["error"]] == ["empty text", "empty text"]
+    good = [row for row in rows if row["error"] is None]
+    expected = classifier.predict([row["text"] for row in good])
+    assert [row["label"] for row in good] == [p.label for p in expected]
+    assert max(abs(row["score"] - p.score) for row, p in zip(good, expected, strict=True)) < 1e-6
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_every_output_format_holds_every_row_in_order(bert_dir, classifier, tmp_path, suffix):
+    source = write_csv(tmp_path / "in.csv", 700, empty_every=100)
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "128")
+    assert result.returncode == 2, result.stderr  # 7 empty rows
+    rows = read_output(out)
+    assert [int(row["id"]) for row in rows] == list(range(700))
+    assert [str(row["input_label"]) for row in rows] == [str(i % 2) for i in range(700)]  # input column kept
+    errors = [int(row["id"]) for row in rows if row["error"]]
+    assert errors == [i for i in range(700) if i % 100 == 5]
+    good = [row for row in rows if not row["error"]]
+    assert [row["label"] for row in good] == [p.label for p in classifier.predict([row["text"] for row in good])]
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+# ---- --resume ---------------------------------------------------------------------------------
+def start_and_kill_after_parts(args: list[str], journal: Path, parts: int) -> None:
+    """Start the real command and SIGKILL it once its journal records `parts` finished chunks."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    manifest = journal / "manifest.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail("the run finished before it could be interrupted; make the input larger")
+            try:
+                if len(json.loads(manifest.read_text())["parts"]) >= parts:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
+    rows = 12_000
+    source = write_csv(tmp_path / "in.csv", rows, empty_every=1000)
+    if suffix == ".parquet":  # Parquet input resumes by row count, across row-group boundaries
+        parquet = tmp_path / "in.parquet"
+        with open(source, newline="") as stream:
+            pq.write_table(pa.Table.from_pylist(list(csv.DictReader(stream))), parquet, row_group_size=777)
+        source = parquet
+    out = tmp_path / f"out{suffix}"
+    journal = tmp_path / f"out{suffix}.partial"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "300"]
+    start_and_kill_after_parts(args, journal, parts=3)
+    assert journal.is_dir() and not out.exists()
+    done_before = json.loads((journal / "manifest.json").read_text())["rows"]
+    assert 900 <= done_before < rows
+
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and b"--resume" in refused.stderr
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 2, resumed.stderr  # 12 empty rows
+    assert f"resuming after {done_before} rows".encode() in resumed.stderr
+    assert not journal.exists()
+    ids = [int(row["id"]) for row in read_output(out)]
+    assert ids == list(range(rows))
+
+    fresh = tmp_path / f"fresh{suffix}"
+    run_cli("classify", "-f", str(source), "-o", str(fresh), "--model", str(bert_dir))
+    assert [r["label"] for r in read_output(out)] == [r["label"] for r in read_output(fresh)]
+
+
+def test_resume_drops_a_part_written_after_the_last_manifest(bert_dir, tmp_path):
+    """A kill between a part's rename and the manifest's leaves a part the manifest does not count."""
+    source = write_csv(tmp_path / "in.csv", 12_000)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.partial"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "300"]
+    start_and_kill_after_parts(args, journal, parts=2)
+    manifest = json.loads((journal / "manifest.json").read_text())
+    last = journal / manifest["parts"][-1]
+    (journal / f"part-{len(manifest['parts']):06d}.jsonl").write_bytes(last.read_bytes())  # the uncounted part
+    assert run_cli(*args, "--resume").returncode == 0
+    assert [row["id"] for row in read_output(out)] == [str(i) for i in range(12_000)]
+
+
+def test_resume_refuses_an_input_that_changed(bert_dir, tmp_path):
+    source = write_csv(tmp_path / "in.csv", 12_000)
+    out = tmp_path / "out.csv"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "300"]
+    start_and_kill_after_parts(args, tmp_path / "out.csv.partial", parts=2)
+    with open(source, "a", encoding="utf-8") as stream:
+        stream.write("12000,one more row,1\n")
+    result = run_cli(*args, "--resume")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1].startswith("error: cannot resume")
+    assert b"input_size" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_resume_needs_an_output_file(bert_dir, tmp_path):
+    source = write_csv(tmp_path / "in.csv", 10)
+    result = run_cli("classify", "-f", str(source), "--resume", "--model", str(bert_dir))
+    assert result.returncode == 2 and b"--resume continues a --file run written with --out" in result.stderr
+
+
+def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
+    source = write_csv(tmp_path / "in.csv", 10)
+    result = run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.xlsx"), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode().strip() == f"error: --out {tmp_path / 'out.xlsx'}: write .csv, .tsv, .jsonl or .parquet"
+    )

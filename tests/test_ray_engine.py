@@ -1,0 +1,137 @@
+"""`classify --engine ray` against a real Ray cluster started on 127.0.0.1 (a head node with 2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.data", reason="the ray extra is not installed")
+import pyarrow.dataset as ds
+
+from conftest import ROOT, run_cli
+from fastsentiment import Classifier
+
+ROWS = 20_000
+EMPTY_IDS = {7, 4_321, 19_999}
+UNDECODABLE_IDS = {12, 15_000}
+WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
+ACTOR_TITLE = "MapBatches(_ClassifyBatches)"  # Ray names actor processes after the operator
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp_dir = tmp_path_factory.mktemp("ray")
+    started = subprocess.run(
+        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def id_file(tmp_path_factory) -> Path:
+    """20,000 rows with an id column; a few rows have empty text and a few carry undecodable bytes."""
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    generator = random.Random(7)
+    with open(path, "wb") as stream:
+        stream.write(b"id,text\n")
+        for i in range(ROWS):
+            if i in EMPTY_IDS:
+                text = b""
+            elif i in UNDECODABLE_IDS:
+                text = b"caf\xe9 au lait"
+            else:
+                text = " ".join(generator.choice(WORDS) for _ in range(generator.randint(3, 40))).encode()
+            stream.write(b"%d,%s\n" % (i, text))
+    return path
+
+
+def read_rows(folder: Path) -> list[dict]:
+    files = sorted(str(p) for p in folder.rglob("*.parquet"))
+    assert files, f"no Parquet files in {folder}"
+    return ds.dataset(files, format="parquet").to_table().to_pylist()
+
+
+def check_complete(rows: list[dict]) -> None:
+    ids = [int(row["id"]) for row in rows]
+    assert len(ids) == ROWS and set(ids) == set(range(ROWS)), "every input id exactly once"
+    errors = {int(row["id"]): row["error"] for row in rows if row["error"]}
+    assert errors == {**dict.fromkeys(EMPTY_IDS, "empty text"), **dict.fromkeys(UNDECODABLE_IDS, "not valid UTF-8")}
+
+
+def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, id_file, bert_dir, tmp_path):
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(id_file), "--out", str(out),
+        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr.decode()[-2000:]  # the error rows make the exit non-zero
+    assert f"wrote {ROWS:,} rows".encode() in result.stderr
+    assert b"5 inputs could not be classified" in result.stderr
+    rows = read_rows(out)
+    check_complete(rows)
+    assert [int(row["id"]) for row in rows] == list(range(ROWS)), "order kept"
+    sample = [row for row in random.Random(1).sample(rows, 300) if not row["error"]]
+    expected = Classifier.load(bert_dir).predict([row["text"] for row in sample])
+    assert [row["label"] for row in sample] == [p.label for p in expected]
+    assert max(abs(row["score"] - p.score) for row, p in zip(sample, expected, strict=True)) < 1e-5
+
+
+def test_killing_a_worker_mid_job_still_gives_a_complete_output(ray_address, id_file, bert_dir, tmp_path):
+    out = tmp_path / "scored"
+    # batch size 1 slows the tiny model down so that the job is surely still running when a worker dies
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", "classify", "--engine", "ray", "--address", ray_address,
+         "--file", str(id_file), "--out", str(out), "--model", str(bert_dir), "--num-workers", "2",
+         "--chunk-rows", "250", "--batch-size", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline and process.poll() is None:
+        workers = _actor_pids()
+        if len(workers) == 2:
+            time.sleep(3)  # let both load the model and take batches
+            victim = _actor_pids()[0]
+        time.sleep(0.2)
+    assert victim is not None, "no worker actor appeared"
+    assert process.poll() is None, "the job ended before a worker could be killed"
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 2, stderr.decode()[-2000:]
+    check_complete(read_rows(out))
+
+
+def _actor_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", ACTOR_TITLE], capture_output=True, text=True)
+    return sorted(int(pid) for pid in found.stdout.split())
+
+
+def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "old.parquet").write_text("x")
+    result = run_cli("classify", "--engine", "ray", "-f", str(id_file), "-o", str(tmp_path / "taken"))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: --out {tmp_path / 'taken'}: with --engine ray, --out is a folder that must be new or empty"
+    )
+    result = run_cli("classify", "--engine", "ray", "-f", str(id_file), "-o", str(tmp_path / "o"), "--resume")
+    assert result.returncode == 2 and b"a Ray job retries failed work itself" in result.stderr
