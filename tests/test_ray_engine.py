@@ -1,4 +1,7 @@
-"""`classify --engine ray` against a real Ray cluster started on 127.0.0.1 (a head node with 2 CPUs)."""
+"""`classify --engine ray` against a real Ray cluster started on this machine (a head node with 2 CPUs).
+
+The job joins it as `--address 127.0.0.1:PORT` (Ray maps the loopback address to the node's own).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ ROWS = 20_000
 EMPTY_IDS = {7, 4_321, 19_999}
 UNDECODABLE_IDS = {12, 15_000}
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
-ACTOR_TITLE = "MapBatches(_ClassifyBatches)"  # Ray names actor processes after the operator
+# Ray 2.60 clusters use token authentication; a client joining by address must ask for it too.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
+ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles the actor processes (a regex)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +40,15 @@ def ray_address(tmp_path_factory):
         port = probe.getsockname()[1]
     temp_dir = tmp_path_factory.mktemp("ray")
     started = subprocess.run(
-        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+        [ray, "start", "--head", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=180, env=RAY_ENV,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=RAY_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     out = tmp_path / "scored"
     result = run_cli(
         "classify", "--engine", "ray", "--address", ray_address, "--file", str(id_file), "--out", str(out),
-        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", timeout=600,
+        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", timeout=600, env=RAY_ENV,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # the error rows make the exit non-zero
     assert f"wrote {ROWS:,} rows".encode() in result.stderr
@@ -102,7 +107,7 @@ def test_killing_a_worker_mid_job_still_gives_a_complete_output(ray_address, id_
         [sys.executable, "-m", "fastsentiment", "classify", "--engine", "ray", "--address", ray_address,
          "--file", str(id_file), "--out", str(out), "--model", str(bert_dir), "--num-workers", "2",
          "--chunk-rows", "250", "--batch-size", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**RAY_ENV, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     victim = None
     deadline = time.monotonic() + 300

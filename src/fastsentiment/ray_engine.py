@@ -74,7 +74,15 @@ def run_ray_job(job: RayJob) -> RayReport:
     text_column = _text_column_of(inputs[0], job.column)
     _prepare_backend(model_dir, job)
 
-    ray.init(address=job.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        ray.init(address=job.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        hint = (
+            "" if job.address is None else " (a cluster with token authentication needs RAY_AUTH_MODE=token here too)"
+        )
+        raise FastSentimentError(
+            f"cannot start or join Ray at {job.address or 'this machine'}: {error}{hint}"
+        ) from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own summary line replaces its INFO chatter
     try:
         context = ray.data.DataContext.get_current()
