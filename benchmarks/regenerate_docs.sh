@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates docs/benchmarks.md and docs/results/ on this machine (about 30 minutes on 2 cores):
+# Regenerates docs/benchmarks.md and docs/results/ on this machine (about 40 minutes on 2 cores):
 #   benchmarks/regenerate_docs.sh [SST2_DIR]
 # Run it on an idle machine: every number is a median over this run only.
 set -euo pipefail
@@ -18,5 +18,6 @@ python benchmarks/cold_start.py --data "$data/test.tsv" --out "$results/cold-sta
 python benchmarks/cold_start.py --data "$data/test.tsv" --model "$scratch/distilbert-base" \
     --out "$results/cold-start-distilbert-base.json"
 python benchmarks/serve_load.py --data "$data/test.tsv" --out "$results/serve-load.json"
+python benchmarks/stream_files.py --data "$data/train.tsv" --out "$results/stream-files.json"
 python benchmarks/ane_layernorm.py --data "$data/dev.tsv" > "$results/ane-layernorm.md"
 python benchmarks/write_benchmarks_md.py "$results" > docs/benchmarks.md

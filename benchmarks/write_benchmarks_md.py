@@ -47,6 +47,40 @@ def best_default(results: Path) -> tuple[float, float]:
     return default["throughput"].get("sorted@32", 0.0), max(default["throughput"].values())
 
 
+def megabytes(value: float | None) -> str:
+    return "n/a (Ray's processes)" if value is None else f"{value:.0f}"
+
+
+def file_jobs_section(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    local = [r for r in data["results"] if r["engine"] == "local"]
+    lines = [
+        "## File jobs: local and Ray",
+        "",
+        f"`benchmarks/stream_files.py` (model {data['model']}): CSV files of SST-2 train sentences with an id column,",
+        "classified to Parquet, each run one whole `fastsentiment classify --file` process (start-up, model load and",
+        "for Ray the start of a local Ray instance and its actors included). Peak RSS is the process's VmHWM at exit.",
+        "",
+        "| engine | rows | wall s | rows/s | peak RSS MB |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['engine']} | {r['rows']:,} | {r['wall_s']:.1f} | {r['rows_per_s']:,.0f} | {megabytes(r['peak_rss_mb'])} |"
+            for r in data["results"]
+        ),
+        "",
+    ]
+    if len(local) == 2:
+        small, large = sorted(local, key=lambda r: r["rows"])
+        lines += [
+            f"Local memory on a file {large['rows'] // small['rows']}x larger: {small['peak_rss_mb']:.0f} MB → "
+            f"{large['peak_rss_mb']:.0f} MB peak RSS ({large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x).",
+            "",
+        ]
+    return lines
+
+
 def main() -> None:
     results = Path(sys.argv[1])
     builtin_32, builtin_best = best_default(results / "builtin" / "results.json")
@@ -103,6 +137,7 @@ def main() -> None:
             for r in load["runs"]
         ),
         "",
+        *file_jobs_section(results / "stream-files.json"),
         "## The ANE LayerNorm mapping",
         "",
         "See [ane-layernorm.md](ane-layernorm.md); measured with `benchmarks/ane_layernorm.py`:",

@@ -1,6 +1,6 @@
 """`classify --engine ray`: the file job on Ray Data, for inputs larger than one machine.
 
-Ray reads the input (a file or a folder of files; local, NFS or object-store paths), a pool of
+Ray reads the input (a file or a folder of files on a path every node mounts), a pool of
 actors classifies batches, each actor loading the model once from files the driver put in the
 object store, and the workers write a folder of Parquet/CSV/JSONL files. Rows that cannot be
 classified come out as rows with an `error`, like the local path. Actor restarts and task retries
