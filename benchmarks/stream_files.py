@@ -36,11 +36,13 @@ PEAK_RSS_WRAPPER = (
 
 
 def make_input(path: Path, rows: int, sentences: list[str]) -> Path:
+    """`rows` rows spread evenly over all the sentences (cycling past the end), so that files of every
+    size see the same mix of lengths and a memory difference comes from the size alone."""
     with open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["id", "text"])
         for i in range(rows):
-            writer.writerow([i, sentences[i % len(sentences)]])
+            writer.writerow([i, sentences[(i * 7919) % len(sentences)]])  # a prime stride visits every sentence
     return path
 
 

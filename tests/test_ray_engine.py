@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
+import pyarrow as pa
+import pyarrow.csv
 import pyarrow.dataset as ds
 
 from conftest import ROOT, run_cli
@@ -140,3 +142,32 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )
     result = run_cli("classify", "--engine", "ray", "-f", str(id_file), "-o", str(tmp_path / "o"), "--resume")
     assert result.returncode == 2 and b"a Ray job retries failed work itself" in result.stderr
+
+
+def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
+    """A folder input (two formats) becomes one output folder holding every row of every file."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"first file sentence {i} was great\n" for i in range(300)), encoding="utf-8")
+    (folder / "b.txt").write_text(
+        "".join(f"second file line {i} was dull\n" for i in range(200)) + "\n", encoding="utf-8"
+    )
+    out = tmp_path / "scored.csv"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
+        "--model", str(bert_dir), "--chunk-rows", "128", timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr.decode()[-2000:]  # b.txt ends with one empty line
+    assert b"wrote 501 rows" in result.stderr and b"1 input could not be classified" in result.stderr
+    files = sorted(out.glob("*.csv"))
+    text_columns = pyarrow.csv.ConvertOptions(column_types={"text": pa.string(), "error": pa.string()})
+    rows = (
+        ds.dataset([str(p) for p in files], format=ds.CsvFileFormat(convert_options=text_columns))
+        .to_table()
+        .to_pylist()
+    )
+    assert sorted(row["text"] for row in rows if row["text"]) == sorted(
+        [f"first file sentence {i} was great" for i in range(300)]
+        + [f"second file line {i} was dull" for i in range(200)]
+    )
+    assert [row["error"] for row in rows if row["error"]] == ["empty text"]

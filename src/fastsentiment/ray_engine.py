@@ -178,11 +178,22 @@ def _first_line(error: BaseException) -> str:
 
 
 def _count_output(out: Path, fmt: str) -> RayReport:
+    import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.csv
     import pyarrow.dataset as ds
+    import pyarrow.json
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    dataset = ds.dataset([str(p) for p in files], format={"jsonl": "json"}.get(fmt, fmt))
+    # Text formats are typed by inference over the first rows, which may all lack an error: say it is text.
+    file_format = {
+        "parquet": "parquet",
+        "csv": ds.CsvFileFormat(convert_options=pyarrow.csv.ConvertOptions(column_types={"error": pa.string()})),
+        "jsonl": ds.JsonFileFormat(
+            parse_options=pyarrow.json.ParseOptions(explicit_schema=pa.schema({"error": pa.string()}))
+        ),
+    }[fmt]
+    dataset = ds.dataset([str(p) for p in files], format=file_format)
     errors = dataset.to_table(columns=["error"]).column("error")
     # CSV has no null: a row without an error reads back as an empty string (or a column of nulls).
     messages = pc.fill_null(errors.cast("string"), "")
