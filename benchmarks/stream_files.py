@@ -47,13 +47,40 @@ def make_input(path: Path, rows: int, sentences: list[str]) -> Path:
 
 
 def run(args: list[str]) -> dict:
+    """Run one command; sample its RSS twice a second to show how memory evolves over the job."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *args], capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(args)}\n{result.stderr[-2000:]}")
-    peak = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak[-1] / 1024, 1) if peak else None}
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", PEAK_RSS_WRAPPER, *args], stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT
+        )
+        samples = []
+        while process.poll() is None:
+            samples.append((time.perf_counter() - started, resident_mb(process.pid)))
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+        stderr.seek(0)
+        errors = stderr.read()
+    if process.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(args)}\n{errors[-2000:]}")
+    peak = [int(line.split()[1]) for line in errors.splitlines() if line.startswith("PEAK_RSS_KB")]
+    # The highest RSS seen by 25/50/75/100% of the wall time: flat memory stops growing early on.
+    quarters = [max((mb for t, mb in samples if t <= wall * q and mb), default=None) for q in (0.25, 0.5, 0.75, 1.0)]
+    return {
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(peak[-1] / 1024, 1) if peak else None,
+        "peak_rss_mb_by_quarter": quarters,
+    }
+
+
+def resident_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
 
 
 def main() -> None:
@@ -82,8 +109,8 @@ def main() -> None:
             out = folder / (f"out{number}.parquet" if engine == "local" else f"out{number}")
             measured = run(["classify", "-f", str(source), "-o", str(out), "--model", options.model, *extra])
             row = {"engine": engine, "rows": rows, **measured, "rows_per_s": round(rows / measured["wall_s"], 1)}
-            if engine != "local":
-                row["peak_rss_mb"] = None  # the driver's own memory; the work happens in Ray's processes
+            if engine != "local":  # the driver's own memory; the work happens in Ray's processes
+                row["peak_rss_mb"] = row["peak_rss_mb_by_quarter"] = None
             results.append(row)
             print(json.dumps(row), flush=True)
     if options.out:

@@ -153,7 +153,8 @@ class ParquetParts(PartWriter):
     def merge(self, parts, out):
         with self.pq.ParquetWriter(out, self.schema) as writer:
             for part in parts:
-                writer.write_table(self.pq.read_table(part, schema=self.schema))
+                # One part at a time, read without the dataset layer's threads and read-ahead buffers.
+                writer.write_table(self.pq.ParquetFile(part).read(use_threads=False))
 
 
 def part_writer(fmt: str, first_part: Path | None = None) -> PartWriter:
