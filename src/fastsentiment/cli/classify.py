@@ -79,23 +79,29 @@ def classify(
     if resume and (file is None or out is None):
         raise InputError("--resume continues a --file run written with --out")
     if engine == "ray":
-        _classify_on_ray(
-            file,
-            column,
-            out,
-            out_format,
-            model,
-            backend,
-            device,
-            precision,
-            batch_size,
-            max_length,
-            address,
-            num_workers,
-            threads or 1,
-            chunk_rows,
-            resume,
+        from fastsentiment.ray_engine import RayJob
+
+        if file is None or out is None:
+            raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
+        if resume:
+            raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
+        job = RayJob(
+            source=str(file),
+            out=out,
+            out_format=_ray_output_format(out, out_format),
+            column=column,
+            model=model,
+            backend=backend,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            max_length=max_length,
+            address=address,
+            num_workers=num_workers,
+            threads=threads or 1,
+            chunk_rows=chunk_rows,
         )
+        _classify_on_ray(job)
         return
     if address or out_format:
         raise InputError("--address and --out-format belong to --engine ray")
@@ -127,52 +133,22 @@ def classify(
         raise InputError(f"{failed} input{'s' if failed > 1 else ''} could not be classified (see the errors above)")
 
 
-def _classify_on_ray(
-    file,
-    column,
-    out,
-    out_format,
-    model,
-    backend,
-    device,
-    precision,
-    batch_size,
-    max_length,
-    address,
-    num_workers,
-    threads,
-    chunk_rows,
-    resume,
-) -> None:
-    from fastsentiment.ray_engine import RAY_OUTPUT_FORMATS, RayJob, run_ray_job
+def _ray_output_format(out: Path, requested: str | None) -> str:
+    from fastsentiment.ray_engine import RAY_OUTPUT_FORMATS
 
-    if file is None or out is None:
-        raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
-    if resume:
-        raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
-    out_format = out_format or {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix.lower(), "parquet")
-    if out_format not in RAY_OUTPUT_FORMATS:
-        raise InputError(f"--out-format {out_format!r}: choose parquet, csv or jsonl")
-    job = RayJob(
-        source=str(file),
-        out=out,
-        out_format=out_format,
-        column=column,
-        model=model,
-        backend=backend,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        max_length=max_length,
-        address=address,
-        num_workers=num_workers,
-        threads=threads,
-        chunk_rows=chunk_rows,
-    )
+    chosen = requested or {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix.lower(), "parquet")
+    if chosen not in RAY_OUTPUT_FORMATS:
+        raise InputError(f"--out-format {chosen!r}: choose parquet, csv or jsonl")
+    return chosen
+
+
+def _classify_on_ray(job) -> None:
+    from fastsentiment.ray_engine import run_ray_job
+
     report = run_ray_job(job)
-    sys.stderr.write(f"wrote {report.rows:,} rows to {out}/ in {report.files} {out_format} files\n")
+    sys.stderr.write(f"wrote {report.rows:,} rows to {job.out}/ in {report.files} {job.out_format} files\n")
     if report.failed:
         raise InputError(
             f"{report.failed} input{'s' if report.failed > 1 else ''} could not be classified "
-            f"(rows with an error in {out}/)"
+            f"(rows with an error in {job.out}/)"
         )
