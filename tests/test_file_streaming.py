@@ -199,3 +199,17 @@ def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
     assert (
         result.stderr.decode().strip() == f"error: --out {tmp_path / 'out.xlsx'}: write .csv, .tsv, .jsonl or .parquet"
     )
+
+
+def test_jsonl_values_that_change_type_cannot_go_to_parquet_and_leave_nothing_behind(bert_dir, tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    source.write_text('{"text": "great film", "n": 1}\n{"text": "awful", "n": "x"}\n', encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "1")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1].startswith("error: rows 2-2 do not fit the Parquet columns")
+    assert not out.exists() and not (tmp_path / "out.parquet.partial").exists()
+    assert (
+        run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.jsonl"), "--model", str(bert_dir)).returncode
+        == 0
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastsentiment.classifier import Classifier
 from fastsentiment.journal import ChunkJournal
-from fastsentiment.sinks import ConsoleSink, output_record
+from fastsentiment.sinks import ConsoleSink, SchemaMismatch, output_record
 from fastsentiment.tables import Row, RowSource
 
 CHUNK_ROWS = 2048
@@ -49,7 +49,11 @@ def classify_file(
         journal.commit(records, rows.position, sum(result is None for result in results))
 
     with _Progress(rows, progress, already=journal.rows, position=journal.position) as advance:
-        _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, advance)
+        try:
+            _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, advance)
+        except SchemaMismatch:
+            journal.discard()  # the same rows would fail again on --resume
+            raise
     journal.finish()
     return journal.failed
 

@@ -72,6 +72,10 @@ class ChunkJournal:
         _durable_replace(scratch, self.out)
         shutil.rmtree(self.folder)
 
+    def discard(self) -> None:
+        """Drop the journal of a run that can never be resumed (its output cannot be written)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def _save(self) -> None:
         manifest = {
             "version": MANIFEST_VERSION,

@@ -17,6 +17,11 @@ from typing import Any
 from fastsentiment.errors import InputError
 from fastsentiment.tables import Row, clean_fields, import_parquet
 
+
+class SchemaMismatch(InputError):
+    """Rows whose values do not fit the Parquet columns that the first rows set."""
+
+
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -145,7 +150,7 @@ class ParquetParts(PartWriter):
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             lines = f"{records[0]['line']}-{records[-1]['line']}"
-            raise InputError(
+            raise SchemaMismatch(
                 f"rows {lines} do not fit the Parquet columns set by the first rows ({error}); write .jsonl instead"
             ) from None
         self.pq.write_table(table, path)
