@@ -63,6 +63,7 @@ PATHS = [
     ("onnx", "int8", 0.99, None),
     ("openvino", "fp32", 1.0, 1e-4),
     ("openvino", "bf16", 0.99, None),
+    ("openvino", "int8", 0.99, None),
     ("ane", "fp32", 1.0, 1e-4),
 ]
 
