@@ -27,9 +27,15 @@ def serve(
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Dynamic batching (off: one text per model call)."
     ),
-    max_batch_size: int = typer.Option(64, "--max-batch-size", min=1),
+    max_batch_size: int = typer.Option(64, "--max-batch-size", min=1, help="Texts gathered into one batching step."),
+    model_batch_size: int = typer.Option(
+        8,
+        "--model-batch-size",
+        min=1,
+        help="Texts per model call: a gathered batch runs as length-sorted calls of this size.",
+    ),
     max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=2, help="Padded tokens per model call."),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="Longest a lone request waits for company."),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0, help="Longest a lone request waits for company."),
     max_queue: int = typer.Option(2048, "--max-queue", min=1, help="Queued texts before answering 503."),
     max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1),
@@ -53,7 +59,7 @@ def serve(
         max_body_bytes=max_body_bytes,
     )
     server = create_app(
-        lambda: load_classifier(model, backend, device, precision, max_batch_size, max_length), settings
+        lambda: load_classifier(model, backend, device, precision, model_batch_size, max_length), settings
     )
     typer.echo(f"fastsentiment serving on http://{host}:{port} (docs at /docs)", err=True)
     run(server, host, port)

@@ -22,7 +22,7 @@ import numpy as np
 class BatchSettings:
     max_batch_size: int = 64
     max_batch_tokens: int = 16384
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0  # no waiting: under load, batches form while the previous one runs (as in TEI)
     max_queue: int = 2048
 
 
