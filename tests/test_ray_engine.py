@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -128,8 +129,17 @@ def test_killing_a_worker_mid_job_still_gives_a_complete_output(ray_address, id_
 
 
 def _actor_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", ACTOR_TITLE], capture_output=True, text=True)
-    return sorted(int(pid) for pid in found.stdout.split())
+    """PIDs of the classifying actors: Ray retitles their processes, which shows in /proc/PID/cmdline."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if re.search(ACTOR_TITLE, title):
+                pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
