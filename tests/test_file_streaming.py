@@ -213,3 +213,22 @@ def test_jsonl_values_that_change_type_cannot_go_to_parquet_and_leave_nothing_be
         run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.jsonl"), "--model", str(bert_dir)).returncode
         == 0
     )
+
+
+def test_stdin_lines_to_an_output_file(bert_dir, classifier, tmp_path):
+    out = tmp_path / "from-stdin.csv"
+    result = run_cli("classify", "--out", str(out), "--model", str(bert_dir), input="good film\n\nawful plot\n")
+    assert result.returncode == 2 and b"line 2: empty text" in result.stderr
+    rows = read_output(out)
+    assert [row["text"] for row in rows] == ["good film", "", "awful plot"]
+    assert [row["label"] for row in rows if row["text"]] == [
+        p.label for p in classifier.predict(["good film", "awful plot"])
+    ]
+
+
+def test_texts_given_as_arguments_to_an_output_file(bert_dir, tmp_path):
+    out = tmp_path / "args.jsonl"
+    result = run_cli("classify", "good film", "awful plot", "--out", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr
+    assert [row["text"] for row in read_output(out)] == ["good film", "awful plot"]
+    assert not (tmp_path / "args.jsonl.partial").exists()

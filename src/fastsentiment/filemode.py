@@ -76,14 +76,15 @@ def classify_rows(clf: Classifier, rows: list[Row], out: Path | None, as_json: b
 
 def job_identity(clf: Classifier, rows: RowSource) -> dict:
     """What a resumed run must share with the interrupted one."""
+    identity = {"column": rows.column, "model": clf.model.content_hash, "labels": list(clf.labels)}
+    if rows.stdin:
+        return {"input": "stdin", **identity}  # cannot be resumed: the CLI asks --resume for a --file
     stat = Path(rows.path).stat()
     return {
         "input": str(Path(rows.path).resolve()),
         "input_size": stat.st_size,
         "input_mtime_ns": stat.st_mtime_ns,
-        "column": rows.column,
-        "model": clf.model.content_hash,
-        "labels": list(clf.labels),
+        **identity,
     }
 
 
