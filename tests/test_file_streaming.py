@@ -232,3 +232,23 @@ def test_texts_given_as_arguments_to_an_output_file(bert_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert [row["text"] for row in read_output(out)] == ["good film", "awful plot"]
     assert not (tmp_path / "args.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "args", "message"),
+    [
+        ("pyarrow", ["-o", "{tmp}/out.parquet"], "writing Parquet files needs the Python package 'pyarrow'"),
+        ("ray", ["--engine", "ray", "-o", "{tmp}/folder"], "--engine ray needs the Python package 'ray'"),
+    ],
+)
+def test_a_missing_optional_package_names_the_extra(bert_dir, tmp_path, hidden, args, message):
+    """Run the real command with the package made unimportable (a stub that raises ImportError first on the path)."""
+    stubs = tmp_path / "stubs" / hidden
+    stubs.mkdir(parents=True)
+    (stubs / "__init__.py").write_text(f"raise ImportError('{hidden} hidden by the test')\n")
+    source = write_csv(tmp_path / "in.csv", 5)
+    command = ["classify", "-f", str(source), "--model", str(bert_dir), *(a.format(tmp=tmp_path) for a in args)]
+    result = run_cli(*command, env={"PYTHONPATH": str(tmp_path / "stubs")})
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.decode().strip().splitlines()[-1]
+    assert line.startswith(f"error: {message}") and "pip install 'fastsentiment[" in line, line
