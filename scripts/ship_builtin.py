@@ -20,17 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.bench.report import machine
+from fastsentiment.models.modeldir import MODEL_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "src" / "fastsentiment" / "models" / "builtin" / "sst2-minilm-l6"
-SHIPPED_FILES = (
-    "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
 def sha256(path: Path) -> str:
@@ -80,7 +73,7 @@ def main() -> None:
     ensemble_dev = float((ensemble.argmax(1) == student["labels"]).mean())
 
     TARGET.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
+    for name in MODEL_FILES:
         if (student["path"] / name).is_file():
             shutil.copyfile(student["path"] / name, TARGET / name)
     log = (ROOT / "runs-builtin.log").read_text() if (ROOT / "runs-builtin.log").exists() else ""

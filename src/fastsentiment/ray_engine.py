@@ -90,7 +90,7 @@ def run_ray_job(job: RayJob) -> RayReport:
         context.enable_progress_bars = sys.stderr.isatty()
         # Nested in a list, the reference is not an actor constructor argument: Ray would warn that restarts
         # fail once it goes out of scope, but the driver holds it until the job ends.
-        model_files = [ray.put(_model_files(model_dir.path))]
+        model_files = [ray.put(_model_files(model_dir))]
         if formats == {"parquet"}:
             dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS)
         elif "parquet" in formats:
@@ -160,8 +160,8 @@ def _prepare_backend(model_dir, job: RayJob) -> None:
         prepare(model_dir, job.device, job.precision)
 
 
-def _model_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+def _model_files(model_dir) -> dict[str, bytes]:
+    return {file.name: file.read_bytes() for file in model_dir.files}
 
 
 def _text_column_of(first_input: Path, column: str | None) -> str:

@@ -19,6 +19,9 @@ from fastsentiment.errors import ModelError
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
+# What a model directory is made of, as downloaded from the hub and as shipped (safetensors weights).
+MODEL_FILES = ("config.json", WEIGHT_FILES[0], *TOKENIZER_FILES, *TOKENIZER_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,12 @@ class ModelDir:
             if (self.path / name).is_file():
                 return self.path / name
         raise AssertionError("validated at load time")
+
+    @property
+    def files(self) -> list[Path]:
+        """The files the model is loaded from (config, weights, tokenizer and its settings), not checkpoints or logs."""
+        names = ["config.json", self.weights_path.name, *TOKENIZER_FILES, *TOKENIZER_SETTINGS]
+        return [self.path / name for name in names if (self.path / name).is_file()]
 
     @cached_property
     def tokenizer_config(self) -> dict[str, Any]:

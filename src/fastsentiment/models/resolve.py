@@ -7,17 +7,9 @@ from pathlib import Path
 
 from fastsentiment.errors import ModelError
 from fastsentiment.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
-from fastsentiment.models.modeldir import ModelDir, load_model_dir
+from fastsentiment.models.modeldir import MODEL_FILES, ModelDir, load_model_dir
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_FILES = [
-    "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-]
 
 
 def resolve_model(reference: str | Path | None = None, *, require_head: bool = True) -> ModelDir:
@@ -42,7 +34,7 @@ def _download_from_hub(repo_id: str) -> Path:
     except ImportError:  # pragma: no cover - tokenizers depends on huggingface_hub
         raise ModelError(f"{repo_id!r} is not a local directory and huggingface_hub is not installed") from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=list(MODEL_FILES)))
     except Exception as error:  # the hub client raises many types for offline / missing repos
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(

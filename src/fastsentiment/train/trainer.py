@@ -22,13 +22,13 @@ import numpy as np
 
 from fastsentiment.errors import FastSentimentError, InputError, ModelError
 from fastsentiment.models import ModelDir, resolve_model
+from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.data import (
     read_labelled,
     split_held_out,
 )
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
 
@@ -201,7 +201,7 @@ def predict_logits(
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:
-    for name in TOKENIZER_FILES:
+    for name in (*TOKENIZER_FILES, *TOKENIZER_SETTINGS):
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
 
