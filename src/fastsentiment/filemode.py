@@ -22,33 +22,24 @@ CHUNK_ROWS = 2048
 
 def classify_file(
     clf: Classifier,
-    source: str | Path,
+    rows: RowSource,
     *,
-    column: str | None = None,
     out: Path | None = None,
     as_json: bool = False,
     resume: bool = False,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
 ) -> int:
-    """Classify every row of `source` ('-' for stdin lines); return how many rows failed."""
-    rows = RowSource(source, column)
+    """Classify every row of a file (or stdin lines) to the console or `out`; return how many rows failed."""
     if out is None:
-        sink = ConsoleSink(clf.labels, as_json)
         with _Progress(rows, progress) as advance:
-            return _classify_chunks(
-                clf, rows.rows(), chunk_rows, lambda chunk, results: _print(sink, chunk, results), advance
-            )
+            return _classify_chunks(clf, rows.rows(), chunk_rows, _printer(clf, as_json), advance)
 
     journal = ChunkJournal(out, job_identity(clf, rows), resume)
     if journal.resumed:
         sys.stderr.write(f"resuming after {journal.rows} rows ({len(journal.parts)} chunks already written)\n")
-
-    def commit(chunk: list[Row], results: list) -> None:
-        records = [output_record(row, result, clf.labels) for row, result in zip(chunk, results, strict=True)]
-        journal.commit(records, rows.position, sum(result is None for result in results))
-
-    with _Progress(rows, progress, already=journal.rows, position=journal.position) as advance:
+    commit = _committer(clf, journal, lambda chunk: rows.position)
+    with _Progress(rows, progress, already=journal.rows, start=journal.position) as advance:
         try:
             _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, advance)
         except SchemaMismatch:
@@ -61,17 +52,34 @@ def classify_file(
 def classify_rows(clf: Classifier, rows: list[Row], out: Path | None, as_json: bool) -> int:
     """Classify rows given in memory (command-line texts) to the console or a file; return how many failed."""
     if out is None:
-        sink = ConsoleSink(clf.labels, as_json)
-        return _classify_chunks(clf, rows, CHUNK_ROWS, lambda chunk, results: _print(sink, chunk, results))
+        return _classify_chunks(clf, rows, CHUNK_ROWS, _printer(clf, as_json))
     journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, resume=False)
-
-    def commit(chunk, results):
-        records = [output_record(row, result, clf.labels) for row, result in zip(chunk, results, strict=True)]
-        journal.commit(records, {"rows": len(records)}, sum(result is None for result in results))
-
-    _classify_chunks(clf, rows, CHUNK_ROWS, commit)
+    _classify_chunks(clf, rows, CHUNK_ROWS, _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}))
     journal.finish()
     return journal.failed
+
+
+def _printer(clf: Classifier, as_json: bool) -> Callable[[list[Row], list], None]:
+    sink = ConsoleSink(clf.labels, as_json)
+
+    def write(chunk: list[Row], results: list) -> None:
+        for row, result in zip(chunk, results, strict=True):
+            sink.write(row, result)
+        sys.stdout.flush()
+
+    return write
+
+
+def _committer(
+    clf: Classifier, journal: ChunkJournal, position: Callable[[list[Row]], dict]
+) -> Callable[[list[Row], list], None]:
+    """Each classified chunk becomes one durable part, with the input position after it."""
+
+    def commit(chunk: list[Row], results: list) -> None:
+        records = [output_record(row, result, clf.labels) for row, result in zip(chunk, results, strict=True)]
+        journal.commit(records, position(chunk), sum(result is None for result in results))
+
+    return commit
 
 
 def job_identity(clf: Classifier, rows: RowSource) -> dict:
@@ -113,12 +121,6 @@ def _classify_chunks(
     return failed
 
 
-def _print(sink: ConsoleSink, chunk: list[Row], results: list) -> None:
-    for row, result in zip(chunk, results, strict=True):
-        sink.write(row, result)
-    sys.stdout.flush()
-
-
 def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
     iterator = iter(rows)
     while chunk := list(islice(iterator, size)):
@@ -128,11 +130,11 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
 class _Progress:
     """A rich progress bar over the input (bytes, or rows for Parquet) with rows/s and time left."""
 
-    def __init__(self, rows: RowSource, enabled: bool, already: int = 0, position: dict | None = None) -> None:
+    def __init__(self, rows: RowSource, enabled: bool, already: int = 0, start: dict | None = None) -> None:
         self.rows = rows
         self.enabled = enabled and rows.total is not None
         self.counted = already
-        self.completed = next(iter(position.values())) if position else 0  # bytes or rows already behind us
+        self.completed = rows.consumed_at(start)  # a resumed run starts with its done part filled in
 
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:

@@ -114,6 +114,12 @@ class RowSource:
         lines = self._lines
         return {"offset": lines.offset, "lines": lines.lines} if lines else {"offset": 0, "lines": 0}
 
+    def consumed_at(self, position: dict[str, int] | None) -> int:
+        """What `consumed` was when this source gave out `position` (0 for the start)."""
+        if not position:
+            return 0
+        return position["rows"] if self.format == "parquet" else position["offset"]
+
     def rows(self, start: dict[str, int] | None = None) -> Iterator[Row]:
         """Yield rows from the beginning, or from `start` (a `position` this source gave out earlier)."""
         if self.format == "parquet":

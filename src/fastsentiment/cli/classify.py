@@ -109,8 +109,8 @@ def classify(
         os.environ["FASTSENTIMENT_THREADS"] = str(threads)
     if texts:
         check_texts(texts)  # fail before paying for the model load
-    if file is not None:
-        RowSource(file, column)  # a missing file or column fails before the model load too
+    # A missing file or column fails before the model load too.
+    source = None if texts else RowSource(file if file is not None else "-", column)
     if out is not None:
         output_format(out)
     clf = load_classifier(model, backend, device, precision, batch_size, max_length)
@@ -118,11 +118,9 @@ def classify(
         rows = [Row(line=number, fields={"text": text}, text=text) for number, text in enumerate(texts, start=1)]
         failed = classify_rows(clf, rows, out, as_json)
     else:
-        source = file if file is not None else "-"
         failed = classify_file(
             clf,
             source,
-            column=column,
             out=out,
             as_json=as_json,
             resume=resume,
