@@ -40,9 +40,25 @@ def test_int8_is_the_cpu_default_and_close_to_fp32(bert_dir, cache):
     assert np.abs(clf.logits(TEXTS) - expected).max() < 0.1
 
 
+def test_int8_dynamic_runs_every_projection_on_integer_kernels(bert_dir, cache):
+    """The opt-in fast int8: QAttention and integer matmuls, int8 embeddings, a smaller file than block-wise."""
+    import onnx
+
+    clf = Classifier.load(bert_dir, backend="onnx", precision="int8-dynamic")
+    expected = Classifier.load(bert_dir, backend="torch").logits(TEXTS)
+    assert np.abs(clf.logits(TEXTS) - expected).max() < 0.1
+    operators = {node.op_type for node in onnx.load(str(clf.backend.path)).graph.node}
+    assert {"QAttention", "MatMulInteger", "QEmbedLayerNormalization"} <= operators
+    assert not operators & {"MatMul", "Attention", "MatMulNBits"}
+    blockwise = Classifier.load(bert_dir, backend="onnx", precision="int8").backend.path
+    assert clf.backend.path.stat().st_size < blockwise.stat().st_size
+
+
 def test_unsupported_device_precision_pairs_are_clear_errors(bert_dir, cache):
     with pytest.raises(BackendError, match="fp16 runs on cuda"):
         Classifier.load(bert_dir, backend="onnx", precision="fp16", device="cpu")
+    with pytest.raises(BackendError, match="choose one of int8, int8-dynamic, fp32, fp16"):
+        Classifier.load(bert_dir, backend="onnx", precision="int4")
 
 
 def test_cuda_fp16_when_present(bert_dir, cache):

@@ -61,6 +61,9 @@ PATHS = [
     ("torch", "int8", 0.985, None),
     ("onnx", "fp32", 1.0, 1e-4),
     ("onnx", "int8", 0.99, None),
+    # opt-in: one activation scale per tensor, ~2x the throughput of block-wise int8 on this CPU and
+    # 98.6% agreement (docs/int8.md); below the 99% bar, which is why it is not the default.
+    ("onnx", "int8-dynamic", 0.98, None),
     ("openvino", "fp32", 1.0, 1e-4),
     ("openvino", "bf16", 0.99, None),
     ("openvino", "int8", 0.99, None),

@@ -26,7 +26,7 @@ class OnnxBackend:
         extra="onnx",
         modules=("onnxruntime",),
         devices=("cpu", "cuda"),
-        precisions=("int8", "fp32", "fp16"),
+        precisions=("int8", "int8-dynamic", "fp32", "fp16"),
         default_precision="int8",
     )
 
@@ -60,10 +60,10 @@ class OnnxBackend:
 
         device = "cpu" if device == "auto" else device.split(":")[0]
         precision = precision or ("fp16" if device == "cuda" else "int8")
-        if device == "cuda" and precision == "int8":
-            raise BackendError("onnx int8 (dynamic quantisation) runs on cpu; on cuda use fp16 or fp32")
+        if device == "cuda" and precision.startswith("int8"):
+            raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
         if device == "cpu" and precision == "fp16":
-            raise BackendError("onnx fp16 runs on cuda; on cpu use int8 or fp32")
+            raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
         path = onnx_file(model, precision)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
