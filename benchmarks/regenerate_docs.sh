@@ -19,5 +19,8 @@ python benchmarks/cold_start.py --data "$data/test.tsv" --model "$scratch/distil
     --out "$results/cold-start-distilbert-base.json"
 python benchmarks/serve_load.py --data "$data/test.tsv" --out "$results/serve-load.json"
 python benchmarks/stream_files.py --data "$data/train.tsv" --out "$results/stream-files.json"
+python benchmarks/cpu_ceiling.py --data "$data/test.tsv" --model sst2-minilm-l6 --model "$scratch/distilbert-base" \
+    --out "$results/cpu-ceiling.json"
+python benchmarks/int8_variants.py --data "$data" --out "$results/int8-variants.json"
 python benchmarks/ane_layernorm.py --data "$data/dev.tsv" > "$results/ane-layernorm.md"
 python benchmarks/write_benchmarks_md.py "$results" > docs/benchmarks.md

@@ -86,6 +86,57 @@ def file_jobs_section(path: Path) -> list[str]:
     return lines
 
 
+def ceiling_section(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    kernels = list(data["models"][0]["kernel_gops"])
+    lines = [
+        "## The ceiling of this CPU",
+        "",
+        f"`benchmarks/cpu_ceiling.py` ({data['cpu']}, {data['threads']} threads): each matmul kernel the backends use,",
+        "timed at the encoder's own shapes (32 sentences of the data's mean length), and the sentences/s a model",
+        "would reach if matmuls were all it did: kernel rate ÷ (2 × multiply-adds per sentence, counted from its",
+        f"config at the mean tokenized length of {Path(data['data']).name}). No backend on this machine can exceed",
+        "the best of these.",
+        "",
+        "| model | tokens/sentence | GMAC/sentence | " + " | ".join(kernels) + " |",
+        "|---|---|---|" + "---|" * len(kernels),
+    ]
+    for model in data["models"]:
+        cells = [
+            f"{model['kernel_gops'][k]:,.0f} Gop/s → {model['ceiling_sentences_per_s'][k]:,.0f}/s" for k in kernels
+        ]
+        lines.append(
+            f"| {model['model']} | {model['mean_tokens']:.1f} | {model['gmacs_per_sentence']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def int8_section(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    lines = [
+        "## int8 recipes for ONNX Runtime",
+        "",
+        f"`benchmarks/int8_variants.py` (model {data['model']}): agreement and |Δlogit| against the same model's fp32",
+        "ONNX graph on SST-2 dev and test, dev accuracy, and sentences/s over test at batch 32. See [int8.md](int8.md).",
+        "",
+        "| variant | dev agreement | dev accuracy | test agreement | test mean \\|Δ\\| | test max \\|Δ\\| | sentences/s | file MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in data["variants"]:
+        lines.append(
+            f"| {row['variant']} | {row['dev_agreement']:.2%} | {row['dev_accuracy']:.2%} | {row['test_agreement']:.2%} "
+            f"| {row['test_mean_abs_delta']:.3f} | {row['test_max_abs_delta']:.2f} | {row['sentences_per_s']:,.0f} "
+            f"| {row['file_mb']:.0f} |"
+        )
+    return [*lines, ""]
+
+
 def main() -> None:
     results = Path(sys.argv[1])
     builtin_32, builtin_best = best_default(results / "builtin" / "results.json")
@@ -122,6 +173,8 @@ def main() -> None:
         f"| serve, {top} clients, ≥ 50% of offline batched throughput | {on['requests_per_s']:.0f} req/s vs {builtin_32:,.0f}/s offline ({on['requests_per_s'] / builtin_32:.0%}) | {verdict(on['requests_per_s'] >= 0.5 * builtin_32)} |",
         f"| serve, {top} clients, p99 ≤ 100 ms | {on['latency_ms_p99']:.0f} ms | {verdict(on['latency_ms_p99'] <= 100)} |",
         "",
+        *ceiling_section(results / "cpu-ceiling.json"),
+        *int8_section(results / "int8-variants.json"),
         "## Built-in model (sst2-minilm-l6)",
         "",
         *memory_note(results),

@@ -21,7 +21,10 @@ def export_onnx_command(
     model: str = ModelArgument,
     out: Path = typer.Argument(..., help="The .onnx file to write."),
     precision: str = typer.Option(
-        "int8", "--precision", "-p", help="int8 (CPU), int8-dynamic (CPU, faster, less exact), fp32, fp16 (CUDA), or plain (unfused fp32)."
+        "int8",
+        "--precision",
+        "-p",
+        help="int8 (CPU), int8-dynamic (CPU, faster, less exact), fp32, fp16 (CUDA), or plain (unfused fp32).",
     ),
 ) -> None:
     """ONNX with dynamic batch and sequence axes, as the onnx backend runs it."""
