@@ -44,8 +44,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, batching: bool, port: int) -> subprocess.Popen:
+def start_server(model: str, batching: bool, port: int, precision: str | None = None) -> subprocess.Popen:
     command = [str(Path(sys.executable).with_name("fastsentiment")), "serve", "--model", model, "--port", str(port)]
+    if precision:
+        command += ["--precision", precision]
     command.append("--batching" if batching else "--no-batching")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--data", type=Path, default=SST2_TEST)
+    parser.add_argument("--precision", help="the default backend's precision, e.g. int8-dynamic")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -113,10 +116,16 @@ def main() -> None:
         bodies.write_text("".join(json.dumps({"inputs": s}) + "\n" for s in sentences))
         script = Path(scratch) / "post.lua"
         script.write_text(LUA % bodies)
-        results = {"model": args.model, "cpus": len(os.sched_getaffinity(0)), "generator": "wrk, 1 thread", "runs": []}
+        results = {
+            "model": args.model,
+            "precision": args.precision or "default",
+            "cpus": len(os.sched_getaffinity(0)),
+            "generator": "wrk, 1 thread",
+            "runs": [],
+        }
         for batching in (True, False):
             port = free_port()
-            server = start_server(args.model, batching, port)
+            server = start_server(args.model, batching, port, args.precision)
             try:
                 for connections in map(int, args.connections.split(",")):
                     row = {"batching": batching, **run_wrk(port, script, connections, args.seconds)}
