@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import tempfile
 import time
@@ -41,18 +40,25 @@ def main() -> None:
     args = parser.parse_args()
 
     from fastsentiment.backends.base import inference_threads
+    from fastsentiment.bench.report import machine
     from fastsentiment.models import resolve_model
     from fastsentiment.tables import RowSource
     from fastsentiment.tokenization import TextEncoder
 
     texts = [row.text for row in RowSource(args.data, args.text_column).rows() if not row.error]
     threads = inference_threads()
-    report = {"data": str(args.data), "sentences": len(texts), "threads": threads, "cpu": _cpu_name(), "models": []}
+    report = {
+        "data": str(args.data),
+        "sentences": len(texts),
+        "threads": threads,
+        "cpu": machine()["cpu"],
+        "models": [],
+    }
     for reference in args.model or ["sst2-minilm-l6"]:
         model = resolve_model(reference)
         encoder = TextEncoder.from_model_dir(model)
         mean_tokens = statistics.fmean(len(ids) for ids in encoder.encode(texts))
-        shape = _encoder_shape(model.config)
+        shape = {key: model.encoder_shape[key] for key in ("layers", "hidden", "ffn")}
         macs = _macs_per_sentence(shape, mean_tokens)
         rows = round(BATCH * mean_tokens)
         kernels = {name: max(rate(rows, k, n, threads) for k, n in _shapes(shape)) for name, rate in _kernels().items()}
@@ -71,15 +77,6 @@ def main() -> None:
             print(f"  {name:28s} {kernels[name] / 1e9:7.0f} Gop/s  ceiling {ceilings[name]:7.0f} sentences/s")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _encoder_shape(config: dict) -> dict:
-    """Layers, hidden size and feed-forward size, from BERT or DistilBERT config keys."""
-    return {
-        "layers": config.get("num_hidden_layers", config.get("n_layers")),
-        "hidden": config.get("hidden_size", config.get("dim")),
-        "ffn": config.get("intermediate_size", config.get("hidden_dim")),
-    }
 
 
 def _macs_per_sentence(shape: dict, tokens: float) -> float:
@@ -124,23 +121,25 @@ def _matmul_model(k: int, n: int):
 
 
 def _blockwise(k: int, n: int):
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from fastsentiment.export.onnx import quantise_blockwise
 
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
-    quantizer = MatMulNBitsQuantizer(_matmul_model(k, n), bits=8, block_size=128, is_symmetric=True, accuracy_level=4)
-    quantizer.process()
-    return quantizer.model.model
+    return _quantised(k, n, quantise_blockwise)
 
 
 def _per_tensor(k: int, n: int):
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from fastsentiment.export.onnx import quantise_per_tensor
 
-    logging.disable(logging.WARNING)
+    return _quantised(k, n, quantise_per_tensor)
+
+
+def _quantised(k: int, n: int, quantise):
+    """The single-MatMul model through one of the quantisers the onnx export uses."""
+    import onnx
+
     with tempfile.TemporaryDirectory() as scratch:
         source, target = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
         onnx.save(_matmul_model(k, n), source)
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantise(source, target)
         return onnx.load(str(target))
 
 
@@ -179,16 +178,6 @@ def _median_seconds(call, warmup: int = 10, rounds: int = 9, calls: int = 20) ->
             call()
         timings.append((time.perf_counter() - start) / calls)
     return statistics.median(timings)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

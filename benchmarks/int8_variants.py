@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import re
 import statistics
 import tempfile
 import time
@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
-# projection groups of a BERT layer in the exported graph, by the names the exporter gives them
+# projection groups of a BERT layer, by the names the exporter gives their MatMuls
 GROUPS = {
-    "attention output": "attention/output/dense",
-    "feed-forward in": "intermediate/dense",
-    "feed-forward out": "/output/dense/MatMul",
+    "attention output": re.compile(r"layer\.\d+/attention/output/dense/"),
+    "feed-forward in": re.compile(r"layer\.\d+/intermediate/dense/"),
+    "feed-forward out": re.compile(r"layer\.\d+/output/dense/"),
 }
 
 
@@ -44,35 +44,33 @@ def main() -> None:
 
     import onnx
 
-    from fastsentiment.backends.onnx_backend import onnx_file
+    from fastsentiment.backends.onnx_backend import OnnxBackend, onnx_file
     from fastsentiment.bench.data import load_bench_data
+    from fastsentiment.classifier import Classifier
     from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import TextEncoder
 
     model = resolve_model(args.model)
     data = load_bench_data(str(args.data), label_names=model.labels)
     fp32 = onnx_file(model, "fp32")
     matmuls = [node.name for node in onnx.load(str(fp32)).graph.node if node.op_type == "MatMul"]
 
-    def group(pattern: str) -> list[str]:
-        return [
-            name for name in matmuls if pattern in name and not (pattern.startswith("/output") and "attention" in name)
-        ]
-
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        variants = {"fp32": fp32, "block-wise (int8)": onnx_file(model, "int8"), "per-tensor (int8-dynamic)": None}
-        variants["per-tensor (int8-dynamic)"] = _per_tensor(fp32, scratch / "per-tensor.onnx", exclude=[])
-        variants["per-tensor, matmuls block-wise (QAttention only)"] = _per_tensor(
-            fp32, scratch / "qattention.onnx", exclude=matmuls
-        )
+        variants = {
+            "fp32": fp32,
+            "block-wise (int8)": onnx_file(model, "int8"),
+            "per-tensor (int8-dynamic)": onnx_file(model, "int8-dynamic"),
+            "per-tensor, matmuls block-wise (QAttention only)": _hybrid(fp32, scratch / "qattention.onnx", matmuls),
+        }
         for label, pattern in GROUPS.items():
-            variants[f"per-tensor, {label} block-wise"] = _per_tensor(
-                fp32, scratch / f"{pattern.replace('/', '_')}.onnx", exclude=group(pattern)
-            )
+            group = [name for name in matmuls if pattern.search(name)]
+            variants[f"per-tensor, {label} block-wise"] = _hybrid(fp32, scratch / f"{len(variants)}.onnx", group)
         reference = None
         rows = []
         for label, path in variants.items():
-            classifier = _classifier(model, path)
+            backend = OnnxBackend.open(path, precision=label)
+            classifier = Classifier(model, backend, TextEncoder.from_model_dir(model), batch_size=32)
             dev = classifier.logits(data.labelled.texts)
             test = classifier.logits(data.speed.texts)
             if reference is None:
@@ -101,45 +99,13 @@ def main() -> None:
         )
 
 
-def _per_tensor(source: Path, target: Path, exclude: list[str]) -> Path:
-    """quantize_dynamic except `exclude`, which then gets the block-wise quantiser."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+def _hybrid(source: Path, target: Path, blockwise: list[str]) -> Path:
+    """Per-tensor int8 everywhere except the MatMuls named in `blockwise`, which get block-wise weights."""
+    from fastsentiment.export.onnx import quantise_blockwise, quantise_per_tensor
 
-    logging.disable(logging.WARNING)
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=exclude,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    if exclude:
-        quantizer = MatMulNBitsQuantizer(
-            onnx.load(str(target)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
-        )
-        quantizer.process()
-        onnx.save(quantizer.model.model, str(target))
+    quantise_per_tensor(source, target, exclude=blockwise)
+    quantise_blockwise(target, target)
     return target
-
-
-def _classifier(model, path: Path):
-    import onnxruntime
-
-    from fastsentiment.backends.base import inference_threads
-    from fastsentiment.backends.onnx_backend import OnnxBackend
-    from fastsentiment.classifier import Classifier
-    from fastsentiment.tokenization import TextEncoder
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = inference_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    backend = OnnxBackend(session, "cpu", path.stem, path)
-    return Classifier(model, backend, TextEncoder.from_model_dir(model), batch_size=32)
 
 
 def _sentences_per_second(classifier, texts: list[str]) -> float:

@@ -56,22 +56,26 @@ class OnnxBackend:
 
     @classmethod
     def load(cls, model: ModelDir, device: str, precision: str | None) -> OnnxBackend:
-        import onnxruntime
-
         device = "cpu" if device == "auto" else device.split(":")[0]
         precision = precision or ("fp16" if device == "cuda" else "int8")
         if device == "cuda" and precision.startswith("int8"):
             raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
         if device == "cpu" and precision == "fp16":
             raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
-        path = onnx_file(model, precision)
+        return cls.open(onnx_file(model, precision), device, precision)
+
+    @classmethod
+    def open(cls, path: Path, device: str = "cpu", precision: str = "custom") -> OnnxBackend:
+        """A session on an ONNX file with the settings every onnx load uses (benchmarks open variants with it)."""
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = inference_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])
-        return cls(session, device, precision, path)
+        return cls(session, device, precision, Path(path))
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -8,6 +8,7 @@ SkipLayerNormalization and BiasGelu kernels (the dynamo exporter's graph gets no
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastsentiment.errors import missing_extra
@@ -16,7 +17,7 @@ from fastsentiment.models import ModelDir
 OPSET = 17
 # plain: the unfused fp32 graph, for runtimes other than ONNX Runtime (OpenVINO);
 # plain-int8: the same graph with block-wise int8 weights (OpenVINO reads MatMulNBits as compressed weights).
-# int8-dynamic: ONNX Runtime's classic dynamic quantisation, the fast and less exact int8 (see _quantise_dynamic).
+# int8-dynamic: ONNX Runtime's classic dynamic quantisation, the fast and less exact int8 (see quantise_per_tensor).
 VARIANTS = ("fp32", "int8", "int8-dynamic", "fp16", "plain", "plain-int8")
 
 
@@ -31,7 +32,7 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
         return target
     if precision == "plain-int8":
         try:
-            _quantise_int8(scratch, target)
+            quantise_blockwise(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)
         return target
@@ -39,9 +40,9 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
         optimised = target.with_name(target.stem + ".opt.onnx")
         _optimise(scratch, optimised, model)
         if precision == "int8":
-            _quantise_int8(optimised, target)
+            quantise_blockwise(optimised, target)
         elif precision == "int8-dynamic":
-            _quantise_dynamic(optimised, target)
+            quantise_per_tensor(optimised, target)
         elif precision == "fp16":
             _to_fp16(optimised, target)
         else:
@@ -89,14 +90,14 @@ def _optimise(source: Path, target: Path, model: ModelDir) -> None:
     """Fuse the transformer subgraphs with ONNX Runtime's transformer optimiser (portable fusions only)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    config = model.config
-    heads = config.get("num_attention_heads", config.get("n_heads", 0))
-    hidden = config.get("hidden_size", config.get("dim", 0))
-    optimised = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
+    shape = model.encoder_shape
+    optimised = optimize_model(
+        str(source), model_type="bert", num_heads=shape["heads"], hidden_size=shape["hidden"], opt_level=1
+    )
     optimised.save_model_to_file(str(target))
 
 
-def _quantise_int8(source: Path, target: Path) -> None:
+def quantise_blockwise(source: Path, target: Path) -> None:
     """Block-wise int8 weights (blocks of 128 along the input axis) with int8 compute (accuracy level 4).
 
     Plain dynamic quantisation (`quantize_dynamic`) scales each activation tensor with one number;
@@ -116,8 +117,10 @@ def _quantise_int8(source: Path, target: Path) -> None:
     onnx.save(quantizer.model.model, str(target))
 
 
-def _quantise_dynamic(source: Path, target: Path) -> None:
+def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = ()) -> None:
     """int8 weights per output channel, activations scaled per tensor at run time (`quantize_dynamic`).
+
+    Nodes named in `exclude` are left in fp32 (benchmarks/int8_variants.py compares recipes with it).
 
     Every projection, the fused attention's QKV included (QAttention), and the word embeddings become
     int8, so the whole encoder runs on the u8s8 VNNI kernels: on an AVX-512 VNNI CPU without AMX that
@@ -140,6 +143,7 @@ def _quantise_dynamic(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            nodes_to_exclude=list(exclude),
             # The optimiser's fused contrib ops carry no type information the quantiser could read.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

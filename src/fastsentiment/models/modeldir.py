@@ -60,6 +60,17 @@ class ModelDir:
         return limit
 
     @property
+    def encoder_shape(self) -> dict[str, int]:
+        """Layers, hidden size, attention heads and feed-forward size, read from BERT's or DistilBERT's config keys."""
+        config = self.config
+        return {
+            "layers": int(config.get("num_hidden_layers", config.get("n_layers", 0))),
+            "hidden": int(config.get("hidden_size", config.get("dim", 0))),
+            "heads": int(config.get("num_attention_heads", config.get("n_heads", 0))),
+            "ffn": int(config.get("intermediate_size", config.get("hidden_dim", 0))),
+        }
+
+    @property
     def weights_path(self) -> Path:
         for name in WEIGHT_FILES:
             if (self.path / name).is_file():
