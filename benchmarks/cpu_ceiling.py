@@ -41,8 +41,8 @@ def main() -> None:
 
     from fastsentiment.backends.base import inference_threads
     from fastsentiment.bench.report import machine
+    from fastsentiment.jobs.rows import RowSource
     from fastsentiment.models import resolve_model
-    from fastsentiment.tables import RowSource
     from fastsentiment.tokenization import TextEncoder
 
     texts = [row.text for row in RowSource(args.data, args.text_column).rows() if not row.error]

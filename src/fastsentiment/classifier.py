@@ -12,7 +12,7 @@ import numpy as np
 from fastsentiment.backends import Backend, load_backend
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
-from fastsentiment.tables import has_undecodable
+from fastsentiment.texts import text_problem
 from fastsentiment.tokenization import TextEncoder
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -156,10 +156,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
 
 
 def check_texts(texts: Sequence[str]) -> None:
+    """Refuse the whole call, naming the first text that cannot be classified (1-based)."""
     for index, text in enumerate(texts, start=1):
-        if not isinstance(text, str):
-            raise InputError(f"input {index} is {type(text).__name__}, not text")
-        if not text.strip():
-            raise InputError(f"input {index} is empty")
-        if has_undecodable(text):
-            raise InputError(f"input {index} is not valid UTF-8")
+        if problem := text_problem(text):
+            raise InputError(f"input {index}: {problem}")

@@ -130,3 +130,10 @@ def _first_runnable(device: str) -> str:
                 return name
             reasons[name] = status.reason
     raise BackendError("no backend can run here (" + "; ".join(f"{n}: {r}" for n, r in reasons.items()) + ")")
+
+
+def prepare_backend(model: ModelDir, name: str = "auto", device: str = "auto", precision: str | None = None) -> None:
+    """Build what the backend caches (exports) now, so that loading it later measures loading alone."""
+    prepare = getattr(checked_backend(name, device, precision), "prepare", None)
+    if prepare is not None:
+        prepare(model, device, precision)

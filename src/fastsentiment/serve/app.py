@@ -22,7 +22,7 @@ from fastsentiment import __version__
 from fastsentiment.classifier import Classifier
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
-from fastsentiment.tables import has_undecodable
+from fastsentiment.texts import text_problem
 
 log = logging.getLogger("fastsentiment.serve")
 
@@ -120,10 +120,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
         if len(texts) > settings.max_inputs:
             raise ApiError(413, "too_many_inputs", f"inputs: at most {settings.max_inputs} texts per request")
         for index, text in enumerate(texts):
-            if has_undecodable(text):
-                raise ApiError(422, "validation", f"inputs[{index}]: not valid UTF-8")
-            if not text.strip():
-                raise ApiError(422, "validation", f"inputs[{index}]: empty text")
+            if problem := text_problem(text):
+                raise ApiError(422, "validation", f"inputs[{index}]: {problem}")
         parameters = body.parameters or Parameters()
         function = "none" if body.raw_scores else parameters.function_to_apply
         top_k = parameters.top_k or body.top_k
