@@ -6,9 +6,9 @@ The job joins it as `--address 127.0.0.1:PORT` (Ray maps the loopback address to
 from __future__ import annotations
 
 import os
-import secrets
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
