@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import ModelOption
 
 DEFAULT_DATA = "../shared/data/sst2"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     BatchSizeOption,
@@ -65,7 +65,8 @@ def classify(
 ) -> None:
     """Classify texts: one line per input with label, confidence and text."""
     from fastsentiment.classifier import check_texts
-    from fastsentiment.jobs.job import FileJob, ModelOptions, run_file_job
+    from fastsentiment.jobs.job import FileJob, ModelOptions
+    from fastsentiment.jobs.run import run_file_job
 
     if texts and file:
         raise InputError("give texts as arguments or --file, not both")

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import BackendOption, DeviceOption, ModelOption, PrecisionOption
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 
 
 @app.command()

@@ -8,7 +8,7 @@ import time
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     DeviceOption,

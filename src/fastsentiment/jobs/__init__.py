@@ -1,6 +1,7 @@
 """The file job: rows of files in, classified rows out, on this machine or on a Ray cluster.
 
     job.py            FileJob + ModelOptions: what to read, where to write, which engine, which model
+    run.py            run_file_job: checks the job, then hands it to its engine
         |
     rows.py           RowSource -> Row: .txt/.csv/.tsv/.jsonl (TextReader) or .parquet (ParquetReader),
         |             each row's text checked by fastsentiment.texts, with a resumable position
