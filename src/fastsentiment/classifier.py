@@ -50,11 +50,21 @@ class Classifier:
         precision: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        threads: int | None = None,
+        workload: str = "throughput",
+        tune: bool = False,
     ) -> Classifier:
-        """Load a model (built-in name, local directory or hub id; default: the built-in model)."""
+        """Load a model (built-in name, local directory or hub id; default: the built-in model).
+
+        `backend="auto"` is the fastest faithful backend measured for this model on this machine for `workload`
+        ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
+        dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
+        (seconds; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        """
         model_dir = resolve_model(None if model is None else os.fspath(model))
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
-        return cls(model_dir, load_backend(model_dir, backend, device, precision), encoder, batch_size)
+        loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
+        return cls(model_dir, loaded, encoder, batch_size)
 
     def __repr__(self) -> str:
         backend = self.backend

@@ -11,7 +11,18 @@ from fastsentiment.errors import FastSentimentError
 
 
 def _register_commands() -> None:
-    from fastsentiment.cli import bench, classify, evaluate, explain, export, info, interactive, serve, train  # noqa: F401  (each registers itself)
+    from fastsentiment.cli import (  # noqa: F401  (each registers itself)
+        bench,
+        classify,
+        evaluate,
+        explain,
+        export,
+        info,
+        interactive,
+        serve,
+        train,
+        tune,
+    )
 
 
 class _OneLineWarnings(logging.Handler):

@@ -70,7 +70,9 @@ def classify(
 
     if texts and file:
         raise InputError("give texts as arguments or --file, not both")
-    options = ModelOptions(model, backend, device, precision, batch_size, max_length, threads)
+    # Texts given as arguments are a one-off call, where start-up dominates; files and stdin are batched work.
+    workload = "start" if texts else "throughput"
+    options = ModelOptions(model, backend, device, precision, batch_size, max_length, threads, workload)
     job = FileJob(
         source="-" if file is None else str(file),
         out=out,

@@ -45,7 +45,7 @@ def interactive(
 
     started = time.perf_counter()
     model_dir = resolve_model(model)
-    runtime = load_backend(model_dir, backend, device, precision)
+    runtime = load_backend(model_dir, backend, device, precision, workload="latency")
     log(f"Loaded model in {_ms(started)} ms ({runtime.spec.name}, {runtime.device}, {runtime.precision})")
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +10,8 @@ from fastsentiment.errors import InputError
 ENGINES = ("local", "ray")
 RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
 CHUNK_ROWS = 2048
+# A file this large keeps the model busy for tens of seconds or more, so measuring what `auto` is pays back.
+TUNE_WORTH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,13 @@ class ModelOptions:
     batch_size: int = 32
     max_length: int | None = None
     threads: int | None = None
+    workload: str = "throughput"
+    tune: bool = False  # measure what `auto` is now when no decision is cached
 
     def load(self):
         from fastsentiment.classifier import Classifier
 
-        options = asdict(self)
-        threads = options.pop("threads")
-        if threads:  # interim: until backends take `threads` as a parameter
-            os.environ["FASTSENTIMENT_THREADS"] = str(threads)
-        return Classifier.load(**options)
+        return Classifier.load(**asdict(self))
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,15 @@ class FileJob:
                 raise InputError(f"--out-format {self.ray_output_format!r}: choose parquet, csv or jsonl")
         elif self.address or self.out_format:
             raise InputError("--address and --out-format belong to --engine ray")
+
+    @property
+    def worth_tuning(self) -> bool:
+        """Whether this job is large enough for `auto` to be measured before it runs."""
+        if self.source == "-":
+            return False
+        path = Path(self.source)
+        size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
+        return size >= TUNE_WORTH_BYTES
 
     @property
     def ray_output_format(self) -> str:

@@ -54,7 +54,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
     text_column = _text_column_of(inputs[0], job.column)
-    _prepare_backend(model_dir, options)
+    options = _resolved(model_dir, options)
     threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
 
     try:
@@ -127,11 +127,16 @@ def _input_files(source: str) -> list[Path]:
     raise InputError(f"input not found: {source}")
 
 
-def _prepare_backend(model_dir, options: ModelOptions) -> None:
-    """Build cached exports (the ONNX file) once on the driver, so actors on this machine load them at once."""
-    from fastsentiment.backends.registry import prepare_backend
+def _resolved(model_dir, options: ModelOptions) -> ModelOptions:
+    """Resolve `auto` once on the driver (every actor runs the same backend) and build cached exports (the ONNX
+    file) here, so actors on this machine load them at once."""
+    from fastsentiment.backends.registry import prepare_backend, resolve_auto
 
+    if options.backend == "auto":
+        backend, precision = resolve_auto(model_dir, options.device, options.precision, options.workload, options.tune)
+        options = replace(options, backend=backend, precision=precision, tune=False)
     prepare_backend(model_dir, options.backend, options.device, options.precision)
+    return options
 
 
 def _model_files(model_dir) -> dict[str, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from fastsentiment.jobs.job import FileJob, ModelOptions
 
@@ -10,6 +11,7 @@ from fastsentiment.jobs.job import FileJob, ModelOptions
 def run_file_job(job: FileJob, options: ModelOptions) -> int:
     """Run the job on its engine; return how many rows could not be classified."""
     job.check()
+    options = replace(options, tune=options.tune or job.worth_tuning)
     if job.engine == "ray":
         from fastsentiment.jobs.ray_engine import run_ray_job
 
