@@ -106,7 +106,7 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
             throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
     return {
         "config": spec.config,
-        "backend": backend,
+        "backend": clf.backend.spec.name,  # what "auto" resolved to, for an auto row
         "precision": clf.backend.precision,
         "device": clf.backend.device,
         "import_and_data_s": t0_delta(started, load_s),

@@ -48,6 +48,11 @@ def check_config(config: str) -> None:
 def prepare_config(config: str, model) -> None:
     """Build what a backend caches (exports) before it is timed; backends without a cache need nothing."""
     name, _, precision = config.partition(":")
+    if name == "auto" and not precision:
+        from fastsentiment.backends.registry import resolve_auto
+
+        # A benchmark is worth measuring for: the auto row then runs the decision it measures.
+        name, precision = resolve_auto(model, "auto", None, "throughput", measure=True)
     if name != PIPELINE:
         prepare_backend(model, name, "auto", precision or None)
 
