@@ -58,23 +58,25 @@ class TextEncoder:
             pad_id = int(model.config.get("pad_token_id") or 0)
         return cls(tokenizer, limit, pad_id)
 
+    def encodings(self, texts: Sequence[str]) -> list:
+        """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
+        return self._tokenizer.encode_batch(list(texts))
+
     def encode(self, texts: Sequence[str], *, first_index: int = 0) -> list[list[int]]:
         """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        sequences = []
-        for offset, encoding in enumerate(encodings):
-            ids = encoding.ids
-            if len(ids) > self.max_length:
-                log.warning(
-                    "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
-                    first_index + offset + 1,
-                    len(ids),
-                    self.max_length,
-                    len(ids) - self.max_length,
-                )
-                ids = truncated(ids, self.max_length)
-            sequences.append(ids)
-        return sequences
+        return [self.fit(encoding.ids, first_index + offset) for offset, encoding in enumerate(self.encodings(texts))]
+
+    def fit(self, ids: Sequence[int], index: int = 0) -> list[int]:
+        """`ids` cut to `max_length`, with a warning naming the (0-based) input `index` and the tokens dropped."""
+        if len(ids) > self.max_length:
+            log.warning(
+                "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                index + 1,
+                len(ids),
+                self.max_length,
+                len(ids) - self.max_length,
+            )
+        return truncated(ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:
         """Pad to the longest sequence in the batch (dynamic padding) or to a fixed `length`."""

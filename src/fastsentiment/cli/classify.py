@@ -8,12 +8,16 @@ import typer
 
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
+    AggregateOption,
     BackendOption,
     BatchSizeOption,
     DeviceOption,
+    LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
+    StrideOption,
+    long_text_options,
 )
 from fastsentiment.errors import InputError
 
@@ -62,6 +66,9 @@ def classify(
     precision: PrecisionOption = None,
     batch_size: BatchSizeOption = 32,
     max_length: MaxLengthOption = None,
+    long_text: LongTextOption = "truncate",
+    stride: StrideOption = None,
+    aggregate: AggregateOption = None,
 ) -> None:
     """Classify texts: one line per input with label, confidence and text."""
     from fastsentiment.classifier import check_texts
@@ -81,6 +88,7 @@ def classify(
         resume=resume,
         chunk_rows=chunk_rows,
         engine=engine,
+        long_text=long_text_options(long_text, stride, aggregate),
         address=address,
         num_workers=num_workers,
         out_format=out_format,
@@ -106,4 +114,4 @@ def _classify_arguments(texts: list[str], job, options) -> int:
     if job.out is not None:
         output_format(job.out)
     rows = [Row(line=number, fields={"text": text}, text=text) for number, text in enumerate(texts, start=1)]
-    return classify_rows(options.load(), rows, job.out, job.as_json)
+    return classify_rows(options.load(), rows, job.out, job.as_json, job.long_text)

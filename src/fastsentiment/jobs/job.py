@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastsentiment.errors import InputError
+from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
 RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
@@ -45,6 +46,7 @@ class FileJob:
     resume: bool = False
     chunk_rows: int = CHUNK_ROWS
     engine: str = "local"
+    long_text: LongText = field(default_factory=LongText)
     # Ray only: the cluster to join (None: start Ray here), actors, and the files in the output folder.
     address: str | None = None
     num_workers: int = 1

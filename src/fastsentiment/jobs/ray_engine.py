@@ -23,6 +23,7 @@ from fastsentiment.jobs.job import FileJob, ModelOptions
 from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
 from fastsentiment.jobs.sinks import output_column, output_record, parquet_schema, result_types
+from fastsentiment.windows import LongText
 
 ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
 TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this many times
@@ -90,6 +91,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                     "model_files": model_files,
                     "text_column": text_column,
                     "options": replace(options, threads=threads),
+                    "long_text": job.long_text,
                 },
                 batch_size=job.chunk_rows,
                 batch_format="pyarrow",
@@ -223,7 +225,7 @@ def _text_rows_datasource_class():
 class _ClassifyBatches:
     """One Ray actor: loads the model once, then classifies Arrow batches into output rows."""
 
-    def __init__(self, model_files, text_column: str, options: ModelOptions) -> None:
+    def __init__(self, model_files, text_column: str, options: ModelOptions, long_text: LongText) -> None:
         import ray
 
         files = ray.get(model_files[0])
@@ -233,6 +235,7 @@ class _ClassifyBatches:
         self.classifier = replace(options, model=self._folder.name).load()
         self.labels = self.classifier.labels
         self.text_column = text_column
+        self.long_text = long_text
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -243,9 +246,11 @@ class _ClassifyBatches:
             if row.error is None:
                 row.text, row.error = checked_text(record, self.text_column)
             rows.append(row)
-        predictions = predict_rows(self.classifier, rows)
+        predictions = predict_rows(self.classifier, rows, self.long_text)
+        lengths = self.long_text.reports_lengths
         records = [
-            output_record(row, prediction, self.labels) for row, prediction in zip(rows, predictions, strict=True)
+            output_record(row, prediction, self.labels, lengths)
+            for row, prediction in zip(rows, predictions, strict=True)
         ]
         if batch.num_rows and rows[0].line is None:
             for record in records:

@@ -33,4 +33,5 @@ def run_file_job(job: FileJob, options: ModelOptions) -> int:
         resume=job.resume,
         progress=job.source != "-",
         chunk_rows=job.chunk_rows,
+        long_text=job.long_text,
     )

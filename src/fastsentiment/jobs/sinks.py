@@ -32,20 +32,23 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def result_fields(prediction, labels: Sequence[str], error: str | None) -> dict[str, Any]:
-    if prediction is None:
-        return {"label": None, "score": None, **{f"score_{label}": None for label in labels}, "error": error}
-    return {
-        "label": prediction.label,
-        "score": prediction.score,
-        **{f"score_{label}": prediction.scores[label] for label in labels},
-        "error": None,
+def result_fields(prediction, labels: Sequence[str], error: str | None, lengths: bool = False) -> dict[str, Any]:
+    """The result columns: label, score, a score per label, with `lengths` the text's tokens and windows, error."""
+    fields: dict[str, Any] = {
+        "label": None if prediction is None else prediction.label,
+        "score": None if prediction is None else prediction.score,
+        **{f"score_{label}": None if prediction is None else prediction.scores[label] for label in labels},
     }
+    if lengths:
+        fields["tokens"] = None if prediction is None else prediction.tokens
+        fields["windows"] = None if prediction is None else prediction.windows
+    fields["error"] = error if prediction is None else None
+    return fields
 
 
-def output_record(row: Row, prediction, labels: Sequence[str]) -> dict[str, Any]:
+def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = False) -> dict[str, Any]:
     """The input's fields, then the results; an input column named like a result column is kept as input_NAME."""
-    results = result_fields(prediction, labels, row.error)
+    results = result_fields(prediction, labels, row.error, lengths)
     record: dict[str, Any] = {"line": row.line}
     for name, value in clean_fields(row.fields).items():
         record[output_column(name, results)] = value
@@ -76,6 +79,8 @@ class ConsoleSink:
                 "label": prediction.label,
                 "score": prediction.score,
                 "scores": prediction.scores,
+                "tokens": prediction.tokens,
+                "windows": prediction.windows,
             }
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
@@ -136,6 +141,8 @@ def result_types(labels: Sequence[str]) -> dict[str, Any]:
         "label": pa.string(),
         "score": pa.float64(),
         **{f"score_{label}": pa.float64() for label in labels},
+        "tokens": pa.int64(),
+        "windows": pa.int64(),
         "error": pa.string(),
     }
 
