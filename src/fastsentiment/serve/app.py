@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fastsentiment import __version__
 from fastsentiment.classifier import Classifier
+from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import text_problem
+from fastsentiment.windows import aggregate_logits, check_options, cut, too_long
 
 log = logging.getLogger("fastsentiment.serve")
 
@@ -39,6 +41,9 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     top_k: int | None = Field(default=None, ge=1)
     function_to_apply: str | None = Field(default=None, pattern="^(softmax|sigmoid|none)$")
+    long_text: str | None = Field(default=None, pattern="^(truncate|chunk|error)$")
+    stride: int | None = Field(default=None, ge=0)
+    aggregate: str | None = None
 
 
 class PredictRequest(BaseModel):
@@ -126,9 +131,13 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
         function = "none" if body.raw_scores else parameters.function_to_apply
         top_k = parameters.top_k or body.top_k
         with metrics.time_request():
-            sequences = classifier.encoder.encode(texts)
             try:
-                logits = await batcher.submit(sequences)
+                if parameters.long_text in (None, "truncate"):
+                    logits = await batcher.submit(classifier.encoder.encode(texts))
+                else:
+                    logits = await _whole_documents(classifier, batcher, texts, parameters, settings)
+            except InputError as error:
+                raise ApiError(422, "validation", f"parameters: {error}") from None
             except QueueFull as error:
                 raise ApiError(503, "overloaded", str(error), headers={"Retry-After": "1"}) from None
             except Exception as error:
@@ -228,3 +237,25 @@ def _error_response(error: ApiError, metrics: Metrics) -> JSONResponse:
     return JSONResponse(
         {"error": error.message, "error_type": error.kind}, status_code=error.status, headers=error.headers
     )
+
+
+async def _whole_documents(classifier, batcher, texts, parameters: Parameters, settings: ServerSettings) -> np.ndarray:
+    """long_text "chunk"/"error": every window goes through the batcher, at most one batch's worth at a time, so
+    a huge document queues behind (and lets through) other requests' texts instead of holding the batcher."""
+    limit = classifier.encoder.max_length
+    stride, aggregate = check_options(parameters.long_text, parameters.stride, parameters.aggregate, limit)
+    encodings = classifier.encoder.encodings(texts)
+    if parameters.long_text == "error" and (error := too_long([len(e.ids) for e in encodings], limit)):
+        raise error
+    documents = [cut(encoding, index, limit, stride).windows for index, encoding in enumerate(encodings)]
+    flat = [window.ids for windows in documents for window in windows]
+    group = max(1, min(settings.batching.max_batch_size, settings.batching.max_batch_tokens // limit))
+    rows = [await batcher.submit(flat[start : start + group]) for start in range(0, len(flat), group)]
+    window_logits, start = np.concatenate(rows), 0
+    sigmoid = classifier._default_function() == "sigmoid"
+    logits = np.empty((len(texts), len(classifier.labels)), dtype=np.float32)
+    for index, windows in enumerate(documents):
+        weights = np.array([window.tokens for window in windows], dtype=np.float64)
+        logits[index] = aggregate_logits(window_logits[start : start + len(windows)], weights, aggregate, sigmoid)
+        start += len(windows)
+    return logits
