@@ -13,7 +13,7 @@ from fastsentiment import Classifier
 from fastsentiment.errors import InputError
 from fastsentiment.windows import cut
 
-WORDS = "good bad great awful love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
+WORDS = "good bad great like love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
 LIMIT = 64  # the tiny models' max_position_embeddings and model_max_length
 
 
