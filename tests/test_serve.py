@@ -64,8 +64,9 @@ def server(bert_dir, cache):
 
 @pytest.fixture(scope="module")
 def local(bert_dir, cache):
-    os.environ["FASTSENTIMENT_CACHE"] = cache
-    return Classifier.load(bert_dir)
+    with pytest.MonkeyPatch.context() as patch:  # only while loading: the process's environment stays as it was
+        patch.setenv("FASTSENTIMENT_CACHE", cache)
+        return Classifier.load(bert_dir)
 
 
 def sentence(i: int) -> str:
