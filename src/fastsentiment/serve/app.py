@@ -142,7 +142,7 @@ class PredictEndpoint:
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
-                logits = await batcher.submit(texts)
+                logits = await self._submit_while_connected(batcher, texts, receive)
             except QueueFull as error:
                 raise ApiError(503, "overloaded", str(error), headers={"Retry-After": "1"}) from None
             except InputError as error:
@@ -151,6 +151,23 @@ class PredictEndpoint:
                 log.exception("batch failed")
                 raise ApiError(500, "backend", f"inference failed: {error}") from None
             return self._encoder.encode(_ranked(classifier, classifier.scores(logits, function), top_k))
+
+    async def _submit_while_connected(self, batcher: DynamicBatcher, texts: list[str], receive) -> np.ndarray:
+        """The texts' logits, unless the client goes away first: then they leave the queue uncomputed.
+
+        Without this, a client that gives up (a timeout, a closed load generator) still costs the
+        model its whole request, and everyone queued behind it waits for that work.
+        """
+        submitted = asyncio.ensure_future(batcher.submit(texts))
+        gone = asyncio.ensure_future(receive())  # the body is read: the next message is http.disconnect
+        try:
+            await asyncio.wait((submitted, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not submitted.done():
+            submitted.cancel()
+            raise ApiError(499, "client_gone", "the client closed the connection")
+        return submitted.result()
 
     async def _read_body(self, scope, receive) -> bytes:
         limit = self.settings.max_body_bytes
