@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT
 from fastsentiment import Classifier
+from fastsentiment.backends.registry import backend_names
 
 WORDS = "the a good bad film movie cheese cake like love hate not great was".split()
 
@@ -142,7 +143,8 @@ def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, s
 
 def test_health_info_metrics_docs(server):
     info = httpx.get(f"{server.url}/info").json()
-    assert info["labels"] == ["NEGATIVE", "POSITIVE"] and info["backend"] == "onnx"
+    assert info["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert info["backend"] in backend_names()  # whichever `auto` measured fastest here
     for key in ("model", "device", "precision", "max_length", "version"):
         assert key in info
     metrics = httpx.get(f"{server.url}/metrics").text

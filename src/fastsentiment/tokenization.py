@@ -72,8 +72,7 @@ class TextEncoder:
                     self.max_length,
                     len(ids) - self.max_length,
                 )
-                # Keep [CLS] + the first words and close with the final special token ([SEP]).
-                ids = ids[: self.max_length - 1] + ids[-1:]
+                ids = truncated(ids, self.max_length)
             sequences.append(ids)
         return sequences
 
@@ -87,6 +86,11 @@ class TextEncoder:
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def truncated(ids: Sequence[int], length: int) -> list[int]:
+    """The first `length` tokens, still closed by the final special token ([SEP], </s>) as the model was trained."""
+    return list(ids) if len(ids) <= length else [*ids[: length - 1], ids[-1]]
 
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:

@@ -6,6 +6,7 @@ import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
+from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
@@ -48,7 +49,7 @@ class OpenvinoBackend:
         onnx_file(model, WEIGHT_FILES[precision or "bf16"])
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> OpenvinoBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> OpenvinoBackend:
         import openvino as ov
 
         from fastsentiment.backends.onnx_backend import onnx_file
@@ -58,15 +59,17 @@ class OpenvinoBackend:
         precision = precision or ("bf16" if has_bf16 else "fp32")
         if precision == "bf16" and not has_bf16:
             raise BackendError("this CPU has no bf16 support (AVX-512 bf16 or AMX); use --precision fp32")
-        # The plain export: OpenVINO's ONNX reader does not take every fused ONNX Runtime contrib op.
-        network = core.read_model(str(onnx_file(model, WEIGHT_FILES[precision])))
         compute = precision if precision != "int8" else ("bf16" if has_bf16 else "fp32")
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[compute],
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": str(inference_threads()),
+            "INFERENCE_NUM_THREADS": str(inference_threads(threads)),
+            # OpenVINO's own cache of compiled blobs: a second load imports instead of compiling.
+            "CACHE_DIR": str(cache_root() / "openvino"),
         }
-        compiled = core.compile_model(network, "CPU", config)
+        # The plain export (OpenVINO's ONNX reader does not take every fused ONNX Runtime contrib op), compiled
+        # from its path, so that a cached blob is found without reading the model first.
+        compiled = core.compile_model(str(onnx_file(model, WEIGHT_FILES[precision])), "CPU", config)
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

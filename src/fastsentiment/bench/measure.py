@@ -77,6 +77,7 @@ def measure(spec: Spec) -> dict:
 
 def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     from fastsentiment import Classifier
+    from fastsentiment.tokenization import truncated
 
     backend, _, precision = spec.config.partition(":")
     t = time.perf_counter()
@@ -95,7 +96,7 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
 
     throughput = {}
     width = min(FIXED_LENGTH, clf.encoder.max_length)
-    clipped = [s if len(s) <= width else [*s[: width - 1], s[-1]] for s in sequences]
+    clipped = [truncated(s, width) for s in sequences]
     for size in spec.batch_sizes:
         for strategy in STRATEGIES:
             batches = _batches(clipped, size, strategy, clf.encoder, width)

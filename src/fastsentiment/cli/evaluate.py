@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     BatchSizeOption,

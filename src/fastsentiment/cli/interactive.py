@@ -8,7 +8,7 @@ import time
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     DeviceOption,
@@ -35,7 +35,7 @@ def interactive(
     from fastsentiment.backends import load_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.models import resolve_model
-    from fastsentiment.tables import has_undecodable
+    from fastsentiment.texts import text_problem
     from fastsentiment.tokenization import TextEncoder
 
     def log(message: str) -> None:
@@ -45,7 +45,7 @@ def interactive(
 
     started = time.perf_counter()
     model_dir = resolve_model(model)
-    runtime = load_backend(model_dir, backend, device, precision)
+    runtime = load_backend(model_dir, backend, device, precision, workload="latency")
     log(f"Loaded model in {_ms(started)} ms ({runtime.spec.name}, {runtime.device}, {runtime.precision})")
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
@@ -70,11 +70,8 @@ def interactive(
             sys.stdout.write("\n")
             return
         text = line.rstrip("\r\n")
-        if not text.strip():
-            sys.stderr.write("error: empty text; type a sentence\n")
-            continue
-        if has_undecodable(text):
-            sys.stderr.write("error: the input is not valid UTF-8\n")
+        if problem := text_problem(text):
+            sys.stderr.write(f"error: {problem}\n")
             continue
         try:
             started = time.perf_counter()

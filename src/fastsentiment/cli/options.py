@@ -32,9 +32,19 @@ MaxLengthOption = Annotated[
 ]
 
 
-def load_classifier(model, backend, device, precision, batch_size, max_length):
+def load_classifier(
+    model, backend, device, precision, batch_size, max_length, *, threads=None, workload="throughput", tune=False
+):
     from fastsentiment import Classifier
 
     return Classifier.load(
-        model=model, backend=backend, device=device, precision=precision, batch_size=batch_size, max_length=max_length
+        model=model,
+        backend=backend,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        max_length=max_length,
+        threads=threads,
+        workload=workload,
+        tune=tune,
     )

@@ -1,4 +1,4 @@
-"""Classify a stream of rows (a file or stdin) in bounded memory, writing results chunk by chunk.
+"""The local engine: a stream of rows (a file or stdin) through one Classifier in bounded memory, chunk by chunk.
 
 Bad rows (empty text, undecodable bytes, malformed records) are reported on stderr with their
 line number and written as error rows; they never stop the other rows or vanish silently.
@@ -13,11 +13,11 @@ from itertools import islice
 from pathlib import Path
 
 from fastsentiment.classifier import Classifier
-from fastsentiment.journal import ChunkJournal
-from fastsentiment.sinks import ConsoleSink, SchemaMismatch, output_record
-from fastsentiment.tables import Row, RowSource
-
-CHUNK_ROWS = 2048
+from fastsentiment.jobs.job import CHUNK_ROWS
+from fastsentiment.jobs.journal import ChunkJournal
+from fastsentiment.jobs.predict import predict_rows
+from fastsentiment.jobs.rows import Row, RowSource
+from fastsentiment.jobs.sinks import ConsoleSink, SchemaMismatch, output_record
 
 
 def classify_file(
@@ -35,7 +35,7 @@ def classify_file(
         with _Progress(rows, progress) as advance:
             return _classify_chunks(clf, rows.rows(), chunk_rows, _printer(clf, as_json), advance)
 
-    journal = ChunkJournal(out, job_identity(clf, rows), resume)
+    journal = ChunkJournal(out, job_identity(clf, rows), resume, clf.labels)
     if journal.resumed:
         sys.stderr.write(f"resuming after {journal.rows} rows ({len(journal.parts)} chunks already written)\n")
     commit = _committer(clf, journal, lambda chunk: rows.position)
@@ -53,7 +53,7 @@ def classify_rows(clf: Classifier, rows: list[Row], out: Path | None, as_json: b
     """Classify rows given in memory (command-line texts) to the console or a file; return how many failed."""
     if out is None:
         return _classify_chunks(clf, rows, CHUNK_ROWS, _printer(clf, as_json))
-    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, resume=False)
+    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, False, clf.labels)
     _classify_chunks(clf, rows, CHUNK_ROWS, _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}))
     journal.finish()
     return journal.failed
@@ -106,17 +106,11 @@ def _classify_chunks(
     """Classify rows chunk by chunk; `emit` gets each chunk with its predictions (None for bad rows)."""
     failed = 0
     for chunk in _chunks(rows, chunk_rows):
-        good = [row for row in chunk if row.error is None]
-        predictions = iter(clf.predict([row.text for row in good]) if good else [])
-        results = []
         for row in chunk:
             if row.error is not None:
                 failed += 1
                 sys.stderr.write(f"error: line {row.line}: {row.error}\n")
-                results.append(None)
-            else:
-                results.append(next(predictions))
-        emit(chunk, results)
+        emit(chunk, predict_rows(clf, chunk))
         advance(len(chunk))
     return failed
 
