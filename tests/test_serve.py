@@ -182,6 +182,8 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
     assert response.status_code == 200
     # the abandoned requests left the queue: far fewer than their 1,000 texts reached the model
     assert computed_texts(server) - computed < 500
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'fastsentiment_errors_total{kind="client_gone"}' in metrics and 'kind="backend"' not in metrics
 
 
 def test_full_queue_answers_503_with_retry_after(bert_dir, cache):

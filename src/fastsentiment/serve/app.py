@@ -143,6 +143,8 @@ class PredictEndpoint:
         with self.metrics.time_request():
             try:
                 logits = await self._submit_while_connected(batcher, texts, receive)
+            except ApiError:
+                raise
             except QueueFull as error:
                 raise ApiError(503, "overloaded", str(error), headers={"Retry-After": "1"}) from None
             except InputError as error:
