@@ -13,7 +13,7 @@ from fastsentiment import Classifier
 from fastsentiment.errors import InputError
 from fastsentiment.windows import cut
 
-WORDS = "good bad great awful love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
+WORDS = "good bad great like love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
 LIMIT = 64  # the tiny models' max_position_embeddings and model_max_length
 
 
@@ -68,7 +68,7 @@ def test_chunked_results_agree_across_fp32_backends(bert_dir, clf):
 
 def test_mean_aggregate_is_the_token_weighted_mean_of_window_probabilities(clf):
     text = words(200, 1)
-    (prediction,) = clf.predict([text], long_text="chunk", stride=10, return_chunks=True)
+    (prediction,) = clf.predict([text], long_text="chunk", stride=10, aggregate="mean", return_chunks=True)
     weights = np.array([chunk["tokens"] for chunk in prediction.chunks], dtype=float)
     windows = [clf.predict([text[c["start"] : c["end"]]])[0] for c in prediction.chunks]
     expected = sum(w * np.array(list(p.scores.values())) for w, p in zip(weights, windows, strict=True)) / weights.sum()
