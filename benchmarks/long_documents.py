@@ -55,13 +55,14 @@ def main() -> None:
     parser.add_argument("--short", type=Path, default=Path("../shared/data/sst2/dev.tsv"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default=None)
+    parser.add_argument("--max-length", type=int, default=None, help="window length [default: the model's limit]")
     parser.add_argument("--strides", default="0,64,128")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the short-sentence timing (median)")
     args = parser.parse_args()
 
     from fastsentiment import Classifier
 
-    clf = Classifier.load(backend=args.backend, precision=args.precision)
+    clf = Classifier.load(backend=args.backend, precision=args.precision, max_length=args.max_length)
     texts, truth = read(args.documents)
     short, _ = read(args.short)
     doc_tokens = sum(len(e.ids) for e in clf.encoder.encodings(texts))

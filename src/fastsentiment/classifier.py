@@ -182,33 +182,46 @@ class Classifier:
         return self._read(texts, batch_size, long_text, stride, aggregate).logits
 
     def _read(self, texts, batch_size, long_text, stride, aggregate) -> _Reading:
-        stride, aggregate = check_options(long_text, stride, aggregate, self.encoder.max_length)
-        check_texts(texts)
-        if not texts:
+        tokens, windows = self.split(texts, long_text, stride)
+        flat = [window.ids for text_windows in windows for window in text_windows]
+        if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
+        logits, per_text = self.fold(windows, self.logits_for_ids(flat, batch_size=batch_size), aggregate)
+        return _Reading(logits, tokens, windows, per_text)
+
+    def split(
+        self, texts: Sequence[str], long_text: str = "truncate", stride: int | None = None
+    ) -> tuple[list[int], list[list[Window]]]:
+        """Each text's token count and the model inputs (windows) it becomes under `long_text`."""
+        stride, _ = check_options(long_text, stride, None, self.encoder.max_length)
+        check_texts(texts)
         encodings = self.encoder.encodings(texts)
         tokens = [len(encoding.ids) for encoding in encodings]
         limit = self.encoder.max_length
         if long_text == "error" and (error := too_long(tokens, limit)):
             raise error
         if long_text == "chunk":
-            windows = [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
-        else:
-            windows = [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]
-                       for i, (e, n, t) in enumerate(zip(encodings, tokens, texts, strict=True))]  # fmt: skip
-        flat = [window for text_windows in windows for window in text_windows]
-        flat_logits = self.logits_for_ids([window.ids for window in flat], batch_size=batch_size)
-        if len(flat) == len(texts):
-            return _Reading(flat_logits, tokens, windows, [row[None] for row in flat_logits])
-        sigmoid = self._default_function() == "sigmoid"
-        logits, per_text, start = np.empty((len(texts), len(self.labels)), dtype=np.float32), [], 0
-        for index, text_windows in enumerate(windows):
-            own = flat_logits[start : start + len(text_windows)]
+            return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
+        return tokens, [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]
+                        for i, (e, n, t) in enumerate(zip(encodings, tokens, texts, strict=True))]  # fmt: skip
+
+    def fold(
+        self, windows: list[list[Window]], window_logits: np.ndarray, aggregate: str | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per-text logits from the logits of all texts' windows (in `split` order), and each text's own rows."""
+        _, aggregate = check_options("chunk", None, aggregate, self.encoder.max_length)
+        per_text, start = [], 0
+        for text_windows in windows:
+            per_text.append(window_logits[start : start + len(text_windows)])
             start += len(text_windows)
+        if len(window_logits) == len(windows):
+            return np.asarray(window_logits, dtype=np.float32), per_text
+        sigmoid = self._default_function() == "sigmoid"
+        logits = np.empty((len(windows), len(self.labels)), dtype=np.float32)
+        for index, (text_windows, own) in enumerate(zip(windows, per_text, strict=True)):
             weights = np.array([window.tokens for window in text_windows], dtype=np.float64)
             logits[index] = aggregate_logits(own, weights, aggregate, sigmoid)
-            per_text.append(own)
-        return _Reading(logits, tokens, windows, per_text)
+        return logits, per_text
 
     def _chunks(self, windows: list[Window], logits: np.ndarray, function: str | None = None) -> list[dict[str, Any]]:
         scores = self.scores(logits, function)
