@@ -257,3 +257,36 @@ def test_backend_error_fails_only_its_batch_and_the_server_keeps_serving(bert_di
         assert 'fastsentiment_errors_total{kind="backend"} 1.0' in httpx.get(f"{server.url}/metrics").text
     finally:
         server.stop()
+
+
+def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, cache, local):
+    """parameters.long_text="chunk": a 50,000-token document's windows go through the batcher a batch at a
+    time, so a short request sent while it runs is answered long before it, and both answers are right."""
+    running = Server(bert_dir, "--max-batch-size", "1", env={"FASTSENTIMENT_CACHE": cache})
+    document = " ".join(WORDS[(i * 5) % len(WORDS)] for i in range(50_000))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+
+            def post(text, parameters):
+                response = httpx.post(
+                    f"{running.url}/predict", json={"inputs": text, "parameters": parameters}, timeout=300
+                )
+                return response, time.perf_counter()
+
+            huge = pool.submit(post, document, {"long_text": "chunk"})
+            time.sleep(0.2)  # the document is cut and its first windows are running
+            short_sent = time.perf_counter()
+            short_response, short_done = post("I like cheese", {})
+            huge_response, huge_done = huge.result()
+        assert short_response.status_code == 200 and huge_response.status_code == 200, huge_response.text
+        assert short_sent < huge_done, "the short request must arrive while the document is still running"
+        assert short_done < huge_done and short_done - short_sent < (huge_done - short_sent) / 5
+        assert short_response.json()[0][0]["label"] == local("I like cheese")[0]["label"]
+        (expected,) = local.predict([document], long_text="chunk")
+        assert expected.windows > 1000
+        answer = huge_response.json()[0][0]
+        assert answer["label"] == expected.label and abs(answer["score"] - expected.score) < 1e-4
+        bad = httpx.post(f"{running.url}/predict", json={"inputs": document, "parameters": {"long_text": "error"}})
+        assert bad.status_code == 422 and "input 1 has 50002 tokens" in bad.json()["error"]
+    finally:
+        running.stop()

@@ -50,6 +50,10 @@ class ServerSettings:
 class Parameters(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
+    # Long documents (see Classifier.__call__): chunk them into windows whose scores are combined.
+    long_text: Literal["truncate", "chunk", "error"] | None = None
+    stride: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    aggregate: Literal["mean", "max", "logit-mean"] | None = None
 
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,7 +146,10 @@ class PredictEndpoint:
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
-                logits = await self._submit_while_connected(batcher, texts, receive)
+                if parameters.long_text in (None, "truncate"):
+                    logits = await self._submit_while_connected(batcher, texts, receive)
+                else:
+                    logits = await self._submit_windows(classifier, batcher, texts, parameters, receive)
             except ApiError:
                 raise
             except QueueFull as error:
@@ -154,7 +161,15 @@ class PredictEndpoint:
                 raise ApiError(500, "backend", f"inference failed: {error}") from None
             return self._encoder.encode(_ranked(classifier, classifier.scores(logits, function), top_k))
 
-    async def _submit_while_connected(self, batcher: DynamicBatcher, texts: list[str], receive) -> np.ndarray:
+    async def _submit_windows(self, classifier, batcher, texts, parameters: Parameters, receive) -> np.ndarray:
+        """Long documents as windows: cut off the event loop, queued as model inputs of their own (so the token
+        budget counts windows and a huge document cannot starve short requests), folded back into one verdict."""
+        _, windows = await asyncio.to_thread(classifier.split, texts, parameters.long_text, parameters.stride)
+        flat = [window.ids for text_windows in windows for window in text_windows]
+        window_logits = await self._submit_while_connected(batcher, flat, receive)
+        return classifier.fold(windows, window_logits, parameters.aggregate)[0]
+
+    async def _submit_while_connected(self, batcher: DynamicBatcher, texts: list, receive) -> np.ndarray:
         """The texts' logits, unless the client goes away first: then they leave the queue uncomputed.
 
         Without this, a client that gives up (a timeout, a closed load generator) still costs the

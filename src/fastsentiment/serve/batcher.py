@@ -43,6 +43,7 @@ RunBatch = Callable[[list[Sequence[int]]], np.ndarray]
 class _Item:
     text: str
     future: asyncio.Future
+    request_size: int = 1  # model inputs in the item's request: smaller requests go first
     arrived: float = field(default_factory=time.perf_counter)
     # Set by the worker thread, and kept when the item goes back to the queue.
     ids: Sequence[int] | None = None
@@ -81,12 +82,19 @@ class DynamicBatcher:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
-    async def submit(self, texts: Sequence[str]) -> np.ndarray:
-        """Queue all of one request's texts (all or none) and wait for their logits."""
+    async def submit(self, texts: Sequence[str] | Sequence[Sequence[int]]) -> np.ndarray:
+        """Queue all of one request's texts (all or none) and wait for their logits. Token-id sequences (the
+        windows of long documents) are queued as they are; texts are tokenised by the worker."""
         if len(self._queue) + len(texts) > self.settings.max_queue:
             raise QueueFull(f"queue full ({len(self._queue)} texts waiting)")
         loop = asyncio.get_running_loop()
-        items = [_Item(text, loop.create_future()) for text in texts]
+        size = len(texts)
+        items = [
+            _Item(text, loop.create_future(), size)
+            if isinstance(text, str)
+            else _Item("", loop.create_future(), size, ids=text)
+            for text in texts
+        ]
         self._queue.extend(items)
         self._wakeup.set()
         try:
@@ -149,11 +157,15 @@ class DynamicBatcher:
                 return
 
     def _take_batch(self) -> list[_Item]:
-        batch: list[_Item] = []
-        while self._queue and len(batch) < self.settings.max_batch_size:
-            item = self._queue.popleft()
-            if not item.future.done():  # done here means cancelled by a client that went away
-                batch.append(item)
+        """Up to max_batch_size live items, smallest requests first (then by arrival), so that one request of
+        hundreds of inputs (a long document's windows) shares the model with short ones instead of going first."""
+        live = [item for item in self._queue if not item.future.done()]  # done: cancelled, the client went away
+        if len(live) > self.settings.max_batch_size and any(item.request_size > 1 for item in live):
+            live.sort(key=lambda item: (item.request_size, item.arrived))
+        batch, rest = live[: self.settings.max_batch_size], live[self.settings.max_batch_size :]
+        rest.sort(key=lambda item: item.arrived)
+        self._queue.clear()
+        self._queue.extend(rest)
         return batch
 
     # ---- on the worker thread ------------------------------------------------------------
