@@ -96,3 +96,22 @@ def test_openvino_export_writes_ir(bert_dir, tmp_path, monkeypatch):
     result = run_cli("export", "openvino", str(bert_dir), str(out))
     assert result.returncode == 0, result.stderr.decode()
     assert out.stat().st_size > 0 and out.with_suffix(".bin").stat().st_size > 0
+
+
+def test_openvino_second_load_reads_the_compiled_model_cache(bert_dir, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from fastsentiment.backends.openvino_backend import compiled_model_cache
+    from fastsentiment.backends.registry import load_backend
+    from fastsentiment.models.modeldir import load_model_dir
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    model = load_model_dir(bert_dir)
+    ids = np.array([[101, 7, 8, 102]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    first = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
+    blobs = sorted(compiled_model_cache().glob("*.blob"))
+    assert blobs, "the first load must write a compiled blob"
+    stamps = [blob.stat().st_mtime_ns for blob in blobs]
+    second = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
+    assert [blob.stat().st_mtime_ns for blob in sorted(compiled_model_cache().glob("*.blob"))] == stamps
+    np.testing.assert_allclose(first, second, atol=1e-5)
