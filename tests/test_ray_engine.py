@@ -5,9 +5,11 @@ The job joins it as `--address 127.0.0.1:PORT` (Ray maps the loopback address to
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,8 +32,9 @@ ROWS = 20_000
 EMPTY_IDS = {7, 4_321, 19_999}
 UNDECODABLE_IDS = {12, 15_000}
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
-# Ray 2.60 clusters use token authentication; a client joining by address must ask for it too.
-RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
+# Ray 2.60 clusters use token authentication; a client joining by address must ask for it too. The token is
+# made here, not read from ~/.ray/auth_token, which a fresh machine does not have.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles the actor processes (a regex)
 
 
@@ -181,3 +184,32 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
         + [f"second file line {i} was dull" for i in range(200)]
     )
     assert [row["error"] for row in rows if row["error"]] == ["empty text"]
+
+
+def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address, bert_dir, tmp_path):
+    """--long-text chunk gives the same labels, scores, tokens and windows on both engines."""
+    generator = random.Random(14)
+    source = tmp_path / "docs.jsonl"
+    texts = [" ".join(generator.choice(WORDS) for _ in range(generator.randint(5, 400))) for _ in range(60)]
+    source.write_text("".join(f'{{"id": {i}, "text": "{t}"}}\n' for i, t in enumerate(texts)), encoding="utf-8")
+    chunking = ("--long-text", "chunk", "--stride", "8", "--model", str(bert_dir), "--chunk-rows", "16")
+    local_out = tmp_path / "local.jsonl"
+    local = run_cli("classify", "--file", str(source), "--out", str(local_out), *chunking)
+    assert local.returncode == 0, local.stderr.decode()[-2000:]
+    ray_out = tmp_path / "ray"
+    on_ray = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(ray_out),
+        *chunking, timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    assert on_ray.returncode == 0, on_ray.stderr.decode()[-2000:]
+    local_rows = sorted((json.loads(line) for line in local_out.read_text().splitlines()), key=lambda r: r["id"])
+    ray_rows = sorted(read_rows(ray_out), key=lambda r: int(r["id"]))
+    assert len(local_rows) == len(ray_rows) == len(texts)
+    assert max(row["windows"] for row in local_rows) > 1, "some documents must be chunked"
+    for mine, theirs in zip(local_rows, ray_rows, strict=True):
+        assert (mine["tokens"], mine["windows"], mine["label"]) == (
+            theirs["tokens"],
+            theirs["windows"],
+            theirs["label"],
+        )
+        assert abs(mine["score"] - theirs["score"]) <= 1e-5
