@@ -107,3 +107,22 @@ def test_openvino_export_computes_what_the_model_computes(bert_dir, tmp_path, mo
         feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
     exported = compiled(feeds)[compiled.output("logits")]
     np.testing.assert_allclose(exported, reference.logits(texts), atol=1e-4)
+
+
+def test_openvino_second_load_reads_the_compiled_model_cache(bert_dir, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from fastsentiment.backends.registry import load_backend
+    from fastsentiment.cache import cache_root
+    from fastsentiment.models.modeldir import load_model_dir
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    model = load_model_dir(bert_dir)
+    ids = np.array([[101, 7, 8, 102]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    first = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
+    blobs = sorted((cache_root() / "openvino").glob("*.blob"))
+    assert blobs, "the first load must write a compiled blob"
+    stamps = [blob.stat().st_mtime_ns for blob in blobs]
+    second = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
+    assert [blob.stat().st_mtime_ns for blob in sorted((cache_root() / "openvino").glob("*.blob"))] == stamps
+    np.testing.assert_allclose(first, second, atol=1e-5)
