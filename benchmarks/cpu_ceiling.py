@@ -41,8 +41,8 @@ def main() -> None:
 
     from fastsentiment.backends.base import inference_threads
     from fastsentiment.bench.report import machine
+    from fastsentiment.jobs.rows import RowSource
     from fastsentiment.models import resolve_model
-    from fastsentiment.tables import RowSource
     from fastsentiment.tokenization import TextEncoder
 
     texts = [row.text for row in RowSource(args.data, args.text_column).rows() if not row.error]
@@ -146,10 +146,11 @@ def _quantised(k: int, n: int, quantise):
 def _ort_rate(model, m: int, k: int, threads: int) -> float:
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from fastsentiment.backends.onnx_backend import session_options
+
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
     n = session.get_outputs()[0].shape[1]
     x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
     return 2 * m * k * n / _median_seconds(lambda: session.run(None, {"x": x}))

@@ -1,22 +1,32 @@
-"""HTTP load on `fastsentiment serve`, with dynamic batching on and off, at several concurrencies.
+"""HTTP load on `fastsentiment serve`, measured as a user would meet it, against the offline rate of the same backend.
 
-    python benchmarks/serve_load.py --out docs/results/serve-load.json
+    python benchmarks/serve_load.py --backend openvino --out docs/results/serve-load.json
 
-The load generator is wrk (Debian package `wrk`), a C program, so it takes little of the CPU the
-server needs; a Lua script posts single SST-2 test sentences in turn. Each level runs for a fixed
-time. The server is restarted for each batching mode.
+One run, on 127.0.0.1 only, with bounded time and request counts:
+1. offline: the same backend and model batch size in this process, length-sorted over the data
+   (sentences/s), and the median batch-1 model latency;
+2. closed loop: wrk (Debian package `wrk`, a C program that takes little of the CPU the server
+   needs) with N connections, each posting the next request as soon as the last is answered,
+   for single-sentence bodies and 8-sentence bodies; 64 connections give the saturation rate;
+3. open loop: requests sent at a fixed rate (25/50/75% of that saturation rate), whether or not
+   earlier ones were answered, as independent users do; each latency counts from the moment the
+   request was due, so a stalled server cannot hide its queue (no coordinated omission).
+The server is one `fastsentiment serve` process started by this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,11 +54,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, batching: bool, port: int, precision: str | None = None) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("fastsentiment")), "serve", "--model", model, "--port", str(port)]
-    if precision:
-        command += ["--precision", precision]
-    command.append("--batching" if batching else "--no-batching")
+def bodies_of(sentences: list[str], per_request: int) -> list[bytes]:
+    if per_request == 1:
+        return [json.dumps({"inputs": s}).encode() for s in sentences]
+    groups = [sentences[i : i + per_request] for i in range(0, len(sentences) - per_request + 1, per_request)]
+    return [json.dumps({"inputs": group}).encode() for group in groups]
+
+
+# ---- offline reference --------------------------------------------------------------------
+def offline(args, sentences: list[str]) -> dict:
+    from fastsentiment import Classifier
+
+    classifier = Classifier.load(args.model, backend=args.backend, precision=args.precision)
+    classifier.logits(sentences[:256], batch_size=args.model_batch_size)  # warm every common shape
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        classifier.logits(sentences, batch_size=args.model_batch_size)
+        rates.append(len(sentences) / (time.perf_counter() - started))
+    encoded = classifier.encoder.encode(sentences[:300])
+    latencies = []
+    for ids in encoded:
+        started = time.perf_counter()
+        classifier.logits_for_ids([ids], batch_size=1)
+        latencies.append(time.perf_counter() - started)
+    return {
+        "backend": classifier.backend.spec.name,
+        "precision": classifier.backend.precision,
+        "model_batch_size": args.model_batch_size,
+        "sorted_sentences_per_s": statistics.median(rates),
+        "batch1_latency_ms_p50": 1000 * statistics.median(latencies),
+    }
+
+
+# ---- the server ---------------------------------------------------------------------------
+def start_server(args, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "fastsentiment", "serve", "--port", str(port), "--backend", args.backend]
+    command += ["--model-batch-size", str(args.model_batch_size)]
+    if args.model:
+        command += ["--model", args.model]
+    if args.precision:
+        command += ["--precision", args.precision]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -62,23 +108,19 @@ def start_server(model: str, batching: bool, port: int, precision: str | None = 
     raise SystemExit("server did not become ready")
 
 
-def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
+# ---- closed loop: wrk ---------------------------------------------------------------------
+def settle(port: int, body: bytes) -> None:
+    """Wait until the server has answered everything before: one request, answered after all queued work."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+
+
+def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{round(seconds)}s", "--latency", "--timeout", "10s"]
+    command += ["-s", str(script), f"http://127.0.0.1:{port}"]
     output = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "1",
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}",
-        ],
+        command,
         capture_output=True,
         text=True,
         check=True,
@@ -89,51 +131,171 @@ def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
     return {
         "connections": connections,
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "latency_ms_p50": latency("50%"),
         "latency_ms_p99": latency("99%"),
-        "non_2xx": int(errors.group(1)) if errors else 0,
+        "errors": (int(errors.group(1)) if errors else 0) + (1 if socket_errors else 0),
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
+
+
+# ---- open loop: fixed request rate --------------------------------------------------------
+async def _open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, max_connections: int) -> dict:
+    requests = [
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+        for body in bodies
+    ]
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened = 0
+    slots = asyncio.Semaphore(max_connections)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one(request: bytes, due: float) -> None:
+        nonlocal opened
+        async with slots:
+            for attempt in range(2):
+                reused = bool(idle)
+                if reused:
+                    reader, writer = idle.pop()
+                else:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    opened += 1
+                try:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                    await reader.readexactly(length)
+                    break
+                except (OSError, asyncio.IncompleteReadError) as error:
+                    writer.close()
+                    # The server closes keep-alive connections idle for 5 s; as HTTP clients do, retry such
+                    # a request once on a new connection. Anything else is an error.
+                    if not reused or attempt:
+                        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                        return
+            latencies.append(time.perf_counter() - due)
+            if not head.startswith(b"HTTP/1.1 200"):
+                status = head.split(b" ", 2)[1].decode()
+                errors[status] = errors.get(status, 0) + 1
+            idle.append((reader, writer))
+
+    count = int(rate * seconds)
+    started = time.perf_counter() + 0.05
+    tasks = []
+    for index in range(count):
+        due = started + index / rate  # fixed intervals, as wrk2 sends
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(requests[index % len(requests)], due)))
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+    elapsed = time.perf_counter() - started
+    for _, writer in idle:
+        writer.close()
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
+
+    return {
+        "target_requests_per_s": rate,
+        "requests": count,
+        "achieved_requests_per_s": len(latencies) / elapsed,
+        "latency_ms_p50": percentile(0.50),
+        "latency_ms_p90": percentile(0.90),
+        "latency_ms_p99": percentile(0.99),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "connections_opened": opened,
+    }
+
+
+def open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, max_connections: int = 256) -> dict:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_open_loop(port, bodies, rate, seconds, max_connections))
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy since boot (every process, ours and others')."""
+    user, nice, system, _idle, _iowait, *rest = map(int, Path("/proc/stat").read_text().split("\n")[0].split()[1:])
+    return (user + nice + system + sum(rest)) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the server, wrk)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sst2-minilm-l6")
-    parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--model", help="default: the built-in model")
+    parser.add_argument("--backend", default="openvino")
+    parser.add_argument("--precision")
+    parser.add_argument("--model-batch-size", type=int, default=8)
+    parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")
+    parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
+    parser.add_argument("--per-request", default="1,8", help="sentences per request body")
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--data", type=Path, default=SST2_TEST)
-    parser.add_argument("--precision", help="the default backend's precision, e.g. int8-dynamic")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     with open(args.data, encoding="utf-8", newline="") as stream:
         sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    with tempfile.TemporaryDirectory() as scratch:
-        bodies = Path(scratch) / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps({"inputs": s}) + "\n" for s in sentences))
-        script = Path(scratch) / "post.lua"
-        script.write_text(LUA % bodies)
-        results = {
-            "model": args.model,
-            "precision": args.precision or "default",
-            "cpus": len(os.sched_getaffinity(0)),
-            "generator": "wrk, 1 thread",
-            "runs": [],
-        }
-        for batching in (True, False):
-            port = free_port()
-            server = start_server(args.model, batching, port, args.precision)
-            try:
+    started, busy, own = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
+    results = {
+        "model": args.model or "built-in",
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_flags": sorted(set(re.findall(r"\b(avx512\w*|amx\w*)", Path("/proc/cpuinfo").read_text()))),
+        "offline": offline(args, sentences),
+        "closed_loop": [],
+        "open_loop": [],
+    }
+    print(json.dumps(results["offline"]), file=sys.stderr)
+    port = free_port()
+    server = start_server(args, port)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            for per_request in map(int, args.per_request.split(",")):
+                bodies = bodies_of(sentences, per_request)
+                lines = Path(scratch) / f"bodies-{per_request}.jsonl"
+                lines.write_bytes(b"".join(body + b"\n" for body in bodies))
+                script = Path(scratch) / f"post-{per_request}.lua"
+                script.write_text(LUA % lines)
+                run_wrk(port, script, 64, 2)  # warm-up: every shape the server will see
                 for connections in map(int, args.connections.split(",")):
-                    row = {"batching": batching, **run_wrk(port, script, connections, args.seconds)}
-                    results["runs"].append(row)
+                    settle(port, bodies[0])
+                    row = {"sentences_per_request": per_request, **run_wrk(port, script, connections, args.seconds)}
+                    results["closed_loop"].append(row)
                     print(json.dumps(row), file=sys.stderr)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=60)
+                saturation = row["requests_per_s"]
+                for fraction in map(float, args.fractions.split(",")):
+                    settle(port, bodies[0])
+                    measured = open_loop(port, bodies, fraction * saturation, args.seconds)
+                    row = {"sentences_per_request": per_request, "fraction_of_saturation": fraction, **measured}
+                    results["open_loop"].append(row)
+                    print(json.dumps(row), file=sys.stderr)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    # Other processes on the machine make every figure of the run worse; say how much CPU they took.
+    foreign = (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)
+    results["other_processes_cores"] = max(0.0, foreign) / (time.monotonic() - started)
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

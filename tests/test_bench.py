@@ -82,7 +82,7 @@ def test_bad_configurations_fail_before_any_run(bert_dir, tmp_path, args, messag
     ("content", "message"),
     [
         ("review\tlabel\ngood\t1\n", "no column 'sentence'"),
-        ("sentence\tlabel\ngood\tmaybe\n", "label 'maybe' does not match the model"),
+        ("sentence\tlabel\ngood\tmaybe\n", "unknown label 'maybe'"),
         ("sentence\tlabel\ngood\t7\n", "label id 7 does not exist in the model"),
     ],
 )

@@ -59,7 +59,7 @@ def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir):
 def test_empty_argument_is_a_one_line_error(bert_dir, text):
     result = run_cli("classify", "good", text, "--model", str(bert_dir))
     assert result.returncode == 2
-    assert result.stderr.decode() == "error: input 2 is empty\n"
+    assert result.stderr.decode() == "error: input 2: empty text\n"
     assert result.stdout == b""
 
 

@@ -37,7 +37,7 @@ def test_bad_lines_get_an_error_and_the_prompt_continues(bert_dir):
     result = run_cli("interactive", "--model", str(bert_dir), input=b"\n   \nbad \xff\ngood\n")
     assert result.returncode == 0
     assert result.stderr.decode().count("error: empty text") == 2
-    assert "error: the input is not valid UTF-8" in result.stderr.decode()
+    assert "error: not valid UTF-8" in result.stderr.decode()
     assert result.stdout.decode().count("Sentiment prediction:") == 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,8 +31,9 @@ ROWS = 20_000
 EMPTY_IDS = {7, 4_321, 19_999}
 UNDECODABLE_IDS = {12, 15_000}
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
-# Ray 2.60 clusters use token authentication; a client joining by address must ask for it too.
-RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
+# Ray 2.60 clusters use token authentication; a client joining by address must ask for it too. The token is
+# made here, not read from ~/.ray/auth_token, which a fresh machine does not have.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles the actor processes (a regex)
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,28 +172,113 @@ def test_non_bert_base_model_fails_before_training(train_slice, base_encoder, tm
     assert result.returncode == 2 and "unsupported architecture model_type='gpt2'" in result.stderr.decode()
 
 
-def test_distillation_from_a_teacher(train_slice, base_encoder, tmp_path):
-    teacher = tmp_path / "teacher"
-    assert run_cli(*train_args(train_slice, teacher, base_encoder, "--epochs", "1")).returncode == 0
-    student = tmp_path / "student"
+def probabilities(model_dir, data) -> np.ndarray:
+    """The model's class probabilities for the texts of `data`."""
+    from fastsentiment import Classifier
+    from fastsentiment.train.data import read_labelled
+
+    clf = Classifier.load(model_dir, backend="torch")
+    examples, _ = read_labelled(data, label_names=clf.labels)
+    return clf.scores(clf.logits(examples.texts))
+
+
+def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_encoder, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    # A teacher that calls everything NEGATIVE (zero head weights, a strong bias) makes the pull visible: a student
+    # taught only by its soft labels leans NEGATIVE, one taught by the balanced true labels does not.
+    teacher = Path(shutil.copytree(base_encoder, tmp_path / "teacher"))
+    weights = load_file(teacher / "model.safetensors")
+    weights["classifier.weight"] = np.zeros_like(weights["classifier.weight"])
+    weights["classifier.bias"] = np.array([4.0, -4.0], dtype=weights["classifier.bias"].dtype)
+    save_file(weights, str(teacher / "model.safetensors"))
+    plain, student = tmp_path / "plain", tmp_path / "student"
+    assert run_cli(*train_args(train_slice, plain, base_encoder)).returncode == 0
     result = run_cli(
         *train_args(
-            train_slice,
-            student,
-            base_encoder,
-            "--epochs",
-            "1",
-            "--teacher",
-            str(teacher),
-            "--distill-alpha",
-            "0.3",
-            "--save-dtype",
+            train_slice, student, base_encoder, "--teacher", str(teacher), "--distill-alpha", "0", "--save-dtype",
             "float16",
         )
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert "teacher logits: running" in result.stderr.decode()
-    assert list(student.glob("teacher-logits-*.npy"))
+    negative = {name: float(probabilities(model, train_slice)[:, 0].mean()) for name, model in [
+        ("teacher", teacher), ("student", student), ("plain", plain)]}  # fmt: skip
+    assert negative["teacher"] > 0.99
+    assert negative["student"] > 0.8 and negative["plain"] < 0.65, negative
+    assert {tensor.dtype for tensor in load_file(student / "model.safetensors").values()} == {np.dtype("float16")}
+
+
+def test_ema_saves_the_moving_average_of_the_weights(train_slice, base_encoder, tmp_path):
     from safetensors.numpy import load_file
 
-    assert {tensor.dtype for tensor in load_file(student / "model.safetensors").values()} == {np.dtype("float16")}
+    # A constant schedule without warm-up makes step 1 of a 2-step run the same as a 1-step run.
+    steady = ("--schedule", "constant", "--warmup-ratio", "0", "--select", "last")
+    weights = {}
+    for steps in (1, 2):
+        out = tmp_path / f"plain-{steps}"
+        assert run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", str(steps), *steady)).returncode == 0
+        weights[steps] = load_file(out / "model.safetensors")
+    averaged_dir = tmp_path / "ema"
+    result = run_cli(*train_args(train_slice, averaged_dir, base_encoder, "--max-steps", "2", "--ema", "0.5", *steady))
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    averaged = load_file(averaged_dir / "model.safetensors")
+    # The average starts at the step-1 weights; step 2 folds in the new weights with the warmed-up decay
+    # min(0.5, (1 + step) / (10 + step)) at step 2.
+    decay = min(0.5, 3 / 12)
+    for name, value in averaged.items():
+        expected = decay * weights[1][name] + (1 - decay) * weights[2][name]
+        np.testing.assert_allclose(value, expected, atol=1e-6, err_msg=name)
+    assert any(not np.array_equal(averaged[name], weights[2][name]) for name in averaged)
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_select_saves_the_best_or_the_last_checkpoint(train_slice, base_encoder, tmp_path, select):
+    import torch
+    from safetensors.numpy import load_file
+
+    out = tmp_path / select
+    result = run_cli(*train_args(train_slice, out, base_encoder, "--select", select, "--epochs", "1"))
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    record = json.loads((out / "training.json").read_text())
+    history = record["history"]
+    if select == "best":
+        expected = torch.load(out / "checkpoints" / "best.pt")
+        best = max(h["held_out_accuracy"] for h in history)
+        step = max(h["step"] for h in history if h["held_out_accuracy"] == best)  # ties go to the later one
+        assert f"step {step}," in record["saved"]
+    else:
+        expected = torch.load(out / "checkpoints" / "last.pt")["model"]
+        assert record["saved"] == f"final weights (step {history[-1]['step']})"
+    saved = load_file(out / "model.safetensors")
+    for name, value in saved.items():
+        np.testing.assert_array_equal(value, expected[name].numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+        ("linear", [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]),
+        ("cosine", [0.5, 1.0, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]),
+    ],
+)
+def test_learning_rate_schedules(kind, expected):
+    from fastsentiment.train.loop import learning_rate_factor
+
+    # Two warm-up steps, then four steps of decay.
+    factors = [learning_rate_factor(step, steps=6, warmup=2, kind=kind) for step in range(6)]
+    np.testing.assert_allclose(factors, expected)
+
+
+def test_schedule_changes_the_trained_weights(train_slice, base_encoder, tmp_path):
+    from safetensors.numpy import load_file
+
+    trained = {}
+    for kind in ("linear", "cosine"):
+        out = tmp_path / kind
+        assert run_cli(*train_args(train_slice, out, base_encoder, "--epochs", "1", "--schedule", kind)).returncode == 0
+        trained[kind] = load_file(out / "model.safetensors")
+    assert any(not np.array_equal(trained["linear"][n], trained["cosine"][n]) for n in trained["linear"])

@@ -12,8 +12,9 @@ import numpy as np
 from fastsentiment.backends import Backend, load_backend
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
-from fastsentiment.tables import has_undecodable
+from fastsentiment.texts import text_problem
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.windows import Window, aggregate_logits, check_options, cut, too_long
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 _UNSET: Any = object()
@@ -21,12 +22,30 @@ _UNSET: Any = object()
 
 @dataclass(frozen=True)
 class Prediction:
-    """Everything known about one classified text."""
+    """Everything known about one classified text.
+
+    `tokens` is the text's length in tokens (special tokens included) and `windows` how many model inputs it took
+    (more than 1 only with long_text="chunk"); `chunks` (with return_chunks=True) gives each window's character
+    span, tokens and scores, to see which part of a long text drove the verdict.
+    """
 
     label: str
     score: float
     scores: dict[str, float]
     logits: list[float]
+    tokens: int | None = None
+    windows: int = 1
+    chunks: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class _Reading:
+    """Logits per text, and what the long-text handling did to get them."""
+
+    logits: np.ndarray
+    tokens: list[int]
+    windows: list[list[Window]]
+    window_logits: list[np.ndarray]
 
 
 class Classifier:
@@ -50,11 +69,21 @@ class Classifier:
         precision: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        threads: int | None = None,
+        workload: str = "throughput",
+        tune: bool = False,
     ) -> Classifier:
-        """Load a model (built-in name, local directory or hub id; default: the built-in model)."""
+        """Load a model (built-in name, local directory or hub id; default: the built-in model).
+
+        `backend="auto"` is the fastest faithful backend measured for this model on this machine for `workload`
+        ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
+        dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
+        (seconds; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        """
         model_dir = resolve_model(None if model is None else os.fspath(model))
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
-        return cls(model_dir, load_backend(model_dir, backend, device, precision), encoder, batch_size)
+        loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
+        return cls(model_dir, loaded, encoder, batch_size)
 
     def __repr__(self) -> str:
         backend = self.backend
@@ -71,19 +100,33 @@ class Classifier:
         batch_size: int | None = None,
         top_k: int | None = _UNSET,
         function_to_apply: str | None = None,
+        long_text: str = "truncate",
+        stride: int | None = None,
+        aggregate: str | None = None,
+        return_chunks: bool = False,
     ) -> list:
         """Classify one text or a list, returning what `transformers.pipeline("text-classification")` returns.
 
         Without `top_k`, each text gives its best label as `{"label", "score"}` (a list of these for a
         list of texts). `top_k=None` gives every label, `top_k=k` the best k, best first.
         `function_to_apply` is "softmax" (default for several labels), "sigmoid" or "none" (raw logits).
+        Texts longer than the model accepts are truncated with a warning (`long_text="truncate"`), classified
+        whole as overlapping windows of the model's length sharing `stride` tokens whose scores `aggregate`
+        combines (`"chunk"`: "mean" token-weighted probabilities, "max" the most confident window, "logit-mean"),
+        or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
+        score) as "chunks" to its best-label answer.
         """
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        scores = self.scores(self.logits(texts, batch_size=batch_size), function_to_apply)
+        reading = self._read(texts, batch_size, long_text, stride, aggregate)
+        scores = self.scores(reading.logits, function_to_apply)
         if top_k is _UNSET:
             best = scores.argmax(axis=1)
-            return [{"label": self.labels[j], "score": float(row[j])} for row, j in zip(scores, best, strict=False)]
+            answers = [{"label": self.labels[j], "score": float(row[j])} for row, j in zip(scores, best, strict=False)]
+            if return_chunks:
+                for answer, windows, logits in zip(answers, reading.windows, reading.window_logits, strict=True):
+                    answer["chunks"] = self._chunks(windows, logits, function_to_apply)
+            return answers
         ranked = self.ranked(scores, top_k)
         return ranked[0] if single else ranked
 
@@ -95,31 +138,90 @@ class Classifier:
             for row in scores
         ]
 
-    def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[Prediction]:
-        """Label, score, every label's score and the raw logits per text."""
-        logits = self.logits(texts, batch_size=batch_size)
-        scores = self.scores(logits)
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        long_text: str = "truncate",
+        stride: int | None = None,
+        aggregate: str | None = None,
+        return_chunks: bool = False,
+    ) -> list[Prediction]:
+        """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`)."""
+        reading = self._read(texts, batch_size, long_text, stride, aggregate)
+        scores = self.scores(reading.logits)
         predictions = []
-        for row_logits, row in zip(logits, scores, strict=False):
+        for index, (row_logits, row) in enumerate(zip(reading.logits, scores, strict=False)):
             best = int(row.argmax())
+            windows = reading.windows[index]
             predictions.append(
                 Prediction(
                     label=self.labels[best],
                     score=float(row[best]),
                     scores={label: float(value) for label, value in zip(self.labels, row, strict=False)},
                     logits=[float(value) for value in row_logits],
+                    tokens=reading.tokens[index],
+                    windows=len(windows),
+                    chunks=self._chunks(windows, reading.window_logits[index]) if return_chunks else None,
                 )
             )
         return predictions
 
     # ---- the stages, for callers that time or reuse them ----------------------------------
-    def logits(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+    def logits(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        long_text: str = "truncate",
+        stride: int | None = None,
+        aggregate: str | None = None,
+    ) -> np.ndarray:
         """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
+        return self._read(texts, batch_size, long_text, stride, aggregate).logits
+
+    def _read(self, texts, batch_size, long_text, stride, aggregate) -> _Reading:
+        stride, aggregate = check_options(long_text, stride, aggregate, self.encoder.max_length)
         check_texts(texts)
         if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        sequences = self.encoder.encode(texts)
-        return self.logits_for_ids(sequences, batch_size=batch_size)
+            return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
+        encodings = self.encoder.encodings(texts)
+        tokens = [len(encoding.ids) for encoding in encodings]
+        limit = self.encoder.max_length
+        if long_text == "error" and (error := too_long(tokens, limit)):
+            raise error
+        if long_text == "chunk":
+            windows = [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
+        else:
+            windows = [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]
+                       for i, (e, n, t) in enumerate(zip(encodings, tokens, texts, strict=True))]  # fmt: skip
+        flat = [window for text_windows in windows for window in text_windows]
+        flat_logits = self.logits_for_ids([window.ids for window in flat], batch_size=batch_size)
+        if len(flat) == len(texts):
+            return _Reading(flat_logits, tokens, windows, [row[None] for row in flat_logits])
+        sigmoid = self._default_function() == "sigmoid"
+        logits, per_text, start = np.empty((len(texts), len(self.labels)), dtype=np.float32), [], 0
+        for index, text_windows in enumerate(windows):
+            own = flat_logits[start : start + len(text_windows)]
+            start += len(text_windows)
+            weights = np.array([window.tokens for window in text_windows], dtype=np.float64)
+            logits[index] = aggregate_logits(own, weights, aggregate, sigmoid)
+            per_text.append(own)
+        return _Reading(logits, tokens, windows, per_text)
+
+    def _chunks(self, windows: list[Window], logits: np.ndarray, function: str | None = None) -> list[dict[str, Any]]:
+        scores = self.scores(logits, function)
+        return [
+            {
+                "start": window.start,
+                "end": window.end,
+                "tokens": window.tokens,
+                "label": self.labels[int(row.argmax())],
+                "score": float(row.max()),
+            }
+            for window, row in zip(windows, scores, strict=True)
+        ]
 
     def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
         size = batch_size or self.batch_size
@@ -156,10 +258,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
 
 
 def check_texts(texts: Sequence[str]) -> None:
+    """Refuse the whole call, naming the first text that cannot be classified (1-based)."""
     for index, text in enumerate(texts, start=1):
-        if not isinstance(text, str):
-            raise InputError(f"input {index} is {type(text).__name__}, not text")
-        if not text.strip():
-            raise InputError(f"input {index} is empty")
-        if has_undecodable(text):
-            raise InputError(f"input {index} is not valid UTF-8")
+        if problem := text_problem(text):
+            raise InputError(f"input {index}: {problem}")

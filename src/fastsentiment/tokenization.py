@@ -58,24 +58,25 @@ class TextEncoder:
             pad_id = int(model.config.get("pad_token_id") or 0)
         return cls(tokenizer, limit, pad_id)
 
+    def encodings(self, texts: Sequence[str]) -> list:
+        """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
+        return self._tokenizer.encode_batch(list(texts))
+
     def encode(self, texts: Sequence[str], *, first_index: int = 0) -> list[list[int]]:
         """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        sequences = []
-        for offset, encoding in enumerate(encodings):
-            ids = encoding.ids
-            if len(ids) > self.max_length:
-                log.warning(
-                    "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
-                    first_index + offset + 1,
-                    len(ids),
-                    self.max_length,
-                    len(ids) - self.max_length,
-                )
-                # Keep [CLS] + the first words and close with the final special token ([SEP]).
-                ids = ids[: self.max_length - 1] + ids[-1:]
-            sequences.append(ids)
-        return sequences
+        return [self.fit(encoding.ids, first_index + offset) for offset, encoding in enumerate(self.encodings(texts))]
+
+    def fit(self, ids: Sequence[int], index: int = 0) -> list[int]:
+        """`ids` cut to `max_length`, with a warning naming the (0-based) input `index` and the tokens dropped."""
+        if len(ids) > self.max_length:
+            log.warning(
+                "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                index + 1,
+                len(ids),
+                self.max_length,
+                len(ids) - self.max_length,
+            )
+        return truncated(ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:
         """Pad to the longest sequence in the batch (dynamic padding) or to a fixed `length`."""
@@ -87,6 +88,11 @@ class TextEncoder:
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def truncated(ids: Sequence[int], length: int) -> list[int]:
+    """The first `length` tokens, still closed by the final special token ([SEP], </s>) as the model was trained."""
+    return list(ids) if len(ids) <= length else [*ids[: length - 1], ids[-1]]
 
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:

@@ -23,6 +23,7 @@ class AneBackend:
         devices=("cpu", "cuda", "mps"),
         precisions=("fp32", "fp16"),
         default_precision="fp32",
+        tunable=False,
     )
 
     def __init__(self, network, device: str, precision: str, token_types: bool) -> None:
@@ -38,14 +39,14 @@ class AneBackend:
         return TorchBackend.device_problem(device)
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> AneBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> AneBackend:
         import torch
 
         from fastsentiment.backends.torch_backend import best_device
         from fastsentiment.errors import BackendError
         from fastsentiment.models.ane import ane_model_from_dir
 
-        torch.set_num_threads(inference_threads())
+        torch.set_num_threads(inference_threads(threads))
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         if precision == "fp16" and device == "cpu":

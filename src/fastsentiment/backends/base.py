@@ -28,11 +28,14 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def inference_threads() -> int:
-    """Threads a backend should compute with: $FASTSENTIMENT_THREADS if set (e.g. per Ray actor), else usable_cpus()."""
-    explicit = os.environ.get("FASTSENTIMENT_THREADS", "").strip()
-    if explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
+def inference_threads(requested: int | None = None) -> int:
+    """Threads a backend computes with: `requested` (Classifier.load(threads=...), --threads), else the user's
+    default $FASTSENTIMENT_THREADS, else usable_cpus()."""
+    if requested:
+        return requested
+    default = os.environ.get("FASTSENTIMENT_THREADS", "").strip()
+    if default.isdigit() and int(default) > 0:
+        return int(default)
     return usable_cpus()
 
 
@@ -47,6 +50,9 @@ class BackendSpec:
     devices: tuple[str, ...]
     precisions: tuple[str, ...]
     default_precision: str
+    # Whether `auto` measures it (not layouts meant for other hardware), and precisions it runs only on accelerators.
+    tunable: bool = True
+    accelerator_only: tuple[str, ...] = ()
 
     def missing_module(self) -> str | None:
         """The first runtime module that is not installed, if any (checked without importing it)."""
@@ -65,8 +71,9 @@ class Backend(Protocol):
     precision: str
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> Backend:
-        """Load `model` for `device` ("auto" picks the best present) at `precision` (None: the default)."""
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> Backend:
+        """Load `model` for `device` ("auto" picks the best present) at `precision` (None: the default),
+        computing with `threads` threads (None: `inference_threads()`)."""
         ...
 
     @classmethod

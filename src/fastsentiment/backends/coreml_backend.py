@@ -25,6 +25,7 @@ class CoremlBackend:
         devices=("ane", "gpu", "cpu"),
         precisions=("fp16",),
         default_precision="fp16",
+        tunable=False,
     )
 
     def __init__(self, mlmodel, lengths: list[int], path: Path, device: str) -> None:
@@ -44,7 +45,7 @@ class CoremlBackend:
         return None
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> CoremlBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> CoremlBackend:
         problem = cls.device_problem(device)
         if problem:
             raise BackendError(problem)

@@ -18,6 +18,18 @@ from fastsentiment.models import ModelDir
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+def session_options(threads: int | None = None):
+    """The ONNX Runtime settings of every session we open: full graph optimisation, our thread count, quiet logs."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = inference_threads(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
 @register
 class OnnxBackend:
     spec = BackendSpec(
@@ -28,6 +40,7 @@ class OnnxBackend:
         devices=("cpu", "cuda"),
         precisions=("int8", "int8-dynamic", "fp32", "fp16"),
         default_precision="int8",
+        accelerator_only=("fp16",),
     )
 
     def __init__(self, session, device: str, precision: str, path: Path) -> None:
@@ -55,25 +68,23 @@ class OnnxBackend:
         onnx_file(model, precision or ("fp16" if device == "cuda" else "int8"))
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> OnnxBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> OnnxBackend:
         device = "cpu" if device == "auto" else device.split(":")[0]
         precision = precision or ("fp16" if device == "cuda" else "int8")
         if device == "cuda" and precision.startswith("int8"):
             raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
         if device == "cpu" and precision == "fp16":
             raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
-        return cls.open(onnx_file(model, precision), device, precision)
+        return cls.open(onnx_file(model, precision), device, precision, threads)
 
     @classmethod
-    def open(cls, path: Path, device: str = "cpu", precision: str = "custom") -> OnnxBackend:
+    def open(
+        cls, path: Path, device: str = "cpu", precision: str = "custom", threads: int | None = None
+    ) -> OnnxBackend:
         """A session on an ONNX file with the settings every onnx load uses (benchmarks open variants with it)."""
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = inference_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(threads)
         session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])
         return cls(session, device, precision, Path(path))
 
@@ -92,10 +103,8 @@ class OnnxBackend:
 
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options()
         options.enable_profiling = True
-        options.log_severity_level = 3
         with tempfile.TemporaryDirectory() as scratch:
             options.profile_file_prefix = str(Path(scratch) / "profile")
             session = onnxruntime.InferenceSession(str(self.path), options, providers=self._session.get_providers())

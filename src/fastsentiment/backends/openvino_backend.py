@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
+from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
@@ -17,6 +20,20 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 WEIGHT_FILES = {"fp32": "plain", "bf16": "plain", "int8": "plain-int8"}
 
 
+def model_file(model: ModelDir, precision: str) -> Path:
+    """What OpenVINO compiles: the plain ONNX export (its ONNX reader does not take every fused ONNX Runtime
+    contrib op), its 8-bit-weight variant, or the statically calibrated int8 IR."""
+    if precision == "int8-static":
+        from fastsentiment.backends.auto import Calibration
+        from fastsentiment.export.openvino import static_int8_ir
+
+        sample = Calibration.builtin()
+        return static_int8_ir(model, sample.texts, sample.identity)
+    from fastsentiment.backends.onnx_backend import onnx_file
+
+    return onnx_file(model, WEIGHT_FILES[precision])
+
+
 @register
 class OpenvinoBackend:
     spec = BackendSpec(
@@ -25,7 +42,7 @@ class OpenvinoBackend:
         extra="openvino",
         modules=("openvino",),
         devices=("cpu",),
-        precisions=("bf16", "fp32", "int8"),
+        precisions=("bf16", "fp32", "int8", "int8-static"),
         default_precision="bf16",
     )
 
@@ -42,31 +59,28 @@ class OpenvinoBackend:
 
     @classmethod
     def prepare(cls, model: ModelDir, device: str, precision: str | None) -> None:
-        """Export the ONNX graph OpenVINO reads into the cache now, so that load() measures loading alone."""
-        from fastsentiment.backends.onnx_backend import onnx_file
-
-        onnx_file(model, WEIGHT_FILES[precision or "bf16"])
+        """Export (and for int8-static, quantise) into the cache now, so that load() measures loading alone."""
+        model_file(model, precision or "bf16")
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> OpenvinoBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> OpenvinoBackend:
         import openvino as ov
-
-        from fastsentiment.backends.onnx_backend import onnx_file
 
         core = ov.Core()
         has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         precision = precision or ("bf16" if has_bf16 else "fp32")
         if precision == "bf16" and not has_bf16:
             raise BackendError("this CPU has no bf16 support (AVX-512 bf16 or AMX); use --precision fp32")
-        # The plain export: OpenVINO's ONNX reader does not take every fused ONNX Runtime contrib op.
-        network = core.read_model(str(onnx_file(model, WEIGHT_FILES[precision])))
-        compute = precision if precision != "int8" else ("bf16" if has_bf16 else "fp32")
+        compute = precision if precision in PRECISION_HINTS else ("bf16" if has_bf16 else "fp32")
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[compute],
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": str(inference_threads()),
+            "INFERENCE_NUM_THREADS": str(inference_threads(threads)),
+            # OpenVINO's own cache of compiled blobs: a second load imports instead of compiling.
+            "CACHE_DIR": str(cache_root() / "openvino"),
         }
-        compiled = core.compile_model(network, "CPU", config)
+        # Compiled from its path, so that a cached blob is found without reading the model first.
+        compiled = core.compile_model(str(model_file(model, precision)), "CPU", config)
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

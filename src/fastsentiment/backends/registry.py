@@ -90,10 +90,35 @@ def availability(name: str, device: str = "auto") -> Availability:
     return Availability(name, True, "ready")
 
 
-def load_backend(model: ModelDir, name: str = "auto", device: str = "auto", precision: str | None = None) -> Backend:
-    """Load `model` on the named backend, or on the first one that runs here for "auto"."""
+def load_backend(
+    model: ModelDir,
+    name: str = "auto",
+    device: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    workload: str = "throughput",
+    measure: bool = False,
+) -> Backend:
+    """Load `model` on the named backend; "auto" resolves by `workload` (see backends.auto), measuring if asked."""
+    if name == "auto":
+        name, precision = resolve_auto(model, device, precision, workload, measure)
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
-    return checked_backend(name, device, precision).load(model, device, precision)
+    return checked_backend(name, device, precision).load(model, device, precision, threads)
+
+
+def resolve_auto(
+    model: ModelDir, device: str, precision: str | None, workload: str = "throughput", measure: bool = False
+) -> tuple[str, str | None]:
+    """The backend and precision "auto" stands for; with a precision given, the first backend that has it."""
+    if precision is not None:
+        for name in backend_names():
+            if precision in get_backend(name).spec.precisions and availability(name, device).runnable:
+                return name, precision
+        raise BackendError(f"no backend that runs here has precision {precision!r}")
+    from fastsentiment.backends.auto import choose
+
+    choice = choose(model, device, workload, measure)
+    return choice.backend, choice.precision
 
 
 def checked_backend(name: str = "auto", device: str = "auto", precision: str | None = None) -> type[Backend]:
@@ -130,3 +155,12 @@ def _first_runnable(device: str) -> str:
                 return name
             reasons[name] = status.reason
     raise BackendError("no backend can run here (" + "; ".join(f"{n}: {r}" for n, r in reasons.items()) + ")")
+
+
+def prepare_backend(model: ModelDir, name: str = "auto", device: str = "auto", precision: str | None = None) -> None:
+    """Build what the backend caches (exports) now, so that loading it later measures loading alone."""
+    if name == "auto":
+        name, precision = resolve_auto(model, device, precision)
+    prepare = getattr(checked_backend(name, device, precision), "prepare", None)
+    if prepare is not None:
+        prepare(model, device, precision)

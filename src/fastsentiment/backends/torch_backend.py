@@ -46,14 +46,14 @@ class TorchBackend:
         return None
 
     @classmethod
-    def load(cls, model: ModelDir, device: str, precision: str | None) -> TorchBackend:
+    def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> TorchBackend:
         import torch
         import transformers
         from transformers import AutoModelForSequenceClassification
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        torch.set_num_threads(inference_threads())
+        torch.set_num_threads(inference_threads(threads))
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         if precision == "int8" and device != "cpu":

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastsentiment.errors import InputError, missing_extra
-from fastsentiment.tables import RowSource
+from fastsentiment.jobs.rows import RowSource
+from fastsentiment.labels import label_id
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _read_table(path: Path, text_column: str, label_column: str | None, label_na
     texts = [row.text for row in rows]
     labels = None
     if label_column and label_column in rows[0].fields:
-        labels = [_label_id(row.fields[label_column], label_names, path) for row in rows]
+        labels = [label_id(row.fields[label_column], label_names, f"{path}, line {row.line}") for row in rows]
         if min(labels) < 0:
             labels = None  # GLUE test splits mark missing labels with -1
         elif label_names and max(labels) >= len(label_names):
@@ -62,16 +63,6 @@ def _read_table(path: Path, text_column: str, label_column: str | None, label_na
                 f"{path}: label id {max(labels)} does not exist in the model, whose labels are {', '.join(label_names)}"
             )
     return Split(path.stem, texts, labels)
-
-
-def _label_id(value, label_names: list[str] | None, path: Path) -> int:
-    text = str(value).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    if label_names and text in label_names:
-        return label_names.index(text)
-    known = f"the model's labels are {', '.join(label_names)}" if label_names else "expected class ids"
-    raise InputError(f"{path}: label {text!r} does not match the model ({known})")
 
 
 def _from_datasets() -> BenchData:

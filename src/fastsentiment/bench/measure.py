@@ -77,6 +77,7 @@ def measure(spec: Spec) -> dict:
 
 def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     from fastsentiment import Classifier
+    from fastsentiment.tokenization import truncated
 
     backend, _, precision = spec.config.partition(":")
     t = time.perf_counter()
@@ -95,7 +96,7 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
 
     throughput = {}
     width = min(FIXED_LENGTH, clf.encoder.max_length)
-    clipped = [s if len(s) <= width else [*s[: width - 1], s[-1]] for s in sequences]
+    clipped = [truncated(s, width) for s in sequences]
     for size in spec.batch_sizes:
         for strategy in STRATEGIES:
             batches = _batches(clipped, size, strategy, clf.encoder, width)
@@ -105,7 +106,7 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
             throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
     return {
         "config": spec.config,
-        "backend": backend,
+        "backend": clf.backend.spec.name,  # what "auto" resolved to, for an auto row
         "precision": clf.backend.precision,
         "device": clf.backend.device,
         "import_and_data_s": t0_delta(started, load_s),

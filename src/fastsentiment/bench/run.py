@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends import availability, get_backend
+from fastsentiment.backends import availability
+from fastsentiment.backends.registry import checked_backend, prepare_backend
 from fastsentiment.bench.measure import PIPELINE, Spec, percentile
-from fastsentiment.errors import BackendError
+from fastsentiment.errors import BackendError, FastSentimentError
 
 REFERENCE = "torch:fp32"  # Hugging Face fp32: what every other configuration is compared with
 
@@ -38,21 +39,22 @@ def check_config(config: str) -> None:
         if not availability("torch").runnable:
             raise BackendError(f"{config}: the pipeline reference needs the torch extra")
         return
-    spec = get_backend(name).spec
-    if precision and precision not in spec.precisions:
-        raise BackendError(f"{config}: backend {name} has no precision {precision!r} ({', '.join(spec.precisions)})")
-    status = availability(name)
-    if not status.runnable:
-        raise BackendError(f"{config}: {status.reason}")
+    try:
+        checked_backend(name, "auto", precision or None)
+    except FastSentimentError as error:
+        raise BackendError(f"{config}: {error}") from None
 
 
 def prepare_config(config: str, model) -> None:
     """Build what a backend caches (exports) before it is timed; backends without a cache need nothing."""
     name, _, precision = config.partition(":")
+    if name == "auto" and not precision:
+        from fastsentiment.backends.registry import resolve_auto
+
+        # A benchmark is worth measuring for: the auto row then runs the decision it measures.
+        name, precision = resolve_auto(model, "auto", None, "throughput", measure=True)
     if name != PIPELINE:
-        prepare = getattr(get_backend(name), "prepare", None)
-        if prepare is not None:
-            prepare(model, "auto", precision or None)
+        prepare_backend(model, name, "auto", precision or None)
 
 
 def run_config(spec: Spec, timeout: float | None = None) -> dict:

@@ -6,29 +6,23 @@ from __future__ import annotations
 import logging
 import sys
 
-import typer
-
+from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError
-
-app = typer.Typer(
-    name="fastsentiment",
-    help="Sentiment classification with BERT-family models on the fastest backend this machine has.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-state = {"debug": False}
-
-
-@app.callback()
-def _global_options(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
-) -> None:
-    state["debug"] = debug
 
 
 def _register_commands() -> None:
-    from fastsentiment.cli import bench, classify, evaluate, explain, export, info, interactive, serve, train  # noqa: F401  (each registers itself)
+    from fastsentiment.cli import (  # noqa: F401  (each registers itself)
+        bench,
+        classify,
+        evaluate,
+        explain,
+        export,
+        info,
+        interactive,
+        serve,
+        train,
+        tune,
+    )
 
 
 class _OneLineWarnings(logging.Handler):

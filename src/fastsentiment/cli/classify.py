@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
+    AggregateOption,
     BackendOption,
     BatchSizeOption,
     DeviceOption,
+    LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
-    load_classifier,
+    StrideOption,
+    long_text_options,
 )
 from fastsentiment.errors import InputError
 
@@ -65,88 +66,52 @@ def classify(
     precision: PrecisionOption = None,
     batch_size: BatchSizeOption = 32,
     max_length: MaxLengthOption = None,
+    long_text: LongTextOption = "truncate",
+    stride: StrideOption = None,
+    aggregate: AggregateOption = None,
 ) -> None:
     """Classify texts: one line per input with label, confidence and text."""
     from fastsentiment.classifier import check_texts
-    from fastsentiment.filemode import classify_file, classify_rows
-    from fastsentiment.sinks import output_format
-    from fastsentiment.tables import Row, RowSource
+    from fastsentiment.jobs.job import FileJob, ModelOptions
+    from fastsentiment.jobs.run import run_file_job
 
     if texts and file:
         raise InputError("give texts as arguments or --file, not both")
-    if engine not in ("local", "ray"):
-        raise InputError(f"unknown engine {engine!r}; choose local or ray")
-    if resume and (file is None or out is None):
-        raise InputError("--resume continues a --file run written with --out")
-    if engine == "ray":
-        from fastsentiment.ray_engine import RayJob
-
-        if file is None or out is None:
-            raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
-        if resume:
-            raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
-        job = RayJob(
-            source=str(file),
-            out=out,
-            out_format=_ray_output_format(out, out_format),
-            column=column,
-            model=model,
-            backend=backend,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            max_length=max_length,
-            address=address,
-            num_workers=num_workers,
-            threads=threads or 1,
-            chunk_rows=chunk_rows,
-        )
-        _classify_on_ray(job)
-        return
-    if address or out_format:
-        raise InputError("--address and --out-format belong to --engine ray")
-    if threads:
-        os.environ["FASTSENTIMENT_THREADS"] = str(threads)
+    # Texts given as arguments are a one-off call, where start-up dominates; files and stdin are batched work.
+    workload = "start" if texts else "throughput"
+    options = ModelOptions(model, backend, device, precision, batch_size, max_length, threads, workload)
+    job = FileJob(
+        source="-" if file is None else str(file),
+        out=out,
+        column=column,
+        as_json=as_json,
+        resume=resume,
+        chunk_rows=chunk_rows,
+        engine=engine,
+        long_text=long_text_options(long_text, stride, aggregate),
+        address=address,
+        num_workers=num_workers,
+        out_format=out_format,
+    )
     if texts:
+        job.check()
         check_texts(texts)  # fail before paying for the model load
-    # A missing file or column fails before the model load too.
-    source = None if texts else RowSource(file if file is not None else "-", column)
-    if out is not None:
-        output_format(out)
-    clf = load_classifier(model, backend, device, precision, batch_size, max_length)
-    if texts:
-        rows = [Row(line=number, fields={"text": text}, text=text) for number, text in enumerate(texts, start=1)]
-        failed = classify_rows(clf, rows, out, as_json)
+        failed = _classify_arguments(texts, job, options)
     else:
-        failed = classify_file(
-            clf,
-            source,
-            out=out,
-            as_json=as_json,
-            resume=resume,
-            progress=file is not None,
-            chunk_rows=chunk_rows,
-        )
+        failed = run_file_job(job, options)
     if failed:
-        raise InputError(f"{failed} input{'s' if failed > 1 else ''} could not be classified (see the errors above)")
+        where = f" (rows with an error in {out}/)" if engine == "ray" else " (see the errors above)"
+        raise InputError(f"{failed} input{'s' if failed > 1 else ''} could not be classified{where}")
 
 
-def _ray_output_format(out: Path, requested: str | None) -> str:
-    from fastsentiment.ray_engine import RAY_OUTPUT_FORMATS
+def _classify_arguments(texts: list[str], job, options) -> int:
+    from fastsentiment.jobs.local_engine import classify_rows
+    from fastsentiment.jobs.rows import Row
+    from fastsentiment.jobs.sinks import output_format
 
-    chosen = requested or {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix.lower(), "parquet")
-    if chosen not in RAY_OUTPUT_FORMATS:
-        raise InputError(f"--out-format {chosen!r}: choose parquet, csv or jsonl")
-    return chosen
-
-
-def _classify_on_ray(job) -> None:
-    from fastsentiment.ray_engine import run_ray_job
-
-    report = run_ray_job(job)
-    sys.stderr.write(f"wrote {report.rows:,} rows to {job.out}/ in {report.files} {job.out_format} files\n")
-    if report.failed:
-        raise InputError(
-            f"{report.failed} input{'s' if report.failed > 1 else ''} could not be classified "
-            f"(rows with an error in {job.out}/)"
-        )
+    if job.engine == "ray":
+        raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
+    if job.out is not None:
+        output_format(job.out)
+    rows = [Row(line=number, fields={"text": text}, text=text) for number, text in enumerate(texts, start=1)]
+    return classify_rows(options.load(), rows, job.out, job.as_json, job.long_text)

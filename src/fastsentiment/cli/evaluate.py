@@ -8,15 +8,19 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
+    AggregateOption,
     BackendOption,
     BatchSizeOption,
     DeviceOption,
+    LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
+    StrideOption,
     load_classifier,
+    long_text_options,
 )
 
 
@@ -32,14 +36,20 @@ def evaluate(
     precision: PrecisionOption = None,
     batch_size: BatchSizeOption = 32,
     max_length: MaxLengthOption = None,
+    long_text: LongTextOption = "truncate",
+    stride: StrideOption = None,
+    aggregate: AggregateOption = None,
 ) -> None:
     """Accuracy on a labelled file whose labels are the model's label names or class ids."""
+    from dataclasses import asdict
+
     from fastsentiment.train.data import read_labelled
 
+    reading = long_text_options(long_text, stride, aggregate)
     clf = load_classifier(model, backend, device, precision, batch_size, max_length)
     examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
     started = time.perf_counter()
-    predicted = clf.logits(examples.texts).argmax(axis=1)
+    predicted = clf.logits(examples.texts, **asdict(reading)).argmax(axis=1)
     seconds = time.perf_counter() - started
     correct = int((predicted == examples.labels).sum())
     result = {
@@ -47,6 +57,7 @@ def evaluate(
         "model": str(clf.model.path),
         "backend": clf.backend.spec.name,
         "precision": clf.backend.precision,
+        "long_text": reading.long_text,
         "examples": len(examples),
         "correct": correct,
         "accuracy": correct / len(examples),

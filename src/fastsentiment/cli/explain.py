@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import BackendOption, DeviceOption, ModelOption, PrecisionOption
 
 
@@ -24,7 +24,12 @@ def explain(
 
     model_dir = resolve_model(model)
     runtime = load_backend(model_dir, backend, device, precision)
-    report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device, **runtime.explain()}
+    report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device}
+    if backend == "auto" and precision is None:
+        from fastsentiment.backends.auto import choose
+
+        report["auto"] = f"{choose(model_dir, device).config} ({choose(model_dir, device).reason})"
+    report.update(runtime.explain())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.errors import InputError
 
 export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
+from fastsentiment.cli.options import ModelOption
+
+AUTO_WORKLOADS = {
+    "throughput": "files, stdin, serve, bench, evaluate, the Python API",
+    "latency": "interactive",
+    "start": "texts given as arguments",
+}
 
 
 @app.command()
@@ -30,8 +37,9 @@ def models() -> None:
 @app.command()
 def backends(
     device: str = typer.Option("auto", "--device", "-d", help="Check availability for this device."),
+    model: ModelOption = None,
 ) -> None:
-    """List every backend and whether it can run on this machine, and if not, why."""
+    """List every backend and whether it can run on this machine, and if not, why; and what `auto` is."""
     from rich.console import Console
     from rich.table import Table
 
@@ -50,4 +58,12 @@ def backends(
             spec.extra,
             status.reason,
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    from fastsentiment.backends.auto import choose
+    from fastsentiment.models import resolve_model
+
+    model_dir = resolve_model(model)
+    for workload, used_by in AUTO_WORKLOADS.items():
+        choice = choose(model_dir, device, workload)
+        console.print(f"auto for {workload} ({used_by}): {choice.config} - {choice.reason}")

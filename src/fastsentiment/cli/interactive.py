@@ -8,13 +8,17 @@ import time
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
+    AggregateOption,
     BackendOption,
     DeviceOption,
+    LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
+    StrideOption,
+    long_text_options,
 )
 
 PROMPT = "Enter text to classify (or 'ctrl+D' to quit): "
@@ -30,13 +34,23 @@ def interactive(
     device: DeviceOption = "auto",
     precision: PrecisionOption = None,
     max_length: MaxLengthOption = None,
+    long_text: LongTextOption = "truncate",
+    stride: StrideOption = None,
+    aggregate: AggregateOption = None,
 ) -> None:
     """Classify texts typed at a prompt until Ctrl+D."""
+    from dataclasses import asdict
+
+    import numpy as np
+
     from fastsentiment.backends import load_backend
     from fastsentiment.classifier import Classifier
+    from fastsentiment.errors import FastSentimentError
     from fastsentiment.models import resolve_model
-    from fastsentiment.tables import has_undecodable
+    from fastsentiment.texts import text_problem
     from fastsentiment.tokenization import TextEncoder
+
+    reading = long_text_options(long_text, stride, aggregate)
 
     def log(message: str) -> None:
         if verbose:
@@ -45,7 +59,7 @@ def interactive(
 
     started = time.perf_counter()
     model_dir = resolve_model(model)
-    runtime = load_backend(model_dir, backend, device, precision)
+    runtime = load_backend(model_dir, backend, device, precision, workload="latency")
     log(f"Loaded model in {_ms(started)} ms ({runtime.spec.name}, {runtime.device}, {runtime.precision})")
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
@@ -70,22 +84,29 @@ def interactive(
             sys.stdout.write("\n")
             return
         text = line.rstrip("\r\n")
-        if not text.strip():
-            sys.stderr.write("error: empty text; type a sentence\n")
-            continue
-        if has_undecodable(text):
-            sys.stderr.write("error: the input is not valid UTF-8\n")
+        if problem := text_problem(text):
+            sys.stderr.write(f"error: {problem}\n")
             continue
         try:
             started = time.perf_counter()
-            sequences = encoder.encode([text])
-            log(f"Tokenized input in {_ms(started)} ms")
-            started = time.perf_counter()
-            logits = clf.logits_for_ids(sequences)
-            log(f"Inferred in {_ms(started)} ms")
+            if reading.long_text == "truncate":
+                sequences = encoder.encode([text])
+                log(f"Tokenized input in {_ms(started)} ms")
+                started = time.perf_counter()
+                logits = clf.logits_for_ids(sequences)
+                log(f"Inferred in {_ms(started)} ms")
+            else:
+                (prediction,) = clf.predict([text], **asdict(reading))
+                log(
+                    f"Tokenized and inferred {prediction.tokens} tokens in {prediction.windows} window(s) in {_ms(started)} ms"
+                )
+                logits = np.array([prediction.logits], dtype=np.float32)
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             return
+        except FastSentimentError as error:  # e.g. --long-text error on a long line: say so, keep the prompt
+            sys.stderr.write(f"error: {error}\n")
+            continue
         log(f"Logits: {[round(float(value), 4) for value in logits[0]]}")
         scores = clf.scores(logits)[0]
         best = int(scores.argmax())

@@ -32,9 +32,45 @@ MaxLengthOption = Annotated[
 ]
 
 
-def load_classifier(model, backend, device, precision, batch_size, max_length):
+def load_classifier(
+    model, backend, device, precision, batch_size, max_length, *, threads=None, workload="throughput", tune=False
+):
     from fastsentiment import Classifier
 
     return Classifier.load(
-        model=model, backend=backend, device=device, precision=precision, batch_size=batch_size, max_length=max_length
+        model=model,
+        backend=backend,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        max_length=max_length,
+        threads=threads,
+        workload=workload,
+        tune=tune,
     )
+
+
+LongTextOption = Annotated[
+    str,
+    typer.Option(
+        "--long-text",
+        help="Texts longer than the model: truncate (with a warning), chunk (whole, as overlapping windows), or error.",
+    ),
+]
+StrideOption = Annotated[
+    int | None, typer.Option("--stride", min=0, help="Tokens shared by consecutive windows with --long-text chunk.")
+]
+AggregateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--aggregate", help="How window scores combine: mean (token-weighted probabilities), max, logit-mean."
+    ),
+]
+
+
+def long_text_options(long_text: str, stride: int | None, aggregate: str | None):
+    """The --long-text, --stride and --aggregate options as one value, checked before any model loads."""
+    from fastsentiment.windows import LongText, check_options
+
+    check_options(long_text, stride, aggregate, max_length=512)
+    return LongText(long_text, stride, aggregate)

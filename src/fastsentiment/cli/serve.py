@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     DeviceOption,
@@ -59,7 +59,9 @@ def serve(
         max_body_bytes=max_body_bytes,
     )
     server = create_app(
-        lambda: load_classifier(model, backend, device, precision, model_batch_size, max_length), settings
+        # A server runs long enough for `auto` to be worth measuring before it opens (once per model and CPU).
+        lambda: load_classifier(model, backend, device, precision, model_batch_size, max_length, tune=True),
+        settings,
     )
     typer.echo(f"fastsentiment serving on http://{host}:{port} (docs at /docs)", err=True)
     run(server, host, port)

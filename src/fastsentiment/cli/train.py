@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastsentiment.cli import app
+from fastsentiment.cli.app import app
 
 
 @app.command()

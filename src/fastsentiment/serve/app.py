@@ -2,6 +2,11 @@
 
 The model loads in a background thread after the socket opens, so /health can say "not ready"
 (503) while it loads and warms up, which is what orchestrators' readiness probes expect.
+
+The prediction routes are the hot path and skip the framework: a plain ASGI endpoint reads the
+body, decodes and validates it in one msgspec call, queues the texts (tokenising happens in the
+batch worker, off the event loop) and writes the msgspec-encoded answer. FastAPI serves the rest
+(health, info, metrics, the OpenAPI document, whose /predict entry comes from the same msgspec types).
 """
 
 from __future__ import annotations
@@ -11,20 +16,27 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from fastsentiment import __version__
 from fastsentiment.classifier import Classifier
+from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
-from fastsentiment.tables import has_undecodable
+from fastsentiment.texts import text_problem
 
 log = logging.getLogger("fastsentiment.serve")
+
+PREDICT_PATHS = {
+    "/predict": "Classify one text or a list",
+    "/": "Same as /predict (for huggingface_hub.InferenceClient)",
+}
 
 
 @dataclass(frozen=True)
@@ -35,21 +47,24 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
 
 
-class Parameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: int | None = Field(default=None, ge=1)
-    function_to_apply: str | None = Field(default=None, pattern="^(softmax|sigmoid|none)$")
+class Parameters(msgspec.Struct, forbid_unknown_fields=True):
+    top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Hugging Face Inference API body; top_k and raw_scores may also sit at the top level (TEI style)."""
 
-    model_config = ConfigDict(extra="forbid")
     inputs: str | list[str]
     parameters: Parameters | None = None
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
     raw_scores: bool = False
     truncate: bool = True
+
+
+class Label(msgspec.Struct):
+    label: str
+    score: float
 
 
 class ApiError(Exception):
@@ -58,108 +73,181 @@ class ApiError(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers
 
 
-def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettings = ServerSettings()) -> FastAPI:
-    metrics = Metrics()
-    state: dict[str, Any] = {"classifier": None, "batcher": None, "load_error": None}
+class ServerState:
+    """What the server has once the model is loaded, or why it has nothing."""
 
-    def run_batch(sequences) -> np.ndarray:
-        # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
-        # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
-        return state["classifier"].logits_for_ids(sequences)
+    def __init__(self) -> None:
+        self.classifier: Classifier | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
 
-    async def load() -> None:
+    def ready(self) -> tuple[Classifier, DynamicBatcher]:
+        if self.load_error:
+            raise ApiError(503, "model_failed", f"the model failed to load: {self.load_error}")
+        if self.batcher is None or self.classifier is None:
+            raise ApiError(503, "loading", "the model is loading", headers={"Retry-After": "1"})
+        return self.classifier, self.batcher
+
+    async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         try:
             classifier = await asyncio.to_thread(_load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request
-            state["load_error"] = str(error)
+            self.load_error = str(error)
             log.error("model failed to load: %s", error)
             return
-        batching = (
-            settings.batching
-            if settings.dynamic_batching
-            else BatchSettings(
-                max_batch_size=1,
-                max_batch_tokens=settings.batching.max_batch_tokens,
-                max_wait_ms=0,
-                max_queue=settings.batching.max_queue,
-            )
+        batching = settings.batching
+        if not settings.dynamic_batching:
+            batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
+        # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
+        # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
+        batcher = DynamicBatcher(
+            classifier.encoder.encode, classifier.logits_for_ids, batching, on_batch=metrics.observe_batch
         )
-        batcher = DynamicBatcher(run_batch, batching, on_batch=metrics.observe_batch)
         batcher.start()
-        state["classifier"], state["batcher"] = classifier, batcher
+        self.classifier, self.batcher = classifier, batcher
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(load())
-        yield
-        await loading
-        if state["batcher"] is not None:
-            await state["batcher"].drain()  # every accepted request gets its answer before exit
 
-    app = FastAPI(title="fastsentiment", version=__version__, lifespan=lifespan)
+class PredictEndpoint:
+    """POST /predict and POST / as a plain ASGI app: the route every request of the workload takes."""
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return _error_response(
-                ApiError(413, "body_too_large", f"body over {settings.max_body_bytes} bytes"), metrics
-            )
-        return await call_next(request)
+    def __init__(self, state: ServerState, settings: ServerSettings, metrics: Metrics) -> None:
+        self.state, self.settings, self.metrics = state, settings, metrics
+        self._decoder = msgspec.json.Decoder(PredictRequest)
+        self._encoder = msgspec.json.Encoder()
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError):
-        return _error_response(error, metrics)
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            status, body, headers = 200, await self._answer(scope, receive), None
+        except ApiError as error:
+            self.metrics.count_error(error.kind)
+            status, headers = error.status, error.headers
+            body = self._encoder.encode({"error": error.message, "error_type": error.kind})
+        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw_headers += [(key.lower().encode(), value.encode()) for key, value in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
 
-    async def predict(request: Request) -> list[list[dict[str, Any]]]:
-        body = _parse(await _read_body(request, settings.max_body_bytes))
-        classifier, batcher = _ready(state)
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    async def _answer(self, scope, receive) -> bytes:
+        request = self.parse(await self._read_body(scope, receive))
+        classifier, batcher = self.state.ready()
+        texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
         if not texts:
             raise ApiError(422, "validation", "inputs: give at least one text")
-        if len(texts) > settings.max_inputs:
-            raise ApiError(413, "too_many_inputs", f"inputs: at most {settings.max_inputs} texts per request")
+        if len(texts) > self.settings.max_inputs:
+            raise ApiError(413, "too_many_inputs", f"inputs: at most {self.settings.max_inputs} texts per request")
         for index, text in enumerate(texts):
-            if has_undecodable(text):
-                raise ApiError(422, "validation", f"inputs[{index}]: not valid UTF-8")
-            if not text.strip():
-                raise ApiError(422, "validation", f"inputs[{index}]: empty text")
-        parameters = body.parameters or Parameters()
-        function = "none" if body.raw_scores else parameters.function_to_apply
-        top_k = parameters.top_k or body.top_k
-        with metrics.time_request():
-            sequences = classifier.encoder.encode(texts)
+            check_text(index, text)
+        parameters = request.parameters or Parameters()
+        function = "none" if request.raw_scores else parameters.function_to_apply
+        top_k = parameters.top_k or request.top_k
+        with self.metrics.time_request():
             try:
-                logits = await batcher.submit(sequences)
+                logits = await self._submit_while_connected(batcher, texts, receive)
+            except ApiError:
+                raise
             except QueueFull as error:
                 raise ApiError(503, "overloaded", str(error), headers={"Retry-After": "1"}) from None
+            except InputError as error:
+                raise ApiError(422, "validation", str(error)) from None
             except Exception as error:
                 log.exception("batch failed")
                 raise ApiError(500, "backend", f"inference failed: {error}") from None
-        return classifier.ranked(classifier.scores(logits, function), top_k)
+            return self._encoder.encode(_ranked(classifier, classifier.scores(logits, function), top_k))
 
-    # The body is parsed by hand (whatever the Content-Type) so that size, encoding and JSON errors
-    # get their own status codes; the schema is still published in the OpenAPI document.
-    body_schema = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-        }
-    }
-    app.post("/predict", summary="Classify one text or a list", openapi_extra=body_schema)(predict)
-    app.post("/", summary="Same as /predict (for huggingface_hub.InferenceClient)", openapi_extra=body_schema)(predict)
+    async def _submit_while_connected(self, batcher: DynamicBatcher, texts: list[str], receive) -> np.ndarray:
+        """The texts' logits, unless the client goes away first: then they leave the queue uncomputed.
+
+        Without this, a client that gives up (a timeout, a closed load generator) still costs the
+        model its whole request, and everyone queued behind it waits for that work.
+        """
+        submitted = asyncio.ensure_future(batcher.submit(texts))
+        gone = asyncio.ensure_future(receive())  # the body is read: the next message is http.disconnect
+        try:
+            await asyncio.wait((submitted, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not submitted.done():
+            submitted.cancel()
+            raise ApiError(499, "client_gone", "the client closed the connection")
+        return submitted.result()
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(499, "client_gone", "the client closed the connection")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def parse(self, raw: bytes) -> PredictRequest:
+        """The request body, or an ApiError saying what is wrong with it (encoding, JSON, schema)."""
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {error.start})") from None
+        try:
+            return self._decoder.decode(raw)
+        except msgspec.ValidationError as error:
+            where, _, message = _split_location(str(error))
+            raise ApiError(422, "validation", f"{where}: {message}") from None
+        except msgspec.DecodeError as error:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON ({error})") from None
+
+
+def check_text(index: int, text: str) -> None:
+    """The project's text rules (fastsentiment.texts), as a 422 naming the input."""
+    if text.isascii() and not text.isspace() and text:
+        return  # the common case in two C passes: an ASCII text holds no undecodable bytes, and this one is not blank
+    if problem := text_problem(text):
+        raise ApiError(422, "validation", f"inputs[{index}]: {problem}")
+
+
+def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettings = ServerSettings()) -> FastAPI:
+    metrics = Metrics()
+    state = ServerState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(state.load(load_classifier, settings, metrics))
+        yield
+        await loading
+        if state.batcher is not None:
+            await state.batcher.drain()  # every accepted request gets its answer before exit
+
+    app = FastAPI(title="fastsentiment", version=__version__, lifespan=lifespan)
+    predict = PredictEndpoint(state, settings, metrics)
+    # Ahead of FastAPI's own routes, so that a prediction costs no framework dispatch.
+    app.router.routes[:0] = [Route(path, predict, methods=["POST"]) for path in PREDICT_PATHS]
+    _document_predict(app)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        metrics.count_error(error.kind)
+        return JSONResponse(
+            {"error": error.message, "error_type": error.kind}, status_code=error.status, headers=error.headers
+        )
 
     @app.get("/health")
     async def health():
-        if state["load_error"]:
-            return JSONResponse({"status": "failed", "error": state["load_error"]}, status_code=503)
-        if state["batcher"] is None:
+        if state.load_error:
+            return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+        if state.batcher is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/info")
     async def info():
-        classifier, batcher = _ready(state)
+        classifier, batcher = state.ready()
         backend = classifier.backend
         return {
             "model": str(classifier.model.path),
@@ -177,37 +265,56 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
 
     @app.get("/metrics")
     async def prometheus_metrics():
-        batcher = state["batcher"]
+        batcher = state.batcher
         return PlainTextResponse(metrics.render(batcher.depth if batcher else 0), media_type=metrics.content_type)
 
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _ranked(classifier: Classifier, scores: np.ndarray, top_k: int | None) -> list[list[Label]]:
+    """Per text, the best `top_k` labels (all for None), best first."""
+    labels = classifier.labels
+    keep = len(labels) if top_k is None else min(top_k, len(labels))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
+    return [
+        [Label(labels[j], score) for j, score in zip(row, values.tolist(), strict=True)]
+        for row, values in zip(order.tolist(), np.take_along_axis(scores, order, axis=1), strict=True)
+    ]
 
 
-def _parse(raw: bytes) -> PredictRequest:
-    from pydantic import ValidationError
+def _document_predict(app: FastAPI) -> None:
+    """Publish the prediction routes in the OpenAPI document, with the msgspec types they decode and encode."""
+    (request, response), components = msgspec.json.schema_components(
+        [PredictRequest, list[list[Label]]], ref_template="#/components/schemas/{name}"
+    )
+    operation = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": {
+            "200": {
+                "description": "Labels per input, best first",
+                "content": {"application/json": {"schema": response}},
+            }
+        },
+    }
+    build = app.openapi
 
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {error.start})") from None
-    try:
-        return PredictRequest.model_validate_json(text)
-    except ValidationError as error:
-        first = error.errors()[0]
-        if first.get("type") == "json_invalid":
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON ({first.get('msg')})") from None
-        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-        raise ApiError(422, "validation", f"{where}: {first.get('msg')}") from None
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            for path, summary in PREDICT_PATHS.items():
+                document["paths"].setdefault(path, {})["post"] = {"summary": summary, **operation}
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _split_location(message: str) -> tuple[str, str, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.inputs[1]`": the place first, as the other errors do."""
+    text, separator, place = message.rpartition(" - at `")
+    if not separator:
+        return "body", "", message
+    return place.rstrip("`").removeprefix("$.").removeprefix("$") or "body", "", text
 
 
 def _load_and_warm(load_classifier: Callable[[], Classifier]) -> Classifier:
@@ -215,18 +322,3 @@ def _load_and_warm(load_classifier: Callable[[], Classifier]) -> Classifier:
     for size in (1, 8):
         classifier.logits(["warming up the model before the first request"] * size)
     return classifier
-
-
-def _ready(state: dict) -> tuple[Classifier, DynamicBatcher]:
-    if state["load_error"]:
-        raise ApiError(503, "model_failed", f"the model failed to load: {state['load_error']}")
-    if state["batcher"] is None:
-        raise ApiError(503, "loading", "the model is loading", headers={"Retry-After": "1"})
-    return state["classifier"], state["batcher"]
-
-
-def _error_response(error: ApiError, metrics: Metrics) -> JSONResponse:
-    metrics.count_error(error.kind)
-    return JSONResponse(
-        {"error": error.message, "error_type": error.kind}, status_code=error.status, headers=error.headers
-    )

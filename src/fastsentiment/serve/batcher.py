@@ -1,9 +1,12 @@
 """Dynamic batching: requests from many clients become few, well-packed model calls.
 
-Texts are tokenized on arrival and queued as items. One worker takes items in arrival order until
-a batch is full (count or padded-token budget) or the oldest item has waited `max_wait_ms`, runs
-the batch on a thread (the event loop never blocks on the model), and resolves each item's future.
-While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
+Texts are queued as they arrive, untouched: the event loop only parses HTTP and JSON. One worker
+takes queued texts in arrival order until a batch is full (`max_batch_size`) or the oldest text has
+waited `max_wait_ms`, and hands the batch to a thread, which tokenises it in one call (the
+`tokenizers` library encodes a batch in parallel, without the GIL), keeps the texts that fit the
+padded-token budget, runs the model and gives back the rest, already tokenised, to the front of the
+queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
+A text the tokenizer rejects fails its own request only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from fastsentiment.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -30,20 +35,36 @@ class QueueFull(Exception):
     """The queue has no room for a request; the client should retry later."""
 
 
+Encode = Callable[[list[str]], list[Sequence[int]]]
+RunBatch = Callable[[list[Sequence[int]]], np.ndarray]
+
+
 @dataclass
 class _Item:
-    ids: Sequence[int]
+    text: str
     future: asyncio.Future
     arrived: float = field(default_factory=time.perf_counter)
+    # Set by the worker thread, and kept when the item goes back to the queue.
+    ids: Sequence[int] | None = None
+    error: Exception | None = None
+
+
+@dataclass
+class _Outcome:
+    done: list[_Item]
+    results: list[np.ndarray | Exception]
+    leftover: list[_Item]
 
 
 class DynamicBatcher:
     def __init__(
         self,
-        run_batch: Callable[[list[Sequence[int]]], np.ndarray],
+        encode: Encode,
+        run_batch: RunBatch,
         settings: BatchSettings,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
     ) -> None:
+        self._encode = encode
         self._run_batch = run_batch
         self.settings = settings
         self._on_batch = on_batch
@@ -60,18 +81,20 @@ class DynamicBatcher:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
-    async def submit(self, sequences: list[Sequence[int]]) -> np.ndarray:
+    async def submit(self, texts: Sequence[str]) -> np.ndarray:
         """Queue all of one request's texts (all or none) and wait for their logits."""
-        if len(self._queue) + len(sequences) > self.settings.max_queue:
+        if len(self._queue) + len(texts) > self.settings.max_queue:
             raise QueueFull(f"queue full ({len(self._queue)} texts waiting)")
         loop = asyncio.get_running_loop()
-        items = [_Item(ids, loop.create_future()) for ids in sequences]
+        items = [_Item(text, loop.create_future()) for text in texts]
         self._queue.extend(items)
         self._wakeup.set()
         try:
+            if len(items) == 1:  # the common case, without gather's bookkeeping
+                return (await items[0].future)[None, :]
             return np.stack(await asyncio.gather(*(item.future for item in items)))
-        except asyncio.CancelledError:
-            for item in items:  # the client went away: its queued texts need not be computed
+        except BaseException:
+            for item in items:  # the client went away or one text failed: the others need not be computed
                 item.future.cancel()
             raise
 
@@ -96,18 +119,21 @@ class DynamicBatcher:
             self._busy = True
             started = time.perf_counter()
             try:
-                logits = await loop.run_in_executor(self._executor, self._run_batch, [item.ids for item in batch])
+                outcome = await loop.run_in_executor(self._executor, self._compute, batch)
             except Exception as error:  # a failing batch fails its own requests only
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-            else:
-                for item, row in zip(batch, logits, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(row)
+                outcome = _Outcome(batch, [error] * len(batch), [])
             finally:
                 self._busy = False
-            self._on_batch(len(batch), time.perf_counter() - started)
+            self._queue.extendleft(reversed(outcome.leftover))
+            for item, result in zip(outcome.done, outcome.results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+            if outcome.done:
+                self._on_batch(len(outcome.done), time.perf_counter() - started)
 
     async def _wait_for_batch(self) -> None:
         """Give a lone request up to max_wait_ms for company, unless a full batch is already here."""
@@ -124,15 +150,46 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []
-        longest = 0
         while self._queue and len(batch) < self.settings.max_batch_size:
-            item = self._queue[0]
-            if item.future.done():  # cancelled by a client that disconnected
-                self._queue.popleft()
-                continue
-            padded = (len(batch) + 1) * max(longest, len(item.ids))
-            if batch and padded > self.settings.max_batch_tokens:
-                break
-            longest = max(longest, len(item.ids))
-            batch.append(self._queue.popleft())
+            item = self._queue.popleft()
+            if not item.future.done():  # done here means cancelled by a client that went away
+                batch.append(item)
         return batch
+
+    # ---- on the worker thread ------------------------------------------------------------
+    def _compute(self, batch: list[_Item]) -> _Outcome:
+        self._tokenise([item for item in batch if item.ids is None and item.error is None])
+        fitting, leftover = self._within_token_budget(batch)
+        runnable = [item for item in fitting if item.error is None]
+        try:
+            logits = self._run_batch([item.ids for item in runnable]) if runnable else []
+        except Exception as error:  # the model failed: every text of this batch fails, the server goes on
+            rows: dict[int, np.ndarray | Exception] = {id(item): error for item in runnable}
+        else:
+            rows = {id(item): row for item, row in zip(runnable, logits, strict=True)}
+        results = [item.error or rows[id(item)] for item in fitting]
+        return _Outcome(fitting, results, leftover)
+
+    def _tokenise(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        try:
+            for item, ids in zip(items, self._encode([item.text for item in items]), strict=True):
+                item.ids = ids
+        except Exception:  # one text the tokenizer rejects must not fail its neighbours: encode one by one
+            for item in items:
+                try:
+                    item.ids = self._encode([item.text])[0]
+                except Exception as error:
+                    item.error = InputError(f"the text cannot be tokenised: {error}")
+
+    def _within_token_budget(self, batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """The longest prefix (in arrival order) whose padded size fits `max_batch_tokens`; at least one text."""
+        longest = 0
+        for count, item in enumerate(batch):
+            if item.ids is None:  # could not be tokenised: costs the model nothing
+                continue
+            longest = max(longest, len(item.ids))
+            if count and (count + 1) * longest > self.settings.max_batch_tokens:
+                return batch[:count], batch[count:]
+        return batch, []

@@ -27,5 +27,9 @@ class GracefulServer(uvicorn.Server):
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=None)
+    # uvicorn picks uvloop and httptools when installed (the server extra brings them): its pure-Python
+    # event loop and HTTP parser cost more CPU per request than the model at batch sizes the server reaches.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=None
+    )
     GracefulServer(config).run()

@@ -1,5 +1,6 @@
 """`fastsentiment train`: fine-tune a BERT-family encoder into a sequence classifier."""
 
-from fastsentiment.train.trainer import TrainConfig, TrainResult, train
+from fastsentiment.train.config import TrainConfig
+from fastsentiment.train.trainer import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

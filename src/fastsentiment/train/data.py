@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.errors import InputError
-from fastsentiment.tables import RowSource, table_format
+from fastsentiment.jobs.rows import RowSource, table_format
+from fastsentiment.labels import label_id
 
 
 @dataclass
@@ -62,17 +63,13 @@ def _infer_label_names(raw: list[str]) -> list[str]:
 
 
 def _to_ids(raw: list[str], names: list[str], path: str | Path) -> np.ndarray:
-    index = {name: i for i, name in enumerate(names)}
     ids = np.empty(len(raw), dtype=np.int64)
     for row, value in enumerate(raw):
-        if value in index:
-            ids[row] = index[value]
-        elif value.isdigit() and int(value) < len(names):
-            ids[row] = int(value)
-        else:
+        ids[row] = label_id(value, names, f"{path}, data row {row + 1}")
+        if not 0 <= ids[row] < len(names):
             raise InputError(
-                f"{path}: unknown label {value!r} in data row {row + 1}; expected one of "
-                f"{', '.join(names)} or an id below {len(names)}"
+                f"{path}, data row {row + 1}: unknown label {value!r}; expected one of "
+                f"{', '.join(names)} or a class id below {len(names)}"
             )
     return ids
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -16,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
+from fastsentiment.backends.base import usable_cpus
+from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
+from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.config import TrainConfig, total_steps
 from fastsentiment.train.data import length_bucketed_batches
-from fastsentiment.train.trainer import TrainConfig, copy_tokenizer_files, predict_logits, total_steps
 
 
 class Trainer:
@@ -67,17 +71,9 @@ class Trainer:
 
     def _schedule(self, optimizer, steps: int):
         warmup = int(steps * self.config.warmup_ratio)
-        kind = self.config.schedule
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if kind == "constant":
-                return 1.0
-            progress = (step - warmup) / max(1, steps - warmup)
-            return max(0.0, 1 - progress) if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: learning_rate_factor(step, steps, warmup, self.config.schedule)
+        )
 
     def _loss(self, logits, labels, teacher):
         hard = F.cross_entropy(logits.float(), labels)
@@ -237,7 +233,8 @@ class Trainer:
             self.model.load_state_dict(torch.load(self.checkpoints / "best.pt"))
             chosen = f"best held-out checkpoint (step {self.best[1]}, accuracy {self.best[0]:.4f})"
         else:
-            self.ema is not None and self._load_params(self.ema)
+            if self.ema is not None:
+                self._load_params(self.ema)
             chosen = f"final weights (step {self.step})"
         self.model.eval()
         dtype = torch.float16 if self.config.save_dtype == "float16" else torch.float32
@@ -253,7 +250,7 @@ class Trainer:
             "hardware": {
                 "machine": platform.machine(),
                 "processor": platform.processor(),
-                "cpus": os.cpu_count(),
+                "cpus": usable_cpus(),
                 "device": str(self.device),
             },
             "torch": torch.__version__,
@@ -261,6 +258,16 @@ class Trainer:
         (self.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         self.on_event(f"saved {chosen} to {self.output}")
         return self.output
+
+
+def learning_rate_factor(step: int, steps: int, warmup: int, kind: str) -> float:
+    """The share of the peak learning rate at optimiser `step`: a linear warm-up, then linear, cosine or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    return max(0.0, 1 - progress) if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -283,3 +290,28 @@ def _progress(enabled: bool):
         console=Console(stderr=True),
         disable=not enabled,
     )
+
+
+def predict_logits(
+    model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
+) -> np.ndarray:
+    """Logits for token-id sequences in length-sorted batches (inference mode, no dropout)."""
+    logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with torch.inference_mode(), autocast:
+        for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
+            batch = encoder.pad([sequences[i] for i in rows])
+            inputs = {
+                "input_ids": torch.from_numpy(batch.input_ids).to(device),
+                "attention_mask": torch.from_numpy(batch.attention_mask).to(device),
+            }
+            if token_types:
+                inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+            logits[rows] = model(**inputs).logits.float().cpu().numpy()
+    return logits
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> None:
+    for name in (*TOKENIZER_FILES, *TOKENIZER_SETTINGS):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)

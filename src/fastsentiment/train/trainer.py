@@ -9,66 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fastsentiment.errors import FastSentimentError, InputError, ModelError
 from fastsentiment.models import ModelDir, resolve_model
-from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.config import TrainConfig
 from fastsentiment.train.data import (
     read_labelled,
     split_held_out,
 )
-
-# Options that may differ between an interrupted run and its resumption without changing the result.
-RESUME_NEUTRAL = {"resume", "device", "progress"}
-
-
-@dataclass
-class TrainConfig:
-    base_model: str
-    train_file: str
-    output_dir: str
-    eval_file: str | None = None
-    eval_fraction: float = 0.02
-    text_column: str = "sentence"
-    label_column: str = "label"
-    labels: list[str] | None = None
-    epochs: int = 2
-    max_steps: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 3e-5
-    schedule: str = "linear"
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seed: int = 42
-    split_seed: int = 0
-    device: str = "auto"
-    precision: str = "bf16"
-    eval_every: int | None = None
-    checkpoint_every: int = 200
-    teachers: list[str] = field(default_factory=list)
-    distill_alpha: float = 0.5
-    distill_temperature: float = 2.0
-    ema_decay: float | None = None
-    select: str = "best"
-    save_dtype: str = "float32"
-    resume: bool = False
-    progress: bool = True
-
-    def fingerprint(self) -> str:
-        relevant = {k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -99,10 +55,11 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
 
     import torch
 
+    from fastsentiment.backends.base import usable_cpus
     from fastsentiment.train.loop import Trainer
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    device = _pick_device(config.device)
+    torch.set_num_threads(usable_cpus())
+    device = _training_device(config.device)
     trainer = Trainer(config, base, label_names, device, on_event)
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
@@ -138,22 +95,24 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError(f"--resume: no checkpoint in {config.output_dir}/checkpoints")
 
 
-def _pick_device(name: str):
+def _training_device(name: str):
+    """The torch device to train on, chosen and checked as the torch backend chooses and checks its device."""
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FastSentimentError("--device cuda requested but torch sees no CUDA device")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise FastSentimentError(f"training runs on cpu or cuda, not {name!r}")
-    return torch.device(name)
+    from fastsentiment.backends.torch_backend import TorchBackend, best_device
+
+    device = best_device() if name == "auto" else name
+    if problem := TorchBackend.device_problem(device):
+        raise FastSentimentError(f"--device {name}: {problem}")
+    return torch.device(device)
 
 
 def _teacher_logits(teachers: list[ModelDir], sequences, encoder, config, device, on_event) -> np.ndarray:
     """Mean logits of the teacher ensemble on the training texts, cached beside the output."""
     import torch
     from transformers import AutoModelForSequenceClassification
+
+    from fastsentiment.train.loop import predict_logits
 
     key = hashlib.sha256()
     for teacher in teachers:
@@ -175,38 +134,3 @@ def _teacher_logits(teachers: list[ModelDir], sequences, encoder, config, device
     np.save(cache.with_suffix(".tmp.npy"), logits)
     os.replace(cache.with_suffix(".tmp.npy"), cache)
     return logits
-
-
-def predict_logits(
-    model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
-) -> np.ndarray:
-    """Logits for token-id sequences in length-sorted batches (inference mode, no dropout)."""
-    import torch
-
-    order = np.argsort([len(s) for s in sequences], kind="stable")
-    logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with torch.inference_mode(), autocast:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = encoder.pad([sequences[i] for i in rows])
-            inputs = {
-                "input_ids": torch.from_numpy(batch.input_ids).to(device),
-                "attention_mask": torch.from_numpy(batch.attention_mask).to(device),
-            }
-            if token_types:
-                inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-            logits[rows] = model(**inputs).logits.float().cpu().numpy()
-    return logits
-
-
-def copy_tokenizer_files(source: Path, target: Path) -> None:
-    for name in (*TOKENIZER_FILES, *TOKENIZER_SETTINGS):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, target / name)
-
-
-def total_steps(config: TrainConfig, examples: int) -> int:
-    per_epoch = math.ceil(examples / config.batch_size)
-    steps = per_epoch * config.epochs
-    return min(steps, config.max_steps) if config.max_steps else steps

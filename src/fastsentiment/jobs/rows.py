@@ -15,9 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastsentiment.errors import InputError, missing_extra
+from fastsentiment.texts import has_undecodable, text_problem
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text")
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -47,10 +48,6 @@ def table_format(path: str | Path, override: str | None = None) -> str:
     return FORMATS[suffix]
 
 
-def has_undecodable(value: str) -> bool:
-    return any("\udc80" <= char <= "\udcff" for char in value)
-
-
 def import_parquet(purpose: str):
     try:
         import pyarrow.parquet as pq
@@ -72,77 +69,86 @@ class RowSource:
         self.format = "txt" if self.stdin else table_format(path, fmt)
         if not self.stdin and not Path(path).is_file():
             raise InputError(f"input file not found: {path}")
-        self.column = column
-        self.header: list[str] | None = None
-        self._lines: _LineStream | None = None
-        self._parquet_rows = 0
-        if self.format == "parquet":
-            pq = import_parquet("reading Parquet files")
-            try:
-                self._parquet = pq.ParquetFile(path)
-            except Exception as error:
-                raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-            self.header = self._parquet.schema_arrow.names
-            self.column = _pick_text_column(self.header, column)
-        elif self.format in ("csv", "tsv"):
-            self.header, self._data_start = self._read_header()
-            if self.header is not None:
-                self.column = _pick_text_column(self.header, column)
-
-    @property
-    def unit(self) -> str:
-        return "rows" if self.format == "parquet" else "bytes"
+        self._reader: _Reader = ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format)
+        self.header = self._reader.header
+        self.column = _pick_text_column(self.header, column) if self.header is not None else column
 
     @property
     def total(self) -> int | None:
-        if self.stdin:
-            return None
-        if self.format == "parquet":
-            return self._parquet.metadata.num_rows
+        return None if self.stdin else self._reader.total
+
+    @property
+    def consumed(self) -> int:
+        return self._reader.consumed
+
+    @property
+    def position(self) -> dict[str, int]:
+        return self._reader.position
+
+    def consumed_at(self, position: dict[str, int] | None) -> int:
+        """What `consumed` was when this source gave out `position` (0 for the start)."""
+        return self._reader.consumed_at(position) if position else 0
+
+    def rows(self, start: dict[str, int] | None = None) -> Iterator[Row]:
+        """Yield rows from the beginning, or from `start` (a `position` this source gave out earlier)."""
+        yield from _checked_rows(self._reader.records(start), "text" if self.format == "txt" else self.column)
+
+
+class _Reader(Protocol):
+    """Raw records of one file with a resumable position; `RowSource` picks the text and checks it."""
+
+    header: list[str] | None
+    total: int | None
+    consumed: int
+    position: dict[str, int]
+
+    def records(self, start: dict[str, int] | None) -> Iterator[Row]: ...
+
+    def consumed_at(self, position: dict[str, int]) -> int: ...
+
+
+class TextReader:
+    """.txt/.csv/.tsv/.jsonl files or stdin lines; the position is a byte offset and a line count."""
+
+    def __init__(self, path: str | Path, fmt: str) -> None:
+        self.path = path
+        self.stdin = str(path) == "-"
+        self.format = fmt
+        self.header: list[str] | None = None
+        self._data_start = (0, 0)
+        self._lines: _LineStream | None = None
+        if fmt in ("csv", "tsv"):
+            self.header, self._data_start = self._read_header()
+
+    @property
+    def total(self) -> int:
         return Path(self.path).stat().st_size
 
     @property
     def consumed(self) -> int:
-        if self.format == "parquet":
-            return self._parquet_rows
         return self._lines.offset if self._lines else 0
 
     @property
     def position(self) -> dict[str, int]:
-        if self.format == "parquet":
-            return {"rows": self._parquet_rows}
         lines = self._lines
         return {"offset": lines.offset, "lines": lines.lines} if lines else {"offset": 0, "lines": 0}
 
-    def consumed_at(self, position: dict[str, int] | None) -> int:
-        """What `consumed` was when this source gave out `position` (0 for the start)."""
-        if not position:
-            return 0
-        return position["rows"] if self.format == "parquet" else position["offset"]
+    def consumed_at(self, position: dict[str, int]) -> int:
+        return position["offset"]
 
-    def rows(self, start: dict[str, int] | None = None) -> Iterator[Row]:
-        """Yield rows from the beginning, or from `start` (a `position` this source gave out earlier)."""
-        if self.format == "parquet":
-            yield from self._checked(self._parquet_records(start["rows"] if start else 0))
-            return
+    def records(self, start: dict[str, int] | None) -> Iterator[Row]:
         if self.format in ("csv", "tsv") and self.header is None:
             return  # an empty file: no header, no rows
-        offset, lines = (start["offset"], start["lines"]) if start else self._data_start_or_zero()
+        offset, lines = (start["offset"], start["lines"]) if start else self._data_start
         binary = sys.stdin.buffer if self.stdin else open(self.path, "rb")
         try:
             if offset:
                 binary.seek(offset)
             self._lines = _LineStream(binary, offset, lines)
-            yield from self._checked(_text_records(self._lines, self.format, self.header))
+            yield from _text_records(self._lines, self.format, self.header)
         finally:
             if not self.stdin:
                 binary.close()
-
-    def _checked(self, records: Iterable[Row]) -> Iterator[Row]:
-        return _checked_rows(records, "text" if self.format == "txt" else self.column)
-
-    def _data_start_or_zero(self) -> tuple[int, int]:
-        return self._data_start if self.format in ("csv", "tsv") else (0, 0)
 
     def _read_header(self) -> tuple[list[str] | None, tuple[int, int]]:
         with open(self.path, "rb") as binary:
@@ -153,8 +159,33 @@ class RowSource:
                 return None, (0, 0)
             return header, (lines.offset, lines.lines)
 
-    def _parquet_records(self, start_row: int) -> Iterator[Row]:
-        metadata = self._parquet.metadata
+
+class ParquetReader:
+    """Parquet files, read a record batch at a time; the position is a row count."""
+
+    def __init__(self, path: str | Path) -> None:
+        pq = import_parquet("reading Parquet files")
+        try:
+            self._file = pq.ParquetFile(path)
+        except Exception as error:
+            raise InputError(f"{path}: not a readable Parquet file ({error})") from None
+        self.header: list[str] | None = self._file.schema_arrow.names
+        self.consumed = 0
+
+    @property
+    def total(self) -> int:
+        return self._file.metadata.num_rows
+
+    @property
+    def position(self) -> dict[str, int]:
+        return {"rows": self.consumed}
+
+    def consumed_at(self, position: dict[str, int]) -> int:
+        return position["rows"]
+
+    def records(self, start: dict[str, int] | None) -> Iterator[Row]:
+        start_row = start["rows"] if start else 0
+        metadata = self._file.metadata
         first_row, groups = 0, []
         for group in range(metadata.num_row_groups):
             rows_in_group = metadata.row_group(group).num_rows
@@ -162,17 +193,17 @@ class RowSource:
                 groups.append(group)
             else:
                 first_row += rows_in_group
-        self._parquet_rows = start_row
+        self.consumed = start_row
         skip = start_row - first_row
         if not groups:
             return
-        for batch in self._parquet.iter_batches(batch_size=1024, row_groups=groups):
+        for batch in self._file.iter_batches(batch_size=1024, row_groups=groups):
             records = batch.to_pylist()
             if skip:
                 records, skip = records[skip:], max(0, skip - len(records))
             for record in records:
-                self._parquet_rows += 1
-                yield Row(line=self._parquet_rows, fields=record)
+                self.consumed += 1
+                yield Row(line=self.consumed, fields=record)
 
 
 def rows_from_lines(binary_lines: Iterable[bytes], fmt: str, column: str | None) -> Iterator[Row]:
@@ -285,20 +316,16 @@ def _jsonl_rows(lines: _LineStream) -> Iterator[Row]:
 
 
 def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None, str | None]:
+    """The text of a record's column and None, or None and why the record cannot be classified."""
     if column is None:
         column = next((name for name in DEFAULT_TEXT_COLUMNS if name in fields), DEFAULT_TEXT_COLUMNS[-1])
     if column not in fields:
         return None, f"no field {column!r}"
     value = fields[column]
-    if value is None:
-        return None, "empty text"
-    if not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
         return None, f"field {column!r} is not text"
-    if has_undecodable(value):
-        return None, "not valid UTF-8"
-    if not value.strip():
-        return None, "empty text"
-    return value, None
+    problem = text_problem(value)
+    return (None, problem) if problem else (value, None)
 
 
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:

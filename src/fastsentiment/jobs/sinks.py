@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import InputError
-from fastsentiment.tables import Row, clean_fields, import_parquet
+from fastsentiment.jobs.rows import Row, clean_fields, import_parquet
 
 
 class SchemaMismatch(InputError):
@@ -32,20 +32,23 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def result_fields(prediction, labels: Sequence[str], error: str | None) -> dict[str, Any]:
-    if prediction is None:
-        return {"label": None, "score": None, **{f"score_{label}": None for label in labels}, "error": error}
-    return {
-        "label": prediction.label,
-        "score": prediction.score,
-        **{f"score_{label}": prediction.scores[label] for label in labels},
-        "error": None,
+def result_fields(prediction, labels: Sequence[str], error: str | None, lengths: bool = False) -> dict[str, Any]:
+    """The result columns: label, score, a score per label, with `lengths` the text's tokens and windows, error."""
+    fields: dict[str, Any] = {
+        "label": None if prediction is None else prediction.label,
+        "score": None if prediction is None else prediction.score,
+        **{f"score_{label}": None if prediction is None else prediction.scores[label] for label in labels},
     }
+    if lengths:
+        fields["tokens"] = None if prediction is None else prediction.tokens
+        fields["windows"] = None if prediction is None else prediction.windows
+    fields["error"] = error if prediction is None else None
+    return fields
 
 
-def output_record(row: Row, prediction, labels: Sequence[str]) -> dict[str, Any]:
+def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = False) -> dict[str, Any]:
     """The input's fields, then the results; an input column named like a result column is kept as input_NAME."""
-    results = result_fields(prediction, labels, row.error)
+    results = result_fields(prediction, labels, row.error, lengths)
     record: dict[str, Any] = {"line": row.line}
     for name, value in clean_fields(row.fields).items():
         record[output_column(name, results)] = value
@@ -76,6 +79,8 @@ class ConsoleSink:
                 "label": prediction.label,
                 "score": prediction.score,
                 "scores": prediction.scores,
+                "tokens": prediction.tokens,
+                "windows": prediction.windows,
             }
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
@@ -127,25 +132,51 @@ class DelimitedParts(PartWriter):
                 writer.writerow(["" if record.get(name) is None else record.get(name) for name in self.columns])
 
 
+def result_types(labels: Sequence[str]) -> dict[str, Any]:
+    """Arrow types of the result columns, fixed whatever the first rows hold (a chunk of errors has null scores)."""
+    import pyarrow as pa
+
+    return {
+        "line": pa.int64(),
+        "label": pa.string(),
+        "score": pa.float64(),
+        **{f"score_{label}": pa.float64() for label in labels},
+        "tokens": pa.int64(),
+        "windows": pa.int64(),
+        "error": pa.string(),
+    }
+
+
+def parquet_schema(names: Sequence[str], types: dict[str, Any]):
+    """The one Parquet schema rule of both engines: known types kept, columns seen only as nulls become strings."""
+    import pyarrow as pa
+
+    def column_type(name: str):
+        known = types.get(name)
+        return pa.string() if known is None or pa.types.is_null(known) else known
+
+    return pa.schema([pa.field(name, column_type(name)) for name in names])
+
+
 class ParquetParts(PartWriter):
-    """Parquet: the first chunk fixes the schema (columns with only nulls so far become strings)."""
+    """Parquet: the first chunk fixes the input columns' types; result columns have fixed types."""
 
     suffix = ".parquet"
 
-    def __init__(self, schema=None) -> None:
+    def __init__(self, labels: Sequence[str], schema=None) -> None:
         self.pq = import_parquet("writing Parquet files")
         import pyarrow as pa
 
         self.pa = pa
+        self.labels = labels
         self.schema = schema
 
     def write(self, records, path, first):
         pa = self.pa
         if self.schema is None:
             inferred = pa.Table.from_pylist(records).schema
-            self.schema = pa.schema(
-                [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in inferred]
-            )
+            types = {field.name: field.type for field in inferred}
+            self.schema = parquet_schema(inferred.names, {**types, **result_types(self.labels)})
         try:
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -162,13 +193,13 @@ class ParquetParts(PartWriter):
                 writer.write_table(self.pq.ParquetFile(part).read(use_threads=False))
 
 
-def part_writer(fmt: str, first_part: Path | None = None) -> PartWriter:
+def part_writer(fmt: str, labels: Sequence[str], first_part: Path | None = None) -> PartWriter:
     """The writer for `fmt`; given the first part of an interrupted run, it keeps that run's columns."""
     if fmt == "jsonl":
         return JsonlParts()
     if fmt == "parquet":
         schema = import_parquet("writing Parquet files").read_schema(first_part) if first_part else None
-        return ParquetParts(schema)
+        return ParquetParts(labels, schema)
     columns = None
     if first_part is not None:
         with open(first_part, encoding="utf-8", newline="") as stream:

@@ -10,20 +10,21 @@ are set explicitly, so a worker that dies mid-job costs a retry, never a row.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import FastSentimentError, InputError, missing_extra
-from fastsentiment.sinks import output_column, output_record
-from fastsentiment.tables import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
+from fastsentiment.jobs.job import FileJob, ModelOptions
+from fastsentiment.jobs.predict import predict_rows
+from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
+from fastsentiment.jobs.sinks import output_column, output_record, parquet_schema, result_types
+from fastsentiment.windows import LongText
 
-RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
 ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
 TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this many times
 # Reading and writing reserve no CPU: actors hold every CPU for the model, and I/O tasks that waited
@@ -34,31 +35,13 @@ READ_ERROR = "__read_error"  # set by the reader for rows it could not parse (ma
 
 
 @dataclass
-class RayJob:
-    source: str
-    out: Path
-    out_format: str
-    column: str | None
-    model: str | None
-    backend: str = "auto"
-    device: str = "auto"
-    precision: str | None = None
-    batch_size: int = 32
-    max_length: int | None = None
-    address: str | None = None
-    num_workers: int = 1
-    threads: int = 1
-    chunk_rows: int = 1024
-
-
-@dataclass
 class RayReport:
     rows: int
     failed: int
     files: int
 
 
-def run_ray_job(job: RayJob) -> RayReport:
+def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     """Run the job on Ray (joining `job.address`, or starting Ray on this machine) and count what it wrote."""
     try:
         import ray
@@ -68,11 +51,12 @@ def run_ray_job(job: RayJob) -> RayReport:
     from fastsentiment.models import resolve_model
 
     _check_output(job.out)
-    model_dir = resolve_model(job.model)
+    model_dir = resolve_model(options.model)
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
     text_column = _text_column_of(inputs[0], job.column)
-    _prepare_backend(model_dir, job)
+    options = _resolved(model_dir, options)
+    threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
 
     try:
         ray.init(address=job.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -106,31 +90,25 @@ def run_ray_job(job: RayJob) -> RayReport:
                 fn_constructor_kwargs={
                     "model_files": model_files,
                     "text_column": text_column,
-                    "options": {
-                        "backend": job.backend,
-                        "device": job.device,
-                        "precision": job.precision,
-                        "batch_size": job.batch_size,
-                        "max_length": job.max_length,
-                    },
-                    "threads": job.threads,
+                    "options": replace(options, threads=threads),
+                    "long_text": job.long_text,
                 },
                 batch_size=job.chunk_rows,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=job.num_workers),
-                num_cpus=job.threads,
+                num_cpus=threads,
                 max_restarts=ACTOR_RESTARTS,
                 max_task_retries=TASK_RETRIES,
             )
         writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
-        writer[job.out_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+        writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
     except FastSentimentError:
         raise
     except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
         raise FastSentimentError(f"the Ray job failed: {_first_line(error)}") from None
     finally:
         ray.shutdown()
-    return _count_output(job.out, job.out_format)
+    return _count_output(job.out, job.ray_output_format)
 
 
 def _check_output(out: Path) -> None:
@@ -151,13 +129,16 @@ def _input_files(source: str) -> list[Path]:
     raise InputError(f"input not found: {source}")
 
 
-def _prepare_backend(model_dir, job: RayJob) -> None:
-    """Build cached exports (the ONNX file) once on the driver, so actors on this machine load them at once."""
-    from fastsentiment.backends.registry import checked_backend
+def _resolved(model_dir, options: ModelOptions) -> ModelOptions:
+    """Resolve `auto` once on the driver (every actor runs the same backend) and build cached exports (the ONNX
+    file) here, so actors on this machine load them at once."""
+    from fastsentiment.backends.registry import prepare_backend, resolve_auto
 
-    prepare = getattr(checked_backend(job.backend, job.device, job.precision), "prepare", None)
-    if prepare is not None:
-        prepare(model_dir, job.device, job.precision)
+    if options.backend == "auto":
+        backend, precision = resolve_auto(model_dir, options.device, options.precision, options.workload, options.tune)
+        options = replace(options, backend=backend, precision=precision, tune=False)
+    prepare_backend(model_dir, options.backend, options.device, options.precision)
+    return options
 
 
 def _model_files(model_dir) -> dict[str, bytes]:
@@ -244,19 +225,17 @@ def _text_rows_datasource_class():
 class _ClassifyBatches:
     """One Ray actor: loads the model once, then classifies Arrow batches into output rows."""
 
-    def __init__(self, model_files, text_column: str, options: dict[str, Any], threads: int) -> None:
+    def __init__(self, model_files, text_column: str, options: ModelOptions, long_text: LongText) -> None:
         import ray
 
-        from fastsentiment.classifier import Classifier
-
-        os.environ["FASTSENTIMENT_THREADS"] = str(threads)
         files = ray.get(model_files[0])
         self._folder = tempfile.TemporaryDirectory(prefix="fastsentiment-model-")
         for name, content in files.items():
             Path(self._folder.name, name).write_bytes(content)
-        self.classifier = Classifier.load(model=self._folder.name, **options)
+        self.classifier = replace(options, model=self._folder.name).load()
         self.labels = self.classifier.labels
         self.text_column = text_column
+        self.long_text = long_text
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -267,22 +246,22 @@ class _ClassifyBatches:
             if row.error is None:
                 row.text, row.error = checked_text(record, self.text_column)
             rows.append(row)
-        good = [row for row in rows if row.error is None]
-        predictions = dict(zip(map(id, good), self.classifier.predict([row.text for row in good]), strict=True))
-        records = [output_record(row, predictions.get(id(row)), self.labels) for row in rows]
+        predictions = predict_rows(self.classifier, rows, self.long_text)
+        lengths = self.long_text.reports_lengths
+        records = [
+            output_record(row, prediction, self.labels, lengths)
+            for row, prediction in zip(rows, predictions, strict=True)
+        ]
         if batch.num_rows and rows[0].line is None:
             for record in records:
                 del record["line"]  # Parquet inputs read by Ray carry no line numbers
         return pa.Table.from_pylist(records, schema=self._output_schema(batch.schema, records))
 
     def _output_schema(self, input_schema, records):
-        """Input columns keep their types (all-null ones become strings); result columns have fixed types."""
-        import pyarrow as pa
-
-        types = {"line": pa.int64(), "label": pa.string(), "score": pa.float64(), "error": pa.string()}
-        types.update({f"score_{label}": pa.float64() for label in self.labels})
+        """Input columns keep their types; result columns have fixed types (sinks.parquet_schema)."""
+        types = result_types(self.labels)
         for name in input_schema.names:
             if name not in (LINE, READ_ERROR):
                 types[output_column(name, types)] = input_schema.field(name).type
         names = list(records[0]) if records else [n for n in types if n != "line"]
-        return pa.schema([pa.field(n, pa.string() if pa.types.is_null(types[n]) else types[n]) for n in names])
+        return parquet_schema(names, types)

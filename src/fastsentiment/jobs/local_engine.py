@@ -1,4 +1,4 @@
-"""Classify a stream of rows (a file or stdin) in bounded memory, writing results chunk by chunk.
+"""The local engine: a stream of rows (a file or stdin) through one Classifier in bounded memory, chunk by chunk.
 
 Bad rows (empty text, undecodable bytes, malformed records) are reported on stderr with their
 line number and written as error rows; they never stop the other rows or vanish silently.
@@ -9,15 +9,17 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
 from fastsentiment.classifier import Classifier
-from fastsentiment.journal import ChunkJournal
-from fastsentiment.sinks import ConsoleSink, SchemaMismatch, output_record
-from fastsentiment.tables import Row, RowSource
-
-CHUNK_ROWS = 2048
+from fastsentiment.jobs.job import CHUNK_ROWS
+from fastsentiment.jobs.journal import ChunkJournal
+from fastsentiment.jobs.predict import predict_rows
+from fastsentiment.jobs.rows import Row, RowSource
+from fastsentiment.jobs.sinks import ConsoleSink, SchemaMismatch, output_record
+from fastsentiment.windows import LongText
 
 
 def classify_file(
@@ -29,19 +31,20 @@ def classify_file(
     resume: bool = False,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    long_text: LongText = LongText(),
 ) -> int:
     """Classify every row of a file (or stdin lines) to the console or `out`; return how many rows failed."""
     if out is None:
         with _Progress(rows, progress) as advance:
-            return _classify_chunks(clf, rows.rows(), chunk_rows, _printer(clf, as_json), advance)
+            return _classify_chunks(clf, rows.rows(), chunk_rows, _printer(clf, as_json), long_text, advance)
 
-    journal = ChunkJournal(out, job_identity(clf, rows), resume)
+    journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, clf.labels)
     if journal.resumed:
         sys.stderr.write(f"resuming after {journal.rows} rows ({len(journal.parts)} chunks already written)\n")
-    commit = _committer(clf, journal, lambda chunk: rows.position)
+    commit = _committer(clf, journal, lambda chunk: rows.position, long_text.reports_lengths)
     with _Progress(rows, progress, already=journal.rows, start=journal.position) as advance:
         try:
-            _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, advance)
+            _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, long_text, advance)
         except SchemaMismatch:
             journal.discard()  # the same rows would fail again on --resume
             raise
@@ -49,12 +52,15 @@ def classify_file(
     return journal.failed
 
 
-def classify_rows(clf: Classifier, rows: list[Row], out: Path | None, as_json: bool) -> int:
+def classify_rows(
+    clf: Classifier, rows: list[Row], out: Path | None, as_json: bool, long_text: LongText = LongText()
+) -> int:
     """Classify rows given in memory (command-line texts) to the console or a file; return how many failed."""
     if out is None:
-        return _classify_chunks(clf, rows, CHUNK_ROWS, _printer(clf, as_json))
-    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, resume=False)
-    _classify_chunks(clf, rows, CHUNK_ROWS, _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}))
+        return _classify_chunks(clf, rows, CHUNK_ROWS, _printer(clf, as_json), long_text)
+    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, False, clf.labels)
+    commit = _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}, long_text.reports_lengths)
+    _classify_chunks(clf, rows, CHUNK_ROWS, commit, long_text)
     journal.finish()
     return journal.failed
 
@@ -71,12 +77,12 @@ def _printer(clf: Classifier, as_json: bool) -> Callable[[list[Row], list], None
 
 
 def _committer(
-    clf: Classifier, journal: ChunkJournal, position: Callable[[list[Row]], dict]
+    clf: Classifier, journal: ChunkJournal, position: Callable[[list[Row]], dict], lengths: bool
 ) -> Callable[[list[Row], list], None]:
     """Each classified chunk becomes one durable part, with the input position after it."""
 
     def commit(chunk: list[Row], results: list) -> None:
-        records = [output_record(row, result, clf.labels) for row, result in zip(chunk, results, strict=True)]
+        records = [output_record(row, result, clf.labels, lengths) for row, result in zip(chunk, results, strict=True)]
         journal.commit(records, position(chunk), sum(result is None for result in results))
 
     return commit
@@ -101,22 +107,17 @@ def _classify_chunks(
     rows: Iterable[Row],
     chunk_rows: int,
     emit: Callable[[list[Row], list], None],
+    long_text: LongText,
     advance: Callable[[int], None] = lambda rows: None,
 ) -> int:
     """Classify rows chunk by chunk; `emit` gets each chunk with its predictions (None for bad rows)."""
     failed = 0
     for chunk in _chunks(rows, chunk_rows):
-        good = [row for row in chunk if row.error is None]
-        predictions = iter(clf.predict([row.text for row in good]) if good else [])
-        results = []
         for row in chunk:
             if row.error is not None:
                 failed += 1
                 sys.stderr.write(f"error: line {row.line}: {row.error}\n")
-                results.append(None)
-            else:
-                results.append(next(predictions))
-        emit(chunk, results)
+        emit(chunk, predict_rows(clf, chunk, long_text))
         advance(len(chunk))
     return failed
 

@@ -1,0 +1,329 @@
+"""What `--backend auto` resolves to: the fastest backend x precision measured for this model on this machine.
+
+A decision is a short measurement (`tune`): every candidate that runs here is loaded, checked against the
+model's fp32 reference on a calibration sample (the fidelity bar: >= 99.5% label agreement, and <= 0.3 points
+of accuracy where the sample has labels), and timed on the same sample, length-sorted at batch 32
+(throughput) and one text at a time (latency). It is cached per model content, device, CPU flags, runtime
+versions and calibration sample, written atomically; a stale or unreadable cache is measured again.
+
+Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
+Commands whose workload pays for a measurement (a file job, the server, bench, `tune`) measure first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastsentiment.backends.registry import availability, backend_names, get_backend
+from fastsentiment.cache import cache_root
+from fastsentiment.errors import BackendError
+from fastsentiment.models import ModelDir
+
+log = logging.getLogger("fastsentiment")
+
+WORKLOADS = ("throughput", "latency", "start")
+MIN_AGREEMENT = 0.995
+MAX_ACCURACY_DROP = 0.003
+REFERENCE = ("onnx", "fp32")  # matches Hugging Face fp32 to 1e-4 (tests), without importing torch
+SAMPLE_SIZE = 256
+BATCH = 32
+TIMED_SECONDS = 0.6  # per candidate: enough passes over the sample to fill this
+LATENCY_TEXTS = 24
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
+DECISION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    precision: str | None
+    reason: str
+
+    @property
+    def config(self) -> str:
+        return f"{self.backend}:{self.precision}" if self.precision else self.backend
+
+
+@dataclass
+class Measurement:
+    """One candidate's row of the table a decision is made from."""
+
+    config: str
+    load_s: float | None = None
+    sentences_per_s: float | None = None
+    latency_ms: float | None = None
+    agreement: float | None = None
+    accuracy: float | None = None
+    faithful: bool = False
+    failed: str | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    texts: list[str]
+    labels: list[int] | None
+    identity: str
+
+    @classmethod
+    def builtin(cls) -> Calibration:
+        """Sentences the project wrote, and passages of 2-12 of them, so lengths run from a few tokens to ~250."""
+        sentences = [line.strip() for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = list(sentences)
+        span = 2
+        while len(texts) < SAMPLE_SIZE:
+            start = len(texts) % len(sentences)
+            texts.append(" ".join(sentences[(start + i) % len(sentences)] for i in range(span)))
+            span = span % 12 + 2
+        return cls(texts, None, "builtin-v1")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, labels: Sequence[str]) -> Calibration:
+        """Up to SAMPLE_SIZE rows of a user's file (a sample of their own data), with labels when it has them."""
+        from fastsentiment.bench.data import load_bench_data
+
+        data = load_bench_data(str(path), label_names=list(labels))
+        split = data.labelled or data.speed
+        texts = split.texts[:SAMPLE_SIZE]
+        truth = split.labels[:SAMPLE_SIZE] if split.labels is not None else None
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return cls(texts, truth, f"file-{digest}")
+
+
+# ---- the interim choice ----------------------------------------------------------------------
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def interim_choice(device: str, workload: str) -> Choice:
+    """`auto` before anything was measured: a choice by CPU flags, from the measurements in docs/benchmarks.md.
+
+    OpenVINO bf16 had the highest batched throughput on both CPUs measured there (AVX-512 bf16 with and without
+    AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX.
+    """
+    if device not in ("auto", "cpu"):
+        return _first_runnable(device, "no measurement for this device; the first backend that runs")
+    flags = cpu_flags()
+    if workload == "throughput" and flags & {"avx512_bf16", "amx_bf16"} and _runs("openvino", device):
+        return Choice(
+            "openvino", "bf16", "interim: this CPU computes bf16 natively (not yet measured: fastsentiment tune)"
+        )
+    if _runs("onnx", device):
+        return Choice(
+            "onnx", "int8", "interim: fastest start and batch-1 latency (not yet measured: fastsentiment tune)"
+        )
+    return _first_runnable(device, "interim: the first backend that runs here")
+
+
+def _runs(name: str, device: str) -> bool:
+    return name in backend_names() and availability(name, device).runnable
+
+
+def _first_runnable(device: str, reason: str) -> Choice:
+    for name in backend_names():
+        if availability(name, device).runnable:
+            return Choice(name, None, reason)
+    raise BackendError("no backend can run here (see `fastsentiment backends`)")
+
+
+# ---- decisions --------------------------------------------------------------------------------
+def choose(model: ModelDir, device: str = "auto", workload: str = "throughput", measure: bool = False) -> Choice:
+    """What `auto` is for `workload`: the cached measured decision, a fresh one if `measure`, else the interim."""
+    if workload not in WORKLOADS:
+        raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
+    if workload == "start":
+        return interim_choice(device, "latency")
+    decision = cached_decision(model, device)
+    if decision is None and measure:
+        log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
+        decision = tune(model, device)
+    if decision is None:
+        return interim_choice(device, workload)
+    chosen = decision.get(workload)
+    if chosen is None:
+        return interim_choice(device, workload)
+    return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
+
+
+def decision_key(model: ModelDir, device: str, calibration_identity: str) -> dict:
+    """Everything a measured decision depends on; a change in any of it means measuring again."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fastsentiment import __version__
+
+    runtimes = {}
+    for package in ("onnxruntime", "openvino", "torch", "nncf"):
+        try:
+            runtimes[package] = version(package)
+        except PackageNotFoundError:
+            runtimes[package] = None
+    flags = sorted(cpu_flags())
+    return {
+        "version": DECISION_VERSION,
+        "model": model.content_hash,
+        "device": device,
+        "machine": platform.machine(),
+        "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "runtimes": runtimes,
+        "fastsentiment": __version__,
+        "calibration": calibration_identity,
+    }
+
+
+def decision_path(model: ModelDir, device: str) -> Path:
+    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}.json"
+
+
+def cached_decision(model: ModelDir, device: str, calibration_identity: str = "builtin-v1") -> dict | None:
+    """The stored decision if it was made for exactly this model, machine and runtimes; None otherwise."""
+    path = decision_path(model, device)
+    if not path.is_file():
+        return None
+    try:
+        decision = json.loads(path.read_text())
+        stored_key = decision["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("ignoring an unreadable tuning cache %s; it will be measured again", path)
+        return None
+    if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity)):
+        return None  # another CPU, runtime version or model: stale
+    return decision
+
+
+def _save(path: Path, decision: dict) -> None:
+    """Write by rename, so a reader sees the old decision or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=".tune-", suffix=".json", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        json.dump(decision, stream, indent=1)
+    os.replace(scratch, path)
+
+
+# ---- measuring ------------------------------------------------------------------------------
+def candidates(device: str) -> list[tuple[str, str]]:
+    """Every tunable backend x precision that may run on `device`; torch last (its threads linger after it)."""
+    found = []
+    for name in backend_names():
+        backend = get_backend(name)
+        spec = backend.spec
+        if not spec.tunable or not availability(name, device).runnable:
+            continue
+        found += [(name, precision) for precision in spec.precisions if precision not in spec.accelerator_only]
+    return sorted(found, key=lambda pair: pair[0] == "torch")
+
+
+def tune(
+    model: ModelDir,
+    device: str = "auto",
+    calibration: Calibration | None = None,
+    only: Sequence[tuple[str, str]] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Measure every candidate on the calibration sample, decide, cache the decision and return it."""
+    from fastsentiment.backends.registry import load_backend, prepare_backend
+    from fastsentiment.classifier import Classifier
+    from fastsentiment.tokenization import TextEncoder
+
+    calibration = calibration or Calibration.builtin()
+    encoder = TextEncoder.from_model_dir(model)
+    sequences = encoder.encode(calibration.texts)
+
+    def measure_one(name: str, precision: str) -> tuple[Measurement, np.ndarray | None]:
+        row = Measurement(f"{name}:{precision}")
+        try:
+            progress(f"{row.config}: preparing")
+            prepare_backend(model, name, device, precision)
+            progress(f"{row.config}: measuring")
+            started = time.perf_counter()
+            clf = Classifier(model, load_backend(model, name, device, precision), encoder, batch_size=BATCH)
+            row.load_s = time.perf_counter() - started
+            logits = clf.logits_for_ids(sequences)  # also the warm-up
+            row.sentences_per_s = _throughput(clf, sequences)
+            row.latency_ms = _latency_ms(clf, sequences)
+            return row, logits
+        except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
+            row.failed = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return row, None
+
+    reference_row, reference = measure_one(*REFERENCE)
+    if reference is None:
+        raise BackendError(f"tune: the fp32 reference {reference_row.config} failed: {reference_row.failed}")
+    rows = []
+    for name, precision in only or candidates(device):
+        row, logits = (reference_row, reference) if (name, precision) == REFERENCE else measure_one(name, precision)
+        if logits is not None:
+            _judge(row, logits, reference, calibration.labels)
+        rows.append(row)
+    decision = {
+        "key": decision_key(model, device, calibration.identity),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        "sample": len(sequences),
+        "table": [asdict(row) for row in rows],
+    }
+    faithful = [row for row in rows if row.faithful]
+    if faithful:
+        fastest = max(faithful, key=lambda row: row.sentences_per_s)
+        quickest = min(faithful, key=lambda row: row.latency_ms)
+        decision["throughput"] = _chosen(fastest, f"{fastest.sentences_per_s:,.0f} sentences/s at batch {BATCH}")
+        decision["latency"] = _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1")
+    _save(decision_path(model, device), decision)
+    return decision
+
+
+def _judge(row: Measurement, logits: np.ndarray, reference: np.ndarray, labels: list[int] | None) -> None:
+    """The fidelity bar: label agreement with the fp32 reference, and no accuracy lost where labels exist."""
+    row.agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
+    row.faithful = row.agreement >= MIN_AGREEMENT
+    if labels is not None:
+        truth = np.asarray(labels)
+        row.accuracy = float((logits.argmax(1) == truth).mean())
+        reference_accuracy = float((reference.argmax(1) == truth).mean())
+        row.faithful = row.faithful and row.accuracy >= reference_accuracy - MAX_ACCURACY_DROP
+
+
+def _chosen(row: Measurement, why: str) -> dict:
+    backend, precision = row.config.split(":")
+    return {"backend": backend, "precision": precision, "why": f"{row.config}, {why}"}
+
+
+def _throughput(clf, sequences) -> float:
+    """Sentences per second over length-sorted batches of the sample, the median of passes filling TIMED_SECONDS."""
+    rates, spent = [], 0.0
+    while spent < TIMED_SECONDS or len(rates) < 2:
+        started = time.perf_counter()
+        clf.logits_for_ids(sequences)
+        elapsed = time.perf_counter() - started
+        rates.append(len(sequences) / elapsed)
+        spent += elapsed
+    return float(np.median(rates))
+
+
+def _latency_ms(clf, sequences) -> float:
+    """Median milliseconds for one text at a time, over texts of typical (median) length."""
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    middle = len(order) // 2
+    picked = order[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]
+    times = []
+    for index in picked:
+        started = time.perf_counter()
+        clf.logits_for_ids([sequences[index]], batch_size=1)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))

@@ -1,0 +1,109 @@
+"""`fastsentiment bench`: every configuration prepared, measured in its own process, repeated and compared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastsentiment.bench.data import load_bench_data
+from fastsentiment.bench.measure import Spec
+from fastsentiment.bench.report import machine
+from fastsentiment.bench.run import (
+    REFERENCE,
+    add_agreement,
+    check_config,
+    default_configs,
+    prepare_config,
+    run_config,
+    summarise,
+)
+from fastsentiment.errors import InputError
+from fastsentiment.models import resolve_model
+
+QUICK = {"batch_sizes": [1, 32], "speed_limit": 128, "labelled_limit": 100, "latency_samples": 30}
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to measure: a model, configurations (None: every one that runs here), data and repeats."""
+
+    model: str | None = None
+    configs: list[str] | None = None
+    data: str = "../shared/data/sst2"
+    text_column: str = "sentence"
+    label_column: str = "label"
+    batch_sizes: str = "1,8,32,128"
+    repeat: int = 1
+    quick: bool = False
+    timeout: float = 1800
+    command: str = ""
+
+
+def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lambda message, done: None) -> dict:
+    """Measure every configuration of `request`; `progress(message, runs_done)` follows along. Returns the report."""
+    model_dir = resolve_model(request.model)
+    configs = resolved_configs(request)
+    for config in configs:
+        check_config(config)
+    try:
+        sizes = sorted({int(size) for size in request.batch_sizes.split(",")})
+    except ValueError:
+        raise InputError(f"--batch-sizes takes comma-separated integers, got {request.batch_sizes!r}") from None
+    bench_data = load_bench_data(  # fails before any run
+        request.data, request.text_column, request.label_column, model_dir.labels
+    )
+    spec = dict(
+        model=str(model_dir.path),
+        data=request.data,
+        text_column=request.text_column,
+        label_column=request.label_column,
+        labels=model_dir.labels,
+        batch_sizes=sizes,
+    )
+    if request.quick:
+        spec.update(QUICK)
+    rows, done = [], 0
+    for config in configs:
+        runs = []
+        progress(f"{config}: preparing (exports are cached, not timed)", done)
+        try:
+            prepare_config(config, model_dir)
+        except Exception as error:  # reported in its row, like any other failure of this configuration
+            rows.append({"config": config, "failed": f"prepare: {str(error).splitlines()[0]}"})
+            done += request.repeat
+            continue
+        for attempt in range(request.repeat):
+            progress(f"{config} (run {attempt + 1}/{request.repeat})", done)
+            runs.append(run_config(Spec(config=config, **spec), request.timeout))
+            done += 1
+        rows.append(summarise(runs))
+    progress("done", done)
+    add_agreement(rows)
+    labelled = bench_data.labelled.texts if bench_data.labelled else []
+    return {
+        "model": str(model_dir.path),
+        "model_name": model_dir.path.name,
+        "model_hash": model_dir.content_hash,
+        "data": request.data,
+        "labelled_sentences": min(len(labelled), spec.get("labelled_limit") or len(labelled)),
+        "speed_sentences": min(len(bench_data.speed.texts), spec.get("speed_limit") or len(bench_data.speed.texts)),
+        "repeats": request.repeat,
+        "command": request.command,
+        "machine": machine(),
+        "rows": rows,
+    }
+
+
+def resolved_configs(request: BenchRequest) -> list[str]:
+    """The configurations `run_bench` measures: those asked for, or every one that runs here with the reference."""
+    if request.configs:
+        return list(request.configs)
+    configs = default_configs()
+    if request.quick:
+        configs = [c for c in configs if c != "pipeline:32"]
+    return configs if REFERENCE in configs else [REFERENCE, *configs]
+
+
+def run_count(request: BenchRequest) -> int:
+    """How many measured runs `run_bench` will make, for a progress bar."""
+    return len(resolved_configs(request)) * request.repeat

@@ -1,0 +1,69 @@
+"""`fastsentiment tune`: measure which backend x precision `auto` should be for a model on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fastsentiment.cli.app import app
+from fastsentiment.cli.options import DeviceOption, ModelOption
+
+
+@app.command()
+def tune(
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="A sample of your own texts (.txt/.csv/.tsv/.jsonl; labels used when present) "
+        "[default: the project's built-in English sentences].",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the decision and its table as JSON."),
+) -> None:
+    """Measure every backend x precision that runs here and cache what `--backend auto` resolves to."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, decision_path
+    from fastsentiment.backends.auto import tune as measure
+    from fastsentiment.models import resolve_model
+
+    model_dir = resolve_model(model)
+    sample = Calibration.from_file(calibration, model_dir.labels) if calibration else Calibration.builtin()
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        decision = measure(model_dir, device, sample, progress=lambda message: status.update(message))
+    if as_json:
+        typer.echo(json.dumps(decision, indent=2))
+        return
+    chosen = {
+        decision[w]["backend"] + ":" + decision[w]["precision"]: w for w in ("latency", "throughput") if w in decision
+    }
+    table = Table(
+        "backend:precision", "load s", "sentences/s (batch 32)", "p50 ms (batch 1)", "agreement", "accuracy", "auto",
+        title=f"{model_dir.path.name} on this machine, {decision['sample']} calibration texts",
+    )  # fmt: skip
+    for row in decision["table"]:
+        if row["failed"]:
+            table.add_row(row["config"], "", "", "", "", "", f"failed: {row['failed']}")
+            continue
+        verdict = ", ".join(w for c, w in chosen.items() if c == row["config"]) if row["faithful"] else (
+            f"below the bar (< {MIN_AGREEMENT:.1%} agreement or accuracy lost)"
+        )  # fmt: skip
+        table.add_row(
+            row["config"],
+            f"{row['load_s']:.2f}",
+            f"{row['sentences_per_s']:,.0f}",
+            f"{row['latency_ms']:.2f}",
+            f"{row['agreement']:.2%}",
+            "" if row["accuracy"] is None else f"{row['accuracy']:.2%}",
+            verdict,
+        )
+    Console(width=200).print(table)
+    for workload in ("throughput", "latency"):
+        if workload in decision:
+            console.print(f"auto for {workload}: {decision[workload]['why']}")
+    console.print(f"cached in {decision_path(model_dir, device)}")

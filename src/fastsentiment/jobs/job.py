@@ -1,0 +1,83 @@
+"""What a file job is: its input, output and engine (`FileJob`) and the model it runs (`ModelOptions`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastsentiment.errors import InputError
+from fastsentiment.windows import LongText
+
+ENGINES = ("local", "ray")
+RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
+CHUNK_ROWS = 2048
+# A file this large keeps the model busy for tens of seconds or more, so measuring what `auto` is pays back.
+TUNE_WORTH_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load the classifier: the arguments of `Classifier.load`."""
+
+    model: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str | None = None
+    batch_size: int = 32
+    max_length: int | None = None
+    threads: int | None = None
+    workload: str = "throughput"
+    tune: bool = False  # measure what `auto` is now when no decision is cached
+
+    def load(self):
+        from fastsentiment.classifier import Classifier
+
+        return Classifier.load(**asdict(self))
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """Classify the rows of `source` (a file, '-' for stdin, or with Ray a folder) to the console or `out`."""
+
+    source: str
+    out: Path | None = None
+    column: str | None = None
+    as_json: bool = False
+    resume: bool = False
+    chunk_rows: int = CHUNK_ROWS
+    engine: str = "local"
+    long_text: LongText = field(default_factory=LongText)
+    # Ray only: the cluster to join (None: start Ray here), actors, and the files in the output folder.
+    address: str | None = None
+    num_workers: int = 1
+    out_format: str | None = None
+
+    def check(self) -> None:
+        """Every combination of options that cannot work, refused before anything is loaded."""
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
+        if self.resume and (self.source == "-" or self.out is None):
+            raise InputError("--resume continues a --file run written with --out")
+        if self.engine == "ray":
+            if self.source == "-" or self.out is None:
+                raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
+            if self.resume:
+                raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
+            if self.ray_output_format not in RAY_OUTPUT_FORMATS:
+                raise InputError(f"--out-format {self.ray_output_format!r}: choose parquet, csv or jsonl")
+        elif self.address or self.out_format:
+            raise InputError("--address and --out-format belong to --engine ray")
+
+    @property
+    def worth_tuning(self) -> bool:
+        """Whether this job is large enough for `auto` to be measured before it runs."""
+        if self.source == "-":
+            return False
+        path = Path(self.source)
+        size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
+        return size >= TUNE_WORTH_BYTES
+
+    @property
+    def ray_output_format(self) -> str:
+        suffix = self.out.suffix.lower() if self.out else ""
+        return self.out_format or {".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "parquet")

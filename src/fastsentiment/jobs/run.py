@@ -1,0 +1,37 @@
+"""Running a file job on the engine it names."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+from fastsentiment.jobs.job import FileJob, ModelOptions
+
+
+def run_file_job(job: FileJob, options: ModelOptions) -> int:
+    """Run the job on its engine; return how many rows could not be classified."""
+    job.check()
+    options = replace(options, tune=options.tune or job.worth_tuning)
+    if job.engine == "ray":
+        from fastsentiment.jobs.ray_engine import run_ray_job
+
+        report = run_ray_job(job, options)
+        sys.stderr.write(f"wrote {report.rows:,} rows to {job.out}/ in {report.files} {job.ray_output_format} files\n")
+        return report.failed
+    from fastsentiment.jobs.local_engine import classify_file
+    from fastsentiment.jobs.rows import RowSource
+    from fastsentiment.jobs.sinks import output_format
+
+    source = RowSource(job.source, job.column)  # a missing file or column fails before the model load
+    if job.out is not None:
+        output_format(job.out)
+    return classify_file(
+        options.load(),
+        source,
+        out=job.out,
+        as_json=job.as_json,
+        resume=job.resume,
+        progress=job.source != "-",
+        chunk_rows=job.chunk_rows,
+        long_text=job.long_text,
+    )

@@ -1,0 +1,22 @@
+"""Reading a label cell of a data file: one rule for training, evaluation and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastsentiment.errors import InputError
+
+
+def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
+    """The class id a cell names: one of `names` (the model's or the data's labels), else an integer id.
+
+    Names win over digits, so a label literally called "1" keeps its own id. Negative ids pass through:
+    GLUE test splits mark a missing label with -1, and callers decide what a missing label means.
+    """
+    text = str(value).strip()
+    if names and text in names:
+        return list(names).index(text)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
+    raise InputError(f"{where}: unknown label {text!r}; {known}")

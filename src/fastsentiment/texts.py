@@ -1,0 +1,28 @@
+"""The rules a text must meet before it is classified: one home, so every surface words them alike.
+
+Bytes reach us decoded with `surrogateescape` (files, stdin, HTTP bodies), so an undecodable
+byte survives as a lone surrogate in U+DC80..U+DCFF and is reported, instead of being silently
+replaced or stopping a whole file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def has_undecodable(text: str) -> bool:
+    """Whether `text` holds bytes that were not valid UTF-8 (kept as surrogate escapes)."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def text_problem(value: Any) -> str | None:
+    """Why `value` cannot be classified ("empty text", "not valid UTF-8", ...), or None when it can."""
+    if value is None:
+        return "empty text"
+    if not isinstance(value, str):
+        return f"{type(value).__name__}, not text"
+    if has_undecodable(value):
+        return "not valid UTF-8"
+    if not value.strip():
+        return "empty text"
+    return None

@@ -1,0 +1,55 @@
+"""What a training run is: its options, and the step count they imply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+# Options that may differ between an interrupted run and its resumption without changing the result.
+RESUME_NEUTRAL = {"resume", "device", "progress"}
+
+
+@dataclass
+class TrainConfig:
+    base_model: str
+    train_file: str
+    output_dir: str
+    eval_file: str | None = None
+    eval_fraction: float = 0.02
+    text_column: str = "sentence"
+    label_column: str = "label"
+    labels: list[str] | None = None
+    epochs: int = 2
+    max_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    schedule: str = "linear"
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_length: int = 128
+    seed: int = 42
+    split_seed: int = 0
+    device: str = "auto"
+    precision: str = "bf16"
+    eval_every: int | None = None
+    checkpoint_every: int = 200
+    teachers: list[str] = field(default_factory=list)
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    ema_decay: float | None = None
+    select: str = "best"
+    save_dtype: str = "float32"
+    resume: bool = False
+    progress: bool = True
+
+    def fingerprint(self) -> str:
+        relevant = {k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def total_steps(config: TrainConfig, examples: int) -> int:
+    per_epoch = math.ceil(examples / config.batch_size)
+    steps = per_epoch * config.epochs
+    return min(steps, config.max_steps) if config.max_steps else steps

@@ -1,0 +1,151 @@
+"""`--backend auto`: the measured decision, its cache, and the fidelity bar it never crosses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fastsentiment.backends import auto
+from fastsentiment.backends.base import BackendSpec
+from fastsentiment.backends.registry import _REGISTRY, register
+from fastsentiment.models import resolve_model
+
+FAST_CANDIDATES = [("onnx", "fp32"), ("onnx", "int8")]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def model(bert_dir):
+    return resolve_model(str(bert_dir))
+
+
+class _WrongButFast:
+    """A backend that answers at once with labels unrelated to the text: the fastest row, and unfaithful."""
+
+    spec: ClassVar[BackendSpec] = BackendSpec(
+        name="wrong-but-fast",
+        description="test double of a broken quantisation",
+        extra="onnx",
+        modules=("numpy",),
+        devices=("cpu",),
+        precisions=("fp32",),
+        default_precision="fp32",
+    )
+    device = "cpu"
+    precision = "fp32"
+
+    @classmethod
+    def device_problem(cls, device):
+        return None
+
+    @classmethod
+    def load(cls, model, device, precision, threads=None):
+        return cls()
+
+    def logits(self, input_ids, attention_mask):
+        labels = input_ids.sum(axis=1) % 2  # a fixed, text-independent guess
+        return np.stack([labels, 1 - labels], axis=1).astype(np.float32) * 5
+
+    def explain(self):
+        return {}
+
+
+@pytest.fixture
+def wrong_but_fast():
+    register(_WrongButFast)
+    yield _WrongButFast.spec.name
+    _REGISTRY.pop(_WrongButFast.spec.name)
+
+
+def test_auto_never_picks_a_candidate_below_the_fidelity_bar(model, cache, wrong_but_fast):
+    decision = auto.tune(model, "cpu", only=[*FAST_CANDIDATES, (wrong_but_fast, "fp32")])
+    rows = {row["config"]: row for row in decision["table"]}
+    broken = rows[f"{wrong_but_fast}:fp32"]
+    assert broken["sentences_per_s"] > max(rows[f"{n}:{p}"]["sentences_per_s"] for n, p in FAST_CANDIDATES)
+    assert broken["agreement"] < auto.MIN_AGREEMENT and not broken["faithful"]
+    assert rows["onnx:fp32"]["agreement"] == 1.0 and rows["onnx:fp32"]["faithful"]
+    for workload in ("throughput", "latency"):
+        assert decision[workload]["backend"] == "onnx", decision[workload]
+        assert auto.choose(model, "cpu", workload).config != f"{wrong_but_fast}:fp32"
+
+
+def test_labelled_calibration_rejects_a_candidate_that_loses_accuracy(model, cache, wrong_but_fast, sst2_dir):
+    sample = auto.Calibration.from_file(sst2_dir / "dev.tsv", model.labels)
+    assert sample.labels is not None and len(sample.texts) == auto.SAMPLE_SIZE
+    decision = auto.tune(model, "cpu", sample, only=[("onnx", "fp32"), (wrong_but_fast, "fp32")])
+    rows = {row["config"]: row for row in decision["table"]}
+    assert rows["onnx:fp32"]["accuracy"] is not None and not rows[f"{wrong_but_fast}:fp32"]["faithful"]
+    assert decision["key"]["calibration"].startswith("file-")
+
+
+def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):
+    assert auto.cached_decision(model, "cpu") is None
+    assert auto.choose(model, "cpu").reason.startswith("interim")
+    decision = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    path = auto.decision_path(model, "cpu")
+    assert json.loads(path.read_text()) == decision
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no scratch file left behind
+    chosen = auto.choose(model, "cpu", "throughput")
+    assert chosen.config == f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
+    assert chosen.reason.startswith("measured")
+
+
+@pytest.mark.parametrize("change", ["cpu flags", "runtime version", "model"])
+def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, cache, monkeypatch, change, tmp_path):
+    auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    assert auto.cached_decision(model, "cpu") is not None
+    if change == "cpu flags":
+        monkeypatch.setattr(auto, "cpu_flags", lambda: {"sse2"})  # the same cache read on another CPU
+    elif change == "runtime version":
+        path = auto.decision_path(model, "cpu")
+        decision = json.loads(path.read_text())
+        decision["key"]["runtimes"]["onnxruntime"] = "0.0.1"
+        path.write_text(json.dumps(decision))
+    else:
+        import shutil
+
+        from safetensors.numpy import load_file, save_file
+
+        other = shutil.copytree(model.path, tmp_path / "retrained")
+        weights = load_file(other / "model.safetensors")
+        weights["classifier.bias"] = weights["classifier.bias"] + 1
+        save_file(weights, str(other / "model.safetensors"))
+        model = resolve_model(str(other))
+    assert auto.cached_decision(model, "cpu") is None
+    assert auto.choose(model, "cpu").reason.startswith("interim")
+
+
+def test_a_corrupt_cache_is_ignored_with_a_warning_and_rebuilt(model, cache, caplog):
+    path = auto.decision_path(model, "cpu")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"key": {"version": 1, "model": "trunc')
+    with caplog.at_level(logging.WARNING, logger="fastsentiment"):
+        assert auto.choose(model, "cpu").reason.startswith("interim")
+    assert "unreadable tuning cache" in caplog.text
+    chosen = auto.choose(model, "cpu", measure=True)  # measures again and replaces the file
+    assert chosen.reason.startswith("measured") and json.loads(path.read_text())["key"]["model"] == model.content_hash
+
+
+def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_dir, tmp_path):
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    result = run_cli("tune", "--model", str(bert_dir), "--device", "cpu", "--json", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    decision = json.loads(result.stdout)
+    configs = {row["config"] for row in decision["table"]}
+    assert {"onnx:int8", "onnx:fp32", "openvino:fp32"} <= configs and "ane:fp32" not in configs
+    listed = run_cli("backends", "--model", str(bert_dir), "--device", "cpu", env=env)
+    assert listed.returncode == 0, listed.stderr.decode()
+    expected = f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
+    assert f"auto for throughput (files, stdin, serve, bench, evaluate, the Python API): {expected}" in " ".join(
+        listed.stdout.decode().split()
+    )

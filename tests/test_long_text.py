@@ -1,0 +1,113 @@
+"""Whole long documents: windows on token boundaries, their overlap and spans, and every surface that reads them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fastsentiment import Classifier
+from fastsentiment.errors import InputError
+from fastsentiment.windows import cut
+
+WORDS = "good bad great like love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
+LIMIT = 64  # the tiny models' max_position_embeddings and model_max_length
+
+
+def words(count: int, offset: int = 0) -> str:
+    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(count))
+
+
+@pytest.fixture(scope="module")
+def clf(bert_dir):
+    return Classifier.load(bert_dir, backend="onnx", precision="fp32")
+
+
+def test_a_text_of_exactly_the_window_length_is_one_window(clf):
+    (prediction,) = clf.predict([words(LIMIT - 2)], long_text="chunk")
+    assert (prediction.tokens, prediction.windows) == (LIMIT, 1)
+    assert prediction.logits == pytest.approx(clf.predict([words(LIMIT - 2)])[0].logits)
+
+
+@pytest.mark.parametrize("stride", [0, 8, 20])
+def test_one_token_more_is_two_windows_sharing_the_stride(clf, stride):
+    text = words(LIMIT - 1)
+    encoding = clf.encoder.encodings([text])[0]
+    first, second = cut(encoding, 0, LIMIT, stride).windows
+    assert len(first.ids) == LIMIT and first.ids[0] == encoding.ids[0] and first.ids[-1] == encoding.ids[-1]
+    assert second.ids[0] == encoding.ids[0] and second.ids[-1] == encoding.ids[-1]  # [CLS] ... [SEP] in each
+    assert first.ids[1:-1][len(first.ids) - 2 - stride :] == second.ids[1 : 1 + stride]
+    assert second.tokens == stride + 1
+    (prediction,) = clf.predict([text], long_text="chunk", stride=stride)
+    assert (prediction.tokens, prediction.windows) == (LIMIT + 1, 2)
+
+
+def test_window_spans_cover_the_whole_text_and_drive_the_verdict(clf):
+    text = words(300, offset=3)
+    (answer,) = clf([text], long_text="chunk", stride=16, return_chunks=True)
+    chunks = answer["chunks"]
+    assert len(chunks) > 5 and chunks[0]["start"] == 0 and chunks[-1]["end"] == len(text)
+    for before, after in itertools.pairwise(chunks):
+        assert after["start"] < before["end"]  # overlapping windows: no character is left out
+        assert text[before["start"] : before["end"]].split()  # each span is real words of the text
+    assert {chunk["label"] for chunk in chunks} <= set(clf.labels)
+    assert sum(chunk["tokens"] for chunk in chunks) == 300 + 16 * (len(chunks) - 1)
+
+
+def test_chunked_results_agree_across_fp32_backends(bert_dir, clf):
+    texts = [words(150), words(30, 2), words(500, 5)]
+    reference = Classifier.load(bert_dir, backend="torch", precision="fp32")
+    for aggregate in ("mean", "max", "logit-mean"):
+        ours = clf.logits(texts, long_text="chunk", aggregate=aggregate)
+        theirs = reference.logits(texts, long_text="chunk", aggregate=aggregate)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_mean_aggregate_is_the_token_weighted_mean_of_window_probabilities(clf):
+    text = words(200, 1)
+    (prediction,) = clf.predict([text], long_text="chunk", stride=10, aggregate="mean", return_chunks=True)
+    weights = np.array([chunk["tokens"] for chunk in prediction.chunks], dtype=float)
+    windows = [clf.predict([text[c["start"] : c["end"]]])[0] for c in prediction.chunks]
+    expected = sum(w * np.array(list(p.scores.values())) for w, p in zip(weights, windows, strict=True)) / weights.sum()
+    np.testing.assert_allclose(list(prediction.scores.values()), expected, atol=1e-5)
+
+
+def test_long_text_error_names_the_input_and_its_tokens(clf, bert_dir):
+    with pytest.raises(InputError, match=r"^input 2 has 102 tokens, over the model's limit of 64"):
+        clf(["good", words(100)], long_text="error")
+    result = run_cli("classify", "good", words(100), "--model", str(bert_dir), "--long-text", "error")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: input 2 has 102 tokens")
+
+
+def test_unknown_long_text_options_are_one_line_errors(clf, bert_dir):
+    with pytest.raises(InputError, match="unknown long_text"):
+        clf("good", long_text="summarise")
+    result = run_cli("classify", "good", "--model", str(bert_dir), "--long-text", "chunk", "--stride", "600")
+    assert result.returncode == 2 and result.stderr.decode().startswith("error: stride must be between 0 and")
+
+
+def test_file_job_in_chunk_mode_writes_tokens_and_windows(bert_dir, tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_text("\n".join(json.dumps({"text": t}) for t in [words(5), words(200), ""]) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "classify", "--file", str(source), "--out", str(out), "--model", str(bert_dir), "--backend", "onnx",
+        "--long-text", "chunk", "--stride", "8",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr.decode()  # the empty row
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["tokens"], r["windows"]) for r in rows] == [(7, 1), (202, 4), (None, None)]
+    assert rows[2]["error"] == "empty text" and rows[1]["label"] in ("NEGATIVE", "POSITIVE")
+
+
+def test_truncate_stays_the_default_and_warns(bert_dir):
+    result = run_cli("classify", words(100), "--model", str(bert_dir), "--json")
+    assert result.returncode == 0
+    assert "truncated to the model's limit of 64 (38 tokens dropped)" in result.stderr.decode()
+    record = json.loads(result.stdout)
+    assert record["tokens"] == 102 and record["windows"] == 1

@@ -1,0 +1,106 @@
+"""The server's dynamic batcher on a real tokenizer and a real ONNX Runtime model, without HTTP."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from fastsentiment import Classifier
+from fastsentiment.errors import InputError
+from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher
+
+
+@pytest.fixture(scope="module")
+def classifier(bert_dir, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTSENTIMENT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return Classifier.load(bert_dir, batch_size=4)
+
+
+class Recorder:
+    """The classifier's own encode and model call, noting what each batch held."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        self.encoded: list[str] = []
+        self.batches: list[list[int]] = []  # token counts of the texts of each model call
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return self.classifier.encoder.encode(texts)
+
+    def run(self, sequences):
+        self.batches.append([len(ids) for ids in sequences])
+        return self.classifier.logits_for_ids(sequences)
+
+
+def run_batcher(recorder: Recorder, settings: BatchSettings, scenario):
+    async def main():
+        batcher = DynamicBatcher(recorder.encode, recorder.run, settings)
+        batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.drain()
+
+    return asyncio.run(main())
+
+
+def test_a_text_the_tokenizer_rejects_fails_alone(classifier):
+    recorder = Recorder(classifier)
+    texts = ["good film", "caf\udcff au lait", "", "bad cake"]
+
+    async def scenario(batcher):
+        return await asyncio.gather(*(batcher.submit([text]) for text in texts), return_exceptions=True)
+
+    good, rejected, empty, bad = run_batcher(recorder, BatchSettings(max_wait_ms=50), scenario)
+    assert isinstance(rejected, InputError) and "cannot be tokenised" in str(rejected)
+    expected = classifier.logits(["good film", "bad cake"])
+    np.testing.assert_allclose(good[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(bad[0], expected[1], atol=1e-5)
+    assert empty.shape == (
+        1,
+        len(classifier.labels),
+    )  # the tokenizer takes "" ([CLS] [SEP]); the server rejects it earlier
+    assert recorder.batches == [[4, 2, 4]]  # one model call for the three neighbours, in spite of the failure
+
+
+def test_token_budget_splits_batches_and_tokenises_each_text_once(classifier):
+    recorder = Recorder(classifier)
+    texts = [" ".join(["good"] * n) + " film" for n in range(1, 9)]  # 3 to 10 tokens, in arrival order
+    budget = 24
+
+    async def scenario(batcher):
+        return await batcher.submit(texts)
+
+    logits = run_batcher(recorder, BatchSettings(max_batch_size=64, max_batch_tokens=budget, max_wait_ms=50), scenario)
+    np.testing.assert_allclose(logits, classifier.logits(texts), atol=1e-5)
+    assert len(recorder.batches) > 1
+    assert all(len(batch) * max(batch) <= budget for batch in recorder.batches)
+    assert [n for batch in recorder.batches for n in batch] == [n + 3 for n in range(1, 9)]  # arrival order kept
+    assert sorted(recorder.encoded) == sorted(texts)  # texts put back in the queue are not tokenised again
+
+
+@pytest.mark.parametrize(("max_wait_ms", "batches"), [(0, [[4], [4]]), (2000, [[4, 4]])])
+def test_max_wait_gives_a_lone_request_time_for_company(classifier, max_wait_ms, batches):
+    recorder = Recorder(classifier)
+
+    async def scenario(batcher):
+        first = asyncio.ensure_future(batcher.submit(["good film"]))
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(batcher.submit(["bad cake"]))
+        return await asyncio.gather(first, second)
+
+    run_batcher(recorder, BatchSettings(max_batch_size=2, max_wait_ms=max_wait_ms), scenario)
+    assert recorder.batches == batches
+
+
+def test_a_full_batch_does_not_wait(classifier):
+    recorder = Recorder(classifier)
+
+    async def scenario(batcher):
+        return await asyncio.wait_for(batcher.submit(["good film", "bad cake"]), timeout=30)
+
+    # max_batch_size texts are there at once: no waiting for the (one hour) max_wait_ms
+    run_batcher(recorder, BatchSettings(max_batch_size=2, max_wait_ms=3_600_000), scenario)
+    assert recorder.batches == [[4, 4]]
