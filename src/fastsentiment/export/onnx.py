@@ -92,7 +92,11 @@ def _optimise(source: Path, target: Path, model: ModelDir) -> None:
 
     shape = model.encoder_shape
     optimised = optimize_model(
-        str(source), model_type="bert", num_heads=shape["heads"], hidden_size=shape["hidden"], opt_level=1
+        str(source),
+        model_type=model.architecture.ort_model_type,
+        num_heads=shape["heads"],
+        hidden_size=shape["hidden"],
+        opt_level=1,
     )
     optimised.save_model_to_file(str(target))
 

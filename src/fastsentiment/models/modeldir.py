@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import ModelError
+from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
@@ -36,9 +37,12 @@ class ModelDir:
         return self.config["model_type"]
 
     @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.model_type]
+
+    @property
     def uses_token_type_ids(self) -> bool:
-        # DistilBERT's forward rejects token_type_ids; BERT (MiniLM included) expects them.
-        return self.model_type == "bert"
+        return self.architecture.token_type_ids
 
     @property
     def labels(self) -> list[str]:
@@ -52,7 +56,7 @@ class ModelDir:
     @property
     def max_length(self) -> int:
         """Longest token sequence the model accepts, special tokens included."""
-        limit = int(self.config.get("max_position_embeddings", 512))
+        limit = self.architecture.max_tokens(self.config)
         tokenizer_limit = self.tokenizer_config.get("model_max_length")
         # Tokenizer configs often carry a huge sentinel (1e30) meaning "no limit of its own".
         if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < limit:
@@ -61,14 +65,8 @@ class ModelDir:
 
     @property
     def encoder_shape(self) -> dict[str, int]:
-        """Layers, hidden size, attention heads and feed-forward size, read from BERT's or DistilBERT's config keys."""
-        config = self.config
-        return {
-            "layers": int(config.get("num_hidden_layers", config.get("n_layers", 0))),
-            "hidden": int(config.get("hidden_size", config.get("dim", 0))),
-            "heads": int(config.get("num_attention_heads", config.get("n_heads", 0))),
-            "ffn": int(config.get("intermediate_size", config.get("hidden_dim", 0))),
-        }
+        """Layers, hidden size, attention heads and feed-forward size, from the architecture's config keys."""
+        return self.architecture.encoder_shape(self.config)
 
     @property
     def weights_path(self) -> Path:
@@ -110,7 +108,7 @@ class ModelDir:
 
 
 def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
-    """Check that `path` is a usable DistilBERT/BERT model directory and return it.
+    """Check that `path` is a usable model directory of a supported architecture and return it.
 
     `require_head=False` accepts a bare encoder (architectures `BertModel`), which is what
     `fastsentiment train` starts from.

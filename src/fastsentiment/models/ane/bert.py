@@ -43,3 +43,25 @@ class AneBertForSequenceClassification(nn.Module):
             x = layer(x, mask)
         pooled = torch.tanh(self.pooler(x[:, :, :, :1]))  # the [CLS] position
         return self.classifier(pooled).flatten(1)  # (B, labels)
+
+
+NETWORK = AneBertForSequenceClassification
+# Hugging Face weight name (with {i} for the layer) -> (our name, kind). Kinds: linear, channel_norm, copy.
+HF_LAYER_NAMES = {
+    "bert.encoder.layer.{i}.attention.self.query": ("layers.{i}.attention.query", "linear"),
+    "bert.encoder.layer.{i}.attention.self.key": ("layers.{i}.attention.key", "linear"),
+    "bert.encoder.layer.{i}.attention.self.value": ("layers.{i}.attention.value", "linear"),
+    "bert.encoder.layer.{i}.attention.output.dense": ("layers.{i}.attention.output", "linear"),
+    "bert.encoder.layer.{i}.attention.output.LayerNorm": ("layers.{i}.attention_norm", "channel_norm"),
+    "bert.encoder.layer.{i}.intermediate.dense": ("layers.{i}.expand", "linear"),
+    "bert.encoder.layer.{i}.output.dense": ("layers.{i}.contract", "linear"),
+    "bert.encoder.layer.{i}.output.LayerNorm": ("layers.{i}.output_norm", "channel_norm"),
+}
+HF_MODEL_NAMES = {
+    "bert.embeddings.word_embeddings": ("embeddings.words", "copy"),
+    "bert.embeddings.position_embeddings": ("embeddings.positions", "copy"),
+    "bert.embeddings.token_type_embeddings": ("embeddings.token_types", "copy"),
+    "bert.embeddings.LayerNorm": ("embeddings.norm", "copy"),
+    "bert.pooler.dense": ("pooler", "linear"),
+    "classifier": ("classifier", "linear"),
+}

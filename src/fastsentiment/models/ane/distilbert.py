@@ -38,3 +38,24 @@ class AneDistilBertForSequenceClassification(nn.Module):
             x = layer(x, mask)
         hidden = torch.relu(self.pre_classifier(x[:, :, :, :1]))  # the [CLS] position
         return self.classifier(hidden).flatten(1)  # (B, labels)
+
+
+NETWORK = AneDistilBertForSequenceClassification
+# Hugging Face weight name (with {i} for the layer) -> (our name, kind). Kinds: linear, channel_norm, copy.
+HF_LAYER_NAMES = {
+    "distilbert.transformer.layer.{i}.attention.q_lin": ("layers.{i}.attention.query", "linear"),
+    "distilbert.transformer.layer.{i}.attention.k_lin": ("layers.{i}.attention.key", "linear"),
+    "distilbert.transformer.layer.{i}.attention.v_lin": ("layers.{i}.attention.value", "linear"),
+    "distilbert.transformer.layer.{i}.attention.out_lin": ("layers.{i}.attention.output", "linear"),
+    "distilbert.transformer.layer.{i}.sa_layer_norm": ("layers.{i}.attention_norm", "channel_norm"),
+    "distilbert.transformer.layer.{i}.ffn.lin1": ("layers.{i}.expand", "linear"),
+    "distilbert.transformer.layer.{i}.ffn.lin2": ("layers.{i}.contract", "linear"),
+    "distilbert.transformer.layer.{i}.output_layer_norm": ("layers.{i}.output_norm", "channel_norm"),
+}
+HF_MODEL_NAMES = {
+    "distilbert.embeddings.word_embeddings": ("embeddings.words", "copy"),
+    "distilbert.embeddings.position_embeddings": ("embeddings.positions", "copy"),
+    "distilbert.embeddings.LayerNorm": ("embeddings.norm", "copy"),
+    "pre_classifier": ("pre_classifier", "linear"),
+    "classifier": ("classifier", "linear"),
+}

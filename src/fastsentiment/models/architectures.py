@@ -1,0 +1,99 @@
+"""One description per supported architecture: everything the rest of the code needs to know about it.
+
+Model-directory validation, tokenization, the ONNX exporter (and ONNX Runtime's optimiser), the
+torch backend and the ANE converter ask the `Architecture` of a model instead of branching on its
+`model_type`. Adding an architecture is one entry in `ARCHITECTURES` (plus, for the Neural Engine,
+one module under models/ane/ named by `ane_module`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one Hugging Face `model_type` is laid out and what it takes as input."""
+
+    model_type: str
+    # config.json keys for the encoder's shape, in the order they are tried.
+    layers_keys: tuple[str, ...]
+    hidden_keys: tuple[str, ...]
+    heads_keys: tuple[str, ...]
+    ffn_keys: tuple[str, ...]
+    # The forward pass takes token_type_ids (all zeros for single sentences); DistilBERT's rejects them.
+    token_type_ids: bool
+    # Classifier head on the first token: "pooler" (dense → tanh → classifier, BERT),
+    # "pre_classifier" (dense → ReLU → classifier, DistilBERT).
+    head: str
+    # model_type understood by onnxruntime.transformers.optimizer for its fusions.
+    ort_model_type: str
+    # Position ids start after the padding index (RoBERTa: padding_idx + 1), so this many entries of
+    # the position table are never used by a token.
+    positions_after_padding: bool = False
+    activation_key: str = "hidden_act"
+    layer_norm_eps_key: str | None = "layer_norm_eps"
+    # Dotted module under fastsentiment.models.ane holding the ANE-layout model and its weight-name tables.
+    ane_module: str | None = None
+    # Backend name -> one-line reason it cannot run this architecture.
+    unsupported_backends: dict[str, str] = field(default_factory=dict)
+
+    def encoder_shape(self, config: dict[str, Any]) -> dict[str, int]:
+        """Layers, hidden size, attention heads and feed-forward size from a config.json."""
+        keys = {"layers": self.layers_keys, "hidden": self.hidden_keys, "heads": self.heads_keys, "ffn": self.ffn_keys}
+        return {name: int(_first(config, options)) for name, options in keys.items()}
+
+    def position_offset(self, config: dict[str, Any]) -> int:
+        """Entries of the position table no token uses (RoBERTa: padding_idx + 1, usually 2)."""
+        if not self.positions_after_padding:
+            return 0
+        return int(config.get("pad_token_id", 1)) + 1
+
+    def max_tokens(self, config: dict[str, Any]) -> int:
+        """Longest token sequence the position table allows, special tokens included."""
+        return int(config.get("max_position_embeddings", 512)) - self.position_offset(config)
+
+
+def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in config:
+            return config[key]
+    return 0
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.model_type: arch
+    for arch in (
+        Architecture(
+            model_type="bert",
+            layers_keys=("num_hidden_layers",),
+            hidden_keys=("hidden_size",),
+            heads_keys=("num_attention_heads",),
+            ffn_keys=("intermediate_size",),
+            token_type_ids=True,
+            head="pooler",
+            ort_model_type="bert",
+            ane_module="bert",
+        ),
+        Architecture(
+            model_type="distilbert",
+            layers_keys=("n_layers",),
+            hidden_keys=("dim",),
+            heads_keys=("n_heads",),
+            ffn_keys=("hidden_dim",),
+            token_type_ids=False,
+            head="pre_classifier",
+            ort_model_type="bert",
+            activation_key="activation",
+            # DistilBERT's LayerNorms use eps 1e-12, which its config does not store.
+            layer_norm_eps_key=None,
+            ane_module="distilbert",
+        ),
+    )
+}
+
+
+def architecture_of(model_type: str) -> Architecture | None:
+    """The description of `model_type`, or None when fastsentiment does not run it."""
+    return ARCHITECTURES.get(model_type)
