@@ -26,9 +26,8 @@ class AneBackend:
         tunable=False,
     )
 
-    def __init__(self, network, device: str, precision: str, token_types: bool) -> None:
+    def __init__(self, network, device: str, precision: str) -> None:
         self._network = network
-        self._token_types = token_types
         self.device = device
         self.precision = precision
 
@@ -54,7 +53,7 @@ class AneBackend:
         network = ane_model_from_dir(model).to(device)
         if precision == "fp16":
             network = network.to(torch.float16)
-        return cls(network, device, precision, model.uses_token_type_ids)
+        return cls(network, device, precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch

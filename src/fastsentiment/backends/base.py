@@ -39,6 +39,14 @@ def inference_threads(requested: int | None = None) -> int:
     return usable_cpus()
 
 
+def graph_feeds(input_names, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs an exported graph asks for: ids, mask, and all-zero token types (one segment) where it has them."""
+    feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(input_ids)
+    return feeds
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """What a backend is and needs, readable without importing its runtime."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, inference_threads
+from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -89,10 +89,7 @@ class OnnxBackend:
         return cls(session, device, precision, Path(path))
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._feeds:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        (logits,) = self._session.run(["logits"], feeds)
+        (logits,) = self._session.run(["logits"], graph_feeds(self._feeds, input_ids, attention_mask))
         return logits.astype(np.float32, copy=False)
 
     def explain(self) -> dict:
@@ -109,10 +106,7 @@ class OnnxBackend:
             options.profile_file_prefix = str(Path(scratch) / "profile")
             session = onnxruntime.InferenceSession(str(self.path), options, providers=self._session.get_providers())
             ids = np.full((1, 8), 101, dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            if "token_type_ids" in self._feeds:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            session.run(["logits"], feeds)
+            session.run(["logits"], graph_feeds(self._feeds, ids, np.ones_like(ids)))
             events = json.loads(Path(session.end_profiling()).read_text())
         nodes = {}
         for event in events:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, inference_threads
+from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -84,10 +84,7 @@ class OpenvinoBackend:
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._feeds:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        result = self._request.infer(feeds)
+        result = self._request.infer(graph_feeds(self._feeds, input_ids, attention_mask))
         return np.asarray(result[self._compiled.output("logits")], dtype=np.float32)
 
     def explain(self) -> dict:

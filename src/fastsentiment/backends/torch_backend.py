@@ -74,14 +74,22 @@ class TorchBackend:
         import torch
 
         ids = torch.from_numpy(input_ids).to(self.device)
-        inputs = {"input_ids": ids, "attention_mask": torch.from_numpy(attention_mask).to(self.device)}
-        if self._token_types:
-            inputs["token_type_ids"] = torch.zeros_like(ids)
+        inputs = torch_inputs(ids, torch.from_numpy(attention_mask).to(self.device), self._token_types)
         with torch.inference_mode():
             return self._model(**inputs).logits.float().cpu().numpy()
 
     def explain(self) -> dict:
         return explain_torch_module(self._model, self.device, self.precision)
+
+
+def torch_inputs(input_ids, attention_mask, token_types: bool) -> dict:
+    """Keyword inputs of a Hugging Face model: ids, mask, and all-zero token types (one segment) if it takes them."""
+    import torch
+
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_types:
+        inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    return inputs
 
 
 def best_device() -> str:

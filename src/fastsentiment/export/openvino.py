@@ -46,6 +46,7 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
         raise missing_extra("nncf", "openvino", "int8-static") from None
     import openvino as ov
 
+    from fastsentiment.backends.base import graph_feeds
     from fastsentiment.backends.onnx_backend import onnx_file
     from fastsentiment.tokenization import TextEncoder
 
@@ -55,10 +56,7 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
 
     def feeds(ids: list[int]) -> dict[str, np.ndarray]:
         batch = encoder.pad([ids])
-        item = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in names:
-            item["token_type_ids"] = np.zeros_like(batch.input_ids)
-        return item
+        return graph_feeds(names, batch.input_ids, batch.attention_mask)
 
     samples = [feeds(ids) for ids in encoder.encode(list(texts))]
     quantised = nncf.quantize(

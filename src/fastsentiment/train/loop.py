@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from fastsentiment.backends.base import usable_cpus
+from fastsentiment.backends.torch_backend import torch_inputs
 from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
@@ -172,13 +173,8 @@ class Trainer:
         return self.history
 
     def _inputs(self, batch) -> dict:
-        inputs = {
-            "input_ids": torch.from_numpy(batch.input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device),
-        }
-        if self.token_types:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-        return inputs
+        ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+        return torch_inputs(ids.to(self.device), mask.to(self.device), self.token_types)
 
     def _evaluate(self, held_ids, held_labels, encoder, epoch: float, train_loss) -> None:
         self.model.eval()
@@ -301,12 +297,8 @@ def predict_logits(
     with torch.inference_mode(), autocast:
         for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
             batch = encoder.pad([sequences[i] for i in rows])
-            inputs = {
-                "input_ids": torch.from_numpy(batch.input_ids).to(device),
-                "attention_mask": torch.from_numpy(batch.attention_mask).to(device),
-            }
-            if token_types:
-                inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+            ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+            inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
             logits[rows] = model(**inputs).logits.float().cpu().numpy()
     return logits
 
