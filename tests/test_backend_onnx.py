@@ -105,8 +105,13 @@ def test_an_interrupted_export_leaves_nothing_a_later_run_would_load(bert_dir, c
     assert len(list(cache.glob("onnx/*/model-int8.onnx"))) == 1
 
 
-def test_auto_backend_prefers_onnx(bert_dir, cache):
-    assert Classifier.load(bert_dir).backend.spec.name == "onnx"
+def test_auto_without_a_measurement_is_the_interim_choice_and_one_off_calls_start_on_onnx(bert_dir, cache):
+    from fastsentiment.backends.auto import interim_choice
+
+    interim = interim_choice("auto", "throughput")
+    loaded = Classifier.load(bert_dir)
+    assert (loaded.backend.spec.name, loaded.backend.precision) == (interim.backend, interim.precision)
+    assert Classifier.load(bert_dir, workload="start").backend.spec.name == "onnx"
 
 
 def test_backends_command_lists_every_backend():

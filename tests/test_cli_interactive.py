@@ -59,3 +59,19 @@ def test_ctrl_c_at_the_prompt_exits_with_code_0(bert_dir):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert b"Traceback" not in stderr
+
+
+def test_long_lines_are_chunked_or_refused_as_asked(bert_dir):
+    from fastsentiment import Classifier
+
+    long_line = " ".join(["good film", "bad cake", "love cheese"][i % 3] for i in range(60))  # 120 words, 64 max
+    pinned = ("--model", str(bert_dir), "--backend", "onnx", "--precision", "fp32")
+    chunked = run_cli("interactive", "-v", *pinned, "--long-text", "chunk", input=long_line + "\n")
+    assert chunked.returncode == 0, chunked.stderr
+    assert re.search(r"Tokenized and inferred 122 tokens in 3 window\(s\)", chunked.stderr.decode())
+    (expected,) = Classifier.load(bert_dir, backend="onnx", precision="fp32").predict([long_line], long_text="chunk")
+    assert f"Sentiment prediction: {expected.label.lower()} ({expected.score:.2%})" in chunked.stdout.decode()
+    refused = run_cli("interactive", "--model", str(bert_dir), "--long-text", "error", input=long_line + "\ngood\n")
+    assert refused.returncode == 0
+    assert "error: input 1 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
+    assert refused.stdout.decode().count("Sentiment prediction") == 1  # the prompt went on to the next line

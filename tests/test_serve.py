@@ -58,7 +58,8 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(bert_dir, cache):
-    running = Server(bert_dir, env={"FASTSENTIMENT_CACHE": cache})
+    # One backend on both sides, so answers can be compared to 1e-4 (auto would measure and may pick another).
+    running = Server(bert_dir, "--backend", "onnx", env={"FASTSENTIMENT_CACHE": cache})
     yield running
     running.stop()
 
@@ -67,7 +68,7 @@ def server(bert_dir, cache):
 def local(bert_dir, cache):
     with pytest.MonkeyPatch.context() as patch:  # only while loading: the process's environment stays as it was
         patch.setenv("FASTSENTIMENT_CACHE", cache)
-        return Classifier.load(bert_dir)
+        return Classifier.load(bert_dir, backend="onnx")
 
 
 def sentence(i: int) -> str:
@@ -262,7 +263,7 @@ def test_backend_error_fails_only_its_batch_and_the_server_keeps_serving(bert_di
 def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, cache, local):
     """parameters.long_text="chunk": a 50,000-token document's windows go through the batcher a batch at a
     time, so a short request sent while it runs is answered long before it, and both answers are right."""
-    running = Server(bert_dir, "--max-batch-size", "1", env={"FASTSENTIMENT_CACHE": cache})
+    running = Server(bert_dir, "--backend", "onnx", "--max-batch-size", "1", env={"FASTSENTIMENT_CACHE": cache})
     document = " ".join(WORDS[(i * 5) % len(WORDS)] for i in range(50_000))
     try:
         with ThreadPoolExecutor(2) as pool:

@@ -7,8 +7,10 @@ LayerNorm, the attention's matmul inputs where they hurt) in higher precision.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,11 +61,17 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
         return graph_feeds(names, batch.input_ids, batch.attention_mask)
 
     samples = [feeds(ids) for ids in encoder.encode(list(texts))]
-    quantised = nncf.quantize(
+    # NNCF draws progress bars on stdout, which belongs to the command's results (`tune --json`, `classify`).
+    with contextlib.redirect_stdout(sys.stderr):
+        quantised = _quantize(nncf, network, samples)
+    ov.save_model(quantised, str(target), compress_to_fp16=False)
+
+
+def _quantize(nncf, network, samples):
+    return nncf.quantize(
         network,
         nncf.Dataset(samples),
         model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(samples),
     )
-    ov.save_model(quantised, str(target), compress_to_fp16=False)
