@@ -67,9 +67,9 @@ PATHS = [
     ("openvino", "fp32", 1.0, 1e-4),
     ("openvino", "bf16", 0.99, None),
     ("openvino", "int8", 0.99, None),
-    # NNCF post-training static int8 calibrated on the project's own 256 sentences (not SST-2): 98.97% here,
-    # short of the 99% the issue asks; `tune` applies the 99.5% bar on its own sample before auto may pick it.
-    ("openvino", "int8-static", 0.985, None),
+    # openvino int8-static (NNCF, calibrated on the project's own 256 sentences) is not listed: on this model it
+    # agreed on 98.97% of dev and lost 0.57 points, below this test's bar; `tune` applies its own bar before auto
+    # may pick it (it did for the DistilBERT-base-sized model, docs/benchmarks.md).
     ("ane", "fp32", 1.0, 1e-4),
 ]
 
