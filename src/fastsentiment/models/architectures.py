@@ -25,10 +25,11 @@ class Architecture:
     # The forward pass takes token_type_ids (all zeros for single sentences); DistilBERT's rejects them.
     token_type_ids: bool
     # Classifier head on the first token: "pooler" (dense → tanh → classifier, BERT),
-    # "pre_classifier" (dense → ReLU → classifier, DistilBERT).
+    # "pre_classifier" (dense → ReLU → classifier, DistilBERT), "dense_tanh" (dense → tanh → out_proj,
+    # RoBERTa / MPNet), "context_pooler" (dense → activation → classifier, DeBERTa-v2).
     head: str
-    # model_type understood by onnxruntime.transformers.optimizer for its fusions.
-    ort_model_type: str
+    # model_type understood by onnxruntime.transformers.optimizer for its fusions; None: no fusion pass.
+    ort_model_type: str | None
     # Position ids start after the padding index (RoBERTa: padding_idx + 1), so this many entries of
     # the position table are never used by a token.
     positions_after_padding: bool = False
@@ -89,6 +90,44 @@ ARCHITECTURES: dict[str, Architecture] = {
             # DistilBERT's LayerNorms use eps 1e-12, which its config does not store.
             layer_norm_eps_key=None,
             ane_module="distilbert",
+        ),
+        *(
+            Architecture(
+                model_type=model_type,
+                layers_keys=("num_hidden_layers",),
+                hidden_keys=("hidden_size",),
+                heads_keys=("num_attention_heads",),
+                ffn_keys=("intermediate_size",),
+                # RoBERTa checkpoints have a one-row token-type table; the graph still takes the input.
+                token_type_ids=False,
+                head="dense_tanh",
+                ort_model_type="bert",
+                positions_after_padding=True,
+                ane_module=None,
+            )
+            for model_type in ("roberta", "camembert", "xlm-roberta")
+        ),
+        Architecture(
+            model_type="mpnet",
+            layers_keys=("num_hidden_layers",),
+            hidden_keys=("hidden_size",),
+            heads_keys=("num_attention_heads",),
+            ffn_keys=("intermediate_size",),
+            token_type_ids=False,
+            head="dense_tanh",
+            # ONNX Runtime's BERT fusions do not know MPNet's relative-position attention bias.
+            ort_model_type=None,
+            positions_after_padding=True,
+        ),
+        Architecture(
+            model_type="deberta-v2",
+            layers_keys=("num_hidden_layers",),
+            hidden_keys=("hidden_size",),
+            heads_keys=("num_attention_heads",),
+            ffn_keys=("intermediate_size",),
+            token_type_ids=False,
+            head="context_pooler",
+            ort_model_type=None,
         ),
     )
 }

@@ -65,7 +65,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
     train_ids = encoder.encode(train_data.texts)
     held_ids = encoder.encode(held_out.texts)
-    teacher_logits = _teacher_logits(teachers, train_ids, encoder, config, device, on_event) if teachers else None
+    teacher_logits = _teacher_logits(teachers, train_data.texts, config, device, on_event) if teachers else None
     history = trainer.fit(train_ids, train_data.labels, held_ids, held_out.labels, encoder, teacher_logits)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
@@ -107,8 +107,12 @@ def _training_device(name: str):
     return torch.device(device)
 
 
-def _teacher_logits(teachers: list[ModelDir], sequences, encoder, config, device, on_event) -> np.ndarray:
-    """Mean logits of the teacher ensemble on the training texts, cached beside the output."""
+def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, on_event) -> np.ndarray:
+    """Mean logits of the teacher ensemble on the training texts, cached beside the output.
+
+    Each teacher reads the texts through its own tokenizer: a base-size teacher (MPNet, RoBERTa)
+    does not share the student's vocabulary.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -117,16 +121,19 @@ def _teacher_logits(teachers: list[ModelDir], sequences, encoder, config, device
     key = hashlib.sha256()
     for teacher in teachers:
         key.update(teacher.content_hash.encode())
-    key.update(json.dumps([len(s) for s in sequences]).encode())
-    key.update(str(sum(sum(s) for s in sequences)).encode())
+    key.update(str(config.max_length).encode())
+    for text in texts:
+        key.update(text.encode("utf-8", "surrogatepass") + b"\0")
     cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npy"
     if cache.is_file():
         on_event(f"teacher logits: reusing {cache.name}")
         return np.load(cache)
-    total = np.zeros((len(sequences), len(teachers[0].labels)), dtype=np.float64)
+    total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
     for teacher in teachers:
         on_event(f"teacher logits: running {teacher.path}")
+        encoder = TextEncoder.from_model_dir(teacher, max_length=min(config.max_length, teacher.max_length))
         model = AutoModelForSequenceClassification.from_pretrained(teacher.path, dtype=torch.float32).to(device).eval()
+        sequences = encoder.encode(texts)
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
         del model
     logits = (total / len(teachers)).astype(np.float32)
