@@ -86,3 +86,133 @@ def build_model(
     if tokenizer_json:
         BertWordPieceTokenizer(str(vocab), lowercase=True).save(str(directory / "tokenizer.json"))
     return directory
+
+
+# ---- the other families: RoBERTa-like (byte-level BPE), XLM-R / DeBERTa-v2 (Unigram), MPNet (WordPiece) ----
+
+CORPUS = [
+    " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 9)) + (".", "!", "?", ",")[i % 4]
+    for i in range(300)
+] + ["Ünïcödé café naïve résumé", "12 345 6789 %$#@ ()[]{}", "CASED Words Matter Here"]
+
+# family -> (special tokens in id order, template for one sentence, pad token)
+FAMILY_TOKENS = {
+    "roberta": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s> $A </s>", "<pad>"),
+    "camembert": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s> $A </s>", "<pad>"),
+    "xlm-roberta": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s> $A </s>", "<pad>"),
+    "mpnet": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s> $A </s>", "<pad>"),
+    "deberta-v2": (["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[CLS] $A [SEP]", "[PAD]"),
+}
+FAMILIES = tuple(FAMILY_TOKENS)
+
+
+def build_family_tokenizer(kind: str):
+    """A tokenizer.json of the family's kind, trained on a small corpus with the `tokenizers` library."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials, template, _ = FAMILY_TOKENS[kind]
+    unk = specials[3]
+    if kind in ("roberta", "camembert"):  # byte-level BPE, cased: RoBERTa's tokenizer
+        tokenizer = Tokenizer(models.BPE(unk_token=None))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+    elif kind == "mpnet":  # lower-cased WordPiece with <s> </s>: MPNet's tokenizer
+        tokenizer = Tokenizer(models.WordPiece(unk_token=unk))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
+    else:  # SentencePiece Unigram, cased: XLM-R's and DeBERTa-v3's tokenizers
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk)
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    first, last = template.split()[0], template.split()[-1]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template,
+        pair=f"{template} {last} $B:1 {last}:1" if first == "<s>" else f"{template} $B:1 {last}:1",
+        special_tokens=[(first, tokenizer.token_to_id(first)), (last, tokenizer.token_to_id(last))],
+    )
+    return tokenizer
+
+
+def build_family_model(
+    directory: Path,
+    kind: str,
+    *,
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 4,
+    labels=("NEGATIVE", "POSITIVE"),
+    max_tokens: int = 64,
+    seed: int = 0,
+    model_max_length: bool = True,
+    config_overrides: dict | None = None,
+) -> Path:
+    """A random-weight classifier of `kind` (a FAMILIES entry) with a trained tokenizer of its family's kind."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_family_tokenizer(kind)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    pad = FAMILY_TOKENS[kind][2]
+    id2label = dict(enumerate(labels))
+    shape = dict(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        pad_token_id=tokenizer.token_to_id(pad),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    if kind == "deberta-v2":  # DeBERTa-v3's layout: relative positions only, no token types
+        shape.update(
+            max_position_embeddings=max_tokens,
+            relative_attention=True,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            type_vocab_size=0,
+            pooler_hidden_size=hidden,
+            pooler_hidden_act="gelu",
+            layer_norm_eps=1e-7,
+        )
+    else:  # RoBERTa-like and MPNet number positions from padding_idx + 1
+        shape.update(max_position_embeddings=max_tokens + shape["pad_token_id"] + 1, bos_token_id=0, eos_token_id=2)
+        if kind != "mpnet":
+            shape["type_vocab_size"] = 1
+    shape.update(config_overrides or {})
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(kind, **shape)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(labels)]
+        linears[-1].weight.mul_(50.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn_like(module.weight))
+                module.bias.copy_(0.3 * torch.randn_like(module.bias))
+    model.eval().save_pretrained(directory, safe_serialization=True)
+    specials, template, pad = FAMILY_TOKENS[kind]
+    first, last = template.split()[0], template.split()[-1]
+    settings = {"bos_token": first, "cls_token": first, "eos_token": last, "sep_token": last, "pad_token": pad}
+    settings.update(unk_token=specials[3], mask_token=specials[4])
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if model_max_length:
+        settings["model_max_length"] = max_tokens
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings))
+    return directory

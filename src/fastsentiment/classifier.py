@@ -72,6 +72,7 @@ class Classifier:
         threads: int | None = None,
         workload: str = "throughput",
         tune: bool = False,
+        labels: Sequence[str] | None = None,
     ) -> Classifier:
         """Load a model (built-in name, local directory or hub id; default: the built-in model).
 
@@ -79,8 +80,11 @@ class Classifier:
         ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
         dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
         (seconds; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
         model_dir = resolve_model(None if model is None else os.fspath(model))
+        if labels:
+            model_dir = model_dir.with_labels(labels)
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
         loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
         return cls(model_dir, loaded, encoder, batch_size)

@@ -1,7 +1,8 @@
 """`ane`: our Neural-Engine layout of the model (see models/ane) run by PyTorch.
 
 On Linux this is a correctness reference for the layout that CoreML compiles for the Neural Engine:
-the same weights, converted, must give the Hugging Face model's logits.
+the same weights, converted, must give the Hugging Face model's logits. At fp16 it computes with the
+numbers CoreML uses on the Neural Engine (on the CPU too: slowly, but it checks them where no Mac is).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 from fastsentiment.backends.base import BackendSpec, inference_threads
 from fastsentiment.backends.registry import register
 from fastsentiment.models import ModelDir
+from fastsentiment.models.architectures import ane_layout_problem
 
 
 @register
@@ -32,6 +34,10 @@ class AneBackend:
         self.precision = precision
 
     @classmethod
+    def model_problem(cls, model: ModelDir) -> str | None:
+        return ane_layout_problem(model.model_type)
+
+    @classmethod
     def device_problem(cls, device: str) -> str | None:
         from fastsentiment.backends.torch_backend import TorchBackend
 
@@ -42,14 +48,11 @@ class AneBackend:
         import torch
 
         from fastsentiment.backends.torch_backend import best_device
-        from fastsentiment.errors import BackendError
         from fastsentiment.models.ane import ane_model_from_dir
 
         torch.set_num_threads(inference_threads(threads))
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
-        if precision == "fp16" and device == "cpu":
-            raise BackendError("ane fp16 runs on cuda or mps (CoreML runs it on the Neural Engine); on cpu use fp32")
         network = ane_model_from_dir(model).to(device)
         if precision == "fp16":
             network = network.to(torch.float16)

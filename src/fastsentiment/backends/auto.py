@@ -112,33 +112,33 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def interim_choice(device: str, workload: str) -> Choice:
+def interim_choice(device: str, workload: str, model: ModelDir | None = None) -> Choice:
     """`auto` before anything was measured: a choice by CPU flags, from the measurements in docs/benchmarks.md.
 
     OpenVINO bf16 had the highest batched throughput on both CPUs measured there (AVX-512 bf16 with and without
     AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX.
     """
     if device not in ("auto", "cpu"):
-        return _first_runnable(device, "no measurement for this device; the first backend that runs")
+        return _first_runnable(device, "no measurement for this device; the first backend that runs", model)
     flags = cpu_flags()
-    if workload == "throughput" and flags & {"avx512_bf16", "amx_bf16"} and _runs("openvino", device):
+    if workload == "throughput" and flags & {"avx512_bf16", "amx_bf16"} and _runs("openvino", device, model):
         return Choice(
             "openvino", "bf16", "interim: this CPU computes bf16 natively (not yet measured: fastsentiment tune)"
         )
-    if _runs("onnx", device):
+    if _runs("onnx", device, model):
         return Choice(
             "onnx", "int8", "interim: fastest start and batch-1 latency (not yet measured: fastsentiment tune)"
         )
-    return _first_runnable(device, "interim: the first backend that runs here")
+    return _first_runnable(device, "interim: the first backend that runs here", model)
 
 
-def _runs(name: str, device: str) -> bool:
-    return name in backend_names() and availability(name, device).runnable
+def _runs(name: str, device: str, model: ModelDir | None) -> bool:
+    return name in backend_names() and availability(name, device, model).runnable
 
 
-def _first_runnable(device: str, reason: str) -> Choice:
+def _first_runnable(device: str, reason: str, model: ModelDir | None) -> Choice:
     for name in backend_names():
-        if availability(name, device).runnable:
+        if availability(name, device, model).runnable:
             return Choice(name, None, reason)
     raise BackendError("no backend can run here (see `fastsentiment backends`)")
 
@@ -149,16 +149,16 @@ def choose(model: ModelDir, device: str = "auto", workload: str = "throughput", 
     if workload not in WORKLOADS:
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
     if workload == "start":
-        return interim_choice(device, "latency")
+        return interim_choice(device, "latency", model)
     decision = cached_decision(model, device)
     if decision is None and measure:
         log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
         decision = tune(model, device)
     if decision is None:
-        return interim_choice(device, workload)
+        return interim_choice(device, workload, model)
     chosen = decision.get(workload)
     if chosen is None:
-        return interim_choice(device, workload)
+        return interim_choice(device, workload, model)
     return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
 
 
@@ -218,13 +218,13 @@ def _save(path: Path, decision: dict) -> None:
 
 
 # ---- measuring ------------------------------------------------------------------------------
-def candidates(device: str) -> list[tuple[str, str]]:
-    """Every tunable backend x precision that may run on `device`; torch last (its threads linger after it)."""
+def candidates(device: str, model: ModelDir | None = None) -> list[tuple[str, str]]:
+    """Every tunable backend x precision that may run `model` on `device`; torch last (its threads linger after it)."""
     found = []
     for name in backend_names():
         backend = get_backend(name)
         spec = backend.spec
-        if not spec.tunable or not availability(name, device).runnable:
+        if not spec.tunable or not availability(name, device, model).runnable:
             continue
         found += [(name, precision) for precision in spec.precisions if precision not in spec.accelerator_only]
     return sorted(found, key=lambda pair: pair[0] == "torch")
@@ -267,7 +267,7 @@ def tune(
     if reference is None:
         raise BackendError(f"tune: the fp32 reference {reference_row.config} failed: {reference_row.failed}")
     rows = []
-    for name, precision in only or candidates(device):
+    for name, precision in only or candidates(device, model):
         row, logits = (reference_row, reference) if (name, precision) == REFERENCE else measure_one(name, precision)
         if logits is not None:
             _judge(row, logits, reference, calibration.labels)

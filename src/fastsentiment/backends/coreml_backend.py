@@ -11,6 +11,7 @@ from fastsentiment.backends.base import BackendSpec
 from fastsentiment.backends.registry import register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
+from fastsentiment.models.architectures import ane_layout_problem
 
 COMPUTE_UNITS = {"auto": "ALL", "ane": "CPU_AND_NE", "gpu": "CPU_AND_GPU", "cpu": "CPU_ONLY"}
 
@@ -34,6 +35,10 @@ class CoremlBackend:
         self.path = path
         self.device = device
         self.precision = "fp16"
+
+    @classmethod
+    def model_problem(cls, model: ModelDir) -> str | None:
+        return ane_layout_problem(model.model_type)
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:

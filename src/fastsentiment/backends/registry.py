@@ -76,18 +76,30 @@ class Availability:
     reason: str
 
 
-def availability(name: str, device: str = "auto") -> Availability:
-    """Whether backend `name` can run on `device` here, and if not, why."""
+def availability(name: str, device: str = "auto", model: ModelDir | None = None) -> Availability:
+    """Whether backend `name` can run on `device` here (and run `model`, when given), and if not, why."""
     backend = get_backend(name)
     missing = backend.spec.missing_module()
     if missing:
         return Availability(
             name, False, f"'{missing}' not installed: pip install 'fastsentiment[{backend.spec.extra}]'"
         )
-    problem = backend.device_problem(device)
+    problem = backend.device_problem(device) or (model_problem(name, model) if model is not None else None)
     if problem:
         return Availability(name, False, problem)
     return Availability(name, True, "ready")
+
+
+def model_problem(name: str, model: ModelDir) -> str | None:
+    """Why backend `name` cannot run `model`'s architecture, or None when it can.
+
+    The architecture's description names backends it cannot run on; a backend tied to one layout
+    (the Neural-Engine ones) may also declare `model_problem(model)` itself.
+    """
+    backend = get_backend(name)
+    own_check = getattr(backend, "model_problem", None)
+    problem = own_check(model) if own_check is not None else None
+    return problem or model.architecture.unsupported_backends.get(name)
 
 
 def load_backend(
@@ -103,7 +115,7 @@ def load_backend(
     if name == "auto":
         name, precision = resolve_auto(model, device, precision, workload, measure)
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
-    return checked_backend(name, device, precision).load(model, device, precision, threads)
+    return checked_backend(name, device, precision, model).load(model, device, precision, threads)
 
 
 def resolve_auto(
@@ -112,7 +124,7 @@ def resolve_auto(
     """The backend and precision "auto" stands for; with a precision given, the first backend that has it."""
     if precision is not None:
         for name in backend_names():
-            if precision in get_backend(name).spec.precisions and availability(name, device).runnable:
+            if precision in get_backend(name).spec.precisions and availability(name, device, model).runnable:
                 return name, precision
         raise BackendError(f"no backend that runs here has precision {precision!r}")
     from fastsentiment.backends.auto import choose
@@ -121,10 +133,12 @@ def resolve_auto(
     return choice.backend, choice.precision
 
 
-def checked_backend(name: str = "auto", device: str = "auto", precision: str | None = None) -> type[Backend]:
+def checked_backend(
+    name: str = "auto", device: str = "auto", precision: str | None = None, model: ModelDir | None = None
+) -> type[Backend]:
     """The backend class that `load_backend` would use, after every check that can fail before loading."""
     if name == "auto":
-        name = _first_runnable(device)
+        name = _first_runnable(device, model)
     backend = get_backend(name)
     spec = backend.spec
     missing = spec.missing_module()
@@ -139,10 +153,12 @@ def checked_backend(name: str = "auto", device: str = "auto", precision: str | N
     problem = backend.device_problem(device)
     if problem:
         raise BackendError(f"backend {spec.name}: {problem}")
+    if model is not None and (problem := model_problem(name, model)):
+        raise BackendError(f"backend {spec.name} cannot run {model.path.name}: {problem}")
     return backend
 
 
-def _first_runnable(device: str) -> str:
+def _first_runnable(device: str, model: ModelDir | None = None) -> str:
     """The first backend, in preference order, that runs here; plugins are consulted only if no built-in does."""
     _load_builtins()
     reasons: dict[str, str] = {}
@@ -150,7 +166,7 @@ def _first_runnable(device: str) -> str:
         for name in candidates:
             if name in reasons:
                 continue
-            status = availability(name, device)
+            status = availability(name, device, model)
             if status.runnable:
                 return name
             reasons[name] = status.reason
@@ -161,6 +177,6 @@ def prepare_backend(model: ModelDir, name: str = "auto", device: str = "auto", p
     """Build what the backend caches (exports) now, so that loading it later measures loading alone."""
     if name == "auto":
         name, precision = resolve_auto(model, device, precision)
-    prepare = getattr(checked_backend(name, device, precision), "prepare", None)
+    prepare = getattr(checked_backend(name, device, precision, model), "prepare", None)
     if prepare is not None:
         prepare(model, device, precision)

@@ -12,11 +12,13 @@ from fastsentiment.cli.options import (
     BackendOption,
     BatchSizeOption,
     DeviceOption,
+    LabelsOption,
     LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
     StrideOption,
+    label_names,
     long_text_options,
 )
 from fastsentiment.errors import InputError
@@ -69,6 +71,7 @@ def classify(
     long_text: LongTextOption = "truncate",
     stride: StrideOption = None,
     aggregate: AggregateOption = None,
+    labels: LabelsOption = None,
 ) -> None:
     """Classify texts: one line per input with label, confidence and text."""
     from fastsentiment.classifier import check_texts
@@ -79,7 +82,9 @@ def classify(
         raise InputError("give texts as arguments or --file, not both")
     # Texts given as arguments are a one-off call, where start-up dominates; files and stdin are batched work.
     workload = "start" if texts else "throughput"
-    options = ModelOptions(model, backend, device, precision, batch_size, max_length, threads, workload)
+    options = ModelOptions(
+        model, backend, device, precision, batch_size, max_length, threads, workload, labels=label_names(labels)
+    )
     job = FileJob(
         source="-" if file is None else str(file),
         out=out,

@@ -14,6 +14,7 @@ from fastsentiment.cli.options import (
     BackendOption,
     BatchSizeOption,
     DeviceOption,
+    LabelsOption,
     LongTextOption,
     MaxLengthOption,
     ModelOption,
@@ -39,6 +40,7 @@ def evaluate(
     long_text: LongTextOption = "truncate",
     stride: StrideOption = None,
     aggregate: AggregateOption = None,
+    labels: LabelsOption = None,
 ) -> None:
     """Accuracy on a labelled file whose labels are the model's label names or class ids."""
     from dataclasses import asdict
@@ -46,7 +48,7 @@ def evaluate(
     from fastsentiment.train.data import read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
-    clf = load_classifier(model, backend, device, precision, batch_size, max_length)
+    clf = load_classifier(model, backend, device, precision, batch_size, max_length, labels=labels)
     examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
     started = time.perf_counter()
     predicted = clf.logits(examples.texts, **asdict(reading)).argmax(axis=1)

@@ -44,11 +44,14 @@ def backends(
     from rich.table import Table
 
     from fastsentiment.backends import availability, backend_names, get_backend
+    from fastsentiment.models import resolve_model
 
+    # Without --model the table answers for the default model, whose architecture every backend runs.
+    model_dir = resolve_model(model)
     table = Table("backend", "runs here", "devices", "precisions (default first)", "extra", "why / why not")
     for name in backend_names():
         spec = get_backend(name).spec
-        status = availability(name, device)
+        status = availability(name, device, model_dir)
         precisions = [spec.default_precision, *(p for p in spec.precisions if p != spec.default_precision)]
         table.add_row(
             name,
@@ -61,9 +64,7 @@ def backends(
     console = Console(width=200)
     console.print(table)
     from fastsentiment.backends.auto import choose
-    from fastsentiment.models import resolve_model
 
-    model_dir = resolve_model(model)
     for workload, used_by in AUTO_WORKLOADS.items():
         choice = choose(model_dir, device, workload)
         console.print(f"auto for {workload} ({used_by}): {choice.config} - {choice.reason}")

@@ -13,11 +13,13 @@ from fastsentiment.cli.options import (
     AggregateOption,
     BackendOption,
     DeviceOption,
+    LabelsOption,
     LongTextOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
     StrideOption,
+    label_names,
     long_text_options,
 )
 
@@ -37,6 +39,7 @@ def interactive(
     long_text: LongTextOption = "truncate",
     stride: StrideOption = None,
     aggregate: AggregateOption = None,
+    labels: LabelsOption = None,
 ) -> None:
     """Classify texts typed at a prompt until Ctrl+D."""
     from dataclasses import asdict
@@ -59,6 +62,8 @@ def interactive(
 
     started = time.perf_counter()
     model_dir = resolve_model(model)
+    if labels:
+        model_dir = model_dir.with_labels(label_names(labels))
     runtime = load_backend(model_dir, backend, device, precision, workload="latency")
     log(f"Loaded model in {_ms(started)} ms ({runtime.spec.name}, {runtime.device}, {runtime.precision})")
     started = time.perf_counter()

@@ -32,8 +32,31 @@ MaxLengthOption = Annotated[
 ]
 
 
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels", help="Class names in class-id order, comma-separated (for configs that say LABEL_0, LABEL_1...)."
+    ),
+]
+
+
+def label_names(labels: str | None) -> tuple[str, ...] | None:
+    """The --labels option as a tuple of names (None when not given)."""
+    return tuple(name.strip() for name in labels.split(",")) if labels else None
+
+
 def load_classifier(
-    model, backend, device, precision, batch_size, max_length, *, threads=None, workload="throughput", tune=False
+    model,
+    backend,
+    device,
+    precision,
+    batch_size,
+    max_length,
+    *,
+    threads=None,
+    workload="throughput",
+    tune=False,
+    labels: str | None = None,
 ):
     from fastsentiment import Classifier
 
@@ -47,6 +70,7 @@ def load_classifier(
         threads=threads,
         workload=workload,
         tune=tune,
+        labels=label_names(labels),
     )
 
 

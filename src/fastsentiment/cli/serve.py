@@ -8,9 +8,11 @@ from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     BackendOption,
     DeviceOption,
+    LabelsOption,
     MaxLengthOption,
     ModelOption,
     PrecisionOption,
+    label_names,
     load_classifier,
 )
 
@@ -39,6 +41,7 @@ def serve(
     max_queue: int = typer.Option(2048, "--max-queue", min=1, help="Queued texts before answering 503."),
     max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1),
+    labels: LabelsOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /predict, /health, /info, /metrics; docs at /docs)."""
     from fastsentiment.errors import missing_extra
@@ -51,7 +54,9 @@ def serve(
         raise missing_extra(error.name or "fastapi", "server", "fastsentiment serve") from None
     from fastsentiment.models import resolve_model
 
-    resolve_model(model)  # a bad --model fails now, with one line, not later inside the server
+    model_dir = resolve_model(model)  # a bad --model (or --labels) fails now, with one line, not inside the server
+    if labels:
+        model_dir.with_labels(label_names(labels))
     settings = ServerSettings(
         batching=BatchSettings(max_batch_size, max_batch_tokens, max_wait_ms, max_queue),
         dynamic_batching=batching,
@@ -60,7 +65,9 @@ def serve(
     )
     server = create_app(
         # A server runs long enough for `auto` to be worth measuring before it opens (once per model and CPU).
-        lambda: load_classifier(model, backend, device, precision, model_batch_size, max_length, tune=True),
+        lambda: load_classifier(
+            model, backend, device, precision, model_batch_size, max_length, tune=True, labels=labels
+        ),
         settings,
     )
     typer.echo(f"fastsentiment serving on http://{host}:{port} (docs at /docs)", err=True)

@@ -88,8 +88,13 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
 
 def _optimise(source: Path, target: Path, model: ModelDir) -> None:
     """Fuse the transformer subgraphs with ONNX Runtime's transformer optimiser (portable fusions only)."""
+    import shutil
+
     from onnxruntime.transformers.optimizer import optimize_model
 
+    if model.architecture.ort_model_type is None:
+        shutil.copyfile(source, target)
+        return
     shape = model.encoder_shape
     optimised = optimize_model(
         str(source),

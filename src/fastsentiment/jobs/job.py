@@ -28,6 +28,7 @@ class ModelOptions:
     threads: int | None = None
     workload: str = "throughput"
     tune: bool = False  # measure what `auto` is now when no decision is cached
+    labels: tuple[str, ...] | None = None  # class names in id order, replacing the config's
 
     def load(self):
         from fastsentiment.classifier import Classifier

@@ -103,7 +103,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 head="dense_tanh",
                 ort_model_type="bert",
                 positions_after_padding=True,
-                ane_module=None,
+                ane_module="roberta",
             )
             for model_type in ("roberta", "camembert", "xlm-roberta")
         ),
@@ -136,3 +136,12 @@ ARCHITECTURES: dict[str, Architecture] = {
 def architecture_of(model_type: str) -> Architecture | None:
     """The description of `model_type`, or None when fastsentiment does not run it."""
     return ARCHITECTURES.get(model_type)
+
+
+def ane_layout_problem(model_type: str) -> str | None:
+    """Why `model_type` has no Neural-Engine layout (the ane and coreml backends), or None when it has one."""
+    architecture = ARCHITECTURES.get(model_type)
+    if architecture is not None and architecture.ane_module is not None:
+        return None
+    covered = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.ane_module)
+    return f"no Neural-Engine layout for {model_type} models (the ANE layout covers {covered})"

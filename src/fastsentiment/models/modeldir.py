@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,19 @@ class ModelDir:
             count = int(self.config.get("num_labels", 2))
             return [f"LABEL_{i}" for i in range(count)]
         return [str(id2label[key]) for key in sorted(id2label, key=int)]
+
+    def with_labels(self, names: Sequence[str]) -> ModelDir:
+        """This model with its classes renamed (checkpoints that say LABEL_0, LABEL_1, ... name them nothing)."""
+        names = [str(name).strip() for name in names]
+        if len(names) != len(self.labels):
+            raise ModelError(
+                f"--labels names {len(names)} classes ({', '.join(names)}); {self.path.name} has {len(self.labels)}"
+            )
+        if len(set(names)) != len(names) or not all(names):
+            raise ModelError(f"--labels must be distinct, non-empty names; got {', '.join(names)}")
+        id2label = {str(i): name for i, name in enumerate(names)}
+        label2id = {name: i for i, name in enumerate(names)}
+        return replace(self, config={**self.config, "id2label": id2label, "label2id": label2id})
 
     @property
     def max_length(self) -> int:

@@ -8,7 +8,6 @@ an exponential moving average of the weights) is visible here rather than buried
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable

@@ -38,7 +38,7 @@ class AneBertForSequenceClassification(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
-        mask = key_mask(attention_mask)
+        mask = key_mask(attention_mask, x.dtype)
         for layer in self.layers:
             x = layer(x, mask)
         pooled = torch.tanh(self.pooler(x[:, :, :, :1]))  # the [CLS] position

@@ -1,4 +1,4 @@
-"""The explicit converter from a Hugging Face state dict to the ANE layout (BERT, DistilBERT).
+"""The explicit converter from a Hugging Face state dict to the ANE layout (BERT, DistilBERT, the RoBERTa family).
 
 Three kinds of change, nothing hidden in load-time hooks:
 - names: Hugging Face module paths become ours (one table per architecture, in its ANE module);
@@ -45,7 +45,8 @@ def encoder_config(model: ModelDir) -> EncoderConfig:
         num_labels=len(model.labels),
         layer_norm_eps=c.get(eps_key, 1e-12) if eps_key else 1e-12,
         activation=c.get(architecture.activation_key, "gelu"),
-        type_vocab_size=c.get("type_vocab_size", 2) if architecture.token_type_ids else 0,
+        type_vocab_size=c.get("type_vocab_size", 2 if architecture.token_type_ids else 0),
+        position_offset=architecture.position_offset(c),
     )
 
 

@@ -33,7 +33,7 @@ class AneDistilBertForSequenceClassification(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         x = self.embeddings(input_ids)
-        mask = key_mask(attention_mask)
+        mask = key_mask(attention_mask, x.dtype)
         for layer in self.layers:
             x = layer(x, mask)
         hidden = torch.relu(self.pre_classifier(x[:, :, :, :1]))  # the [CLS] position

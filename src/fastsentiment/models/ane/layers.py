@@ -31,6 +31,7 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12
     activation: str = "gelu"
     type_vocab_size: int = 0  # BERT's token types; DistilBERT has none
+    position_offset: int = 0  # RoBERTa numbers positions from padding_idx + 1
 
 
 class ChannelLayerNorm(nn.Module):
@@ -110,9 +111,9 @@ def activation(name: str):
     raise ValueError(f"unsupported activation {name!r}")
 
 
-def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, S) 1/0 attention mask -> (B, S, 1, 1) additive mask over keys."""
-    return ((1.0 - attention_mask.float()) * MASK_VALUE)[:, :, None, None]
+def key_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, S) 1/0 attention mask -> (B, S, 1, 1) additive mask over keys, in the activations' `dtype`."""
+    return ((1.0 - attention_mask.to(dtype)) * MASK_VALUE)[:, :, None, None]
 
 
 def to_channels_first(x: torch.Tensor) -> torch.Tensor:
