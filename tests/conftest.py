@@ -55,3 +55,13 @@ def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = Non
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         cwd=ROOT,
     )
+
+
+def coreml_program(package: Path):
+    """The spec of a saved .mlpackage and the operations of its main function (read without macOS)."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    function = spec.mlProgram.functions["main"]
+    (block,) = function.block_specializations.values()
+    return spec, block

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import coreml_program, run_cli
 from tiny_models import build_model
 
 LAYERS, HEADS = 2, 4
@@ -15,15 +15,6 @@ LAYERS, HEADS = 2, 4
 @pytest.fixture(scope="module")
 def ane_source(tmp_path_factory):
     return build_model(tmp_path_factory.mktemp("m") / "bert", "bert", layers=LAYERS, hidden=32, heads=HEADS)
-
-
-def _program(package):
-    import coremltools as ct
-
-    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
-    function = spec.mlProgram.functions["main"]
-    (block,) = function.block_specializations.values()
-    return spec, block
 
 
 @pytest.mark.parametrize(("lengths", "expected"), [("128", None), ("16,32,64", [(1, 16), (1, 32), (1, 64)])])
@@ -39,7 +30,7 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
         lengths = "64"
     result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    spec, block = _program(package)
+    spec, block = coreml_program(package)
     assert spec.WhichOneof("Type") == "mlProgram"
     inputs = {i.name: i.type.multiArrayType for i in spec.description.input}
     assert set(inputs) == {"input_ids", "attention_mask"}

@@ -106,8 +106,8 @@ FAMILY_TOKENS = {
 FAMILIES = tuple(FAMILY_TOKENS)
 
 
-def build_family_tokenizer(kind: str):
-    """A tokenizer.json of the family's kind, trained on a small corpus with the `tokenizers` library."""
+def build_family_tokenizer(kind: str, corpus: list[str]):
+    """A tokenizer.json of the family's kind, trained on `corpus` with the `tokenizers` library."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     specials, template, _ = FAMILY_TOKENS[kind]
@@ -131,7 +131,7 @@ def build_family_tokenizer(kind: str):
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk)
-    tokenizer.train_from_iterator(CORPUS, trainer)
+    tokenizer.train_from_iterator(corpus, trainer)
     first, last = template.split()[0], template.split()[-1]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=template,
@@ -153,15 +153,21 @@ def build_family_model(
     seed: int = 0,
     model_max_length: bool = True,
     config_overrides: dict | None = None,
+    corpus: list[str] | None = None,
 ) -> Path:
-    """A random-weight classifier of `kind` (a FAMILIES entry) with a trained tokenizer of its family's kind."""
+    """A random-weight classifier of `kind` (a FAMILIES entry) with a trained tokenizer of its family's kind.
+
+    `corpus` (default: a small built-in one) trains the tokenizer and sets the output layer's scale and offsets,
+    so that on such sentences the labels come out mixed.
+    """
     import json
 
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_family_tokenizer(kind)
+    corpus = CORPUS + list(corpus or [])
+    tokenizer = build_family_tokenizer(kind, corpus)
     tokenizer.save(str(directory / "tokenizer.json"))
     pad = FAMILY_TOKENS[kind][2]
     id2label = dict(enumerate(labels))
@@ -195,18 +201,18 @@ def build_family_model(
         shape.update(max_position_embeddings=max_tokens + shape["pad_token_id"] + 1, bos_token_id=0, eos_token_id=2)
         if kind != "mpnet":
             shape["type_vocab_size"] = 1
-    shape.update(config_overrides or {})
+    # Weights wider than the default 0.02 make the first token's state differ from sentence to sentence.
+    shape = {"initializer_range": 0.1, **shape, **(config_overrides or {})}
     torch.manual_seed(seed)
     config = AutoConfig.for_model(kind, **shape)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
     with torch.no_grad():
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(labels)]
-        linears[-1].weight.mul_(50.0)
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.copy_(1 + 0.3 * torch.randn_like(module.weight))
                 module.bias.copy_(0.3 * torch.randn_like(module.bias))
-    model.eval().save_pretrained(directory, safe_serialization=True)
+        _spread_labels(model, tokenizer, len(labels), corpus, max_tokens)
+    model.save_pretrained(directory, safe_serialization=True)
     specials, template, pad = FAMILY_TOKENS[kind]
     first, last = template.split()[0], template.split()[-1]
     settings = {"bos_token": first, "cls_token": first, "eos_token": last, "sep_token": last, "pad_token": pad}
@@ -216,3 +222,25 @@ def build_family_model(
         settings["model_max_length"] = max_tokens
     (directory / "tokenizer_config.json").write_text(json.dumps(settings))
     return directory
+
+
+def _spread_labels(model, tokenizer, num_labels: int, corpus: list[str], limit: int) -> None:
+    """Rescale the output layer so that logits on the corpus have spread 4 around zero per label.
+
+    A random head gives near-constant logits (one label for every sentence), which would let a parity or
+    agreement test pass whatever the backend computes.
+    """
+    import torch
+
+    sequences = [
+        e.ids[: limit - 1] + e.ids[-1:] if len(e.ids) > limit else e.ids for e in tokenizer.encode_batch(corpus)
+    ]
+    width = max(len(ids) for ids in sequences)
+    pad = model.config.pad_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    out = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels][-1]
+    scale = 4.0 / logits.std(dim=0).clamp_min(1e-6)
+    out.weight.mul_(scale[:, None])
+    out.bias.mul_(scale).sub_(logits.mean(dim=0) * scale)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastsentiment.errors import InputError, missing_extra
 from fastsentiment.models import ModelDir
+from fastsentiment.models.architectures import ane_layout_problem
 
 DEFAULT_LENGTH = 128
 
@@ -21,6 +22,8 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     One length gives a fixed-shape model; several give enumerated shapes (the largest is the default),
     which the Neural Engine supports where fully flexible shapes would fall back to the CPU.
     """
+    if problem := ane_layout_problem(model.model_type):
+        raise InputError(problem)
     try:
         import coremltools as ct
         import numpy as np
