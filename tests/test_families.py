@@ -22,7 +22,7 @@ SHAPES = {
     "wide": {"layers": 3, "hidden": 48, "heads": 6, "seed": 1},
 }
 FP32_BACKENDS = ("torch", "onnx", "openvino", "ane")
-ANE_FAMILIES = ("roberta", "camembert", "xlm-roberta")
+ANE_FAMILIES = ("roberta", "camembert", "xlm-roberta", "mpnet")
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,7 @@ def test_scores_equal_the_transformers_pipeline(family_model, texts, kind):
         assert np.allclose([r["score"] for r in mine], [r["score"] for r in theirs], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta"))
+@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
 def test_ane_layout_at_fp16_agrees_with_fp32(family_model, texts, kind):
     """The numbers CoreML computes with on the Neural Engine, run by PyTorch on this CPU."""
     from fastsentiment import Classifier
@@ -132,8 +132,8 @@ def test_ane_layout_at_fp16_agrees_with_fp32(family_model, texts, kind):
     assert np.abs(fp16 - fp32).max() <= 0.1 * np.abs(fp32).max()
 
 
-@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta"))
-def test_coreml_export_of_the_roberta_family(family_model, kind, tmp_path):
+@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
+def test_coreml_export_of_the_roberta_family_and_mpnet(family_model, kind, tmp_path):
     pytest.importorskip("coremltools")
     import coremltools.proto.FeatureTypes_pb2 as ft
     import coremltools.proto.MIL_pb2 as mil
@@ -160,16 +160,16 @@ def test_coreml_export_of_the_roberta_family(family_model, kind, tmp_path):
 
 
 def test_a_backend_without_the_architecture_says_so_in_one_line(family_model):
-    mpnet = family_model("mpnet")
-    listing = run_cli("backends", "--model", str(mpnet))
+    deberta = family_model("deberta-v2")
+    listing = run_cli("backends", "--model", str(deberta))
     assert listing.returncode == 0, listing.stderr.decode()
-    assert "no Neural-Engine layout for mpnet" in listing.stdout.decode()
+    assert "no Neural-Engine layout for deberta-v2" in listing.stdout.decode()
     for command in (("classify", "--backend", "ane"), ("export", "coreml")):
-        extra = [str(mpnet), "/tmp/never.mlpackage"] if command[0] == "export" else ["-m", str(mpnet), "fine film"]
+        extra = [str(deberta), "/tmp/never.mlpackage"] if command[0] == "export" else ["-m", str(deberta), "fine film"]
         result = run_cli(*command, *extra)
         error = result.stderr.decode().strip()
         assert result.returncode != 0 and "Traceback" not in error
-        assert "no Neural-Engine layout for mpnet" in error and len(error.splitlines()) == 1, error
+        assert "no Neural-Engine layout for deberta-v2" in error and len(error.splitlines()) == 1, error
 
 
 # ---- real-world config quirks -------------------------------------------------------------------
@@ -231,21 +231,27 @@ def test_multi_label_heads_score_with_sigmoid_unless_told_otherwise(family_model
     assert all(abs(sum(a["score"] for a in answer) - 1) < 1e-5 for answer in softmax)
 
 
-def test_without_model_max_length_the_position_table_sets_the_limit(family_model):
-    """A 514-position RoBERTa takes 512 tokens; far longer inputs are truncated or windowed, never an index error."""
+@pytest.mark.parametrize("kind", ("roberta", "mpnet"))
+def test_without_model_max_length_the_position_table_sets_the_limit(family_model, kind):
+    """A 514-position RoBERTa (or MPNet) takes 512 tokens; longer inputs are truncated or windowed, never an index
+    error; at full length (past MPNet's farthest relative-position bucket) the ANE layout still matches."""
     from fastsentiment import Classifier
     from fastsentiment.models import resolve_model
 
-    model = family_model("roberta", max_tokens=512, model_max_length=False)
+    model = family_model(kind, max_tokens=512, model_max_length=False)
     assert json.loads((model / "config.json").read_text())["max_position_embeddings"] == 514
     assert resolve_model(model).max_length == 512
     long_text = "the film was great and the cheese was bad " * 200  # about 2,000 tokens
-    for backend in ("torch", "onnx"):
+    full_length = {}
+    for backend in ("torch", "onnx", "ane"):
         clf = Classifier.load(model, backend=backend, precision="fp32")
+        full_length[backend] = clf.logits([long_text])
         (truncated,) = clf([long_text])
         (whole,) = clf([long_text], long_text="chunk", return_chunks=True)
         assert len(whole["chunks"]) >= 4 and whole["chunks"][-1]["end"] > 0.95 * len(long_text.rstrip())
         assert 0 < truncated["score"] <= 1 and 0 < whole["score"] <= 1
+    assert np.abs(full_length["ane"] - full_length["torch"]).max() <= 1e-4
+    assert np.abs(full_length["onnx"] - full_length["torch"]).max() <= 1e-4
 
 
 def test_cased_vocabulary_keeps_case(tmp_path):

@@ -118,6 +118,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             # ONNX Runtime's BERT fusions do not know MPNet's relative-position attention bias.
             ort_model_type=None,
             positions_after_padding=True,
+            ane_module="mpnet",
         ),
         Architecture(
             model_type="deberta-v2",

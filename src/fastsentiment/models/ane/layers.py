@@ -71,14 +71,17 @@ class PerHeadAttention(nn.Module):
         self.value = nn.Conv2d(hidden, hidden, 1)
         self.output = nn.Conv2d(hidden, hidden, 1)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        # key_mask: (B, S_k, 1, 1), 0 for tokens and MASK_VALUE for padding.
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, head_bias: torch.Tensor | None = None) -> torch.Tensor:
+        # key_mask: (B, S_k, 1, 1), 0 for tokens and MASK_VALUE for padding. head_bias: (heads, S_k, 1, S_q),
+        # a per-head additive score bias (MPNet's relative positions).
         queries = self.query(x).split(self.head_size, dim=1)
         keys = self.key(x).transpose(1, 3).split(self.head_size, dim=3)  # (B, S, 1, d) per head
         values = self.value(x).split(self.head_size, dim=1)
         heads = []
-        for q, k, v in zip(queries, keys, values, strict=True):
+        for head, (q, k, v) in enumerate(zip(queries, keys, values, strict=True)):
             scores = torch.einsum("bchq,bkhc->bkhq", q, k) * self.scale + key_mask  # (B, S_k, 1, S_q)
+            if head_bias is not None:
+                scores = scores + head_bias[head]
             weights = scores.softmax(dim=1)
             heads.append(torch.einsum("bkhq,bchk->bchq", weights, v))
         return self.output(torch.cat(heads, dim=1))
@@ -96,8 +99,8 @@ class EncoderLayer(nn.Module):
         self.output_norm = ChannelLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.activation = activation(config.activation)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention(x, key_mask))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, head_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attention_norm(x + self.attention(x, key_mask, head_bias))
         return self.output_norm(x + self.contract(self.activation(self.expand(x))))
 
 
