@@ -12,6 +12,8 @@ from typing import Any
 
 def has_undecodable(text: str) -> bool:
     """Whether `text` holds bytes that were not valid UTF-8 (kept as surrogate escapes)."""
+    if text.isascii():  # the common case, answered in C without a Python-level scan (the server's hot path)
+        return False
     return any("\udc80" <= char <= "\udcff" for char in text)
 
 
