@@ -26,5 +26,5 @@ stage() {  # stage NAME ARGS...: run `fastsentiment train` into $work/NAME unles
 
 "$here/fetch_mpnet_teacher.sh" "$work/all-mpnet-base-v2"
 stage teacher-mpnet --base-model "$work/all-mpnet-base-v2" --seed 1 --epochs 1 --learning-rate 2e-5
-stage student --base-model all-MiniLM-L6-v2 --seed 4 --epochs 2 --learning-rate 5e-5 \
+stage student --base-model all-MiniLM-L6-v2 --seed 4 --epochs 3 --learning-rate 5e-5 \
   --teacher "$work/teacher-mpnet" --distill-alpha 0.3 --distill-temperature 2 --save-dtype float16

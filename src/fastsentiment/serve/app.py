@@ -12,6 +12,7 @@ batch worker, off the event loop) and writes the msgspec-encoded answer. FastAPI
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -109,6 +110,10 @@ class ServerState:
         )
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
+        # Everything loaded so far lives as long as the server: taken out of the collector's view, it no longer
+        # makes each full collection (a pause for the event loop and the batch thread alike) scan it.
+        gc.collect()
+        gc.freeze()
 
 
 class PredictEndpoint:
