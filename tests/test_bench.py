@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,40 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
     assert confidences == sorted(confidences, reverse=True)
     for row in different["disagreements"]:
         assert row["a"] != row["b"] and row["text"] in sentences
+
+
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+@pytest.mark.skipif(not PEERS_PYTHON.is_file(), reason="peers' environment not built (scripts/build_peers_venv.sh)")
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_peer_rows_run_in_their_own_environment_on_the_same_batches(kind, bert_dir, distilbert_dir, tmp_path):
+    model = bert_dir if kind == "bert" else distilbert_dir
+    data = tmp_path / "data.tsv"
+    sentences = ["good film", "bad film", "i like cheese", "i hate cake", "the movie was not great", "a"] * 4
+    data.write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
+    out = tmp_path / "out"
+    result = run_cli(
+        "bench", "--quick", "-m", str(model), "--data", str(data), "--out", str(out),
+        "--backends", "torch:fp32", "--peers", str(PEERS_PYTHON),
+        env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    rows = {row["config"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"torch:fp32", "peer:optimum-openvino", "peer:optimum-ort-int8", "peer:ctranslate2-int8"}
+    for name, row in rows.items():
+        assert "failed" not in row, (name, row.get("failed"))
+        assert set(row["throughput"]) == set(rows["torch:fp32"]["throughput"])  # the same batches, every strategy
+        assert row["load_s"] > 0 and row["peak_rss_mb"] > 50
+    # each peer ran the model it was given: logits close to the fp32 reference (int8 and bf16 shift them a little)
+    assert rows["peer:optimum-ort-int8"]["precision"] == "int8-dynamic"
+    assert rows["peer:ctranslate2-int8"]["precision"] == "int8"
+    for name in ("peer:optimum-openvino", "peer:optimum-ort-int8", "peer:ctranslate2-int8"):
+        assert rows[name]["max_abs_logit_delta"] < 0.25, (name, rows[name]["max_abs_logit_delta"])
+
+
+def test_peer_rows_need_the_peers_environment(bert_dir, tmp_path):
+    result = run_cli("bench", "-m", str(bert_dir), "--backends", "peer:ctranslate2-int8", "--out", str(tmp_path))
+    assert result.returncode == 2 and "add --peers PYTHON" in result.stderr.decode()
+    result = run_cli("bench", "-m", str(bert_dir), "--peers", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "no such interpreter" in result.stderr.decode()

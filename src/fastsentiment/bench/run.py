@@ -14,7 +14,7 @@ import numpy as np
 
 from fastsentiment.backends import availability
 from fastsentiment.backends.registry import checked_backend, prepare_backend
-from fastsentiment.bench.measure import PIPELINE, Spec, percentile
+from fastsentiment.bench.measure import PEER_PREFIX, PIPELINE, Spec, percentile
 from fastsentiment.errors import BackendError, FastSentimentError
 
 REFERENCE = "torch:fp32"  # Hugging Face fp32: what every other configuration is compared with
@@ -33,6 +33,11 @@ def default_configs() -> list[str]:
 def check_config(config: str) -> None:
     """Fail before anything runs: unknown backend, unknown precision, runtime not installed."""
     name, _, precision = config.partition(":")
+    if config.startswith(PEER_PREFIX):
+        from fastsentiment.bench.peers import peer_class
+
+        peer_class(config)
+        return
     if name == PIPELINE:
         if precision and not precision.isdigit():
             raise BackendError(f"{config}: write pipeline or pipeline:BATCH_SIZE")
@@ -48,6 +53,8 @@ def check_config(config: str) -> None:
 def prepare_config(config: str, model) -> None:
     """Build what a backend caches (exports) before it is timed; backends without a cache need nothing."""
     name, _, precision = config.partition(":")
+    if config.startswith(PEER_PREFIX):  # converted inside the peers' own environment, before timing
+        return
     if name == "auto" and not precision:
         from fastsentiment.backends.registry import resolve_auto
 
@@ -57,13 +64,13 @@ def prepare_config(config: str, model) -> None:
         prepare_backend(model, name, "auto", precision or None)
 
 
-def run_config(spec: Spec, timeout: float | None = None) -> dict:
-    """Measure one configuration in a fresh interpreter; a failure becomes a row with its reason."""
+def run_config(spec: Spec, timeout: float | None = None, python: str = sys.executable) -> dict:
+    """Measure one configuration in a fresh `python` interpreter; a failure becomes a row with its reason."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "result.json"
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "fastsentiment.bench.measure", json.dumps(asdict(spec)), str(out)],
+                [python, "-m", "fastsentiment.bench.measure", json.dumps(asdict(spec)), str(out)],
                 capture_output=True,
                 text=True,
                 timeout=timeout,

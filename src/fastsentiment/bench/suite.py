@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastsentiment.bench.data import load_bench_data
-from fastsentiment.bench.measure import Spec
+from fastsentiment.bench.measure import PEER_PREFIX, Spec
+from fastsentiment.bench.peers import peer_configs
 from fastsentiment.bench.report import machine
 from fastsentiment.bench.run import (
     REFERENCE,
@@ -37,6 +40,7 @@ class BenchRequest:
     quick: bool = False
     timeout: float = 1800
     command: str = ""
+    peers_python: str | None = None  # an interpreter with the peers installed (scripts/build_peers_venv.sh)
 
 
 def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lambda message, done: None) -> dict:
@@ -45,6 +49,10 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
     configs = resolved_configs(request)
     for config in configs:
         check_config(config)
+    if not request.peers_python and any(c.startswith(PEER_PREFIX) for c in configs):
+        raise InputError("peer rows run in the peers' environment: add --peers PYTHON (scripts/build_peers_venv.sh)")
+    if request.peers_python and not shutil.which(request.peers_python):
+        raise InputError(f"--peers {request.peers_python}: no such interpreter (build it: scripts/build_peers_venv.sh)")
     try:
         sizes = sorted({int(size) for size in request.batch_sizes.split(",")})
     except ValueError:
@@ -74,7 +82,8 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
             continue
         for attempt in range(request.repeat):
             progress(f"{config} (run {attempt + 1}/{request.repeat})", done)
-            runs.append(run_config(Spec(config=config, **spec), request.timeout))
+            python = request.peers_python if config.startswith(PEER_PREFIX) else sys.executable
+            runs.append(run_config(Spec(config=config, **spec), request.timeout, python))
             done += 1
         rows.append(summarise(runs))
     progress("done", done)
@@ -97,8 +106,11 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
 def resolved_configs(request: BenchRequest) -> list[str]:
     """The configurations `run_bench` measures: those asked for, or every one that runs here with the reference."""
     if request.configs:
-        return list(request.configs)
-    configs = default_configs()
+        configs = list(request.configs)
+        if request.peers_python and not any(c.startswith(PEER_PREFIX) for c in configs):
+            configs += peer_configs()
+        return configs
+    configs = default_configs() + (peer_configs() if request.peers_python else [])
     if request.quick:
         configs = [c for c in configs if c != "pipeline:32"]
     return configs if REFERENCE in configs else [REFERENCE, *configs]

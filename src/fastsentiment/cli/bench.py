@@ -39,6 +39,12 @@ def bench(
     timeout: float = typer.Option(
         1800, "--timeout", help="Seconds one configuration may take before it is reported as failed."
     ),
+    peers: str | None = typer.Option(
+        None,
+        "--peers",
+        help="Python interpreter of the peers' environment (scripts/build_peers_venv.sh): adds optimum-intel "
+        "OpenVINO, optimum ONNX Runtime int8 and CTranslate2 int8 rows, run on the same batches and threads.",
+    ),
 ) -> None:
     """Measure backends side by side: load time, latency, throughput, memory, accuracy, agreement."""
     from rich.console import Console
@@ -57,6 +63,7 @@ def bench(
         repeat=repeat,
         quick=quick,
         timeout=timeout,
+        peers_python=peers,
         command="fastsentiment " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
     )
     console = Console(stderr=True)
