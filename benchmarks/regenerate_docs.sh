@@ -8,12 +8,16 @@ results=docs/results
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$results"
+# The peer rows run in their own environment (scripts/build_peers_venv.sh); without it they are left out.
+peers=()
+[ -x .venv-peers/bin/python ] && peers=(--peers .venv-peers/bin/python)
 
 python benchmarks/make_distilbert_base.py "$scratch/distilbert-base" >/dev/null
-fastsentiment bench --data "$data" --out "$results/builtin" --batch-sizes 1,8,32,128
+fastsentiment bench --data "$data" --out "$results/builtin" --batch-sizes 1,8,32,128 "${peers[@]}" \
+    --backends torch:fp32,auto,onnx:int8,onnx:int8-dynamic,onnx:fp32,openvino:bf16,openvino:int8-static,openvino:fp32,torch:bf16,ane:fp32,pipeline,pipeline:32
 fastsentiment bench --data "$data" --model "$scratch/distilbert-base" --out "$results/distilbert-base" \
-    --backends torch:fp32,onnx:int8,openvino:bf16,pipeline:32 \
-    --batch-sizes 1,32
+    --backends torch:fp32,auto,onnx:int8,onnx:int8-dynamic,openvino:bf16,openvino:int8-static,torch:bf16,pipeline:32 \
+    --batch-sizes 1,32 "${peers[@]}"
 python benchmarks/cold_start.py --data "$data/test.tsv" --out "$results/cold-start-builtin.json"
 python benchmarks/cold_start.py --data "$data/test.tsv" --model "$scratch/distilbert-base" \
     --out "$results/cold-start-distilbert-base.json"

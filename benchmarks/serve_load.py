@@ -160,7 +160,8 @@ async def _open_loop(port: int, bodies: list[bytes], rate: float, seconds: float
         nonlocal opened
         async with slots:
             for attempt in range(2):
-                reused = bool(idle)
+                # The retry takes a new connection: the next idle one may have been closed by the server too.
+                reused = bool(idle) and not attempt
                 if reused:
                     reader, writer = idle.pop()
                 else:

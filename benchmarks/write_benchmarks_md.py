@@ -115,6 +115,93 @@ def ceiling_section(path: Path) -> list[str]:
     return [*lines, ""]
 
 
+KERNELS = {  # which of cpu_ceiling.py's matmul kernels a row's precision runs on
+    "fp32": "fp32 (MLAS sgemm)",
+    "int8": "int8 block-wise (MatMulNBits)",
+    "int8-dynamic": "int8 per-tensor (u8s8 VNNI)",
+    "int8-static": "int8 per-tensor (u8s8 VNNI)",
+    "bf16": "bf16 (OpenVINO)",
+}
+
+
+def row_kernel(row: dict) -> str | None:
+    if row["config"].startswith("peer:ctranslate2") or row["config"].startswith("peer:optimum-ort"):
+        return KERNELS["int8-dynamic"]  # both quantise activations per tensor at run time
+    if row["backend"] == "openvino" and row["precision"] == "int8":
+        return KERNELS["bf16"]  # int8-compressed weights, bf16 compute
+    return KERNELS.get(row["precision"])
+
+
+def ceiling_share_section(bench: Path, ceiling: Path) -> list[str]:
+    """Every row's best rate as a share of the arithmetic ceiling of its own kernel and of the machine's best."""
+    if not (bench.is_file() and ceiling.is_file()):
+        return []
+    report = json.loads(bench.read_text())
+    data = json.loads(ceiling.read_text())
+    model = next((m for m in data["models"] if m["model"] == report["model_name"]), None)
+    if model is None:
+        return []
+    ceilings = model["ceiling_sentences_per_s"]
+    best_kernel = max(ceilings, key=ceilings.get)
+    lines = [
+        "Share of this CPU's ceiling (`benchmarks/cpu_ceiling.py`, same run): each row's best sentences/s over the",
+        f"ceiling of the matmul kernel its precision runs on, and over the best kernel here ({best_kernel},",
+        f"{ceilings[best_kernel]:,.0f} sentences/s).",
+        "",
+        "| config | best sent/s | kernel | share of its kernel's ceiling | share of the best ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        if "failed" in row:
+            continue
+        best = max(row["throughput"].values())
+        kernel = row_kernel(row)
+        own = f"{best / ceilings[kernel]:.0%}" if kernel in ceilings else "–"
+        lines.append(
+            f"| {row['config']} | {best:,.0f} | {kernel or '–'} | {own} | {best / ceilings[best_kernel]:.0%} |"
+        )
+    return [*lines, ""]
+
+
+def auto_targets(results: Path, name: str, multiple: float, verdict) -> list[str]:
+    """The measured-auto targets for one model's bench: auto against the best faithful row, batch 1, the pipeline
+    and the peers, all from the same run."""
+    path = results / name / "results.json"
+    if not path.is_file():
+        return []
+    rows = [r for r in json.loads(path.read_text())["rows"] if "failed" not in r]
+    auto = next((r for r in rows if r["config"] == "auto"), None)
+    pipeline = next((r for r in rows if r["config"] == "pipeline:32"), None)
+    if auto is None:
+        return []
+    faithful = [r for r in rows if r["config"] != "auto" and r.get("agreement", 0) >= 0.995
+                and not r["config"].startswith("pipeline")]  # fmt: skip
+    best = max(faithful, key=lambda r: max(r["throughput"].values()))
+    fastest_single = min(faithful, key=lambda r: r["latency_ms"][50])
+    rate = max(auto["throughput"].values())
+    lines = [
+        f"| {name}: `auto` ({auto['backend']}:{auto['precision']}) ≥ 95% of the best faithful row | {rate:,.0f}/s vs "
+        f"{best['config']} {max(best['throughput'].values()):,.0f}/s "
+        f"({rate / max(best['throughput'].values()):.0%}) | {verdict(rate >= 0.95 * max(best['throughput'].values()))} |",
+        f"| {name}: `auto` batch-1 p50 ≤ 1.1x the best batch-1 row | {auto['latency_ms'][50]:.2f} ms vs "
+        f"{fastest_single['config']} {fastest_single['latency_ms'][50]:.2f} ms | "
+        f"{verdict(auto['latency_ms'][50] <= 1.1 * fastest_single['latency_ms'][50])} |",
+    ]
+    if pipeline:
+        base = next(iter(pipeline["throughput"].values()))
+        lines.append(
+            f"| {name}: `auto` ≥ {multiple:g}x `pipeline:32` | {rate / base:.1f}x ({base:,.0f}/s) | "
+            f"{verdict(rate >= multiple * base)} |"
+        )
+    for peer in (r for r in rows if r["config"].startswith("peer:")):
+        peer_rate = max(peer["throughput"].values())
+        lines.append(
+            f"| {name}: `auto` ahead of {peer['config']} | {rate:,.0f}/s vs {peer_rate:,.0f}/s "
+            f"({rate / peer_rate:.2f}x) | {verdict(rate >= peer_rate)} |"
+        )
+    return lines
+
+
 def int8_section(path: Path) -> list[str]:
     if not path.is_file():
         return []
@@ -233,6 +320,8 @@ def main() -> None:
         f"| peak RSS ≤ 150 MB, built-in model (same) | {cold_builtin['file_peak_rss_mb']:.0f} MB | {verdict(cold_builtin['file_peak_rss_mb'] <= 150)} |",
         f'| `fastsentiment classify "I like cheese"` < 0.5 s from process start | {cold_builtin["cold_start_s_median"]:.2f} s | {verdict(cold_builtin["cold_start_s_median"] < 0.5)} |',
         *serve_targets(load, verdict),
+        *auto_targets(results, "builtin", 6, verdict),
+        *auto_targets(results, "distilbert-base", 5, verdict),
         "",
         *ceiling_section(results / "cpu-ceiling.json"),
         *int8_section(results / "int8-variants.json"),
@@ -240,9 +329,11 @@ def main() -> None:
         "",
         *memory_note(results),
         section(results / "builtin" / "report.md", "results/builtin"),
+        *ceiling_share_section(results / "builtin" / "results.json", results / "cpu-ceiling.json"),
         "## DistilBERT-base-sized model (random weights)",
         "",
         section(results / "distilbert-base" / "report.md", "results/distilbert-base"),
+        *ceiling_share_section(results / "distilbert-base" / "results.json", results / "cpu-ceiling.json"),
         *serve_section(load, results / "serve-path.md"),
         *file_jobs_section(results / "stream-files.json"),
         "## The ANE LayerNorm mapping",

@@ -21,10 +21,10 @@ REFERENCE = "torch:fp32"  # Hugging Face fp32: what every other configuration is
 
 
 def default_configs() -> list[str]:
-    """Every backend that runs here at its default precision, the reference, and the pipelines."""
+    """What `auto` resolves to, every backend that runs here at its default precision, the reference, the pipelines."""
     from fastsentiment.backends import backend_names
 
-    configs = [name for name in backend_names() if availability(name).runnable]
+    configs = ["auto", *(name for name in backend_names() if availability(name).runnable)]
     if availability("torch").runnable:
         configs = [REFERENCE, *(c for c in configs if c != "torch"), f"{PIPELINE}", f"{PIPELINE}:32"]
     return configs
