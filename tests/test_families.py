@@ -122,14 +122,26 @@ def test_scores_equal_the_transformers_pipeline(family_model, texts, kind):
 
 @pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
 def test_ane_layout_at_fp16_agrees_with_fp32(family_model, texts, kind):
-    """The numbers CoreML computes with on the Neural Engine, run by PyTorch on this CPU."""
+    """The numbers CoreML computes with on the Neural Engine, run by PyTorch on this CPU.
+
+    As in the test above, a random network puts some sentences within fp16's rounding of a tie, and which of
+    those flip changes from CPU to CPU (CI once saw 2 of 120): fp16 must keep every label fp32 gives with a
+    margin wider than twice the largest logit change it makes, and a clear majority of all of them. Agreement
+    over all of SST-2 dev is measured on trained models in docs/architectures.md.
+    """
     from fastsentiment import Classifier
 
     model = family_model(kind)
     fp32 = Classifier.load(model, backend="ane", precision="fp32").logits(texts)
     fp16 = Classifier.load(model, backend="ane", device="cpu", precision="fp16").logits(texts)
-    assert float((fp16.argmax(1) == fp32.argmax(1)).mean()) >= 0.99
-    assert np.abs(fp16 - fp32).max() <= 0.1 * np.abs(fp32).max()
+    error = np.abs(fp16 - fp32).max()
+    assert 0 < error <= 0.1 * np.abs(fp32).max()  # fp16 ran (not fp32 again), and closely
+    margin = np.abs(fp32[:, 1] - fp32[:, 0])
+    agree = fp16.argmax(1) == fp32.argmax(1)
+    clear = margin > 2 * error
+    assert clear.sum() >= 0.75 * len(texts)
+    assert agree[clear].all()
+    assert agree.mean() >= 0.95
 
 
 @pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
