@@ -9,7 +9,7 @@ data=${1:-../shared/data/sst2}
 work=${2:-runs/builtin}
 here=$(cd "$(dirname "$0")" && pwd)
 common=(--labels NEGATIVE,POSITIVE --max-length 66 --batch-size 32
-        --eval-fraction 0.02 --split-seed 0 --eval-every 500 --precision bf16 --no-progress)
+        --eval-fraction 0.02 --split-seed 0 --eval-every 500 --no-progress)
 
 stage() {  # stage NAME ARGS...: run `fastsentiment train` into $work/NAME unless it already finished
   local name=$1; shift

@@ -282,3 +282,18 @@ def test_schedule_changes_the_trained_weights(train_slice, base_encoder, tmp_pat
         assert run_cli(*train_args(train_slice, out, base_encoder, "--epochs", "1", "--schedule", kind)).returncode == 0
         trained[kind] = load_file(out / "model.safetensors")
     assert any(not np.array_equal(trained["linear"][n], trained["cosine"][n]) for n in trained["linear"])
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(train_slice, base_encoder, tmp_path):
+    """bf16 autocast on a CPU without bf16 arithmetic is emulated (37x slower on an AVX2 EPYC): auto avoids it."""
+    from fastsentiment.backends.base import cpu_flags
+
+    args = train_args(train_slice, tmp_path / "model", base_encoder, "--max-steps", "2")
+    at = args.index("--precision")
+    del args[at : at + 2]  # the default is auto
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    expected = "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+    assert f"training on cpu in {expected}" in result.stderr.decode()
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert record["config"]["precision"] == expected

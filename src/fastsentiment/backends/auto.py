@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsentiment.backends.base import cpu_flags
 from fastsentiment.backends.registry import availability, backend_names, get_backend
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -101,17 +102,6 @@ class Calibration:
 
 
 # ---- the interim choice ----------------------------------------------------------------------
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def interim_choice(device: str, workload: str, model: ModelDir | None = None) -> Choice:
     """`auto` before anything was measured: a choice by CPU flags, from the measurements in docs/benchmarks.md.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,6 +27,23 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS has no affinity API
         return os.cpu_count() or 1
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX-512 bf16 or AMX). Without it bf16 is emulated: PyTorch's bf16
+    autocast trained MPNet-base 37x slower than fp32 on an AVX2-only AMD EPYC (113 s against 3.1 s a step)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def inference_threads(requested: int | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import graph_feeds, inference_threads
+from fastsentiment.backends.base import cpu_flags, graph_feeds, inference_threads
 from fastsentiment.bench.measure import PEER_PREFIX
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -66,17 +66,6 @@ def _built(target: Path, build) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 class OptimumOpenVINO(Peer):

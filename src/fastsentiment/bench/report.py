@@ -10,21 +10,20 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from fastsentiment.backends.base import usable_cpus
+from fastsentiment.backends.base import cpu_flags, usable_cpus
 
 LIBRARIES = ("fastsentiment", "numpy", "tokenizers", "onnxruntime", "openvino", "torch", "transformers", "coremltools")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def machine() -> dict:
-    cpu, flags = platform.processor(), set()
+    cpu, flags = platform.processor(), cpu_flags()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+                break
     gpu = None
     if shutil.which("nvidia-smi"):
         query = subprocess.run(

@@ -42,7 +42,9 @@ def train(
     max_length: int = typer.Option(128, "--max-length"),
     seed: int = typer.Option(42, "--seed"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 where the device computes it natively, else fp32), bf16 or fp32."
+    ),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N steps (always at epoch ends)."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
     teacher: list[str] = typer.Option(

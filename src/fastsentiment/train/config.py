@@ -32,7 +32,7 @@ class TrainConfig:
     seed: int = 42
     split_seed: int = 0
     device: str = "auto"
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 autocast, fp32, or auto: bf16 where the device computes it natively
     eval_every: int | None = None
     checkpoint_every: int = 200
     teachers: list[str] = field(default_factory=list)

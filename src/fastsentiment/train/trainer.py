@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,8 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
 
     torch.set_num_threads(usable_cpus())
     device = _training_device(config.device)
+    config = replace(config, precision=training_precision(config.precision, device))
+    on_event(f"training on {device} in {config.precision}")
     trainer = Trainer(config, base, label_names, device, on_event)
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
@@ -80,8 +82,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError("--learning-rate must be positive")
     if config.schedule not in ("linear", "cosine", "constant"):
         raise InputError(f"unknown --schedule {config.schedule!r}; expected linear, cosine or constant")
-    if config.precision not in ("bf16", "fp32"):
-        raise InputError(f"unknown --precision {config.precision!r}; expected bf16 or fp32")
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise InputError(f"unknown --precision {config.precision!r}; expected auto, bf16 or fp32")
     if config.select not in ("best", "last"):
         raise InputError(f"unknown --select {config.select!r}; expected best or last")
     if config.save_dtype not in ("float32", "float16"):
@@ -104,6 +106,20 @@ def _training_device(name: str):
     if problem := TorchBackend.device_problem(device):
         raise FastSentimentError(f"--device {name}: {problem}")
     return torch.device(device)
+
+
+def training_precision(requested: str, device) -> str:
+    """`auto` is bf16 autocast where the device has bf16 arithmetic (CUDA, a CPU with AVX-512 bf16 or AMX) and
+    fp32 elsewhere, where bf16 would be emulated and many times slower."""
+    if requested != "auto":
+        return requested
+    from fastsentiment.backends.base import cpu_computes_bf16
+
+    if device.type == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
 
 
 def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, on_event) -> np.ndarray:
