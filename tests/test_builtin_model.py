@@ -7,6 +7,7 @@ import pytest
 
 from fastsentiment import Classifier
 from fastsentiment.backends import availability
+from fastsentiment.backends.base import cpu_computes_bf16
 from fastsentiment.models import BUILTIN_MODELS, DEFAULT_MODEL, resolve_model
 
 EXPERIMENT = {"I like cheese": "POSITIVE", "I like cheesecake": "POSITIVE", "I hate cheesecake": "NEGATIVE"}
@@ -81,6 +82,8 @@ def test_every_backend_agrees_with_hugging_face_fp32_on_sst2_dev(
     status = availability(backend)
     if not status.runnable:
         pytest.skip(f"{backend}: {status.reason}")
+    if (backend, precision) == ("openvino", "bf16") and not cpu_computes_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic: OpenVINO refuses bf16 (tests/test_export.py)")
     texts, labels = sst2_dev
     logits = Classifier.load(builtin.path, backend=backend, precision=precision).logits(texts)
     assert (logits.argmax(axis=1) == reference.argmax(axis=1)).mean() >= agreement

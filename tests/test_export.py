@@ -117,3 +117,18 @@ def test_openvino_second_load_reads_the_compiled_model_cache(bert_dir, tmp_path,
     second = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
     assert [blob.stat().st_mtime_ns for blob in sorted((cache_root() / "openvino").glob("*.blob"))] == stamps
     np.testing.assert_allclose(first, second, atol=1e-5)
+
+
+def test_openvino_bf16_follows_the_cpu(bert_dir, tmp_path, monkeypatch):
+    """bf16 where the CPU computes it; elsewhere a one-line refusal that names the way out, not a silent fp32."""
+    pytest.importorskip("openvino")
+    from fastsentiment.backends.base import cpu_computes_bf16
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    result = run_cli("classify", "-m", str(bert_dir), "--backend", "openvino", "--precision", "bf16", "I like cheese")
+    if cpu_computes_bf16():
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+    else:
+        assert result.returncode == 2
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "no bf16" in lines[0] and "--precision fp32" in lines[0], lines

@@ -128,9 +128,12 @@ def onnx_file(model: ModelDir, precision: str) -> Path:
     """The cached export of `model` at `precision`, exporting it first if needed."""
     from fastsentiment.cache import cache_root, cached_file
 
-    target = cache_root() / "onnx" / model.content_hash[:32] / f"model-{precision}.onnx"
+    from fastsentiment.export.onnx import int8_dynamic_variant
+
+    variant = int8_dynamic_variant() if precision == "int8-dynamic" else precision
+    target = cache_root() / "onnx" / model.content_hash[:32] / f"model-{variant}.onnx"
     if target.is_file():
         return target
     from fastsentiment.export.onnx import export_onnx
 
-    return cached_file(target, lambda scratch: export_onnx(model, scratch, precision))
+    return cached_file(target, lambda scratch: export_onnx(model, scratch, variant))

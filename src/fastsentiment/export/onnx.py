@@ -18,7 +18,9 @@ OPSET = 17
 # plain: the unfused fp32 graph, for runtimes other than ONNX Runtime (OpenVINO);
 # plain-int8: the same graph with block-wise int8 weights (OpenVINO reads MatMulNBits as compressed weights).
 # int8-dynamic: ONNX Runtime's classic dynamic quantisation, the fast and less exact int8 (see quantise_per_tensor).
-VARIANTS = ("fp32", "int8", "int8-dynamic", "fp16", "plain", "plain-int8")
+# int8-dynamic-7bit: the same with 7-bit weights, for x86 CPUs without an int8 dot-product instruction (see
+# int8_dynamic_variant).
+VARIANTS = ("fp32", "int8", "int8-dynamic", "int8-dynamic-7bit", "fp16", "plain", "plain-int8")
 
 
 def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
@@ -41,8 +43,8 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
         _optimise(scratch, optimised, model)
         if precision == "int8":
             quantise_blockwise(optimised, target)
-        elif precision == "int8-dynamic":
-            quantise_per_tensor(optimised, target)
+        elif precision in ("int8-dynamic", "int8-dynamic-7bit"):
+            quantise_per_tensor(optimised, target, reduce_range=precision == "int8-dynamic-7bit")
         elif precision == "fp16":
             _to_fp16(optimised, target)
         else:
@@ -126,7 +128,22 @@ def quantise_blockwise(source: Path, target: Path) -> None:
     onnx.save(quantizer.model.model, str(target))
 
 
-def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = ()) -> None:
+def int8_dynamic_variant() -> str:
+    """Which per-tensor int8 graph this CPU should run. Without VNNI (AVX-512 VNNI, AVX-VNNI) or AMX, ONNX
+    Runtime's u8s8 kernels multiply with VPMADDUBSW, whose 16-bit sums saturate on full-range int8 weights; its
+    documentation's remedy is 7-bit weights (`reduce_range`)."""
+    import platform
+
+    from fastsentiment.backends.base import cpu_flags
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "int8-dynamic"
+    return "int8-dynamic" if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"} else "int8-dynamic-7bit"
+
+
+def quantise_per_tensor(
+    source: Path, target: Path, exclude: Sequence[str] = (), reduce_range: bool = False
+) -> None:
     """int8 weights per output channel, activations scaled per tensor at run time (`quantize_dynamic`).
 
     Nodes named in `exclude` are left in fp32 (benchmarks/int8_variants.py compares recipes with it).
@@ -152,6 +169,7 @@ def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = ())
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=reduce_range,
             nodes_to_exclude=list(exclude),
             # The optimiser's fused contrib ops carry no type information the quantiser could read.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
