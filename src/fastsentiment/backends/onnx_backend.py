@@ -127,7 +127,6 @@ class OnnxBackend:
 def onnx_file(model: ModelDir, precision: str) -> Path:
     """The cached export of `model` at `precision`, exporting it first if needed."""
     from fastsentiment.cache import cache_root, cached_file
-
     from fastsentiment.export.onnx import int8_dynamic_variant
 
     variant = int8_dynamic_variant() if precision == "int8-dynamic" else precision

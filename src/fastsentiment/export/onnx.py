@@ -141,9 +141,7 @@ def int8_dynamic_variant() -> str:
     return "int8-dynamic" if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"} else "int8-dynamic-7bit"
 
 
-def quantise_per_tensor(
-    source: Path, target: Path, exclude: Sequence[str] = (), reduce_range: bool = False
-) -> None:
+def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = (), reduce_range: bool = False) -> None:
     """int8 weights per output channel, activations scaled per tensor at run time (`quantize_dynamic`).
 
     Nodes named in `exclude` are left in fp32 (benchmarks/int8_variants.py compares recipes with it).
