@@ -68,10 +68,25 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
 
     samples = [feeds(ids) for ids in encoder.encode(list(texts))]
     reference = _labels(ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), samples)
-    # NNCF draws progress bars on stdout, which belongs to the command's results (`tune --json`, `classify`).
-    with contextlib.redirect_stdout(sys.stderr):
+    # NNCF draws progress bars and logs on stdout, which belongs to the command's results (`tune --json`,
+    # `classify`); its logger holds its own reference to stdout, so it is pointed at stderr too.
+    with contextlib.redirect_stdout(sys.stderr), _nncf_log_to_stderr():
         quantised = _quantize(nncf, network, list(zip(samples, reference, strict=True)))
     ov.save_model(quantised, str(target), compress_to_fp16=False)
+
+
+@contextlib.contextmanager
+def _nncf_log_to_stderr():
+    import logging
+
+    handlers = [h for h in logging.getLogger("nncf").handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            if stream is not None:  # None: the handler was on stderr already
+                handler.setStream(stream)
 
 
 def _labels(compiled, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
