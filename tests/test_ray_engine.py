@@ -34,6 +34,9 @@ UNDECODABLE_IDS = {12, 15_000}
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
 # Ray 2.60 clusters use token authentication; a client joining by address must ask for it too. The token is
 # made here, not read from ~/.ray/auth_token, which a fresh machine does not have.
+# Scores are compared across processes to 1e-5: both sides run one batch-independent fp32 path, not `auto`, which
+# may pick a per-tensor int8 whose scores move with a sentence's batch neighbours (it did on an AVX2-only CPU).
+PINNED = ("--backend", "onnx", "--precision", "fp32")
 RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles the actor processes (a regex)
 
@@ -92,7 +95,7 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     out = tmp_path / "scored"
     result = run_cli(
         "classify", "--engine", "ray", "--address", ray_address, "--file", str(id_file), "--out", str(out),
-        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", timeout=600, env=RAY_ENV,
+        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", *PINNED, timeout=600, env=RAY_ENV,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # the error rows make the exit non-zero
     assert f"wrote {ROWS:,} rows".encode() in result.stderr
@@ -101,7 +104,7 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     check_complete(rows)
     assert [int(row["id"]) for row in rows] == list(range(ROWS)), "order kept"
     sample = [row for row in random.Random(1).sample(rows, 300) if not row["error"]]
-    expected = Classifier.load(bert_dir).predict([row["text"] for row in sample])
+    expected = Classifier.load(bert_dir, backend="onnx", precision="fp32").predict([row["text"] for row in sample])
     assert [row["label"] for row in sample] == [p.label for p in expected]
     assert max(abs(row["score"] - p.score) for row, p in zip(sample, expected, strict=True)) < 1e-5
 
@@ -192,7 +195,7 @@ def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address,
     source = tmp_path / "docs.jsonl"
     texts = [" ".join(generator.choice(WORDS) for _ in range(generator.randint(5, 400))) for _ in range(60)]
     source.write_text("".join(f'{{"id": {i}, "text": "{t}"}}\n' for i, t in enumerate(texts)), encoding="utf-8")
-    chunking = ("--long-text", "chunk", "--stride", "8", "--model", str(bert_dir), "--chunk-rows", "16")
+    chunking = ("--long-text", "chunk", "--stride", "8", "--model", str(bert_dir), "--chunk-rows", "16", *PINNED)
     local_out = tmp_path / "local.jsonl"
     local = run_cli("classify", "--file", str(source), "--out", str(local_out), *chunking)
     assert local.returncode == 0, local.stderr.decode()[-2000:]
