@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import cpu_flags
+from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags
 from fastsentiment.backends.registry import availability, backend_names, get_backend
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -110,8 +110,7 @@ def interim_choice(device: str, workload: str, model: ModelDir | None = None) ->
     """
     if device not in ("auto", "cpu"):
         return _first_runnable(device, "no measurement for this device; the first backend that runs", model)
-    flags = cpu_flags()
-    if workload == "throughput" and flags & {"avx512_bf16", "amx_bf16"} and _runs("openvino", device, model):
+    if workload == "throughput" and cpu_computes_bf16() and _runs("openvino", device, model):
         return Choice(
             "openvino", "bf16", "interim: this CPU computes bf16 natively (not yet measured: fastsentiment tune)"
         )
