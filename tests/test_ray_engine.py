@@ -111,23 +111,23 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
 
 def test_killing_a_worker_mid_job_still_gives_a_complete_output(ray_address, id_file, bert_dir, tmp_path):
     out = tmp_path / "scored"
-    # batch size 1 slows the tiny model down so that the job is surely still running when a worker dies
+    # batch size 1 and small blocks slow the tiny model down and make Ray write many files, the first of which
+    # proves the workers are classifying: the kill comes after it, so the job is surely mid-way
     process = subprocess.Popen(
         [sys.executable, "-m", "fastsentiment", "classify", "--engine", "ray", "--address", ray_address,
          "--file", str(id_file), "--out", str(out), "--model", str(bert_dir), "--num-workers", "2",
-         "--chunk-rows", "250", "--batch-size", "1"],
+         "--chunk-rows", "250", "--batch-size", "1", *PINNED],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**RAY_ENV, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     victim = None
     deadline = time.monotonic() + 300
     while victim is None and time.monotonic() < deadline and process.poll() is None:
         workers = _actor_pids()
-        if len(workers) == 2:
-            time.sleep(3)  # let both load the model and take batches
-            victim = _actor_pids()[0]
-        time.sleep(0.2)
-    assert victim is not None, "no worker actor appeared"
+        if len(workers) == 2 and any(out.rglob("*.parquet")):
+            victim = workers[0]
+        time.sleep(0.05)
     assert process.poll() is None, "the job ended before a worker could be killed"
+    assert victim is not None, "no worker actor appeared, or none wrote a block"
     os.kill(victim, signal.SIGKILL)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 2, stderr.decode()[-2000:]
