@@ -10,6 +10,23 @@ import pytest
 
 from tiny_models import build_model
 
+
+def pytest_configure(config) -> None:
+    """Give each pytest-xdist worker its own share of this process's CPUs.
+
+    Every backend sizes its thread pool by the CPUs it may run on (`usable_cpus`), so pinned workers (and the
+    subprocesses they start, which inherit the affinity) each run on their own cores instead of all of them
+    spinning on all cores at once.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # set by pytest-xdist in its workers: gw0, gw1, ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= workers:
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: workers])
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("FASTSENTIMENT_SST2", ROOT.parent / "shared" / "data" / "sst2"))
 

@@ -2,10 +2,12 @@
 
 Static int8 fixes each activation's scale from a calibration sample, so the matmuls run as int8 x int8 without
 measuring scales at run time. NNCF's transformer preset keeps the operations that lose most in int8 (softmax,
-LayerNorm, the attention's matmul inputs where they hurt) in higher precision, and its accuracy control then
-returns to float, one by one, the quantised operations that move the labels most, until the int8 model gives the
-fp32 model's label on all but `MAX_LABEL_CHANGE` of the calibration texts. Plain NNCF quantisation agreed with
-fp32 on 98.97% of SST-2 dev for the built-in model; `auto`'s bar is 99.5%.
+LayerNorm, the attention's matmul inputs where they hurt) in higher precision. One more kind stays in float: each
+layer's feed-forward down-projection, whose input (the GELU output, 4x the hidden width) carries the outliers a
+single activation scale flattens. Measured on the built-in model, SST-2 dev, against its fp32 graph (Xeon with
+AMX, 2026-12-02): every matmul in int8 98.85% label agreement, 89.56% accuracy; down-projections in float 99.77%,
+89.79% (fp32's own), at 95% of the all-int8 speed. NNCF's accuracy control reached its bar too, but ranks every
+quantiser by compiling the model once per quantiser: over ten minutes on 2 cores, too slow for a first load.
 """
 
 from __future__ import annotations
@@ -24,13 +26,10 @@ from fastsentiment.cache import cache_root
 from fastsentiment.errors import missing_extra
 from fastsentiment.models import ModelDir
 
-# The share of calibration texts whose label int8 may change (NNCF's `max_drop` on label agreement with fp32).
-MAX_LABEL_CHANGE = 0.005
-
 
 def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: str) -> Path:
     """The cached int8-static IR (`model.xml` + `model.bin`) of `model`, quantising it first if needed."""
-    folder = cache_root() / "openvino-ir" / model.content_hash[:32] / f"int8-static-ac-{calibration_identity}"
+    folder = cache_root() / "openvino-ir" / model.content_hash[:32] / f"int8-static-ffn-{calibration_identity}"
     if (folder / "model.xml").is_file():
         return folder / "model.xml"
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +46,8 @@ def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: 
 
 
 def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None:
-    """Quantise the plain ONNX export with NNCF (transformer preset, mixed symmetric/asymmetric) and save the IR."""
+    """Quantise the plain ONNX export with NNCF (transformer preset, mixed symmetric/asymmetric, feed-forward
+    down-projections in float) and save the IR."""
     try:
         import nncf
     except ImportError:
@@ -67,12 +67,35 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
         return graph_feeds(names, batch.input_ids, batch.attention_mask)
 
     samples = [feeds(ids) for ids in encoder.encode(list(texts))]
-    reference = _labels(ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), samples)
+    ffn_width = model.architecture.encoder_shape(model.config)["ffn"]
     # NNCF draws progress bars and logs on stdout, which belongs to the command's results (`tune --json`,
     # `classify`); its logger holds its own reference to stdout, so it is pointed at stderr too.
     with contextlib.redirect_stdout(sys.stderr), _nncf_log_to_stderr():
-        quantised = _quantize(nncf, network, list(zip(samples, reference, strict=True)))
+        quantised = nncf.quantize(
+            network,
+            nncf.Dataset(samples),
+            model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(samples),
+            ignored_scope=nncf.IgnoredScope(names=ffn_down_projections(network, ffn_width)),
+        )
     ov.save_model(quantised, str(target), compress_to_fp16=False)
+
+
+def ffn_down_projections(network, ffn_width: int) -> list[str]:
+    """Names of the MatMuls that take the feed-forward's wide activation back to the hidden width.
+
+    Found by shape, not by name, so every architecture's export (BERT's `output/dense`, DistilBERT's `ffn/lin2`,
+    ...) is covered by one rule.
+    """
+    names = []
+    for op in network.get_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        width = op.input(0).get_partial_shape()[-1]
+        if width.is_static and width.get_length() == ffn_width:
+            names.append(op.get_friendly_name())
+    return names
 
 
 @contextlib.contextmanager
@@ -87,35 +110,3 @@ def _nncf_log_to_stderr():
         for handler, stream in zip(handlers, streams, strict=True):
             if stream is not None:  # None: the handler was on stderr already
                 handler.setStream(stream)
-
-
-def _labels(compiled, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
-    request = compiled.create_infer_request()
-    return np.array([int(np.argmax(request.infer(sample)[compiled.output(0)])) for sample in samples])
-
-
-def _quantize(nncf, network, items: list[tuple[dict[str, np.ndarray], int]]):
-    """`items` pairs each calibration input with the fp32 model's label for it: NNCF hands the validation function
-    any subset of the items, and each must carry what it is judged against."""
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-    def agreement(compiled, subset) -> tuple[float, list[float]]:
-        subset = list(subset)
-        same = _labels(compiled, [inputs for inputs, _ in subset]) == np.array([label for _, label in subset])
-        return float(same.mean()), same.astype(float).tolist()
-
-    dataset = nncf.Dataset(items, lambda item: item[0])
-    return nncf.quantize_with_accuracy_control(
-        network,
-        calibration_dataset=dataset,
-        validation_dataset=dataset,
-        validation_fn=agreement,
-        max_drop=MAX_LABEL_CHANGE,
-        drop_type=nncf.DropType.ABSOLUTE,
-        model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(items),
-        # Operations are ranked on the 64 texts int8 moves most (NNCF picks them): a quarter of the validation cost
-        # per ranked operation; not compared with ranking on all 256.
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(ranking_subset_size=64),
-    )
