@@ -82,3 +82,28 @@ def test_wrong_layernorm_mapping_moves_the_logits(bert_dir):
     np.testing.assert_allclose(right, clf.logits_for_ids(clf.encoder.encode(TEXTS), batch_size=len(TEXTS)), atol=1e-4)
     # Far outside the 1e-4 parity tolerance: the symptom is detectable on any model with trained LayerNorms.
     assert np.abs(right - wrong).max() > 1e-2
+
+
+def test_channel_layernorm_in_fp16_survives_the_outliers_of_trained_encoders():
+    """Trained encoders' FFN outputs reach 1,000+ in a few channels (all-mpnet-base-v2: 1,151). Squared in fp16
+    (max 65,504) that overflowed: the variance became inf and the token's output the bias alone."""
+    import torch
+
+    from fastsentiment.models.ane.layers import ChannelLayerNorm
+
+    generator = torch.Generator().manual_seed(0)
+    norm = ChannelLayerNorm(768, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(768, generator=generator) + 0.5)
+        norm.bias.copy_(torch.randn(768, generator=generator))
+    x = torch.randn(3, 768, 1, 7, generator=generator) * 2
+    x[:, 5, :, :] = 1_150.0  # one outlier channel, as in the real model
+    x[:, 9, :, 2] = -300.0
+    x[1] = 0.01 * x[1]  # and one example with small activations
+    reference = torch.nn.functional.layer_norm(
+        x.permute(0, 2, 3, 1), (768,), norm.weight * 1.0, norm.bias * norm.weight, eps=1e-5
+    ).permute(0, 3, 1, 2)  # (x_hat + b) * w == x_hat * w + b * w
+    assert torch.allclose(norm(x), reference, atol=1e-4)
+    half = norm.half()(x.half()).float()
+    assert torch.isfinite(half).all()
+    assert (half - reference).abs().max() < 0.02 * reference.abs().max()

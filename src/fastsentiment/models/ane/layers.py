@@ -50,7 +50,13 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(dim=1, keepdim=True)
-        normalised = centred * torch.rsqrt(centred.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        # fp16 squares overflow above 256: the FFN outputs of trained encoders reach 1,000 and more in a few
+        # channels (all-mpnet-base-v2: 1,151), which made the variance inf and the token's output the bias alone.
+        # Dividing by the token's largest deviation (never below 1) first keeps every square <= 1; the result is
+        # the same normalisation: (c/s) / sqrt(mean((c/s)^2) + eps/s^2) = c / sqrt(mean(c^2) + eps).
+        spread = centred.abs().amax(dim=1, keepdim=True).clamp(min=1.0)
+        scaled = centred / spread
+        normalised = scaled * torch.rsqrt(scaled.pow(2).mean(dim=1, keepdim=True) + self.eps / spread.pow(2))
         return (normalised + self.bias.view(1, -1, 1, 1)) * self.weight.view(1, -1, 1, 1)
 
 
