@@ -123,7 +123,7 @@ def test_same_seed_gives_the_same_weights(train_slice, base_encoder, tmp_path):
     outputs = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert run_cli(*train_args(train_slice, out, base_encoder, "--epochs", "1")).returncode == 0
+        assert run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "12")).returncode == 0
         outputs.append(load_file(out / "model.safetensors"))
     for name in outputs[0]:
         np.testing.assert_array_equal(outputs[0][name], outputs[1][name], err_msg=name)
@@ -279,7 +279,10 @@ def test_schedule_changes_the_trained_weights(train_slice, base_encoder, tmp_pat
     trained = {}
     for kind in ("linear", "cosine"):
         out = tmp_path / kind
-        assert run_cli(*train_args(train_slice, out, base_encoder, "--epochs", "1", "--schedule", kind)).returncode == 0
+        assert (
+            run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "12", "--schedule", kind)).returncode
+            == 0
+        )
         trained[kind] = load_file(out / "model.safetensors")
     assert any(not np.array_equal(trained["linear"][n], trained["cosine"][n]) for n in trained["linear"])
 

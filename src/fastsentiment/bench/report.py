@@ -55,6 +55,8 @@ def headline(row: dict, reference_rate: float | None) -> dict:
     config = row["config"]
     if config == "auto":
         config = f"auto = {row['backend']}:{row['precision']}"
+        if row.get("latency_config", config.removeprefix("auto = ")) != config.removeprefix("auto = "):
+            config += f" (batch 1: {row['latency_config']})"
     return {
         "config": config,
         "status": "ok",

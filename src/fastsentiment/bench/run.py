@@ -58,8 +58,11 @@ def prepare_config(config: str, model) -> None:
     if name == "auto" and not precision:
         from fastsentiment.backends.registry import resolve_auto
 
-        # A benchmark is worth measuring for: the auto row then runs the decision it measures.
+        # A benchmark is worth measuring for: the auto row then runs the decisions it measures, the throughput one
+        # on batches and the latency one on single texts.
         name, precision = resolve_auto(model, "auto", None, "throughput", measure=True)
+        quickest, quickest_precision = resolve_auto(model, "auto", None, "latency", measure=True)
+        prepare_backend(model, quickest, "auto", quickest_precision)
     if name != PIPELINE:
         prepare_backend(model, name, "auto", precision or None)
 
@@ -90,7 +93,8 @@ def summarise(runs: list[dict]) -> dict:
     if not ok:
         return {"config": runs[0]["config"], "failed": runs[0]["failed"]}
     first = ok[0]
-    summary = {key: first[key] for key in ("config", "backend", "precision", "device", "speed_sentences", "rss_source")}
+    keys = ("config", "backend", "precision", "latency_config", "device", "speed_sentences", "rss_source")
+    summary = {key: first[key] for key in keys if key in first}
     for key in ("load_s", "tokenize_s", "peak_rss_mb", "import_and_data_s"):
         values = [run[key] for run in ok]
         summary[key] = float(np.median(values))
