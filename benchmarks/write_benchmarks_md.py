@@ -86,6 +86,12 @@ def file_jobs_section(path: Path) -> list[str]:
     return lines
 
 
+def notes_sections(folder: Path) -> list[str]:
+    """Sections written by hand about one machine's session (what was measured there beyond these tables), kept
+    as files so that regenerating this page keeps them; in file-name order."""
+    return [note.read_text().rstrip() + "\n" for note in sorted(folder.glob("*.md"))]
+
+
 def ceiling_section(path: Path) -> list[str]:
     if not path.is_file():
         return []
@@ -323,6 +329,7 @@ def main() -> None:
         *auto_targets(results, "builtin", 6, verdict),
         *auto_targets(results, "distilbert-base", 5, verdict),
         "",
+        *notes_sections(results / "notes"),
         *ceiling_section(results / "cpu-ceiling.json"),
         *int8_section(results / "int8-variants.json"),
         "## Built-in model (sst2-minilm-l6)",
