@@ -210,6 +210,26 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
     assert negative["student"] > 0.8 and negative["plain"] < 0.65, negative
     assert {tensor.dtype for tensor in load_file(student / "model.safetensors").values()} == {np.dtype("float16")}
 
+    # The logits the teacher gave are kept beside the student; a run given them instead of the teacher trains
+    # the same student.
+    (saved,) = student.glob("teacher-logits-*.npz")
+    again = tmp_path / "again"
+    result = run_cli(
+        *train_args(
+            train_slice, again, base_encoder, "--teacher-logits", str(saved), "--distill-alpha", "0", "--save-dtype",
+            "float16",
+        )
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert "teacher logits: running" not in result.stderr.decode()
+    first, second = load_file(student / "model.safetensors"), load_file(again / "model.safetensors")
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    other_split = run_cli(*train_args(train_slice, tmp_path / "x", base_encoder, "--teacher-logits", str(saved),
+                                      "--split-seed", "9"))  # fmt: skip
+    assert other_split.returncode != 0
+    assert b"holds logits of other training texts" in other_split.stderr and b"Traceback" not in other_split.stderr
+
 
 def test_ema_saves_the_moving_average_of_the_weights(train_slice, base_encoder, tmp_path):
     from safetensors.numpy import load_file

@@ -50,6 +50,12 @@ def train(
     teacher: list[str] = typer.Option(
         [], "--teacher", help="Distil from this model; repeat for an ensemble (mean logits)."
     ),
+    teacher_logits: Path | None = typer.Option(
+        None,
+        "--teacher-logits",
+        help="Distil from the teacher-logits-*.npz an earlier run with --teacher left in its --out, "
+        "without running the teachers.",
+    ),
     distill_alpha: float = typer.Option(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
@@ -90,6 +96,7 @@ def train(
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         teachers=list(teacher),
+        teacher_logits=str(teacher_logits) if teacher_logits else None,
         distill_alpha=distill_alpha,
         distill_temperature=distill_temperature,
         ema_decay=ema,

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
+# Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
+ADDED_LATER = {"teacher_logits"}
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TrainConfig:
     eval_every: int | None = None
     checkpoint_every: int = 200
     teachers: list[str] = field(default_factory=list)
+    teacher_logits: str | None = None  # an earlier run's teacher-logits-*.npz, instead of running teachers
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     ema_decay: float | None = None
@@ -45,7 +48,9 @@ class TrainConfig:
     progress: bool = True
 
     def fingerprint(self) -> str:
-        relevant = {k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL}
+        relevant = {
+            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and v is None)
+        }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -51,6 +51,13 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     for teacher in teachers:
         if teacher.labels != label_names:
             raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the data has {label_names}")
+    if teachers and config.teacher_logits:
+        raise InputError("--teacher-logits replaces --teacher: give one of them")
+    saved_logits = (
+        load_teacher_logits(Path(config.teacher_logits), train_data.texts, len(label_names))
+        if config.teacher_logits
+        else None
+    )
 
     import torch
 
@@ -66,7 +73,9 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
     train_ids = encoder.encode(train_data.texts)
     held_ids = encoder.encode(held_out.texts)
-    teacher_logits = _teacher_logits(teachers, train_data.texts, config, device, on_event) if teachers else None
+    teacher_logits = saved_logits
+    if teachers:
+        teacher_logits = _teacher_logits(teachers, train_data.texts, config, device, on_event)
     history = trainer.fit(train_ids, train_data.labels, held_ids, held_out.labels, encoder, teacher_logits)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
@@ -150,12 +159,11 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
     for teacher in teachers:
         key.update(teacher.content_hash.encode())
     key.update(str(config.max_length).encode())
-    for text in texts:
-        key.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npy"
+    key.update(texts_digest(texts).encode())
+    cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npz"
     if cache.is_file():
         on_event(f"teacher logits: reusing {cache.name}")
-        return np.load(cache)
+        return np.load(cache)["logits"]
     total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
     max_length = config.max_length
     for teacher in teachers:
@@ -175,6 +183,35 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
         del model
     logits = (total / len(teachers)).astype(np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache.with_suffix(".tmp.npy"), logits)
-    os.replace(cache.with_suffix(".tmp.npy"), cache)
+    scratch = cache.with_name(cache.stem + ".tmp.npz")
+    # The texts' digest travels with the logits, so that `--teacher-logits` can check they fit its training texts.
+    np.savez(scratch, logits=logits, texts_sha256=np.array(texts_digest(texts)))
+    os.replace(scratch, cache)
     return logits
+
+
+def texts_digest(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def load_teacher_logits(path: Path, texts: list[str], labels: int) -> np.ndarray:
+    """Logits an earlier run's teachers gave these training texts (its `teacher-logits-*.npz`): distillation
+    without the teachers, e.g. on a machine where they are too large to run."""
+    if not path.is_file():
+        raise InputError(f"--teacher-logits: no file {path}")
+    try:
+        with np.load(path) as saved:
+            logits, digest = saved["logits"], str(saved["texts_sha256"])
+    except (OSError, ValueError, KeyError):
+        raise InputError(
+            f"--teacher-logits: {path} is not a teacher-logits file written by fastsentiment train"
+        ) from None
+    if digest != texts_digest(texts) or logits.shape != (len(texts), labels):
+        raise InputError(
+            f"--teacher-logits: {path} holds logits of other training texts "
+            "(another file, --eval-fraction, --split-seed or labels than this run)"
+        )
+    return logits.astype(np.float32)
