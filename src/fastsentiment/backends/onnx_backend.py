@@ -127,10 +127,10 @@ class OnnxBackend:
 def onnx_file(model: ModelDir, precision: str) -> Path:
     """The cached export of `model` at `precision`, exporting it first if needed."""
     from fastsentiment.cache import cache_root, cached_file
-    from fastsentiment.export.onnx import int8_dynamic_variant
+    from fastsentiment.export.onnx import EXPORT_REVISION, int8_dynamic_variant
 
     variant = int8_dynamic_variant() if precision == "int8-dynamic" else precision
-    target = cache_root() / "onnx" / model.content_hash[:32] / f"model-{variant}.onnx"
+    target = cache_root() / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}" / f"model-{variant}.onnx"
     if target.is_file():
         return target
     from fastsentiment.export.onnx import export_onnx

@@ -7,14 +7,20 @@ SkipLayerNormalization and BiasGelu kernels (the dynamo exporter's graph gets no
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fastsentiment.errors import missing_extra
 from fastsentiment.models import ModelDir
 
 OPSET = 17
+# Part of every cached export's name: raised when the exported graph changes, so that caches made by an earlier
+# version are not loaded (2: MPNet's relative-position buckets by table, plain graphs finite in bf16).
+EXPORT_REVISION = 2
 # plain: the unfused fp32 graph, for runtimes other than ONNX Runtime (OpenVINO);
 # plain-int8: the same graph with block-wise int8 weights (OpenVINO reads MatMulNBits as compressed weights).
 # int8-dynamic: ONNX Runtime's classic dynamic quantisation, the fast and less exact int8 (see quantise_per_tensor).
@@ -29,6 +35,8 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
         raise ValueError(f"unknown ONNX precision {precision!r}")
     scratch = target.with_name(target.stem + ".raw.onnx")
     _export_fp32(model, scratch)
+    if precision in ("plain", "plain-int8"):  # the graphs OpenVINO runs, in bf16 where the CPU has it
+        _finite_in_bf16(scratch, scratch)
     if precision == "plain":
         os.replace(scratch, target)
         return target
@@ -74,7 +82,7 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
     inputs = tuple(example if name != "token_type_ids" else torch.zeros_like(example) for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), _exportable(model.model_type):
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
             network,
@@ -86,6 +94,73 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
+
+
+# The largest finite bf16 magnitude, (2 - 2^-7) * 2^127, which float32 holds exactly.
+BF16_MAX = 3.3895313892515355e38
+
+
+def _finite_in_bf16(source: Path, target: Path) -> None:
+    """Copy the graph with every float constant beyond bf16's range clipped to it.
+
+    Hugging Face's eager attention masks padding by adding `(1 - mask) * finfo(float32).min`. OpenVINO, asked for
+    bf16, rounds that constant to -inf, and `0 * -inf` is NaN on every real token: a tiny MPNet gave NaN logits.
+    The clipped value still sends every masked score's softmax weight to exactly 0.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(source))
+    tensors = list(graph.graph.initializer) + [
+        attribute.t for node in graph.graph.node if node.op_type == "Constant" for attribute in node.attribute
+    ]
+    for tensor in tensors:
+        if tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.size and np.abs(values).max() > BF16_MAX:
+            tensor.CopyFrom(numpy_helper.from_array(np.clip(values, -BF16_MAX, BF16_MAX), tensor.name))
+    onnx.save(graph, str(target))
+
+
+@contextlib.contextmanager
+def _exportable(model_type: str) -> Iterator[None]:
+    """Trace MPNet with an integer-only relative-position bucket (see `relative_position_bucket_by_table`)."""
+    if model_type != "mpnet":
+        yield
+        return
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    original = inspect.getattr_static(MPNetEncoder, "relative_position_bucket")
+    MPNetEncoder.relative_position_bucket = staticmethod(relative_position_bucket_by_table)
+    try:
+        yield
+    finally:
+        MPNetEncoder.relative_position_bucket = original
+
+
+def relative_position_bucket_by_table(relative_position, num_buckets: int = 32, max_distance: int = 128):
+    """Hugging Face MPNet's bucket of each relative position, looked up instead of computed.
+
+    Hugging Face computes it with `log(distance / 8)`, which is -inf at distance 0 (discarded by a `where`) and
+    then cast to an integer. Traced into the graph, that arithmetic ran in bf16 under OpenVINO: every unpadded
+    text gave NaN logits and the rest wrong buckets (a trained MPNet kept 48% of its labels). The bucket of a
+    distance is a fixed function of it, so here it is a constant table made with Hugging Face's own formula in
+    fp32, indexed by the distance clipped to `max_distance` (beyond which the bucket no longer changes): only
+    integers reach the graph, and every runtime and precision gives the same buckets.
+    """
+    import torch
+
+    half = num_buckets // 2
+    exact = half // 2
+    distance = torch.arange(max_distance + 1)
+    far = exact + (
+        torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
+    ).to(torch.long)
+    table = torch.where(distance < exact, distance, far.clamp(max=half - 1))
+    offset = -relative_position
+    return (offset < 0).to(torch.long) * half + table[offset.abs().clamp(max=max_distance)]
 
 
 def _optimise(source: Path, target: Path, model: ModelDir) -> None:

@@ -29,7 +29,10 @@ from fastsentiment.models import ModelDir
 
 def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: str) -> Path:
     """The cached int8-static IR (`model.xml` + `model.bin`) of `model`, quantising it first if needed."""
-    folder = cache_root() / "openvino-ir" / model.content_hash[:32] / f"int8-static-ffn-{calibration_identity}"
+    from fastsentiment.export.onnx import EXPORT_REVISION
+
+    name = f"int8-static-ffn-r{EXPORT_REVISION}-{calibration_identity}"
+    folder = cache_root() / "openvino-ir" / model.content_hash[:32] / name
     if (folder / "model.xml").is_file():
         return folder / "model.xml"
     folder.parent.mkdir(parents=True, exist_ok=True)
