@@ -28,10 +28,19 @@ stage() {  # stage NAME ARGS...: run `fastsentiment train` into $work/NAME unles
   echo "== $name: finished $(date -u +%FT%TZ) after $(( (SECONDS - started) / 60 )) min"
 }
 
-"$here/fetch_mpnet_teacher.sh" "$work/all-mpnet-base-v2"
-# Two epochs of 32 (4,210 steps): on 2 cores with bf16 arithmetic (AMX) about 25 min an epoch; without it
-# (AVX2 only, fp32) about 2.4 h an epoch, so run it in the background: every stage resumes where it stopped.
-stage teacher-mpnet-2ep --base-model "$work/all-mpnet-base-v2" --seed 1 --epochs 2 \
-  --learning-rate 2e-5 --eval-every 500
+# A teacher's logits over the training texts are all the student needs from it: saved once
+# (scripts/save_teacher_logits.py), they replace the teacher stage. Delete the file to train the teacher again.
+logits=$work/teacher-logits.npz
+if [ -f "$logits" ]; then
+  echo "== teacher: using the saved logits in $logits"
+  teacher=(--teacher-logits "$logits")
+else
+  "$here/fetch_mpnet_teacher.sh" "$work/all-mpnet-base-v2"
+  # Two epochs of 32 (4,210 steps): on 2 cores with bf16 arithmetic (AMX) about 40 min an epoch; without it
+  # (AVX2 only, fp32) about 2.4 h an epoch, so run it in the background: every stage resumes where it stopped.
+  stage teacher-mpnet-2ep --base-model "$work/all-mpnet-base-v2" --seed 1 --epochs 2 \
+    --learning-rate 2e-5 --eval-every 500
+  teacher=(--teacher "$work/teacher-mpnet-2ep")
+fi
 stage student-2ep --base-model all-MiniLM-L6-v2 --seed 4 --epochs 3 --learning-rate 5e-5 \
-  --teacher "$work/teacher-mpnet-2ep" --distill-alpha 0.2 --distill-temperature 2 --save-dtype float16
+  "${teacher[@]}" --distill-alpha 0.2 --distill-temperature 2 --save-dtype float16

@@ -182,12 +182,17 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
         del model
     logits = (total / len(teachers)).astype(np.float32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    scratch = cache.with_name(cache.stem + ".tmp.npz")
-    # The texts' digest travels with the logits, so that `--teacher-logits` can check they fit its training texts.
-    np.savez(scratch, logits=logits, texts_sha256=np.array(texts_digest(texts)))
-    os.replace(scratch, cache)
+    save_teacher_logits(cache, logits, texts)
     return logits
+
+
+def save_teacher_logits(path: Path, logits: np.ndarray, texts: list[str]) -> None:
+    """Write logits as `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a
+    later run can check they belong to its own training texts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.stem + ".tmp.npz")
+    np.savez(scratch, logits=logits.astype(np.float32), texts_sha256=np.array(texts_digest(texts)))
+    os.replace(scratch, path)
 
 
 def texts_digest(texts: list[str]) -> str:

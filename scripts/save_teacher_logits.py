@@ -1,0 +1,47 @@
+"""Run a fine-tuned teacher over the training texts once and save its logits for `train --teacher-logits`.
+
+    python scripts/save_teacher_logits.py runs/builtin/teacher-mpnet-2ep ../shared/data/sst2/train.tsv \
+        runs/builtin/teacher-logits.npz [--backend openvino --precision bf16]
+
+The texts are the ones `fastsentiment train` trains on with the same --eval-fraction and --split-seed (the
+held-out slice is left out), so a student run with those options accepts the file. `train --teacher` computes
+the same logits in fp32; this script lets a faster faithful path do it (OpenVINO bf16 on a CPU with AMX agreed
+with fp32 on 99.89% of a trained MPNet's SST-2 dev labels, max |Δlogit| 0.05, docs/architectures.md), and the
+file outlives the teacher: a later run needs neither its weights nor the hours it took to train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from fastsentiment import Classifier
+from fastsentiment.train.data import read_labelled, split_held_out
+from fastsentiment.train.trainer import save_teacher_logits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("teacher", type=Path)
+    parser.add_argument("train_file", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--eval-fraction", type=float, default=0.02)
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--max-length", type=int, default=66)
+    parser.add_argument("--backend", default="openvino")
+    parser.add_argument("--precision", default="bf16")
+    args = parser.parse_args()
+    teacher = Classifier.load(args.teacher, backend=args.backend, precision=args.precision, max_length=args.max_length)
+    data, _ = read_labelled(args.train_file, label_names=teacher.labels)
+    train, _ = split_held_out(data, args.eval_fraction, args.split_seed)
+    started = time.perf_counter()
+    logits = teacher.logits(train.texts)
+    save_teacher_logits(args.out, logits, train.texts)
+    print(
+        f"{len(train.texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {args.precision}: {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
