@@ -76,8 +76,10 @@ class OpenvinoBackend:
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[compute],
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": str(inference_threads(threads)),
-            # OpenVINO's own cache of compiled blobs: a second load imports instead of compiling.
-            "CACHE_DIR": str(cache_root() / "openvino"),
+            # OpenVINO's own cache of compiled blobs: a second load imports instead of compiling. One folder per
+            # compute precision: OpenVINO 2026.4 gave a bf16 load the blob an fp32 load had cached for the same
+            # file, and that blob ran with bf16 settings returned NaN (tests/test_export.py).
+            "CACHE_DIR": str(cache_root() / "openvino" / compute),
         }
         # Compiled from its path, so that a cached blob is found without reading the model first.
         compiled = core.compile_model(str(model_file(model, precision)), "CPU", config)

@@ -103,9 +103,9 @@ BF16_MAX = 3.3895313892515355e38
 def _finite_in_bf16(source: Path, target: Path) -> None:
     """Copy the graph with every float constant beyond bf16's range clipped to it.
 
-    Hugging Face's eager attention masks padding by adding `(1 - mask) * finfo(float32).min`. OpenVINO, asked for
-    bf16, rounds that constant to -inf, and `0 * -inf` is NaN on every real token: a tiny MPNet gave NaN logits.
-    The clipped value still sends every masked score's softmax weight to exactly 0.
+    Hugging Face's eager attention masks padding by adding `(1 - mask) * finfo(float32).min`, a constant bf16
+    cannot hold: rounded to -inf, `0 * -inf` would be NaN on every real token. The clipped value still sends
+    every masked score's softmax weight to exactly 0.
     """
     import numpy as np
     import onnx
@@ -143,12 +143,13 @@ def _exportable(model_type: str) -> Iterator[None]:
 def relative_position_bucket_by_table(relative_position, num_buckets: int = 32, max_distance: int = 128):
     """Hugging Face MPNet's bucket of each relative position, looked up instead of computed.
 
-    Hugging Face computes it with `log(distance / 8)`, which is -inf at distance 0 (discarded by a `where`) and
-    then cast to an integer. Traced into the graph, that arithmetic ran in bf16 under OpenVINO: every unpadded
-    text gave NaN logits and the rest wrong buckets (a trained MPNet kept 48% of its labels). The bucket of a
-    distance is a fixed function of it, so here it is a constant table made with Hugging Face's own formula in
-    fp32, indexed by the distance clipped to `max_distance` (beyond which the bucket no longer changes): only
-    integers reach the graph, and every runtime and precision gives the same buckets.
+    Hugging Face computes it with `log(distance / 8)`, which is -inf at distance 0 (then discarded by a `where`)
+    and cast to an integer; traced, that float arithmetic runs in whatever precision a runtime picks for it
+    (bf16 under OpenVINO on CPUs with AMX). The bucket of a distance is a fixed function of it, so here it is a
+    constant table made with Hugging Face's own formula in fp32, indexed by the distance clipped to
+    `max_distance` (beyond which the bucket no longer changes): only integers reach the graph. (It was written
+    while chasing NaN logits of OpenVINO bf16 on a trained MPNet, whose cause turned out to be OpenVINO's
+    compiled-model cache, see backends/openvino_backend.py; it stays as the exact form.)
     """
     import torch
 
