@@ -111,11 +111,11 @@ def test_openvino_second_load_reads_the_compiled_model_cache(bert_dir, tmp_path,
     ids = np.array([[101, 7, 8, 102]], dtype=np.int64)
     mask = np.ones_like(ids)
     first = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
-    blobs = sorted((cache_root() / "openvino").glob("*.blob"))
+    blobs = sorted((cache_root() / "openvino" / "fp32").glob("*.blob"))
     assert blobs, "the first load must write a compiled blob"
     stamps = [blob.stat().st_mtime_ns for blob in blobs]
     second = load_backend(model, "openvino", "cpu", "fp32").logits(ids, mask)
-    assert [blob.stat().st_mtime_ns for blob in sorted((cache_root() / "openvino").glob("*.blob"))] == stamps
+    assert [blob.stat().st_mtime_ns for blob in sorted((cache_root() / "openvino" / "fp32").glob("*.blob"))] == stamps
     np.testing.assert_allclose(first, second, atol=1e-5)
 
 
