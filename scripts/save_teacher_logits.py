@@ -13,10 +13,12 @@ file outlives the teacher: a later run needs neither its weights nor the hours i
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from fastsentiment import Classifier
+from fastsentiment.errors import FastSentimentError
 from fastsentiment.train.data import read_labelled, split_held_out
 from fastsentiment.train.trainer import save_teacher_logits
 
@@ -32,8 +34,13 @@ def main() -> None:
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision", default="bf16")
     args = parser.parse_args()
-    teacher = Classifier.load(args.teacher, backend=args.backend, precision=args.precision, max_length=args.max_length)
-    data, _ = read_labelled(args.train_file, label_names=teacher.labels)
+    try:
+        teacher = Classifier.load(
+            args.teacher, backend=args.backend, precision=args.precision, max_length=args.max_length
+        )
+        data, _ = read_labelled(args.train_file, label_names=teacher.labels)
+    except FastSentimentError as error:
+        sys.exit(f"error: {error}")
     train, _ = split_held_out(data, args.eval_fraction, args.split_seed)
     started = time.perf_counter()
     logits = teacher.logits(train.texts)

@@ -320,3 +320,17 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(train_slice, base
     assert f"training on cpu in {expected}" in result.stderr.decode()
     record = json.loads((tmp_path / "model" / "training.json").read_text())
     assert record["config"]["precision"] == expected
+
+
+def test_saved_teacher_logits_script_feeds_a_student(train_slice, base_encoder, tmp_path):
+    """scripts/save_teacher_logits.py writes what `train --teacher-logits` reads, for the same held-out split."""
+    saved = tmp_path / "logits.npz"
+    script = subprocess.run(
+        [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved),
+         "--backend", "onnx", "--precision", "fp32", "--max-length", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr[-2000:]
+    result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits", str(saved),
+                                 "--max-steps", "2"))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
