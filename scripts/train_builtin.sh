@@ -5,7 +5,10 @@
 # (2026-12-02) gave held-out 0.9414 vs 0.9399, too small a gain to ship; its card lists both runs.
 # Every stage is resumable: rerun this script after an interruption and it continues where it stopped.
 # Model selection uses a held-out 2% of train only (--eval-fraction 0.02 --split-seed 0); dev is never read.
-# Usage: scripts/train_builtin.sh [SST2_DIR] [WORK_DIR]
+# Usage: scripts/train_builtin.sh [SST2_DIR] [WORK_DIR] [--saved-teacher-logits]
+#   --saved-teacher-logits: no teacher stage; the student learns from scripts/teacher-logits/mpnet-2ep.npz, the
+#   logits of the two-epoch MPNet teacher this script trained on 2026-12-02 (scripts/save_teacher_logits.py,
+#   OpenVINO bf16 on a Xeon with AMX), which saves that teacher's hours on a machine without bf16 arithmetic.
 set -euo pipefail
 data=${1:-../shared/data/sst2}
 work=${2:-runs/builtin}
@@ -31,6 +34,9 @@ stage() {  # stage NAME ARGS...: run `fastsentiment train` into $work/NAME unles
 # A teacher's logits over the training texts are all the student needs from it: saved once
 # (scripts/save_teacher_logits.py), they replace the teacher stage. Delete the file to train the teacher again.
 logits=$work/teacher-logits.npz
+if [ "${3:-}" = "--saved-teacher-logits" ]; then
+  cp "$here/teacher-logits/mpnet-2ep.npz" "$logits"
+fi
 if [ -f "$logits" ]; then
   echo "== teacher: using the saved logits in $logits"
   teacher=(--teacher-logits "$logits")
