@@ -28,6 +28,10 @@ def pytest_configure(config) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# For tests that compare a command's scores with an in-process Classifier's: one batch-independent fp32 path on
+# both sides. `auto` may choose a per-tensor int8 whose scores move with a sentence's batch neighbours (it did on
+# an AVX2-only CPU and in CI), and a file job may measure and pick another path.
+PINNED_FP32 = ("--backend", "onnx", "--precision", "fp32")
 SST2 = Path(os.environ.get("FASTSENTIMENT_SST2", ROOT.parent / "shared" / "data" / "sst2"))
 
 

@@ -15,12 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
 
-# Rows are compared with an in-process Classifier: both run one batch-independent fp32 path. `auto` may choose a
-# per-tensor int8 whose scores move with a sentence's batch neighbours, and a file job may measure and pick another.
-PINNED = ("--backend", "onnx", "--precision", "fp32")
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.dataset as ds
 
+from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
 
@@ -34,9 +35,6 @@ UNDECODABLE_IDS = {12, 15_000}
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
 # Ray 2.60 clusters use token authentication; a client joining by address must ask for it too. The token is
 # made here, not read from ~/.ray/auth_token, which a fresh machine does not have.
-# Scores are compared across processes to 1e-5: both sides run one batch-independent fp32 path, not `auto`, which
-# may pick a per-tensor int8 whose scores move with a sentence's batch neighbours (it did on an AVX2-only CPU).
-PINNED = ("--backend", "onnx", "--precision", "fp32")
 RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles the actor processes (a regex)
 

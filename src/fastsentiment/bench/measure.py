@@ -146,10 +146,12 @@ def _latency_classifier(spec: Spec, clf):
     if spec.config != "auto":
         return clf
     from fastsentiment import Classifier
+    from fastsentiment.backends.registry import resolve_auto
 
-    latency = Classifier.load(spec.model, backend="auto", workload="latency")
-    same = (latency.backend.spec.name, latency.backend.precision) == (clf.backend.spec.name, clf.backend.precision)
-    return clf if same else latency
+    name, precision = resolve_auto(clf.model, "auto", None, "latency")
+    if (name, precision) == (clf.backend.spec.name, clf.backend.precision):
+        return clf  # one decision for both: no second model in this process
+    return Classifier.load(spec.model, backend=name, precision=precision)
 
 
 def t0_delta(started: float, load_s: float) -> float:

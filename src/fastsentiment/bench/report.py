@@ -54,8 +54,9 @@ def headline(row: dict, reference_rate: float | None) -> dict:
     best = max(row["throughput"].values())
     config = row["config"]
     if config == "auto":
-        config = f"auto = {row['backend']}:{row['precision']}"
-        if row.get("latency_config", config.removeprefix("auto = ")) != config.removeprefix("auto = "):
+        batched = f"{row['backend']}:{row['precision']}"
+        config = f"auto = {batched}"
+        if row.get("latency_config", batched) != batched:
             config += f" (batch 1: {row['latency_config']})"
     return {
         "config": config,
