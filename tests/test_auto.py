@@ -79,6 +79,38 @@ def test_auto_never_picks_a_candidate_below_the_fidelity_bar(model, cache, wrong
         assert auto.choose(model, "cpu", workload).config != f"{wrong_but_fast}:fp32"
 
 
+def test_throughput_is_scored_over_both_length_halves_and_close_calls_are_timed_twice(model, cache, wrong_but_fast):
+    decision = auto.tune(model, "cpu", only=[*FAST_CANDIDATES, (wrong_but_fast, "fp32")])
+    rows = {row["config"]: row for row in decision["table"]}
+    for row in rows.values():
+        assert row["sentences_per_s"] == pytest.approx(
+            (row["short_sentences_per_s"] * row["long_sentences_per_s"]) ** 0.5
+        )
+    # The unfaithful row never enters the run-off, however fast; a faithful row is timed again only when it is
+    # within the margin of the leader.
+    assert rows[f"{wrong_but_fast}:fp32"]["rounds"] == 1
+    faithful = [auto.Measurement(**row) for row in rows.values() if row["faithful"]]
+    expected = {row.config for row in auto._contenders(faithful)}
+    assert {config for config, row in rows.items() if row["rounds"] == 2} == expected
+
+
+def test_the_sample_splits_at_its_median_length():
+    sequences = [[0] * n for n in (9, 2, 7, 4, 4, 30, 1)]
+    shorter, longer = auto._length_halves(sequences)
+    assert sorted(map(len, shorter)) == [1, 2, 4] and sorted(map(len, longer)) == [4, 7, 9, 30]
+
+
+def test_the_run_off_takes_only_rows_close_to_the_leader():
+    rows = [
+        auto.Measurement("a:fp32", sentences_per_s=100, latency_ms=10, faithful=True),
+        auto.Measurement("b:fp32", sentences_per_s=90, latency_ms=30, faithful=True),  # close in throughput
+        auto.Measurement("c:fp32", sentences_per_s=50, latency_ms=10.5, faithful=True),  # close in latency
+        auto.Measurement("d:fp32", sentences_per_s=60, latency_ms=20, faithful=True),  # neither
+    ]
+    assert [row.config for row in auto._contenders(rows)] == ["a:fp32", "b:fp32", "c:fp32"]
+    assert auto._contenders(rows[:1]) == []  # nothing to separate
+
+
 def test_labelled_calibration_rejects_a_candidate_that_loses_accuracy(model, cache, wrong_but_fast, sst2_dir):
     sample = auto.Calibration.from_file(sst2_dir / "dev.tsv", model.labels)
     assert sample.labels is not None and len(sample.texts) == auto.SAMPLE_SIZE

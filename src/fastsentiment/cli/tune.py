@@ -43,12 +43,14 @@ def tune(
         decision[w]["backend"] + ":" + decision[w]["precision"]: w for w in ("latency", "throughput") if w in decision
     }
     table = Table(
-        "backend:precision", "load s", "sentences/s (batch 32)", "p50 ms (batch 1)", "agreement", "accuracy", "auto",
-        title=f"{model_dir.path.name} on this machine, {decision['sample']} calibration texts",
+        "backend:precision", "load s", "sentences/s, shorter half", "sentences/s, longer half", "score",
+        "p50 ms (batch 1)", "agreement", "accuracy", "auto",
+        title=f"{model_dir.path.name} on this machine, {decision['sample']} calibration texts (batch 32; "
+        "score: geometric mean of the two halves' rates)",
     )  # fmt: skip
     for row in decision["table"]:
         if row["failed"]:
-            table.add_row(row["config"], "", "", "", "", "", f"failed: {row['failed']}")
+            table.add_row(row["config"], "", "", "", "", "", "", "", f"failed: {row['failed']}")
             continue
         verdict = ", ".join(w for c, w in chosen.items() if c == row["config"]) if row["faithful"] else (
             f"below the bar (< {MIN_AGREEMENT:.1%} agreement or accuracy lost)"
@@ -56,6 +58,8 @@ def tune(
         table.add_row(
             row["config"],
             f"{row['load_s']:.2f}",
+            f"{row['short_sentences_per_s']:,.0f}",
+            f"{row['long_sentences_per_s']:,.0f}",
             f"{row['sentences_per_s']:,.0f}",
             f"{row['latency_ms']:.2f}",
             f"{row['agreement']:.2%}",
