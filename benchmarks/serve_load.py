@@ -95,6 +95,8 @@ def start_server(args, port: int) -> subprocess.Popen:
         command += ["--model", args.model]
     if args.precision:
         command += ["--precision", args.precision]
+    if args.server_nice:
+        command = ["nice", "-n", str(args.server_nice), *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -251,6 +253,13 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
     parser.add_argument("--per-request", default="1,8", help="sentences per request body")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--server-nice",
+        type=int,
+        default=0,
+        help="run the server at this niceness, so that the load generator beside it sends on time, as clients on "
+        "other machines would (0: same priority)",
+    )
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

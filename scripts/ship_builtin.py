@@ -78,7 +78,14 @@ SAVED_TEACHER = {
     "recipe": "all-mpnet-base-v2, lr 2e-05, 2 epochs, batch 32, seed 1, bf16 autocast",
     "held_out": 0.9629,
     "dev": None,
-    "config": {"max_steps": None, "epochs": 2, "learning_rate": 2e-05, "seed": 1, "precision": "bf16", "eval_every": 500},
+    "config": {
+        "max_steps": None,
+        "epochs": 2,
+        "learning_rate": 2e-05,
+        "seed": 1,
+        "precision": "bf16",
+        "eval_every": 500,
+    },
 }
 
 
@@ -114,9 +121,9 @@ def describe(run: Path, dev) -> dict:
     return {
         "name": run.name,
         "recipe": recipe,
-        "held_out": record["history"][-1]["held_out_accuracy"] if config["select"] == "last" else max(
-            h["held_out_accuracy"] for h in record["history"]
-        ),
+        "held_out": record["history"][-1]["held_out_accuracy"]
+        if config["select"] == "last"
+        else max(h["held_out_accuracy"] for h in record["history"]),
         "dev": None,
         "record": record,
         "config": config,
@@ -211,8 +218,7 @@ def main() -> None:
         dev=student["dev"],
         correct=round(student["dev"] * len(dev[0])),
         sentences=len(dev[0]),
-        teacher_dev="was not measured (its weights were not kept; its held-out accuracy was "
-        f"{teacher['held_out']:.2%})"
+        teacher_dev=f"was not measured (its weights were not kept; its held-out accuracy was {teacher['held_out']:.2%})"
         if teacher["dev"] is None
         else f"scores {teacher['dev']:.2%}",
         default_accuracy=default["accuracy"],
