@@ -57,9 +57,10 @@ def test_shipped_model_scores_what_its_card_states_on_sst2_dev(builtin, sst2_dev
 PATHS = [
     ("torch", "bf16", 0.99, None),
     # torch's dynamic int8 scales each activation tensor with one number; even with per-channel
-    # weights and fp32 FFN down-projections it agrees on 98.7% of dev here, short of the 99% that
-    # ONNX Runtime's block-wise int8 reaches (see the onnx row). Its accuracy stays within 0.5 points.
-    ("torch", "int8", 0.985, None),
+    # weights and fp32 FFN down-projections it agreed on 98.7% of dev with the earlier built-in model and
+    # 97.6% with the distilled one (wider activations), short of the 99% that ONNX Runtime's block-wise
+    # int8 reaches (see the onnx row); `tune` rejects it. Its accuracy stays within 0.5 points.
+    ("torch", "int8", 0.975, None),
     ("onnx", "fp32", 1.0, 1e-4),
     ("onnx", "int8", 0.99, None),
     # opt-in: one activation scale per tensor, ~2x the throughput of block-wise int8 on this CPU and
