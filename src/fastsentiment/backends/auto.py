@@ -6,8 +6,11 @@ of accuracy where the sample has labels), and timed on the same sample, length-s
 (throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer
 half of the sample and scored by the geometric mean of the two rates, because which path wins can depend on
 length (on a base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's
-tokens are mostly in its long texts. Candidates within RUNOFF_MARGIN of the leader are timed again, in the
-opposite order, and keep their better round: a close decision should not rest on one noisy pass. It is
+tokens are mostly in its long texts. Latency is timed the same way, on typical texts of either half. Candidates
+within RUNOFF_MARGIN of the leader are timed again, in the opposite order, and keep their better round: a close
+decision should not rest on one noisy pass. Latency takes the throughput decision unless another candidate is
+more than LATENCY_TOLERANCE quicker one text at a time: within that, the two are equal to the precision of the
+measurement, and one model then serves every workload (one load, one compiled graph in memory). It is
 cached per model content, device, CPU flags, runtime versions and calibration sample, written atomically;
 a stale or unreadable cache is measured again.
 
@@ -45,10 +48,11 @@ REFERENCE = ("onnx", "fp32")  # matches Hugging Face fp32 to 1e-4 (tests), witho
 SAMPLE_SIZE = 256
 BATCH = 32
 TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over it to fill this
-LATENCY_TEXTS = 24
+LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
+LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-DECISION_VERSION = 2
+DECISION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ def tune(
             load_s = time.perf_counter() - started
             logits = clf.logits_for_ids(sequences)  # also the warm-up
             short, long = (_throughput(clf, half) for half in halves)
-            latency = _latency_ms(clf, sequences)
+            latency = _latency_ms(clf, halves)
         except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
             if not row.rounds:
                 row.failed = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -288,18 +292,31 @@ def tune(
         "sample": len(sequences),
         "table": [asdict(row) for row in rows],
     }
-    faithful = [row for row in rows if row.faithful]
-    if faithful:
-        fastest = max(faithful, key=lambda row: row.sentences_per_s)
-        quickest = min(faithful, key=lambda row: row.latency_ms)
-        decision["throughput"] = _chosen(
-            fastest,
-            f"{fastest.short_sentences_per_s:,.0f} sentences/s on the shorter half of the sample and "
-            f"{fastest.long_sentences_per_s:,.0f} on the longer half, at batch {BATCH}",
-        )
-        decision["latency"] = _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1")
+    decision.update(_decide([row for row in rows if row.faithful]))
     _save(decision_path(model, device), decision)
     return decision
+
+
+def _decide(faithful: list[Measurement]) -> dict:
+    """The throughput and latency decisions from the faithful rows (none when no row is faithful)."""
+    if not faithful:
+        return {}
+    fastest = max(faithful, key=lambda row: row.sentences_per_s)
+    quickest = min(faithful, key=lambda row: row.latency_ms)
+    throughput = _chosen(
+        fastest,
+        f"{fastest.short_sentences_per_s:,.0f} sentences/s on the shorter half of the sample and "
+        f"{fastest.long_sentences_per_s:,.0f} on the longer half, at batch {BATCH}",
+    )
+    if fastest.latency_ms > (1 + LATENCY_TOLERANCE) * quickest.latency_ms:
+        return {"throughput": throughput, "latency": _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1")}
+    why = f"{fastest.latency_ms:.2f} ms p50 at batch 1"
+    if quickest is not fastest:
+        why += (
+            f", within {LATENCY_TOLERANCE:.0%} of the quickest ({quickest.config}, {quickest.latency_ms:.2f} ms):"
+            " the throughput decision serves both"
+        )
+    return {"throughput": throughput, "latency": _chosen(fastest, why)}
 
 
 def _length_halves(sequences: list) -> tuple[list, list]:
@@ -351,14 +368,16 @@ def _throughput(clf, sequences) -> float:
     return float(np.median(rates))
 
 
-def _latency_ms(clf, sequences) -> float:
-    """Median milliseconds for one text at a time, over texts of typical (median) length."""
-    order = np.argsort([len(s) for s in sequences], kind="stable")
-    middle = len(order) // 2
-    picked = order[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]
-    times = []
-    for index in picked:
-        started = time.perf_counter()
-        clf.logits_for_ids([sequences[index]], batch_size=1)
-        times.append((time.perf_counter() - started) * 1000)
-    return float(np.median(times))
+def _latency_ms(clf, halves: tuple[list, list]) -> float:
+    """Milliseconds for one text at a time: the geometric mean of the medians over typical texts of either half
+    (each half is sorted by length, so its middle texts are its typical ones)."""
+    medians = []
+    for half in halves:
+        middle = len(half) // 2
+        times = []
+        for ids in half[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]:
+            started = time.perf_counter()
+            clf.logits_for_ids([ids], batch_size=1)
+            times.append((time.perf_counter() - started) * 1000)
+        medians.append(float(np.median(times)))
+    return float(np.sqrt(medians[0] * medians[1]))
