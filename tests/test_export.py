@@ -1,5 +1,7 @@
 """Artefacts written by `fastsentiment export` and what the coreml backend says off macOS."""
 
+import os
+import subprocess
 import sys
 from collections import Counter
 
@@ -132,3 +134,39 @@ def test_openvino_bf16_follows_the_cpu(bert_dir, tmp_path, monkeypatch):
         assert result.returncode == 2
         lines = result.stderr.decode().strip().splitlines()
         assert len(lines) == 1 and "no bf16" in lines[0] and "--precision fp32" in lines[0], lines
+
+
+PARALLEL_CHECK = """
+import os, sys
+import numpy as np
+os.sched_setaffinity(0, range(os.cpu_count()))  # the test worker was pinned to one CPU; this child is not
+from fastsentiment.backends.registry import load_backend
+from fastsentiment.classifier import Classifier
+from fastsentiment.models.modeldir import load_model_dir
+from fastsentiment.tokenization import TextEncoder
+
+model = load_model_dir(sys.argv[1])
+encoder = TextEncoder.from_model_dir(model)
+texts = [("word " * (1 + i % 37)).strip() for i in range(240)]
+ids = encoder.encode(texts)
+lone = Classifier(model, load_backend(model, "openvino", "cpu", "fp32", threads=2, workload="latency"), encoder, 4)
+batched = Classifier(model, load_backend(model, "openvino", "cpu", "fp32", threads=2, workload="throughput"), encoder, 4)
+print(lone.backend.parallel_calls, batched.backend.parallel_calls)
+np.testing.assert_allclose(batched.logits_for_ids(ids), lone.logits_for_ids(ids), atol=1e-5)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is a Linux API")
+def test_openvino_throughput_runs_calls_side_by_side_with_the_same_answers(bert_dir, tmp_path):
+    """Loaded for throughput on two or more CPUs, OpenVINO splits them into streams and the Classifier runs that
+    many batches at once (each call with its own infer request, its output copied before the request is reused);
+    every text gets exactly what one call at a time gives it."""
+    pytest.importorskip("openvino")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: OpenVINO makes one stream")
+    env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", PARALLEL_CHECK, str(bert_dir)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["1", "2"]  # latency: one call with every thread; throughput: two streams

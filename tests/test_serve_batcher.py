@@ -1,6 +1,7 @@
 """The server's dynamic batcher on a real tokenizer and a real ONNX Runtime model, without HTTP."""
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -104,3 +105,40 @@ def test_a_full_batch_does_not_wait(classifier):
     # max_batch_size texts are there at once: no waiting for the (one hour) max_wait_ms
     run_batcher(recorder, BatchSettings(max_batch_size=2, max_wait_ms=3_600_000), scenario)
     assert recorder.batches == [[4, 4]]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_batches_run_side_by_side_up_to_the_backends_concurrency(classifier, concurrency):
+    """With two streams, a request that arrives while another computes starts at once: both model calls are in
+    flight together (they meet at a barrier). With one, the second waits, the barrier times out, and that failure
+    fails only the batches that met it."""
+    meeting = threading.Barrier(2, timeout=2)
+
+    class Meeting(Recorder):
+        def run(self, sequences):
+            meeting.wait()
+            return super().run(sequences)
+
+    recorder = Meeting(classifier)
+
+    async def scenario(batcher):
+        return await asyncio.gather(
+            batcher.submit(["I like cheese"]), batcher.submit(["I hate cheesecake"]), return_exceptions=True
+        )
+
+    async def main():
+        batcher = DynamicBatcher(
+            recorder.encode, recorder.run, BatchSettings(max_batch_size=1), concurrency=concurrency
+        )
+        batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.drain()
+
+    first, second = asyncio.run(main())
+    if concurrency == 2:
+        expected = classifier.logits(["I like cheese", "I hate cheesecake"])
+        np.testing.assert_allclose(np.vstack([first, second]), expected, atol=1e-5)
+    else:
+        assert isinstance(first, threading.BrokenBarrierError) and isinstance(second, threading.BrokenBarrierError)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fastsentiment.backends import Backend, load_backend
+from fastsentiment.backends.base import parallel_calls
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import text_problem
@@ -59,6 +61,7 @@ class Classifier:
         self.encoder = encoder
         self.batch_size = batch_size
         self.labels = model.labels
+        self._pool: ThreadPoolExecutor | None = None  # for backends that run several calls at once
 
     @classmethod
     def load(
@@ -245,10 +248,27 @@ class Classifier:
         if size < 1:
             raise InputError(f"batch size must be at least 1, got {size}")
         result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
-        for rows in length_sorted_batches([len(s) for s in sequences], size):
+        batches = list(length_sorted_batches([len(s) for s in sequences], size))
+
+        def run(rows: np.ndarray) -> None:
             batch = self.encoder.pad([sequences[i] for i in rows])
             result[rows] = self.backend.logits(batch.input_ids, batch.attention_mask)
+
+        self.run_batches(run, batches)
         return result
+
+    def run_batches(self, run: Callable[[Any], None], batches: Sequence[Any]) -> None:
+        """`run(batch)` for every batch: one after another, or as many at once as the backend runs calls
+        (`parallel_calls`), longest batches first so that the last to finish is a short one."""
+        workers = min(parallel_calls(self.backend), len(batches))
+        if workers <= 1:
+            for batch in batches:
+                run(batch)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(parallel_calls(self.backend), thread_name_prefix="fastsentiment-call")
+        for _ in self._pool.map(run, reversed(batches)):  # map re-raises the first failure
+            pass
 
     def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
         function = function_to_apply or self._default_function()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags
+from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls
 from fastsentiment.backends.registry import availability, backend_names, get_backend
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -261,6 +261,9 @@ def tune(
             load_s = time.perf_counter() - started
             logits = clf.logits_for_ids(sequences)  # also the warm-up
             short, long = (_throughput(clf, half) for half in halves)
+            if parallel_calls(clf.backend) > 1:  # its batches ran side by side; one text gets every thread
+                clf = Classifier(model, load_backend(model, name, device, precision, workload="latency"), encoder)
+                clf.logits_for_ids(sequences[:BATCH], batch_size=1)
             latency = _latency_ms(clf, halves)
         except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
             if not row.rounds:

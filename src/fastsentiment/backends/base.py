@@ -79,6 +79,9 @@ class BackendSpec:
     # Whether `auto` measures it (not layouts meant for other hardware), and precisions it runs only on accelerators.
     tunable: bool = True
     accelerator_only: tuple[str, ...] = ()
+    # Whether load() takes `workload` ("throughput" or "latency") and, for throughput, may return a backend whose
+    # `parallel_calls` logits calls run at once, each on its own share of the threads.
+    parallel: bool = False
 
     def missing_module(self) -> str | None:
         """The first runtime module that is not installed, if any (checked without importing it)."""
@@ -111,9 +114,16 @@ class Backend(Protocol):
         """Float32 logits [batch, labels] for int64 token ids and attention masks [batch, length]."""
         ...
 
+    # Optional: `parallel_calls`, how many `logits` calls may run at once from different threads (default 1;
+    # backends whose spec says `parallel`). Callers with several batches in hand run that many together.
     # Optional: `prepare(model, device, precision)`, a classmethod that builds cached artefacts
     # (exports) so that load() measures loading alone; benchmarks call it before timing.
 
     def explain(self) -> dict[str, Any]:
         """Where the model's operations actually run (devices, providers, precision), for `explain`."""
         ...
+
+
+def parallel_calls(backend: Backend) -> int:
+    """How many `logits` calls `backend` runs at once (1 unless it says otherwise)."""
+    return max(1, int(getattr(backend, "parallel_calls", 1)))

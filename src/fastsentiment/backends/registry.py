@@ -115,7 +115,10 @@ def load_backend(
     if name == "auto":
         name, precision = resolve_auto(model, device, precision, workload, measure)
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
-    return checked_backend(name, device, precision, model).load(model, device, precision, threads)
+    backend = checked_backend(name, device, precision, model)
+    if backend.spec.parallel:
+        return backend.load(model, device, precision, threads, workload=workload)
+    return backend.load(model, device, precision, threads)
 
 
 def resolve_auto(

@@ -114,8 +114,8 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
         for strategy in STRATEGIES:
             batches = _batches(clipped, size, strategy, clf.encoder, width)
             t = time.perf_counter()
-            for batch in batches:
-                clf.backend.logits(batch.input_ids, batch.attention_mask)
+            # As a file job runs them: several at once where the backend runs several calls at once.
+            clf.run_batches(lambda batch: clf.backend.logits(batch.input_ids, batch.attention_mask), batches)
             throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
 
     # Batches first: for `auto` the single texts may run on a second model (its latency decision), loaded only
@@ -143,17 +143,23 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
 
 
 def _latency_classifier(spec: Spec, clf):
-    """What runs one text at a time: for `auto`, its latency decision (what `interactive` and single texts get),
-    which may differ from the throughput decision that runs the batches; for any other row, the same classifier."""
-    if spec.config != "auto":
-        return clf
+    """What runs one text at a time, as `interactive` and single texts get it: for `auto`, its latency decision,
+    which may differ from the throughput decision that runs the batches; for a backend that splits its threads
+    into parallel calls for batches, the same backend loaded for latency (all threads on one call); for any other
+    row, the same classifier."""
     from fastsentiment import Classifier
-    from fastsentiment.backends.registry import resolve_auto
+    from fastsentiment.backends.base import parallel_calls
 
-    name, precision = resolve_auto(clf.model, "auto", None, "latency")
-    if (name, precision) == (clf.backend.spec.name, clf.backend.precision):
-        return clf  # one decision for both: no second model in this process
-    return Classifier.load(spec.model, backend=name, precision=precision)
+    name, precision = clf.backend.spec.name, clf.backend.precision
+    if spec.config == "auto":
+        from fastsentiment.backends.registry import resolve_auto
+
+        name, precision = resolve_auto(clf.model, "auto", None, "latency")
+    elif spec.config.startswith("peer:"):
+        return clf
+    if (name, precision) == (clf.backend.spec.name, clf.backend.precision) and parallel_calls(clf.backend) == 1:
+        return clf  # one configuration for both: no second model in this process
+    return Classifier.load(spec.model, backend=name, precision=precision, workload="latency")
 
 
 def t0_delta(started: float, load_s: float) -> float:

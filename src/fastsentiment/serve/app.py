@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from fastsentiment import __version__
+from fastsentiment.backends.base import parallel_calls
 from fastsentiment.classifier import Classifier
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
@@ -106,7 +107,11 @@ class ServerState:
         # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
         # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
         batcher = DynamicBatcher(
-            classifier.encoder.encode, classifier.logits_for_ids, batching, on_batch=metrics.observe_batch
+            classifier.encoder.encode,
+            classifier.logits_for_ids,
+            batching,
+            on_batch=metrics.observe_batch,
+            concurrency=parallel_calls(classifier.backend),
         )
         batcher.start()
         self.classifier, self.batcher = classifier, batcher

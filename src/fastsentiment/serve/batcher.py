@@ -6,7 +6,9 @@ waited `max_wait_ms`, and hands the batch to a thread, which tokenises it in one
 `tokenizers` library encodes a batch in parallel, without the GIL), keeps the texts that fit the
 padded-token budget, runs the model and gives back the rest, already tokenised, to the front of the
 queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
-A text the tokenizer rejects fails its own request only.
+A text the tokenizer rejects fails its own request only. Where the backend runs several calls at once
+(`concurrency`, OpenVINO's streams), that many batches are in flight: a request that arrives while
+one batch computes starts at once on a free stream instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class DynamicBatcher:
         run_batch: RunBatch,
         settings: BatchSettings,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+        concurrency: int = 1,
     ) -> None:
         self._encode = encode
         self._run_batch = run_batch
@@ -71,9 +74,10 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsentiment-batch")
+        self._concurrency = max(1, concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fastsentiment-batch")
         self._worker: asyncio.Task | None = None
-        self._busy = False
+        self._running: set[asyncio.Task] = set()  # batches in flight
 
     @property
     def depth(self) -> int:
@@ -108,40 +112,49 @@ class DynamicBatcher:
 
     async def drain(self) -> None:
         """Finish every queued item, then stop the worker."""
-        while self._queue or self._busy:
+        while self._queue or self._running:
             await asyncio.sleep(0.005)
         if self._worker is not None:
             self._worker.cancel()
         self._executor.shutdown(wait=True)
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._concurrency)
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            await slots.acquire()
             await self._wait_for_batch()
             batch = self._take_batch()
             if not batch:
+                slots.release()
                 continue
-            self._busy = True
-            started = time.perf_counter()
-            try:
-                outcome = await loop.run_in_executor(self._executor, self._compute, batch)
-            except Exception as error:  # a failing batch fails its own requests only
-                outcome = _Outcome(batch, [error] * len(batch), [])
-            finally:
-                self._busy = False
+            task = asyncio.get_running_loop().create_task(self._run(batch, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Item], slots: asyncio.Semaphore) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, batch)
+        except Exception as error:  # a failing batch fails its own requests only
+            outcome = _Outcome(batch, [error] * len(batch), [])
+        finally:
+            slots.release()
+        if outcome.leftover:
             self._queue.extendleft(reversed(outcome.leftover))
-            for item, result in zip(outcome.done, outcome.results, strict=True):
-                if item.future.done():
-                    continue
-                if isinstance(result, Exception):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-            if outcome.done:
-                self._on_batch(len(outcome.done), time.perf_counter() - started)
+            self._wakeup.set()
+        for item, result in zip(outcome.done, outcome.results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, Exception):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+        if outcome.done:
+            self._on_batch(len(outcome.done), time.perf_counter() - started)
 
     async def _wait_for_batch(self) -> None:
         """Give a lone request up to max_wait_ms for company, unless a full batch is already here."""
