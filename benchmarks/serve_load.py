@@ -10,14 +10,14 @@ One run, on 127.0.0.1 only, with bounded time and request counts:
    for single-sentence bodies and 8-sentence bodies; 64 connections give the saturation rate;
 3. open loop: requests sent at a fixed rate (25/50/75% of that saturation rate), whether or not
    earlier ones were answered, as independent users do; each latency counts from the moment the
-   request was due, so a stalled server cannot hide its queue (no coordinated omission).
+   request was due, so a stalled server cannot hide its queue (no coordinated omission); the generator
+   is benchmarks/open_loop.c, compiled here with the system's C compiler (about 40 µs of CPU per request).
 The server is one `fastsentiment serve` process started by this script.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
@@ -149,88 +149,24 @@ def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
 
 
 # ---- open loop: fixed request rate --------------------------------------------------------
-async def _open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, max_connections: int) -> dict:
-    requests = [
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-        for body in bodies
-    ]
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    opened = 0
-    slots = asyncio.Semaphore(max_connections)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-
-    async def one(request: bytes, due: float) -> None:
-        nonlocal opened
-        async with slots:
-            for attempt in range(2):
-                # The retry takes a new connection: the next idle one may have been closed by the server too.
-                reused = bool(idle) and not attempt
-                if reused:
-                    reader, writer = idle.pop()
-                else:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    opened += 1
-                try:
-                    writer.write(request)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-                    await reader.readexactly(length)
-                    break
-                except (OSError, asyncio.IncompleteReadError) as error:
-                    writer.close()
-                    # The server closes keep-alive connections idle for 5 s; as HTTP clients do, retry such
-                    # a request once on a new connection. Anything else is an error.
-                    if not reused or attempt:
-                        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
-                        return
-            latencies.append(time.perf_counter() - due)
-            if not head.startswith(b"HTTP/1.1 200"):
-                status = head.split(b" ", 2)[1].decode()
-                errors[status] = errors.get(status, 0) + 1
-            idle.append((reader, writer))
-
-    count = int(rate * seconds)
-    started = time.perf_counter() + 0.05
-    tasks = []
-    for index in range(count):
-        due = started + index / rate  # fixed intervals, as wrk2 sends
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(requests[index % len(requests)], due)))
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
-    elapsed = time.perf_counter() - started
-    for _, writer in idle:
-        writer.close()
-    latencies.sort()
-
-    def percentile(p: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
-
-    return {
-        "target_requests_per_s": rate,
-        "requests": count,
-        "achieved_requests_per_s": len(latencies) / elapsed,
-        "latency_ms_p50": percentile(0.50),
-        "latency_ms_p90": percentile(0.90),
-        "latency_ms_p99": percentile(0.99),
-        "errors": sum(errors.values()),
-        "error_kinds": errors,
-        "connections_opened": opened,
-    }
+def build_open_loop(scratch: Path) -> Path:
+    """Compile benchmarks/open_loop.c (the open-loop generator: C, so that it takes next to no CPU from the server)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("the open-loop generator needs a C compiler (Debian: apt-get install gcc)")
+    binary = scratch / "open_loop"
+    subprocess.run(
+        [compiler, "-O2", "-o", str(binary), str(Path(__file__).with_name("open_loop.c")), "-lm"], check=True
+    )
+    return binary
 
 
-def open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, max_connections: int = 256) -> dict:
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    return runner(_open_loop(port, bodies, rate, seconds, max_connections))
+def open_loop(
+    generator: Path, port: int, bodies: Path, rate: float, seconds: float, max_connections: int = 256
+) -> dict:
+    """Requests at a fixed rate, each latency counted from when it was due (see open_loop.c)."""
+    command = [str(generator), str(port), f"{rate:.3f}", str(seconds), str(max_connections), str(bodies)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 90).stdout)
 
 
 def busy_cpu_seconds() -> float:
@@ -285,6 +221,7 @@ def main() -> None:
     server = start_server(args, port)
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            generator = build_open_loop(Path(scratch))
             for per_request in map(int, args.per_request.split(",")):
                 bodies = bodies_of(sentences, per_request)
                 lines = Path(scratch) / f"bodies-{per_request}.jsonl"
@@ -300,7 +237,7 @@ def main() -> None:
                 saturation = row["requests_per_s"]
                 for fraction in map(float, args.fractions.split(",")):
                     settle(port, bodies[0])
-                    measured = open_loop(port, bodies, fraction * saturation, args.seconds)
+                    measured = open_loop(generator, port, lines, fraction * saturation, args.seconds)
                     row = {"sentences_per_request": per_request, "fraction_of_saturation": fraction, **measured}
                     results["open_loop"].append(row)
                     print(json.dumps(row), file=sys.stderr)
