@@ -263,7 +263,6 @@ def tune(
             short, long = (_throughput(clf, half) for half in halves)
             if parallel_calls(clf.backend) > 1:  # its batches ran side by side; one text gets every thread
                 clf = Classifier(model, load_backend(model, name, device, precision, workload="latency"), encoder)
-                clf.logits_for_ids(sequences[:BATCH], batch_size=1)
             latency = _latency_ms(clf, halves)
         except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
             if not row.rounds:
@@ -377,8 +376,12 @@ def _latency_ms(clf, halves: tuple[list, list]) -> float:
     medians = []
     for half in halves:
         middle = len(half) // 2
+        typical = half[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]
+        # Warm on these very shapes first: OpenVINO prepares its kernels once per new input shape, and a row timed
+        # on shapes it has not met (a second model, loaded for latency) would pay that where the others do not.
+        clf.logits_for_ids(typical, batch_size=1)
         times = []
-        for ids in half[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]:
+        for ids in typical:
             started = time.perf_counter()
             clf.logits_for_ids([ids], batch_size=1)
             times.append((time.perf_counter() - started) * 1000)
