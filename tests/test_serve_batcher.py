@@ -35,9 +35,9 @@ class Recorder:
         return self.classifier.logits_for_ids(sequences)
 
 
-def run_batcher(recorder: Recorder, settings: BatchSettings, scenario):
+def run_batcher(recorder: Recorder, settings: BatchSettings, scenario, concurrency: int = 1):
     async def main():
-        batcher = DynamicBatcher(recorder.encode, recorder.run, settings)
+        batcher = DynamicBatcher(recorder.encode, recorder.run, settings, concurrency=concurrency)
         batcher.start()
         try:
             return await scenario(batcher)
@@ -126,17 +126,7 @@ def test_batches_run_side_by_side_up_to_the_backends_concurrency(classifier, con
             batcher.submit(["I like cheese"]), batcher.submit(["I hate cheesecake"]), return_exceptions=True
         )
 
-    async def main():
-        batcher = DynamicBatcher(
-            recorder.encode, recorder.run, BatchSettings(max_batch_size=1), concurrency=concurrency
-        )
-        batcher.start()
-        try:
-            return await scenario(batcher)
-        finally:
-            await batcher.drain()
-
-    first, second = asyncio.run(main())
+    first, second = run_batcher(recorder, BatchSettings(max_batch_size=1), scenario, concurrency)
     if concurrency == 2:
         expected = classifier.logits(["I like cheese", "I hate cheesecake"])
         np.testing.assert_allclose(np.vstack([first, second]), expected, atol=1e-5)

@@ -260,13 +260,13 @@ class Classifier:
     def run_batches(self, run: Callable[[Any], None], batches: Sequence[Any]) -> None:
         """`run(batch)` for every batch: one after another, or as many at once as the backend runs calls
         (`parallel_calls`), longest batches first so that the last to finish is a short one."""
-        workers = min(parallel_calls(self.backend), len(batches))
-        if workers <= 1:
+        calls = parallel_calls(self.backend)
+        if calls == 1 or len(batches) <= 1:
             for batch in batches:
                 run(batch)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(parallel_calls(self.backend), thread_name_prefix="fastsentiment-call")
+            self._pool = ThreadPoolExecutor(calls, thread_name_prefix="fastsentiment-call")
         for _ in self._pool.map(run, reversed(batches)):  # map re-raises the first failure
             pass
 
