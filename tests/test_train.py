@@ -334,3 +334,65 @@ def test_saved_teacher_logits_script_feeds_a_student(train_slice, base_encoder, 
     result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits", str(saved),
                                  "--max-steps", "2"))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+
+def test_augmented_copies_are_new_texts_made_only_from_long_sentences():
+    from fastsentiment.train.augment import Augmentation
+
+    sentences = ["a short one", "the film is a charming and often affecting journey through grief and memory",
+                 "an ugly , pointless and tedious exercise in style over any kind of substance"]  # fmt: skip
+    held_out = ["the film is a charming and often affecting journey"]
+    augmentation = Augmentation(copies=20, min_words=5, seed=4)
+    copies = augmentation.texts(sentences, avoid=held_out)
+    assert copies == augmentation.texts(sentences, avoid=held_out)  # a saved teacher-logits file stays valid
+    assert 20 <= len(copies) <= 40 and len(set(copies)) == len(copies)
+    assert not set(copies) & set(sentences + held_out)
+    vocabulary = {word for sentence in sentences for word in sentence.split()}
+    assert all(set(copy.split()) <= vocabulary for copy in copies)
+    assert Augmentation(copies=5, min_words=15).texts(sentences) == []  # every sentence under min_words
+    assert Augmentation(copies=0).texts(sentences) == []
+
+
+def test_unlabelled_rows_learn_from_the_teacher_alone():
+    import torch
+
+    from fastsentiment.train.data import UNLABELLED
+    from fastsentiment.train.loop import training_loss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    teacher = torch.tensor([[-1.0, 3.0], [0.0, 0.0]])
+    labelled = torch.tensor([0, 1])
+    unlabelled = torch.tensor([UNLABELLED, UNLABELLED])
+    soft_only = training_loss(logits, unlabelled, teacher, alpha=0.0, temperature=2.0)
+    assert torch.isfinite(soft_only)
+    # With no labels the hard term has no say, whatever its weight; with labels it has.
+    assert training_loss(logits, unlabelled, teacher, alpha=0.9, temperature=2.0) == pytest.approx(soft_only.item())
+    assert training_loss(logits, labelled, teacher, alpha=0.0, temperature=2.0) == pytest.approx(soft_only.item())
+    assert training_loss(logits, labelled, teacher, alpha=0.9, temperature=2.0) != pytest.approx(soft_only.item())
+
+
+def test_augmented_distillation_needs_the_teachers_logits_on_the_copies(train_slice, base_encoder, tmp_path):
+    """`train --augment` without a teacher fails before training; the saved-logits script made with the same
+    --augment feeds it, one made without is refused."""
+    no_teacher = run_cli(*train_args(train_slice, tmp_path / "none", base_encoder, "--augment", "2"))
+    assert no_teacher.returncode != 0
+    assert b"--augment needs a teacher" in no_teacher.stderr and b"Traceback" not in no_teacher.stderr
+    saved = {}
+    for copies in ("0", "2"):
+        saved[copies] = tmp_path / f"logits-{copies}.npz"
+        script = subprocess.run(
+            [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved[copies]),
+             "--backend", "onnx", "--precision", "fp32", "--max-length", "64", "--augment", copies],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert script.returncode == 0, script.stderr[-2000:]
+    with np.load(saved["2"]) as with_copies, np.load(saved["0"]) as without:
+        assert len(with_copies["logits"]) > len(without["logits"])
+    student = ("--augment", "2", "--max-steps", "2")
+    refused = run_cli(*train_args(train_slice, tmp_path / "refused", base_encoder, "--teacher-logits",
+                                  str(saved["0"]), *student))  # fmt: skip
+    assert refused.returncode != 0 and b"holds logits of other training texts" in refused.stderr
+    result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits",
+                                 str(saved["2"]), *student))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"perturbed copies besides" in result.stderr

@@ -56,6 +56,12 @@ def train(
         help="Distil from the teacher-logits-*.npz an earlier run with --teacher left in its --out, "
         "without running the teachers.",
     ),
+    augment: int = typer.Option(
+        0,
+        "--augment",
+        help="Distil also on this many perturbed copies of each training text of 10 words or more "
+        "(words dropped or swapped, spans cut), labelled by the teacher alone.",
+    ),
     distill_alpha: float = typer.Option(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
@@ -97,6 +103,7 @@ def train(
         checkpoint_every=checkpoint_every,
         teachers=list(teacher),
         teacher_logits=str(teacher_logits) if teacher_logits else None,
+        augment=augment,
         distill_alpha=distill_alpha,
         distill_temperature=distill_temperature,
         ema_decay=ema,

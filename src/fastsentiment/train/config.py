@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
-ADDED_LATER = {"teacher_logits"}
+ADDED_LATER = {"teacher_logits", "augment"}
 
 
 @dataclass
@@ -39,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     teachers: list[str] = field(default_factory=list)
     teacher_logits: str | None = None  # an earlier run's teacher-logits-*.npz, instead of running teachers
+    augment: int = 0  # perturbed copies of each long training sentence for the teacher to label (train/augment.py)
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     ema_decay: float | None = None
@@ -49,7 +50,7 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         relevant = {
-            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and v is None)
+            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -11,6 +11,8 @@ from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, table_format
 from fastsentiment.labels import label_id
 
+UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py)
+
 
 @dataclass
 class LabelledData:

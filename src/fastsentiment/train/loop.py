@@ -25,7 +25,7 @@ from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.config import TrainConfig, total_steps
-from fastsentiment.train.data import length_bucketed_batches
+from fastsentiment.train.data import UNLABELLED, length_bucketed_batches
 
 
 class Trainer:
@@ -75,17 +75,6 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: learning_rate_factor(step, steps, warmup, self.config.schedule)
         )
-
-    def _loss(self, logits, labels, teacher):
-        hard = F.cross_entropy(logits.float(), labels)
-        if teacher is None:
-            return hard
-        t = self.config.distill_temperature
-        soft = F.kl_div(
-            F.log_softmax(logits.float() / t, dim=-1), F.softmax(teacher / t, dim=-1), reduction="batchmean"
-        ) * (t * t)
-        alpha = self.config.distill_alpha
-        return alpha * hard + (1 - alpha) * soft
 
     def _update_ema(self) -> None:
         if self.config.ema_decay is None:
@@ -151,7 +140,13 @@ class Trainer:
                     with autocast:
                         logits = self.model(**inputs).logits
                     teacher = teacher_t[rows].to(self.device) if teacher_t is not None else None
-                    loss = self._loss(logits, labels_t[rows].to(self.device), teacher)
+                    loss = training_loss(
+                        logits,
+                        labels_t[rows].to(self.device),
+                        teacher,
+                        config.distill_alpha,
+                        config.distill_temperature,
+                    )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -254,6 +249,20 @@ class Trainer:
         (self.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         self.on_event(f"saved {chosen} to {self.output}")
         return self.output
+
+
+def training_loss(logits, labels, teacher, alpha: float, temperature: float):
+    """Cross-entropy with the labels; with a teacher, mixed as alpha x that + (1 - alpha) x T^2 x KL to the
+    teacher's distribution softened by temperature T. Rows labelled UNLABELLED (perturbed copies) learn from the
+    teacher alone."""
+    if teacher is None:
+        return F.cross_entropy(logits.float(), labels)
+    t = temperature
+    soft = F.kl_div(F.log_softmax(logits.float() / t, dim=-1), F.softmax(teacher / t, dim=-1), reduction="none")
+    soft = soft.sum(-1) * (t * t)
+    hard = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    per_row = torch.where(labels != UNLABELLED, alpha * hard + (1 - alpha) * soft, soft)
+    return per_row.mean()
 
 
 def learning_rate_factor(step: int, steps: int, warmup: int, kind: str) -> float:

@@ -19,11 +19,9 @@ import numpy as np
 from fastsentiment.errors import FastSentimentError, InputError, ModelError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.augment import Augmentation
 from fastsentiment.train.config import TrainConfig
-from fastsentiment.train.data import (
-    read_labelled,
-    split_held_out,
-)
+from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, split_held_out
 
 
 @dataclass
@@ -53,10 +51,11 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
             raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the data has {label_names}")
     if teachers and config.teacher_logits:
         raise InputError("--teacher-logits replaces --teacher: give one of them")
+    if config.augment and not (teachers or config.teacher_logits):
+        raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
+    texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed)
     saved_logits = (
-        load_teacher_logits(Path(config.teacher_logits), train_data.texts, len(label_names))
-        if config.teacher_logits
-        else None
+        load_teacher_logits(Path(config.teacher_logits), texts, len(label_names)) if config.teacher_logits else None
     )
 
     import torch
@@ -68,18 +67,31 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     device = _training_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
     on_event(f"training on {device} in {config.precision}")
+    if config.augment:
+        on_event(f"distilling on {len(texts) - len(train_data):,} perturbed copies besides {len(train_data):,} rows")
     trainer = Trainer(config, base, label_names, device, on_event)
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
-    train_ids = encoder.encode(train_data.texts)
+    train_ids = encoder.encode(texts)
     held_ids = encoder.encode(held_out.texts)
     teacher_logits = saved_logits
     if teachers:
-        teacher_logits = _teacher_logits(teachers, train_data.texts, config, device, on_event)
-    history = trainer.fit(train_ids, train_data.labels, held_ids, held_out.labels, encoder, teacher_logits)
+        teacher_logits = _teacher_logits(teachers, texts, config, device, on_event)
+    history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
     return TrainResult(output, best, history, time.perf_counter() - started)
+
+
+def distillation_data(
+    train_data: LabelledData, held_out: LabelledData, augment: int, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """The texts the student trains on and their labels: the training rows, then `augment` perturbed copies of each
+    long one (none equal to a held-out text), labelled UNLABELLED: only the teacher's logits teach on them. A
+    teacher-logits file covers exactly these texts, in this order."""
+    extra = Augmentation(copies=augment, seed=seed).texts(train_data.texts, avoid=held_out.texts) if augment else []
+    labels = np.concatenate([train_data.labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
+    return train_data.texts + extra, labels
 
 
 def _check_options(config: TrainConfig) -> None:
@@ -97,6 +109,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError(f"unknown --select {config.select!r}; expected best or last")
     if config.save_dtype not in ("float32", "float16"):
         raise InputError(f"unknown --save-dtype {config.save_dtype!r}; expected float32 or float16")
+    if config.augment < 0:
+        raise InputError("--augment must be 0 or more")
     if config.ema_decay is not None and not 0 < config.ema_decay < 1:
         raise InputError("--ema must be between 0 and 1")
     if not 0 <= config.distill_alpha <= 1:
