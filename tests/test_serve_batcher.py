@@ -8,7 +8,7 @@ import pytest
 
 from fastsentiment import Classifier
 from fastsentiment.errors import InputError
-from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher
+from fastsentiment.serve.batcher import QUIET_BATCHES, BatchSettings, DynamicBatcher
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,50 @@ def test_batches_run_side_by_side_up_to_the_backends_concurrency(classifier, con
         np.testing.assert_allclose(np.vstack([first, second]), expected, atol=1e-5)
     else:
         assert isinstance(first, threading.BrokenBarrierError) and isinstance(second, threading.BrokenBarrierError)
+
+
+def test_a_batch_that_meets_an_idle_machine_runs_alone_with_every_slot(classifier):
+    """With `run_alone` (the model with every thread on one call), a short queue that finds the machine quiet
+    runs there and holds both slots until done: a request arriving meanwhile waits for it rather than start on a
+    stream beside it, and then runs on a stream (requests overlapped: the machine is not quiet), as do the next
+    requests until QUIET_BATCHES batches in a row met no arrival. A queue longer than `alone_up_to` runs on the
+    streams."""
+    calls: list[str] = []
+    alone_may_finish = threading.Event()
+    recorder = Recorder(classifier)
+
+    def run_streams(sequences):
+        calls.append(f"streams {len(sequences)}")
+        return recorder.run(sequences)
+
+    def run_alone(sequences):
+        calls.append(f"alone {len(sequences)}")
+        assert alone_may_finish.wait(timeout=5)
+        return recorder.run(sequences)
+
+    async def scenario():
+        batcher = DynamicBatcher(
+            recorder.encode, run_streams, BatchSettings(), concurrency=2, run_alone=run_alone, alone_up_to=4
+        )
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit(["I like cheese"]))
+            await asyncio.sleep(0.1)
+            second = asyncio.ensure_future(batcher.submit(["I hate cheesecake"]))
+            await asyncio.sleep(0.1)
+            waiting = list(calls)  # the second request has not started beside the first
+            alone_may_finish.set()
+            answers = [await first, await second]
+            for _ in range(QUIET_BATCHES):
+                answers.append(await batcher.submit(["what a dull film"]))
+            answers.append(await batcher.submit([f"film number {n}" for n in range(6)]))
+            return waiting, answers
+        finally:
+            await batcher.drain()
+
+    waiting, answers = asyncio.run(scenario())
+    assert waiting == ["alone 1"]
+    assert calls == ["alone 1"] + ["streams 1"] * QUIET_BATCHES + ["alone 1", "streams 6"]
+    texts = ["I like cheese", "I hate cheesecake"] + ["what a dull film"] * QUIET_BATCHES
+    texts += [f"film number {n}" for n in range(6)]
+    np.testing.assert_allclose(np.vstack(answers), classifier.logits(texts), atol=1e-5)

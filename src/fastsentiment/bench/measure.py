@@ -151,18 +151,16 @@ def _latency_classifier(spec: Spec, clf):
     into parallel calls for batches, the same backend loaded for latency (all threads on one call); for any other
     row, the same classifier."""
     from fastsentiment import Classifier
-    from fastsentiment.backends.base import parallel_calls
 
-    name, precision = clf.backend.spec.name, clf.backend.precision
+    if spec.config.startswith("peer:"):
+        return clf
     if spec.config == "auto":
         from fastsentiment.backends.registry import resolve_auto
 
         name, precision = resolve_auto(clf.model, "auto", None, "latency")
-    elif spec.config.startswith("peer:"):
-        return clf
-    if (name, precision) == (clf.backend.spec.name, clf.backend.precision) and parallel_calls(clf.backend) == 1:
-        return clf  # one configuration for both: no second model in this process
-    return Classifier.load(spec.model, backend=name, precision=precision, workload="latency")
+        if (name, precision) != (clf.backend.spec.name, clf.backend.precision):
+            return Classifier.load(spec.model, backend=name, precision=precision, workload="latency")
+    return clf.one_call_at_a_time()
 
 
 def t0_delta(started: float, load_s: float) -> float:

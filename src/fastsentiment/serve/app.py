@@ -96,7 +96,7 @@ class ServerState:
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         try:
-            classifier = await asyncio.to_thread(_load_and_warm, load_classifier)
+            classifier, alone = await asyncio.to_thread(_load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request
             self.load_error = str(error)
             log.error("model failed to load: %s", error)
@@ -112,6 +112,8 @@ class ServerState:
             batching,
             on_batch=metrics.observe_batch,
             concurrency=parallel_calls(classifier.backend),
+            run_alone=None if alone is classifier else alone.logits_for_ids,
+            alone_up_to=classifier.batch_size,
         )
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
@@ -342,8 +344,12 @@ def _split_location(message: str) -> tuple[str, str, str]:
     return place.rstrip("`").removeprefix("$.").removeprefix("$") or "body", "", text
 
 
-def _load_and_warm(load_classifier: Callable[[], Classifier]) -> Classifier:
+def _load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifier, Classifier]:
+    """The classifier, and the same model with every thread on one call where the classifier runs calls side by
+    side (for texts that arrive to an idle machine), both warmed."""
     classifier = load_classifier()
-    for size in (1, 8):
-        classifier.logits(["warming up the model before the first request"] * size)
-    return classifier
+    alone = classifier.one_call_at_a_time()
+    for model in {id(classifier): classifier, id(alone): alone}.values():
+        for size in (1, 8):
+            model.logits(["warming up the model before the first request"] * size)
+    return classifier, alone

@@ -8,7 +8,12 @@ padded-token budget, runs the model and gives back the rest, already tokenised, 
 queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
 A text the tokenizer rejects fails its own request only. Where the backend runs several calls at once
 (`concurrency`, OpenVINO's streams), that many batches are in flight: a request that arrives while
-one batch computes starts at once on a free stream instead of waiting for it.
+one batch computes starts at once on a free stream instead of waiting for it. Such a backend is slower
+on a lone text than the same model with every thread on one call, so with `run_alone` a batch runs there, holding every slot, when the machine is quiet: nothing else
+in flight, no more than `alone_up_to` texts queued, and no request arrived while the last batch computed.
+The last condition matters: the event loop needs a core whenever a request comes in, and a call split
+over every core waits for its slowest thread (on 2 cores, at half load, the served median went from
+6.7 to 19 ms without it). So one client at a time gets the whole CPU; any overlap keeps to the streams.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastsentiment.errors import InputError
+
+# Batches in a row without an arrival during their computation before a batch may run alone: one quiet batch
+# happens often at half load too, where running alone cost more than it gave (see the module's docstring).
+QUIET_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,13 @@ class DynamicBatcher:
         settings: BatchSettings,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         concurrency: int = 1,
+        run_alone: RunBatch | None = None,
+        alone_up_to: int = 1,
     ) -> None:
         self._encode = encode
         self._run_batch = run_batch
+        self._run_alone = run_alone
+        self._alone_up_to = alone_up_to
         self.settings = settings
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
@@ -78,6 +91,9 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fastsentiment-batch")
         self._worker: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # batches in flight
+        self._computing = 0  # of those, batches whose model call has not returned (a slot held)
+        self._arrivals = 0  # requests submitted so far
+        self._quiet_batches = QUIET_BATCHES  # batches in a row during which no request arrived
 
     @property
     def depth(self) -> int:
@@ -100,6 +116,7 @@ class DynamicBatcher:
             for text in texts
         ]
         self._queue.extend(items)
+        self._arrivals += 1
         self._wakeup.set()
         try:
             if len(items) == 1:  # the common case, without gather's bookkeeping
@@ -127,22 +144,38 @@ class DynamicBatcher:
                 continue
             await slots.acquire()
             await self._wait_for_batch()
+            alone = (
+                self._run_alone is not None
+                and self._quiet_batches >= QUIET_BATCHES
+                and not self._computing
+                and len(self._queue) <= self._alone_up_to
+            )
             batch = self._take_batch()
             if not batch:
                 slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(batch, slots))
+            held = 1
+            if alone:  # nothing in flight: the other slots are free, and stay taken until this batch is done
+                for _ in range(self._concurrency - 1):
+                    await slots.acquire()
+                held = self._concurrency
+            run = self._run_alone if alone else self._run_batch
+            self._computing += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch, run, slots, held))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Item], slots: asyncio.Semaphore) -> None:
-        started = time.perf_counter()
+    async def _run(self, batch: list[_Item], run: RunBatch, slots: asyncio.Semaphore, held: int) -> None:
+        started, arrivals = time.perf_counter(), self._arrivals
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, batch)
+            outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, batch, run)
         except Exception as error:  # a failing batch fails its own requests only
             outcome = _Outcome(batch, [error] * len(batch), [])
         finally:
-            slots.release()
+            self._computing -= 1
+            self._quiet_batches = self._quiet_batches + 1 if self._arrivals == arrivals else 0
+            for _ in range(held):
+                slots.release()
         if outcome.leftover:
             self._queue.extendleft(reversed(outcome.leftover))
             self._wakeup.set()
@@ -182,12 +215,12 @@ class DynamicBatcher:
         return batch
 
     # ---- on the worker thread ------------------------------------------------------------
-    def _compute(self, batch: list[_Item]) -> _Outcome:
+    def _compute(self, batch: list[_Item], run: RunBatch) -> _Outcome:
         self._tokenise([item for item in batch if item.ids is None and item.error is None])
         fitting, leftover = self._within_token_budget(batch)
         runnable = [item for item in fitting if item.error is None]
         try:
-            logits = self._run_batch([item.ids for item in runnable]) if runnable else []
+            logits = run([item.ids for item in runnable]) if runnable else []
         except Exception as error:  # the model failed: every text of this batch fails, the server goes on
             rows: dict[int, np.ndarray | Exception] = {id(item): error for item in runnable}
         else:
