@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates docs/benchmarks.md and docs/results/ on this machine (about 40 minutes on 2 cores):
 #   benchmarks/regenerate_docs.sh [SST2_DIR]
-# Run it on an idle machine: every number is a median over this run only.
+# Run it on an idle machine: every number is a median over this run only. Hand-written sections live in
+# docs/results/targets.md and docs/results/notes/*.md (one file per session, the highest number first on the page).
 set -euo pipefail
 data=${1:-../shared/data/sst2}
 results=docs/results

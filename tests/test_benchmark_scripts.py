@@ -38,3 +38,16 @@ def test_cpu_ceiling_counts_encoder_work_and_times_real_kernels(kind, bert_dir, 
         assert entry["ceiling_sentences_per_s"][kernel] == pytest.approx(
             gops * 1e9 / (2 * entry["gmacs_per_sentence"] * 1e9)
         )
+
+
+def test_the_benchmarks_page_is_what_its_generator_writes_from_the_results():
+    """docs/benchmarks.md is written by benchmarks/write_benchmarks_md.py from docs/results (hand-written sections
+    live there as files): an edit made to the page alone would be lost by the next regeneration."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/write_benchmarks_md.py", "docs/results"], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == (ROOT / "docs" / "benchmarks.md").read_text(), (
+        "docs/benchmarks.md differs from what benchmarks/write_benchmarks_md.py docs/results writes: edit the notes "
+        "under docs/results/notes (or docs/results/targets.md) and regenerate the page"
+    )
