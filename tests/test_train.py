@@ -340,16 +340,21 @@ def test_augmented_copies_are_new_texts_made_only_from_long_sentences():
     from fastsentiment.train.augment import Augmentation
 
     sentences = ["a short one", "the film is a charming and often affecting journey through grief and memory",
-                 "an ugly , pointless and tedious exercise in style over any kind of substance"]  # fmt: skip
-    held_out = ["the film is a charming and often affecting journey"]
+                 "an ugly , pointless and tedious exercise in style over any kind of substance",
+                 "a bold , moving and often very funny look at grief and at what a family is"]  # fmt: skip
+    held_out = ["a charming and often affecting journey", "ugly", "look at grief and at"]
     augmentation = Augmentation(copies=20, min_words=5, seed=4)
-    copies = augmentation.texts(sentences, avoid=held_out)
-    assert copies == augmentation.texts(sentences, avoid=held_out)  # a saved teacher-logits file stays valid
-    assert 20 <= len(copies) <= 40 and len(set(copies)) == len(copies)
-    assert not set(copies) & set(sentences + held_out)
+    copies = augmentation.texts(sentences, avoid=[])
+    assert copies == augmentation.texts(sentences, avoid=[])  # a saved teacher-logits file stays valid
+    assert 40 <= len(copies) <= 60 and len(set(copies)) == len(copies)
+    assert not set(copies) & set(sentences)
     vocabulary = {word for sentence in sentences for word in sentence.split()}
     assert all(set(copy.split()) <= vocabulary for copy in copies)
-    assert Augmentation(copies=5, min_words=15).texts(sentences) == []  # every sentence under min_words
+    # A sentence that holds a held-out text (as whole words) gives no copies.
+    assert augmentation.texts(sentences, avoid=held_out) == []
+    assert 20 <= len(augmentation.texts(sentences, avoid=["charming and often"])) <= 40  # two sources of three
+    assert len(augmentation.texts(sentences, avoid=["charm"])) == len(copies)  # a word part is not a match
+    assert Augmentation(copies=5, min_words=20).texts(sentences) == []  # every sentence under min_words
     assert Augmentation(copies=0).texts(sentences) == []
 
 

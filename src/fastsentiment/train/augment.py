@@ -27,17 +27,24 @@ class Augmentation:
     seed: int = 0
 
     def texts(self, sentences: list[str], avoid: Iterable[str] = ()) -> list[str]:
-        """New texts, none equal to a sentence given, to a text in `avoid` (a held-out slice: a copy cut to one of
-        its phrases would put the teacher's answer for it into training) or to each other, in a fixed order."""
+        """New texts made from the sentences of `min_words` or more, in a fixed order, none equal to a sentence
+        given or to each other.
+
+        `avoid` is a held-out slice: no copy is made from a sentence that contains one of its texts. The copies
+        of such a sentence would carry the teacher's answer on that held-out phrase (or one a word away) into
+        training, and the held-out accuracy of a student distilled on them would then measure memory, not
+        generalisation, flattering it against one trained without copies."""
         if self.copies < 1:
             return []
         rng = np.random.default_rng(self.seed)
         vocabulary, cumulative = _word_frequencies(sentences)
-        existing = set(sentences) | set(avoid)
+        held_out = {" ".join(text.split()) for text in avoid}
+        existing = set(sentences) | held_out
+        longest = max((len(text.split()) for text in held_out), default=0)
         made: list[str] = []
         for sentence in sentences:
             words = sentence.split()
-            if len(words) < self.min_words:
+            if len(words) < self.min_words or _contains_any(words, held_out, longest):
                 continue
             for _ in range(self.copies):
                 text = " ".join(self._perturb(words, vocabulary, cumulative, rng))
@@ -60,6 +67,15 @@ class Augmentation:
             start = int(rng.integers(0, len(out) - length + 1))
             out = out[start : start + length]
         return out
+
+
+def _contains_any(words: list[str], texts: set[str], longest: int) -> bool:
+    """Whether a run of consecutive words equals one of `texts` (of at most `longest` words)."""
+    return any(
+        " ".join(words[start : start + length]) in texts
+        for start in range(len(words))
+        for length in range(1, min(longest, len(words) - start) + 1)
+    )
 
 
 def _word_frequencies(sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
