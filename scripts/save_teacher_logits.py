@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=66)
     parser.add_argument("--augment", type=int, default=0, help="as `train --augment`: the copies get logits too")
     parser.add_argument("--backend", default="openvino")
-    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--precision", help="default: the backend's own (OpenVINO: bf16 where the CPU has it)")
     args = parser.parse_args()
     try:
         teacher = Classifier.load(
@@ -49,7 +49,7 @@ def main() -> None:
     logits = teacher.logits(texts)
     save_teacher_logits(args.out, logits, texts)
     print(
-        f"{len(texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {args.precision}: {args.out}"
+        f"{len(texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {teacher.backend.precision}: {args.out}"
     )
 
 

@@ -8,12 +8,15 @@ padded-token budget, runs the model and gives back the rest, already tokenised, 
 queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
 A text the tokenizer rejects fails its own request only. Where the backend runs several calls at once
 (`concurrency`, OpenVINO's streams), that many batches are in flight: a request that arrives while
-one batch computes starts at once on a free stream instead of waiting for it. Such a backend is slower
-on a lone text than the same model with every thread on one call, so with `run_alone` a batch runs there, holding every slot, when the machine is quiet: nothing else
-in flight, no more than `alone_up_to` texts queued, and no request arrived while the last batch computed.
-The last condition matters: the event loop needs a core whenever a request comes in, and a call split
-over every core waits for its slowest thread (on 2 cores, at half load, the served median went from
-6.7 to 19 ms without it). So one client at a time gets the whole CPU; any overlap keeps to the streams.
+one batch computes starts at once on a free stream instead of waiting for it.
+
+Such a backend is slower on a lone text than the same model with every thread on one call (`run_alone`),
+so a batch runs there, holding every slot, when the machine is quiet: nothing in flight, no more than
+`alone_up_to` texts queued, and no request arrived during the last QUIET_BATCHES batches. The last
+condition matters: the event loop needs a core whenever a request comes in, and a call split over every
+core waits for its slowest thread (on 2 cores at half load, running alone whenever nothing was in flight
+took the served median from 6.7 to 19 ms). So a client alone gets the whole CPU; overlapping ones keep
+to the streams.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 from fastsentiment.errors import InputError
 
 # Batches in a row without an arrival during their computation before a batch may run alone: one quiet batch
-# happens often at half load too, where running alone cost more than it gave (see the module's docstring).
+# happens often at half load too, where running alone cost more than it gave (10.3 against 6.7 ms median).
 QUIET_BATCHES = 4
 
 

@@ -39,7 +39,7 @@ class Augmentation:
         rng = np.random.default_rng(self.seed)
         vocabulary, cumulative = _word_frequencies(sentences)
         held_out = {" ".join(text.split()) for text in avoid}
-        existing = set(sentences) | held_out
+        existing = {" ".join(sentence.split()) for sentence in sentences} | held_out  # SST-2 rows end in a space
         longest = max((len(text.split()) for text in held_out), default=0)
         made: list[str] = []
         for sentence in sentences:
