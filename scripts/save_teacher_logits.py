@@ -5,10 +5,10 @@
 
 The texts are the ones `fastsentiment train` trains on with the same --eval-fraction, --split-seed and --augment
 (the held-out slice is left out; perturbed copies follow the rows), so a student run with those options accepts
-the file. `train --teacher` computes
-the same logits in fp32; this script lets a faster faithful path do it (OpenVINO bf16 on a CPU with AMX agreed
-with fp32 on 99.89% of a trained MPNet's SST-2 dev labels, max |Δlogit| 0.05, docs/architectures.md), and the
-file outlives the teacher: a later run needs neither its weights nor the hours it took to train.
+the file. `train --teacher` computes the same logits in fp32; this script lets a faster faithful path do it
+(OpenVINO bf16 on a CPU with AMX agreed with fp32 on 99.89% of a trained MPNet's SST-2 dev labels, max |Δlogit|
+0.05, docs/architectures.md), and the file outlives the teacher: a later run needs neither its weights nor the
+hours it took to train.
 """
 
 from __future__ import annotations
