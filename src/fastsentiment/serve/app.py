@@ -349,7 +349,7 @@ def _load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifie
     side (for texts that arrive to an idle machine), both warmed."""
     classifier = load_classifier()
     alone = classifier.one_call_at_a_time()
-    for model in {id(classifier): classifier, id(alone): alone}.values():
+    for model in [classifier] if alone is classifier else [classifier, alone]:
         for size in (1, 8):
             model.logits(["warming up the model before the first request"] * size)
     return classifier, alone
