@@ -43,6 +43,8 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        self.process.kill()  # no test holds it yet: left running, it would outlive the suite
+        self.process.wait()
         raise AssertionError("server did not become ready")
 
     def stop(self):
