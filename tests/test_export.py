@@ -149,10 +149,11 @@ model = load_model_dir(sys.argv[1])
 encoder = TextEncoder.from_model_dir(model)
 texts = [("word " * (1 + i % 37)).strip() for i in range(240)]
 ids = encoder.encode(texts)
-batched = Classifier(model, load_backend(model, "openvino", "cpu", "fp32", threads=2, workload="throughput"), encoder, 4)
+throughput = load_backend(model, "openvino", "cpu", "fp32", threads=2, workload="throughput")
+batched = Classifier(model, throughput, encoder, 4, threads=2)
 lone = batched.one_call_at_a_time()  # what the server runs a text on when the machine is quiet
 assert (lone.backend.spec.name, lone.backend.precision, lone.labels) == ("openvino", "fp32", batched.labels)
-assert lone.one_call_at_a_time() is lone
+assert lone.threads == 2 and lone.one_call_at_a_time() is lone
 print(lone.backend.parallel_calls, batched.backend.parallel_calls)
 np.testing.assert_allclose(batched.logits_for_ids(ids), lone.logits_for_ids(ids), atol=1e-5)
 """

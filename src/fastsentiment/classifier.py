@@ -53,13 +53,21 @@ class _Reading:
 class Classifier:
     """A sentiment model on a backend: `clf("I like cheese")` -> `[{"label": "POSITIVE", "score": 0.96}]`."""
 
-    def __init__(self, model: ModelDir, backend: Backend, encoder: TextEncoder, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: ModelDir,
+        backend: Backend,
+        encoder: TextEncoder,
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
         self.backend = backend
         self.encoder = encoder
         self.batch_size = batch_size
+        self.threads = threads  # the cap the backend was loaded with (None: every usable CPU)
         self.labels = model.labels
         self._pool: ThreadPoolExecutor | None = None  # for backends that run several calls at once
 
@@ -90,7 +98,7 @@ class Classifier:
             model_dir = model_dir.with_labels(labels)
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
         loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
-        return cls(model_dir, loaded, encoder, batch_size)
+        return cls(model_dir, loaded, encoder, batch_size, threads)
 
     def one_call_at_a_time(self) -> Classifier:
         """This model, backend and precision with every thread on one call: itself, unless its backend splits
@@ -106,6 +114,7 @@ class Classifier:
             precision=self.backend.precision,
             max_length=self.encoder.max_length,
             batch_size=self.batch_size,
+            threads=self.threads,
             workload="latency",
             labels=self.labels,
         )
