@@ -11,13 +11,18 @@ One run, on 127.0.0.1 only, with bounded time and request counts:
 3. open loop: requests sent at a fixed rate (25/50/75% of that saturation rate), whether or not
    earlier ones were answered, as independent users do; each latency counts from the moment the
    request was due, so a stalled server cannot hide its queue (no coordinated omission); the generator
-   is benchmarks/open_loop.c, compiled here with the system's C compiler (about 40 µs of CPU per request).
+   is benchmarks/open_loop.c, compiled here with the system's C compiler (about 40 µs of CPU per request);
+4. without HTTP: the server's own models and batcher (`load_and_warm`, `model_batcher`) in this process, fed
+   single sentences by coroutines instead of sockets, at 64 closed-loop clients and at the open-loop rates of
+   step 3: what the server would do if HTTP, JSON and a load generator cost nothing. The gap between 3 and 4 is
+   the request path; what 4 misses of a target, no request path can give.
 The server is one `fastsentiment serve` process started by this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -148,6 +153,114 @@ def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
     }
 
 
+def session(args, sentences: list[str], per_request_levels: str, connections: str, fractions: str) -> dict:
+    """The offline reference, then one server under closed- and open-loop load, then the same without HTTP."""
+    result = {"offline": offline(args, sentences), "closed_loop": [], "open_loop": []}
+    print(json.dumps(result["offline"]), file=sys.stderr)
+    port = free_port()
+    server = start_server(args, port)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            generator = build_open_loop(Path(scratch))
+            for per_request in map(int, per_request_levels.split(",")):
+                bodies = bodies_of(sentences, per_request)
+                lines = Path(scratch) / f"bodies-{per_request}.jsonl"
+                lines.write_bytes(b"".join(body + b"\n" for body in bodies))
+                script = Path(scratch) / f"post-{per_request}.lua"
+                script.write_text(LUA % lines)
+                run_wrk(port, script, 64, 2)  # warm-up: every shape the server will see
+                for level in map(int, connections.split(",")):
+                    settle(port, bodies[0])
+                    row = {"sentences_per_request": per_request, **run_wrk(port, script, level, args.seconds)}
+                    result["closed_loop"].append(row)
+                    print(json.dumps(row), file=sys.stderr)
+                saturation = row["requests_per_s"]
+                for fraction in map(float, fractions.split(",")):
+                    settle(port, bodies[0])
+                    measured = open_loop(generator, port, lines, fraction * saturation, args.seconds)
+                    row = {"sentences_per_request": per_request, "fraction_of_saturation": fraction, **measured}
+                    result["open_loop"].append(row)
+                    print(json.dumps(row), file=sys.stderr)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    if args.no_http:  # after the server has gone, so that the two never share the CPU
+        rates = [row["target_requests_per_s"] for row in result["open_loop"] if row["sentences_per_request"] == 1]
+        result["without_http"] = without_http(args, sentences, rates)
+        print(json.dumps(result["without_http"]), file=sys.stderr)
+    return result
+
+
+# ---- without HTTP: the server's batcher fed by coroutines -----------------------------------
+def without_http(args, sentences: list[str], rates: list[float], clients: int = 64) -> dict:
+    from fastsentiment import Classifier
+    from fastsentiment.serve.app import load_and_warm, model_batcher
+    from fastsentiment.serve.batcher import BatchSettings
+
+    classifier, alone = load_and_warm(
+        lambda: Classifier.load(
+            args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
+        )
+    )
+    batching = BatchSettings(max_wait_ms=args.max_wait_ms)
+
+    async def measure() -> dict:
+        batcher = model_batcher(classifier, alone, batching)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+
+        async def closed(seconds: float) -> dict:
+            latencies: list[float] = []
+            stop = loop.time() + seconds
+
+            async def client(first: int) -> None:
+                index = first
+                while loop.time() < stop:
+                    started = time.perf_counter()
+                    await batcher.submit([sentences[index % len(sentences)]])
+                    latencies.append(time.perf_counter() - started)
+                    index += clients
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(first) for first in range(clients)))
+            return {"connections": clients, "requests_per_s": len(latencies) / (time.perf_counter() - started)}
+
+        async def open_loop_at(rate: float, seconds: float) -> dict:
+            """Requests due every 1/rate s, each latency counted from when it was due (as open_loop.c does)."""
+            latencies: list[float] = []
+
+            async def one(index: int, due: float) -> None:
+                await batcher.submit([sentences[index % len(sentences)]])
+                latencies.append(time.perf_counter() - due)
+
+            total, start, sent, requests = round(rate * seconds), time.perf_counter(), 0, []
+            while sent < total:
+                now = time.perf_counter()
+                while sent < total and start + sent / rate <= now:
+                    requests.append(asyncio.create_task(one(sent, start + sent / rate)))
+                    sent += 1
+                await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+            await asyncio.gather(*requests)
+            return {"target_requests_per_s": round(rate, 2), "requests": total, **percentiles(latencies)}
+
+        await closed(2)  # warm-up, as the HTTP run has
+        result = {"closed_loop": await closed(args.seconds), "open_loop": []}
+        for rate in rates:
+            result["open_loop"].append(await open_loop_at(rate, args.seconds))
+        await batcher.drain()
+        return result
+
+    return asyncio.run(measure())
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {
+        f"latency_ms_p{q}": round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 3)
+        for q in (50, 90, 99)
+    }
+
+
 # ---- open loop: fixed request rate --------------------------------------------------------
 def build_open_loop(scratch: Path) -> Path:
     """Compile benchmarks/open_loop.c (the open-loop generator: C, so that it takes next to no CPU from the server)."""
@@ -201,6 +314,12 @@ def main() -> None:
         help="run the server at this niceness, so that the load generator beside it sends on time, as clients on "
         "other machines would (0: same priority)",
     )
+    parser.add_argument(
+        "--no-http", action=argparse.BooleanOptionalAction, default=True, help="also measure without HTTP (step 4)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="sessions in all: the first measures every level, the rest the targets"
+    )
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -213,38 +332,11 @@ def main() -> None:
         "model": args.model or "built-in",
         "cpus": len(os.sched_getaffinity(0)),
         "cpu_flags": sorted(set(re.findall(r"\b(avx512\w*|amx\w*)", Path("/proc/cpuinfo").read_text()))),
-        "offline": offline(args, sentences),
-        "closed_loop": [],
-        "open_loop": [],
+        **session(args, sentences, args.per_request, args.connections, args.fractions),
+        # The targets' measurements again, each with its own offline reference and server: on two shared cores one
+        # session's ratios vary by several points, so the targets are read as medians over all sessions.
+        "repeats": [session(args, sentences, "1", "64", "0.5") for _ in range(args.repeat - 1)],
     }
-    print(json.dumps(results["offline"]), file=sys.stderr)
-    port = free_port()
-    server = start_server(args, port)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            generator = build_open_loop(Path(scratch))
-            for per_request in map(int, args.per_request.split(",")):
-                bodies = bodies_of(sentences, per_request)
-                lines = Path(scratch) / f"bodies-{per_request}.jsonl"
-                lines.write_bytes(b"".join(body + b"\n" for body in bodies))
-                script = Path(scratch) / f"post-{per_request}.lua"
-                script.write_text(LUA % lines)
-                run_wrk(port, script, 64, 2)  # warm-up: every shape the server will see
-                for connections in map(int, args.connections.split(",")):
-                    settle(port, bodies[0])
-                    row = {"sentences_per_request": per_request, **run_wrk(port, script, connections, args.seconds)}
-                    results["closed_loop"].append(row)
-                    print(json.dumps(row), file=sys.stderr)
-                saturation = row["requests_per_s"]
-                for fraction in map(float, args.fractions.split(",")):
-                    settle(port, bodies[0])
-                    measured = open_loop(generator, port, lines, fraction * saturation, args.seconds)
-                    row = {"sentences_per_request": per_request, "fraction_of_saturation": fraction, **measured}
-                    results["open_loop"].append(row)
-                    print(json.dumps(row), file=sys.stderr)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
     # Other processes on the machine make every figure of the run worse; say how much CPU they took.
     foreign = (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)
     results["other_processes_cores"] = max(0.0, foreign) / (time.monotonic() - started)

@@ -21,7 +21,7 @@ from pathlib import Path
 from fastsentiment import Classifier
 from fastsentiment.errors import FastSentimentError
 from fastsentiment.train.data import read_labelled, split_held_out
-from fastsentiment.train.trainer import distillation_data, save_teacher_logits
+from fastsentiment.train.trainer import distillation_data, save_teacher_logits, teacher_states, training_precision
 
 
 def main() -> None:
@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--augment", type=int, default=0, help="as `train --augment`: the copies get logits too")
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision", help="default: the backend's own (OpenVINO: bf16 where the CPU has it)")
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="also save the teacher's last-layer first-token states (for `train --feature-weight`; PyTorch, bf16 "
+        "where the CPU computes it; about 100 MB for SST-2 train)",
+    )
     args = parser.parse_args()
     try:
         teacher = Classifier.load(
@@ -47,7 +53,13 @@ def main() -> None:
     texts, _ = distillation_data(train, held_out, args.augment, args.split_seed)
     started = time.perf_counter()
     logits = teacher.logits(texts)
-    save_teacher_logits(args.out, logits, texts)
+    features = None
+    if args.features:
+        import torch
+
+        device = torch.device("cpu")
+        features = teacher_states(teacher.model, texts, args.max_length, device, training_precision("auto", device))
+    save_teacher_logits(args.out, logits, texts, features)
     print(
         f"{len(texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {teacher.backend.precision}: {args.out}"
     )

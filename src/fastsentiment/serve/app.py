@@ -96,7 +96,7 @@ class ServerState:
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         try:
-            classifier, alone = await asyncio.to_thread(_load_and_warm, load_classifier)
+            classifier, alone = await asyncio.to_thread(load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request
             self.load_error = str(error)
             log.error("model failed to load: %s", error)
@@ -104,17 +104,7 @@ class ServerState:
         batching = settings.batching
         if not settings.dynamic_batching:
             batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
-        # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
-        # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
-        batcher = DynamicBatcher(
-            classifier.encoder.encode,
-            classifier.logits_for_ids,
-            batching,
-            on_batch=metrics.observe_batch,
-            concurrency=parallel_calls(classifier.backend),
-            run_alone=None if alone is classifier else alone.logits_for_ids,
-            alone_up_to=classifier.batch_size,
-        )
+        batcher = model_batcher(classifier, alone, batching, metrics.observe_batch)
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
         # Everything loaded so far lives as long as the server: taken out of the collector's view, it no longer
@@ -344,7 +334,7 @@ def _split_location(message: str) -> tuple[str, str, str]:
     return place.rstrip("`").removeprefix("$.").removeprefix("$") or "body", "", text
 
 
-def _load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifier, Classifier]:
+def load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifier, Classifier]:
     """The classifier, and the same model with every thread on one call where the classifier runs calls side by
     side (for texts that arrive to an idle machine), both warmed."""
     classifier = load_classifier()
@@ -353,3 +343,23 @@ def _load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifie
         for size in (1, 8):
             model.logits(["warming up the model before the first request"] * size)
     return classifier, alone
+
+
+def model_batcher(
+    classifier: Classifier,
+    alone: Classifier,
+    batching: BatchSettings,
+    on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+) -> DynamicBatcher:
+    """The server's batcher over the models `load_and_warm` gives (not started: `start()` it in a running loop)."""
+    # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
+    # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
+    return DynamicBatcher(
+        classifier.encoder.encode,
+        classifier.logits_for_ids,
+        batching,
+        on_batch=on_batch,
+        concurrency=parallel_calls(classifier.backend),
+        run_alone=None if alone is classifier else alone.logits_for_ids,
+        alone_up_to=classifier.batch_size,
+    )

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
-ADDED_LATER = {"teacher_logits", "augment"}
+ADDED_LATER = {"teacher_logits", "augment", "feature_weight"}
 
 
 @dataclass
@@ -41,6 +41,9 @@ class TrainConfig:
     teacher_logits: str | None = None  # an earlier run's teacher-logits-*.npz, instead of running teachers
     augment: int = 0  # perturbed copies of each long training sentence for the teacher to label (train/augment.py)
     distill_alpha: float = 0.5
+    # Weight of the feature loss (train/loop.py feature_loss): the student's last-layer first-token state, through a
+    # learned projection to the teacher's width, pulled towards the teacher's; 0: logits only.
+    feature_weight: float = 0.0
     distill_temperature: float = 2.0
     ema_decay: float | None = None
     select: str = "best"

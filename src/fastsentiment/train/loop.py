@@ -53,6 +53,7 @@ class Trainer:
             dtype=torch.float32,
             ignore_mismatched_sizes=True,
         ).to(device)
+        self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
         self.ema = None
         self.history: list[dict] = []
         self.best: tuple[float, int] | None = None
@@ -61,7 +62,8 @@ class Trainer:
     # ---- optimisation -------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
-        for _name, parameter in self.model.named_parameters():
+        projection = [] if self.projection is None else list(self.projection.named_parameters())
+        for _name, parameter in [*self.model.named_parameters(), *projection]:
             # Biases and LayerNorm weights are not regularised: decaying them only hurts.
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
         groups = [
@@ -108,8 +110,24 @@ class Trainer:
                 parameter.copy_(values[name])
 
     # ---- the loop -----------------------------------------------------------------------
-    def fit(self, train_ids, train_labels, held_ids, held_labels, encoder: TextEncoder, teacher_logits) -> list[dict]:
+    def fit(
+        self,
+        train_ids,
+        train_labels,
+        held_ids,
+        held_labels,
+        encoder: TextEncoder,
+        teacher_logits,
+        teacher_features: np.ndarray | None = None,
+    ) -> list[dict]:
         config = self.config
+        features_t = None
+        if teacher_features is not None and config.feature_weight:
+            # Centred: a model's first-token states share one dominant direction (cosine ~0.9999 to their mean in
+            # the tiny test models), which would make every student look close; what tells texts apart is the rest.
+            states = teacher_features.astype(np.float32)
+            features_t = torch.from_numpy(states - states.mean(axis=0))
+            self.projection = torch.nn.Linear(self.model.config.hidden_size, features_t.shape[1]).to(self.device)
         lengths = np.array([len(s) for s in train_ids])
         per_epoch = math.ceil(len(train_ids) / config.batch_size)
         steps = total_steps(config, len(train_ids))
@@ -138,18 +156,25 @@ class Trainer:
                     batch = encoder.pad([train_ids[i] for i in rows])
                     inputs = self._inputs(batch)
                     with autocast:
-                        logits = self.model(**inputs).logits
+                        outputs = self.model(**inputs, output_hidden_states=features_t is not None)
                     teacher = teacher_t[rows].to(self.device) if teacher_t is not None else None
                     loss = training_loss(
-                        logits,
+                        outputs.logits,
                         labels_t[rows].to(self.device),
                         teacher,
                         config.distill_alpha,
                         config.distill_temperature,
                     )
+                    if features_t is not None:
+                        first_token = outputs.hidden_states[-1][:, 0].float()
+                        loss = loss + config.feature_weight * feature_loss(
+                            self.projection(first_token), features_t[rows].to(self.device)
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                    torch.nn.utils.clip_grad_norm_(
+                        optimizer.param_groups[0]["params"] + optimizer.param_groups[1]["params"], 1.0
+                    )
                     optimizer.step()
                     scheduler.step()
                     self.step += 1
@@ -199,6 +224,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema": self.ema,
+            "projection": None if self.projection is None else self.projection.state_dict(),
             "history": self.history,
             "best": self.best,
             "rng": torch.get_rng_state(),
@@ -213,6 +239,8 @@ class Trainer:
                 "resume with the same options or start a new output directory"
             )
         self.model.load_state_dict(state["model"])
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         self.ema, self.history, self.best, self.step = state["ema"], state["history"], state["best"], state["step"]
@@ -265,6 +293,13 @@ def training_loss(logits, labels, teacher, alpha: float, temperature: float):
     return per_row.mean()
 
 
+def feature_loss(student, teacher):
+    """Squared distance between unit-normalised states (0 to 4), as patient knowledge distillation (Sun et al.,
+    2019) compares them: the direction carries what the teacher's head reads; the scale differs between models.
+    The teacher's states come centred (Trainer.fit)."""
+    return (F.normalize(student.float(), dim=-1) - F.normalize(teacher.float(), dim=-1)).pow(2).sum(-1).mean()
+
+
 def learning_rate_factor(step: int, steps: int, warmup: int, kind: str) -> float:
     """The share of the peak learning rate at optimiser `step`: a linear warm-up, then linear, cosine or constant."""
     if step < warmup:
@@ -310,6 +345,22 @@ def predict_logits(
             inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
             logits[rows] = model(**inputs).logits.float().cpu().numpy()
     return logits
+
+
+def predict_first_token_states(
+    model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
+) -> np.ndarray:
+    """The last layer's state of each sequence's first token ([CLS], <s>: what a classification head reads), fp16."""
+    states = np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with torch.inference_mode(), autocast:
+        for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
+            batch = encoder.pad([sequences[i] for i in rows])
+            ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+            inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
+            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+            states[rows] = hidden[:, 0].float().cpu().numpy()
+    return states
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:

@@ -57,6 +57,15 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     saved_logits = (
         load_teacher_logits(Path(config.teacher_logits), texts, len(label_names)) if config.teacher_logits else None
     )
+    if config.feature_weight and len(teachers) > 1:
+        raise InputError("--feature-weight needs one teacher: the states of several teachers do not average")
+    if config.feature_weight and not (teachers or config.teacher_logits):
+        raise InputError("--feature-weight needs a teacher (--teacher or --teacher-logits)")
+    saved_features = (
+        load_teacher_features(Path(config.teacher_logits), texts)
+        if config.feature_weight and config.teacher_logits
+        else None
+    )
 
     import torch
 
@@ -74,10 +83,13 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
     train_ids = encoder.encode(texts)
     held_ids = encoder.encode(held_out.texts)
-    teacher_logits = saved_logits
+    teacher_logits, features = saved_logits, saved_features
     if teachers:
         teacher_logits = _teacher_logits(teachers, texts, config, device, on_event)
-    history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits)
+    if teachers and config.feature_weight:
+        on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
+        features = teacher_states(teachers[0], texts, config.max_length, device, config.precision)
+    history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
     return TrainResult(output, best, history, time.perf_counter() - started)
@@ -111,6 +123,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError(f"unknown --save-dtype {config.save_dtype!r}; expected float32 or float16")
     if config.augment < 0:
         raise InputError("--augment must be 0 or more")
+    if config.feature_weight < 0:
+        raise InputError("--feature-weight must be 0 or more")
     if config.ema_decay is not None and not 0 < config.ema_decay < 1:
         raise InputError("--ema must be between 0 and 1")
     if not 0 <= config.distill_alpha <= 1:
@@ -200,12 +214,30 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
     return logits
 
 
-def save_teacher_logits(path: Path, logits: np.ndarray, texts: list[str]) -> None:
-    """Write logits as `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a
-    later run can check they belong to its own training texts."""
+def teacher_states(teacher: ModelDir, texts: list[str], max_length: int, device, precision: str) -> np.ndarray:
+    """The teacher's last-layer first-token state for every text (what `--feature-weight` pulls the student to)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from fastsentiment.train.loop import predict_first_token_states
+
+    encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
+    model = AutoModelForSequenceClassification.from_pretrained(teacher.path, dtype=torch.float32).to(device).eval()
+    return predict_first_token_states(
+        model, encoder.encode(texts), encoder, teacher.uses_token_type_ids, device, precision
+    )
+
+
+def save_teacher_logits(path: Path, logits: np.ndarray, texts: list[str], features: np.ndarray | None = None) -> None:
+    """Write logits (and the teacher's states, for `--feature-weight`) as `--teacher-logits` reads them,
+    atomically. The texts' digest travels with them, so that a later run can check they belong to its own
+    training texts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.stem + ".tmp.npz")
-    np.savez(scratch, logits=logits.astype(np.float32), texts_sha256=np.array(texts_digest(texts)))
+    arrays = {"logits": logits.astype(np.float32), "texts_sha256": np.array(texts_digest(texts))}
+    if features is not None:
+        arrays["features"] = features.astype(np.float16)
+    np.savez(scratch, **arrays)
     os.replace(scratch, path)
 
 
@@ -214,6 +246,21 @@ def texts_digest(texts: list[str]) -> str:
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     return digest.hexdigest()
+
+
+def load_teacher_features(path: Path, texts: list[str]) -> np.ndarray:
+    """The teacher's states saved beside its logits (`scripts/save_teacher_logits.py --features`); the file's texts
+    have been checked by load_teacher_logits."""
+    with np.load(path) as saved:
+        if "features" not in saved.files:
+            raise InputError(
+                f"--feature-weight: {path} holds the teacher's logits only; "
+                "save its states too (scripts/save_teacher_logits.py --features)"
+            )
+        features = saved["features"]
+    if len(features) != len(texts):
+        raise InputError(f"--feature-weight: {path} holds states of {len(features)} texts, this run has {len(texts)}")
+    return features
 
 
 def load_teacher_logits(path: Path, texts: list[str], labels: int) -> np.ndarray:
