@@ -237,12 +237,21 @@ class Failing(OnnxBackend):
         return super().logits(input_ids, attention_mask)
 
 register(Failing)
+
+# A bug on the answer's path (not the request's fault) for requests asking top_k 1.
+import fastsentiment.serve.app as app
+ranked = app._ranked
+def broken(classifier, scores, top_k):
+    if top_k == 1:
+        raise KeyError("a bug")
+    return ranked(classifier, scores, top_k)
+app._ranked = broken
 from fastsentiment.cli import main
 main(sys.argv[1:])
 """
 
 
-def test_backend_error_fails_only_its_batch_and_the_server_keeps_serving(bert_dir, cache, local):
+def test_a_backend_error_or_a_bug_fails_only_its_requests_and_the_server_keeps_serving(bert_dir, cache, local):
     hate = local.encoder._tokenizer.token_to_id("hate")
     server = Server(
         bert_dir,
@@ -258,6 +267,11 @@ def test_backend_error_fails_only_its_batch_and_the_server_keeps_serving(bert_di
         for _ in range(3):
             assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
         assert 'fastsentiment_errors_total{kind="backend"} 1.0' in httpx.get(f"{server.url}/metrics").text
+        # A bug in building the answer: a JSON 500 for that request, and the next ones are answered.
+        bug = httpx.post(f"{server.url}/predict", json={"inputs": "good film", "parameters": {"top_k": 1}}, timeout=30)
+        assert bug.status_code == 500 and bug.json() == {"error": "internal server error", "error_type": "internal"}
+        assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
+        assert 'fastsentiment_errors_total{kind="internal"} 1.0' in httpx.get(f"{server.url}/metrics").text
     finally:
         server.stop()
 
