@@ -257,7 +257,7 @@ def serve_targets(load: dict, verdict) -> list[str]:
     sessions = f"{len(levels)} session{'s' if len(levels) > 1 else ''}"
     return [
         f"| {where}, 64 closed-loop clients, single sentences: ≥ 70% of the offline length-sorted rate at model "
-        f"batch {offline['model_batch_size']}, 0 errors ({sessions}) | {_each(shares, '{:.0%}')}, {errors} errors | "
+        f"batch {offline['model_batch_size']}, 0 errors ({sessions}) | {_each(shares, '{:.1%}')}, {errors} errors | "
         f"{verdict(statistics.median(shares) >= 0.7 and errors == 0)} |",
         f"| {where}, open loop at 50% of that: p99 ≤ 3x p50 ({sessions}) | {_each(tails, '{:.1f}x')} | "
         f"{verdict(statistics.median(tails) <= 3)} |",

@@ -119,6 +119,20 @@ EARLIER = [
         0.9510,
         0.9060,
     ),
+    (
+        "2026-12-02 late: student-features-1 (not shipped: held-out below the packaged model's)",
+        "the shipped student's recipe plus feature distillation (--feature-weight 1: the [CLS] state, through a "
+        "learned projection, pulled towards the teacher's centred first-token state) from the teacher's saved logits "
+        "and states, 25 min",
+        0.9488,
+        0.9002,
+    ),
+    (
+        "2026-12-02 late: student-features-0.3 (not shipped: held-out below the packaged model's)",
+        "the same with --feature-weight 0.3, 21 min",
+        0.9510,
+        0.9002,
+    ),
 ]
 # The teacher the shipped students learnt from, when WORK_DIR holds only its logits (train_builtin.sh
 # --saved-teacher-logits): trained by train_builtin.sh on 2026-12-02 (Xeon with AMX, 2 vCPUs, bf16 autocast,
@@ -160,7 +174,13 @@ HISTORY = (
     "accuracy, read afterwards for this record, was 90.02%. A second student, the shipped student's recipe\n"
     "distilled from the second teacher run's logits over the training rows alone (a check that the recipe\n"
     "reproduces; started after the first one's dev accuracy had been read), under the same rule: held-out 0.9510, not\n"
-    "shipped; dev 90.60%, read afterwards."
+    "shipped; dev 90.60%, read afterwards.\n\n"
+    "**Late on 2026-12-02: feature distillation, not shipped.** Two students of the shipped recipe learnt also the\n"
+    "teacher's last-layer first-token state (`train --feature-weight`: the student's [CLS] state through a learned\n"
+    "384-to-768 projection, unit-normalised, against the teacher's state centred over the training texts; the\n"
+    "states saved once with `scripts/save_teacher_logits.py --features`), with weights 1 and 0.3, under the same\n"
+    "rule fixed before they trained. Held-out 0.9488 and 0.9510: neither shipped; dev, read afterwards, 90.02% for\n"
+    "both."
 )
 WALL_NOTES = (
     "\nWall times of 2026-12-02 as measured on the clock: student-4ep-ema's include about 25 minutes paused\n"
