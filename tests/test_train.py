@@ -322,15 +322,20 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(train_slice, base
     assert record["config"]["precision"] == expected
 
 
-def test_saved_teacher_logits_script_feeds_a_student(train_slice, base_encoder, tmp_path):
-    """scripts/save_teacher_logits.py writes what `train --teacher-logits` reads, for the same held-out split."""
-    saved = tmp_path / "logits.npz"
+def save_teacher_logits(teacher, data, out, *extra) -> None:
+    """Run scripts/save_teacher_logits.py (ONNX Runtime fp32, max length 64) and check that it succeeded."""
     script = subprocess.run(
-        [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved),
-         "--backend", "onnx", "--precision", "fp32", "--max-length", "64"],
+        [sys.executable, "scripts/save_teacher_logits.py", str(teacher), str(data), str(out),
+         "--backend", "onnx", "--precision", "fp32", "--max-length", "64", *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert script.returncode == 0, script.stderr[-2000:]
+
+
+def test_saved_teacher_logits_script_feeds_a_student(train_slice, base_encoder, tmp_path):
+    """scripts/save_teacher_logits.py writes what `train --teacher-logits` reads, for the same held-out split."""
+    saved = tmp_path / "logits.npz"
+    save_teacher_logits(base_encoder, train_slice, saved)
     result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits", str(saved),
                                  "--max-steps", "2"))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
@@ -385,12 +390,7 @@ def test_augmented_distillation_needs_the_teachers_logits_on_the_copies(train_sl
     saved = {}
     for copies in ("0", "2"):
         saved[copies] = tmp_path / f"logits-{copies}.npz"
-        script = subprocess.run(
-            [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved[copies]),
-             "--backend", "onnx", "--precision", "fp32", "--max-length", "64", "--augment", copies],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert script.returncode == 0, script.stderr[-2000:]
+        save_teacher_logits(base_encoder, train_slice, saved[copies], "--augment", copies)
     with np.load(saved["2"]) as with_copies, np.load(saved["0"]) as without:
         assert len(with_copies["logits"]) > len(without["logits"])
     student = ("--augment", "2", "--max-steps", "2")
@@ -443,12 +443,7 @@ def test_feature_distillation_matches_each_texts_state_to_the_teachers(train_sli
 
     teacher = ROOT / "src" / "fastsentiment" / "models" / "builtin" / "sst2-minilm-l6"
     saved = tmp_path / "logits.npz"
-    script = subprocess.run(
-        [sys.executable, "scripts/save_teacher_logits.py", str(teacher), str(train_slice), str(saved),
-         "--backend", "onnx", "--precision", "fp32", "--max-length", "64", "--features"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert script.returncode == 0, script.stderr[-2000:]
+    save_teacher_logits(teacher, train_slice, saved, "--features")
     with np.load(saved) as contents:
         assert contents["features"].shape == (len(contents["logits"]), 384)
     data, _ = read_labelled(train_slice, label_names=["NEGATIVE", "POSITIVE"])
@@ -479,12 +474,7 @@ def test_feature_distillation_needs_one_teacher_with_saved_states(train_slice, b
                               "--teacher", str(base_encoder), "--teacher", str(base_encoder)))  # fmt: skip
     assert two.returncode != 0 and b"needs one teacher" in two.stderr and b"Traceback" not in two.stderr
     saved = tmp_path / "logits.npz"
-    script = subprocess.run(
-        [sys.executable, "scripts/save_teacher_logits.py", str(base_encoder), str(train_slice), str(saved),
-         "--backend", "onnx", "--precision", "fp32", "--max-length", "64"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert script.returncode == 0, script.stderr[-2000:]
+    save_teacher_logits(base_encoder, train_slice, saved)
     logits_only = run_cli(*train_args(train_slice, tmp_path / "c", base_encoder, "--teacher-logits", str(saved),
                                       "--feature-weight", "1", "--max-steps", "2"))  # fmt: skip
     assert logits_only.returncode != 0

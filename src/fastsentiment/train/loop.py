@@ -336,31 +336,50 @@ def predict_logits(
     model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
 ) -> np.ndarray:
     """Logits for token-id sequences in length-sorted batches (inference mode, no dropout)."""
-    logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with torch.inference_mode(), autocast:
-        for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
-            batch = encoder.pad([sequences[i] for i in rows])
-            ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
-            inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
-            logits[rows] = model(**inputs).logits.float().cpu().numpy()
-    return logits
+    return _predict_rows(
+        model,
+        sequences,
+        encoder,
+        token_types,
+        device,
+        precision,
+        batch_size,
+        lambda outputs: outputs.logits,
+        np.zeros((len(sequences), model.config.num_labels), dtype=np.float32),
+    )
 
 
 def predict_first_token_states(
     model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
 ) -> np.ndarray:
     """The last layer's state of each sequence's first token ([CLS], <s>: what a classification head reads), fp16."""
-    states = np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16)
+    return _predict_rows(
+        model,
+        sequences,
+        encoder,
+        token_types,
+        device,
+        precision,
+        batch_size,
+        lambda outputs: outputs.hidden_states[-1][:, 0],
+        np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16),
+        hidden_states=True,
+    )
+
+
+def _predict_rows(
+    model, sequences, encoder, token_types, device, precision, batch_size, read, out: np.ndarray, hidden_states=False
+) -> np.ndarray:
+    """`out` filled with one row per sequence, `read` from the model's outputs, over length-sorted batches in
+    inference mode."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     with torch.inference_mode(), autocast:
         for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
             batch = encoder.pad([sequences[i] for i in rows])
             ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
             inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
-            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
-            states[rows] = hidden[:, 0].float().cpu().numpy()
-    return states
+            out[rows] = read(model(**inputs, output_hidden_states=hidden_states)).float().cpu().numpy()
+    return out
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:
