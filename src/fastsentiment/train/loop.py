@@ -173,7 +173,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(
-                        optimizer.param_groups[0]["params"] + optimizer.param_groups[1]["params"], 1.0
+                        [p for group in optimizer.param_groups for p in group["params"]], 1.0
                     )
                     optimizer.step()
                     scheduler.step()
@@ -336,50 +336,32 @@ def predict_logits(
     model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
 ) -> np.ndarray:
     """Logits for token-id sequences in length-sorted batches (inference mode, no dropout)."""
-    return _predict_rows(
-        model,
-        sequences,
-        encoder,
-        token_types,
-        device,
-        precision,
-        batch_size,
-        lambda outputs: outputs.logits,
-        np.zeros((len(sequences), model.config.num_labels), dtype=np.float32),
-    )
+    logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
+    for rows, outputs in _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size):
+        logits[rows] = outputs.logits.float().cpu().numpy()
+    return logits
 
 
 def predict_first_token_states(
     model, sequences, encoder: TextEncoder, token_types: bool, device, precision: str, batch_size: int = 128
 ) -> np.ndarray:
     """The last layer's state of each sequence's first token ([CLS], <s>: what a classification head reads), fp16."""
-    return _predict_rows(
-        model,
-        sequences,
-        encoder,
-        token_types,
-        device,
-        precision,
-        batch_size,
-        lambda outputs: outputs.hidden_states[-1][:, 0],
-        np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16),
-        hidden_states=True,
-    )
+    states = np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16)
+    batches = _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size, hidden=True)
+    for rows, outputs in batches:
+        states[rows] = outputs.hidden_states[-1][:, 0].float().cpu().numpy()
+    return states
 
 
-def _predict_rows(
-    model, sequences, encoder, token_types, device, precision, batch_size, read, out: np.ndarray, hidden_states=False
-) -> np.ndarray:
-    """`out` filled with one row per sequence, `read` from the model's outputs, over length-sorted batches in
-    inference mode."""
+def _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size, hidden=False):
+    """(row indices, model outputs) over length-sorted batches, in inference mode (no dropout)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     with torch.inference_mode(), autocast:
         for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
             batch = encoder.pad([sequences[i] for i in rows])
             ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
             inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
-            out[rows] = read(model(**inputs, output_hidden_states=hidden_states)).float().cpu().numpy()
-    return out
+            yield rows, model(**inputs, output_hidden_states=hidden)
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:
