@@ -479,3 +479,41 @@ def test_feature_distillation_needs_one_teacher_with_saved_states(train_slice, b
                                       "--feature-weight", "1", "--max-steps", "2"))  # fmt: skip
     assert logits_only.returncode != 0
     assert b"holds the teacher's logits only" in logits_only.stderr and b"Traceback" not in logits_only.stderr
+
+
+def test_sentence_held_out_removes_every_phrase_of_a_held_out_sentence_and_keeps_the_logits_aligned(tmp_path):
+    from fastsentiment.train.data import read_labelled, split_held_out
+    from fastsentiment.train.trainer import load_teacher_logits, save_teacher_logits
+
+    sentences = [
+        f"the {adjective} film number {n} has a plot that goes nowhere and takes its time getting there"
+        for n, adjective in enumerate(["long", "slow", "dull", "bright", "warm", "odd"])
+    ]
+    rows = []
+    for sentence in sentences:
+        words = sentence.split()
+        rows += [sentence, " ".join(words[:4]), " ".join(words[3:9]), " ".join(words[1:3])]
+    rows += ["a good film", "the films of the year"]  # "the film" alone must not count as a phrase of them
+    train = tmp_path / "train.tsv"
+    _write(train, ["sentence", "label"], [[text, i % 2] for i, text in enumerate(rows)])
+    data, _ = read_labelled(train, label_names=["NEGATIVE", "POSITIVE"])
+    kept, _ = split_held_out(data, 0.1, 0)
+    logits = np.arange(2 * len(kept), dtype=np.float32).reshape(-1, 2)
+    save_teacher_logits(tmp_path / "logits.npz", logits, kept.texts)
+    out = tmp_path / "split"
+    script = ["scripts/sentence_held_out.py", str(train), str(tmp_path / "logits.npz"), str(out)]
+    subprocess.run(
+        [sys.executable, *script, "--sentences", "2", "--eval-fraction", "0.1"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    held = [json.loads(line)["sentence"] for line in (out / "held-out.jsonl").read_text().splitlines()]
+    left = [json.loads(line)["sentence"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert len(held) == 2 and all(len(text.split()) >= 10 for text in held)
+    for text in left:
+        assert not any(f" {text} " in f" {sentence} " or f" {sentence} " in f" {text} " for sentence in held)
+    assert "a good film" in left and "the films of the year" in left
+    assert len(left) == len([t for t in kept.texts if not any(f" {t} " in f" {s} " for s in held)])
+    saved = load_teacher_logits(out / "teacher-logits.npz", left, 2)  # the digest matches the file left to train on
+    np.testing.assert_array_equal(saved, logits[[kept.texts.index(text) for text in left]])
