@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from fastsentiment import Classifier
 from fastsentiment.errors import InputError
-from fastsentiment.windows import cut
+from fastsentiment.windows import cut, window_count
 
 WORDS = "good bad great like love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
 LIMIT = 64  # the tiny models' max_position_embeddings and model_max_length
@@ -43,6 +43,19 @@ def test_one_token_more_is_two_windows_sharing_the_stride(clf, stride):
     assert second.tokens == stride + 1
     (prediction,) = clf.predict([text], long_text="chunk", stride=stride)
     assert (prediction.tokens, prediction.windows) == (LIMIT + 1, 2)
+
+
+def test_windows_are_counted_without_cutting_and_a_cap_refuses_before_cutting(clf):
+    texts = [words(n) for n in (1, LIMIT - 2, LIMIT - 1, 200, 1000)]
+    encodings = clf.encoder.encodings(texts)
+    for stride in (0, 15, LIMIT - 3):
+        counts = [window_count(e, LIMIT, stride) for e in encodings]
+        assert counts == [len(cut(e, 0, LIMIT, stride).windows) for e in encodings]
+    needed = sum(window_count(e, LIMIT, 15) for e in encodings)
+    _, windows = clf.split(texts, "chunk", 15, max_windows=needed)
+    assert sum(map(len, windows)) == needed
+    with pytest.raises(InputError, match=f"make {needed} windows of {LIMIT} tokens, more than the {needed - 1}"):
+        clf.split(texts, "chunk", 15, max_windows=needed - 1)
 
 
 def test_window_spans_cover_the_whole_text_and_drive_the_verdict(clf):

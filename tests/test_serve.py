@@ -93,6 +93,7 @@ def test_predict_formats_and_options(server, local):
         f"{server.url}/predict", json={"inputs": ["good film", "bad cake"], "parameters": {"top_k": 1}}
     )
     assert [len(r) for r in several.json()] == [1, 1]
+    assert httpx.post(f"{server.url}/predict", json={"inputs": "good film", "truncate": False}).json() == single
     raw = httpx.post(f"{server.url}/predict", json={"inputs": "good film", "raw_scores": True}).json()
     logits = local.logits(["good film"])[0]
     assert sorted(r["score"] for r in raw[0]) == pytest.approx(sorted(logits), abs=1e-4)
@@ -132,6 +133,16 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
         (b'{"inputs": "x", "parameters": {"top_k": 0}}', 422, "validation"),
         (json.dumps({"inputs": ["x"] * 300}).encode(), 413, "too_many_inputs"),
         (json.dumps({"inputs": "x" * 2_000_000}).encode(), 413, "body_too_large"),
+        # TEI's truncate=false: a text over the model's 64 tokens is refused, not cut
+        (json.dumps({"inputs": " ".join(["good"] * 100), "truncate": False}).encode(), 422, "validation"),
+        # 2,440 windows of one token's step: more than the queue's 2,048 could ever hold, so not a 503 to retry
+        (
+            json.dumps(
+                {"inputs": " ".join(["good"] * 2500), "parameters": {"long_text": "chunk", "stride": 61}}
+            ).encode(),
+            422,
+            "validation",
+        ),
     ],
 )
 def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, status, kind):

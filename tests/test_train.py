@@ -517,3 +517,20 @@ def test_sentence_held_out_removes_every_phrase_of_a_held_out_sentence_and_keeps
     assert len(left) == len([t for t in kept.texts if not any(f" {t} " in f" {s} " for s in held)])
     saved = load_teacher_logits(out / "teacher-logits.npz", left, 2)  # the digest matches the file left to train on
     np.testing.assert_array_equal(saved, logits[[kept.texts.index(text) for text in left]])
+
+
+def test_max_steps_alone_trains_that_many_steps_across_epochs(train_slice, base_encoder, tmp_path):
+    out = tmp_path / "steps"
+    # 588 training rows in batches of 16: 37 steps an epoch, so 40 steps reach into the second
+    args = train_args(train_slice, out, base_encoder, "--epochs", "0", "--max-steps", "40", "--select", "last")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    record = json.loads((out / "training.json").read_text())
+    assert record["saved"] == "final weights (step 40)"
+    assert record["history"][-1]["epoch"] > 1
+
+
+def test_checkpoint_every_must_be_positive(train_slice, base_encoder, tmp_path):
+    result = run_cli(*train_args(train_slice, tmp_path / "never", base_encoder, "--checkpoint-every", "0"))
+    assert result.returncode == 2 and "--checkpoint-every must be at least 1" in result.stderr.decode()
+    assert not (tmp_path / "never").exists()

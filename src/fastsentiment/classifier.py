@@ -16,7 +16,7 @@ from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import text_problem
 from fastsentiment.tokenization import TextEncoder
-from fastsentiment.windows import Window, aggregate_logits, check_options, cut, too_long
+from fastsentiment.windows import Window, aggregate_logits, check_options, cut, too_long, window_count
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 _UNSET: Any = object()
@@ -224,9 +224,14 @@ class Classifier:
         return _Reading(logits, tokens, windows, per_text)
 
     def split(
-        self, texts: Sequence[str], long_text: str = "truncate", stride: int | None = None
+        self,
+        texts: Sequence[str],
+        long_text: str = "truncate",
+        stride: int | None = None,
+        max_windows: int | None = None,
     ) -> tuple[list[int], list[list[Window]]]:
-        """Each text's token count and the model inputs (windows) it becomes under `long_text`."""
+        """Each text's token count and the model inputs (windows) it becomes under `long_text`; more than
+        `max_windows` in all is an error, raised before any window is made."""
         stride, _ = check_options(long_text, stride, None, self.encoder.max_length)
         check_texts(texts)
         encodings = self.encoder.encodings(texts)
@@ -234,6 +239,13 @@ class Classifier:
         limit = self.encoder.max_length
         if long_text == "error" and (error := too_long(tokens, limit)):
             raise error
+        if long_text == "chunk" and max_windows is not None:
+            count = sum(window_count(encoding, limit, stride) for encoding in encodings)
+            if count > max_windows:
+                raise InputError(
+                    f"the inputs make {count:,} windows of {limit} tokens, more than the {max_windows:,} one request "
+                    "may hold; send shorter or fewer texts, or a smaller stride"
+                )
         if long_text == "chunk":
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
         return tokens, [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]

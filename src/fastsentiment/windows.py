@@ -8,6 +8,7 @@ same length-sorted batches as short texts; `aggregate` folds each text's window 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,12 +80,7 @@ def cut(encoding, index: int, max_length: int, stride: int) -> Document:
         spans = [offsets[i] for i in range(len(ids)) if not specials[i]]
         start, end = (spans[0][0], spans[-1][1]) if spans else (0, 0)
         return Document(len(ids), [Window(index, list(ids), len(spans), start, end)])
-    head = 0
-    while head < len(ids) and specials[head]:
-        head += 1
-    tail = len(ids)
-    while tail > head and specials[tail - 1]:
-        tail -= 1
+    head, tail = _text_span(encoding)
     prefix, suffix = list(ids[:head]), list(ids[tail:])
     room = max_length - len(prefix) - len(suffix)
     windows, first = [], head
@@ -96,6 +92,27 @@ def cut(encoding, index: int, max_length: int, stride: int) -> Document:
         if last == tail:
             return Document(len(ids), windows)
         first = last - stride
+
+
+def window_count(encoding, max_length: int, stride: int) -> int:
+    """How many windows `cut` makes of this encoding, without making them."""
+    if len(encoding.ids) <= max_length:
+        return 1
+    head, tail = _text_span(encoding)
+    room = max_length - (len(encoding.ids) - (tail - head))
+    return 1 + max(0, math.ceil((tail - head - room) / (room - stride)))  # each window after the first: room - stride
+
+
+def _text_span(encoding) -> tuple[int, int]:
+    """Where the text's own tokens start and end, between the special tokens that wrap them."""
+    ids, specials = encoding.ids, encoding.special_tokens_mask
+    head = 0
+    while head < len(ids) and specials[head]:
+        head += 1
+    tail = len(ids)
+    while tail > head and specials[tail - 1]:
+        tail -= 1
+    return head, tail
 
 
 def aggregate_logits(window_logits: np.ndarray, weights: np.ndarray, how: str, sigmoid: bool) -> np.ndarray:

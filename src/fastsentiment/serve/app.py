@@ -149,14 +149,16 @@ class PredictEndpoint:
         for index, text in enumerate(texts):
             check_text(index, text)
         parameters = request.parameters or Parameters()
+        # TEI's `truncate: false` refuses over-long texts; parameters.long_text, where given, says it all.
+        long_text = parameters.long_text or ("truncate" if request.truncate else "error")
         function = "none" if request.raw_scores else parameters.function_to_apply
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
-                if parameters.long_text in (None, "truncate"):
+                if long_text == "truncate":
                     logits = await self._submit_while_connected(batcher, texts, receive)
                 else:
-                    logits = await self._submit_windows(classifier, batcher, texts, parameters, receive)
+                    logits = await self._submit_windows(classifier, batcher, texts, long_text, parameters, receive)
             except ApiError:
                 raise
             except QueueFull as error:
@@ -168,10 +170,15 @@ class PredictEndpoint:
                 raise ApiError(500, "backend", f"inference failed: {error}") from None
             return self._encoder.encode(_ranked(classifier, classifier.scores(logits, function), top_k))
 
-    async def _submit_windows(self, classifier, batcher, texts, parameters: Parameters, receive) -> np.ndarray:
+    async def _submit_windows(
+        self, classifier, batcher, texts, long_text: str, parameters: Parameters, receive
+    ) -> np.ndarray:
         """Long documents as windows: cut off the event loop, queued as model inputs of their own (so the token
-        budget counts windows and a huge document cannot starve short requests), folded back into one verdict."""
-        _, windows = await asyncio.to_thread(classifier.split, texts, parameters.long_text, parameters.stride)
+        budget counts windows and a huge document cannot starve short requests), folded back into one verdict.
+        A request of more windows than the queue holds could never run: it is refused before they are made."""
+        _, windows = await asyncio.to_thread(
+            classifier.split, texts, long_text, parameters.stride, batcher.settings.max_queue
+        )
         flat = [window.ids for text_windows in windows for window in text_windows]
         window_logits = await self._submit_while_connected(batcher, flat, receive)
         return classifier.fold(windows, window_logits, parameters.aggregate)[0]

@@ -59,6 +59,7 @@ class TrainConfig:
 
 
 def total_steps(config: TrainConfig, examples: int) -> int:
-    per_epoch = math.ceil(examples / config.batch_size)
-    steps = per_epoch * config.epochs
+    if config.max_steps and config.epochs < 1:  # --max-steps alone: as many epochs as those steps take
+        return config.max_steps
+    steps = math.ceil(examples / config.batch_size) * config.epochs
     return min(steps, config.max_steps) if config.max_steps else steps

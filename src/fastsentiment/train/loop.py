@@ -232,7 +232,8 @@ class Trainer:
         _atomic_save(state, self.checkpoints / "last.pt")
 
     def _restore(self, optimizer, scheduler) -> None:
-        state = torch.load(self.checkpoints / "last.pt", weights_only=False)
+        # Onto the CPU first: the RNG state must live there, and a checkpoint from another device still loads.
+        state = torch.load(self.checkpoints / "last.pt", weights_only=False, map_location="cpu")
         if state["fingerprint"] != self.config.fingerprint():
             raise InputError(
                 f"--resume: the checkpoint in {self.checkpoints} was made with different options; "
@@ -243,13 +244,15 @@ class Trainer:
             self.projection.load_state_dict(state["projection"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        self.ema, self.history, self.best, self.step = state["ema"], state["history"], state["best"], state["step"]
+        if state["ema"] is not None:
+            self.ema = {name: value.to(self.device) for name, value in state["ema"].items()}
+        self.history, self.best, self.step = state["history"], state["best"], state["step"]
         torch.set_rng_state(state["rng"])
         self.on_event(f"resumed at step {self.step}")
 
     def save(self, base: ModelDir) -> Path:
         if self.config.select == "best" and (self.checkpoints / "best.pt").is_file():
-            self.model.load_state_dict(torch.load(self.checkpoints / "best.pt"))
+            self.model.load_state_dict(torch.load(self.checkpoints / "best.pt", map_location="cpu"))
             chosen = f"best held-out checkpoint (step {self.best[1]}, accuracy {self.best[0]:.4f})"
         else:
             if self.ema is not None:

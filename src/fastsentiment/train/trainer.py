@@ -111,6 +111,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError("--epochs must be at least 1")
     if config.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if config.checkpoint_every < 1:
+        raise InputError("--checkpoint-every must be at least 1")
     if config.learning_rate <= 0:
         raise InputError("--learning-rate must be positive")
     if config.schedule not in ("linear", "cosine", "constant"):
@@ -183,9 +185,12 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
 
     from fastsentiment.train.loop import predict_logits
 
+    # fp32 through an inference runtime where one runs it, else torch in the run's own precision (bf16 autocast
+    # where the device computes it): part of the cache key, since the two give different logits.
+    runtimes = [_fp32_inference_runtime(teacher, device) for teacher in teachers]
     key = hashlib.sha256()
-    for teacher in teachers:
-        key.update(teacher.content_hash.encode())
+    for teacher, runtime in zip(teachers, runtimes, strict=True):
+        key.update(f"{teacher.content_hash} {runtime or 'torch ' + config.precision}".encode())
     key.update(str(config.max_length).encode())
     key.update(texts_digest(texts).encode())
     cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npz"
@@ -194,9 +199,10 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
         return np.load(cache)["logits"]
     total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
     max_length = config.max_length
-    for teacher in teachers:
-        runtime = _fp32_inference_runtime(teacher, device)
-        on_event(f"teacher logits: running {teacher.path} on {runtime or 'torch'} fp32")
+    for teacher, runtime in zip(teachers, runtimes, strict=True):
+        on_event(
+            f"teacher logits: running {teacher.path} on {f'{runtime} fp32' if runtime else 'torch ' + config.precision}"
+        )
         if runtime:
             from fastsentiment.classifier import Classifier
 
