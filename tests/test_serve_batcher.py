@@ -179,3 +179,35 @@ def test_a_batch_that_meets_an_idle_machine_runs_alone_with_every_slot(classifie
     texts = ["I like cheese", "I hate cheesecake"] + ["what a dull film"] * QUIET_BATCHES
     texts += [f"film number {n}" for n in range(6)]
     np.testing.assert_allclose(np.vstack(answers), classifier.logits(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize(("max_deferral_ms", "finishes_under_load"), [(0, True), (600_000, False)])
+def test_a_large_request_passed_over_for_smaller_ones_still_advances(classifier, max_deferral_ms, finishes_under_load):
+    """Smaller requests go first while more is queued than one batch takes; under a steady stream of single texts
+    that alone would hold a six-text request back until the stream stops. Past max_deferral_ms its texts take
+    half of each batch, so it finishes while the stream still runs."""
+
+    class Slow(Recorder):
+        def run(self, sequences):
+            threading.Event().wait(0.02)  # a model call long enough for the queue to stay full
+            return super().run(sequences)
+
+    async def scenario(batcher):
+        stop = asyncio.Event()
+
+        async def stream():
+            while not stop.is_set():
+                await asyncio.gather(*(batcher.submit(["good film"]) for _ in range(4)))
+
+        streams = [asyncio.ensure_future(stream()) for _ in range(2)]
+        await asyncio.sleep(0.05)  # the queue holds more than a batch
+        large = asyncio.ensure_future(batcher.submit([f"bad cake {n}" for n in range(6)]))
+        await asyncio.sleep(1.5)
+        finished = large.done()
+        stop.set()
+        await asyncio.gather(*streams)
+        assert (await large).shape == (6, len(classifier.labels))
+        return finished
+
+    settings = BatchSettings(max_batch_size=2, max_deferral_ms=max_deferral_ms)
+    assert run_batcher(Slow(classifier), settings, scenario) is finishes_under_load

@@ -43,6 +43,8 @@ class BatchSettings:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 0.0  # no waiting: under load, batches form while the previous one runs (as in TEI)
     max_queue: int = 2048
+    # Smaller requests go first under load; texts passed over for longer than this get up to half of each batch.
+    max_deferral_ms: float = 500.0
 
 
 class QueueFull(Exception):
@@ -207,11 +209,21 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Item]:
         """Up to max_batch_size live items, smallest requests first (then by arrival), so that one request of
-        hundreds of inputs (a long document's windows) shares the model with short ones instead of going first."""
+        hundreds of inputs (a long document's windows) shares the model with short ones instead of going first;
+        but texts passed over for longer than max_deferral_ms take up to half of the batch, oldest first, so that
+        under sustained load such a request still advances instead of waiting until its client gives up."""
         live = [item for item in self._queue if not item.future.done()]  # done: cancelled, the client went away
-        if len(live) > self.settings.max_batch_size and any(item.request_size > 1 for item in live):
-            live.sort(key=lambda item: (item.request_size, item.arrived))
-        batch, rest = live[: self.settings.max_batch_size], live[self.settings.max_batch_size :]
+        size = self.settings.max_batch_size
+        if len(live) > size and any(item.request_size > 1 for item in live):
+            overdue_since = time.perf_counter() - self.settings.max_deferral_ms / 1000
+            overdue = sorted((item for item in live if item.arrived < overdue_since), key=lambda item: item.arrived)
+            overdue = overdue[: max(1, size // 2)]
+            first = {id(item) for item in overdue}
+            others = sorted(
+                (item for item in live if id(item) not in first), key=lambda item: (item.request_size, item.arrived)
+            )
+            live = overdue + others
+        batch, rest = live[:size], live[size:]
         rest.sort(key=lambda item: item.arrived)
         self._queue.clear()
         self._queue.extend(rest)
