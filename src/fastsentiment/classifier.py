@@ -239,14 +239,13 @@ class Classifier:
         limit = self.encoder.max_length
         if long_text == "error" and (error := too_long(tokens, limit)):
             raise error
-        if long_text == "chunk" and max_windows is not None:
+        if long_text == "chunk":
             count = sum(window_count(encoding, limit, stride) for encoding in encodings)
-            if count > max_windows:
+            if max_windows is not None and count > max_windows:
                 raise InputError(
                     f"the inputs make {count:,} windows of {limit} tokens, more than the {max_windows:,} one request "
                     "may hold; send shorter or fewer texts, or a smaller stride"
                 )
-        if long_text == "chunk":
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
         return tokens, [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]
                         for i, (e, n, t) in enumerate(zip(encodings, tokens, texts, strict=True))]  # fmt: skip
