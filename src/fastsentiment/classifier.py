@@ -240,8 +240,10 @@ class Classifier:
         if long_text == "error" and (error := too_long(tokens, limit)):
             raise error
         if long_text == "chunk":
-            count = sum(window_count(encoding, limit, stride) for encoding in encodings)
-            if max_windows is not None and count > max_windows:
+            if (
+                max_windows is not None
+                and (count := sum(window_count(e, limit, stride) for e in encodings)) > max_windows
+            ):
                 raise InputError(
                     f"the inputs make {count:,} windows of {limit} tokens, more than the {max_windows:,} one request "
                     "may hold; send shorter or fewer texts, or a smaller stride"
