@@ -534,3 +534,12 @@ def test_checkpoint_every_must_be_positive(train_slice, base_encoder, tmp_path):
     result = run_cli(*train_args(train_slice, tmp_path / "never", base_encoder, "--checkpoint-every", "0"))
     assert result.returncode == 2 and "--checkpoint-every must be at least 1" in result.stderr.decode()
     assert not (tmp_path / "never").exists()
+
+
+def test_resume_with_other_options_is_refused_naming_them(train_slice, base_encoder, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "10")).returncode == 0
+    result = run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "10", "--lr", "5e-4", "--resume"))
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert "made with different options (learning_rate 0.001 then, 0.0005 now)" in error and "Traceback" not in error

@@ -51,11 +51,12 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
 
+    def result_options(self) -> dict:
+        """The options a resumed run must share with the interrupted one: every option that shapes the result."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)}
+
     def fingerprint(self) -> str:
-        relevant = {
-            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)
-        }
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.result_options(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def total_steps(config: TrainConfig, examples: int) -> int:

@@ -219,6 +219,7 @@ class Trainer:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         state = {
             "fingerprint": self.config.fingerprint(),
+            "options": self.config.result_options(),
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -235,9 +236,10 @@ class Trainer:
         # Onto the CPU first: the RNG state must live there, and a checkpoint from another device still loads.
         state = torch.load(self.checkpoints / "last.pt", weights_only=False, map_location="cpu")
         if state["fingerprint"] != self.config.fingerprint():
+            changed = _changed_options(state.get("options"), self.config.result_options())
             raise InputError(
-                f"--resume: the checkpoint in {self.checkpoints} was made with different options; "
-                "resume with the same options or start a new output directory"
+                f"--resume: the checkpoint in {self.checkpoints} was made with different options"
+                f"{f' ({changed})' if changed else ''}; resume with the same options or start a new output directory"
             )
         self.model.load_state_dict(state["model"])
         if self.projection is not None:
@@ -311,6 +313,18 @@ def learning_rate_factor(step: int, steps: int, warmup: int, kind: str) -> float
         return 1.0
     progress = (step - warmup) / max(1, steps - warmup)
     return max(0.0, 1 - progress) if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _changed_options(then: dict | None, now: dict) -> str:
+    """'name old then, new now' for each option that differs; nothing for checkpoints that kept no options
+    (written before 2026-12-03)."""
+    if then is None:
+        return ""
+    return ", ".join(
+        f"{k} {then.get(k)!r} then, {now.get(k)!r} now"
+        for k in sorted(then.keys() | now.keys())
+        if then.get(k) != now.get(k)
+    )
 
 
 def _atomic_save(obj, path: Path) -> None:
