@@ -154,6 +154,35 @@ def test_jsonl_file_with_malformed_line_to_stdout(bert_dir, tmp_path):
     assert records[1]["line"] == 2 and records[1]["error"].startswith("malformed JSON")
 
 
+def test_jsonl_lone_surrogate_escapes_are_error_rows_and_the_output_stays_utf8(bert_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    # JSON escapes of half a surrogate pair: no tokenizer and no UTF-8 file takes them
+    source.write_text('{"text": "good film"}\n{"text": "hi \\ud83d"}\n{"text": "bad", "note": "x \\udc00"}\n')
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "-m", str(bert_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["error"] for r in rows] == ["", "not valid UTF-8", ""]
+    assert rows[1]["text"] == "hi \ufffd" and rows[2]["label"] in {"NEGATIVE", "POSITIVE"}
+    assert "line 2: not valid UTF-8" in result.stderr.decode()
+
+
+def test_an_unknown_option_is_a_usage_error_not_a_traceback():
+    result = run_cli("classify", "--no-such-option", "good film")
+    assert result.returncode == 2
+    assert "No such option: --no-such-option" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_missing_input_file_is_one_line(bert_dir, tmp_path, engine):
+    missing = tmp_path / "nosuch.txt"
+    result = run_cli(
+        "classify", "-f", str(missing), "-o", str(tmp_path / "out"), "--engine", engine, "-m", str(bert_dir)
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"error: input file not found: {missing}"
+
+
 def test_missing_column_is_an_error_before_classifying(bert_dir, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("id,review\n1,good\n")

@@ -2,7 +2,8 @@
 
 Bytes reach us decoded with `surrogateescape` (files, stdin, HTTP bodies), so an undecodable
 byte survives as a lone surrogate in U+DC80..U+DCFF and is reported, instead of being silently
-replaced or stopping a whole file.
+replaced or stopping a whole file. JSON escapes can make lone surrogates too ("\\ud83d" alone): no
+tokenizer or UTF-8 file takes them, so they count as undecodable as well.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 
 
 def has_undecodable(text: str) -> bool:
-    """Whether `text` holds bytes that were not valid UTF-8 (kept as surrogate escapes)."""
+    """Whether `text` holds bytes that were not valid UTF-8 (kept as surrogate escapes) or other lone surrogates."""
     if text.isascii():  # the common case, answered in C without a Python-level scan (the server's hot path)
         return False
-    return any("\udc80" <= char <= "\udcff" for char in text)
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def text_problem(value: Any) -> str | None:

@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as error:  # click's own usage errors
-        import click
+    except Exception as error:  # the command-line parser's own usage errors
+        import typer
 
-        if isinstance(error, click.exceptions.Abort):
+        if isinstance(error, typer.Abort):
             raise SystemExit(130) from None
-        if isinstance(error, click.ClickException):
+        # Usage errors by their interface: typer up to 0.27 raises click's ClickException, 0.28 its own copy of it.
+        if callable(getattr(error, "show", None)) and hasattr(error, "exit_code"):
             error.show()
             raise SystemExit(2) from None
         raise

@@ -57,6 +57,8 @@ class FileJob:
         """Every combination of options that cannot work, refused before anything is loaded."""
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
+        if self.source != "-" and not Path(self.source).exists():
+            raise InputError(f"input file not found: {self.source}")
         if self.resume and (self.source == "-" or self.out is None):
             raise InputError("--resume continues a --file run written with --out")
         if self.engine == "ray":

@@ -329,8 +329,13 @@ def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None
 
 
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Fields made safe to write: undecodable bytes become U+FFFD so output files stay valid UTF-8."""
-    return {
-        key: value.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if isinstance(value, str) else value
-        for key, value in fields.items()
-    }
+    """Fields made safe to write: undecodable bytes and lone surrogates become U+FFFD so output files stay valid
+    UTF-8."""
+    return {key: _valid_utf8(value) if isinstance(value, str) else value for key, value in fields.items()}
+
+
+def _valid_utf8(text: str) -> str:
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte escapes to, e.g. from a JSON "\ud83d"
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
