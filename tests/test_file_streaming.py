@@ -189,6 +189,21 @@ def test_resume_refuses_an_input_that_changed(bert_dir, tmp_path):
     assert b"input_size" in result.stderr and b"Traceback" not in result.stderr
 
 
+def test_resume_refuses_other_scoring_settings(bert_dir, tmp_path):
+    """Parts cut at 64 tokens and parts cut at 16, or computed in int8 and fp32, must not end up in one file."""
+    source = write_csv(tmp_path / "in.csv", 12_000)
+    out = tmp_path / "out.csv"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "300"]
+    start_and_kill_after_parts([*args, "--backend", "onnx"], tmp_path / "out.csv.partial", parts=2)
+    for changed, key in ((["--max-length", "16"], b"max_length"), (["--precision", "fp32"], b"precision")):
+        result = run_cli(*args, "--backend", "onnx", *changed, "--resume")
+        assert result.returncode == 2 and key in result.stderr and b"Traceback" not in result.stderr, (
+            changed,
+            result.stderr[-500:],
+        )
+    assert run_cli(*args, "--backend", "onnx", "--resume").returncode == 0
+
+
 def test_resume_needs_an_output_file(bert_dir, tmp_path):
     source = write_csv(tmp_path / "in.csv", 10)
     result = run_cli("classify", "-f", str(source), "--resume", "--model", str(bert_dir))

@@ -89,8 +89,16 @@ def _committer(
 
 
 def job_identity(clf: Classifier, rows: RowSource) -> dict:
-    """What a resumed run must share with the interrupted one."""
-    identity = {"column": rows.column, "model": clf.model.content_hash, "labels": list(clf.labels)}
+    """What a resumed run must share with the interrupted one: the input, and everything that changes its rows'
+    scores (the model, the backend and precision it runs in, where long texts are cut)."""
+    identity = {
+        "column": rows.column,
+        "model": clf.model.content_hash,
+        "labels": list(clf.labels),
+        "backend": clf.backend.spec.name,
+        "precision": clf.backend.precision,
+        "max_length": clf.encoder.max_length,
+    }
     if rows.stdin:
         return {"input": "stdin", **identity}  # cannot be resumed: the CLI asks --resume for a --file
     stat = Path(rows.path).stat()
