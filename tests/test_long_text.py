@@ -93,8 +93,9 @@ def test_long_text_error_names_the_input_and_its_tokens(clf, bert_dir):
         clf(["good", words(100)], long_text="error")
     result = run_cli("classify", "good", words(100), "--model", str(bert_dir), "--long-text", "error")
     assert result.returncode == 2
-    lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: input 2 has 102 tokens")
+    lines = result.stderr.decode().strip().splitlines()  # the other text is still classified
+    assert lines[0] == "error: line 2: 102 tokens, over the model's limit of 64 (--long-text chunk classifies it whole)"
+    assert result.stdout.decode().startswith(("POSITIVE", "NEGATIVE")) and "Traceback" not in result.stderr.decode()
 
 
 def test_unknown_long_text_options_are_one_line_errors(clf, bert_dir):
@@ -102,6 +103,19 @@ def test_unknown_long_text_options_are_one_line_errors(clf, bert_dir):
         clf("good", long_text="summarise")
     result = run_cli("classify", "good", "--model", str(bert_dir), "--long-text", "chunk", "--stride", "600")
     assert result.returncode == 2 and result.stderr.decode().startswith("error: stride must be between 0 and")
+
+
+def test_file_job_in_error_mode_fails_only_the_long_rows(bert_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text(f"good film\n{words(100)}\nbad cake\n")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--long-text", "error")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("error") for r in rows] == [None, "102 tokens, over the model's limit of 64 (--long-text chunk "
+                                             "classifies it whole)", None]  # fmt: skip
+    assert rows[0]["label"] and rows[2]["label"]
+    assert "line 2: 102 tokens" in result.stderr.decode()
 
 
 def test_file_job_in_chunk_mode_writes_tokens_and_windows(bert_dir, tmp_path):

@@ -121,11 +121,12 @@ def _classify_chunks(
     """Classify rows chunk by chunk; `emit` gets each chunk with its predictions (None for bad rows)."""
     failed = 0
     for chunk in _chunks(rows, chunk_rows):
+        predictions = predict_rows(clf, chunk, long_text)  # may fail rows too (over-long under long_text="error")
         for row in chunk:
             if row.error is not None:
                 failed += 1
                 sys.stderr.write(f"error: line {row.line}: {row.error}\n")
-        emit(chunk, predict_rows(clf, chunk, long_text))
+        emit(chunk, predictions)
         advance(len(chunk))
     return failed
 

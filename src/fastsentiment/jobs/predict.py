@@ -11,7 +11,18 @@ from fastsentiment.windows import LongText
 
 
 def predict_rows(clf: Classifier, rows: Sequence[Row], long_text: LongText = LongText()) -> list[Prediction | None]:
-    """A prediction per row, in row order; None for a row that carries an error (it is never sent to the model)."""
+    """A prediction per row, in row order; None for a row that carries an error (it is never sent to the model).
+    Under long_text="error" a row over the model's limit becomes such a row, so that it fails alone instead of
+    stopping the job."""
+    if long_text.long_text == "error":
+        _refuse_long_rows(clf, [row for row in rows if row.error is None])
     good = [row for row in rows if row.error is None]
     predictions = iter(clf.predict([row.text for row in good], **asdict(long_text)) if good else [])
     return [None if row.error is not None else next(predictions) for row in rows]
+
+
+def _refuse_long_rows(clf: Classifier, rows: Sequence[Row]) -> None:
+    limit = clf.encoder.max_length
+    for row, encoding in zip(rows, clf.encoder.encodings([row.text for row in rows]), strict=True):
+        if (count := len(encoding.ids)) > limit:
+            row.error = f"{count} tokens, over the model's limit of {limit} (--long-text chunk classifies it whole)"
