@@ -319,3 +319,17 @@ def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, c
         assert bad.status_code == 422 and "input 1 has 50002 tokens" in bad.json()["error"]
     finally:
         running.stop()
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_dir, cache):
+    command = [sys.executable, "-m", "fastsentiment", "serve", "-m", str(bert_dir), "--backend", "nosuch"]
+    result = subprocess.run(
+        [*command, "--port", str(free_port())],
+        cwd=ROOT,
+        env={**os.environ, "FASTSENTIMENT_CACHE": cache},
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert error.strip().splitlines()[-1].startswith("error: unknown backend 'nosuch'") and "Traceback" not in error

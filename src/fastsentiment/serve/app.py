@@ -86,6 +86,9 @@ class ServerState:
         self.classifier: Classifier | None = None
         self.batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
+        self.failure: Exception | None = None
+        # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
+        self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
 
     def ready(self) -> tuple[Classifier, DynamicBatcher]:
         if self.load_error:
@@ -97,9 +100,9 @@ class ServerState:
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         try:
             classifier, alone = await asyncio.to_thread(load_and_warm, load_classifier)
-        except Exception as error:  # surfaced by /health and every request
-            self.load_error = str(error)
-            log.error("model failed to load: %s", error)
+        except Exception as error:  # surfaced by /health and every request until the server stops
+            self.load_error, self.failure = str(error), error
+            self.on_failure(error)
             return
         batching = settings.batching
         if not settings.dynamic_batching:
@@ -257,6 +260,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
 
     predict = PredictEndpoint(state, settings, metrics)
     app = _PredictFirst(predict, title="fastsentiment", version=__version__, lifespan=lifespan)
+    app.state.serving = state
     # The same endpoint as routes too: what the app dispatches to it (below) never reaches them, but other methods
     # get Starlette's 405, and the OpenAPI document lists them.
     app.router.routes[:0] = [Route(path, predict, methods=["POST"]) for path in PREDICT_PATHS]

@@ -8,6 +8,8 @@ import signal
 import uvicorn
 from fastapi import FastAPI
 
+from fastsentiment.errors import FastSentimentError
+
 
 class GracefulServer(uvicorn.Server):
     """SIGTERM/SIGINT: stop accepting, answer every accepted request, exit 0.
@@ -27,9 +29,17 @@ class GracefulServer(uvicorn.Server):
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
+    """Serve `app` (from `create_app`) until SIGTERM/SIGINT; a model that cannot load stops the server at once and
+    is raised here, so the command fails with its one-line error instead of answering 503 for ever."""
     # uvicorn picks uvloop and httptools when installed (the server extra brings them): its pure-Python
     # event loop and HTTP parser cost more CPU per request than the model at batch sizes the server reaches.
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=None
     )
-    GracefulServer(config).run()
+    server = GracefulServer(config)
+    serving = app.state.serving
+    serving.on_failure = lambda error: setattr(server, "should_exit", True)
+    server.run()
+    if serving.failure is not None:
+        failure = serving.failure
+        raise failure if isinstance(failure, FastSentimentError) else FastSentimentError(str(failure))
