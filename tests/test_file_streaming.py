@@ -272,3 +272,15 @@ def test_a_missing_optional_package_names_the_extra(bert_dir, tmp_path, hidden, 
     assert result.returncode == 2, result.stderr
     line = result.stderr.decode().strip().splitlines()[-1]
     assert line.startswith(f"error: {message}") and "pip install 'fastsentiment[" in line, line
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_an_empty_input_gives_an_empty_but_valid_output(bert_dir, tmp_path, suffix):
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"")
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    assert read_output(out) == []
+    if suffix == ".parquet":
+        assert "label" in pq.read_schema(out).names

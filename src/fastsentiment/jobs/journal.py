@@ -66,11 +66,7 @@ class ChunkJournal:
     def finish(self) -> None:
         """Join the parts into the output file and drop the journal."""
         scratch = self.out.with_name(f".{self.out.name}.tmp")
-        parts = [self.folder / name for name in self.parts]
-        if parts:
-            self.writer.merge(parts, scratch)
-        else:
-            scratch.write_bytes(b"")
+        self.writer.merge([self.folder / name for name in self.parts], scratch)  # no parts: an empty, valid file
         _durable_replace(scratch, self.out)
         shutil.rmtree(self.folder)
 

@@ -187,7 +187,8 @@ class ParquetParts(PartWriter):
         self.pq.write_table(table, path)
 
     def merge(self, parts, out):
-        with self.pq.ParquetWriter(out, self.schema) as writer:
+        types = result_types(self.labels)  # an empty input leaves no rows to take columns from: the results' own
+        with self.pq.ParquetWriter(out, self.schema or parquet_schema(list(types), types)) as writer:
             for part in parts:
                 # One part at a time, read without the dataset layer's threads and read-ahead buffers.
                 writer.write_table(self.pq.ParquetFile(part).read(use_threads=False))
