@@ -214,3 +214,19 @@ def test_backends_lists_torch_as_runnable():
     assert result.returncode == 0
     line = next(line for line in _lines(result) if "torch" in line and "cuda" in line)
     assert "yes" in line and "ready" in line
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_jsonl_columns_come_from_every_record_of_the_first_chunk(bert_dir, tmp_path, suffix):
+    """A malformed first line (an error row, no input fields) or a key only later records have must not cost
+    the output its columns."""
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{broken\n{"text": "good film", "id": 1}\n{"text": "bad cake", "id": 2, "lang": "en"}\n')
+    out = tmp_path / f"out{suffix}"
+    run_cli("classify", "-f", str(source), "-o", str(out), "-m", str(bert_dir))
+    rows = pq.read_table(out).to_pylist() if suffix == ".parquet" else list(csv.DictReader(out.open(encoding="utf-8")))
+    assert list(rows[0])[:4] == ["line", "text", "id", "lang"] and list(rows[0])[4] == "label"
+    assert [r["text"] for r in rows[1:]] == ["good film", "bad cake"] and str(rows[2]["lang"]) == "en"
+    assert rows[0]["error"].startswith("malformed JSON")

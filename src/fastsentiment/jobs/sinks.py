@@ -113,8 +113,18 @@ class JsonlParts(PartWriter):
                 stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
+def chunk_columns(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every column the records of a chunk hold (a JSONL input's records may differ, and an error row holds no
+    input fields): `line`, the input columns in order of first appearance, then the result columns."""
+    names = list(dict.fromkeys(name for record in records for name in record))
+    results = {"label", "score", "tokens", "windows", "error"}
+    is_result = [name in results or name.startswith("score_") for name in names]
+    inputs = [name for name, result in zip(names, is_result, strict=True) if not result and name != "line"]
+    return ["line", *inputs, *(name for name, result in zip(names, is_result, strict=True) if result)]
+
+
 class DelimitedParts(PartWriter):
-    """CSV/TSV: the first row fixes the columns (every row of a CSV/TSV input has the same ones)."""
+    """CSV/TSV: the first chunk fixes the columns (every row of a CSV/TSV input has the same ones)."""
 
     def __init__(self, fmt: str, columns: list[str] | None = None) -> None:
         self.delimiter = "\t" if fmt == "tsv" else ","
@@ -123,7 +133,7 @@ class DelimitedParts(PartWriter):
 
     def write(self, records, path, first):
         if self.columns is None:
-            self.columns = list(records[0])
+            self.columns = chunk_columns(records)
         with open(path, "w", encoding="utf-8", newline="") as stream:
             writer = csv.writer(stream, delimiter=self.delimiter)
             if first:
@@ -174,7 +184,8 @@ class ParquetParts(PartWriter):
     def write(self, records, path, first):
         pa = self.pa
         if self.schema is None:
-            inferred = pa.Table.from_pylist(records).schema
+            names = chunk_columns(records)
+            inferred = pa.Table.from_pylist([{name: record.get(name) for name in names} for record in records]).schema
             types = {field.name: field.type for field in inferred}
             self.schema = parquet_schema(inferred.names, {**types, **result_types(self.labels)})
         try:
