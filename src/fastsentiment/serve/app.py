@@ -85,14 +85,13 @@ class ServerState:
     def __init__(self) -> None:
         self.classifier: Classifier | None = None
         self.batcher: DynamicBatcher | None = None
-        self.load_error: str | None = None
-        self.failure: Exception | None = None
+        self.failure: Exception | None = None  # why the model could not load
         # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
         self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
 
     def ready(self) -> tuple[Classifier, DynamicBatcher]:
-        if self.load_error:
-            raise ApiError(503, "model_failed", f"the model failed to load: {self.load_error}")
+        if self.failure is not None:
+            raise ApiError(503, "model_failed", f"the model failed to load: {self.failure}")
         if self.batcher is None or self.classifier is None:
             raise ApiError(503, "loading", "the model is loading", headers={"Retry-After": "1"})
         return self.classifier, self.batcher
@@ -101,7 +100,7 @@ class ServerState:
         try:
             classifier, alone = await asyncio.to_thread(load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request until the server stops
-            self.load_error, self.failure = str(error), error
+            self.failure = error
             self.on_failure(error)
             return
         batching = settings.batching
@@ -275,8 +274,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
 
     @app.get("/health")
     async def health():
-        if state.load_error:
-            return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+        if state.failure is not None:
+            return JSONResponse({"status": "failed", "error": str(state.failure)}, status_code=503)
         if state.batcher is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok"}

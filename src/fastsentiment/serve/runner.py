@@ -40,6 +40,7 @@ def run(app: FastAPI, host: str, port: int) -> None:
     serving = app.state.serving
     serving.on_failure = lambda error: setattr(server, "should_exit", True)
     server.run()
+    if isinstance(serving.failure, FastSentimentError):
+        raise serving.failure
     if serving.failure is not None:
-        failure = serving.failure
-        raise failure if isinstance(failure, FastSentimentError) else FastSentimentError(str(failure))
+        raise FastSentimentError(str(serving.failure))
