@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fastsentiment import Classifier
 from fastsentiment.errors import FastSentimentError
+from fastsentiment.train.attention import teacher_attention
 from fastsentiment.train.data import read_labelled, split_held_out
 from fastsentiment.train.trainer import distillation_data, save_teacher_logits, teacher_states, training_precision
 
@@ -41,6 +42,12 @@ def main() -> None:
         help="also save the teacher's last-layer first-token states (for `train --feature-weight`; PyTorch, bf16 "
         "where the CPU computes it; about 100 MB for SST-2 train)",
     )
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="also save the teacher's last-layer self-attention (for `train --attention-weight`; PyTorch, bf16 where "
+        "the CPU computes it)",
+    )
     args = parser.parse_args()
     try:
         teacher = Classifier.load(
@@ -59,7 +66,13 @@ def main() -> None:
 
         device = torch.device("cpu")
         features = teacher_states(teacher.model, texts, args.max_length, device, training_precision("auto", device))
-    save_teacher_logits(args.out, logits, texts, features)
+    attention = None
+    if args.attention:
+        import torch
+
+        device = torch.device("cpu")
+        attention = teacher_attention(teacher.model, texts, args.max_length, device, training_precision("auto", device))
+    save_teacher_logits(args.out, logits, texts, features, attention)
     print(
         f"{len(texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {teacher.backend.precision}: {args.out}"
     )

@@ -204,3 +204,44 @@ def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_di
     assert f"auto for throughput (files, stdin, serve, bench, evaluate, the Python API): {expected}" in " ".join(
         listed.stdout.decode().split()
     )
+
+
+def test_a_decision_for_fewer_threads_is_measured_with_them_and_kept_apart(model, cache):
+    from fastsentiment.backends.base import usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("one CPU: every thread cap is the whole machine")
+    everything = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    assert everything["key"]["threads"] is None
+    assert auto.choose(model, "cpu", threads=1).reason.startswith("interim")  # not the all-core decision
+    assert auto.choose(model, "cpu", threads=usable_cpus() + 4).reason.startswith("measured")  # a cap above all
+    one = auto.tune(model, "cpu", only=FAST_CANDIDATES, threads=1)
+    assert one["key"]["threads"] == 1
+    assert auto.decision_path(model, "cpu", 1) != auto.decision_path(model, "cpu")
+    assert json.loads(auto.decision_path(model, "cpu", 1).read_text()) == one
+    assert json.loads(auto.decision_path(model, "cpu").read_text()) == everything  # untouched
+    assert auto.choose(model, "cpu", threads=1).reason.startswith("measured")
+
+
+def test_tune_judges_against_another_fp32_path_where_onnx_runtime_is_not_installed(bert_dir, tmp_path):
+    """A `[openvino]` or `[torch]` install has no ONNX Runtime: the reference is the next fp32 path that runs.
+    (sys.modules[name] = None is how Python marks a module as not importable; find_spec then finds nothing.)"""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    program = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from fastsentiment.cli import main\n"
+        f"main(['tune', '--model', {str(bert_dir)!r}, '--device', 'cpu', '--json'])\n"
+    )
+    env = {**__import__("os").environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600, env=env,
+                            cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    decision = json.loads(result.stdout)
+    rows = {row["config"]: row for row in decision["table"]}
+    assert not any(config.startswith("onnx:") for config in rows)
+    assert rows["openvino:fp32"]["agreement"] == 1.0  # the reference agrees with itself
+    assert decision["throughput"]["backend"] in ("openvino", "torch")

@@ -69,6 +69,15 @@ def test_long_text_is_truncated_with_a_warning(bert_dir):
     assert "truncated to the model's limit of 64 (38 tokens dropped)" in result.stderr.decode()
 
 
+def test_a_truncated_file_row_is_named_by_its_line(bert_dir, tmp_path):
+    """In a file job the warning names the line, not the row's place in its chunk."""
+    source = tmp_path / "texts.txt"
+    source.write_text("good\nbad\nfine\n" + "good " * 100 + "\n")
+    result = run_cli("classify", "--file", str(source), "--chunk-rows", "2", "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    assert "warning: line 4 has 102 tokens; truncated to the model's limit of 64" in result.stderr.decode()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -230,3 +239,32 @@ def test_jsonl_columns_come_from_every_record_of_the_first_chunk(bert_dir, tmp_p
     assert list(rows[0])[:4] == ["line", "text", "id", "lang"] and list(rows[0])[4] == "label"
     assert [r["text"] for r in rows[1:]] == ["good film", "bad cake"] and str(rows[2]["lang"]) == "en"
     assert rows[0]["error"].startswith("malformed JSON")
+    late = tmp_path / "late.jsonl"  # a key first seen in the second chunk: the file's columns are set by then
+    late.write_text('{"text": "good film"}\n{"text": "bad cake"}\n{"text": "fine", "lang": "en"}\n')
+    result = run_cli("classify", "-f", str(late), "-o", str(tmp_path / f"late{suffix}"), "--chunk-rows", "2",
+                     "-m", str(bert_dir))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert "warning: line 3: 'lang' is not among the output's columns" in result.stderr.decode()
+    assert result.stderr.decode().count("'lang'") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["I like cheese", "--column", "review"], "error: --column names the text column of a .csv"),
+        (["--file", "{txt}", "--column", "review"], "error: --column names the text column of a .csv"),
+        (["--file", "{txt}", "--json", "--out", "{out}"], "error: --json is for the console"),
+        (["--file", "{txt}", "--num-workers", "3"], "error: --address, --out-format and --num-workers belong to"),
+        (["I like cheese", "--stride", "8"], "error: --stride and --aggregate shape the windows of --long-text chunk"),
+        (["I like cheese", "--aggregate", "max"], "error: --stride and --aggregate shape the windows"),
+    ],
+)
+def test_options_that_would_be_ignored_are_refused(bert_dir, tmp_path, args, message):
+    """An option that does nothing in its context would leave a user believing it did: one line, exit 2."""
+    source = tmp_path / "texts.txt"
+    source.write_text("I like cheese\n")
+    args = [a.format(txt=source, out=tmp_path / "out.csv") for a in args]
+    result = run_cli("classify", *args, "--model", str(bert_dir))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith(message) and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "out.csv").exists()

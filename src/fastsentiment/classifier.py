@@ -181,9 +181,11 @@ class Classifier:
         stride: int | None = None,
         aggregate: str | None = None,
         return_chunks: bool = False,
+        names: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`)."""
-        reading = self._read(texts, batch_size, long_text, stride, aggregate)
+        """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`);
+        `names` are how truncation warnings name the texts (default "input 1", "input 2", ...)."""
+        reading = self._read(texts, batch_size, long_text, stride, aggregate, names)
         scores = self.scores(reading.logits)
         predictions = []
         for index, (row_logits, row) in enumerate(zip(reading.logits, scores, strict=False)):
@@ -215,8 +217,8 @@ class Classifier:
         """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
         return self._read(texts, batch_size, long_text, stride, aggregate).logits
 
-    def _read(self, texts, batch_size, long_text, stride, aggregate) -> _Reading:
-        tokens, windows = self.split(texts, long_text, stride)
+    def _read(self, texts, batch_size, long_text, stride, aggregate, names=None) -> _Reading:
+        tokens, windows = self.split(texts, long_text, stride, names=names)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
@@ -229,9 +231,11 @@ class Classifier:
         long_text: str = "truncate",
         stride: int | None = None,
         max_windows: int | None = None,
+        names: Sequence[str] | None = None,
     ) -> tuple[list[int], list[list[Window]]]:
         """Each text's token count and the model inputs (windows) it becomes under `long_text`; more than
-        `max_windows` in all is an error, raised before any window is made."""
+        `max_windows` in all is an error, raised before any window is made. Truncation warnings name the texts by
+        `names` (default "input 1", "input 2", ...)."""
         stride, _ = check_options(long_text, stride, None, self.encoder.max_length)
         check_texts(texts)
         encodings = self.encoder.encodings(texts)
@@ -249,8 +253,9 @@ class Classifier:
                     "may hold; send shorter or fewer texts, or a smaller stride"
                 )
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
-        return tokens, [[Window(i, self.encoder.fit(e.ids, i), min(n, limit), 0, len(t))]
-                        for i, (e, n, t) in enumerate(zip(encodings, tokens, texts, strict=True))]  # fmt: skip
+        names = names or [f"input {number}" for number in range(1, len(texts) + 1)]
+        return tokens, [[Window(i, self.encoder.fit(e.ids, name), min(n, limit), 0, len(t))]
+                        for i, (e, n, t, name) in enumerate(zip(encodings, tokens, texts, names, strict=True))]  # fmt: skip
 
     def fold(
         self, windows: list[list[Window]], window_logits: np.ndarray, aggregate: str | None = None

@@ -8,14 +8,27 @@ tokenizer or UTF-8 file takes them, so they count as undecodable as well.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+
+# Lone surrogates: undecodable bytes kept by `surrogateescape`, or JSON escapes such as "\\ud83d".
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def has_undecodable(text: str) -> bool:
     """Whether `text` holds bytes that were not valid UTF-8 (kept as surrogate escapes) or other lone surrogates."""
-    if text.isascii():  # the common case, answered in C without a Python-level scan (the server's hot path)
+    if text.isascii():  # the common case, answered without a scan (the server's hot path)
         return False
-    return any("\ud800" <= char <= "\udfff" for char in text)
+    return _SURROGATE.search(text) is not None
+
+
+def replace_undecodable(text: str) -> str:
+    """`text` with undecodable bytes and lone surrogates as U+FFFD, so that it can be written as UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte escapes to
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def text_problem(value: Any) -> str | None:

@@ -62,16 +62,17 @@ class TextEncoder:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
         return self._tokenizer.encode_batch(list(texts))
 
-    def encode(self, texts: Sequence[str], *, first_index: int = 0) -> list[list[int]]:
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
-        return [self.fit(encoding.ids, first_index + offset) for offset, encoding in enumerate(self.encodings(texts))]
+        return [self.fit(encoding.ids, f"input {number}") for number, encoding in enumerate(self.encodings(texts), 1)]
 
-    def fit(self, ids: Sequence[int], index: int = 0) -> list[int]:
-        """`ids` cut to `max_length`, with a warning naming the (0-based) input `index` and the tokens dropped."""
+    def fit(self, ids: Sequence[int], name: str = "input 1") -> list[int]:
+        """`ids` cut to `max_length`, with a warning naming the input (`name`: "input 3", "line 12") and the tokens
+        dropped."""
         if len(ids) > self.max_length:
             log.warning(
-                "input %d has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
-                index + 1,
+                "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                name,
                 len(ids),
                 self.max_length,
                 len(ids) - self.max_length,

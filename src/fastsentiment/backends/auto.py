@@ -11,8 +11,10 @@ within RUNOFF_MARGIN of the leader are timed again, in the opposite order, and k
 decision should not rest on one noisy pass. Latency takes the throughput decision unless another candidate is
 more than LATENCY_TOLERANCE quicker one text at a time: within that, the two are equal to the precision of the
 measurement, and one model then serves every workload (one load, one compiled graph in memory). It is
-cached per model content, device, CPU flags, runtime versions and calibration sample, written atomically;
-a stale or unreadable cache is measured again.
+cached per model content, device, compute threads, CPU flags, runtime versions and calibration sample, written
+atomically; a stale or unreadable cache is measured again. A run capped to fewer threads than the machine has
+(`--threads`, Ray actors of one thread) gets a decision measured with that cap: the fastest path on two threads
+need not be the fastest on one.
 
 Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
 Commands whose workload pays for a measurement (a file job, the server, bench, `tune`) measure first.
@@ -44,7 +46,9 @@ log = logging.getLogger("fastsentiment")
 WORKLOADS = ("throughput", "latency", "start")
 MIN_AGREEMENT = 0.995
 MAX_ACCURACY_DROP = 0.003
-REFERENCE = ("onnx", "fp32")  # matches Hugging Face fp32 to 1e-4 (tests), without importing torch
+# fp32 paths that match Hugging Face fp32 to 1e-4 (tests); the first that runs here is the reference every
+# candidate is judged against (ONNX Runtime first: no torch import; torch last: a [torch]-only install, or CUDA).
+REFERENCES = (("onnx", "fp32"), ("openvino", "fp32"), ("torch", "fp32"))
 SAMPLE_SIZE = 256
 BATCH = 32
 TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over it to fill this
@@ -146,16 +150,23 @@ def _first_runnable(device: str, reason: str, model: ModelDir | None) -> Choice:
 
 
 # ---- decisions --------------------------------------------------------------------------------
-def choose(model: ModelDir, device: str = "auto", workload: str = "throughput", measure: bool = False) -> Choice:
-    """What `auto` is for `workload`: the cached measured decision, a fresh one if `measure`, else the interim."""
+def choose(
+    model: ModelDir,
+    device: str = "auto",
+    workload: str = "throughput",
+    measure: bool = False,
+    threads: int | None = None,
+) -> Choice:
+    """What `auto` is for `workload` (with `threads` compute threads; None: every usable CPU): the cached measured
+    decision, a fresh one if `measure`, else the interim."""
     if workload not in WORKLOADS:
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
     if workload == "start":
         return interim_choice(device, "latency", model)
-    decision = cached_decision(model, device)
+    decision = cached_decision(model, device, threads=threads)
     if decision is None and measure:
         log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
-        decision = tune(model, device)
+        decision = tune(model, device, threads=threads)
     if decision is None:
         return interim_choice(device, workload, model)
     chosen = decision.get(workload)
@@ -164,7 +175,14 @@ def choose(model: ModelDir, device: str = "auto", workload: str = "throughput", 
     return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
 
 
-def decision_key(model: ModelDir, device: str, calibration_identity: str) -> dict:
+def thread_cap(threads: int | None) -> int | None:
+    """`threads` as a decision is keyed by: None for every usable CPU (asking for more than there are included)."""
+    from fastsentiment.backends.base import usable_cpus
+
+    return None if threads is None or threads >= usable_cpus() else threads
+
+
+def decision_key(model: ModelDir, device: str, calibration_identity: str, threads: int | None = None) -> dict:
     """Everything a measured decision depends on; a change in any of it means measuring again."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -184,19 +202,23 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str) -> dic
         "machine": platform.machine(),
         "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": thread_cap(threads),
         "runtimes": runtimes,
         "fastsentiment": __version__,
         "calibration": calibration_identity,
     }
 
 
-def decision_path(model: ModelDir, device: str) -> Path:
-    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}.json"
+def decision_path(model: ModelDir, device: str, threads: int | None = None) -> Path:
+    cap = thread_cap(threads)
+    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}{'' if cap is None else f'-{cap}threads'}.json"
 
 
-def cached_decision(model: ModelDir, device: str, calibration_identity: str = "builtin-v1") -> dict | None:
-    """The stored decision if it was made for exactly this model, machine and runtimes; None otherwise."""
-    path = decision_path(model, device)
+def cached_decision(
+    model: ModelDir, device: str, calibration_identity: str = "builtin-v1", threads: int | None = None
+) -> dict | None:
+    """The stored decision if it was made for exactly this model, machine, runtimes and thread cap; None otherwise."""
+    path = decision_path(model, device, threads)
     if not path.is_file():
         return None
     try:
@@ -205,7 +227,7 @@ def cached_decision(model: ModelDir, device: str, calibration_identity: str = "b
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("ignoring an unreadable tuning cache %s; it will be measured again", path)
         return None
-    if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity)):
+    if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity), threads):
         return None  # another CPU, runtime version or model: stale
     return decision
 
@@ -238,8 +260,10 @@ def tune(
     calibration: Calibration | None = None,
     only: Sequence[tuple[str, str]] | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    threads: int | None = None,
 ) -> dict:
-    """Measure every candidate on the calibration sample, decide, cache the decision and return it."""
+    """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
+    usable CPU), decide, cache the decision and return it."""
     from fastsentiment.backends.registry import load_backend, prepare_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder
@@ -257,12 +281,13 @@ def tune(
             prepare_backend(model, name, device, precision)
             progress(f"{row.config}: measuring" + (" again" if row.rounds else ""))
             started = time.perf_counter()
-            clf = Classifier(model, load_backend(model, name, device, precision), encoder, batch_size=BATCH)
+            clf = Classifier(model, load_backend(model, name, device, precision, threads), encoder, batch_size=BATCH)
             load_s = time.perf_counter() - started
             logits = clf.logits_for_ids(sequences)  # also the warm-up
             short, long = (_throughput(clf, half) for half in halves)
             if parallel_calls(clf.backend) > 1:  # its batches ran side by side; one text gets every thread
-                clf = Classifier(model, load_backend(model, name, device, precision, workload="latency"), encoder)
+                latency_model = load_backend(model, name, device, precision, threads, workload="latency")
+                clf = Classifier(model, latency_model, encoder)
             latency = _latency_ms(clf, halves)
         except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
             if not row.rounds:
@@ -277,26 +302,42 @@ def tune(
         row.rounds += 1
         return row, logits
 
-    reference_row, reference = measure_one(*REFERENCE)
-    if reference is None:
-        raise BackendError(f"tune: the fp32 reference {reference_row.config} failed: {reference_row.failed}")
+    reference_pair, reference_row, reference = _reference(model, device, measure_one)
     rows = []
     for name, precision in only or candidates(device, model):
-        row, logits = (reference_row, reference) if (name, precision) == REFERENCE else measure_one(name, precision)
+        same = (name, precision) == reference_pair
+        row, logits = (reference_row, reference) if same else measure_one(name, precision)
         if logits is not None:
             _judge(row, logits, reference, calibration.labels)
         rows.append(row)
     for row in reversed(_contenders([row for row in rows if row.faithful])):
         measure_one(*row.config.split(":"), row=row)
     decision = {
-        "key": decision_key(model, device, calibration.identity),
+        "key": decision_key(model, device, calibration.identity, threads),
         "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         "sample": len(sequences),
         "table": [asdict(row) for row in rows],
     }
     decision.update(_decide([row for row in rows if row.faithful]))
-    _save(decision_path(model, device), decision)
+    _save(decision_path(model, device, threads), decision)
     return decision
+
+
+def _reference(model: ModelDir, device: str, measure_one) -> tuple[tuple[str, str], Measurement, np.ndarray]:
+    """The first of REFERENCES that runs here and measures: its pair, its row and its logits."""
+    failures = []
+    for pair in REFERENCES:
+        if not _runs(pair[0], device, model):
+            continue
+        row, logits = measure_one(*pair)
+        if logits is not None:
+            return pair, row, logits
+        failures.append(f"{row.config}: {row.failed}")
+    tried = "; ".join(failures) if failures else "none of onnx, openvino or torch runs here"
+    raise BackendError(
+        f"tune: no fp32 reference to judge the candidates against ({tried}); "
+        "install one: pip install 'fastsentiment[onnx]'"
+    )
 
 
 def _decide(faithful: list[Measurement]) -> dict:

@@ -113,7 +113,7 @@ def load_backend(
 ) -> Backend:
     """Load `model` on the named backend; "auto" resolves by `workload` (see backends.auto), measuring if asked."""
     if name == "auto":
-        name, precision = resolve_auto(model, device, precision, workload, measure)
+        name, precision = resolve_auto(model, device, precision, workload, measure, threads)
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
     backend = checked_backend(name, device, precision, model)
     if backend.spec.parallel:
@@ -122,9 +122,15 @@ def load_backend(
 
 
 def resolve_auto(
-    model: ModelDir, device: str, precision: str | None, workload: str = "throughput", measure: bool = False
+    model: ModelDir,
+    device: str,
+    precision: str | None,
+    workload: str = "throughput",
+    measure: bool = False,
+    threads: int | None = None,
 ) -> tuple[str, str | None]:
-    """The backend and precision "auto" stands for; with a precision given, the first backend that has it."""
+    """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
+    first backend that has it."""
     if precision is not None:
         for name in backend_names():
             if precision in get_backend(name).spec.precisions and availability(name, device, model).runnable:
@@ -132,7 +138,7 @@ def resolve_auto(
         raise BackendError(f"no backend that runs here has precision {precision!r}")
     from fastsentiment.backends.auto import choose
 
-    choice = choose(model, device, workload, measure)
+    choice = choose(model, device, workload, measure, threads)
     return choice.backend, choice.precision
 
 

@@ -72,6 +72,12 @@ def train(
         help="Also pull the student's last-layer [CLS] state (through a learned projection) towards the teacher's "
         "first-token state, with this weight (one teacher, or --teacher-logits saved with --features).",
     ),
+    attention_weight: float = typer.Option(
+        0.0,
+        "--attention-weight",
+        help="Also pull the student's last-layer self-attention towards the teacher's (MiniLM-style; same number of "
+        "heads and tokens), with this weight (one teacher, or --teacher-logits saved with --attention).",
+    ),
     ema: float | None = typer.Option(
         None, "--ema", help="Keep an exponential moving average of the weights with this decay."
     ),
@@ -112,6 +118,7 @@ def train(
         augment=augment,
         distill_alpha=distill_alpha,
         feature_weight=feature_weight,
+        attention_weight=attention_weight,
         distill_temperature=distill_temperature,
         ema_decay=ema,
         select=select,

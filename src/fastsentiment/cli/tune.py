@@ -21,6 +21,13 @@ def tune(
         help="A sample of your own texts (.txt/.csv/.tsv/.jsonl; labels used when present) "
         "[default: the project's built-in English sentences].",
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Measure with this many compute threads, for runs capped to them (`classify --threads`, Ray actors) "
+        "[default: every usable CPU].",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the decision and its table as JSON."),
 ) -> None:
     """Measure every backend x precision that runs here and cache what `--backend auto` resolves to."""
@@ -35,7 +42,9 @@ def tune(
     sample = Calibration.from_file(calibration, model_dir.labels) if calibration else Calibration.builtin()
     console = Console(stderr=True)
     with console.status("measuring") as status:
-        decision = measure(model_dir, device, sample, progress=lambda message: status.update(message))
+        decision = measure(
+            model_dir, device, sample, progress=lambda message: status.update(message), threads=threads
+        )
     if as_json:
         typer.echo(json.dumps(decision, indent=2))
         return
@@ -70,4 +79,4 @@ def tune(
     for workload in ("throughput", "latency"):
         if workload in decision:
             console.print(f"auto for {workload}: {decision[workload]['why']}")
-    console.print(f"cached in {decision_path(model_dir, device)}")
+    console.print(f"cached in {decision_path(model_dir, device, threads)}")

@@ -61,6 +61,10 @@ class FileJob:
             raise InputError(f"input file not found: {self.source}")
         if self.resume and (self.source == "-" or self.out is None):
             raise InputError("--resume continues a --file run written with --out")
+        if self.as_json and self.out is not None:
+            raise InputError("--json is for the console; with --out the file's extension chooses the format")
+        if self.column is not None and (self.source == "-" or Path(self.source).suffix.lower() == ".txt"):
+            raise InputError("--column names the text column of a .csv, .tsv, .jsonl or .parquet --file")
         if self.engine == "ray":
             if self.source == "-" or self.out is None:
                 raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
@@ -68,8 +72,8 @@ class FileJob:
                 raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
             if self.ray_output_format not in RAY_OUTPUT_FORMATS:
                 raise InputError(f"--out-format {self.ray_output_format!r}: choose parquet, csv or jsonl")
-        elif self.address or self.out_format:
-            raise InputError("--address and --out-format belong to --engine ray")
+        elif self.address or self.out_format or self.num_workers != 1:
+            raise InputError("--address, --out-format and --num-workers belong to --engine ray")
 
     @property
     def worth_tuning(self) -> bool:

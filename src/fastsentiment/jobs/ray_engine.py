@@ -55,8 +55,8 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
     text_column = _text_column_of(inputs[0], job.column)
-    options = _resolved(model_dir, options)
     threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
+    options = _resolved(model_dir, replace(options, threads=threads))
 
     try:
         ray.init(address=job.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -90,7 +90,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                 fn_constructor_kwargs={
                     "model_files": model_files,
                     "text_column": text_column,
-                    "options": replace(options, threads=threads),
+                    "options": options,
                     "long_text": job.long_text,
                 },
                 batch_size=job.chunk_rows,
@@ -130,12 +130,14 @@ def _input_files(source: str) -> list[Path]:
 
 
 def _resolved(model_dir, options: ModelOptions) -> ModelOptions:
-    """Resolve `auto` once on the driver (every actor runs the same backend) and build cached exports (the ONNX
-    file) here, so actors on this machine load them at once."""
+    """Resolve `auto` once on the driver (every actor runs the same backend, with the actors' thread count) and
+    build cached exports (the ONNX file) here, so actors on this machine load them at once."""
     from fastsentiment.backends.registry import prepare_backend, resolve_auto
 
     if options.backend == "auto":
-        backend, precision = resolve_auto(model_dir, options.device, options.precision, options.workload, options.tune)
+        backend, precision = resolve_auto(
+            model_dir, options.device, options.precision, options.workload, options.tune, options.threads
+        )
         options = replace(options, backend=backend, precision=precision, tune=False)
     prepare_backend(model_dir, options.backend, options.device, options.precision)
     return options

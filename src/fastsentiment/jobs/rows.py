@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastsentiment.errors import InputError, missing_extra
-from fastsentiment.texts import has_undecodable, text_problem
+from fastsentiment.texts import has_undecodable, replace_undecodable, text_problem
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text")
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -331,11 +331,4 @@ def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """Fields made safe to write: undecodable bytes and lone surrogates become U+FFFD so output files stay valid
     UTF-8."""
-    return {key: _valid_utf8(value) if isinstance(value, str) else value for key, value in fields.items()}
-
-
-def _valid_utf8(text: str) -> str:
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate no byte escapes to, e.g. from a JSON "\ud83d"
-        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
+    return {key: replace_undecodable(value) if isinstance(value, str) else value for key, value in fields.items()}

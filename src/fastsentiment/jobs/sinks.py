@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Sequence
@@ -18,10 +19,15 @@ from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import Row, clean_fields, import_parquet
 
 
+log = logging.getLogger("fastsentiment")
+
+
 class SchemaMismatch(InputError):
     """Rows whose values do not fit the Parquet columns that the first rows set."""
 
 
+# The result columns besides one score_LABEL per label (result_fields writes them, result_types types them).
+RESULT_COLUMNS = ("label", "score", "tokens", "windows", "error")
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -117,10 +123,29 @@ def chunk_columns(records: Sequence[dict[str, Any]]) -> list[str]:
     """Every column the records of a chunk hold (a JSONL input's records may differ, and an error row holds no
     input fields): `line`, the input columns in order of first appearance, then the result columns."""
     names = list(dict.fromkeys(name for record in records for name in record))
-    results = {"label", "score", "tokens", "windows", "error"}
-    is_result = [name in results or name.startswith("score_") for name in names]
+    is_result = [name in RESULT_COLUMNS or name.startswith("score_") for name in names]
     inputs = [name for name, result in zip(names, is_result, strict=True) if not result and name != "line"]
     return ["line", *inputs, *(name for name, result in zip(names, is_result, strict=True) if result)]
+
+
+class _LateColumns:
+    """Keys that JSONL records bring after the first chunk fixed a CSV/Parquet file's columns: that file is already
+    being written, so they cannot become columns. Said once per key, naming the first line that has it."""
+
+    def __init__(self) -> None:
+        self.reported: set[str] = set()
+
+    def report(self, records: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+        known = set(columns)
+        for record in records:
+            for name in record.keys() - known - self.reported:
+                self.reported.add(name)
+                log.warning(
+                    "line %s: %r is not among the output's columns (the first chunk of rows set them) and is not "
+                    "written; write .jsonl to keep every field",
+                    record.get("line"),
+                    name,
+                )
 
 
 class DelimitedParts(PartWriter):
@@ -130,10 +155,12 @@ class DelimitedParts(PartWriter):
         self.delimiter = "\t" if fmt == "tsv" else ","
         self.suffix = f".{fmt}"
         self.columns = columns
+        self.late = _LateColumns()
 
     def write(self, records, path, first):
         if self.columns is None:
             self.columns = chunk_columns(records)
+        self.late.report(records, self.columns)
         with open(path, "w", encoding="utf-8", newline="") as stream:
             writer = csv.writer(stream, delimiter=self.delimiter)
             if first:
@@ -180,6 +207,7 @@ class ParquetParts(PartWriter):
         self.pa = pa
         self.labels = labels
         self.schema = schema
+        self.late = _LateColumns()
 
     def write(self, records, path, first):
         pa = self.pa
@@ -188,6 +216,7 @@ class ParquetParts(PartWriter):
             inferred = pa.Table.from_pylist([{name: record.get(name) for name in names} for record in records]).schema
             types = {field.name: field.type for field in inferred}
             self.schema = parquet_schema(inferred.names, {**types, **result_types(self.labels)})
+        self.late.report(records, self.schema.names)
         try:
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:

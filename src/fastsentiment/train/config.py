@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
-ADDED_LATER = {"teacher_logits", "augment", "feature_weight"}
+ADDED_LATER = {"teacher_logits", "augment", "feature_weight", "attention_weight"}
 
 
 @dataclass
@@ -44,6 +44,9 @@ class TrainConfig:
     # Weight of the feature loss (train/loop.py feature_loss): the student's last-layer first-token state, through a
     # learned projection to the teacher's width, pulled towards the teacher's; 0: logits only.
     feature_weight: float = 0.0
+    # Weight of the attention loss (train/attention.py): the student's last-layer self-attention distributions pulled
+    # towards the teacher's (same heads, same tokens); 0: none.
+    attention_weight: float = 0.0
     distill_temperature: float = 2.0
     ema_decay: float | None = None
     select: str = "best"

@@ -24,6 +24,7 @@ from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.attention import AttentionMaps, attention_loss
 from fastsentiment.train.config import TrainConfig, total_steps
 from fastsentiment.train.data import UNLABELLED, length_bucketed_batches
 
@@ -52,6 +53,8 @@ class Trainer:
             label2id={name: i for i, name in enumerate(labels)},
             dtype=torch.float32,
             ignore_mismatched_sizes=True,
+            # Only eager attention returns the attention probabilities the attention loss compares.
+            **({"attn_implementation": "eager"} if config.attention_weight else {}),
         ).to(device)
         self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
         self.ema = None
@@ -119,6 +122,7 @@ class Trainer:
         encoder: TextEncoder,
         teacher_logits,
         teacher_features: np.ndarray | None = None,
+        teacher_attention: AttentionMaps | None = None,
     ) -> list[dict]:
         config = self.config
         features_t = None
@@ -155,8 +159,11 @@ class Trainer:
                         break
                     batch = encoder.pad([train_ids[i] for i in rows])
                     inputs = self._inputs(batch)
+                    attention = teacher_attention if config.attention_weight else None
                     with autocast:
-                        outputs = self.model(**inputs, output_hidden_states=features_t is not None)
+                        outputs = self.model(
+                            **inputs, output_hidden_states=features_t is not None, output_attentions=attention is not None
+                        )
                     teacher = teacher_t[rows].to(self.device) if teacher_t is not None else None
                     loss = training_loss(
                         outputs.logits,
@@ -169,6 +176,11 @@ class Trainer:
                         first_token = outputs.hidden_states[-1][:, 0].float()
                         loss = loss + config.feature_weight * feature_loss(
                             self.projection(first_token), features_t[rows].to(self.device)
+                        )
+                    if attention is not None:
+                        maps, map_lengths = attention.batch(rows, batch.input_ids.shape[1])
+                        loss = loss + config.attention_weight * attention_loss(
+                            outputs.attentions[-1], maps.to(self.device), map_lengths
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -354,7 +366,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for token-id sequences in length-sorted batches (inference mode, no dropout)."""
     logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    for rows, outputs in _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size):
+    for rows, outputs in batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size):
         logits[rows] = outputs.logits.float().cpu().numpy()
     return logits
 
@@ -364,13 +376,15 @@ def predict_first_token_states(
 ) -> np.ndarray:
     """The last layer's state of each sequence's first token ([CLS], <s>: what a classification head reads), fp16."""
     states = np.zeros((len(sequences), model.config.hidden_size), dtype=np.float16)
-    batches = _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size, hidden=True)
+    batches = batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size, hidden=True)
     for rows, outputs in batches:
         states[rows] = outputs.hidden_states[-1][:, 0].float().cpu().numpy()
     return states
 
 
-def _batched_outputs(model, sequences, encoder, token_types, device, precision, batch_size, hidden=False):
+def batched_outputs(
+    model, sequences, encoder, token_types, device, precision, batch_size, hidden=False, attentions=False
+):
     """(row indices, model outputs) over length-sorted batches, in inference mode (no dropout)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     with torch.inference_mode(), autocast:
@@ -378,7 +392,7 @@ def _batched_outputs(model, sequences, encoder, token_types, device, precision, 
             batch = encoder.pad([sequences[i] for i in rows])
             ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
             inputs = torch_inputs(ids.to(device), mask.to(device), token_types)
-            yield rows, model(**inputs, output_hidden_states=hidden)
+            yield rows, model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:

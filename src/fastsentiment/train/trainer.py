@@ -19,6 +19,7 @@ import numpy as np
 from fastsentiment.errors import FastSentimentError, InputError, ModelError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.tokenization import TextEncoder
+from fastsentiment.train.attention import AttentionMaps, teacher_attention
 from fastsentiment.train.augment import Augmentation
 from fastsentiment.train.config import TrainConfig
 from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, split_held_out
@@ -66,6 +67,15 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         if config.feature_weight and config.teacher_logits
         else None
     )
+    if config.attention_weight and len(teachers) > 1:
+        raise InputError("--attention-weight needs one teacher: the attention of several teachers does not average")
+    if config.attention_weight and not (teachers or config.teacher_logits):
+        raise InputError("--attention-weight needs a teacher (--teacher or --teacher-logits)")
+    saved_attention = (
+        load_teacher_attention(Path(config.teacher_logits), texts)
+        if config.attention_weight and config.teacher_logits
+        else None
+    )
 
     import torch
 
@@ -83,13 +93,20 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
     train_ids = encoder.encode(texts)
     held_ids = encoder.encode(held_out.texts)
-    teacher_logits, features = saved_logits, saved_features
+    teacher_logits, features, attention = saved_logits, saved_features, saved_attention
     if teachers:
         teacher_logits = _teacher_logits(teachers, texts, config, device, on_event)
     if teachers and config.feature_weight:
         on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
         features = teacher_states(teachers[0], texts, config.max_length, device, config.precision)
-    history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features)
+    if teachers and config.attention_weight:
+        on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision}")
+        attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
+    if attention is not None:
+        attention = _attention_for_student(attention, train_ids, trainer.model.config.num_attention_heads, on_event)
+    history = trainer.fit(
+        train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention
+    )
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
     return TrainResult(output, best, history, time.perf_counter() - started)
@@ -127,6 +144,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError("--augment must be 0 or more")
     if config.feature_weight < 0:
         raise InputError("--feature-weight must be 0 or more")
+    if config.attention_weight < 0:
+        raise InputError("--attention-weight must be 0 or more")
     if config.ema_decay is not None and not 0 < config.ema_decay < 1:
         raise InputError("--ema must be between 0 and 1")
     if not 0 <= config.distill_alpha <= 1:
@@ -234,15 +253,27 @@ def teacher_states(teacher: ModelDir, texts: list[str], max_length: int, device,
     )
 
 
-def save_teacher_logits(path: Path, logits: np.ndarray, texts: list[str], features: np.ndarray | None = None) -> None:
-    """Write logits (and the teacher's states, for `--feature-weight`) as `--teacher-logits` reads them,
-    atomically. The texts' digest travels with them, so that a later run can check they belong to its own
+def save_teacher_logits(
+    path: Path,
+    logits: np.ndarray,
+    texts: list[str],
+    features: np.ndarray | None = None,
+    attention: AttentionMaps | None = None,
+) -> None:
+    """Write logits (and the teacher's states, for `--feature-weight`, and attention, for `--attention-weight`) as
+    `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a later run can check they belong to its own
     training texts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.stem + ".tmp.npz")
     arrays = {"logits": logits.astype(np.float32), "texts_sha256": np.array(texts_digest(texts))}
     if features is not None:
         arrays["features"] = features.astype(np.float16)
+    if attention is not None:
+        arrays |= {
+            "attention_heads": np.array(attention.heads),
+            "attention_lengths": attention.lengths,
+            "attention": attention.values,
+        }
     np.savez(scratch, **arrays)
     os.replace(scratch, path)
 
@@ -267,6 +298,38 @@ def load_teacher_features(path: Path, texts: list[str]) -> np.ndarray:
     if len(features) != len(texts):
         raise InputError(f"--feature-weight: {path} holds states of {len(features)} texts, this run has {len(texts)}")
     return features
+
+
+def load_teacher_attention(path: Path, texts: list[str]) -> AttentionMaps:
+    """The teacher's attention saved beside its logits (`scripts/save_teacher_logits.py --attention`); the file's
+    texts have been checked by load_teacher_logits."""
+    with np.load(path) as saved:
+        if "attention" not in saved.files:
+            raise InputError(
+                f"--attention-weight: {path} holds no attention of the teacher; "
+                "save it too (scripts/save_teacher_logits.py --attention)"
+            )
+        maps = AttentionMaps(int(saved["attention_heads"]), saved["attention_lengths"], saved["attention"])
+    if len(maps.lengths) != len(texts):
+        raise InputError(
+            f"--attention-weight: {path} holds attention of {len(maps.lengths)} texts, this run has {len(texts)}"
+        )
+    return maps
+
+
+def _attention_for_student(
+    attention: AttentionMaps, train_ids: list, student_heads: int, on_event: Callable[[str], None]
+) -> AttentionMaps:
+    """The teacher's maps of the texts the student tokenises to as many tokens (the rest learn from logits only)."""
+    if attention.heads != student_heads:
+        raise InputError(
+            f"--attention-weight: the teacher has {attention.heads} attention heads, the student {student_heads}; "
+            "attention distributions are compared head by head"
+        )
+    aligned = attention.aligned_with([len(ids) for ids in train_ids])
+    kept = int((aligned.lengths > 0).sum())
+    on_event(f"attention distillation on {kept:,} of {len(train_ids):,} texts (the rest tokenise differently)")
+    return aligned
 
 
 def load_teacher_logits(path: Path, texts: list[str], labels: int) -> np.ndarray:
