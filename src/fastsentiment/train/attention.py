@@ -7,7 +7,7 @@ all-MiniLM-L6-v2, both have 12 heads and tokenise with the same uncased WordPiec
 tokenisations differ in length is left out of this loss (the logits still teach it).
 
 The teacher's maps are computed once (`teacher_attention`) and kept per text as a [heads, length, length]
-block of fp16 values, like the saved logits: for SST-2 train about 1 GB.
+block of fp16 values, beside the saved logits: 0.43 GB for SST-2 train (66,002 texts, 13.3 tokens on average).
 """
 
 from __future__ import annotations
