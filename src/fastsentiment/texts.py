@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-
 # Lone surrogates: undecodable bytes kept by `surrogateescape`, or JSON escapes such as "\\ud83d".
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

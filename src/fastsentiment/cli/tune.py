@@ -42,9 +42,7 @@ def tune(
     sample = Calibration.from_file(calibration, model_dir.labels) if calibration else Calibration.builtin()
     console = Console(stderr=True)
     with console.status("measuring") as status:
-        decision = measure(
-            model_dir, device, sample, progress=lambda message: status.update(message), threads=threads
-        )
+        decision = measure(model_dir, device, sample, progress=lambda message: status.update(message), threads=threads)
     if as_json:
         typer.echo(json.dumps(decision, indent=2))
         return

@@ -18,7 +18,6 @@ from typing import Any
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import Row, clean_fields, import_parquet
 
-
 log = logging.getLogger("fastsentiment")
 
 

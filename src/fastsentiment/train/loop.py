@@ -162,7 +162,9 @@ class Trainer:
                     attention = teacher_attention if config.attention_weight else None
                     with autocast:
                         outputs = self.model(
-                            **inputs, output_hidden_states=features_t is not None, output_attentions=attention is not None
+                            **inputs,
+                            output_hidden_states=features_t is not None,
+                            output_attentions=attention is not None,
                         )
                     teacher = teacher_t[rows].to(self.device) if teacher_t is not None else None
                     loss = training_loss(

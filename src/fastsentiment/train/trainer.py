@@ -104,9 +104,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
     if attention is not None:
         attention = _attention_for_student(attention, train_ids, trainer.model.config.num_attention_heads, on_event)
-    history = trainer.fit(
-        train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention
-    )
+    history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
     return TrainResult(output, best, history, time.perf_counter() - started)
