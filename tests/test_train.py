@@ -627,6 +627,9 @@ def test_attention_distillation_brings_the_students_attention_to_the_teachers(tr
         assert result.returncode == 0, result.stderr.decode()[-2000:]
         assert "attention distillation on " in result.stderr.decode()
         distilled = last_layer_kl(student, teacher, texts)
+        # Trained without attention dropout (the loss reads the weights after it), saved with the base's setting.
+        base_dropout = json.loads((base_encoder / "config.json").read_text())["attention_probs_dropout_prob"]
+        assert json.loads((student / "config.json").read_text())["attention_probs_dropout_prob"] == base_dropout > 0
         assert distilled < 0.5 * without, (source[0], distilled, without)
     assert "teacher attention: running" in result.stderr.decode()
 

@@ -53,9 +53,11 @@ class Trainer:
             label2id={name: i for i, name in enumerate(labels)},
             dtype=torch.float32,
             ignore_mismatched_sizes=True,
-            # Only eager attention returns the attention probabilities the attention loss compares.
-            **({"attn_implementation": "eager"} if config.attention_weight else {}),
+            **(_attention_probabilities(base.config) if config.attention_weight else {}),
         ).to(device)
+        # Training-only settings the attention loss changed, written back as the base had them when saving.
+        self.base_settings = {k: base.config[k] for k in ("attention_probs_dropout_prob", "attention_dropout")
+                              if k in base.config}  # fmt: skip
         self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
         self.ema = None
         self.history: list[dict] = []
@@ -276,6 +278,8 @@ class Trainer:
             chosen = f"final weights (step {self.step})"
         self.model.eval()
         dtype = torch.float16 if self.config.save_dtype == "float16" else torch.float32
+        for name, value in self.base_settings.items():
+            setattr(self.model.config, name, value)
         self.model.to(dtype).save_pretrained(self.output, safe_serialization=True)
         self.model.to(torch.float32)
         copy_tokenizer_files(base.path, self.output)
@@ -296,6 +300,17 @@ class Trainer:
         (self.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         self.on_event(f"saved {chosen} to {self.output}")
         return self.output
+
+
+def _attention_probabilities(base_config: dict) -> dict:
+    """Loading options under which the student's forward pass returns the attention distributions the attention
+    loss compares: eager attention (the fused kernels return none), without attention dropout (the returned
+    weights are taken after it, so a dropped key would count as a probability of 0 the teacher gave mass to)."""
+    options = {"attn_implementation": "eager"}
+    for name in ("attention_probs_dropout_prob", "attention_dropout"):  # BERT-style and DistilBERT configs
+        if name in base_config:
+            options[name] = 0.0
+    return options
 
 
 def training_loss(logits, labels, teacher, alpha: float, temperature: float):
