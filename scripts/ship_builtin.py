@@ -259,6 +259,10 @@ def describe(run: Path, dev) -> dict:
         recipe += f", distilled from {', '.join(teachers)} (alpha {config['distill_alpha']}, T {config['distill_temperature']})"
     if config.get("augment"):
         recipe += f", also on {config['augment']} perturbed copies of each long sentence (--augment)"
+    if config.get("feature_weight"):
+        recipe += f", feature distillation (--feature-weight {config['feature_weight']})"
+    if config.get("attention_weight"):
+        recipe += f", attention distillation (--attention-weight {config['attention_weight']})"
     if config.get("ema_decay"):
         recipe += f", EMA {config['ema_decay']}"
     return {
@@ -370,6 +374,11 @@ def main() -> None:
         "spans cut; the teacher's logits alone teach on them)"
         if st.get("augment")
         else "",
+        attention=f", + {st['attention_weight']} x KL from the teacher's last-layer self-attention distributions to the "
+        "student's (MiniLM's attention transfer, averaged over heads and real token positions; the teacher's maps "
+        "computed once with `scripts/save_teacher_logits.py --attention`), trained without attention dropout"
+        if st.get("attention_weight")
+        else "",
         dev=student["dev"],
         dev_floor=int(student["dev"] * 10_000) / 10_000,  # the card states no more than was measured
         correct=round(student["dev"] * len(dev[0])),
@@ -453,7 +462,7 @@ slice; `dev.tsv` (sha256 `{dev_sha}`) for the final report only.
    {teacher_eval} steps, best checkpoint kept.
 2. Student: all-MiniLM-L6-v2 (seed {student_seed}), {student_length} at learning rate {student_lr}, trained on
    {alpha} x cross-entropy with the labels + {soft} x T^2 x KL to the teacher's logits at temperature
-   T = {temperature} (the teacher's logits computed once, with its own tokenizer, and saved){augment},
+   T = {temperature} (the teacher's logits computed once, with its own tokenizer, and saved){augment}{attention},
    {student_precision}{ema},
    best held-out checkpoint, saved in fp16.
 

@@ -206,17 +206,27 @@ def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_di
     )
 
 
-def test_a_decision_for_fewer_threads_is_measured_with_them_and_kept_apart(model, cache):
+def test_a_decision_for_fewer_threads_is_measured_with_them_and_kept_apart(model, cache, monkeypatch):
+    from fastsentiment.backends import registry
     from fastsentiment.backends.base import usable_cpus
 
     if usable_cpus() < 2:
         pytest.skip("one CPU: every thread cap is the whole machine")
+    real_load, loaded_with = registry.load_backend, []
+
+    def load_and_record(*args, **kwargs):  # the real loader, noting the thread cap each candidate got
+        loaded_with.append(args[4] if len(args) > 4 else kwargs.get("threads"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "load_backend", load_and_record)
     everything = auto.tune(model, "cpu", only=FAST_CANDIDATES)
     assert everything["key"]["threads"] is None
     assert auto.choose(model, "cpu", threads=1).reason.startswith("interim")  # not the all-core decision
     assert auto.choose(model, "cpu", threads=usable_cpus() + 4).reason.startswith("measured")  # a cap above all
+    assert loaded_with and set(loaded_with) == {None}
+    loaded_with.clear()
     one = auto.tune(model, "cpu", only=FAST_CANDIDATES, threads=1)
-    assert one["key"]["threads"] == 1
+    assert one["key"]["threads"] == 1 and loaded_with and set(loaded_with) == {1}
     assert auto.decision_path(model, "cpu", 1) != auto.decision_path(model, "cpu")
     assert json.loads(auto.decision_path(model, "cpu", 1).read_text()) == one
     assert json.loads(auto.decision_path(model, "cpu").read_text()) == everything  # untouched
@@ -230,6 +240,8 @@ def test_tune_judges_against_another_fp32_path_where_onnx_runtime_is_not_install
     import sys
 
     from conftest import ROOT
+
+    pytest.importorskip("openvino")  # the next reference after ONNX Runtime
 
     program = (
         "import sys; sys.modules['onnxruntime'] = None\n"

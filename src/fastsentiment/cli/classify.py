@@ -118,5 +118,5 @@ def _classify_arguments(texts: list[str], job, options) -> int:
         raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
     if job.out is not None:
         output_format(job.out)
-    rows = [Row(line=number, fields={"text": text}, text=text) for number, text in enumerate(texts, start=1)]
+    rows = [Row(line=number, fields={"text": text}, text=text, called="input") for number, text in enumerate(texts, 1)]
     return classify_rows(options.load(), rows, job.out, job.as_json, job.long_text)

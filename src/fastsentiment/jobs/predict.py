@@ -17,7 +17,7 @@ def predict_rows(clf: Classifier, rows: Sequence[Row], long_text: LongText = Lon
     if long_text.long_text == "error":
         _refuse_long_rows(clf, [row for row in rows if row.error is None])
     good = [row for row in rows if row.error is None]
-    names = [f"line {row.line}" for row in good]  # what a truncation warning calls a row: its line in the file
+    names = [row.name for row in good]  # what a truncation warning calls a row: its line in the file
     predictions = iter(clf.predict([row.text for row in good], names=names, **asdict(long_text)) if good else [])
     return [None if row.error is not None else next(predictions) for row in rows]
 

@@ -33,6 +33,11 @@ class Row:
     fields: dict[str, Any]
     error: str | None = None
     text: str | None = field(default=None)
+    called: str = "line"  # what messages call the row beside its number: "line 12", or "input 2" for argument texts
+
+    @property
+    def name(self) -> str:
+        return f"{self.called} {self.line}" if self.line is not None else f"a {self.called}"
 
 
 def table_format(path: str | Path, override: str | None = None) -> str:

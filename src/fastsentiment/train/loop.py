@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from fastsentiment.backends.base import usable_cpus
 from fastsentiment.backends.torch_backend import torch_inputs
@@ -27,6 +27,9 @@ from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
 from fastsentiment.train.config import TrainConfig, total_steps
 from fastsentiment.train.data import UNLABELLED, length_bucketed_batches
+
+# Attention dropout as BERT-style and DistilBERT configs name it.
+ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 class Trainer:
@@ -46,6 +49,7 @@ class Trainer:
         self.checkpoints = self.output / "checkpoints"
         self.token_types = base.uses_token_type_ids
         torch.manual_seed(config.seed)  # the classification head's initial weights
+        overrides = _attention_probabilities(base) if config.attention_weight else {}
         self.model = AutoModelForSequenceClassification.from_pretrained(
             base.path,
             num_labels=len(labels),
@@ -53,11 +57,11 @@ class Trainer:
             label2id={name: i for i, name in enumerate(labels)},
             dtype=torch.float32,
             ignore_mismatched_sizes=True,
-            **(_attention_probabilities(base.config) if config.attention_weight else {}),
+            **overrides,
         ).to(device)
-        # Training-only settings the attention loss changed, written back as the base had them when saving.
-        self.base_settings = {k: base.config[k] for k in ("attention_probs_dropout_prob", "attention_dropout")
-                              if k in base.config}  # fmt: skip
+        # Training-only settings the attention loss changed, written back as the base has them when saving.
+        base_config = AutoConfig.from_pretrained(base.path) if overrides else None
+        self.base_settings = {name: getattr(base_config, name) for name in overrides if name in ATTENTION_DROPOUT}
         self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
         self.ema = None
         self.history: list[dict] = []
@@ -302,15 +306,12 @@ class Trainer:
         return self.output
 
 
-def _attention_probabilities(base_config: dict) -> dict:
+def _attention_probabilities(base: ModelDir) -> dict:
     """Loading options under which the student's forward pass returns the attention distributions the attention
     loss compares: eager attention (the fused kernels return none), without attention dropout (the returned
     weights are taken after it, so a dropped key would count as a probability of 0 the teacher gave mass to)."""
-    options = {"attn_implementation": "eager"}
-    for name in ("attention_probs_dropout_prob", "attention_dropout"):  # BERT-style and DistilBERT configs
-        if name in base_config:
-            options[name] = 0.0
-    return options
+    config = AutoConfig.from_pretrained(base.path)  # with its class's defaults for what config.json leaves out
+    return {"attn_implementation": "eager", **{name: 0.0 for name in ATTENTION_DROPOUT if hasattr(config, name)}}
 
 
 def training_loss(logits, labels, teacher, alpha: float, temperature: float):

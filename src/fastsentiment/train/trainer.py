@@ -24,6 +24,9 @@ from fastsentiment.train.augment import Augmentation
 from fastsentiment.train.config import TrainConfig
 from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, split_held_out
 
+# The teacher's attention maps are held in memory for the run: refuse what would not fit on an ordinary machine.
+ATTENTION_BYTES_LIMIT = 8 << 30
+
 
 @dataclass
 class TrainResult:
@@ -71,11 +74,15 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         raise InputError("--attention-weight needs one teacher: the attention of several teachers does not average")
     if config.attention_weight and not (teachers or config.teacher_logits):
         raise InputError("--attention-weight needs a teacher (--teacher or --teacher-logits)")
+    if config.attention_weight and teachers:
+        _check_heads(attention_heads(teachers[0].config), attention_heads(base.config))
     saved_attention = (
         load_teacher_attention(Path(config.teacher_logits), texts)
         if config.attention_weight and config.teacher_logits
         else None
     )
+    if saved_attention is not None:
+        _check_heads(saved_attention.heads, attention_heads(base.config))
 
     import torch
 
@@ -100,10 +107,17 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
         features = teacher_states(teachers[0], texts, config.max_length, device, config.precision)
     if teachers and config.attention_weight:
-        on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision}")
+        heads = attention_heads(teachers[0].config)
+        size = heads * sum(len(ids) ** 2 for ids in train_ids) * 2  # fp16 bytes: the maps grow with length squared
+        if size > ATTENTION_BYTES_LIMIT:
+            raise InputError(
+                f"--attention-weight: the teacher's attention maps of these texts would take {size / 1e9:.1f} GB; "
+                "use a shorter --max-length"
+            )
+        on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision} ({size / 1e9:.2f} GB)")
         attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
     if attention is not None:
-        attention = _attention_for_student(attention, train_ids, trainer.model.config.num_attention_heads, on_event)
+        attention = _attention_for_student(attention, train_ids, attention_heads(base.config), on_event)
     history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
@@ -319,15 +333,29 @@ def _attention_for_student(
     attention: AttentionMaps, train_ids: list, student_heads: int, on_event: Callable[[str], None]
 ) -> AttentionMaps:
     """The teacher's maps of the texts the student tokenises to as many tokens (the rest learn from logits only)."""
-    if attention.heads != student_heads:
-        raise InputError(
-            f"--attention-weight: the teacher has {attention.heads} attention heads, the student {student_heads}; "
-            "attention distributions are compared head by head"
-        )
+    _check_heads(attention.heads, student_heads)
     aligned = attention.aligned_with([len(ids) for ids in train_ids])
-    kept = int((aligned.lengths > 0).sum())
+    kept = int((aligned.used > 0).sum())
+    if not kept:
+        raise InputError(
+            "--attention-weight: no training text has as many tokens for the teacher as for the student "
+            "(their tokenizers differ); attention maps are compared token by token"
+        )
     on_event(f"attention distillation on {kept:,} of {len(train_ids):,} texts (the rest tokenise differently)")
     return aligned
+
+
+def attention_heads(config: dict) -> int | None:
+    """Attention heads per layer from a model's config.json (BERT-style and DistilBERT names)."""
+    return config.get("num_attention_heads", config.get("n_heads"))
+
+
+def _check_heads(teacher: int | None, student: int | None) -> None:
+    if teacher != student:
+        raise InputError(
+            f"--attention-weight: the teacher has {teacher} attention heads, the student {student}; "
+            "attention distributions are compared head by head"
+        )
 
 
 def load_teacher_logits(path: Path, texts: list[str], labels: int) -> np.ndarray:
