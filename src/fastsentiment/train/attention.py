@@ -51,10 +51,6 @@ class AttentionMaps:
         """The length of each text's map as the loss uses it (0: none)."""
         return self.lengths if self.kept is None else np.where(self.kept, self.lengths, 0)
 
-    def block(self, row: int) -> np.ndarray:
-        n, start = int(self.lengths[row]), int(self.offsets[row])
-        return self.values[start : start + self.heads * n * n].reshape(self.heads, n, n)
-
     def batch(self, rows: Sequence[int], width: int):
         """The maps of `rows`, zero-padded to [len(rows), heads, width, width], and each row's length (0: none)."""
         import torch

@@ -49,7 +49,9 @@ class Trainer:
         self.checkpoints = self.output / "checkpoints"
         self.token_types = base.uses_token_type_ids
         torch.manual_seed(config.seed)  # the classification head's initial weights
-        overrides = _attention_probabilities(base) if config.attention_weight else {}
+        # The base's config with its class's defaults for what config.json leaves out.
+        base_config = AutoConfig.from_pretrained(base.path) if config.attention_weight else None
+        overrides = _attention_probabilities(base_config) if base_config is not None else {}
         self.model = AutoModelForSequenceClassification.from_pretrained(
             base.path,
             num_labels=len(labels),
@@ -60,7 +62,6 @@ class Trainer:
             **overrides,
         ).to(device)
         # Training-only settings the attention loss changed, written back as the base has them when saving.
-        base_config = AutoConfig.from_pretrained(base.path) if overrides else None
         self.base_settings = {name: getattr(base_config, name) for name in overrides if name in ATTENTION_DROPOUT}
         self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
         self.ema = None
@@ -306,12 +307,12 @@ class Trainer:
         return self.output
 
 
-def _attention_probabilities(base: ModelDir) -> dict:
+def _attention_probabilities(base_config) -> dict:
     """Loading options under which the student's forward pass returns the attention distributions the attention
     loss compares: eager attention (the fused kernels return none), without attention dropout (the returned
     weights are taken after it, so a dropped key would count as a probability of 0 the teacher gave mass to)."""
-    config = AutoConfig.from_pretrained(base.path)  # with its class's defaults for what config.json leaves out
-    return {"attn_implementation": "eager", **{name: 0.0 for name in ATTENTION_DROPOUT if hasattr(config, name)}}
+    dropout = {name: 0.0 for name in ATTENTION_DROPOUT if hasattr(base_config, name)}
+    return {"attn_implementation": "eager", **dropout}
 
 
 def training_loss(logits, labels, teacher, alpha: float, temperature: float):
