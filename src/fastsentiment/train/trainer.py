@@ -117,7 +117,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision} ({size / 1e9:.2f} GB)")
         attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
     if attention is not None:
-        attention = _attention_for_student(attention, train_ids, attention_heads(base.config), on_event)
+        attention = _attention_for_student(attention, train_ids, on_event)
     history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention)
     output = trainer.save(base)
     best = max((h["held_out_accuracy"] for h in history), default=None)
@@ -273,8 +273,8 @@ def save_teacher_logits(
     attention: AttentionMaps | None = None,
 ) -> None:
     """Write logits (and the teacher's states, for `--feature-weight`, and attention, for `--attention-weight`) as
-    `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a later run can check they belong to its own
-    training texts."""
+    `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a later run can check
+    they belong to its own training texts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.stem + ".tmp.npz")
     arrays = {"logits": logits.astype(np.float32), "texts_sha256": np.array(texts_digest(texts))}
@@ -329,11 +329,9 @@ def load_teacher_attention(path: Path, texts: list[str]) -> AttentionMaps:
     return maps
 
 
-def _attention_for_student(
-    attention: AttentionMaps, train_ids: list, student_heads: int, on_event: Callable[[str], None]
-) -> AttentionMaps:
-    """The teacher's maps of the texts the student tokenises to as many tokens (the rest learn from logits only)."""
-    _check_heads(attention.heads, student_heads)
+def _attention_for_student(attention: AttentionMaps, train_ids: list, on_event: Callable[[str], None]) -> AttentionMaps:
+    """The teacher's maps of the texts the student tokenises to as many tokens (the rest learn from logits only);
+    the heads were checked before the maps were loaded or computed."""
     aligned = attention.aligned_with([len(ids) for ids in train_ids])
     kept = int((aligned.used > 0).sum())
     if not kept:
