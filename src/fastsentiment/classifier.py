@@ -14,7 +14,7 @@ from fastsentiment.backends import Backend, load_backend
 from fastsentiment.backends.base import parallel_calls
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
-from fastsentiment.texts import text_problem
+from fastsentiment.texts import input_name, text_problem
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.windows import Window, aggregate_logits, check_options, cut, too_long, window_count
 
@@ -253,7 +253,7 @@ class Classifier:
                     "may hold; send shorter or fewer texts, or a smaller stride"
                 )
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
-        names = names or [f"input {number}" for number in range(1, len(texts) + 1)]
+        names = names or [input_name(number) for number in range(1, len(texts) + 1)]
         return tokens, [[Window(i, self.encoder.fit(e.ids, name), min(n, limit), 0, len(t))]
                         for i, (e, n, t, name) in enumerate(zip(encodings, tokens, texts, names, strict=True))]  # fmt: skip
 
@@ -343,4 +343,4 @@ def check_texts(texts: Sequence[str]) -> None:
     """Refuse the whole call, naming the first text that cannot be classified (1-based)."""
     for index, text in enumerate(texts, start=1):
         if problem := text_problem(text):
-            raise InputError(f"input {index}: {problem}")
+            raise InputError(f"{input_name(index)}: {problem}")

@@ -41,3 +41,9 @@ def text_problem(value: Any) -> str | None:
     if not value.strip():
         return "empty text"
     return None
+
+
+def input_name(number: int) -> str:
+    """What a message calls the `number`th (1-based) text of a call, where the texts have no names of their own
+    (file jobs name theirs by line)."""
+    return f"input {number}"

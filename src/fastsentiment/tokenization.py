@@ -18,6 +18,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 
 from fastsentiment.errors import ModelError
 from fastsentiment.models.modeldir import ModelDir
+from fastsentiment.texts import input_name
 
 log = logging.getLogger("fastsentiment")
 
@@ -64,9 +65,9 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
-        return [self.fit(encoding.ids, f"input {number}") for number, encoding in enumerate(self.encodings(texts), 1)]
+        return [self.fit(encoding.ids, input_name(number)) for number, encoding in enumerate(self.encodings(texts), 1)]
 
-    def fit(self, ids: Sequence[int], name: str = "input 1") -> list[int]:
+    def fit(self, ids: Sequence[int], name: str) -> list[int]:
         """`ids` cut to `max_length`, with a warning naming the input (`name`: "input 3", "line 12") and the tokens
         dropped."""
         if len(ids) > self.max_length:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastsentiment.errors import InputError
+from fastsentiment.texts import input_name
 
 LONG_TEXT_MODES = ("truncate", "chunk", "error")
 AGGREGATES = ("mean", "max", "logit-mean")
@@ -142,7 +143,7 @@ def too_long(tokens: Sequence[int], max_length: int) -> InputError | None:
     for index, count in enumerate(tokens, start=1):
         if count > max_length:
             return InputError(
-                f"input {index} has {count} tokens, over the model's limit of {max_length}; "
+                f"{input_name(index)} has {count} tokens, over the model's limit of {max_length}; "
                 "use long_text='chunk' (--long-text chunk) to classify it whole, or 'truncate'"
             )
     return None

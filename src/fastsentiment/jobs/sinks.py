@@ -25,8 +25,10 @@ class SchemaMismatch(InputError):
     """Rows whose values do not fit the Parquet columns that the first rows set."""
 
 
-# The result columns besides one score_LABEL per label (result_fields writes them, result_types types them).
-RESULT_COLUMNS = ("label", "score", "tokens", "windows", "error")
+# The result columns besides one score_LABEL per label, with their Arrow types by name (result_fields writes them,
+# result_types types them; named, so that CSV output needs no pyarrow).
+RESULT_COLUMN_TYPES = {"label": "string", "score": "float64", "tokens": "int64", "windows": "int64", "error": "string"}
+RESULT_COLUMNS = tuple(RESULT_COLUMN_TYPES)
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -172,15 +174,12 @@ def result_types(labels: Sequence[str]) -> dict[str, Any]:
     """Arrow types of the result columns, fixed whatever the first rows hold (a chunk of errors has null scores)."""
     import pyarrow as pa
 
-    return {
-        "line": pa.int64(),
-        "label": pa.string(),
-        "score": pa.float64(),
-        **{f"score_{label}": pa.float64() for label in labels},
-        "tokens": pa.int64(),
-        "windows": pa.int64(),
-        "error": pa.string(),
-    }
+    types = {"line": pa.int64()}
+    for name, kind in RESULT_COLUMN_TYPES.items():  # in the order result_fields writes them
+        types[name] = getattr(pa, kind)()
+        if name == "score":
+            types.update({f"score_{label}": pa.float64() for label in labels})
+    return types
 
 
 def parquet_schema(names: Sequence[str], types: dict[str, Any]):
