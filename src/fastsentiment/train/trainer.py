@@ -102,20 +102,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     held_ids = encoder.encode(held_out.texts)
     teacher_logits, features, attention = saved_logits, saved_features, saved_attention
     if teachers:
-        teacher_logits = _teacher_logits(teachers, texts, config, device, on_event)
-    if teachers and config.feature_weight:
-        on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
-        features = teacher_states(teachers[0], texts, config.max_length, device, config.precision)
-    if teachers and config.attention_weight:
-        heads = attention_heads(teachers[0].config)
-        size = heads * sum(len(ids) ** 2 for ids in train_ids) * 2  # fp16 bytes: the maps grow with length squared
-        if size > ATTENTION_BYTES_LIMIT:
-            raise InputError(
-                f"--attention-weight: the teacher's attention maps of these texts would take {size / 1e9:.1f} GB; "
-                "use a shorter --max-length"
-            )
-        on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision} ({size / 1e9:.2f} GB)")
-        attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
+        teacher_logits, features, attention = _teacher_outputs(teachers, texts, train_ids, config, device, on_event)
     if attention is not None:
         attention = _attention_for_student(attention, train_ids, on_event)
     history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention)
@@ -205,8 +192,56 @@ def _fp32_inference_runtime(teacher: ModelDir, device) -> str | None:
     return None
 
 
-def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, on_event) -> np.ndarray:
-    """Mean logits of the teacher ensemble on the training texts, cached beside the output.
+def _teacher_outputs(
+    teachers: list[ModelDir], texts: list[str], train_ids: list, config, device, on_event
+) -> tuple[np.ndarray, np.ndarray | None, AttentionMaps | None]:
+    """What the teachers give the student: mean logits, and with --feature-weight / --attention-weight the (one)
+    teacher's states / attention maps. Cached beside the output in the file format `--teacher-logits` reads, so
+    that a resumed run computes none of them again and a later run can learn from the file."""
+    # The logits are fp32 through an inference runtime where one runs them, else torch in the run's own precision
+    # (bf16 autocast where the device computes it); states and maps come from torch in that precision. Both are
+    # part of the cache key, since they change the numbers.
+    runtimes = [_fp32_inference_runtime(teacher, device) for teacher in teachers]
+    key = hashlib.sha256(f"torch {config.precision}".encode())
+    for teacher, runtime in zip(teachers, runtimes, strict=True):
+        key.update(f"{teacher.content_hash} {runtime or 'torch ' + config.precision}".encode())
+    key.update(str(config.max_length).encode())
+    key.update(texts_digest(texts).encode())
+    cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npz"
+    logits = features = attention = None
+    if cache.is_file():
+        on_event(f"teacher logits: reusing {cache.name}")
+        with np.load(cache) as saved:
+            logits = saved["logits"]
+            features = saved["features"] if "features" in saved.files else None
+            if "attention" in saved.files:
+                attention = AttentionMaps(int(saved["attention_heads"]), saved["attention_lengths"], saved["attention"])
+    computed = logits is None
+    if logits is None:
+        logits = _teacher_logits(teachers, runtimes, texts, config, device, on_event)
+    if config.feature_weight and features is None:
+        on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
+        # fp16, as the cache and --teacher-logits give them: a resumed run learns from the same numbers
+        features = teacher_states(teachers[0], texts, config.max_length, device, config.precision).astype(np.float16)
+        computed = True
+    if config.attention_weight and attention is None:
+        heads = attention_heads(teachers[0].config)
+        size = heads * sum(len(ids) ** 2 for ids in train_ids) * 2  # fp16 bytes: the maps grow with length squared
+        if size > ATTENTION_BYTES_LIMIT:
+            raise InputError(
+                f"--attention-weight: the teacher's attention maps of these texts would take {size / 1e9:.1f} GB; "
+                "use a shorter --max-length"
+            )
+        on_event(f"teacher attention: running {teachers[0].path} on torch {config.precision} ({size / 1e9:.2f} GB)")
+        attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
+        computed = True
+    if computed:
+        save_teacher_logits(cache, logits, texts, features, attention)
+    return logits, features if config.feature_weight else None, attention if config.attention_weight else None
+
+
+def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], config, device, on_event) -> np.ndarray:
+    """Mean logits of the teacher ensemble on the training texts, each teacher on its runtime (None: torch).
 
     Each teacher reads the texts through its own tokenizer: a base-size teacher (MPNet, RoBERTa)
     does not share the student's vocabulary.
@@ -216,18 +251,6 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
 
     from fastsentiment.train.loop import predict_logits
 
-    # fp32 through an inference runtime where one runs it, else torch in the run's own precision (bf16 autocast
-    # where the device computes it): part of the cache key, since the two give different logits.
-    runtimes = [_fp32_inference_runtime(teacher, device) for teacher in teachers]
-    key = hashlib.sha256()
-    for teacher, runtime in zip(teachers, runtimes, strict=True):
-        key.update(f"{teacher.content_hash} {runtime or 'torch ' + config.precision}".encode())
-    key.update(str(config.max_length).encode())
-    key.update(texts_digest(texts).encode())
-    cache = Path(config.output_dir) / f"teacher-logits-{key.hexdigest()[:16]}.npz"
-    if cache.is_file():
-        on_event(f"teacher logits: reusing {cache.name}")
-        return np.load(cache)["logits"]
     total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
     max_length = config.max_length
     for teacher, runtime in zip(teachers, runtimes, strict=True):
@@ -246,9 +269,7 @@ def _teacher_logits(teachers: list[ModelDir], texts: list[str], config, device, 
         sequences = encoder.encode(texts)
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
         del model
-    logits = (total / len(teachers)).astype(np.float32)
-    save_teacher_logits(cache, logits, texts)
-    return logits
+    return (total / len(teachers)).astype(np.float32)
 
 
 def teacher_states(teacher: ModelDir, texts: list[str], max_length: int, device, precision: str) -> np.ndarray:
