@@ -86,6 +86,8 @@ def test_a_truncated_file_row_is_named_by_its_line(bert_dir, tmp_path):
         (["--backend", "tensorflow"], "error: unknown backend 'tensorflow'"),
         (["--model", "/no/such/model"], "error: model directory not found: /no/such/model"),
         (["--precision", "fp8", "--backend", "torch"], "error: backend torch has no precision 'fp8'"),
+        (["--device", "gpu0"], "error: unknown device 'gpu0'; choose ane, auto, cpu, cuda, gpu, mps"),
+        (["--long-text", "whole"], "error: unknown long_text (--long-text) 'whole'"),
     ],
 )
 def test_configuration_errors_are_one_line_with_exit_code_2(bert_dir, args, message):
@@ -212,6 +214,61 @@ def test_sst2_dev_file_mode_classifies_all_rows(bert_dir, sst2_dir, tmp_path):
     # The input's own label column is kept, renamed, rather than overwritten by the prediction.
     assert list(rows[0])[:3] == ["line", "sentence", "input_label"]
     assert {r["input_label"] for r in rows} == {"0", "1"}
+
+
+def test_backends_table_names_the_extra_of_a_missing_runtime():
+    """The table's pip hint keeps its [extra] (rich would read it as markup and drop it)."""
+    import subprocess
+    import sys
+
+    script = "import sys\nsys.modules['onnxruntime'] = None\nfrom fastsentiment.cli import main\nmain(['backends'])\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    line = next(line for line in _lines(result) if line.strip("│ ").startswith("onnx "))
+    assert "pip install 'fastsentiment[onnx]'" in line, line
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}/folder.csv", "error: --out {tmp}/folder.csv is a folder; name a file"),
+        ("{tmp}/texts.txt/out.csv", "error: --out {tmp}/texts.txt/out.csv: {tmp}/texts.txt is a file, not a folder"),
+        ("/proc/out.csv", "error: --out /proc/out.csv: cannot write in /proc"),
+    ],
+)
+@pytest.mark.parametrize("source", ["arguments", "file"])
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(bert_dir, tmp_path, out, message, source):
+    """One line before the model loads, and nothing left behind that a later run would stumble on."""
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "texts.txt").write_text("I like cheese\n")
+    inputs = ["I like cheese"] if source == "arguments" else ["--file", str(tmp_path / "texts.txt")]
+    result = run_cli("classify", *inputs, "--out", out.format(tmp=tmp_path), "--model", str(bert_dir))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith(message.format(tmp=tmp_path)), stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder.csv", "texts.txt"]
+
+
+def test_a_folder_given_as_input_file_is_named_as_such(bert_dir, tmp_path):
+    result = run_cli("classify", "--file", str(tmp_path), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode() == f"error: {tmp_path} is a folder; name a file (--engine ray reads a folder of files)\n"
+    )
+
+
+def test_evaluate_names_its_own_column_option(bert_dir, tmp_path):
+    data = tmp_path / "dev.tsv"
+    data.write_text("review\tlabel\ngood\t1\n")
+    result = run_cli("evaluate", str(data), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode()
+        == "error: no column 'sentence' (columns: review, label); choose one with --text-column\n"
+    )
+    data.write_text("sentence\tlabel\n")
+    result = run_cli("evaluate", str(data), "--model", str(bert_dir))
+    assert result.returncode == 2 and result.stderr.decode() == f"error: {data}: no labelled rows\n"
 
 
 def test_models_lists_the_builtin_model():

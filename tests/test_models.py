@@ -40,6 +40,8 @@ def test_content_hash_changes_with_weights(bert_dir, tmp_path):
         (lambda d: _edit_config(d, model_type="gpt2"), "unsupported architecture model_type='gpt2'"),
         (lambda d: _edit_config(d, architectures=["BertModel"]), "without a classification head"),
         (lambda d: _edit_config(d, id2label=["a", "b"]), "id2label must map"),
+        (lambda d: _truncate(d / "model.safetensors", 100), "unreadable weights"),
+        (lambda d: _truncate(d / "model.safetensors", 0), "unreadable weights"),
     ],
 )
 def test_broken_model_directories_give_one_clear_error(bert_dir, tmp_path, breakage, message):
@@ -52,6 +54,32 @@ def test_broken_model_directories_give_one_clear_error(bert_dir, tmp_path, break
     stderr = result.stderr.decode()
     assert stderr.startswith("error: ") and message.split("'")[0] in stderr
     assert "Traceback" not in stderr and stderr.count("\n") == 1
+
+
+def _truncate(path, keep_bytes):
+    path.write_bytes(path.read_bytes()[:keep_bytes])
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_labels": 1},
+            "classifier.bias has shape [2] in the weights but [1] by config.json",
+        ),
+        ({"hidden_size": 30}, "do not load as config.json describes them"),
+    ],
+)
+def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_path, backend, change, message):
+    """The runtimes that start from the PyTorch network (torch, and the exports of onnx and openvino) all say what
+    is wrong in one line, instead of transformers' traceback that points at a report on the console."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, **change)
+    result = run_cli("classify", "I like cheese", "--model", str(model), "--backend", backend)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
 
 
 def _edit_config(directory, **changes):

@@ -145,7 +145,7 @@ def _write(path, header, rows, delimiter="\t"):
             lambda d: _write(d / "b.tsv", ["sentence", "label"], [["good", "1"], ["bad", "maybe"]]),
             "unknown label 'maybe'",
         ),
-        (lambda d: _write(d / "c.tsv", ["sentence", "label"], []), "no rows to train on"),
+        (lambda d: _write(d / "c.tsv", ["sentence", "label"], []), "no labelled rows"),
         (
             lambda d: _write(d / "d.csv", ["sentence", "label"], [["good", "POSITIVE"], ["", "NEGATIVE"]], ","),
             "line 3: empty text",

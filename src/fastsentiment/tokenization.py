@@ -35,8 +35,10 @@ class TextEncoder:
     """Turns texts into token ids for one model, truncating to the model's maximum length."""
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, pad_id: int) -> None:
-        if max_length < 2:
-            raise ModelError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+        if max_length < 3:
+            raise ModelError(
+                f"max_length must be at least 3 (a token of text beside [CLS] and [SEP]), got {max_length}"
+            )
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer

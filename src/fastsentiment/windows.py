@@ -63,7 +63,7 @@ class Document:
 def check_options(long_text: str, stride: int | None, aggregate: str | None, max_length: int) -> tuple[int, str]:
     """Refuse unknown modes and strides that leave no room to advance; returns (stride, aggregate) filled in."""
     if long_text not in LONG_TEXT_MODES:
-        raise InputError(f"unknown long_text {long_text!r}; expected one of {', '.join(LONG_TEXT_MODES)}")
+        raise InputError(f"unknown long_text (--long-text) {long_text!r}; expected one of {', '.join(LONG_TEXT_MODES)}")
     aggregate = aggregate or DEFAULT_AGGREGATE
     if aggregate not in AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATES)}")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls
-from fastsentiment.backends.registry import availability, backend_names, get_backend
+from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -126,7 +126,9 @@ def interim_choice(device: str, workload: str, model: ModelDir | None = None) ->
     AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX.
     """
     if device not in ("auto", "cpu"):
-        return _first_runnable(device, "no measurement for this device; the first backend that runs", model)
+        return Choice(
+            first_runnable(device, model), None, "no measurement for this device; the first backend that runs"
+        )
     if workload == "throughput" and cpu_computes_bf16() and _runs("openvino", device, model):
         return Choice(
             "openvino", "bf16", "interim: this CPU computes bf16 natively (not yet measured: fastsentiment tune)"
@@ -135,18 +137,11 @@ def interim_choice(device: str, workload: str, model: ModelDir | None = None) ->
         return Choice(
             "onnx", "int8", "interim: fastest start and batch-1 latency (not yet measured: fastsentiment tune)"
         )
-    return _first_runnable(device, "interim: the first backend that runs here", model)
+    return Choice(first_runnable(device, model), None, "interim: the first backend that runs here")
 
 
 def _runs(name: str, device: str, model: ModelDir | None) -> bool:
     return name in backend_names() and availability(name, device, model).runnable
-
-
-def _first_runnable(device: str, reason: str, model: ModelDir | None) -> Choice:
-    for name in backend_names():
-        if availability(name, device, model).runnable:
-            return Choice(name, None, reason)
-    raise BackendError("no backend can run here (see `fastsentiment backends`)")
 
 
 # ---- decisions --------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def check_device(device: str) -> None:
+    """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
+    known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
+    if device not in known:
+        raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
+
+
 def get_backend(name: str) -> type[Backend]:
     _load_builtins()
     if name not in _REGISTRY:
@@ -112,6 +119,7 @@ def load_backend(
     measure: bool = False,
 ) -> Backend:
     """Load `model` on the named backend; "auto" resolves by `workload` (see backends.auto), measuring if asked."""
+    check_device(device)
     if name == "auto":
         name, precision = resolve_auto(model, device, precision, workload, measure, threads)
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
@@ -147,7 +155,7 @@ def checked_backend(
 ) -> type[Backend]:
     """The backend class that `load_backend` would use, after every check that can fail before loading."""
     if name == "auto":
-        name = _first_runnable(device, model)
+        name = first_runnable(device, model)
     backend = get_backend(name)
     spec = backend.spec
     missing = spec.missing_module()
@@ -167,7 +175,7 @@ def checked_backend(
     return backend
 
 
-def _first_runnable(device: str, model: ModelDir | None = None) -> str:
+def first_runnable(device: str, model: ModelDir | None = None) -> str:
     """The first backend, in preference order, that runs here; plugins are consulted only if no built-in does."""
     _load_builtins()
     reasons: dict[str, str] = {}

@@ -49,7 +49,8 @@ class TorchBackend:
     def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> TorchBackend:
         import torch
         import transformers
-        from transformers import AutoModelForSequenceClassification
+
+        from fastsentiment.models.network import load_network
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
@@ -61,7 +62,7 @@ class TorchBackend:
 
             raise BackendError("torch int8 dynamic quantisation runs on cpu only")
         # Weights may be stored in fp16 (the built-in model is); compute in fp32 unless asked otherwise.
-        network = AutoModelForSequenceClassification.from_pretrained(model.path, dtype=torch.float32)
+        network = load_network(model, dtype=torch.float32)
         network.eval()
         if precision == "bf16":
             network = network.to(torch.bfloat16)

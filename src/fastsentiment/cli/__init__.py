@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except OSError as error:  # the machine's, not the input's: a full disk, a file removed or locked mid-run
+        if debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        sys.stderr.write(f"error: {where}{error.strerror or error}\n")
+        raise SystemExit(1) from None
     except Exception as error:  # the command-line parser's own usage errors
         import typer
 

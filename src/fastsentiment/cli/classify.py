@@ -112,11 +112,8 @@ def classify(
 def _classify_arguments(texts: list[str], job, options) -> int:
     from fastsentiment.jobs.local_engine import classify_rows
     from fastsentiment.jobs.rows import Row
-    from fastsentiment.jobs.sinks import output_format
 
     if job.engine == "ray":
         raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
-    if job.out is not None:
-        output_format(job.out)
     rows = [Row(line=number, fields={"text": text}, text=text, called="input") for number, text in enumerate(texts, 1)]
     return classify_rows(options.load(), rows, job.out, job.as_json, job.long_text)

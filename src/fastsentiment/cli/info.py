@@ -41,11 +41,14 @@ def backends(
 ) -> None:
     """List every backend and whether it can run on this machine, and if not, why; and what `auto` is."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastsentiment.backends import availability, backend_names, get_backend
+    from fastsentiment.backends.registry import check_device
     from fastsentiment.models import resolve_model
 
+    check_device(device)
     # Without --model the table answers for the default model, whose architecture every backend runs.
     model_dir = resolve_model(model)
     table = Table("backend", "runs here", "devices", "precisions (default first)", "extra", "why / why not")
@@ -59,7 +62,7 @@ def backends(
             ", ".join(spec.devices),
             ", ".join(precisions),
             spec.extra,
-            status.reason,
+            escape(status.reason),  # its pip hint holds [extra], which rich would read as markup
         )
     console = Console(width=200)
     console.print(table)
@@ -67,4 +70,4 @@ def backends(
 
     for workload, used_by in AUTO_WORKLOADS.items():
         choice = choose(model_dir, device, workload)
-        console.print(f"auto for {workload} ({used_by}): {choice.config} - {choice.reason}")
+        console.print(f"auto for {workload} ({used_by}): {choice.config} - {choice.reason}", markup=False)

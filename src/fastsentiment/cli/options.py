@@ -30,7 +30,7 @@ PrecisionOption = Annotated[
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per model call.")]
 MaxLengthOption = Annotated[
     int | None,
-    typer.Option("--max-length", min=2, help="Truncate texts to this many tokens (default: the model's limit)."),
+    typer.Option("--max-length", min=3, help="Truncate texts to this many tokens (default: the model's limit)."),
 ]
 
 

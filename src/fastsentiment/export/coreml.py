@@ -24,6 +24,12 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     """
     if problem := ane_layout_problem(model.model_type):
         raise InputError(problem)
+    # Checked before coremltools is imported: on Linux its import prints a dozen lines of its own.
+    lengths = sorted(set(seq_lengths))
+    if not lengths or lengths[0] < 2 or lengths[-1] > model.max_length:
+        raise InputError(f"sequence lengths must lie between 2 and {model.max_length}, got {list(seq_lengths)}")
+    if target.suffix != ".mlpackage":
+        raise InputError(f"{target}: a CoreML ML program is saved as a .mlpackage directory")
     try:
         import coremltools as ct
         import numpy as np
@@ -31,12 +37,6 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     except ImportError as error:
         raise missing_extra(error.name or "coremltools", "coreml", "CoreML export") from None
     from fastsentiment.models.ane import ane_model_from_dir
-
-    lengths = sorted(set(seq_lengths))
-    if not lengths or lengths[0] < 2 or lengths[-1] > model.max_length:
-        raise InputError(f"sequence lengths must lie between 2 and {model.max_length}, got {list(seq_lengths)}")
-    if target.suffix != ".mlpackage":
-        raise InputError(f"{target}: a CoreML ML program is saved as a .mlpackage directory")
 
     network = ane_model_from_dir(model)
 

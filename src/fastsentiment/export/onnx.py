@@ -67,16 +67,15 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
     try:
         import torch
         import transformers
-        from transformers import AutoModelForSequenceClassification
     except ImportError:
         raise missing_extra("torch", "export", "exporting a model to ONNX (once per model)") from None
     import warnings
 
+    from fastsentiment.models.network import load_network
+
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    network = AutoModelForSequenceClassification.from_pretrained(
-        model.path, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    network = load_network(model, dtype=torch.float32, attn_implementation="eager").eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
     example = torch.ones((2, 8), dtype=torch.int64)
     inputs = tuple(example if name != "token_type_ids" else torch.zeros_like(example) for name in names)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastsentiment.errors import InputError
+from fastsentiment.jobs.rows import missing_input
 from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
@@ -58,7 +59,7 @@ class FileJob:
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
         if self.source != "-" and not Path(self.source).exists():
-            raise InputError(f"input file not found: {self.source}")
+            raise InputError(missing_input(self.source))
         if self.resume and (self.source == "-" or self.out is None):
             raise InputError("--resume continues a --file run written with --out")
         if self.as_json and self.out is not None:
@@ -74,6 +75,12 @@ class FileJob:
                 raise InputError(f"--out-format {self.ray_output_format!r}: choose parquet, csv or jsonl")
         elif self.address or self.out_format or self.num_workers != 1:
             raise InputError("--address, --out-format and --num-workers belong to --engine ray")
+        if self.out is not None:
+            from fastsentiment.jobs.sinks import check_output_place, output_format
+
+            if self.engine != "ray":
+                output_format(self.out)
+            check_output_place(self.out, folder=self.engine == "ray")
 
     @property
     def worth_tuning(self) -> bool:

@@ -37,7 +37,7 @@ class ChunkJournal:
         if self.folder.exists():
             if not resume:
                 raise InputError(
-                    f"{self.folder} holds an interrupted run: add --resume to continue it, or delete the folder"
+                    f"{self.folder} holds an interrupted run: delete the folder, or continue it with --resume (a --file run)"
                 )
             self._load()
         else:

@@ -68,15 +68,18 @@ class RowSource:
     `rows(start=position)` continues from it. `consumed`/`total` drive progress bars.
     """
 
-    def __init__(self, path: str | Path, column: str | None = None, fmt: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, column: str | None = None, fmt: str | None = None, column_option: str = "--column"
+    ) -> None:
+        """`column_option`: the command's option that names the text column, for the message when it is missing."""
         self.path = path
         self.stdin = str(path) == "-"
-        self.format = "txt" if self.stdin else table_format(path, fmt)
         if not self.stdin and not Path(path).is_file():
-            raise InputError(f"input file not found: {path}")
+            raise InputError(missing_input(path))
+        self.format = "txt" if self.stdin else table_format(path, fmt)
         self._reader: _Reader = ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format)
         self.header = self._reader.header
-        self.column = _pick_text_column(self.header, column) if self.header is not None else column
+        self.column = _pick_text_column(self.header, column, column_option) if self.header is not None else column
 
     @property
     def total(self) -> int | None:
@@ -238,14 +241,21 @@ def _text_records(lines: _LineStream, fmt: str, header: list[str] | None) -> Ite
     return _delimited_rows(lines, fmt, header)
 
 
-def _pick_text_column(header: list[str], column: str | None) -> str:
+def _pick_text_column(header: list[str], column: str | None, option: str = "--column") -> str:
     if column is None:
         column = next((name for name in DEFAULT_TEXT_COLUMNS if name in header), None)
         if column is None:
-            raise InputError(f"no 'sentence' or 'text' column (columns: {', '.join(header)}); choose one with --column")
+            raise InputError(f"no 'sentence' or 'text' column (columns: {', '.join(header)}); choose one with {option}")
     elif column not in header:
-        raise InputError(f"no column {column!r} (columns: {', '.join(header)}); choose one with --column")
+        raise InputError(f"no column {column!r} (columns: {', '.join(header)}); choose one with {option}")
     return column
+
+
+def missing_input(path: str | Path) -> str:
+    """Why an input that is not a readable file cannot be read."""
+    if Path(path).is_dir():
+        return f"{path} is a folder; name a file (--engine ray reads a folder of files)"
+    return f"input file not found: {path}"
 
 
 class _LineStream:

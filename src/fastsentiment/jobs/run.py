@@ -20,11 +20,8 @@ def run_file_job(job: FileJob, options: ModelOptions) -> int:
         return report.failed
     from fastsentiment.jobs.local_engine import classify_file
     from fastsentiment.jobs.rows import RowSource
-    from fastsentiment.jobs.sinks import output_format
 
     source = RowSource(job.source, job.column)  # a missing file or column fails before the model load
-    if job.out is not None:
-        output_format(job.out)
     return classify_file(
         options.load(),
         source,

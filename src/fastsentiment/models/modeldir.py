@@ -152,6 +152,7 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         raise ModelError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
+    _check_safetensors_header(path / WEIGHT_FILES[0])
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
@@ -164,3 +165,17 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
             raise ModelError(f"{config_file}: id2label must map class ids to label names")
     return ModelDir(path=path.resolve(), config=config)
+
+
+def _check_safetensors_header(weights: Path) -> None:
+    """A truncated or corrupt safetensors file fails here, in one line, instead of inside whichever runtime reads it
+    first; reading the header (and checking that the file is long enough for it) costs no more than a file open."""
+    if not weights.is_file():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(weights, "np"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ModelError(f"{weights}: unreadable weights ({error})") from None

@@ -85,15 +85,13 @@ def attention_loss(student, teacher, lengths):
 def teacher_attention(teacher, texts: list[str], max_length: int, device, precision: str) -> AttentionMaps:
     """The teacher's last-layer self-attention for every text, run once (eager attention, which returns them)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
+    from fastsentiment.models.network import load_network
     from fastsentiment.tokenization import TextEncoder
     from fastsentiment.train.loop import batched_outputs
 
     encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        teacher.path, dtype=torch.float32, attn_implementation="eager"
-    ).to(device)
+    model = load_network(teacher, dtype=torch.float32, attn_implementation="eager").to(device)
     model.eval()
     sequences = encoder.encode(texts)
     blocks: list[np.ndarray | None] = [None] * len(sequences)

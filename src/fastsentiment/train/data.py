@@ -38,10 +38,12 @@ def read_labelled(
     Every problem (missing column, unknown label, empty file) is raised before any training starts.
     """
     if table_format(path) == "txt":
-        raise InputError(f"{path}: training needs a table with text and label columns (.csv, .tsv, .jsonl or .parquet)")
+        raise InputError(
+            f"{path}: labelled data is a table with text and label columns (.csv, .tsv, .jsonl or .parquet)"
+        )
     texts: list[str] = []
     raw_labels: list[str] = []
-    for row in RowSource(path, text_column).rows():
+    for row in RowSource(path, text_column, column_option="--text-column").rows():
         if row.error:
             raise InputError(f"{path}, line {row.line}: {row.error}")
         if label_column not in row.fields:
@@ -49,7 +51,7 @@ def read_labelled(
         texts.append(row.text)
         raw_labels.append(str(row.fields[label_column]).strip())
     if not texts:
-        raise InputError(f"{path}: no rows to train on")
+        raise InputError(f"{path}: no labelled rows")
     names = label_names or _infer_label_names(raw_labels)
     return LabelledData(texts, _to_ids(raw_labels, names, path)), names
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
 from fastsentiment.backends.base import usable_cpus
 from fastsentiment.backends.torch_backend import torch_inputs
@@ -23,6 +23,7 @@ from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
+from fastsentiment.models.network import load_network
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
 from fastsentiment.train.config import TrainConfig, total_steps
@@ -52,8 +53,8 @@ class Trainer:
         # The base's config with its class's defaults for what config.json leaves out.
         base_config = AutoConfig.from_pretrained(base.path) if config.attention_weight else None
         overrides = _attention_probabilities(base_config) if base_config is not None else {}
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            base.path,
+        self.model = load_network(
+            base,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},

@@ -247,8 +247,8 @@ def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], 
     does not share the student's vocabulary.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
 
+    from fastsentiment.models.network import load_network
     from fastsentiment.train.loop import predict_logits
 
     total = np.zeros((len(texts), len(teachers[0].labels)), dtype=np.float64)
@@ -265,7 +265,7 @@ def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], 
             del clf
             continue
         encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
-        model = AutoModelForSequenceClassification.from_pretrained(teacher.path, dtype=torch.float32).to(device).eval()
+        model = load_network(teacher, dtype=torch.float32).to(device).eval()
         sequences = encoder.encode(texts)
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
         del model
@@ -275,12 +275,12 @@ def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], 
 def teacher_states(teacher: ModelDir, texts: list[str], max_length: int, device, precision: str) -> np.ndarray:
     """The teacher's last-layer first-token state for every text (what `--feature-weight` pulls the student to)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
+    from fastsentiment.models.network import load_network
     from fastsentiment.train.loop import predict_first_token_states
 
     encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
-    model = AutoModelForSequenceClassification.from_pretrained(teacher.path, dtype=torch.float32).to(device).eval()
+    model = load_network(teacher, dtype=torch.float32).to(device).eval()
     return predict_first_token_states(
         model, encoder.encode(texts), encoder, teacher.uses_token_type_ids, device, precision
     )

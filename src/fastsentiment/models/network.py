@@ -1,0 +1,48 @@
+"""The PyTorch network of a model directory, for the runtimes and flows that start from one (torch, the exporters,
+training): a checkpoint that does not fit its own config.json becomes one readable error, wherever it is loaded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastsentiment.errors import ModelError
+from fastsentiment.models.modeldir import ModelDir
+
+log = logging.getLogger("fastsentiment")
+
+
+def load_network(model: ModelDir, **options: Any):
+    """`AutoModelForSequenceClassification.from_pretrained(model.path, **options)` (needs torch and transformers).
+
+    Weights whose shapes differ from what config.json describes are refused (transformers' own error only points
+    at a report on the console), unless `ignore_mismatched_sizes=True` asks for them to be replaced, as a fine-tune
+    of a bare encoder does for the head it adds. Weights the network needs and the file lacks are initialised at
+    random by transformers: said in a warning, since the predictions will mean nothing."""
+    from transformers import AutoModelForSequenceClassification
+
+    replacing = options.pop("ignore_mismatched_sizes", False)
+    try:
+        network, report = AutoModelForSequenceClassification.from_pretrained(
+            model.path, ignore_mismatched_sizes=True, output_loading_info=True, **options
+        )
+    except (ValueError, RuntimeError, OSError) as error:  # transformers' words for a config it cannot build
+        raise ModelError(
+            f"{model.path}: the weights do not load as config.json describes them ({_gist(error)})"
+        ) from None
+    mismatched = sorted(report.get("mismatched_keys") or [], key=lambda entry: entry[0])
+    if mismatched and not replacing:
+        name, stored, expected = mismatched[0]
+        raise ModelError(
+            f"{model.path}: {name} has shape {list(stored)} in the weights but {list(expected)} by config.json "
+            f"({len(mismatched)} tensor(s) differ; is num_labels / id2label right?)"
+        )
+    if (missing := sorted(report.get("missing_keys") or [])) and not replacing:
+        log.warning("%s: the weights lack %s; they were initialised at random", model.path, ", ".join(missing[:3]))
+    return network
+
+
+def _gist(error: Exception) -> str:
+    """The first line of a (often many-line) loading error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__).rstrip(".")
