@@ -88,6 +88,7 @@ def test_a_truncated_file_row_is_named_by_its_line(bert_dir, tmp_path):
         (["--precision", "fp8", "--backend", "torch"], "error: backend torch has no precision 'fp8'"),
         (["--device", "gpu0"], "error: unknown device 'gpu0'; choose ane, auto, cpu, cuda, gpu, mps"),
         (["--long-text", "whole"], "error: unknown long_text (--long-text) 'whole'"),
+        (["--labels", " "], "error: --labels needs the class names"),
     ],
 )
 def test_configuration_errors_are_one_line_with_exit_code_2(bert_dir, args, message):
@@ -269,6 +270,16 @@ def test_evaluate_names_its_own_column_option(bert_dir, tmp_path):
     data.write_text("sentence\tlabel\n")
     result = run_cli("evaluate", str(data), "--model", str(bert_dir))
     assert result.returncode == 2 and result.stderr.decode() == f"error: {data}: no labelled rows\n"
+
+
+@pytest.mark.parametrize("content", ["", "text\n"])
+def test_a_file_without_rows_is_said_to_hold_none(bert_dir, tmp_path, content):
+    source = tmp_path / "in.csv"
+    source.write_text(content)
+    for out in ([], ["--out", str(tmp_path / "out.jsonl")]):
+        result = run_cli("classify", "--file", str(source), *out, "--model", str(bert_dir))
+        assert result.returncode == 0 and f"warning: {source} holds no rows to classify" in result.stderr.decode()
+    assert (tmp_path / "out.jsonl").read_text() == ""
 
 
 def test_models_lists_the_builtin_model():

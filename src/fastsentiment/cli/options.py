@@ -44,7 +44,11 @@ LabelsOption = Annotated[
 
 def label_names(labels: str | None) -> tuple[str, ...] | None:
     """The --labels option as a tuple of names (None when not given)."""
-    return tuple(name.strip() for name in labels.split(",")) if labels else None
+    if labels is None:
+        return None
+    if not labels.strip():
+        raise InputError("--labels needs the class names, comma-separated in class-id order")
+    return tuple(name.strip() for name in labels.split(","))
 
 
 def load_classifier(

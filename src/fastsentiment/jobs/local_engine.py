@@ -6,6 +6,7 @@ line number and written as error rows; they never stop the other rows or vanish 
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,8 @@ from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import Row, RowSource
 from fastsentiment.jobs.sinks import ConsoleSink, SchemaMismatch, output_record
 from fastsentiment.windows import LongText
+
+log = logging.getLogger("fastsentiment")
 
 
 def classify_file(
@@ -36,7 +39,8 @@ def classify_file(
     """Classify every row of a file (or stdin lines) to the console or `out`; return how many rows failed."""
     if out is None:
         with _Progress(rows, progress) as advance:
-            return _classify_chunks(clf, rows.rows(), chunk_rows, _printer(clf, as_json), long_text, advance)
+            failed = _classify_chunks(clf, _said_if_none(rows), chunk_rows, _printer(clf, as_json), long_text, advance)
+        return failed
 
     journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, clf.labels)
     if journal.resumed:
@@ -44,12 +48,23 @@ def classify_file(
     commit = _committer(clf, journal, lambda chunk: rows.position, long_text.reports_lengths)
     with _Progress(rows, progress, already=journal.rows, start=journal.position) as advance:
         try:
-            _classify_chunks(clf, rows.rows(start=journal.position), chunk_rows, commit, long_text, advance)
+            _classify_chunks(clf, _said_if_none(rows, journal.position), chunk_rows, commit, long_text, advance)
         except SchemaMismatch:
             journal.discard()  # the same rows would fail again on --resume
             raise
     journal.finish()
     return journal.failed
+
+
+def _said_if_none(source: RowSource, start: dict | None = None) -> Iterator[Row]:
+    """The rows of `source` from `start`; a file that holds none (empty, or a header alone) gets a warning, since an
+    empty output with exit 0 would otherwise look like success. Empty stdin is a pipeline's ordinary case."""
+    empty = True
+    for row in source.rows(start=start):
+        empty = False
+        yield row
+    if empty and start is None and not source.stdin:
+        log.warning("%s holds no rows to classify", source.path)
 
 
 def classify_rows(
@@ -125,7 +140,7 @@ def _classify_chunks(
         for row in chunk:
             if row.error is not None:
                 failed += 1
-                sys.stderr.write(f"error: line {row.line}: {row.error}\n")
+                sys.stderr.write(f"error: {row.name}: {row.error}\n")
         emit(chunk, predictions)
         advance(len(chunk))
     return failed
