@@ -94,7 +94,9 @@ def test_long_text_error_names_the_input_and_its_tokens(clf, bert_dir):
     result = run_cli("classify", "good", words(100), "--model", str(bert_dir), "--long-text", "error")
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()  # the other text is still classified
-    assert lines[0] == "error: input 2: 102 tokens, over the model's limit of 64 (--long-text chunk classifies it whole)"
+    assert (
+        lines[0] == "error: input 2: 102 tokens, over the model's limit of 64 (--long-text chunk classifies it whole)"
+    )
     assert result.stdout.decode().startswith(("POSITIVE", "NEGATIVE")) and "Traceback" not in result.stderr.decode()
 
 
