@@ -217,6 +217,17 @@ def test_sst2_dev_file_mode_classifies_all_rows(bert_dir, sst2_dir, tmp_path):
     assert {r["input_label"] for r in rows} == {"0", "1"}
 
 
+def test_a_device_no_backend_here_runs_on_names_each_backends_reason():
+    """auto on a known device that nothing runs on here: every backend's reason, not the first backend's refusal."""
+    torch = pytest.importorskip("torch")
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    result = run_cli("classify", "I like cheese", "--device", "mps")
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith("error: no backend can run here (onnx: runs on cpu, cuda, not")
+    assert "torch: MPS (Apple GPU) is not available" in stderr and stderr.count("\n") == 1
+
+
 def test_backends_table_names_the_extra_of_a_missing_runtime():
     """The table's pip hint keeps its [extra] (rich would read it as markup and drop it)."""
     import subprocess

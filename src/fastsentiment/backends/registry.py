@@ -61,7 +61,7 @@ def backend_names() -> list[str]:
 def check_device(device: str) -> None:
     """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
     known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
-    if device not in known:
+    if device.split(":")[0] not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
 
 
@@ -91,6 +91,9 @@ def availability(name: str, device: str = "auto", model: ModelDir | None = None)
         return Availability(
             name, False, f"'{missing}' not installed: pip install 'fastsentiment[{backend.spec.extra}]'"
         )
+    kind = device.split(":")[0]  # "cuda:1": a device of kind cuda
+    if kind != "auto" and kind not in backend.spec.devices:
+        return Availability(name, False, f"runs on {', '.join(backend.spec.devices)}, not {device!r}")
     problem = backend.device_problem(device) or (model_problem(name, model) if model is not None else None)
     if problem:
         return Availability(name, False, problem)
