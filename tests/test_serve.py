@@ -155,6 +155,14 @@ def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, s
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_routing_errors_have_the_same_shape_as_every_other_error(server):
+    for response, status, kind in [
+        (httpx.get(f"{server.url}/predict"), 405, "method_not_allowed"),
+        (httpx.post(f"{server.url}/no/such/route", json={"inputs": "x"}), 404, "not_found"),
+    ]:
+        assert response.status_code == status and response.json()["error_type"] == kind and response.json()["error"]
+
+
 def test_health_info_metrics_docs(server):
     info = httpx.get(f"{server.url}/info").json()
     assert info["labels"] == ["NEGATIVE", "POSITIVE"]
@@ -319,6 +327,22 @@ def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, c
         assert bad.status_code == 422 and "input 1 has 50002 tokens" in bad.json()["error"]
     finally:
         running.stop()
+
+
+def test_a_port_taken_by_another_server_is_one_line_before_the_model_loads(bert_dir, cache):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "fastsentiment", "serve", "-m", str(bert_dir), "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "FASTSENTIMENT_CACHE": cache},
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.decode() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_dir, cache):

@@ -25,7 +25,7 @@ def serve(
     precision: PrecisionOption = None,
     max_length: MaxLengthOption = None,
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Dynamic batching (off: one text per model call)."
     ),
@@ -52,11 +52,15 @@ def serve(
         from fastsentiment.serve.runner import run
     except ImportError as error:
         raise missing_extra(error.name or "fastapi", "server", "fastsentiment serve") from None
+    from fastsentiment.backends.registry import checked_backend
     from fastsentiment.models import resolve_model
+    from fastsentiment.serve.runner import check_port
 
     model_dir = resolve_model(model)  # a bad --model (or --labels) fails now, with one line, not inside the server
     if labels:
         model_dir.with_labels(label_names(labels))
+    checked_backend(backend, device, precision, model_dir)  # likewise an unknown backend, device or precision
+    check_port(host, port)  # and a port taken or not ours to take, before minutes of tuning
     settings = ServerSettings(
         batching=BatchSettings(max_batch_size, max_batch_tokens, max_wait_ms, max_queue),
         dynamic_batching=batching,

@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from fastsentiment import __version__
@@ -270,6 +271,15 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
         metrics.count_error(error.kind)
         return JSONResponse(
             {"error": error.message, "error_type": error.kind}, status_code=error.status, headers=error.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """Routing's own answers (404 unknown path, 405 wrong method) in the same shape as every other error."""
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        metrics.count_error(kind)
+        return JSONResponse(
+            {"error": str(error.detail), "error_type": kind}, status_code=error.status_code, headers=error.headers
         )
 
     @app.get("/health")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 
 import uvicorn
 from fastapi import FastAPI
 
-from fastsentiment.errors import FastSentimentError
+from fastsentiment.errors import FastSentimentError, InputError
 
 
 class GracefulServer(uvicorn.Server):
@@ -26,6 +27,22 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a host and port this process cannot listen on (taken by another server, a privileged port, an address
+    not of this machine), in one line before the model loads; uvicorn would say so only after it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT leftovers are fine
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise InputError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
