@@ -150,6 +150,10 @@ def _write(path, header, rows, delimiter="\t"):
             lambda d: _write(d / "d.csv", ["sentence", "label"], [["good", "POSITIVE"], ["", "NEGATIVE"]], ","),
             "line 3: empty text",
         ),
+        (
+            lambda d: _write(d / "e.tsv", ["sentence", "label"], [["good", "1"], ["fine", "1"]]),
+            "every row has the label POSITIVE; a classifier needs two classes or more",
+        ),
     ],
 )
 def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, message):
@@ -159,6 +163,45 @@ def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, m
     assert result.returncode == 2
     assert message in result.stderr.decode() and "Traceback" not in result.stderr.decode()
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--device", "tpu"], "unknown --device 'tpu'; expected auto, cpu, cuda or mps"),
+        (["--max-steps", "0"], "--max-steps must be at least 1"),
+        (["--max-steps", "-1"], "--max-steps must be at least 1"),
+        (["--out-is-a-file"], "is a file; training writes a folder"),
+    ],
+)
+def test_bad_training_options_fail_in_one_line_before_training(train_slice, base_encoder, tmp_path, options, message):
+    out = tmp_path / "never"
+    if options == ["--out-is-a-file"]:
+        out.write_text("not a folder")
+        options = []
+    result = run_cli(*train_args(train_slice, out, base_encoder, *options))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and message in stderr and stderr.count("\n") == 1, stderr
+    assert not (out / "checkpoints").exists()
+
+
+def test_a_named_class_without_training_rows_is_warned_about(train_slice, base_encoder, tmp_path):
+    result = run_cli(*train_args(train_slice, tmp_path / "out", base_encoder, "--labels", "NEGATIVE,POSITIVE,MIXED",
+                                 "--max-steps", "1"))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert "warning: no training row has the label MIXED" in result.stderr.decode()
+
+
+def test_training_without_torch_names_the_extra(train_slice, base_encoder, tmp_path):
+    import subprocess
+    import sys
+
+    script = "import sys\nsys.modules['torch'] = None\nfrom fastsentiment.cli import main\nmain(sys.argv[1:])\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script, *train_args(train_slice, tmp_path / "never", base_encoder)], capture_output=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().endswith("which is not installed: pip install 'fastsentiment[train]'")
 
 
 def test_non_bert_base_model_fails_before_training(train_slice, base_encoder, tmp_path):

@@ -8,6 +8,7 @@ an exponential moving average of the weights) is visible here rather than buried
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.errors import FastSentimentError, InputError, ModelError
+from fastsentiment.errors import FastSentimentError, InputError, ModelError, missing_extra
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, teacher_attention
@@ -39,10 +40,14 @@ class TrainResult:
 def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> TrainResult:
     """Run a fine-tune described by `config`; every input problem is raised before training starts."""
     _check_options(config)
+    for runtime in ("torch", "transformers"):
+        if importlib.util.find_spec(runtime) is None:
+            raise missing_extra(runtime, "train", "fastsentiment train")
     base = resolve_model(config.base_model, require_head=False)
     train_data, label_names = read_labelled(
         config.train_file, text_column=config.text_column, label_column=config.label_column, label_names=config.labels
     )
+    _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
         held_out, _ = read_labelled(
             config.eval_file, text_column=config.text_column, label_column=config.label_column, label_names=label_names
@@ -122,9 +127,24 @@ def distillation_data(
     return train_data.texts + extra, labels
 
 
+def _check_classes(data: LabelledData, names: list[str], path: str, on_event: Callable[[str], None]) -> None:
+    """A classifier learns to tell classes apart: refuse data of one class; say which named classes have no row."""
+    present = set(np.unique(data.labels).tolist())
+    if len(present) < 2:
+        raise InputError(
+            f"{path}: every row has the label {names[data.labels[0]]}; a classifier needs two classes or more"
+        )
+    if missing := [name for index, name in enumerate(names) if index not in present]:
+        on_event(f"warning: no training row has the label {', '.join(missing)}; the model will hardly ever predict it")
+
+
 def _check_options(config: TrainConfig) -> None:
+    if config.max_steps is not None and config.max_steps < 1:
+        raise InputError("--max-steps must be at least 1 (leave it out to train for --epochs)")
     if config.epochs < 1 and not config.max_steps:
         raise InputError("--epochs must be at least 1")
+    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise InputError(f"--out {config.output_dir} is a file; training writes a folder")
     if config.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if config.checkpoint_every < 1:
@@ -160,6 +180,10 @@ def _training_device(name: str):
     from fastsentiment.backends.torch_backend import TorchBackend, best_device
 
     device = best_device() if name == "auto" else name
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown --device {name!r}; expected auto, cpu, cuda or mps") from None
     if problem := TorchBackend.device_problem(device):
         raise FastSentimentError(f"--device {name}: {problem}")
     return torch.device(device)
