@@ -69,6 +69,7 @@ def test_quick_bench_writes_every_output_well_formed(quick_report):
         (["--backends", "tensorflow"], "unknown backend 'tensorflow'"),
         (["--backends", "onnx:fp8"], "backend onnx has no precision 'fp8'"),
         (["--backends", "coreml"], "CoreML predicts on macOS only"),
+        (["--batch-sizes", "0,8"], "--batch-sizes must be at least 1"),
     ],
 )
 def test_bad_configurations_fail_before_any_run(bert_dir, tmp_path, args, message):

@@ -106,6 +106,22 @@ def test_openvino_export_computes_what_the_model_computes(bert_dir, tmp_path, mo
     np.testing.assert_allclose(exported, reference.logits(texts), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_an_export_into_a_place_that_cannot_hold_it_is_one_line(bert_dir, tmp_path, kind):
+    suffix = {"onnx": ".onnx", "openvino": ".xml"}[kind]
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / f"a-folder{suffix}").mkdir()
+    for out, says in [
+        (tmp_path / "a-file" / f"model{suffix}", "a-file is a file, not a folder"),
+        (tmp_path / f"a-folder{suffix}", "is a folder; name a file"),
+    ]:
+        result = run_cli("export", kind, str(bert_dir), str(out))
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and says in stderr and stderr.count("\n") == 1, stderr
+    result = run_cli("export", kind, str(bert_dir), str(tmp_path / "new" / "folder" / f"model{suffix}"))
+    assert result.returncode == 0, result.stderr.decode()[-2000:]  # missing folders are created, for both kinds
+
+
 def test_openvino_second_load_reads_the_compiled_model_cache(bert_dir, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from fastsentiment.backends.registry import load_backend

@@ -110,7 +110,7 @@ class Calibration:
         """Up to SAMPLE_SIZE rows of a user's file (a sample of their own data), with labels when it has them."""
         from fastsentiment.bench.data import load_bench_data
 
-        data = load_bench_data(str(path), label_names=list(labels))
+        data = load_bench_data(str(path), label_names=list(labels), option="--calibration")
         split = data.labelled or data.speed
         texts = split.texts[:SAMPLE_SIZE]
         truth = split.labels[:SAMPLE_SIZE] if split.labels is not None else None
@@ -259,7 +259,9 @@ def tune(
 ) -> dict:
     """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
     usable CPU), decide, cache the decision and return it."""
-    from fastsentiment.backends.registry import load_backend, prepare_backend
+    from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
+
+    check_device(device)
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder
 

@@ -25,9 +25,14 @@ class BenchData:
 
 
 def load_bench_data(
-    source: str, text_column: str = "sentence", label_column: str = "label", label_names: list[str] | None = None
+    source: str,
+    text_column: str = "sentence",
+    label_column: str = "label",
+    label_names: list[str] | None = None,
+    option: str = "--data",
 ) -> BenchData:
-    """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names."""
+    """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names. `option`:
+    the command's option that named `source`, for the message when there is nothing there."""
     path = Path(source).expanduser()
     if path.is_dir():
         dev, test = path / "dev.tsv", path / "test.tsv"
@@ -41,7 +46,7 @@ def load_bench_data(
         return BenchData(str(path), split if split.labels is not None else None, split)
     if source == "glue/sst2":
         return _from_datasets()
-    raise InputError(f"--data {source}: no such file or directory (or use glue/sst2 with internet access)")
+    raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 
 def _read_table(path: Path, text_column: str, label_column: str | None, label_names: list[str] | None) -> Split:

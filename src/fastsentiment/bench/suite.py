@@ -57,6 +57,8 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         sizes = sorted({int(size) for size in request.batch_sizes.split(",")})
     except ValueError:
         raise InputError(f"--batch-sizes takes comma-separated integers, got {request.batch_sizes!r}") from None
+    if sizes[0] < 1:
+        raise InputError(f"--batch-sizes must be at least 1, got {request.batch_sizes!r}")
     bench_data = load_bench_data(  # fails before any run
         request.data, request.text_column, request.label_column, model_dir.labels
     )

@@ -84,7 +84,7 @@ def compare(
     model_b: str | None = typer.Option(None, "--model-b", help="A different model for B (default: the same)."),
     data: str = typer.Option(DEFAULT_DATA, "--data"),
     text_column: str = typer.Option("sentence", "--text-column"),
-    show: int = typer.Option(10, "--show", help="Disagreements to list, worst first."),
+    show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Where two backends (or models) disagree: agreement, |Δlogit|, and the sentences, worst first."""

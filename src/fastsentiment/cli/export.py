@@ -9,6 +9,7 @@ import typer
 
 from fastsentiment.cli.app import app
 from fastsentiment.errors import InputError
+from fastsentiment.outputs import check_output_place
 
 export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -83,5 +84,7 @@ def export_coreml_command(
 
 
 def _check_suffix(path: Path, suffix: str) -> None:
+    """The output's name, and that it can be written there (missing folders are created), before any export."""
     if path.suffix != suffix:
         raise InputError(f"{path}: expected a {suffix} file name")
+    check_output_place(path, name="OUT")

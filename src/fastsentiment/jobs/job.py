@@ -76,7 +76,8 @@ class FileJob:
         elif self.address or self.out_format or self.num_workers != 1:
             raise InputError("--address, --out-format and --num-workers belong to --engine ray")
         if self.out is not None:
-            from fastsentiment.jobs.sinks import check_output_place, output_format
+            from fastsentiment.jobs.sinks import output_format
+            from fastsentiment.outputs import check_output_place
 
             if self.engine != "ray":
                 output_format(self.out)

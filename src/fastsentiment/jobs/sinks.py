@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,26 +37,6 @@ def output_format(path: Path) -> str:
     if fmt is None:
         raise InputError(f"--out {path}: write .csv, .tsv, .jsonl or .parquet")
     return fmt
-
-
-def check_output_place(path: Path, folder: bool = False) -> None:
-    """Refuse an --out that cannot be written, before any work: an existing folder where a file goes (or a file
-    where a folder goes), a path through a file, a place nothing can be created in. Creates the missing parents,
-    as writing would."""
-    if path.is_dir() and not folder:
-        raise InputError(f"--out {path} is a folder; name a file (.csv, .tsv, .jsonl or .parquet)")
-    if folder and path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} is a file; --engine ray writes a folder of files")
-    parent = path.parent
-    existing = next(p for p in (parent, *parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise InputError(f"--out {path}: {existing} is a file, not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as error:
-        raise InputError(f"--out {path}: cannot write in {parent} ({error.strerror or error})") from None
 
 
 def result_fields(prediction, labels: Sequence[str], error: str | None, lengths: bool = False) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""Where a command writes: one check, for file jobs and exports alike, before any work is done."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastsentiment.errors import InputError
+
+
+def check_output_place(path: Path, folder: bool = False, name: str = "--out") -> None:
+    """Refuse an output that cannot be written, before any work (`name`: the option or argument that gave it): an
+    existing folder where a file goes (or a file where a folder goes), a path through a file, a place nothing can
+    be created in. Creates the missing parents, as writing would."""
+    if path.is_dir() and not folder:
+        raise InputError(f"{name} {path} is a folder; name a file")
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{name} {path} is a file; a folder of files is written there")
+    parent = path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{name} {path}: {existing} is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise InputError(f"{name} {path}: cannot write in {parent} ({error.strerror or error})") from None
