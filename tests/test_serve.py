@@ -125,6 +125,7 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
     [
         (b'{"inputs": ', 400, "invalid_json"),
         (b'{"inputs": "caf\xff"}', 400, "invalid_encoding"),
+        (b'{"inputs": "\\ud800 alone"}', 422, "validation"),  # valid JSON, but no text holds a lone surrogate
         (b'{"inputs": 5}', 422, "validation"),
         (b'{"inputs": ["fine", 3]}', 422, "validation"),
         (b'{"inputs": ""}', 422, "validation"),

@@ -235,7 +235,23 @@ class PredictEndpoint:
             where, _, message = _split_location(str(error))
             raise ApiError(422, "validation", f"{where}: {message}") from None
         except msgspec.DecodeError as error:
+            if _lone_surrogate_escape(raw):
+                raise ApiError(
+                    422, "validation", "inputs: a text holds a lone surrogate escape: not valid UTF-8"
+                ) from None
             raise ApiError(400, "invalid_json", f"the body is not valid JSON ({error})") from None
+
+
+def _lone_surrogate_escape(raw: bytes) -> bool:
+    """Whether JSON that msgspec refused is valid JSON after all, but for a "\\ud800"-style escape that no text can
+    hold (msgspec reports it as truncated or malformed input); only read on that error's path."""
+    import json
+
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def check_text(index: int, text: str) -> None:
