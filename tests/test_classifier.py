@@ -81,6 +81,20 @@ def test_unknown_backend_precision_and_function_are_rejected(bert_dir):
         Classifier.load(bert_dir, backend="torch")("x", function_to_apply="tanh")
 
 
+@pytest.mark.parametrize(
+    ("inputs", "options", "message"),
+    [
+        (None, {}, "inputs must be a text or a list of texts, got NoneType"),
+        (b"bytes", {}, "inputs must be a text or a list of texts, got bytes"),
+        ("x", {"top_k": 0}, "top_k must be at least 1"),
+        ("x", {"batch_size": 0}, "batch size must be at least 1, got 0"),
+    ],
+)
+def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
+    with pytest.raises(InputError, match=message):
+        Classifier.load(bert_dir, backend="torch")(inputs, **options)
+
+
 def test_max_length_above_model_limit_is_rejected(bert_dir):
     with pytest.raises(Exception, match="exceeds what the model accepts"):
         Classifier.load(bert_dir, backend="torch", max_length=10_000)

@@ -151,6 +151,8 @@ class Classifier:
         score) as "chunks" to its best-label answer.
         """
         single = isinstance(inputs, str)
+        if not single and (inputs is None or isinstance(inputs, (bytes, dict)) or not hasattr(inputs, "__iter__")):
+            raise InputError(f"inputs must be a text or a list of texts, got {type(inputs).__name__}")
         texts = [inputs] if single else list(inputs)
         reading = self._read(texts, batch_size, long_text, stride, aggregate)
         scores = self.scores(reading.logits, function_to_apply)
@@ -166,7 +168,9 @@ class Classifier:
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
         """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
-        keep = len(self.labels) if top_k is None else max(1, min(int(top_k), len(self.labels)))
+        if top_k is not None and top_k < 1:
+            raise InputError(f"top_k must be at least 1 (None: every label), got {top_k}")
+        keep = len(self.labels) if top_k is None else min(int(top_k), len(self.labels))
         return [
             [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
             for row in scores
@@ -289,7 +293,7 @@ class Classifier:
         ]
 
     def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
-        size = batch_size or self.batch_size
+        size = self.batch_size if batch_size is None else batch_size
         if size < 1:
             raise InputError(f"batch size must be at least 1, got {size}")
         result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
