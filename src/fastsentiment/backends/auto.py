@@ -260,10 +260,10 @@ def tune(
     """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
     usable CPU), decide, cache the decision and return it."""
     from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
-
-    check_device(device)
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder
+
+    check_device(device)
 
     calibration = calibration or Calibration.builtin()
     encoder = TextEncoder.from_model_dir(model)

@@ -39,8 +39,7 @@ def classify_file(
     """Classify every row of a file (or stdin lines) to the console or `out`; return how many rows failed."""
     if out is None:
         with _Progress(rows, progress) as advance:
-            failed = _classify_chunks(clf, _said_if_none(rows), chunk_rows, _printer(clf, as_json), long_text, advance)
-        return failed
+            return _classify_chunks(clf, _said_if_none(rows), chunk_rows, _printer(clf, as_json), long_text, advance)
 
     journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, clf.labels)
     if journal.resumed:
