@@ -120,18 +120,23 @@ def build_family_tokenizer(kind: str, corpus: list[str]):
             vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
     elif kind == "mpnet":  # lower-cased WordPiece with <s> </s>: MPNet's tokenizer
-        tokenizer = Tokenizer(models.WordPiece(unk_token=unk))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # The vocabulary is built here rather than by `tokenizers`' WordPiece trainer, whose merges break ties in
+        # hash order: each build would be another network, and the tests' numbers would change from run to run.
+        normalizer, splitter = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        tokenizer = Tokenizer(models.WordPiece(_wordpiece_vocab(corpus, specials, normalizer, splitter), unk_token=unk))
+        tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, splitter
         tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
+        trainer = None
     else:  # SentencePiece Unigram, cased: XLM-R's and DeBERTa-v3's tokenizers
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.normalizer = normalizers.NFKC()
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk)
-    tokenizer.train_from_iterator(corpus, trainer)
+    if trainer is not None:
+        tokenizer.train_from_iterator(corpus, trainer)
+    if kind in ("xlm-roberta", "deberta-v2"):  # the trainer finds the same pieces every time, numbered in hash order
+        tokenizer = _unigram_in_score_order(tokenizer, specials)
     first, last = template.split()[0], template.split()[-1]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=template,
@@ -139,6 +144,37 @@ def build_family_tokenizer(kind: str, corpus: list[str]):
         special_tokens=[(first, tokenizer.token_to_id(first)), (last, tokenizer.token_to_id(last))],
     )
     return tokenizer
+
+
+def _wordpiece_vocab(corpus: list[str], specials: list[str], normalizer, splitter, size: int = 300) -> dict:
+    """Specials, every character alone and as a continuation, then the commonest words (ties alphabetical)."""
+    from collections import Counter
+
+    words = Counter(word for text in corpus for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({character for word in words for character in word})
+    pieces = [*specials, *characters, *(f"##{c}" for c in characters)]
+    common = [word for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if len(word) > 1]
+    pieces += common[: max(0, size - len(pieces))]
+    return {piece: index for index, piece in enumerate(pieces)}
+
+
+def _unigram_in_score_order(tokenizer, specials: list[str]):
+    """The same Unigram tokenizer with its pieces numbered in alphabetical order after the specials (the trainer's
+    scores may differ in the last digits between runs; the numbering, which picks each piece's weights, must not)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.to_str())
+    pieces = state["model"]["vocab"]
+    ordered = [p for p in pieces if p[0] in specials]
+    ordered.sort(key=lambda piece: specials.index(piece[0]))
+    ordered += sorted((p for p in pieces if p[0] not in specials), key=lambda piece: piece[0])
+    state["model"]["vocab"] = ordered
+    state["model"]["unk_id"] = [piece[0] for piece in ordered].index(specials[3])
+    for added in state.get("added_tokens", []):
+        added["id"] = [piece[0] for piece in ordered].index(added["content"])
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def build_family_model(
