@@ -276,3 +276,17 @@ def test_tune_judges_against_another_fp32_path_where_onnx_runtime_is_not_install
     assert not any(config.startswith("onnx:") for config in rows)
     assert rows["openvino:fp32"]["agreement"] == 1.0  # the reference agrees with itself
     assert decision["throughput"]["backend"] in ("openvino", "torch")
+
+
+def test_auto_with_a_precision_picks_a_backend_that_computes_it_on_the_cpu(bert_dir):
+    """fp16 is onnx's on CUDA only: on a CPU, auto with fp16 goes to a backend that computes fp16 here."""
+    from fastsentiment import Classifier
+    from fastsentiment.backends.registry import resolve_auto
+    from fastsentiment.models import resolve_model
+
+    backend, precision = resolve_auto(resolve_model(bert_dir), "cpu", "fp16")
+    assert precision == "fp16" and backend != "onnx"
+    assert Classifier.load(bert_dir, device="cpu", precision="fp16")(["good film"])[0]["label"] in (
+        "NEGATIVE",
+        "POSITIVE",
+    )

@@ -143,8 +143,12 @@ def resolve_auto(
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
     first backend that has it."""
     if precision is not None:
+        on_cpu = device.split(":")[0] in ("auto", "cpu")  # what "auto" is for the backends that take it as the CPU
         for name in backend_names():
-            if precision in get_backend(name).spec.precisions and availability(name, device, model).runnable:
+            spec = get_backend(name).spec
+            if precision not in spec.precisions or (on_cpu and precision in spec.accelerator_only):
+                continue
+            if availability(name, device, model).runnable:
                 return name, precision
         raise BackendError(f"no backend that runs here has precision {precision!r}")
     from fastsentiment.backends.auto import choose
