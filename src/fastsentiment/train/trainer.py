@@ -238,8 +238,7 @@ def _teacher_outputs(
         with np.load(cache) as saved:
             logits = saved["logits"]
             features = saved["features"] if "features" in saved.files else None
-            if "attention" in saved.files:
-                attention = AttentionMaps(int(saved["attention_heads"]), saved["attention_lengths"], saved["attention"])
+            attention = _saved_attention(saved)
     computed = logits is None
     if logits is None:
         logits = _teacher_logits(teachers, runtimes, texts, config, device, on_event)
@@ -366,12 +365,19 @@ def load_teacher_attention(path: Path, texts: list[str]) -> AttentionMaps:
                 f"--attention-weight: {path} holds no attention of the teacher; "
                 "save it too (scripts/save_teacher_logits.py --attention)"
             )
-        maps = AttentionMaps(int(saved["attention_heads"]), saved["attention_lengths"], saved["attention"])
+        maps = _saved_attention(saved)
     if len(maps.lengths) != len(texts):
         raise InputError(
             f"--attention-weight: {path} holds attention of {len(maps.lengths)} texts, this run has {len(texts)}"
         )
     return maps
+
+
+def _saved_attention(saved) -> AttentionMaps | None:
+    """The attention maps in an open teacher-logits file (as save_teacher_logits writes them), if it holds any."""
+    if "attention" not in saved.files:
+        return None
+    return AttentionMaps(int(saved["attention_heads"]), saved["attention_lengths"], saved["attention"])
 
 
 def _attention_for_student(attention: AttentionMaps, train_ids: list, on_event: Callable[[str], None]) -> AttentionMaps:
