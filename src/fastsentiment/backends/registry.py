@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from fastsentiment.backends.base import Backend
+from fastsentiment.backends.base import Backend, BackendSpec
 from fastsentiment.errors import BackendError, missing_extra
 from fastsentiment.models import ModelDir
 
@@ -58,10 +58,20 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def device_kind(device: str) -> str:
+    """ "cuda:1" is a device of kind cuda."""
+    return device.split(":")[0]
+
+
+def _runs_on(spec: BackendSpec, device: str) -> bool:
+    """Whether `device` ("auto" included) is one of the backend's kinds of device."""
+    return device == "auto" or device_kind(device) in spec.devices
+
+
 def check_device(device: str) -> None:
     """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
     known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
-    if device.split(":")[0] not in known:
+    if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
 
 
@@ -91,8 +101,7 @@ def availability(name: str, device: str = "auto", model: ModelDir | None = None)
         return Availability(
             name, False, f"'{missing}' not installed: pip install 'fastsentiment[{backend.spec.extra}]'"
         )
-    kind = device.split(":")[0]  # "cuda:1": a device of kind cuda
-    if kind != "auto" and kind not in backend.spec.devices:
+    if not _runs_on(backend.spec, device):
         return Availability(name, False, f"runs on {', '.join(backend.spec.devices)}, not {device!r}")
     problem = backend.device_problem(device) or (model_problem(name, model) if model is not None else None)
     if problem:
@@ -143,7 +152,7 @@ def resolve_auto(
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
     first backend that has it."""
     if precision is not None:
-        on_cpu = device.split(":")[0] in ("auto", "cpu")  # what "auto" is for the backends that take it as the CPU
+        on_cpu = device_kind(device) in ("auto", "cpu")  # what "auto" is for the backends that take it as the CPU
         for name in backend_names():
             spec = get_backend(name).spec
             if precision not in spec.precisions or (on_cpu and precision in spec.accelerator_only):
@@ -172,7 +181,7 @@ def checked_backend(
         raise BackendError(
             f"backend {spec.name} has no precision {precision!r}; choose one of {', '.join(spec.precisions)}"
         )
-    if device != "auto" and device.split(":")[0] not in spec.devices:
+    if not _runs_on(spec, device):
         raise BackendError(f"backend {spec.name} does not run on {device!r}; its devices: {', '.join(spec.devices)}")
     problem = backend.device_problem(device)
     if problem:
