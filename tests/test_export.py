@@ -157,8 +157,9 @@ def test_openvino_bf16_follows_the_cpu(bert_dir, tmp_path, monkeypatch):
 
 
 PARALLEL_CHECK = """
-import os, sys
+import faulthandler, os, sys
 import numpy as np
+faulthandler.dump_traceback_later(100, exit=True)  # a hang shows every thread's stack instead of a bare timeout
 os.sched_setaffinity(0, range(os.cpu_count()))  # the test worker was pinned to one CPU; this child is not
 from fastsentiment.backends.registry import load_backend
 from fastsentiment.classifier import Classifier
@@ -190,7 +191,7 @@ def test_openvino_throughput_runs_calls_side_by_side_with_the_same_answers(bert_
         pytest.skip("one CPU: OpenVINO makes one stream")
     env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-c", PARALLEL_CHECK, str(bert_dir)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", PARALLEL_CHECK, str(bert_dir)], capture_output=True, text=True, env=env, timeout=150
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["1", "2"]  # latency: one call with every thread; throughput: two streams

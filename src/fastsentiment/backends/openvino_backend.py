@@ -59,6 +59,10 @@ class OpenvinoBackend:
         self._feeds = feeds
         self.device = "cpu"
         self.precision = precision
+        # OpenVINO's Python binding initialises its numpy bridge on its first call, inside a C++ static guard that
+        # waits for the GIL: two threads making their first calls at once can deadlock there (a CI run hung on
+        # it; about 1 in 20 fresh processes under load here). One call on the loading thread initialises it first.
+        self.logits(np.zeros((1, 2), dtype=np.int64), np.ones((1, 2), dtype=np.int64))
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:
