@@ -80,6 +80,31 @@ def test_a_truncated_file_row_is_named_by_its_line(bert_dir, tmp_path):
     assert "warning: line 4 has 102 tokens; truncated to the model's limit of 64" in result.stderr.decode()
 
 
+def test_a_file_of_long_rows_names_the_first_few_and_counts_the_rest(bert_dir, tmp_path):
+    """A file of long reviews must not print a line per row: five are named, the rest counted at the end."""
+    from fastsentiment.tokenization import NAMED_TRUNCATIONS
+
+    source = tmp_path / "texts.txt"
+    source.write_text("good\n" + "".join(f"{'good ' * (70 + row)}\n" for row in range(12)) + "bad\n")
+    result = run_cli("classify", "--file", str(source), "--chunk-rows", "4", "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    named = [line for line in lines if line.startswith("warning: line ")]
+    expected = "warning: line {} has {} tokens; truncated to the model's limit of 64 ({} tokens dropped)"
+    assert named == [expected.format(line, 70 + line, 6 + line) for line in range(2, 2 + NAMED_TRUNCATIONS)]
+    assert "warning: 12 rows were truncated to the model's limit of 64 tokens in all" in result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == 14  # every row classified
+
+    two = tmp_path / "two.txt"
+    two.write_text("good\n" + "good " * 70 + "\n" + "bad " * 70 + "\n")
+    result = run_cli("classify", "--file", str(two), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    assert [line.split(" has ")[0] for line in result.stderr.decode().splitlines() if "truncated" in line] == [
+        "warning: line 2",
+        "warning: line 3",
+    ]  # each named, no count line
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

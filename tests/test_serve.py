@@ -14,7 +14,6 @@ import pytest
 
 from conftest import ROOT
 from fastsentiment import Classifier
-from fastsentiment.backends.registry import backend_names
 
 WORDS = "the a good bad film movie cheese cake like love hate not great was".split()
 

@@ -2,7 +2,9 @@
 
 Truncation is done here rather than inside `tokenizers` so that the number of dropped tokens is
 known exactly and can be reported: silently classifying the first 512 tokens of a long review is
-a correctness problem a user needs to hear about.
+a correctness problem a user needs to hear about. The first few truncated inputs are named one by one;
+later ones are counted (`TextEncoder.truncated`), since a file of long reviews would otherwise print a
+line per row, and a file job reports the count when it ends.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from fastsentiment.models.modeldir import ModelDir
 from fastsentiment.texts import input_name
 
 log = logging.getLogger("fastsentiment")
+
+NAMED_TRUNCATIONS = 5  # truncated inputs warned about by name; later ones are only counted
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class TextEncoder:
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
+        self.truncated = 0  # inputs cut to max_length so far (by `fit` with warn=True)
 
     @classmethod
     def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
@@ -65,21 +70,33 @@ class TextEncoder:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
         return self._tokenizer.encode_batch(list(texts))
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text (special tokens included), truncated to `max_length` with a warning."""
-        return [self.fit(encoding.ids, input_name(number)) for number, encoding in enumerate(self.encodings(texts), 1)]
+    def encode(self, texts: Sequence[str], *, warn: bool = True) -> list[list[int]]:
+        """Token ids per text (special tokens included), truncated to `max_length`; with `warn`, truncations are
+        reported (`fit`). warn=False is for the tool's own texts (calibration samples), not a user's."""
+        encodings = self.encodings(texts)
+        if not warn:
+            return [truncated(encoding.ids, self.max_length) for encoding in encodings]
+        return [self.fit(encoding.ids, input_name(number)) for number, encoding in enumerate(encodings, 1)]
 
     def fit(self, ids: Sequence[int], name: str) -> list[int]:
-        """`ids` cut to `max_length`, with a warning naming the input (`name`: "input 3", "line 12") and the tokens
-        dropped."""
+        """`ids` cut to `max_length`. A cut is counted, and the first NAMED_TRUNCATIONS get a warning naming the
+        input (`name`: "input 3", "line 12") and the tokens dropped."""
         if len(ids) > self.max_length:
-            log.warning(
-                "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
-                name,
-                len(ids),
-                self.max_length,
-                len(ids) - self.max_length,
-            )
+            self.truncated += 1
+            if self.truncated <= NAMED_TRUNCATIONS:
+                log.warning(
+                    "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                    name,
+                    len(ids),
+                    self.max_length,
+                    len(ids) - self.max_length,
+                )
+            if self.truncated == NAMED_TRUNCATIONS:
+                log.warning(
+                    "further inputs over %d tokens are truncated without a line each (--long-text chunk classifies "
+                    "whole texts)",
+                    self.max_length,
+                )
         return truncated(ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:

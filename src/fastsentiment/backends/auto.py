@@ -267,7 +267,7 @@ def tune(
 
     calibration = calibration or Calibration.builtin()
     encoder = TextEncoder.from_model_dir(model)
-    sequences = encoder.encode(calibration.texts)
+    sequences = encoder.encode(calibration.texts, warn=False)  # the sample's, not the user's, texts
     halves = _length_halves(sequences)
 
     def measure_one(name: str, precision: str, row: Measurement | None = None) -> tuple[Measurement, np.ndarray | None]:

@@ -33,6 +33,29 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
     """Write `model` as an ONNX file at `target` with dynamic batch and sequence axes."""
     if precision not in VARIANTS:
         raise ValueError(f"unknown ONNX precision {precision!r}")
+    with _library_logs_contained():
+        return _export(model, target, precision)
+
+
+@contextlib.contextmanager
+def _library_logs_contained() -> Iterator[None]:
+    """No INFO records from the exporting libraries, and the root logger as it was afterwards: importing ONNX
+    Runtime's block-wise quantiser calls `logging.basicConfig(level=INFO)`, after which every library's INFO
+    records (the transformer optimiser's fusion counts, a dozen lines) reached the user's terminal."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level, disabled = root.handlers[:], root.level, logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(disabled)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _export(model: ModelDir, target: Path, precision: str) -> Path:
     scratch = target.with_name(target.stem + ".raw.onnx")
     _export_fp32(model, scratch)
     if precision in ("plain", "plain-int8"):  # the graphs OpenVINO runs, in bf16 where the CPU has it
@@ -190,16 +213,15 @@ def quantise_blockwise(source: Path, target: Path) -> None:
     on MiniLM-sized models that flips ~2-4% of SST-2 dev labels against fp32 even per-channel. A
     scale per block of 128 keeps agreement above 99% (measured in tests/test_builtin_model.py).
     """
-    import logging
-
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
-    quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(source)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
-    )
-    quantizer.process()
+    with _library_logs_contained():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
+        )
+        quantizer.process()
     onnx.save(quantizer.model.model, str(target))
 
 

@@ -13,11 +13,12 @@ quantiser by compiling the model once per quantiser: over ten minutes on 2 cores
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,9 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
         batch = encoder.pad([ids])
         return graph_feeds(names, batch.input_ids, batch.attention_mask)
 
-    samples = [feeds(ids) for ids in encoder.encode(list(texts))]
+    samples = [feeds(ids) for ids in encoder.encode(list(texts), warn=False)]
     ffn_width = model.architecture.encoder_shape(model.config)["ffn"]
-    # NNCF draws progress bars and logs on stdout, which belongs to the command's results (`tune --json`,
-    # `classify`); its logger holds its own reference to stdout, so it is pointed at stderr too.
-    with contextlib.redirect_stdout(sys.stderr), _nncf_log_to_stderr():
+    with _nncf_quiet():
         quantised = nncf.quantize(
             network,
             nncf.Dataset(samples),
@@ -102,14 +101,24 @@ def ffn_down_projections(network, ffn_width: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def _nncf_log_to_stderr():
+def _nncf_quiet() -> Iterator[None]:
+    """NNCF draws progress bars and logs INFO lines (a dozen per model) on stdout, which belongs to the command's
+    results (`tune --json`, `classify`) and would break through `tune`'s own status line: the bars go nowhere, and
+    its logger (which holds its own reference to stdout) passes warnings alone, on stderr."""
     import logging
 
-    handlers = [h for h in logging.getLogger("nncf").handlers if isinstance(h, logging.StreamHandler)]
+    logger = logging.getLogger("nncf")
+    handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     streams = [h.setStream(sys.stderr) for h in handlers]
+    levels = [logger.level, *(h.level for h in handlers)]
+    for item in (logger, *handlers):
+        item.setLevel(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
+        for item, level in zip((logger, *handlers), levels, strict=True):
+            item.setLevel(level)
         for handler, stream in zip(handlers, streams, strict=True):
             if stream is not None:  # None: the handler was on stderr already
                 handler.setStream(stream)
