@@ -66,10 +66,21 @@ def test_predict_returns_every_label_score(bert_dir):
     assert prediction.label == max(prediction.scores, key=prediction.scores.get)
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "\t\n", "caf\udcff"])
+@pytest.mark.parametrize("bad", ["", "   ", "\t\n", "caf\udcff", "\u200b", "\ufeff", "\u200e\u200f", "\x00\x01"])
 def test_unusable_text_is_rejected(bert_dir, bad):
-    with pytest.raises(InputError):
+    """Zero-width spaces, byte-order marks, direction marks and control characters alone are empty text too: the
+    model would only score [CLS] [SEP]."""
+    with pytest.raises(InputError, match=r"input 2: (empty text|not valid UTF-8)"):
         Classifier.load(bert_dir, backend="torch")(["fine", bad])
+
+
+def test_one_string_is_one_text_everywhere_and_any_iterable_is_read_once(bert_dir):
+    clf = Classifier.load(bert_dir, backend="torch")
+    (one,) = clf.predict("I like cheese")  # not one prediction per character
+    assert one == clf.predict(["I like cheese"])[0]
+    np.testing.assert_array_equal(clf.logits("good film"), clf.logits(["good film"]))
+    np.testing.assert_array_equal(clf.logits(text for text in TEXTS), clf.logits(TEXTS))
+    assert clf("a\u200bb") and clf(TEXTS, function_to_apply="SOFTMAX") == clf(TEXTS, function_to_apply="softmax")
 
 
 def test_unknown_backend_precision_and_function_are_rejected(bert_dir):
@@ -86,13 +97,29 @@ def test_unknown_backend_precision_and_function_are_rejected(bert_dir):
     [
         (None, {}, "inputs must be a text or a list of texts, got NoneType"),
         (b"bytes", {}, "inputs must be a text or a list of texts, got bytes"),
-        ("x", {"top_k": 0}, "top_k must be at least 1"),
+        ("x", {"top_k": 0}, "top_k must be a whole number of at least 1"),
+        ("x", {"top_k": "2"}, "top_k must be a whole number of at least 1 .*got '2'"),
+        ("x", {"top_k": 1.5}, "top_k must be a whole number"),
+        ("x", {"top_k": True}, "top_k must be a whole number"),
         ("x", {"batch_size": 0}, "batch size must be at least 1, got 0"),
     ],
 )
 def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
     with pytest.raises(InputError, match=message):
         Classifier.load(bert_dir, backend="torch")(inputs, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threads": 0}, "threads must be a whole number of at least 1"),
+        ({"threads": -1}, "threads must be a whole number of at least 1"),
+        ({"labels": "abc"}, "labels must be a list of names"),
+    ],
+)
+def test_load_options_that_cannot_mean_anything_are_refused(bert_dir, options, message):
+    with pytest.raises(InputError, match=message):
+        Classifier.load(bert_dir, backend="openvino", **options)
 
 
 def test_max_length_above_model_limit_is_rejected(bert_dir):

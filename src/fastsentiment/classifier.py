@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +93,10 @@ class Classifier:
         (seconds; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
+        if isinstance(labels, str):
+            raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
         model_dir = resolve_model(None if model is None else os.fspath(model))
         if labels:
             model_dir = model_dir.with_labels(labels)
@@ -151,10 +155,7 @@ class Classifier:
         score) as "chunks" to its best-label answer.
         """
         single = isinstance(inputs, str)
-        if not single and (inputs is None or isinstance(inputs, (bytes, dict)) or not hasattr(inputs, "__iter__")):
-            raise InputError(f"inputs must be a text or a list of texts, got {type(inputs).__name__}")
-        texts = [inputs] if single else list(inputs)
-        reading = self._read(texts, batch_size, long_text, stride, aggregate)
+        reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate)
         scores = self.scores(reading.logits, function_to_apply)
         if top_k is _UNSET:
             best = scores.argmax(axis=1)
@@ -168,8 +169,8 @@ class Classifier:
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
         """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
-        if top_k is not None and top_k < 1:
-            raise InputError(f"top_k must be at least 1 (None: every label), got {top_k}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise InputError(f"top_k must be a whole number of at least 1 (None: every label), got {top_k!r}")
         keep = len(self.labels) if top_k is None else min(int(top_k), len(self.labels))
         return [
             [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
@@ -178,7 +179,7 @@ class Classifier:
 
     def predict(
         self,
-        texts: Sequence[str],
+        texts: str | Iterable[str],
         *,
         batch_size: int | None = None,
         long_text: str = "truncate",
@@ -187,9 +188,10 @@ class Classifier:
         return_chunks: bool = False,
         names: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`);
-        `names` are how truncation warnings name the texts (default "input 1", "input 2", ...)."""
-        reading = self._read(texts, batch_size, long_text, stride, aggregate, names)
+        """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`; one
+        string is one text); `names` are how truncation warnings name the texts (default "input 1", "input 2",
+        ...)."""
+        reading = self._read(_texts_of(texts), batch_size, long_text, stride, aggregate, names)
         scores = self.scores(reading.logits)
         predictions = []
         for index, (row_logits, row) in enumerate(zip(reading.logits, scores, strict=False)):
@@ -211,7 +213,7 @@ class Classifier:
     # ---- the stages, for callers that time or reuse them ----------------------------------
     def logits(
         self,
-        texts: Sequence[str],
+        texts: str | Iterable[str],
         *,
         batch_size: int | None = None,
         long_text: str = "truncate",
@@ -219,7 +221,7 @@ class Classifier:
         aggregate: str | None = None,
     ) -> np.ndarray:
         """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
-        return self._read(texts, batch_size, long_text, stride, aggregate).logits
+        return self._read(_texts_of(texts), batch_size, long_text, stride, aggregate).logits
 
     def _read(self, texts, batch_size, long_text, stride, aggregate, names=None) -> _Reading:
         tokens, windows = self.split(texts, long_text, stride, names=names)
@@ -320,7 +322,7 @@ class Classifier:
             pass
 
     def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
-        function = function_to_apply or self._default_function()
+        function = (function_to_apply or self._default_function()).lower()  # as transformers reads it
         if function not in FUNCTIONS:
             raise InputError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")
         if function == "none":
@@ -334,6 +336,16 @@ class Classifier:
         # As transformers does: one output or a multi-label problem means independent sigmoids.
         multi_label = self.model.config.get("problem_type") == "multi_label_classification"
         return "sigmoid" if multi_label or len(self.labels) == 1 else "softmax"
+
+
+def _texts_of(inputs: Any) -> list[str]:
+    """The texts of a call: one string is one text (never its characters), any other iterable (a list, a
+    generator) is read once into a list."""
+    if isinstance(inputs, str):
+        return [inputs]
+    if inputs is None or isinstance(inputs, (bytes, dict)) or not hasattr(inputs, "__iter__"):
+        raise InputError(f"inputs must be a text or a list of texts, got {type(inputs).__name__}")
+    return list(inputs)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:

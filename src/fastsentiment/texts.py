@@ -9,6 +9,7 @@ tokenizer or UTF-8 file takes them, so they count as undecodable as well.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 # Lone surrogates: undecodable bytes kept by `surrogateescape`, or JSON escapes such as "\\ud83d".
@@ -38,8 +39,13 @@ def text_problem(value: Any) -> str | None:
         return f"{type(value).__name__}, not text"
     if has_undecodable(value):
         return "not valid UTF-8"
-    if not value.strip():
+    stripped = value.strip()
+    if not stripped:
         return "empty text"
+    # Zero-width spaces, byte-order marks, direction marks and control characters alone leave the model nothing
+    # but [CLS] [SEP] to score. isprintable() is True for ordinary text, so only unusual texts pay for the scan.
+    if not stripped.isprintable() and all(unicodedata.category(char)[0] in "CZ" for char in stripped):
+        return "empty text (only invisible characters)"
     return None
 
 

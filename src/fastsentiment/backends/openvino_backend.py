@@ -131,6 +131,6 @@ class OpenvinoBackend:
         return {
             "runtime": f"openvino {ov.get_version()}",
             "execution devices": ", ".join(self._compiled.get_property("EXECUTION_DEVICES")),
-            "inference precision hint": str(self._compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference precision hint": self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "operations (type, runtime precision)": dict(sorted(runtime_precisions.items())),
         }
