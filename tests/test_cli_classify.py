@@ -376,20 +376,19 @@ def test_options_that_would_be_ignored_are_refused(bert_dir, tmp_path, args, mes
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_explain_reports_where_and_in_what_precision_the_operations_run(bert_dir, tmp_path):
+def test_explain_reports_where_and_in_what_precision_the_operations_run(bert_dir):
     """`explain` reads the loaded runtime itself: ONNX Runtime's providers and the int8 file's operators;
     OpenVINO's precision as a plain name ("f32", "bf16"), and its matmuls in that precision."""
     from fastsentiment.backends.base import cpu_computes_bf16
 
-    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
-    onnx = run_cli("explain", "-m", str(bert_dir), "--backend", "onnx", "-p", "int8", "--json", env=env)
+    onnx = run_cli("explain", "-m", str(bert_dir), "--backend", "onnx", "-p", "int8", "--json")
     assert onnx.returncode == 0, onnx.stderr.decode()
     report = json.loads(onnx.stdout)
     assert (report["backend"], report["precision"]) == ("onnx", "int8")
     assert report["nodes per execution provider"].keys() == {"CPUExecutionProvider"}
     assert report["operators"]["MatMulNBits @ CPUExecutionProvider"] > 0  # the block-wise int8 weights
     precision = "bf16" if cpu_computes_bf16() else "fp32"
-    openvino = run_cli("explain", "-m", str(bert_dir), "--backend", "openvino", "-p", precision, "--json", env=env)
+    openvino = run_cli("explain", "-m", str(bert_dir), "--backend", "openvino", "-p", precision, "--json")
     assert openvino.returncode == 0, openvino.stderr.decode()
     report = json.loads(openvino.stdout)
     hint = {"bf16": "bf16", "fp32": "f32"}[precision]
