@@ -18,6 +18,9 @@ import pytest
 from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
+from fastsentiment.jobs.journal import ChunkJournal
+from fastsentiment.jobs.rows import RowSource
+from fastsentiment.jobs.sinks import SchemaMismatch
 
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
 
@@ -41,7 +44,9 @@ def read_output(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     with open(path, newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream, delimiter="\t" if path.suffix == ".tsv" else ","))
+        if path.suffix == ".tsv":  # as the tool reads and writes TSV: GLUE style, no quoting
+            return list(csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+        return list(csv.DictReader(stream))
 
 
 @pytest.fixture(scope="module")
@@ -219,18 +224,180 @@ def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
     )
 
 
-def test_jsonl_values_that_change_type_cannot_go_to_parquet_and_leave_nothing_behind(bert_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("chunk_rows", "message"),
+    [
+        ("1", "rows 2-2: column 'n' holds string values where earlier rows hold int64"),  # across chunks
+        ("2048", "rows 1-2: column 'n' holds values that do not fit one Parquet type"),  # within one chunk
+    ],
+)
+def test_jsonl_values_that_change_type_cannot_go_to_parquet_and_leave_nothing_behind(
+    bert_dir, tmp_path, chunk_rows, message
+):
     source = tmp_path / "mixed.jsonl"
     source.write_text('{"text": "great film", "n": 1}\n{"text": "awful", "n": "x"}\n', encoding="utf-8")
     out = tmp_path / "out.parquet"
-    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "1")
-    assert result.returncode == 2
-    assert result.stderr.decode().strip().splitlines()[-1].startswith("error: rows 2-2 do not fit the Parquet columns")
-    assert not out.exists() and not (tmp_path / "out.parquet.partial").exists()
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", chunk_rows]
+    result = run_cli(*args)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr.decode()
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"error: {message}") and last.endswith("write .jsonl instead"), last
+    assert not out.exists() and not (tmp_path / "out.parquet.partial").exists()  # so a rerun is not "interrupted"
+    assert run_cli(*args).stderr.decode().strip().splitlines()[-1] == last
     assert (
         run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.jsonl"), "--model", str(bert_dir)).returncode
         == 0
     )
+
+
+# ---- what files hold ------------------------------------------------------------------------------
+BOM = "\ufeff".encode()  # what Excel's "CSV UTF-8" and Notepad put at the start of a file
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content"),
+    [
+        (".csv", "sentence,id\ngood film,1\nawful plot,2\n"),
+        (".tsv", "sentence\tid\ngood film\t1\nawful plot\t2\n"),
+        (".jsonl", '{"text": "good film"}\n{"text": "awful plot"}\n'),
+        (".txt", "good film\nawful plot\n"),
+    ],
+    ids=["csv", "tsv", "jsonl", "txt"],
+)
+def test_a_byte_order_mark_at_the_start_of_a_file_is_ignored(bert_dir, tmp_path, suffix, content):
+    source = tmp_path / f"excel{suffix}"
+    source.write_bytes(BOM + content.encode())
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    rows = read_output(out)
+    assert [row.get("sentence", row.get("text")) for row in rows] == ["good film", "awful plot"]
+    assert all(not row["error"] for row in rows)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+def test_a_byte_order_mark_keeps_resume_positions_exact(tmp_path, suffix):
+    """Positions count the mark's bytes, so a source resumed from one continues at the very next row."""
+    header = "text\n" if suffix == ".csv" else ""
+    source = tmp_path / f"excel{suffix}"
+    source.write_bytes(BOM + (header + "".join(f"review {i}\n" for i in range(5))).encode())
+    first = RowSource(source)
+    rows = first.rows()
+    assert [next(rows).text for _ in range(2)] == ["review 0", "review 1"]
+    position = first.position
+    assert [row.text for row in RowSource(source).rows(start=position)] == [f"review {i}" for i in range(2, 5)]
+
+
+def test_parquet_column_null_in_the_first_chunks_takes_its_type_from_later_rows(bert_dir, tmp_path):
+    source = tmp_path / "late.parquet"
+    counts = pa.array([None] * 2000 + list(range(1000)), pa.int64())
+    pq.write_table(pa.table({"text": [sentence(i) for i in range(3000)], "count": counts}), source)
+    out = tmp_path / "out.parquet"
+    result = run_cli(
+        "classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "1000", *PINNED
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    scored = pq.read_table(out)
+    assert scored.schema.field("count").type == pa.int64()
+    assert scored.column("count").to_pylist() == counts.to_pylist()
+
+
+def test_jsonl_numbers_in_a_parquet_column_become_floats_when_one_has_a_fraction(bert_dir, tmp_path):
+    """JSON has one kind of number: 1 then 1.5 must not write 1.5 as 1 because the first chunk held an integer."""
+    source = tmp_path / "ratings.jsonl"
+    source.write_text('{"text": "good", "n": 1}\n{"text": "bad", "n": 1.5}\n{"text": "fine", "n": 2}\n', "utf-8")
+    out = tmp_path / "out.parquet"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    scored = pq.read_table(out)
+    assert scored.schema.field("n").type == pa.float64()
+    assert scored.column("n").to_pylist() == [1.0, 1.5, 2.0]
+
+
+def test_a_resumed_parquet_output_keeps_a_type_found_after_its_first_part(tmp_path):
+    """The interrupted run typed `n` in its second part; the resumed run must hold later rows to that type."""
+    out = tmp_path / "out.parquet"
+    identity = {"input": "test"}
+
+    def records(first_line: int, values: list) -> list[dict]:
+        return [{"line": first_line + i, "text": "t", "n": value, "error": None} for i, value in enumerate(values)]
+
+    interrupted = ChunkJournal(out, identity, resume=False, labels=["NEGATIVE", "POSITIVE"])
+    interrupted.commit(records(1, [None, None]), {"offset": 10, "lines": 2}, failed=0)
+    interrupted.commit(records(3, [7, None]), {"offset": 20, "lines": 4}, failed=0)
+
+    with pytest.raises(SchemaMismatch, match="rows 5-5: column 'n' holds string values where earlier rows hold int64"):
+        ChunkJournal(out, identity, resume=True, labels=["NEGATIVE", "POSITIVE"]).commit(
+            records(5, ["seven"]), {"offset": 30, "lines": 5}, failed=0
+        )
+    resumed = ChunkJournal(out, identity, resume=True, labels=["NEGATIVE", "POSITIVE"])
+    resumed.commit(records(5, [8]), {"offset": 30, "lines": 5}, failed=0)
+    resumed.finish()
+    scored = pq.read_table(out)
+    assert scored.schema.field("n").type == pa.int64()
+    assert scored.column("n").to_pylist() == [None, None, 7, None, 8]
+
+
+def test_a_header_that_names_a_column_twice_is_refused(bert_dir, tmp_path):
+    source = tmp_path / "twice.csv"
+    source.write_text("id,text,id\n1,good film,2\n", encoding="utf-8")
+    result = run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.csv"), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: {source}: two columns are named 'id' (columns 1 and 3); rename one so that neither is lost"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_input_columns_named_like_output_columns_are_all_kept(bert_dir, tmp_path, suffix):
+    """Such as the tool's own output classified again: its `label` and the `input_label` of the run before."""
+    names = ["label", "text", "input_label", "line", "input_line", "error", "input_error", "input_input_error"]
+    source = tmp_path / "again.csv"
+    source.write_text(",".join(names) + "\n" + ",".join(f"v{i}" for i in range(len(names))) + "\n", "utf-8")
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("classify", "-f", str(source), "--column", "text", "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    (row,) = read_output(out)
+    assert {name: value for name, value in row.items() if str(value).startswith("v")} == {
+        "input_input_label": "v0",  # input_label is the input's own
+        "text": "v1",
+        "input_label": "v2",
+        "input_input_line": "v3",
+        "input_line": "v4",
+        "input_input_input_error": "v5",  # input_error and input_input_error are the input's own
+        "input_error": "v6",
+        "input_input_error": "v7",
+    }
+
+
+def test_tsv_output_reads_back_through_the_tool(bert_dir, tmp_path):
+    texts = ['a "quoted" word', "it's 'fine'", 'ends with "', "plain"]
+    source = tmp_path / "in.csv"
+    with open(source, "w", newline="", encoding="utf-8") as stream:
+        csv.writer(stream).writerows([["id", "text"], *([i, text] for i, text in enumerate(texts))])
+    first = tmp_path / "first.tsv"
+    assert run_cli("classify", "-f", str(source), "-o", str(first), "--model", str(bert_dir)).returncode == 0
+    written = first.read_bytes()
+    assert b"\r" not in written and b'""' not in written  # GLUE style: \n line ends, quotes as they are
+    again = tmp_path / "again.jsonl"
+    result = run_cli("classify", "-f", str(first), "-o", str(again), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    rows = read_output(again)
+    assert [row["text"] for row in rows] == texts
+    assert [row["input_label"] for row in rows] == [row["label"] for row in read_output(first)]
+
+
+def test_tsv_output_writes_tabs_and_line_breaks_in_values_as_spaces(bert_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    lines = [{"text": "good\tfilm"}, {"text": "awful\r\nplot"}, {"text": "fine"}]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "out.tsv"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"line 1: a value holds a tab or line break" in result.stderr
+    rows = read_output(out)
+    assert [row["text"] for row in rows] == ["good film", "awful  plot", "fine"]
+    assert all(len(row) == len(rows[0]) and None not in row for row in rows)
 
 
 def test_stdin_lines_to_an_output_file(bert_dir, classifier, tmp_path):

@@ -3,11 +3,13 @@
 Rows are streamed, never loaded whole, and a `RowSource` always knows its position after the last
 row it gave out, so an interrupted job can start again from exactly there. Bytes are decoded with
 `surrogateescape` so that one undecodable line becomes one error row that names its line, while
-every other row still flows.
+every other row still flows. A UTF-8 byte order mark at the start of a file (Excel's "CSV UTF-8") is
+skipped, but counted in the byte position.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import sys
@@ -79,6 +81,8 @@ class RowSource:
         self.format = "txt" if self.stdin else table_format(path, fmt)
         self._reader: _Reader = ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format)
         self.header = self._reader.header
+        if self.header is not None:
+            _refuse_duplicate_columns(self.header, f"{path}: ")
         self.column = _pick_text_column(self.header, column, column_option) if self.header is not None else column
 
     @property
@@ -162,7 +166,7 @@ class TextReader:
         with open(self.path, "rb") as binary:
             lines = _LineStream(binary)
             try:
-                header = next(_csv_reader(lines, self.format))
+                header = next(delimited_reader(lines, self.format))
             except StopIteration:
                 return None, (0, 0)
             return header, (lines.offset, lines.lines)
@@ -219,9 +223,10 @@ def rows_from_lines(binary_lines: Iterable[bytes], fmt: str, column: str | None)
     lines = _LineStream(binary_lines)
     header = None
     if fmt in ("csv", "tsv"):
-        header = next(_csv_reader(lines, fmt), None)
+        header = next(delimited_reader(lines, fmt), None)
         if header is None:
             return
+        _refuse_duplicate_columns(header)
         column = _pick_text_column(header, column)
     yield from _checked_rows(_text_records(lines, fmt, header), "text" if fmt == "txt" else column)
 
@@ -251,6 +256,18 @@ def _pick_text_column(header: list[str], column: str | None, option: str = "--co
     return column
 
 
+def _refuse_duplicate_columns(header: list[str], where: str = "") -> None:
+    """Columns that share a name would keep only one of their values in every row: refuse them."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise InputError(
+                f"{where}two columns are named {name!r} (columns {seen[name]} and {number}); "
+                "rename one so that neither is lost"
+            )
+        seen[name] = number
+
+
 def missing_input(path: str | Path) -> str:
     """Why an input that is not a readable file cannot be read."""
     if Path(path).is_dir():
@@ -268,12 +285,16 @@ class _LineStream:
 
     def __iter__(self) -> Iterator[str]:
         for raw in self.binary:
-            self.offset += len(raw)
+            at_file_start = self.offset == 0
+            self.offset += len(raw)  # the mark's bytes too: offsets are where to seek in the file
             self.lines += 1
+            if at_file_start:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             yield raw.decode("utf-8", "surrogateescape")
 
 
-def _csv_reader(lines: Iterable[str], fmt: str):
+def delimited_reader(lines: Iterable[str], fmt: str):
+    """The rows of .csv (standard quoting) or .tsv text: the one reading rule, for inputs and for resumed outputs."""
     # GLUE-style TSV files are unquoted and contain bare quote characters as text.
     if fmt == "tsv":
         return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -286,7 +307,7 @@ def _txt_rows(lines: _LineStream) -> Iterator[Row]:
 
 
 def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator[Row]:
-    reader = _csv_reader(lines, fmt)
+    reader = delimited_reader(lines, fmt)
     while True:
         try:
             values = next(reader)

@@ -11,18 +11,18 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import InputError
-from fastsentiment.jobs.rows import Row, clean_fields, import_parquet
+from fastsentiment.jobs.rows import Row, clean_fields, delimited_reader, import_parquet
 
 log = logging.getLogger("fastsentiment")
 
 
 class SchemaMismatch(InputError):
-    """Rows whose values do not fit the Parquet columns that the first rows set."""
+    """Rows whose values do not fit one Parquet type per column."""
 
 
 # The result columns besides one score_LABEL per label, with their Arrow types by name (result_fields writes them,
@@ -54,17 +54,36 @@ def result_fields(prediction, labels: Sequence[str], error: str | None, lengths:
 
 
 def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = False) -> dict[str, Any]:
-    """The input's fields, then the results; an input column named like a result column is kept as input_NAME."""
+    """The input's fields (named by `output_columns`), then the results."""
     results = result_fields(prediction, labels, row.error, lengths)
+    fields = clean_fields(row.fields)
+    names = output_columns(fields, results)
     record: dict[str, Any] = {"line": row.line}
-    for name, value in clean_fields(row.fields).items():
-        record[output_column(name, results)] = value
+    for name, value in fields.items():
+        record[names[name]] = value
     record.update(results)
     return record
 
 
-def output_column(input_name: str, result_names) -> str:
-    """The name an input column gets in the output: input_NAME where it would clash with a result column."""
+def output_columns(input_names: Collection[str], result_names: Collection[str]) -> dict[str, str]:
+    """The name each input column gets in the output: its own, or input_NAME for one named like a column the tool
+    writes (`output_column`), with input_ added again while another input column has that name (an input with
+    `label` and `input_label` keeps both, as input_input_label and input_label). It depends on the input's column
+    names alone, so every row of a CSV, TSV or Parquet file gets the same ones."""
+    taken = set(input_names)
+    names: dict[str, str] = {}
+    for name in input_names:
+        output = output_column(name, result_names)
+        while output != name and output in taken:
+            output = f"input_{output}"
+        names[name] = output
+        taken.add(output)
+    return names
+
+
+def output_column(input_name: str, result_names: Collection[str]) -> str:
+    """The name an input column gets in the output, other input columns aside: input_NAME where it would clash with
+    a result column."""
     return f"input_{input_name}" if input_name in result_names or input_name == "line" else input_name
 
 
@@ -149,25 +168,51 @@ class _LateColumns:
                 )
 
 
+# A tab or line break inside a TSV value would start a new field or row: unquoted TSV has no way to hold one.
+_TSV_BREAKS = str.maketrans("\t\r\n", "   ")
+
+
 class DelimitedParts(PartWriter):
-    """CSV/TSV: the first chunk fixes the columns (every row of a CSV/TSV input has the same ones)."""
+    """CSV/TSV: the first chunk fixes the columns (every row of a CSV/TSV input has the same ones).
+
+    TSV is written the way .tsv is read (GLUE style: no quoting, \\n line ends), so the tool reads its own output
+    back; a tab or line break inside a value is written as a space, with a warning."""
 
     def __init__(self, fmt: str, columns: list[str] | None = None) -> None:
-        self.delimiter = "\t" if fmt == "tsv" else ","
+        self.format = fmt
         self.suffix = f".{fmt}"
         self.columns = columns
         self.late = _LateColumns()
+        self.said_breaks = False
 
     def write(self, records, path, first):
         if self.columns is None:
             self.columns = chunk_columns(records)
         self.late.report(records, self.columns)
+        rows = [["" if record.get(name) is None else record.get(name) for name in self.columns] for record in records]
         with open(path, "w", encoding="utf-8", newline="") as stream:
-            writer = csv.writer(stream, delimiter=self.delimiter)
+            if self.format == "csv":
+                writer = csv.writer(stream)
+                if first:
+                    writer.writerow(self.columns)
+                writer.writerows(rows)
+                return
             if first:
-                writer.writerow(self.columns)
-            for record in records:
-                writer.writerow(["" if record.get(name) is None else record.get(name) for name in self.columns])
+                stream.write(self._tsv_line(self.columns, "the header"))
+            for record, values in zip(records, rows, strict=True):
+                stream.write(self._tsv_line(values, f"line {record.get('line')}"))
+
+    def _tsv_line(self, values: Sequence[Any], where: str) -> str:
+        texts = [str(value) for value in values]
+        spaced = [text.translate(_TSV_BREAKS) for text in texts]
+        if spaced != texts and not self.said_breaks:
+            self.said_breaks = True
+            log.warning(
+                "%s: a value holds a tab or line break, which unquoted TSV cannot hold; they are written as spaces "
+                "(in any later row too): write .csv to keep them",
+                where,
+            )
+        return "\t".join(spaced) + "\n"
 
 
 def result_types(labels: Sequence[str]) -> dict[str, Any]:
@@ -194,11 +239,16 @@ def parquet_schema(names: Sequence[str], types: dict[str, Any]):
 
 
 class ParquetParts(PartWriter):
-    """Parquet: the first chunk fixes the input columns' types; result columns have fixed types."""
+    """Parquet: the first chunk fixes the columns and result columns have fixed types. An input column's type is the
+    one that fits its values in every chunk so far: a column null in the first chunks (Arrow's null type) takes its
+    type from the first values that come, numbers widen to floats once one has a fraction, JSON objects gather their
+    keys. `merge` gives every part the final types (a column that never held a value becomes text); values that
+    share no type (a number and a string) stop the job at their chunk."""
 
     suffix = ".parquet"
 
     def __init__(self, labels: Sequence[str], schema=None) -> None:
+        """`schema`: the columns and types of an interrupted run's parts."""
         self.pq = import_parquet("writing Parquet files")
         import pyarrow as pa
 
@@ -206,30 +256,70 @@ class ParquetParts(PartWriter):
         self.labels = labels
         self.schema = schema
         self.late = _LateColumns()
+        # What Arrow raises for values that share no type (OverflowError: an int beyond 64 bits).
+        self.unfit = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
 
     def write(self, records, path, first):
         pa = self.pa
         if self.schema is None:
-            names = chunk_columns(records)
-            inferred = pa.Table.from_pylist([{name: record.get(name) for name in names} for record in records]).schema
-            types = {field.name: field.type for field in inferred}
-            self.schema = parquet_schema(inferred.names, {**types, **result_types(self.labels)})
+            self.schema = pa.schema([(name, pa.null()) for name in chunk_columns(records)])
         self.late.report(records, self.schema.names)
+        fixed = result_types(self.labels)
+        names = self.schema.names
+        columns = [
+            self._column(records, name, fixed.get(name), earlier)
+            for name, earlier in zip(names, self.schema.types, strict=True)
+        ]
+        self.schema = pa.schema([(name, column.type) for name, column in zip(names, columns, strict=True)])
+        self.pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), path)
+
+    def _column(self, records: Sequence[dict[str, Any]], name: str, fixed, earlier):
+        """The chunk's values of one column, as an Arrow array of its fixed type, or of the type that fits both them
+        and the earlier chunks' values (`earlier`, the column's type so far)."""
+        pa = self.pa
+        values = [record.get(name) for record in records]
+        if fixed is not None:  # a result column: its type whatever the rows hold (a chunk of errors has null scores)
+            return pa.array(values, type=fixed)
         try:
-            table = pa.Table.from_pylist(records, schema=self.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            lines = f"{records[0]['line']}-{records[-1]['line']}"
-            raise SchemaMismatch(
-                f"rows {lines} do not fit the Parquet columns set by the first rows ({error}); write .jsonl instead"
+            column = pa.array(values)
+        except self.unfit as error:
+            raise self._mismatch(
+                records, f"column {name!r} holds values that do not fit one Parquet type", error
             ) from None
-        self.pq.write_table(table, path)
+        try:
+            kind = pa.unify_schemas(
+                [pa.schema([(name, earlier)]), pa.schema([(name, column.type)])], promote_options="permissive"
+            ).types[0]
+            pa.array([], type=earlier).cast(kind)  # what merge will do to the earlier parts
+            return column.cast(kind, safe=False)  # see merge
+        except self.unfit as error:
+            what = f"column {name!r} holds {column.type} values where earlier rows hold {earlier}"
+            raise self._mismatch(records, what, error) from None
+
+    @staticmethod
+    def _mismatch(records: Sequence[dict[str, Any]], what: str, error: Exception) -> SchemaMismatch:
+        """One line: which rows, what Arrow could not do, and what to write instead."""
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return SchemaMismatch(
+            f"rows {records[0].get('line')}-{records[-1].get('line')}: {what} ({reason}); "
+            "a Parquet column has one type: write .jsonl instead"
+        )
 
     def merge(self, parts, out):
-        types = result_types(self.labels)  # an empty input leaves no rows to take columns from: the results' own
-        with self.pq.ParquetWriter(out, self.schema or parquet_schema(list(types), types)) as writer:
+        pa = self.pa
+        if parts:
+            # Each part has the types of its time; the last types fit them all (so the earlier parts cast to them).
+            # Every such cast widens, so an unsafe one only lets an integer beyond 2**53 round to the nearest float,
+            # as JSON readers do, where a safe one would fail after the whole input was classified.
+            schema = pa.unify_schemas([self.pq.read_schema(part) for part in parts], promote_options="permissive")
+            schema = parquet_schema(schema.names, dict(zip(schema.names, schema.types, strict=True)))
+        else:
+            types = result_types(self.labels)  # an empty input leaves no rows to take columns from: the results' own
+            schema = parquet_schema(list(types), types)
+        with self.pq.ParquetWriter(out, schema) as writer:
             for part in parts:
                 # One part at a time, read without the dataset layer's threads and read-ahead buffers.
-                writer.write_table(self.pq.ParquetFile(part).read(use_threads=False))
+                writer.write_table(self.pq.ParquetFile(part).read(use_threads=False).cast(schema, safe=False))
 
 
 def part_writer(fmt: str, labels: Sequence[str], first_part: Path | None = None) -> PartWriter:
@@ -237,10 +327,18 @@ def part_writer(fmt: str, labels: Sequence[str], first_part: Path | None = None)
     if fmt == "jsonl":
         return JsonlParts()
     if fmt == "parquet":
-        schema = import_parquet("writing Parquet files").read_schema(first_part) if first_part else None
+        schema = None
+        if first_part is not None:
+            # Every counted part lies beside the first (the journal has removed any it does not count); a column null
+            # in the first parts may have its type from a later one.
+            pq = import_parquet("writing Parquet files")
+            import pyarrow as pa
+
+            parts = sorted(first_part.parent.glob(f"*{ParquetParts.suffix}"))
+            schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
         return ParquetParts(labels, schema)
     columns = None
     if first_part is not None:
         with open(first_part, encoding="utf-8", newline="") as stream:
-            columns = next(csv.reader(stream, delimiter="\t" if fmt == "tsv" else ","))
+            columns = next(delimited_reader(stream, fmt))
     return DelimitedParts(fmt, columns)
