@@ -5,6 +5,7 @@ The job joins it as `--address 127.0.0.1:PORT` (Ray maps the loopback address to
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -21,8 +22,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
-import pyarrow as pa
-import pyarrow.csv
 import pyarrow.dataset as ds
 
 from conftest import PINNED_FP32 as PINNED
@@ -156,35 +155,81 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )
     result = run_cli("classify", "--engine", "ray", "-f", str(id_file), "-o", str(tmp_path / "o"), "--resume")
     assert result.returncode == 2 and b"a Ray job retries failed work itself" in result.stderr
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("fine\n")
+    result = run_cli(
+        "classify", "--engine", "ray", "-f", str(tmp_path / "texts"), "-o", str(tmp_path / "o"), "--column", "review"
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: --column names the text column of .csv, .tsv, .jsonl or .parquet files; {tmp_path / 'texts'} holds .txt files"
+    )
 
 
 def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
-    """A folder input (two formats) becomes one output folder holding every row of every file."""
+    """A folder input (two formats) becomes one output folder holding every row of every file, each row naming its
+    file and line; JSONL records are read as on the local engine, with a key that comes late kept as a column and a
+    value whose type differs from the field's first one an error row (Arrow keeps one type per column)."""
     folder = tmp_path / "inputs"
     folder.mkdir()
     (folder / "a.txt").write_text("".join(f"first file sentence {i} was great\n" for i in range(300)), encoding="utf-8")
     (folder / "b.txt").write_text(
         "".join(f"second file line {i} was dull\n" for i in range(200)) + "\n", encoding="utf-8"
     )
+    (folder / "c.jsonl").write_text(
+        '{"sentence": "I love it", "id": 1}\n'
+        '{"sentence": "I hate it", "id": 2, "note": "came late"}\n'
+        '{"sentence": "so dull", "id": "three"}\n'
+        '{"text": "no sentence here", "id": 4}\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "scored.csv"
     result = run_cli(
         "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
         "--model", str(bert_dir), "--chunk-rows", "128", timeout=600, env=RAY_ENV,
     )  # fmt: skip
-    assert result.returncode == 2, result.stderr.decode()[-2000:]  # b.txt ends with one empty line
-    assert b"wrote 501 rows" in result.stderr and b"1 input could not be classified" in result.stderr
-    files = sorted(out.glob("*.csv"))
-    text_columns = pyarrow.csv.ConvertOptions(column_types={"text": pa.string(), "error": pa.string()})
-    rows = (
-        ds.dataset([str(p) for p in files], format=ds.CsvFileFormat(convert_options=text_columns))
-        .to_table()
-        .to_pylist()
-    )
-    assert sorted(row["text"] for row in rows if row["text"]) == sorted(
-        [f"first file sentence {i} was great" for i in range(300)]
-        + [f"second file line {i} was dull" for i in range(200)]
-    )
-    assert [row["error"] for row in rows if row["error"]] == ["empty text"]
+    assert result.returncode == 2, result.stderr.decode()[-2000:]  # b.txt ends with one empty line; c.jsonl line 3
+    assert b"wrote 505 rows" in result.stderr and b"2 inputs could not be classified" in result.stderr
+    rows = {}
+    for part in sorted(out.glob("*.csv")):
+        with open(part, encoding="utf-8", newline="") as stream:
+            rows.update({(row["file"], int(row["line"])): row for row in csv.DictReader(stream)})
+    expected_texts = {
+        **{("a.txt", i + 1): f"first file sentence {i} was great" for i in range(300)},
+        **{("b.txt", i + 1): f"second file line {i} was dull" for i in range(200)},
+    }
+    assert len(rows) == 505, "every row is told apart by its file and line"
+    assert {key: rows[key]["text"] for key in expected_texts} == expected_texts
+    assert {key: row["error"] for key, row in rows.items() if row["error"]} == {
+        ("b.txt", 201): "empty text",
+        ("c.jsonl", 3): "field 'id' is string here, number on line 1; Ray needs one type per field",
+    }
+    jsonl = [rows["c.jsonl", line] for line in (1, 2, 3, 4)]
+    assert [(row["sentence"], row["text"], row["id"], row["note"]) for row in jsonl] == [
+        ("I love it", "", "1", ""),
+        ("I hate it", "", "2", "came late"),
+        ("so dull", "", "", ""),
+        ("", "no sentence here", "4", ""),  # its text field, though the rows beside it have a sentence
+    ]
+    assert [bool(row["label"]) for row in jsonl] == [True, True, False, True]
+
+
+def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):
+    """A field with one type in one file and another in the next cannot become one Arrow column: the job stops
+    with the cause, not Ray's traceback or its retry advice."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "x.jsonl").write_text('{"text": "fine", "id": 1}\n', encoding="utf-8")
+    (folder / "y.jsonl").write_text('{"text": "bad", "id": "x"}\n', encoding="utf-8")
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out",
+        str(tmp_path / "scored"), "--model", str(bert_dir), timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr and "retry" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the Ray job failed: ") and "Field id has incompatible types: int64 vs string" in last
 
 
 def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address, bert_dir, tmp_path):

@@ -5,6 +5,11 @@ actors classifies batches, each actor loading the model once from files the driv
 object store, and the workers write a folder of Parquet/CSV/JSONL files. Rows that cannot be
 classified come out as rows with an `error`, like the local path. Actor restarts and task retries
 are set explicitly, so a worker that dies mid-job costs a retry, never a row.
+
+Ray holds rows as typed Arrow columns where the local path holds Python values, which adds two rules:
+a JSONL field keeps the JSON type its first value in the file has (a row where it has another becomes
+an error row), and rows of a folder job carry the `file` they came from, since Ray's output files
+mix the rows of several input files.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fastsentiment.errors import FastSentimentError, InputError, missing_extra
 from fastsentiment.jobs.job import FileJob, ModelOptions
 from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
-from fastsentiment.jobs.sinks import output_column, output_record, parquet_schema, result_types
+from fastsentiment.jobs.sinks import output_columns, output_record, parquet_schema, result_fields, result_types
 from fastsentiment.windows import LongText
 
 ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
@@ -31,7 +36,11 @@ TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this ma
 # for a free CPU would never run (Ray Data then waits forever on a 2-core machine with 2 workers).
 IO_CPUS = 0
 LINE = "__line"  # the reader's line number, kept apart from any input column called "line"
-READ_ERROR = "__read_error"  # set by the reader for rows it could not parse (malformed JSON, wrong field count)
+READ_ERROR = "__read_error"  # set by the reader for rows it cannot classify (malformed JSON, empty text, ...)
+FILE = "__file"  # the input file's name, in folder jobs
+FILE_COLUMN = "file"  # ... and its output column, before `line`
+# The JSON types whose values can share an Arrow column (ints and floats become floats).
+JSON_KINDS = {str: "string", int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
 
 
 @dataclass
@@ -51,10 +60,16 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     from fastsentiment.models import resolve_model
 
     _check_output(job.out)
-    model_dir = resolve_model(options.model)
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
+    if job.column is not None and "txt" in formats:
+        raise InputError(
+            f"--column names the text column of .csv, .tsv, .jsonl or .parquet files; {job.source} holds .txt files"
+        )
     text_column = _text_column_of(inputs[0], job.column)
+    # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
+    name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
+    model_dir = resolve_model(options.model)
     threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
     options = _resolved(model_dir, replace(options, threads=threads))
 
@@ -67,7 +82,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         raise FastSentimentError(
             f"cannot start or join Ray at {job.address or 'this machine'}: {error}{hint}"
         ) from None
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own summary line replaces its INFO chatter
+    _quiet_ray_data()
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # output rows follow input rows
@@ -80,7 +95,9 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         elif "parquet" in formats:
             raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
         else:
-            datasource = _text_rows_datasource_class()([str(p) for p in inputs], column=job.column)
+            datasource = _text_rows_datasource_class()(
+                [str(p) for p in inputs], column=job.column, name_files=name_files
+            )
             dataset = ray.data.read_datasource(datasource, num_cpus=IO_CPUS)
         with warnings.catch_warnings():
             # Ray 2.60 has no named parameter for actor restarts/retries and flags **ray_remote_args as deprecated.
@@ -92,6 +109,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                     "text_column": text_column,
                     "options": options,
                     "long_text": job.long_text,
+                    "name_files": name_files,
                 },
                 batch_size=job.chunk_rows,
                 batch_format="pyarrow",
@@ -102,10 +120,10 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
             )
         writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
         writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
-    except FastSentimentError:
-        raise
     except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
-        raise FastSentimentError(f"the Ray job failed: {_first_line(error)}") from None
+        if isinstance(error, FastSentimentError) and getattr(error, "cause", None) is None:
+            raise  # raised here on the driver (a RayTaskError wrapping ours is an instance of it too)
+        raise FastSentimentError(f"the Ray job failed: {_first_line(error)}{_log_hint()}") from None
     finally:
         ray.shutdown()
     return _count_output(job.out, job.ray_output_format)
@@ -147,17 +165,44 @@ def _model_files(model_dir) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in model_dir.files}
 
 
-def _text_column_of(first_input: Path, column: str | None) -> str:
+def _text_column_of(first_input: Path, column: str | None) -> str | None:
+    """The text column the workers read: Parquet's is chosen from the header, as the local path does. Text formats
+    were checked by the reader with the local path's rules (a JSONL record without --column: its `sentence`, else
+    its `text`), so None leaves the choice to `checked_text` per record."""
     source = RowSource(first_input, column)  # checks the column exists, as the local path does
-    return "text" if source.format == "txt" else (source.column or "text")
+    return source.column if source.format == "parquet" else column
+
+
+def _quiet_ray_data() -> None:
+    """Our own summary line replaces Ray Data's INFO chatter, and a failed job's one-line error its traceback
+    (which still goes to its log file, ray-data.log)."""
+    logger = logging.getLogger("ray.data")
+    logger.setLevel(logging.ERROR)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL)
 
 
 def _first_line(error: BaseException) -> str:
+    """The first line of the exception that made the job fail, with its type unless it is one of ours."""
     cause = error
-    while getattr(cause, "cause", None) is not None:
+    while getattr(cause, "cause", None) is not None:  # a RayTaskError holds the worker's exception
         cause = cause.cause
-    text = str(cause).strip().splitlines()
-    return text[-1] if text else type(cause).__name__
+    # Ray appends its retry advice after the message, and a RayTaskError's text is a traceback.
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    if isinstance(cause, FastSentimentError) and first:
+        return first
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+def _log_hint() -> str:
+    try:
+        from ray.data._internal.logging import get_log_directory
+
+        log = Path(get_log_directory() or "", "ray-data.log")
+    except Exception:  # a private helper of Ray's: without it, no hint
+        return ""
+    return f" (details in {log})" if log.is_file() else ""
 
 
 def _count_output(out: Path, fmt: str) -> RayReport:
@@ -204,30 +249,70 @@ def _text_rows_datasource_class():
     class TextRowsDatasource(FileBasedDatasource):
         """.txt/.csv/.tsv/.jsonl files read by the same row reader as the local path, with line numbers and errors."""
 
-        def __init__(self, paths: list[str], *, column: str | None, block_rows: int = 1024):
+        def __init__(self, paths: list[str], *, column: str | None, name_files: bool, block_rows: int = 1024):
             super().__init__(paths)
             self.column = column
+            self.name_files = name_files
             self.block_rows = block_rows
 
         def _read_stream(self, f, path: str):
-            import pyarrow as pa
-
+            kinds = _FieldKinds()
+            file = {FILE: Path(path).name} if self.name_files else {}
             records: list[dict[str, Any]] = []
-            for row in rows_from_lines(_binary_lines(f), table_format(path), self.column):
-                records.append({LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
-                if len(records) == self.block_rows:
-                    yield pa.Table.from_pylist(records)
-                    records = []
-            if records:
-                yield pa.Table.from_pylist(records)
+            try:
+                for row in rows_from_lines(_binary_lines(f), table_format(path), self.column):
+                    kinds.check(row)
+                    records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
+                    if len(records) == self.block_rows:
+                        yield _block(records)
+                        records = []
+                if records:
+                    yield _block(records)
+            except InputError as error:  # e.g. a header without the text column: say which file
+                raise InputError(f"{path}: {error}") from None
 
     return TextRowsDatasource
+
+
+class _FieldKinds:
+    """The JSON type of each field's first value in a file. A row whose field has another type cannot share the
+    field's Arrow column: it becomes an error row without that field, and the other rows flow."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[str, int]] = {}
+
+    def check(self, row: Row) -> None:
+        for name, value in list(row.fields.items()):
+            if value is None:
+                continue
+            kind = JSON_KINDS.get(type(value), type(value).__name__)
+            first_kind, first_line = self.first.setdefault(name, (kind, row.line))
+            if kind != first_kind:
+                del row.fields[name]
+                misfit = (
+                    f"field {name!r} is {kind} here, {first_kind} on line {first_line}; Ray needs one type per field"
+                )
+                row.error = misfit if row.error is None else f"{row.error}; {misfit}"
+
+
+def _block(records: list[dict[str, Any]]):
+    """An Arrow table of every field any record has (pyarrow's from_pylist keeps only the first record's)."""
+    import pyarrow as pa
+
+    names = dict.fromkeys(name for record in records for name in record)
+    try:
+        return pa.table({name: [record.get(name) for record in records] for name in names})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # values nested in objects or arrays that differ in type
+        lines = f"{records[0][LINE]}-{records[-1][LINE]}"
+        raise InputError(f"lines {lines}: {_first_line(error)}; Ray needs one type per field") from None
 
 
 class _ClassifyBatches:
     """One Ray actor: loads the model once, then classifies Arrow batches into output rows."""
 
-    def __init__(self, model_files, text_column: str, options: ModelOptions, long_text: LongText) -> None:
+    def __init__(
+        self, model_files, text_column: str | None, options: ModelOptions, long_text: LongText, name_files: bool
+    ) -> None:
         import ray
 
         files = ray.get(model_files[0])
@@ -238,32 +323,54 @@ class _ClassifyBatches:
         self.labels = self.classifier.labels
         self.text_column = text_column
         self.long_text = long_text
+        self.reserved = (FILE_COLUMN,) if name_files else ()  # an input column `file` becomes `input_file`
 
     def __call__(self, batch):
         import pyarrow as pa
 
-        rows = []
+        renamed = self._renamed(batch.schema.names)
+        rows, files = [], []
         for record in batch.to_pylist():
-            row = Row(line=record.pop(LINE, None), error=record.pop(READ_ERROR, None), fields=record)
+            line, error, file = record.pop(LINE, None), record.pop(READ_ERROR, None), record.pop(FILE, None)
+            row = Row(line=line, error=error, fields=record)
             if row.error is None:
-                row.text, row.error = checked_text(record, self.text_column)
+                # A text-format row was checked by the reader, on its own fields; Arrow gave it a null for each
+                # field only other rows of the batch have, which must not change which field is its text.
+                present = record if line is None else {name: v for name, v in record.items() if v is not None}
+                row.text, row.error = checked_text(present, self.text_column)
+            if self.reserved:
+                row.fields = {renamed[name]: value for name, value in record.items()}
             rows.append(row)
+            files.append(file)
         predictions = predict_rows(self.classifier, rows, self.long_text)
         lengths = self.long_text.reports_lengths
         records = [
             output_record(row, prediction, self.labels, lengths)
             for row, prediction in zip(rows, predictions, strict=True)
         ]
+        if self.reserved:
+            records = [{FILE_COLUMN: file, **record} for file, record in zip(files, records, strict=True)]
         if batch.num_rows and rows[0].line is None:
             for record in records:
                 del record["line"]  # Parquet inputs read by Ray carry no line numbers
-        return pa.Table.from_pylist(records, schema=self._output_schema(batch.schema, records))
+        return pa.Table.from_pylist(records, schema=self._output_schema(batch.schema, renamed, records))
 
-    def _output_schema(self, input_schema, records):
+    def _renamed(self, names) -> dict[str, str]:
+        """The batch's input columns by the names `output_record` gets them under: in a folder job an input column
+        `file` makes way for ours (named as sinks.output_columns names any clash)."""
+        inputs = [name for name in names if name not in (LINE, READ_ERROR, FILE)]
+        return output_columns(inputs, self.reserved) if self.reserved else {name: name for name in inputs}
+
+    def _output_schema(self, input_schema, renamed: dict[str, str], records):
         """Input columns keep their types; result columns have fixed types (sinks.parquet_schema)."""
+        import pyarrow as pa
+
         types = result_types(self.labels)
-        for name in input_schema.names:
-            if name not in (LINE, READ_ERROR):
-                types[output_column(name, types)] = input_schema.field(name).type
+        if self.reserved:
+            types = {FILE_COLUMN: pa.string(), **types}
+        results = result_fields(None, self.labels, None, self.long_text.reports_lengths)
+        outputs = output_columns(list(renamed.values()), results)  # what output_record calls them
+        for name, given in renamed.items():
+            types[outputs[given]] = input_schema.field(name).type
         names = list(records[0]) if records else [n for n in types if n != "line"]
         return parquet_schema(names, types)
