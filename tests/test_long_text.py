@@ -70,6 +70,21 @@ def test_window_spans_cover_the_whole_text_and_drive_the_verdict(clf):
     assert sum(chunk["tokens"] for chunk in chunks) == 300 + 16 * (len(chunks) - 1)
 
 
+def test_a_truncated_text_reports_the_window_it_kept(clf):
+    """Under truncation the one window is the first window chunking makes: the same tokens of the text, the same
+    span (not the whole text), and the text's own token count (no special tokens)."""
+    text = words(150, offset=1)
+    (truncated,) = clf([text], return_chunks=True)
+    (chunked,) = clf([text], long_text="chunk", return_chunks=True)
+    kept, first = truncated["chunks"][0], chunked["chunks"][0]
+    assert (kept["start"], kept["end"], kept["tokens"]) == (first["start"], first["end"], first["tokens"])
+    assert kept["tokens"] == LIMIT - 2 and kept["end"] < len(text) and text[: kept["end"]] == words(LIMIT - 2, 1)
+    (short,) = clf([words(5)], return_chunks=True)
+    assert (short["chunks"][0]["start"], short["chunks"][0]["end"], short["chunks"][0]["tokens"]) == (0, 24, 5)
+    with pytest.raises(InputError, match="leave top_k unset"):
+        clf([text], return_chunks=True, top_k=1)
+
+
 def test_chunked_results_agree_across_fp32_backends(bert_dir, clf):
     texts = [words(150), words(30, 2), words(500, 5)]
     reference = Classifier.load(bert_dir, backend="torch", precision="fp32")

@@ -16,7 +16,15 @@ from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
 from fastsentiment.tokenization import TextEncoder
-from fastsentiment.windows import Window, aggregate_logits, check_options, cut, too_long, window_count
+from fastsentiment.windows import (
+    Window,
+    aggregate_logits,
+    check_options,
+    cut,
+    too_long,
+    truncation_window,
+    window_count,
+)
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 _UNSET: Any = object()
@@ -154,6 +162,8 @@ class Classifier:
         or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
         score) as "chunks" to its best-label answer.
         """
+        if return_chunks and top_k is not _UNSET:
+            raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
         single = isinstance(inputs, str)
         reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate)
         scores = self.scores(reading.logits, function_to_apply)
@@ -260,8 +270,8 @@ class Classifier:
                 )
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
         names = names or [input_name(number) for number in range(1, len(texts) + 1)]
-        return tokens, [[Window(i, self.encoder.fit(e.ids, name), min(n, limit), 0, len(t))]
-                        for i, (e, n, t, name) in enumerate(zip(encodings, tokens, texts, names, strict=True))]  # fmt: skip
+        return tokens, [[truncation_window(e, i, limit, self.encoder.fit(e.ids, name))]
+                        for i, (e, name) in enumerate(zip(encodings, names, strict=True))]  # fmt: skip
 
     def fold(
         self, windows: list[list[Window]], window_logits: np.ndarray, aggregate: str | None = None

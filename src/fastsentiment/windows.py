@@ -95,6 +95,17 @@ def cut(encoding, index: int, max_length: int, stride: int) -> Document:
         first = last - stride
 
 
+def truncation_window(encoding, index: int, max_length: int, ids: list[int]) -> Window:
+    """The one window truncation leaves of a text (`ids`: `tokenization.truncated`, the first max_length - 1
+    tokens and the closing special token), with the count and character span of the text's own tokens in it."""
+    head, tail = _text_span(encoding)
+    if len(encoding.ids) > max_length:
+        tail = min(tail, max_length - 1)
+    if tail <= head:
+        return Window(index, ids, 0, 0, 0)
+    return Window(index, ids, tail - head, encoding.offsets[head][0], encoding.offsets[tail - 1][1])
+
+
 def window_count(encoding, max_length: int, stride: int) -> int:
     """How many windows `cut` makes of this encoding, without making them."""
     if len(encoding.ids) <= max_length:
