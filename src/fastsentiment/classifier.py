@@ -98,7 +98,7 @@ class Classifier:
         `backend="auto"` is the fastest faithful backend measured for this model on this machine for `workload`
         ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
         dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
-        (seconds; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
