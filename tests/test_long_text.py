@@ -155,3 +155,20 @@ def test_truncate_stays_the_default_and_warns(bert_dir):
     assert "truncated to the model's limit of 64 (38 tokens dropped)" in result.stderr.decode()
     record = json.loads(result.stdout)
     assert record["tokens"] == 102 and record["windows"] == 1
+
+
+def test_each_call_names_its_own_truncations(clf, caplog):
+    """The count of named truncations belongs to one call (or one file job), not to the process: a server or a
+    long-lived program keeps hearing about the texts it cuts."""
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fastsentiment"):
+            clf([words(100, offset) for offset in range(3)])
+        named = [record.getMessage() for record in caplog.records if "has 102 tokens; truncated" in record.getMessage()]
+        assert [message.split(" has ")[0] for message in named] == ["input 1", "input 2", "input 3"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fastsentiment"):
+        clf([words(100, offset) for offset in range(8)])
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("; truncated to the model's limit" in message for message in messages) == 5
+    assert messages[-1] == f"further inputs over {LIMIT} tokens are truncated without a line each"

@@ -15,7 +15,7 @@ from fastsentiment.backends.base import parallel_calls
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
-from fastsentiment.tokenization import TextEncoder
+from fastsentiment.tokenization import TextEncoder, Truncations
 from fastsentiment.windows import (
     Window,
     aggregate_logits,
@@ -197,11 +197,12 @@ class Classifier:
         aggregate: str | None = None,
         return_chunks: bool = False,
         names: Sequence[str] | None = None,
+        truncations: Truncations | None = None,
     ) -> list[Prediction]:
         """Label, score, every label's score, the raw logits, tokens and windows per text (see `__call__`; one
         string is one text); `names` are how truncation warnings name the texts (default "input 1", "input 2",
-        ...)."""
-        reading = self._read(_texts_of(texts), batch_size, long_text, stride, aggregate, names)
+        ...), `truncations` what counts them (default: one for this call; a file job passes its own)."""
+        reading = self._read(_texts_of(texts), batch_size, long_text, stride, aggregate, names, truncations)
         scores = self.scores(reading.logits)
         predictions = []
         for index, (row_logits, row) in enumerate(zip(reading.logits, scores, strict=False)):
@@ -233,8 +234,8 @@ class Classifier:
         """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
         return self._read(_texts_of(texts), batch_size, long_text, stride, aggregate).logits
 
-    def _read(self, texts, batch_size, long_text, stride, aggregate, names=None) -> _Reading:
-        tokens, windows = self.split(texts, long_text, stride, names=names)
+    def _read(self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None) -> _Reading:
+        tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
@@ -248,10 +249,11 @@ class Classifier:
         stride: int | None = None,
         max_windows: int | None = None,
         names: Sequence[str] | None = None,
+        truncations: Truncations | None = None,
     ) -> tuple[list[int], list[list[Window]]]:
         """Each text's token count and the model inputs (windows) it becomes under `long_text`; more than
-        `max_windows` in all is an error, raised before any window is made. Truncation warnings name the texts by
-        `names` (default "input 1", "input 2", ...)."""
+        `max_windows` in all is an error, raised before any window is made. Truncations are noted in `truncations`
+        (default: one for this call) under `names` (default "input 1", "input 2", ...)."""
         stride, _ = check_options(long_text, stride, None, self.encoder.max_length)
         check_texts(texts)
         encodings = self.encoder.encodings(texts)
@@ -270,7 +272,8 @@ class Classifier:
                 )
             return tokens, [cut(encoding, i, limit, stride).windows for i, encoding in enumerate(encodings)]
         names = names or [input_name(number) for number in range(1, len(texts) + 1)]
-        return tokens, [[truncation_window(e, i, limit, self.encoder.fit(e.ids, name))]
+        cuts = truncations or Truncations()
+        return tokens, [[truncation_window(e, i, limit, self.encoder.fit(e.ids, name, cuts))]
                         for i, (e, name) in enumerate(zip(encodings, names, strict=True))]  # fmt: skip
 
     def fold(

@@ -2,9 +2,9 @@
 
 Truncation is done here rather than inside `tokenizers` so that the number of dropped tokens is
 known exactly and can be reported: silently classifying the first 512 tokens of a long review is
-a correctness problem a user needs to hear about. The first few truncated inputs are named one by one;
-later ones are counted (`TextEncoder.truncated`), since a file of long reviews would otherwise print a
-line per row, and a file job reports the count when it ends.
+a correctness problem a user needs to hear about. Within one call or file job (`Truncations`), the
+first few truncated inputs are named one by one and later ones counted, since a file of long reviews
+would otherwise print a line per row; a file job reports the count when it ends.
 """
 
 from __future__ import annotations
@@ -24,7 +24,29 @@ from fastsentiment.texts import input_name
 
 log = logging.getLogger("fastsentiment")
 
-NAMED_TRUNCATIONS = 5  # truncated inputs warned about by name; later ones are only counted
+NAMED_TRUNCATIONS = 5  # truncated inputs warned about by name in one call or job; later ones are only counted
+
+
+class Truncations:
+    """The inputs one call or file job cut to the model's limit: the first NAMED_TRUNCATIONS named in a warning,
+    the rest counted. Owned by its caller (one job, one call), so that no count outlives it or is shared between
+    threads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self, name: str, tokens: int, limit: int) -> None:
+        self.count += 1
+        if self.count <= NAMED_TRUNCATIONS:
+            log.warning(
+                "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                name,
+                tokens,
+                limit,
+                tokens - limit,
+            )
+        if self.count == NAMED_TRUNCATIONS:
+            log.warning("further inputs over %d tokens are truncated without a line each", limit)
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,6 @@ class TextEncoder:
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
-        self.truncated = 0  # inputs cut to max_length so far (by `fit` with warn=True)
 
     @classmethod
     def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
@@ -76,27 +97,13 @@ class TextEncoder:
         encodings = self.encodings(texts)
         if not warn:
             return [truncated(encoding.ids, self.max_length) for encoding in encodings]
-        return [self.fit(encoding.ids, input_name(number)) for number, encoding in enumerate(encodings, 1)]
+        cuts = Truncations()
+        return [self.fit(encoding.ids, input_name(number), cuts) for number, encoding in enumerate(encodings, 1)]
 
-    def fit(self, ids: Sequence[int], name: str) -> list[int]:
-        """`ids` cut to `max_length`. A cut is counted, and the first NAMED_TRUNCATIONS get a warning naming the
-        input (`name`: "input 3", "line 12") and the tokens dropped."""
+    def fit(self, ids: Sequence[int], name: str, truncations: Truncations) -> list[int]:
+        """`ids` cut to `max_length`, a cut noted in `truncations` under `name` ("input 3", "line 12")."""
         if len(ids) > self.max_length:
-            self.truncated += 1
-            if self.truncated <= NAMED_TRUNCATIONS:
-                log.warning(
-                    "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
-                    name,
-                    len(ids),
-                    self.max_length,
-                    len(ids) - self.max_length,
-                )
-            if self.truncated == NAMED_TRUNCATIONS:
-                log.warning(
-                    "further inputs over %d tokens are truncated without a line each (--long-text chunk classifies "
-                    "whole texts)",
-                    self.max_length,
-                )
+            truncations.note(name, len(ids), self.max_length)
         return truncated(ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:

@@ -20,7 +20,7 @@ from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import Row, RowSource
 from fastsentiment.jobs.sinks import ConsoleSink, SchemaMismatch, output_record
-from fastsentiment.tokenization import NAMED_TRUNCATIONS
+from fastsentiment.tokenization import NAMED_TRUNCATIONS, Truncations
 from fastsentiment.windows import LongText
 
 log = logging.getLogger("fastsentiment")
@@ -134,19 +134,21 @@ def _classify_chunks(
     advance: Callable[[int], None] = lambda rows: None,
 ) -> int:
     """Classify rows chunk by chunk; `emit` gets each chunk with its predictions (None for bad rows)."""
-    failed, truncated_before = 0, clf.encoder.truncated
+    failed, truncations = 0, Truncations()
     for chunk in _chunks(rows, chunk_rows):
-        predictions = predict_rows(clf, chunk, long_text)  # may fail rows too (over-long under long_text="error")
+        # may fail rows too (over-long under long_text="error")
+        predictions = predict_rows(clf, chunk, long_text, truncations)
         for row in chunk:
             if row.error is not None:
                 failed += 1
                 sys.stderr.write(f"error: {row.name}: {row.error}\n")
         emit(chunk, predictions)
         advance(len(chunk))
-    if (truncated := clf.encoder.truncated - truncated_before) and clf.encoder.truncated > NAMED_TRUNCATIONS:
+    if truncations.count > NAMED_TRUNCATIONS:  # fewer were each named already
         log.warning(
-            "%s truncated to the model's limit of %d tokens in all (--long-text chunk classifies whole texts)",
-            f"{truncated:,} row{'s were' if truncated > 1 else ' was'}",
+            "%s rows were truncated to the model's limit of %d tokens in all (--long-text chunk classifies whole "
+            "texts)",
+            f"{truncations.count:,}",
             clf.encoder.max_length,
         )
     return failed

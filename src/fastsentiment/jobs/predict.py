@@ -7,18 +7,22 @@ from dataclasses import asdict
 
 from fastsentiment.classifier import Classifier, Prediction
 from fastsentiment.jobs.rows import Row
+from fastsentiment.tokenization import Truncations
 from fastsentiment.windows import LongText
 
 
-def predict_rows(clf: Classifier, rows: Sequence[Row], long_text: LongText = LongText()) -> list[Prediction | None]:
+def predict_rows(
+    clf: Classifier, rows: Sequence[Row], long_text: LongText = LongText(), truncations: Truncations | None = None
+) -> list[Prediction | None]:
     """A prediction per row, in row order; None for a row that carries an error (it is never sent to the model).
     Under long_text="error" a row over the model's limit becomes such a row, so that it fails alone instead of
-    stopping the job."""
+    stopping the job. `truncations`: the job's count of truncated rows (default: this chunk's own)."""
     if long_text.long_text == "error":
         _refuse_long_rows(clf, [row for row in rows if row.error is None])
     good = [row for row in rows if row.error is None]
     names = [row.name for row in good]  # what a truncation warning calls a row: its line in the file
-    predictions = iter(clf.predict([row.text for row in good], names=names, **asdict(long_text)) if good else [])
+    texts = [row.text for row in good]
+    predictions = iter(clf.predict(texts, names=names, truncations=truncations, **asdict(long_text)) if good else [])
     return [None if row.error is not None else next(predictions) for row in rows]
 
 

@@ -256,12 +256,14 @@ def _text_rows_datasource_class():
             self.block_rows = block_rows
 
         def _read_stream(self, f, path: str):
-            kinds = _FieldKinds()
+            fmt = table_format(path)
+            kinds = _FieldKinds() if fmt == "jsonl" else None  # other formats' values are all text
             file = {FILE: Path(path).name} if self.name_files else {}
             records: list[dict[str, Any]] = []
             try:
-                for row in rows_from_lines(_binary_lines(f), table_format(path), self.column):
-                    kinds.check(row)
+                for row in rows_from_lines(_binary_lines(f), fmt, self.column):
+                    if kinds is not None:
+                        kinds.check(row)
                     records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
                     if len(records) == self.block_rows:
                         yield _block(records)

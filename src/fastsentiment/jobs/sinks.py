@@ -286,6 +286,8 @@ class ParquetParts(PartWriter):
             raise self._mismatch(
                 records, f"column {name!r} holds values that do not fit one Parquet type", error
             ) from None
+        if column.type == earlier:  # the usual chunk: nothing to reconcile
+            return column
         try:
             kind = pa.unify_schemas(
                 [pa.schema([(name, earlier)]), pa.schema([(name, column.type)])], promote_options="permissive"
