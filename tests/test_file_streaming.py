@@ -20,7 +20,7 @@ from conftest import ROOT, run_cli
 from fastsentiment import Classifier
 from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.rows import RowSource
-from fastsentiment.jobs.sinks import SchemaMismatch
+from fastsentiment.jobs.sinks import OutputColumns, SchemaMismatch
 
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
 
@@ -302,6 +302,54 @@ def test_parquet_column_null_in_the_first_chunks_takes_its_type_from_later_rows(
     assert scored.column("count").to_pylist() == counts.to_pylist()
 
 
+def test_parquet_in_parquet_out_keeps_every_input_type_exactly(bert_dir, tmp_path):
+    """A Parquet input's schema is the output's for its columns: narrow ints and floats, timestamps, dictionaries and
+    decimals, and a float column with no value in its first chunk (its type is known, not guessed from values)."""
+    import datetime
+    import decimal
+
+    rows = 60
+    columns = {
+        "text": pa.array([sentence(i) for i in range(rows)]),
+        "small": pa.array(range(rows), pa.int16()),
+        "ratio": pa.array([i / 4 for i in range(rows)], pa.float32()),
+        "at": pa.array(
+            [datetime.datetime(2026, 1, 1) + datetime.timedelta(hours=i) for i in range(rows)], pa.timestamp("ms")
+        ),
+        "genre": pa.array(["drama", "comedy"] * (rows // 2)).dictionary_encode(),
+        "price": pa.array([decimal.Decimal(f"{i}.25") for i in range(rows)], pa.decimal128(6, 2)),
+        "late": pa.array([None] * 40 + [float(i) for i in range(20)], pa.float64()),
+    }
+    source = tmp_path / "typed.parquet"
+    pq.write_table(pa.table(columns), source)
+    out = tmp_path / "out.parquet"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "16")
+    assert result.returncode == 0, result.stderr.decode()
+    scored = pq.read_table(out)
+    for name, column in columns.items():
+        assert scored.schema.field(name).type == column.type, name
+        assert scored.column(name).to_pylist() == column.to_pylist(), name
+
+
+def test_an_input_without_rows_gives_the_header_or_schema_it_would_have_with_rows(bert_dir, tmp_path):
+    csv_in = tmp_path / "empty.csv"
+    csv_in.write_text("id,text,label\n")
+    csv_out = tmp_path / "out.csv"
+    result = run_cli("classify", "-f", str(csv_in), "-o", str(csv_out), "--model", str(bert_dir))
+    assert result.returncode == 0 and "holds no rows" in result.stderr.decode()
+    header = "line,id,text,input_label,label,score,score_NEGATIVE,score_POSITIVE,error"
+    assert csv_out.read_text().splitlines() == [header]
+
+    parquet_in = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "n": pa.array([], pa.int32())}), parquet_in)
+    parquet_out = tmp_path / "out.parquet"
+    result = run_cli("classify", "-f", str(parquet_in), "-o", str(parquet_out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    schema = pq.read_schema(parquet_out)
+    assert schema.names == ["line", "text", "n", "label", "score", "score_NEGATIVE", "score_POSITIVE", "error"]
+    assert schema.field("n").type == pa.int32() and pq.read_table(parquet_out).num_rows == 0
+
+
 def test_jsonl_numbers_in_a_parquet_column_become_floats_when_one_has_a_fraction(bert_dir, tmp_path):
     """JSON has one kind of number: 1 then 1.5 must not write 1.5 as 1 because the first chunk held an integer."""
     source = tmp_path / "ratings.jsonl"
@@ -322,15 +370,15 @@ def test_a_resumed_parquet_output_keeps_a_type_found_after_its_first_part(tmp_pa
     def records(first_line: int, values: list) -> list[dict]:
         return [{"line": first_line + i, "text": "t", "n": value, "error": None} for i, value in enumerate(values)]
 
-    interrupted = ChunkJournal(out, identity, resume=False, labels=["NEGATIVE", "POSITIVE"])
+    interrupted = ChunkJournal(out, identity, resume=False, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     interrupted.commit(records(1, [None, None]), {"offset": 10, "lines": 2}, failed=0)
     interrupted.commit(records(3, [7, None]), {"offset": 20, "lines": 4}, failed=0)
 
     with pytest.raises(SchemaMismatch, match="rows 5-5: column 'n' holds string values where earlier rows hold int64"):
-        ChunkJournal(out, identity, resume=True, labels=["NEGATIVE", "POSITIVE"]).commit(
+        ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"])).commit(
             records(5, ["seven"]), {"offset": 30, "lines": 5}, failed=0
         )
-    resumed = ChunkJournal(out, identity, resume=True, labels=["NEGATIVE", "POSITIVE"])
+    resumed = ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     resumed.commit(records(5, [8]), {"offset": 30, "lines": 5}, failed=0)
     resumed.finish()
     scored = pq.read_table(out)

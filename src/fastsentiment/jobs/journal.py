@@ -11,21 +11,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import InputError
-from fastsentiment.jobs.sinks import PartWriter, output_format, part_writer
+from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, part_writer
 
 MANIFEST_VERSION = 1
 
 
 class ChunkJournal:
-    def __init__(self, out: Path, identity: dict[str, Any], resume: bool, labels: Sequence[str]) -> None:
+    def __init__(self, out: Path, identity: dict[str, Any], resume: bool, columns: OutputColumns) -> None:
         """`identity` says what is being computed (input file, its size and mtime, column, model);
-        a resumed run must match it, or its parts would be mixed with a different job's. `labels` name the
-        score columns."""
+        a resumed run must match it, or its parts would be mixed with a different job's. `columns`: what the
+        output's columns are before any row."""
         self.out = out
         self.format = output_format(out)
         self.folder = out.with_name(out.name + ".partial")
@@ -45,7 +44,7 @@ class ChunkJournal:
             self.folder.mkdir()
             self._save()
         first = self.folder / self.parts[0] if self.parts else None
-        self.writer: PartWriter = part_writer(self.format, labels, first)
+        self.writer: PartWriter = part_writer(self.format, columns, first)
 
     @property
     def resumed(self) -> bool:

@@ -19,7 +19,7 @@ from fastsentiment.jobs.job import CHUNK_ROWS
 from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import Row, RowSource
-from fastsentiment.jobs.sinks import ConsoleSink, SchemaMismatch, output_record
+from fastsentiment.jobs.sinks import ConsoleSink, OutputColumns, SchemaMismatch, output_record
 from fastsentiment.tokenization import NAMED_TRUNCATIONS, Truncations
 from fastsentiment.windows import LongText
 
@@ -42,7 +42,8 @@ def classify_file(
         with _Progress(rows, progress) as advance:
             return _classify_chunks(clf, _said_if_none(rows), chunk_rows, _printer(clf, as_json), long_text, advance)
 
-    journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, clf.labels)
+    columns = OutputColumns(clf.labels, long_text.reports_lengths, rows.columns, rows.arrow_types)
+    journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, columns)
     if journal.resumed:
         sys.stderr.write(f"resuming after {journal.rows} rows ({len(journal.parts)} chunks already written)\n")
     commit = _committer(clf, journal, lambda chunk: rows.position, long_text.reports_lengths)
@@ -73,7 +74,8 @@ def classify_rows(
     """Classify rows given in memory (command-line texts) to the console or a file; return how many failed."""
     if out is None:
         return _classify_chunks(clf, rows, CHUNK_ROWS, _printer(clf, as_json), long_text)
-    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, False, clf.labels)
+    columns = OutputColumns(clf.labels, long_text.reports_lengths, ["text"])
+    journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, False, columns)
     commit = _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}, long_text.reports_lengths)
     _classify_chunks(clf, rows, CHUNK_ROWS, commit, long_text)
     journal.finish()

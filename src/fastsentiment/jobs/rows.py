@@ -86,6 +86,17 @@ class RowSource:
         self.column = _pick_text_column(self.header, column, column_option) if self.header is not None else column
 
     @property
+    def columns(self) -> list[str] | None:
+        """The input's columns where its format fixes them (a text file's lines are one `text` column); None for
+        JSONL, whose records bring their own."""
+        return ["text"] if self.format == "txt" else self.header
+
+    @property
+    def arrow_types(self) -> dict[str, Any] | None:
+        """A Parquet input's column types (None for other formats)."""
+        return self._reader.arrow_types if isinstance(self._reader, ParquetReader) else None
+
+    @property
     def total(self) -> int | None:
         return None if self.stdin else self._reader.total
 
@@ -182,6 +193,7 @@ class ParquetReader:
         except Exception as error:
             raise InputError(f"{path}: not a readable Parquet file ({error})") from None
         self.header: list[str] | None = self._file.schema_arrow.names
+        self.arrow_types = {field.name: field.type for field in self._file.schema_arrow}
         self.consumed = 0
 
     @property

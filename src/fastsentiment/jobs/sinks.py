@@ -12,6 +12,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,36 @@ def output_column(input_name: str, result_names: Collection[str]) -> str:
     """The name an input column gets in the output, other input columns aside: input_NAME where it would clash with
     a result column."""
     return f"input_{input_name}" if input_name in result_names or input_name == "line" else input_name
+
+
+@dataclass(frozen=True)
+class OutputColumns:
+    """The output's columns as far as they are known before any row: the labels' score columns, whether token
+    counts are written, and the input's own columns where the input has a fixed set (a CSV, TSV, Parquet or text
+    file; JSONL records bring theirs), with a Parquet input's Arrow types. An input that holds no rows still gets
+    the header or schema the same input with rows would."""
+
+    labels: Sequence[str]
+    lengths: bool = False
+    inputs: Sequence[str] | None = None
+    input_types: dict[str, Any] | None = None
+
+    def names(self) -> list[str] | None:
+        """Every output column in order, or None while the rows must tell."""
+        if self.inputs is None:
+            return None
+        results = list(result_fields(None, self.labels, None, self.lengths))
+        renamed = output_columns(self.inputs, results)
+        return ["line", *(renamed[name] for name in self.inputs), *results]
+
+    def arrow_types(self) -> dict[str, Any]:
+        """The Arrow types fixed before any row: the results', and a Parquet input's own columns' (under their
+        output names), so that Parquet in gives the same types Parquet out."""
+        types = result_types(self.labels)
+        if self.inputs is not None and self.input_types:
+            renamed = output_columns(self.inputs, list(result_fields(None, self.labels, None, self.lengths)))
+            types |= {renamed[name]: kind for name, kind in self.input_types.items() if name in renamed}
+        return types
 
 
 class ConsoleSink:
@@ -214,6 +245,12 @@ class DelimitedParts(PartWriter):
             )
         return "\t".join(spaced) + "\n"
 
+    def merge(self, parts, out):
+        if not parts and self.columns is not None:  # no rows: the header alone, as the same input with rows has
+            self.write([], out, first=True)
+            return
+        super().merge(parts, out)
+
 
 def result_types(labels: Sequence[str]) -> dict[str, Any]:
     """Arrow types of the result columns, fixed whatever the first rows hold (a chunk of errors has null scores)."""
@@ -247,13 +284,16 @@ class ParquetParts(PartWriter):
 
     suffix = ".parquet"
 
-    def __init__(self, labels: Sequence[str], schema=None) -> None:
+    def __init__(self, columns: OutputColumns, schema=None) -> None:
         """`schema`: the columns and types of an interrupted run's parts."""
         self.pq = import_parquet("writing Parquet files")
         import pyarrow as pa
 
         self.pa = pa
-        self.labels = labels
+        self.fixed = columns.arrow_types()
+        names = columns.names()
+        if schema is None and names is not None:
+            schema = pa.schema([(name, self.fixed.get(name, pa.null())) for name in names])
         self.schema = schema
         self.late = _LateColumns()
         # What Arrow raises for values that share no type (OverflowError: an int beyond 64 bits).
@@ -264,10 +304,9 @@ class ParquetParts(PartWriter):
         if self.schema is None:
             self.schema = pa.schema([(name, pa.null()) for name in chunk_columns(records)])
         self.late.report(records, self.schema.names)
-        fixed = result_types(self.labels)
         names = self.schema.names
         columns = [
-            self._column(records, name, fixed.get(name), earlier)
+            self._column(records, name, self.fixed.get(name), earlier)
             for name, earlier in zip(names, self.schema.types, strict=True)
         ]
         self.schema = pa.schema([(name, column.type) for name, column in zip(names, columns, strict=True)])
@@ -278,8 +317,11 @@ class ParquetParts(PartWriter):
         and the earlier chunks' values (`earlier`, the column's type so far)."""
         pa = self.pa
         values = [record.get(name) for record in records]
-        if fixed is not None:  # a result column: its type whatever the rows hold (a chunk of errors has null scores)
-            return pa.array(values, type=fixed)
+        if fixed is not None:  # a result column (a chunk of errors has null scores) or a Parquet input's column
+            try:
+                return pa.array(values, type=fixed)
+            except self.unfit as error:
+                raise self._mismatch(records, f"column {name!r} holds values that are not {fixed}", error) from None
         try:
             column = pa.array(values)
         except self.unfit as error:
@@ -315,16 +357,16 @@ class ParquetParts(PartWriter):
             # as JSON readers do, where a safe one would fail after the whole input was classified.
             schema = pa.unify_schemas([self.pq.read_schema(part) for part in parts], promote_options="permissive")
             schema = parquet_schema(schema.names, dict(zip(schema.names, schema.types, strict=True)))
-        else:
-            types = result_types(self.labels)  # an empty input leaves no rows to take columns from: the results' own
-            schema = parquet_schema(list(types), types)
+        else:  # no rows: the columns known without them (the input's and the results'), else the results' own
+            names = self.schema.names if self.schema is not None else list(self.fixed)
+            schema = parquet_schema(names, self.fixed)
         with self.pq.ParquetWriter(out, schema) as writer:
             for part in parts:
                 # One part at a time, read without the dataset layer's threads and read-ahead buffers.
                 writer.write_table(self.pq.ParquetFile(part).read(use_threads=False).cast(schema, safe=False))
 
 
-def part_writer(fmt: str, labels: Sequence[str], first_part: Path | None = None) -> PartWriter:
+def part_writer(fmt: str, columns: OutputColumns, first_part: Path | None = None) -> PartWriter:
     """The writer for `fmt`; given the first part of an interrupted run, it keeps that run's columns."""
     if fmt == "jsonl":
         return JsonlParts()
@@ -338,9 +380,8 @@ def part_writer(fmt: str, labels: Sequence[str], first_part: Path | None = None)
 
             parts = sorted(first_part.parent.glob(f"*{ParquetParts.suffix}"))
             schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
-        return ParquetParts(labels, schema)
-    columns = None
-    if first_part is not None:
-        with open(first_part, encoding="utf-8", newline="") as stream:
-            columns = next(delimited_reader(stream, fmt))
-    return DelimitedParts(fmt, columns)
+        return ParquetParts(columns, schema)
+    if first_part is None:
+        return DelimitedParts(fmt, columns.names())
+    with open(first_part, encoding="utf-8", newline="") as stream:
+        return DelimitedParts(fmt, next(delimited_reader(stream, fmt)))
