@@ -172,3 +172,24 @@ def test_each_call_names_its_own_truncations(clf, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert sum("; truncated to the model's limit" in message for message in messages) == 5
     assert messages[-1] == f"further inputs over {LIMIT} tokens are truncated without a line each"
+
+
+@pytest.mark.parametrize("function", ["softmax", "sigmoid", "none"])
+def test_mean_of_windows_is_taken_in_the_scores_asked_for(clf, function):
+    """aggregate="mean" averages the windows' scores under function_to_apply (token-weighted); "none" has no
+    probabilities to average, so raw scores are the mean of the logits. (Sigmoid of log-probabilities gave 0.4996
+    where every window said 0.95.)"""
+    text = words(200, offset=2)
+    _, (windows,) = clf.split([text], "chunk", 16)
+    window_logits = clf.logits_for_ids([window.ids for window in windows]).astype(np.float64)
+    weights = np.array([window.tokens for window in windows], dtype=np.float64)
+    weights /= weights.sum()
+    per_window = {
+        "softmax": np.exp(window_logits) / np.exp(window_logits).sum(axis=1, keepdims=True),
+        "sigmoid": 1 / (1 + np.exp(-window_logits)),
+        "none": window_logits,
+    }[function]
+    expected = weights @ per_window
+    (ranked,) = clf([text], long_text="chunk", stride=16, aggregate="mean", function_to_apply=function, top_k=None)
+    got = {entry["label"]: entry["score"] for entry in ranked}
+    np.testing.assert_allclose([got[label] for label in clf.labels], expected, atol=1e-5)

@@ -129,6 +129,8 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
         (b'{"inputs": ["fine", 3]}', 422, "validation"),
         (b'{"inputs": ""}', 422, "validation"),
         (b'{"inputs": ["fine", "   "]}', 422, "validation"),
+        (b'{"inputs": ["fine", "\\u0001\\u0002"]}', 422, "validation"),  # control characters alone: empty text
+        (b'{"inputs": "\\u200b"}', 422, "validation"),  # a zero-width space alone: empty text
         (b'{"inputs": []}', 422, "validation"),
         (b'{"inputs": "x", "parameters": {"top_k": 0}}', 422, "validation"),
         (json.dumps({"inputs": ["x"] * 300}).encode(), 413, "too_many_inputs"),
@@ -209,7 +211,9 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
 
 
 def test_full_queue_answers_503_with_retry_after(bert_dir, cache):
-    server = Server(bert_dir, "--max-queue", "8", "--max-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache})
+    server = Server(
+        bert_dir, "--max-queue", "8", "--max-inputs", "8", "--max-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache}
+    )
     try:
 
         def ask(i):
@@ -343,6 +347,22 @@ def test_a_port_taken_by_another_server_is_one_line_before_the_model_loads(bert_
         )
     assert result.returncode == 2
     assert result.stderr.decode() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_requests_larger_than_the_queue_are_refused_when_the_server_starts(bert_dir, cache):
+    """A request of more texts than the queue holds would be answered 503 "retry" forever: no such server starts."""
+    command = [sys.executable, "-m", "fastsentiment", "serve", "-m", str(bert_dir), "--port", str(free_port())]
+    result = subprocess.run(
+        [*command, "--max-inputs", "50", "--max-queue", "10"],
+        cwd=ROOT,
+        env={**os.environ, "FASTSENTIMENT_CACHE": cache},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "error: --max-inputs 50 is more than --max-queue 10 holds: a request of that many texts could never be served\n"
+    )
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_dir, cache):

@@ -165,7 +165,7 @@ class Classifier:
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
         single = isinstance(inputs, str)
-        reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate)
+        reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate, function=function_to_apply)
         scores = self.scores(reading.logits, function_to_apply)
         if top_k is _UNSET:
             best = scores.argmax(axis=1)
@@ -234,12 +234,14 @@ class Classifier:
         """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
         return self._read(_texts_of(texts), batch_size, long_text, stride, aggregate).logits
 
-    def _read(self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None) -> _Reading:
+    def _read(
+        self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None, function=None
+    ) -> _Reading:
         tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
-        logits, per_text = self.fold(windows, self.logits_for_ids(flat, batch_size=batch_size), aggregate)
+        logits, per_text = self.fold(windows, self.logits_for_ids(flat, batch_size=batch_size), aggregate, function)
         return _Reading(logits, tokens, windows, per_text)
 
     def split(
@@ -277,17 +279,27 @@ class Classifier:
                         for i, (e, name) in enumerate(zip(encodings, names, strict=True))]  # fmt: skip
 
     def fold(
-        self, windows: list[list[Window]], window_logits: np.ndarray, aggregate: str | None = None
+        self,
+        windows: list[list[Window]],
+        window_logits: np.ndarray,
+        aggregate: str | None = None,
+        function_to_apply: str | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Per-text logits from the logits of all texts' windows (in `split` order), and each text's own rows."""
+        """Per-text logits from the logits of all texts' windows (in `split` order), and each text's own rows.
+        "mean" averages the windows' scores under `function_to_apply` (the model's own by default), given back as
+        the logits that `scores` with that function turns into that mean; with "none" (raw scores, no
+        probabilities to average) it is the token-weighted mean of the logits."""
         _, aggregate = check_options("chunk", None, aggregate, self.encoder.max_length)
+        function = (function_to_apply or self._default_function()).lower()
+        if aggregate == "mean" and function == "none":
+            aggregate = "logit-mean"
         per_text, start = [], 0
         for text_windows in windows:
             per_text.append(window_logits[start : start + len(text_windows)])
             start += len(text_windows)
         if len(window_logits) == len(windows):
             return np.asarray(window_logits, dtype=np.float32), per_text
-        sigmoid = self._default_function() == "sigmoid"
+        sigmoid = function == "sigmoid"
         logits = np.empty((len(windows), len(self.labels)), dtype=np.float32)
         for index, (text_windows, own) in enumerate(zip(windows, per_text, strict=True)):
             weights = np.array([window.tokens for window in text_windows], dtype=np.float64)

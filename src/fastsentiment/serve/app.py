@@ -49,6 +49,14 @@ class ServerSettings:
     max_inputs: int = 256
     max_body_bytes: int = 1 << 20
 
+    def __post_init__(self) -> None:
+        if self.max_inputs > self.batching.max_queue:
+            # Such a request could never be queued whole: it would get a 503 "retry" forever.
+            raise InputError(
+                f"--max-inputs {self.max_inputs} is more than --max-queue {self.batching.max_queue} holds: a request "
+                "of that many texts could never be served"
+            )
+
 
 class Parameters(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
@@ -161,7 +169,9 @@ class PredictEndpoint:
                 if long_text == "truncate":
                     logits = await self._submit_while_connected(batcher, texts, receive)
                 else:
-                    logits = await self._submit_windows(classifier, batcher, texts, long_text, parameters, receive)
+                    logits = await self._submit_windows(
+                        classifier, batcher, texts, long_text, parameters, function, receive
+                    )
             except ApiError:
                 raise
             except QueueFull as error:
@@ -174,7 +184,7 @@ class PredictEndpoint:
             return self._encoder.encode(_ranked(classifier, classifier.scores(logits, function), top_k))
 
     async def _submit_windows(
-        self, classifier, batcher, texts, long_text: str, parameters: Parameters, receive
+        self, classifier, batcher, texts, long_text: str, parameters: Parameters, function: str | None, receive
     ) -> np.ndarray:
         """Long documents as windows: cut off the event loop, queued as model inputs of their own (so the token
         budget counts windows and a huge document cannot starve short requests), folded back into one verdict.
@@ -184,7 +194,7 @@ class PredictEndpoint:
         )
         flat = [window.ids for text_windows in windows for window in text_windows]
         window_logits = await self._submit_while_connected(batcher, flat, receive)
-        return classifier.fold(windows, window_logits, parameters.aggregate)[0]
+        return classifier.fold(windows, window_logits, parameters.aggregate, function)[0]
 
     async def _submit_while_connected(self, batcher: DynamicBatcher, texts: list, receive) -> np.ndarray:
         """The texts' logits, unless the client goes away first: then they leave the queue uncomputed.
@@ -256,8 +266,10 @@ def _lone_surrogate_escape(raw: bytes) -> bool:
 
 def check_text(index: int, text: str) -> None:
     """The project's text rules (fastsentiment.texts), as a 422 naming the input."""
-    if text.isascii() and not text.isspace() and text:
-        return  # the common case in two C passes: an ASCII text holds no undecodable bytes, and this one is not blank
+    if text.isascii() and text.isprintable() and not text.isspace() and text:
+        # The common case in C passes: printable ASCII holds no undecodable bytes or control characters, and this
+        # text is not blank. Anything else meets the full rules (texts.text_problem).
+        return
     if problem := text_problem(text):
         raise ApiError(422, "validation", f"inputs[{index}]: {problem}")
 
