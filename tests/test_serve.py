@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -125,6 +126,7 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
         (b'{"inputs": ', 400, "invalid_json"),
         (b'{"inputs": "caf\xff"}', 400, "invalid_encoding"),
         (b'{"inputs": "\\ud800 alone"}', 422, "validation"),  # valid JSON, but no text holds a lone surrogate
+        (b'{"inputs": "a b", "top_k": NaN}', 400, "invalid_json"),  # not "a lone surrogate", as it was called
         (b'{"inputs": 5}', 422, "validation"),
         (b'{"inputs": ["fine", 3]}', 422, "validation"),
         (b'{"inputs": ""}', 422, "validation"),
@@ -182,6 +184,11 @@ def test_health_info_metrics_docs(server):
         assert name in metrics
     assert httpx.get(f"{server.url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    with_mark = httpx.post(f"{server.url}/predict", content=b'\xef\xbb\xbf{"inputs": "good film"}')  # PowerShell's
+    assert with_mark.status_code == 200 and with_mark.json()[0][0]["label"] in info["labels"]
+    for route in ("/health", "/info", "/metrics"):  # uptime probes that ask with HEAD
+        head = httpx.head(f"{server.url}{route}")
+        assert head.status_code == 200 and head.content == b"", route
 
 
 def computed_texts(server) -> float:
@@ -347,6 +354,28 @@ def test_a_port_taken_by_another_server_is_one_line_before_the_model_loads(bert_
         )
     assert result.returncode == 2
     assert result.stderr.decode() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(bert_dir, cache):
+    command = [sys.executable, "-m", "fastsentiment", "serve", "-m", str(bert_dir), "--backend", "onnx", "--port", "0"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, "FASTSENTIMENT_CACHE": cache}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stderr.readline()
+        port = int(re.fullmatch(r"fastsentiment serving on http://127\.0\.0\.1:(\d+) \(docs at /docs\)\n", line)[1])
+        assert port > 0
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def test_requests_larger_than_the_queue_are_refused_when_the_server_starts(bert_dir, cache):

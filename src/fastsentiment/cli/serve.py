@@ -60,7 +60,7 @@ def serve(
     if labels:
         model_dir.with_labels(label_names(labels))
     checked_backend(backend, device, precision, model_dir)  # likewise an unknown backend, device or precision
-    check_port(host, port)  # and a port taken or not ours to take, before minutes of tuning
+    port = check_port(host, port)  # and a port taken or not ours to take, before minutes of tuning (0: a free one)
     settings = ServerSettings(
         batching=BatchSettings(max_batch_size, max_batch_tokens, max_wait_ms, max_queue),
         dynamic_batching=batching,

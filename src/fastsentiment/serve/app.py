@@ -12,9 +12,10 @@ batch worker, off the event loop) and writes the msgspec-encoded answer. FastAPI
 from __future__ import annotations
 
 import asyncio
+import codecs
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -32,7 +33,7 @@ from fastsentiment.classifier import Classifier
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
-from fastsentiment.texts import text_problem
+from fastsentiment.texts import has_undecodable, text_problem
 
 log = logging.getLogger("fastsentiment.serve")
 
@@ -234,7 +235,9 @@ class PredictEndpoint:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def parse(self, raw: bytes) -> PredictRequest:
-        """The request body, or an ApiError saying what is wrong with it (encoding, JSON, schema)."""
+        """The request body, or an ApiError saying what is wrong with it (encoding, JSON, schema). A leading UTF-8 byte
+        order mark, which some clients (PowerShell) send, is skipped, as RFC 8259 allows."""
+        raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -253,15 +256,29 @@ class PredictEndpoint:
 
 
 def _lone_surrogate_escape(raw: bytes) -> bool:
-    """Whether JSON that msgspec refused is valid JSON after all, but for a "\\ud800"-style escape that no text can
-    hold (msgspec reports it as truncated or malformed input); only read on that error's path."""
+    """Whether JSON that msgspec refused holds a "\\ud800"-style escape that no text can hold (msgspec reports it
+    as truncated or malformed input); only read on that error's path. Python's reader takes such escapes, and also
+    NaN and a leading byte order mark, which are plain invalid JSON here: only a string holding a lone surrogate
+    counts."""
     import json
 
     try:
-        json.loads(raw)
+        decoded = json.loads(raw)
     except ValueError:
         return False
-    return True
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    return any(has_undecodable(text) for text in strings(decoded))
 
 
 def check_text(index: int, text: str) -> None:
@@ -310,7 +327,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             {"error": str(error.detail), "error_type": kind}, status_code=error.status_code, headers=error.headers
         )
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime probes that ask for no body
     async def health():
         if state.failure is not None:
             return JSONResponse({"status": "failed", "error": str(state.failure)}, status_code=503)
@@ -318,7 +335,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok"}
 
-    @app.get("/info")
+    @app.api_route("/info", methods=["GET", "HEAD"])
     async def info():
         classifier, batcher = state.ready()
         backend = classifier.backend
@@ -336,7 +353,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             "max_body_bytes": settings.max_body_bytes,
         }
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def prometheus_metrics():
         batcher = state.batcher
         return PlainTextResponse(metrics.render(batcher.depth if batcher else 0), media_type=metrics.content_type)

@@ -29,9 +29,10 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> int:
     """Refuse a host and port this process cannot listen on (taken by another server, a privileged port, an address
-    not of this machine), in one line before the model loads; uvicorn would say so only after it."""
+    not of this machine), in one line before the model loads; uvicorn would say so only after it. Returns the port,
+    for port 0 the free one the system gave the probe, so that the server can say where it listens."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
@@ -43,6 +44,7 @@ def check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as error:
             raise InputError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        return probe.getsockname()[1]
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
