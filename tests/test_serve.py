@@ -97,6 +97,11 @@ def test_predict_formats_and_options(server, local):
     raw = httpx.post(f"{server.url}/predict", json={"inputs": "good film", "raw_scores": True}).json()
     logits = local.logits(["good film"])[0]
     assert sorted(r["score"] for r in raw[0]) == pytest.approx(sorted(logits), abs=1e-4)
+    # What other clients send along: the older Inference API's options, TEI's truncation_direction (cut at the end).
+    compatible = {"inputs": "good film", "options": {"wait_for_model": True}, "truncation_direction": "Right"}
+    assert httpx.post(f"{server.url}/predict", json=compatible).json() == single
+    left = httpx.post(f"{server.url}/predict", json={"inputs": "good film", "truncation_direction": "Left"})
+    assert left.status_code == 422 and "truncation_direction" in left.json()["error"]
 
 
 def test_many_concurrent_clients_get_their_own_answers(server, local):

@@ -68,6 +68,11 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True):
     aggregate: Literal["mean", "max", "logit-mean"] | None = None
 
 
+class Options(msgspec.Struct):
+    wait_for_model: bool = False
+    use_cache: bool = True
+
+
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Hugging Face Inference API body; top_k and raw_scores may also sit at the top level (TEI style)."""
 
@@ -76,6 +81,10 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
     raw_scores: bool = False
     truncate: bool = True
+    # TEI cuts at the end ("Right") unless asked otherwise; cutting the start is not offered here.
+    truncation_direction: Literal["Right", "right"] = "Right"
+    # The older Inference API's `options` (wait_for_model, use_cache) mean nothing to a local server: accepted.
+    options: Options | None = None
 
 
 class Label(msgspec.Struct):
