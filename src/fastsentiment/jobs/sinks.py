@@ -104,18 +104,20 @@ class OutputColumns:
         """Every output column in order, or None while the rows must tell."""
         if self.inputs is None:
             return None
-        results = list(result_fields(None, self.labels, None, self.lengths))
-        renamed = output_columns(self.inputs, results)
-        return ["line", *(renamed[name] for name in self.inputs), *results]
+        renamed = output_columns(self.inputs, self._results())
+        return ["line", *(renamed[name] for name in self.inputs), *self._results()]
 
     def arrow_types(self) -> dict[str, Any]:
         """The Arrow types fixed before any row: the results', and a Parquet input's own columns' (under their
         output names), so that Parquet in gives the same types Parquet out."""
         types = result_types(self.labels)
         if self.inputs is not None and self.input_types:
-            renamed = output_columns(self.inputs, list(result_fields(None, self.labels, None, self.lengths)))
+            renamed = output_columns(self.inputs, self._results())
             types |= {renamed[name]: kind for name, kind in self.input_types.items() if name in renamed}
         return types
+
+    def _results(self) -> list[str]:
+        return list(result_fields(None, self.labels, None, self.lengths))
 
 
 class ConsoleSink:
