@@ -196,6 +196,25 @@ def test_health_info_metrics_docs(server):
         assert head.status_code == 200 and head.content == b"", route
 
 
+def test_truncated_texts_are_counted_in_the_metrics(server):
+    """The server counts the texts it cuts to the model's 64 tokens (a warning per long request would flood its log;
+    it says so once)."""
+
+    def truncated() -> float:
+        metrics = httpx.get(f"{server.url}/metrics").text
+        return float(
+            next(
+                line for line in metrics.splitlines() if line.startswith("fastsentiment_truncated_texts_total")
+            ).split()[-1]
+        )
+
+    before = truncated()
+    for _ in range(2):
+        answer = httpx.post(f"{server.url}/predict", json={"inputs": ["good " * 100, "fine", "bad " * 80]}, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()) == 3
+    assert truncated() == before + 4
+
+
 def computed_texts(server) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
     return float(

@@ -28,16 +28,20 @@ NAMED_TRUNCATIONS = 5  # truncated inputs warned about by name in one call or jo
 
 
 class Truncations:
-    """The inputs one call or file job cut to the model's limit: the first NAMED_TRUNCATIONS named in a warning,
-    the rest counted. Owned by its caller (one job, one call), so that no count outlives it or is shared between
-    threads."""
+    """The inputs one call or file job cut to the model's limit: the first `named` named in a warning, the rest
+    counted (with the longest). Owned by its caller (one job, one call, one server batch), so that no count outlives
+    it or is shared between threads. named=0 counts silently: the tool's own texts, or a server, which reports
+    counts instead ("input 3" of a model batch would name no request)."""
 
-    def __init__(self) -> None:
+    def __init__(self, named: int = NAMED_TRUNCATIONS) -> None:
+        self.named = named
         self.count = 0
+        self.longest = 0
 
     def note(self, name: str, tokens: int, limit: int) -> None:
         self.count += 1
-        if self.count <= NAMED_TRUNCATIONS:
+        self.longest = max(self.longest, tokens)
+        if self.count <= self.named:
             log.warning(
                 "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
                 name,
@@ -45,8 +49,8 @@ class Truncations:
                 limit,
                 tokens - limit,
             )
-        if self.count == NAMED_TRUNCATIONS:
-            log.warning("further inputs over %d tokens are truncated without a line each", limit)
+            if self.count == self.named:
+                log.warning("further inputs over %d tokens are truncated without a line each", limit)
 
 
 @dataclass(frozen=True)
@@ -91,14 +95,13 @@ class TextEncoder:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
         return self._tokenizer.encode_batch(list(texts))
 
-    def encode(self, texts: Sequence[str], *, warn: bool = True) -> list[list[int]]:
-        """Token ids per text (special tokens included), truncated to `max_length`; with `warn`, truncations are
-        reported (`fit`). warn=False is for the tool's own texts (calibration samples), not a user's."""
-        encodings = self.encodings(texts)
-        if not warn:
-            return [truncated(encoding.ids, self.max_length) for encoding in encodings]
-        cuts = Truncations()
-        return [self.fit(encoding.ids, input_name(number), cuts) for number, encoding in enumerate(encodings, 1)]
+    def encode(self, texts: Sequence[str], truncations: Truncations | None = None) -> list[list[int]]:
+        """Token ids per text (special tokens included), truncated to `max_length`, each cut noted in `truncations`
+        (default: one for this call, which names the first few)."""
+        cuts = truncations or Truncations()
+        return [
+            self.fit(encoding.ids, input_name(number), cuts) for number, encoding in enumerate(self.encodings(texts), 1)
+        ]
 
     def fit(self, ids: Sequence[int], name: str, truncations: Truncations) -> list[int]:
         """`ids` cut to `max_length`, a cut noted in `truncations` under `name` ("input 3", "line 12")."""

@@ -261,13 +261,13 @@ def tune(
     usable CPU), decide, cache the decision and return it."""
     from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
     from fastsentiment.classifier import Classifier
-    from fastsentiment.tokenization import TextEncoder
+    from fastsentiment.tokenization import TextEncoder, Truncations
 
     check_device(device)
 
     calibration = calibration or Calibration.builtin()
     encoder = TextEncoder.from_model_dir(model)
-    sequences = encoder.encode(calibration.texts, warn=False)  # the sample's, not the user's, texts
+    sequences = encoder.encode(calibration.texts, Truncations(named=0))  # the sample's, not the user's, texts
     halves = _length_halves(sequences)
 
     def measure_one(name: str, precision: str, row: Measurement | None = None) -> tuple[Measurement, np.ndarray | None]:

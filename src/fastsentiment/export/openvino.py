@@ -60,7 +60,7 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
 
     from fastsentiment.backends.base import graph_feeds
     from fastsentiment.backends.onnx_backend import onnx_file
-    from fastsentiment.tokenization import TextEncoder
+    from fastsentiment.tokenization import TextEncoder, Truncations
 
     network = ov.Core().read_model(str(onnx_file(model, "plain")))
     names = {name for port in network.inputs for name in port.get_names()}
@@ -70,7 +70,7 @@ def quantise_static(model: ModelDir, texts: Sequence[str], target: Path) -> None
         batch = encoder.pad([ids])
         return graph_feeds(names, batch.input_ids, batch.attention_mask)
 
-    samples = [feeds(ids) for ids in encoder.encode(list(texts), warn=False)]
+    samples = [feeds(ids) for ids in encoder.encode(list(texts), Truncations(named=0))]
     ffn_width = model.architecture.encoder_shape(model.config)["ffn"]
     with _nncf_quiet():
         quantised = nncf.quantize(

@@ -15,7 +15,7 @@ import asyncio
 import codecs
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -34,6 +34,7 @@ from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import has_undecodable, text_problem
+from fastsentiment.tokenization import TextEncoder, Truncations
 
 log = logging.getLogger("fastsentiment.serve")
 
@@ -125,7 +126,7 @@ class ServerState:
         batching = settings.batching
         if not settings.dynamic_batching:
             batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
-        batcher = model_batcher(classifier, alone, batching, metrics.observe_batch)
+        batcher = model_batcher(classifier, alone, batching, metrics.observe_batch, metrics.observe_truncated)
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
         # Everything loaded so far lives as long as the server: taken out of the collector's view, it no longer
@@ -444,17 +445,35 @@ def load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifier
     return classifier, alone
 
 
+def counting_encoder(
+    encoder: TextEncoder, on_truncated: Callable[[int, int, int], None]
+) -> Callable[[Sequence[str]], list[list[int]]]:
+    """The batch worker's tokeniser: cuts are counted per batch, not named per text (a warning about "input 3" of a
+    model batch would name no request, and a busy server would log one per long request)."""
+
+    def encode(texts: Sequence[str]) -> list[list[int]]:
+        cuts = Truncations(named=0)
+        ids = encoder.encode(texts, cuts)
+        if cuts.count:
+            on_truncated(cuts.count, cuts.longest, encoder.max_length)
+        return ids
+
+    return encode
+
+
 def model_batcher(
     classifier: Classifier,
     alone: Classifier,
     batching: BatchSettings,
     on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+    on_truncated: Callable[[int, int, int], None] = lambda count, longest, limit: None,
 ) -> DynamicBatcher:
-    """The server's batcher over the models `load_and_warm` gives (not started: `start()` it in a running loop)."""
+    """The server's batcher over the models `load_and_warm` gives (not started: `start()` it in a running loop).
+    `on_truncated(count, longest, limit)` hears of each batch's texts cut to the model's length."""
     # Requests arrive in random length order: one padded call over the whole gathered batch wastes most of
     # its work on padding, so it runs as length-sorted calls of the classifier's (small) batch size instead.
     return DynamicBatcher(
-        classifier.encoder.encode,
+        counting_encoder(classifier.encoder, on_truncated),
         classifier.logits_for_ids,
         batching,
         on_batch=on_batch,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("fastsentiment")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -32,6 +35,12 @@ class Metrics:
         )
         self.queue = Gauge("fastsentiment_queue_depth", "Texts waiting for the model", registry=self.registry)
         self.errors = Counter("fastsentiment_errors", "Failed requests by kind", ["kind"], registry=self.registry)
+        self._said_truncation = False
+        self.truncated = Counter(
+            "fastsentiment_truncated_texts",
+            "Texts cut to the model's length (long_text truncate)",
+            registry=self.registry,
+        )
 
     @contextmanager
     def time_request(self):
@@ -43,6 +52,18 @@ class Metrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
+
+    def observe_truncated(self, count: int, longest: int, limit: int) -> None:
+        """Texts a batch cut to the model's length: counted, and said once per server (not once per request)."""
+        if not self._said_truncation:
+            self._said_truncation = True
+            log.warning(
+                "texts over the model's %d tokens are being cut to fit (one had %d); counted in "
+                'fastsentiment_truncated_texts_total; parameters.long_text "chunk" classifies them whole',
+                limit,
+                longest,
+            )
+        self.truncated.inc(count)
 
     def count_error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()
