@@ -101,7 +101,7 @@ class Classifier:
         (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        if threads is not None and not _is_count(threads):
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
         if isinstance(labels, str):
             raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
@@ -179,7 +179,7 @@ class Classifier:
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
         """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        if top_k is not None and not _is_count(top_k):
             raise InputError(f"top_k must be a whole number of at least 1 (None: every label), got {top_k!r}")
         keep = len(self.labels) if top_k is None else min(int(top_k), len(self.labels))
         return [
@@ -361,6 +361,11 @@ class Classifier:
         # As transformers does: one output or a multi-label problem means independent sigmoids.
         multi_label = self.model.config.get("problem_type") == "multi_label_classification"
         return "sigmoid" if multi_label or len(self.labels) == 1 else "softmax"
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number of at least 1 (numpy's too; True is not a count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def _texts_of(inputs: Any) -> list[str]:

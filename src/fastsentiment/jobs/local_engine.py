@@ -20,7 +20,7 @@ from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.predict import predict_rows
 from fastsentiment.jobs.rows import Row, RowSource
 from fastsentiment.jobs.sinks import ConsoleSink, OutputColumns, SchemaMismatch, output_record
-from fastsentiment.tokenization import NAMED_TRUNCATIONS, Truncations
+from fastsentiment.tokenization import Truncations
 from fastsentiment.windows import LongText
 
 log = logging.getLogger("fastsentiment")
@@ -146,7 +146,7 @@ def _classify_chunks(
                 sys.stderr.write(f"error: {row.name}: {row.error}\n")
         emit(chunk, predictions)
         advance(len(chunk))
-    if truncations.count > NAMED_TRUNCATIONS:  # fewer were each named already
+    if truncations.count > truncations.named:  # fewer were each named already
         log.warning(
             "%s rows were truncated to the model's limit of %d tokens in all (--long-text chunk classifies whole "
             "texts)",
