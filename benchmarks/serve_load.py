@@ -16,6 +16,9 @@ One run, on 127.0.0.1 only, with bounded time and request counts:
    single sentences by coroutines instead of sockets, at 64 closed-loop clients and at the open-loop rates of
    step 3: what the server would do if HTTP, JSON and a load generator cost nothing. The gap between 3 and 4 is
    the request path; what 4 misses of a target, no request path can give.
+5. the model alone at the same rates: texts already tokenised, fed from one plain loop straight to the model
+   with every thread on one call, whatever is due by then in one call: the floor under any server on this
+   machine; the gap between 4 and 5 is the batcher's scheduling (and the event loop it needs).
 The server is one `fastsentiment serve` process started by this script.
 """
 
@@ -35,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -188,6 +192,8 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
         rates = [row["target_requests_per_s"] for row in result["open_loop"] if row["sentences_per_request"] == 1]
         result["without_http"] = without_http(args, sentences, rates)
         print(json.dumps(result["without_http"]), file=sys.stderr)
+        result["model_alone"] = model_alone(args, sentences, rates)
+        print(json.dumps(result["model_alone"]), file=sys.stderr)
     return result
 
 
@@ -251,6 +257,71 @@ def without_http(args, sentences: list[str], rates: list[float], clients: int = 
         return result
 
     return asyncio.run(measure())
+
+
+# ---- the model alone: what the models give at these rates with no request path at all ---------------
+def model_alone(args, sentences: list[str], rates: list[float]) -> dict:
+    """Single texts due every 1/rate s, as in the open loop, fed straight to each of the server's two model
+    configurations from plain threads: "latency" (every thread on one call; one caller) and "streams" (the
+    batched classifier; as many callers as it runs calls at once). Each caller takes every text due by then (up to
+    the model batch size), already tokenised. No HTTP, no event loop, no tokenising, no second process on the
+    CPU: what each configuration gives at these rates by itself (the server chooses between the two per batch).
+    A latency target that both miss is out of reach of the request path."""
+    from fastsentiment import Classifier
+    from fastsentiment.backends.base import parallel_calls
+
+    def load(workload: str | None) -> Classifier:
+        return Classifier.load(
+            args.model,
+            backend=args.backend,
+            precision=args.precision,
+            batch_size=args.model_batch_size,
+            **({"workload": workload} if workload else {}),
+        )
+
+    results = {}
+    for name, model in (("latency", load("latency")), ("streams", load(None))):
+        encoded = model.encoder.encode(sentences)
+        for size in (1, 2, 4, args.model_batch_size):  # every shape once, as the server's warm-up and load do
+            model.logits_for_ids(encoded[:600], batch_size=size)
+        callers = parallel_calls(model.backend) if name == "streams" else 1
+        rows = []
+        for rate in rates:
+            latencies = feed_at_rate(model, encoded, callers, rate, args.seconds, args.model_batch_size)
+            rows.append({"target_requests_per_s": round(rate, 2), "requests": len(latencies), **percentiles(latencies)})
+        results[name] = {"parallel_calls": callers, "open_loop": rows}
+    return results
+
+
+def feed_at_rate(model, encoded: list, callers: int, rate: float, seconds: float, batch_size: int) -> list[float]:
+    """Each text's latency from when it was due (one due every 1/rate s), `callers` threads taking what is due."""
+    total, latencies, taken, lock = round(rate * seconds), [], 0, threading.Lock()
+    start = time.perf_counter() + 0.05
+
+    def caller() -> None:
+        nonlocal taken
+        while True:
+            with lock:
+                if taken >= total:
+                    return
+                now = time.perf_counter()
+                due = min(total, int((now - start) * rate) + 1) if now >= start else 0
+                batch = range(taken, min(due, taken + batch_size))
+                taken = batch.stop
+            if not batch:
+                time.sleep(max(0.0, start + batch.start / rate - now))
+                continue
+            model.logits_for_ids([encoded[i % len(encoded)] for i in batch], batch_size=len(batch))
+            finished = time.perf_counter()
+            with lock:
+                latencies.extend(finished - (start + i / rate) for i in batch)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
 
 
 def percentiles(seconds: list[float]) -> dict:

@@ -272,29 +272,46 @@ def without_http_section(load: dict) -> list[str]:
     if "without_http" not in load:
         return []
     rows = []
+    models = list(load.get("model_alone", {}))  # runs before the model-alone step have none
     for number, session in enumerate(_sessions(load), start=1):
         offline, saturated, half = _serve_levels(session)
         bare = session["without_http"]
         rate = offline["sorted_sentences_per_s"]
-        bare_half = next(r for r in bare["open_loop"] if r["target_requests_per_s"] == half["target_requests_per_s"])
+        bare_half = _at_rate(bare["open_loop"], half)
+        alone = [_at_rate(session["model_alone"][name]["open_loop"], half) for name in models]
         rows.append(
             f"| {number} | {rate:.0f} | {saturated['requests_per_s']:.0f} ({saturated['requests_per_s'] / rate:.0%}) | "
             f"{bare['closed_loop']['requests_per_s']:.0f} ({bare['closed_loop']['requests_per_s'] / rate:.0%}) | "
             f"{half['target_requests_per_s']:.0f} | {half['latency_ms_p50']:.1f} / {half['latency_ms_p99']:.1f} | "
             f"{bare_half['latency_ms_p50']:.1f} / {bare_half['latency_ms_p99']:.1f} | "
-            f"{2 * offline['batch1_latency_ms_p50'] + 2:.1f} |"
+            + "".join(f"{row['latency_ms_p50']:.1f} / {row['latency_ms_p99']:.1f} | " for row in alone)
+            + f"{2 * offline['batch1_latency_ms_p50'] + 2:.1f} |"
         )
     return [
         "The same models and batcher without HTTP (`load_and_warm` and `model_batcher` of the server, in the benchmark's "
         "process after the server has stopped, fed single sentences by coroutines: 64 closed-loop clients, and the "
-        "open-loop rate of the HTTP run), session by session:",
+        "open-loop rate of the HTTP run), session by session"
+        + (
+            "; and each of the server's two model configurations alone at that rate, fed tokenised texts by plain "
+            "threads with no event loop (`latency`: every thread on one call; `streams`: the batched classifier's "
+            "parallel calls):"
+            if models
+            else ":"
+        ),
         "",
         "| session | offline sentences/s | HTTP, 64 clients: req/s | without HTTP, 64 clients | open-loop rate | "
-        "HTTP p50 / p99 ms | without HTTP p50 / p99 ms | p50 target ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "HTTP p50 / p99 ms | without HTTP p50 / p99 ms | "
+        + "".join(f"{name} model alone p50 / p99 ms | " for name in models)
+        + "p50 target ms |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(models) + "---|",
         *rows,
         "",
     ]
+
+
+def _at_rate(rows: list[dict], half: dict) -> dict:
+    """The row measured at the HTTP run's half-load rate."""
+    return next(r for r in rows if r["target_requests_per_s"] == half["target_requests_per_s"])
 
 
 def serve_section(load: dict, notes: Path) -> list[str]:

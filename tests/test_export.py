@@ -26,6 +26,19 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
     import coremltools.proto.MIL_pb2 as mil
 
     package = tmp_path / "model.mlpackage"
+    if lengths == "128":
+        # An earlier package there is replaced, as the ONNX and OpenVINO exports replace their files.
+        (package / "Data").mkdir(parents=True)
+        (package / "Manifest.json").write_text("{}")
+    else:  # anything else there is not the tool's to remove
+        package.write_text("notes")
+        result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
+        assert result.returncode == 2
+        assert (
+            result.stderr.decode()
+            == f"error: {package} exists and is not a CoreML package; remove it or choose another path\n"
+        )
+        package.unlink()
     if lengths == "128":  # the tiny model accepts 64 tokens: 128 must be refused with a clear error
         result = run_cli("export", "coreml", str(ane_source), str(package))
         # one line: the options are checked before coremltools, whose import prints lines of its own off macOS
@@ -36,6 +49,7 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
         lengths = "64"
     result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert [path.name for path in tmp_path.iterdir()] == ["model.mlpackage"]  # no partial package left beside it
     spec, block = coreml_program(package)
     assert spec.WhichOneof("Type") == "mlProgram"
     inputs = {i.name: i.type.multiArrayType for i in spec.description.input}

@@ -261,7 +261,7 @@ class Classifier:
         encodings = self.encoder.encodings(texts)
         tokens = [len(encoding.ids) for encoding in encodings]
         limit = self.encoder.max_length
-        if long_text == "error" and (error := too_long(tokens, limit)):
+        if long_text == "error" and (error := too_long(tokens, limit, names)):
             raise error
         if long_text == "chunk":
             if (

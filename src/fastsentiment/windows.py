@@ -149,12 +149,13 @@ def _probabilities(logits: np.ndarray, sigmoid: bool) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def too_long(tokens: Sequence[int], max_length: int) -> InputError | None:
-    """The error for long_text="error": the first text over the limit, by its 1-based position."""
-    for index, count in enumerate(tokens, start=1):
+def too_long(tokens: Sequence[int], max_length: int, names: Sequence[str] | None = None) -> InputError | None:
+    """The error for long_text="error": the first text over the limit, by its name (default "input N", 1-based)."""
+    for index, count in enumerate(tokens):
         if count > max_length:
             return InputError(
-                f"{input_name(index)} has {count} tokens, over the model's limit of {max_length}; "
-                "use long_text='chunk' (--long-text chunk) to classify it whole, or 'truncate'"
+                f"{names[index] if names else input_name(index + 1)} has {count} tokens, over the model's limit of "
+                f"{max_length}; "
+                "long_text 'chunk' classifies it whole, 'truncate' cuts it"
             )
     return None

@@ -20,7 +20,7 @@ ModelArgument = typer.Argument(..., help="Built-in name, model directory or hub 
 @export_app.command("onnx")
 def export_onnx_command(
     model: str = ModelArgument,
-    out: Path = typer.Argument(..., help="The .onnx file to write."),
+    out: Path = typer.Argument(..., help="The .onnx file to write (replaces one there)."),
     precision: str = typer.Option(
         "int8",
         "--precision",
@@ -64,7 +64,7 @@ def export_openvino_command(
 @export_app.command("coreml")
 def export_coreml_command(
     model: str = ModelArgument,
-    out: Path = typer.Argument(..., help="The .mlpackage to write."),
+    out: Path = typer.Argument(..., help="The .mlpackage to write (replaces an earlier package there)."),
     seq_lengths: str = typer.Option(
         "128", "--seq-lengths", help="Fixed length, or comma-separated enumerated lengths: 32,64,128."
     ),
@@ -77,8 +77,6 @@ def export_coreml_command(
         lengths = [int(part) for part in seq_lengths.split(",") if part.strip()]
     except ValueError:
         raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
-    if out.exists():
-        raise InputError(f"{out} exists; remove it or choose another path")
     export_coreml(resolve_model(model), out, lengths)
     typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
 

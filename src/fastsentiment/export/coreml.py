@@ -6,12 +6,14 @@ prediction needs macOS.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from fastsentiment.errors import InputError, missing_extra
 from fastsentiment.models import ModelDir
 from fastsentiment.models.architectures import ane_layout_problem
+from fastsentiment.outputs import check_output_place
 
 DEFAULT_LENGTH = 128
 
@@ -30,6 +32,10 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
         raise InputError(f"sequence lengths must lie between 2 and {model.max_length}, got {list(seq_lengths)}")
     if target.suffix != ".mlpackage":
         raise InputError(f"{target}: a CoreML ML program is saved as a .mlpackage directory")
+    if target.exists() and not is_package(target):
+        # An earlier package is replaced, as the other exports replace their files; anything else is not ours.
+        raise InputError(f"{target} exists and is not a CoreML package; remove it or choose another path")
+    check_output_place(target, folder=True, name="OUT")
     try:
         import coremltools as ct
         import numpy as np
@@ -76,5 +82,15 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     converted.short_description = f"{model.path.name}: sequence classification ({', '.join(model.labels)})"
     converted.user_defined_metadata["labels"] = ",".join(model.labels)
     converted.user_defined_metadata["seq_lengths"] = ",".join(map(str, lengths))
-    converted.save(str(target))
+    # Saved beside the target first, so that a failed save leaves an earlier package whole.
+    partial = target.with_name(f".{target.stem}.partial.mlpackage")  # coremltools insists on the suffix
+    shutil.rmtree(partial, ignore_errors=True)
+    converted.save(str(partial))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
     return target
+
+
+def is_package(path: Path) -> bool:
+    """A directory as coremltools saves an ML program: a Manifest.json beside the model's Data folder."""
+    return path.is_dir() and (path / "Manifest.json").is_file()

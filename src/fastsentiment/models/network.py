@@ -3,7 +3,9 @@ training): a checkpoint that does not fit its own config.json becomes one readab
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastsentiment.errors import ModelError
@@ -23,9 +25,10 @@ def load_network(model: ModelDir, **options: Any):
 
     replacing = options.pop("ignore_mismatched_sizes", False)
     try:
-        network, report = AutoModelForSequenceClassification.from_pretrained(
-            model.path, ignore_mismatched_sizes=True, output_loading_info=True, **options
-        )
+        with _transformers_quiet():
+            network, report = AutoModelForSequenceClassification.from_pretrained(
+                model.path, ignore_mismatched_sizes=True, output_loading_info=True, **options
+            )
     except (ValueError, RuntimeError, OSError) as error:  # transformers' words for a config it cannot build
         raise ModelError(
             f"{model.path}: the weights do not load as config.json describes them ({_gist(error)})"
@@ -40,6 +43,23 @@ def load_network(model: ModelDir, **options: Any):
     if (missing := sorted(report.get("missing_keys") or [])) and not replacing:
         log.warning("%s: the weights lack %s; they were initialised at random", model.path, ", ".join(missing[:3]))
     return network
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """transformers draws a progress bar over the weights and prints a table of missing and unexpected keys (a
+    fine-tune's new head, a base model's unused pooler): the report above says what matters, in one line."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def _gist(error: Exception) -> str:

@@ -201,7 +201,12 @@ class PredictEndpoint:
         budget counts windows and a huge document cannot starve short requests), folded back into one verdict.
         A request of more windows than the queue holds could never run: it is refused before they are made."""
         _, windows = await asyncio.to_thread(
-            classifier.split, texts, long_text, parameters.stride, batcher.settings.max_queue
+            classifier.split,
+            texts,
+            long_text,
+            parameters.stride,
+            batcher.settings.max_queue,
+            [f"inputs[{index}]" for index in range(len(texts))],  # as validation errors name them
         )
         flat = [window.ids for text_windows in windows for window in text_windows]
         window_logits = await self._submit_while_connected(batcher, flat, receive)
