@@ -314,8 +314,9 @@ def describe(run: Path, dev) -> dict:
     config = record["config"]
     recipe = f"lr {config['learning_rate']}, {config['epochs']} epoch(s), batch {config['batch_size']}, seed {config['seed']}"
     teachers = [Path(t).name for t in config["teachers"]]
-    if config.get("teacher_logits"):
-        teachers.append(f"the teacher's saved logits ({Path(config['teacher_logits']).name})")
+    saved = config.get("teacher_logits") or []
+    for path in [saved] if isinstance(saved, str) else saved:  # one path before ensembles of saved logits
+        teachers.append(f"the teacher's saved logits ({Path(path).name})")
     if teachers:
         recipe += f", distilled from {', '.join(teachers)} (alpha {config['distill_alpha']}, T {config['distill_temperature']})"
     if config.get("augment"):

@@ -270,6 +270,24 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
     first, second = load_file(student / "model.safetensors"), load_file(again / "model.safetensors")
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+    # Several saved files are an ensemble: their mean logits. Zeros and twice the teacher's average to exactly the
+    # teacher's, so the student is the same again; either file alone would teach another.
+    with np.load(saved) as stored:
+        arrays = dict(stored)
+    for name, factor in (("zeros", 0.0), ("double", 2.0)):
+        np.savez(tmp_path / f"{name}.npz", **{**arrays, "logits": (arrays["logits"] * factor).astype(np.float32)})
+    ensemble = tmp_path / "ensemble"
+    result = run_cli(
+        *train_args(
+            train_slice, ensemble, base_encoder, "--teacher-logits", str(tmp_path / "zeros.npz"), "--teacher-logits",
+            str(tmp_path / "double.npz"), "--distill-alpha", "0", "--save-dtype", "float16",
+        )
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    third = load_file(ensemble / "model.safetensors")
+    for name in first:
+        np.testing.assert_array_equal(first[name], third[name], err_msg=name)
     other_split = run_cli(*train_args(train_slice, tmp_path / "x", base_encoder, "--teacher-logits", str(saved),
                                       "--split-seed", "9"))  # fmt: skip
     assert other_split.returncode != 0

@@ -50,11 +50,11 @@ def train(
     teacher: list[str] = typer.Option(
         [], "--teacher", help="Distil from this model; repeat for an ensemble (mean logits)."
     ),
-    teacher_logits: Path | None = typer.Option(
-        None,
+    teacher_logits: list[Path] = typer.Option(
+        [],
         "--teacher-logits",
         help="Distil from the teacher-logits-*.npz an earlier run with --teacher left in its --out, "
-        "without running the teachers.",
+        "without running the teachers; repeat for an ensemble (mean logits).",
     ),
     augment: int = typer.Option(
         0,
@@ -114,7 +114,7 @@ def train(
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         teachers=list(teacher),
-        teacher_logits=str(teacher_logits) if teacher_logits else None,
+        teacher_logits=[str(path) for path in teacher_logits],
         augment=augment,
         distill_alpha=distill_alpha,
         feature_weight=feature_weight,

@@ -38,7 +38,8 @@ class TrainConfig:
     eval_every: int | None = None
     checkpoint_every: int = 200
     teachers: list[str] = field(default_factory=list)
-    teacher_logits: str | None = None  # an earlier run's teacher-logits-*.npz, instead of running teachers
+    # Earlier runs' teacher-logits-*.npz, instead of running teachers; several: their mean, as for `teachers`.
+    teacher_logits: list[str] = field(default_factory=list)
     augment: int = 0  # perturbed copies of each long training sentence for the teacher to label (train/augment.py)
     distill_alpha: float = 0.5
     # Weight of the feature loss (train/loop.py feature_loss): the student's last-layer first-token state, through a

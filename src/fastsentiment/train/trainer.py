@@ -64,14 +64,21 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
     texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed)
     saved_logits = (
-        load_teacher_logits(Path(config.teacher_logits), texts, len(label_names)) if config.teacher_logits else None
+        np.mean([load_teacher_logits(Path(path), texts, len(label_names)) for path in config.teacher_logits], axis=0)
+        if config.teacher_logits
+        else None
     )
+    if (config.feature_weight or config.attention_weight) and len(config.teacher_logits) > 1:
+        raise InputError(
+            "--feature-weight and --attention-weight need one --teacher-logits file: states and attention of "
+            "several teachers do not average"
+        )
     if config.feature_weight and len(teachers) > 1:
         raise InputError("--feature-weight needs one teacher: the states of several teachers do not average")
     if config.feature_weight and not (teachers or config.teacher_logits):
         raise InputError("--feature-weight needs a teacher (--teacher or --teacher-logits)")
     saved_features = (
-        load_teacher_features(Path(config.teacher_logits), texts)
+        load_teacher_features(Path(config.teacher_logits[0]), texts)
         if config.feature_weight and config.teacher_logits
         else None
     )
@@ -82,7 +89,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     if config.attention_weight and teachers:
         _check_heads(attention_heads(teachers[0].config), attention_heads(base.config))
     saved_attention = (
-        load_teacher_attention(Path(config.teacher_logits), texts)
+        load_teacher_attention(Path(config.teacher_logits[0]), texts)
         if config.attention_weight and config.teacher_logits
         else None
     )
