@@ -241,6 +241,27 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
     assert 'fastsentiment_errors_total{kind="client_gone"}' in metrics and 'kind="backend"' not in metrics
 
 
+def test_a_client_that_stops_mid_body_gets_408_and_the_connection_is_closed(bert_dir, cache):
+    server = Server(bert_dir, "--backend", "onnx", "--body-timeout", "1", env={"FASTSENTIMENT_CACHE": cache})
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"inputs": ')
+            started = time.monotonic()
+            # others are served while it waits
+            assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
+            sock.settimeout(30)
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            waited = time.monotonic() - started
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(body) == {"error": "the body did not arrive within 1 s", "error_type": "body_timeout"}
+        assert 0.9 < waited < 10
+    finally:
+        server.stop()
+
+
 def test_full_queue_answers_503_with_retry_after(bert_dir, cache):
     server = Server(
         bert_dir, "--max-queue", "8", "--max-inputs", "8", "--max-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache}

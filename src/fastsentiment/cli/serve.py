@@ -41,6 +41,9 @@ def serve(
     max_queue: int = typer.Option(2048, "--max-queue", min=1, help="Queued texts before answering 503."),
     max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1),
+    body_timeout: float = typer.Option(
+        30.0, "--body-timeout", min=0.001, help="Seconds a request's body may take to arrive (then 408)."
+    ),
     labels: LabelsOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /predict, /health, /info, /metrics; docs at /docs)."""
@@ -66,6 +69,7 @@ def serve(
         dynamic_batching=batching,
         max_inputs=max_inputs,
         max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout,
     )
     server = create_app(
         # A server runs long enough for `auto` to be worth measuring before it opens (once per model and CPU).

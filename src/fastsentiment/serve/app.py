@@ -50,6 +50,8 @@ class ServerSettings:
     dynamic_batching: bool = True
     max_inputs: int = 256
     max_body_bytes: int = 1 << 20
+    # A client that sends its headers and stops mid-body holds a connection and a request slot until this expires.
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_inputs > self.batching.max_queue:
@@ -237,16 +239,25 @@ class PredictEndpoint:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise ApiError(413, "body_too_large", f"body over {limit} bytes")
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError(499, "client_gone", "the client closed the connection")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "body_too_large", f"body over {limit} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ApiError(499, "client_gone", "the client closed the connection")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "body_timeout",
+                f"the body did not arrive within {self.settings.body_timeout_s:g} s",
+                headers={"Connection": "close"},
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def parse(self, raw: bytes) -> PredictRequest:
