@@ -357,8 +357,14 @@ def test_jsonl_columns_come_from_every_record_of_the_first_chunk(bert_dir, tmp_p
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["I like cheese", "--column", "review"], "error: --column names the text column of a .csv"),
-        (["--file", "{txt}", "--column", "review"], "error: --column names the text column of a .csv"),
+        (
+            ["I like cheese", "--column", "review"],
+            "error: --column names the text column of .csv, .tsv, .jsonl or .parquet files\n",
+        ),
+        (
+            ["--file", "{txt}", "--column", "review"],
+            "error: --column names the text column of .csv, .tsv, .jsonl or .parquet files; {txt} is plain text",
+        ),
         (["--file", "{txt}", "--json", "--out", "{out}"], "error: --json is for the console"),
         (["--file", "{txt}", "--num-workers", "3"], "error: --address, --out-format and --num-workers belong to"),
         (["I like cheese", "--stride", "8"], "error: --stride and --aggregate shape the windows of --long-text chunk"),
@@ -370,6 +376,7 @@ def test_options_that_would_be_ignored_are_refused(bert_dir, tmp_path, args, mes
     source = tmp_path / "texts.txt"
     source.write_text("I like cheese\n")
     args = [a.format(txt=source, out=tmp_path / "out.csv") for a in args]
+    message = message.format(txt=source)
     result = run_cli("classify", *args, "--model", str(bert_dir))
     stderr = result.stderr.decode()
     assert result.returncode == 2 and stderr.startswith(message) and stderr.count("\n") == 1, stderr

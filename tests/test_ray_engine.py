@@ -162,7 +162,8 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.decode().strip() == (
-        f"error: --column names the text column of .csv, .tsv, .jsonl or .parquet files; {tmp_path / 'texts'} holds .txt files"
+        f"error: --column names the text column of .csv, .tsv, .jsonl or .parquet files; {tmp_path / 'texts'} holds "
+        "plain text"
     )
 
 

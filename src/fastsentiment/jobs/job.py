@@ -64,8 +64,13 @@ class FileJob:
             raise InputError("--resume continues a --file run written with --out")
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
-        if self.column is not None and (self.source == "-" or Path(self.source).suffix.lower() == ".txt"):
-            raise InputError("--column names the text column of a .csv, .tsv, .jsonl or .parquet --file")
+        if self.column is not None and (self.source == "-" or _holds_plain_text(Path(self.source))):
+            where = (
+                ""
+                if self.source == "-"
+                else f"; {self.source} {'holds' if Path(self.source).is_dir() else 'is'} plain text"
+            )
+            raise InputError(f"--column names the text column of .csv, .tsv, .jsonl or .parquet files{where}")
         if self.engine == "ray":
             if self.source == "-" or self.out is None:
                 raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
@@ -96,3 +101,10 @@ class FileJob:
     def ray_output_format(self) -> str:
         suffix = self.out.suffix.lower() if self.out else ""
         return self.out_format or {".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "parquet")
+
+
+def _holds_plain_text(path: Path) -> bool:
+    """A .txt file, or a folder (Ray's input) with one among its files: lines without columns."""
+    if path.is_dir():
+        return any(child.suffix.lower() == ".txt" for child in path.iterdir() if child.is_file())
+    return path.suffix.lower() == ".txt"

@@ -62,10 +62,6 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     _check_output(job.out)
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
-    if job.column is not None and "txt" in formats:
-        raise InputError(
-            f"--column names the text column of .csv, .tsv, .jsonl or .parquet files; {job.source} holds .txt files"
-        )
     text_column = _text_column_of(inputs[0], job.column)
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
