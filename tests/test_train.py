@@ -736,5 +736,6 @@ def test_attention_distillation_needs_one_teacher_with_as_many_heads_and_saved_m
     saved = tmp_path / "logits.npz"
     save_teacher_logits(base_encoder, train_slice, saved)
     fails("c", "--teacher-logits", str(saved), says=b"holds no attention of the teacher")
+    fails("c2", "--teacher-logits", str(saved), "--teacher-logits", str(saved), says=b"needs one teacher")
     two_heads = build_model(tmp_path / "two-heads", "bert", hidden=64, heads=2, vocab=base_encoder / "vocab.txt")
     fails("d", "--teacher", str(two_heads), says=b"the teacher has 2 attention heads, the student 4")

@@ -63,18 +63,16 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     if config.augment and not (teachers or config.teacher_logits):
         raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
     texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed)
+    several = len(teachers) > 1 or len(config.teacher_logits) > 1  # an ensemble: its logits are averaged
+    if config.feature_weight and several:
+        raise InputError("--feature-weight needs one teacher: the states of several teachers do not average")
+    if config.attention_weight and several:
+        raise InputError("--attention-weight needs one teacher: the attention of several teachers does not average")
     saved_logits = (
         np.mean([load_teacher_logits(Path(path), texts, len(label_names)) for path in config.teacher_logits], axis=0)
         if config.teacher_logits
         else None
     )
-    if (config.feature_weight or config.attention_weight) and len(config.teacher_logits) > 1:
-        raise InputError(
-            "--feature-weight and --attention-weight need one --teacher-logits file: states and attention of "
-            "several teachers do not average"
-        )
-    if config.feature_weight and len(teachers) > 1:
-        raise InputError("--feature-weight needs one teacher: the states of several teachers do not average")
     if config.feature_weight and not (teachers or config.teacher_logits):
         raise InputError("--feature-weight needs a teacher (--teacher or --teacher-logits)")
     saved_features = (
@@ -82,8 +80,6 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         if config.feature_weight and config.teacher_logits
         else None
     )
-    if config.attention_weight and len(teachers) > 1:
-        raise InputError("--attention-weight needs one teacher: the attention of several teachers does not average")
     if config.attention_weight and not (teachers or config.teacher_logits):
         raise InputError("--attention-weight needs a teacher (--teacher or --teacher-logits)")
     if config.attention_weight and teachers:
