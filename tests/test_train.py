@@ -79,6 +79,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(train_slice, base_
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     # transformers' own table of the new head's keys and its progress bar over the weights stay out of the log
     assert "LOAD REPORT" not in result.stderr.decode() and "Loading weights" not in result.stderr.decode()
+    assert "Writing model shards" not in result.stderr.decode() + result.stdout.decode()
     assert cross_entropy(out, train_slice) < cross_entropy(base_encoder, train_slice) - 0.05
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}

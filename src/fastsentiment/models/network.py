@@ -25,7 +25,7 @@ def load_network(model: ModelDir, **options: Any):
 
     replacing = options.pop("ignore_mismatched_sizes", False)
     try:
-        with _transformers_quiet():
+        with transformers_quiet():
             network, report = AutoModelForSequenceClassification.from_pretrained(
                 model.path, ignore_mismatched_sizes=True, output_loading_info=True, **options
             )
@@ -46,9 +46,10 @@ def load_network(model: ModelDir, **options: Any):
 
 
 @contextlib.contextmanager
-def _transformers_quiet() -> Iterator[None]:
-    """transformers draws a progress bar over the weights and prints a table of missing and unexpected keys (a
-    fine-tune's new head, a base model's unused pooler): the report above says what matters, in one line."""
+def transformers_quiet() -> Iterator[None]:
+    """transformers draws progress bars over the weights it loads and saves, and prints a table of missing and
+    unexpected keys (a fine-tune's new head, a base model's unused pooler): load_network's report says what
+    matters, in one line."""
     from transformers.utils import logging as transformers_logging
 
     verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()

@@ -23,7 +23,7 @@ from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
-from fastsentiment.models.network import load_network
+from fastsentiment.models.network import load_network, transformers_quiet
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
 from fastsentiment.train.config import TrainConfig, total_steps
@@ -286,7 +286,8 @@ class Trainer:
         dtype = torch.float16 if self.config.save_dtype == "float16" else torch.float32
         for name, value in self.base_settings.items():
             setattr(self.model.config, name, value)
-        self.model.to(dtype).save_pretrained(self.output, safe_serialization=True)
+        with transformers_quiet():
+            self.model.to(dtype).save_pretrained(self.output, safe_serialization=True)
         self.model.to(torch.float32)
         copy_tokenizer_files(base.path, self.output)
         record = {
