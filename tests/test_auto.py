@@ -91,8 +91,12 @@ def test_throughput_is_scored_over_both_length_halves_and_close_calls_are_timed_
     # within the margin of the leader.
     assert rows[f"{wrong_but_fast}:fp32"]["rounds"] == 1
     faithful = [auto.Measurement(**row) for row in rows.values() if row["faithful"]]
-    expected = {row.config for row in auto._contenders(faithful)}
-    assert {config for config, row in rows.items() if row["rounds"] == 2} == expected
+    twice = {config for config, row in rows.items() if row["rounds"] == 2}
+    assert twice <= {row.config for row in faithful}
+    # The table holds each row's better figures of its rounds, so the run-off chose on first-round figures this
+    # test cannot see: a row timed twice may have fallen behind a leader that improved too. The leader's figures
+    # only improve, so every row still close to it was one of those timed twice.
+    assert {row.config for row in auto._contenders(faithful)} <= twice
 
 
 def test_the_sample_splits_at_its_median_length():
