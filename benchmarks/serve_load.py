@@ -16,9 +16,10 @@ One run, on 127.0.0.1 only, with bounded time and request counts:
    single sentences by coroutines instead of sockets, at 64 closed-loop clients and at the open-loop rates of
    step 3: what the server would do if HTTP, JSON and a load generator cost nothing. The gap between 3 and 4 is
    the request path; what 4 misses of a target, no request path can give.
-5. the model alone at the same rates: texts already tokenised, fed from one plain loop straight to the model
-   with every thread on one call, whatever is due by then in one call: the floor under any server on this
-   machine; the gap between 4 and 5 is the batcher's scheduling (and the event loop it needs).
+5. the models alone at the same rates: texts already tokenised, fed from plain threads straight to each of the
+   server's two model configurations (every thread on one call; the streams' parallel calls), whatever is due by
+   then in one call: what the models give with no request path at all; the gap between 4 and 5 is the batcher's
+   scheduling (and the event loop it needs).
 The server is one `fastsentiment serve` process started by this script.
 """
 
