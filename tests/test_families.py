@@ -23,7 +23,7 @@ SHAPES = {
     "wide": {"layers": 3, "hidden": 48, "heads": 6, "seed": 1},
 }
 FP32_BACKENDS = ("torch", "onnx", "openvino", "ane")
-ANE_FAMILIES = ("roberta", "camembert", "xlm-roberta", "mpnet")
+ANE_FAMILIES = ("roberta", "camembert", "xlm-roberta", "mpnet", "deberta-v2")
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +177,7 @@ def test_scores_equal_the_transformers_pipeline(family_model, texts, kind):
         assert np.allclose([r["score"] for r in mine], [r["score"] for r in theirs], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
+@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet", "deberta-v2"))
 def test_ane_layout_at_fp16_agrees_with_fp32(family_model, texts, kind):
     """The numbers CoreML computes with on the Neural Engine, run by PyTorch on this CPU.
 
@@ -201,8 +201,8 @@ def test_ane_layout_at_fp16_agrees_with_fp32(family_model, texts, kind):
     assert agree.mean() >= 0.95
 
 
-@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
-def test_coreml_export_of_the_roberta_family_and_mpnet(family_model, kind, tmp_path):
+@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet", "deberta-v2"))
+def test_coreml_export_of_every_family(family_model, kind, tmp_path):
     pytest.importorskip("coremltools")
     import coremltools.proto.FeatureTypes_pb2 as ft
     import coremltools.proto.MIL_pb2 as mil
@@ -217,28 +217,64 @@ def test_coreml_export_of_the_roberta_family_and_mpnet(family_model, kind, tmp_p
     assert set(inputs) == {"input_ids", "attention_mask"}
     assert all(array.dataType == ft.ArrayFeatureType.INT32 for array in inputs.values())
     ops = Counter(op.type for op in block.operations)
-    assert ops["conv"] == shape["layers"] * 6 + 2  # 4 attention + 2 feed-forward per layer; dense and out_proj
-    assert ops["einsum"] == shape["layers"] * shape["heads"] * 2
+    # Per layer: 4 attention and 2 feed-forward convs, and 2 einsums per head; the head's 2 convs. DeBERTa-v2 also
+    # projects the distance table with each layer's query and key convs and scores it with 2 einsums more per head.
+    disentangled = kind == "deberta-v2"
+    assert ops["conv"] == shape["layers"] * (8 if disentangled else 6) + 2
+    assert ops["einsum"] == shape["layers"] * shape["heads"] * (4 if disentangled else 2)
     assert "matmul" not in ops and "linear" not in ops
-    conv_weights = {
+    floats = {mil.DataType.FLOAT16, mil.DataType.FLOAT32, mil.DataType.FLOAT64}
+    conv_weights = {  # (DeBERTa's 4-D constants also hold the int32 index of each key-query pair's distance)
         op.attributes["val"].type.tensorType.dataType
         for op in block.operations
-        if op.type == "const" and len(op.attributes["val"].type.tensorType.dimensions) == 4
+        if op.type == "const"
+        and len(op.attributes["val"].type.tensorType.dimensions) == 4
+        and op.attributes["val"].type.tensorType.dataType in floats
     }
     assert conv_weights == {mil.DataType.FLOAT16}
 
 
-def test_a_backend_without_the_architecture_says_so_in_one_line(family_model):
-    deberta = family_model("deberta-v2")
-    listing = run_cli("backends", "--model", str(deberta))
-    assert listing.returncode == 0, listing.stderr.decode()
-    assert "no Neural-Engine layout for deberta-v2" in listing.stdout.decode()
-    for command in (("classify", "--backend", "ane"), ("export", "coreml")):
-        extra = [str(deberta), "/tmp/never.mlpackage"] if command[0] == "export" else ["-m", str(deberta), "fine film"]
-        result = run_cli(*command, *extra)
-        error = result.stderr.decode().strip()
-        assert result.returncode != 0 and "Traceback" not in error
-        assert "no Neural-Engine layout for deberta-v2" in error and len(error.splitlines()) == 1, error
+# DeBERTa-v2 configurations other than the v3 layout the family model has (relative positions only, shared keys,
+# both score terms, log buckets): each switch changes what the ANE layout computes.
+DEBERTA_VARIANTS = {
+    "separate distance projections": {"share_att_key": False},
+    "content-to-position only": {"pos_att_type": ["c2p"]},
+    "absolute positions too": {"position_biased_input": True},
+    "distances not bucketed": {"position_buckets": -1, "max_relative_positions": 8},
+    "buckets up to 20": {"position_buckets": 8, "max_relative_positions": 20},
+    "convolution after layer 1": {"conv_kernel_size": 3, "conv_act": "gelu"},
+    "narrower embeddings": {"embedding_size": 24},
+    "no relative attention": {"relative_attention": False},
+    "distance table not normalised": {"norm_rel_ebd": "none"},
+    "token types": {"type_vocab_size": 2},
+}
+
+
+@pytest.mark.parametrize("variant", DEBERTA_VARIANTS)
+def test_ane_layout_follows_every_deberta_v2_configuration(family_model, texts, variant):
+    from fastsentiment import Classifier
+
+    model = family_model("deberta-v2", config_overrides=DEBERTA_VARIANTS[variant])
+    reference = hugging_face_logits(model, texts)
+    logits = Classifier.load(model, backend="ane", precision="fp32", batch_size=16).logits(texts)
+    assert np.abs(logits - reference).max() <= 1e-4, variant
+
+
+def test_an_architecture_without_an_ane_layout_is_refused_in_one_line(family_model, monkeypatch):
+    """Every architecture has a Neural-Engine layout today; one added without it is refused by name, with the list
+    of those that have one, wherever the layout is asked for."""
+    from dataclasses import replace
+
+    from fastsentiment import Classifier
+    from fastsentiment.errors import FastSentimentError
+    from fastsentiment.models.architectures import ARCHITECTURES, ane_layout_problem
+
+    assert all(ane_layout_problem(kind) is None for kind in ARCHITECTURES)
+    monkeypatch.setitem(ARCHITECTURES, "deberta-v2", replace(ARCHITECTURES["deberta-v2"], ane_module=None))
+    problem = ane_layout_problem("deberta-v2")
+    assert problem.startswith("no Neural-Engine layout for deberta-v2") and "mpnet" in problem
+    with pytest.raises(FastSentimentError, match="no Neural-Engine layout for deberta-v2"):
+        Classifier.load(family_model("deberta-v2"), backend="ane")
 
 
 # ---- real-world config quirks -------------------------------------------------------------------
@@ -300,15 +336,17 @@ def test_multi_label_heads_score_with_sigmoid_unless_told_otherwise(family_model
     assert all(abs(sum(a["score"] for a in answer) - 1) < 1e-5 for answer in softmax)
 
 
-@pytest.mark.parametrize("kind", ("roberta", "mpnet"))
+@pytest.mark.parametrize("kind", ("roberta", "mpnet", "deberta-v2"))
 def test_without_model_max_length_the_position_table_sets_the_limit(family_model, kind):
-    """A 514-position RoBERTa (or MPNet) takes 512 tokens; longer inputs are truncated or windowed, never an index
-    error; at full length (past MPNet's farthest relative-position bucket) the ANE layout still matches."""
+    """A 514-position RoBERTa (or MPNet, or a 512-position DeBERTa-v2) takes 512 tokens; longer inputs are truncated
+    or windowed, never an index error; at full length (past MPNet's farthest relative-position bucket, and across
+    all of DeBERTa's log-spaced buckets) the ANE layout still matches."""
     from fastsentiment import Classifier
     from fastsentiment.models import resolve_model
 
     model = family_model(kind, max_tokens=512, model_max_length=False)
-    assert json.loads((model / "config.json").read_text())["max_position_embeddings"] == 514
+    table = 512 if kind == "deberta-v2" else 514  # RoBERTa and MPNet number positions from padding_idx + 1
+    assert json.loads((model / "config.json").read_text())["max_position_embeddings"] == table
     assert resolve_model(model).max_length == 512
     long_text = "the film was great and the cheese was bad " * 200  # about 2,000 tokens
     full_length = {}

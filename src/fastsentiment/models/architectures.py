@@ -129,6 +129,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             token_type_ids=False,
             head="context_pooler",
             ort_model_type=None,
+            ane_module="deberta_v2",
         ),
     )
 }

@@ -94,19 +94,21 @@ class PerHeadAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """A post-LayerNorm transformer block, as in BERT and DistilBERT."""
+    """A post-LayerNorm transformer block, as in BERT and DistilBERT; `attention` replaces the plain multi-head
+    attention where a family scores differently (it gets the block's input, the key mask and `forward`'s extra
+    arguments)."""
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, attention: nn.Module | None = None) -> None:
         super().__init__()
-        self.attention = PerHeadAttention(config.hidden_size, config.num_heads)
+        self.attention = attention or PerHeadAttention(config.hidden_size, config.num_heads)
         self.attention_norm = ChannelLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.expand = nn.Conv2d(config.hidden_size, config.intermediate_size, 1)
         self.contract = nn.Conv2d(config.intermediate_size, config.hidden_size, 1)
         self.output_norm = ChannelLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.activation = activation(config.activation)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, head_bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention(x, key_mask, head_bias))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, *attention_inputs: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention_norm(x + self.attention(x, key_mask, *attention_inputs))
         return self.output_norm(x + self.contract(self.activation(self.expand(x))))
 
 
@@ -117,6 +119,8 @@ def activation(name: str):
         return lambda x: F.gelu(x, approximate="tanh")
     if name == "relu":
         return F.relu
+    if name == "tanh":
+        return torch.tanh
     raise ValueError(f"unsupported activation {name!r}")
 
 
