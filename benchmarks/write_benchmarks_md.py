@@ -84,7 +84,8 @@ def file_jobs_section(path: Path) -> list[str]:
 def notes_sections(folder: Path) -> list[str]:
     """Sections written by hand about one machine's session (what was measured there beyond these tables), kept
     as files so that regenerating this page keeps them; newest (the highest number) first."""
-    return [note.read_text().rstrip() + "\n" for note in sorted(folder.glob("*.md"), reverse=True)]
+    notes = sorted(folder.glob("*.md"), key=lambda note: int(note.name.split("-")[0]), reverse=True)  # 12 before 9
+    return [note.read_text().rstrip() + "\n" for note in notes]
 
 
 def ceiling_section(path: Path) -> list[str]:
