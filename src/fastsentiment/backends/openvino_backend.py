@@ -49,6 +49,9 @@ class OpenvinoBackend:
     )
 
     def __init__(self, compiled, feeds: list[str], precision: str) -> None:
+        from openvino import Tensor
+
+        self._tensor = Tensor
         self._compiled = compiled
         # One infer request per stream: a call takes a free one, so `parallel_calls` calls run at once.
         self.parallel_calls = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -109,14 +112,12 @@ class OpenvinoBackend:
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import openvino as ov
-
         feeds = graph_feeds(self._feeds, input_ids, attention_mask)
         # The arrays are lent to OpenVINO, not copied: `infer(dict)` converts and copies them in Python
         # (openvino.utils.data_helpers), which cost the calling thread about as much CPU as a batch-1 call's waiting,
         # and on two cores that CPU comes out of the model's threads.
         tensors = [
-            ov.Tensor(np.ascontiguousarray(feeds[name], dtype=dtype), shared_memory=True)
+            self._tensor(np.ascontiguousarray(feeds[name], dtype=dtype), shared_memory=True)
             for name, dtype in zip(self._feeds, self._feed_types, strict=True)
         ]
         request = self._requests.get()
