@@ -26,6 +26,7 @@ from fastsentiment.models.ane.layers import (
     ChannelLayerNorm,
     EncoderConfig,
     EncoderLayer,
+    PerHeadAttention,
     activation,
     key_mask,
     to_channels_first,
@@ -122,17 +123,13 @@ class DebertaEmbeddings(nn.Module):
         return to_channels_first(self.norm(x) * attention_mask[:, :, None].to(x.dtype))
 
 
-class DisentangledAttention(nn.Module):
+class DisentangledAttention(PerHeadAttention):
+    """PerHeadAttention's projections and layout, with the distance scores added to each head's."""
+
     def __init__(self, config: EncoderConfig, settings: DisentangledSettings) -> None:
-        super().__init__()
+        super().__init__(config.hidden_size, config.num_heads)
         hidden = config.hidden_size
-        self.heads = config.num_heads
-        self.head_size = hidden // config.num_heads
         self.scale = 1.0 / math.sqrt(self.head_size * settings.score_terms)
-        self.query = nn.Conv2d(hidden, hidden, 1)
-        self.key = nn.Conv2d(hidden, hidden, 1)
-        self.value = nn.Conv2d(hidden, hidden, 1)
-        self.output = nn.Conv2d(hidden, hidden, 1)
         relative = settings.relative_attention
         self.content_to_position = relative and settings.content_to_position
         self.position_to_content = relative and settings.position_to_content
