@@ -62,6 +62,12 @@ def train(
         help="Distil also on this many perturbed copies of each training text of 10 words or more "
         "(words dropped or swapped, spans cut), labelled by the teacher alone.",
     ),
+    unlabelled: list[Path] = typer.Option(
+        [],
+        "--unlabelled",
+        help="Distil also on the texts of this file (one per line, or a table's --text-column), labelled by the "
+        "teacher alone; repeatable.",
+    ),
     distill_alpha: float = typer.Option(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
@@ -116,6 +122,7 @@ def train(
         teachers=list(teacher),
         teacher_logits=[str(path) for path in teacher_logits],
         augment=augment,
+        unlabelled=[str(path) for path in unlabelled],
         distill_alpha=distill_alpha,
         feature_weight=feature_weight,
         attention_weight=attention_weight,

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
-ADDED_LATER = {"teacher_logits", "augment", "feature_weight", "attention_weight"}
+ADDED_LATER = {"teacher_logits", "augment", "unlabelled", "feature_weight", "attention_weight"}
 
 
 @dataclass
@@ -41,6 +41,8 @@ class TrainConfig:
     # Earlier runs' teacher-logits-*.npz, instead of running teachers; several: their mean, as for `teachers`.
     teacher_logits: list[str] = field(default_factory=list)
     augment: int = 0  # perturbed copies of each long training sentence for the teacher to label (train/augment.py)
+    # Files of texts without labels that the teacher labels for the student (e.g. scripts/fetch_imdb_sentences.py).
+    unlabelled: list[str] = field(default_factory=list)
     distill_alpha: float = 0.5
     # Weight of the feature loss (train/loop.py feature_loss): the student's last-layer first-token state, through a
     # learned projection to the teacher's width, pulled towards the teacher's; 0: logits only.

@@ -11,7 +11,7 @@ from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, table_format
 from fastsentiment.labels import label_id
 
-UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py)
+UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py, --unlabelled)
 
 
 @dataclass
@@ -54,6 +54,19 @@ def read_labelled(
         raise InputError(f"{path}: no labelled rows")
     names = label_names or _infer_label_names(raw_labels)
     return LabelledData(texts, _to_ids(raw_labels, names, path)), names
+
+
+def read_unlabelled(path: str | Path, text_column: str = "sentence") -> list[str]:
+    """Texts without labels for a teacher to label (`train --unlabelled`): a text file of one text per line, or a
+    table whose text column is `text_column` (other columns, a label among them, are ignored)."""
+    texts: list[str] = []
+    for row in RowSource(path, text_column, column_option="--text-column").rows():
+        if row.error:
+            raise InputError(f"--unlabelled {path}, line {row.line}: {row.error}")
+        texts.append(row.text)
+    if not texts:
+        raise InputError(f"--unlabelled {path}: no texts")
+    return texts
 
 
 def _infer_label_names(raw: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, teacher_attention
 from fastsentiment.train.augment import Augmentation
 from fastsentiment.train.config import TrainConfig
-from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, split_held_out
+from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, read_unlabelled, split_held_out
 
 # The teacher's attention maps are held in memory for the run: refuse what would not fit on an ordinary machine.
 ATTENTION_BYTES_LIMIT = 8 << 30
@@ -62,7 +62,10 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         raise InputError("--teacher-logits replaces --teacher: give one of them")
     if config.augment and not (teachers or config.teacher_logits):
         raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
-    texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed)
+    if config.unlabelled and not (teachers or config.teacher_logits):
+        raise InputError("--unlabelled needs a teacher (--teacher or --teacher-logits): its texts have no labels")
+    unlabelled = [text for path in config.unlabelled for text in read_unlabelled(path, config.text_column)]
+    texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed, unlabelled)
     several = len(teachers) > 1 or len(config.teacher_logits) > 1  # an ensemble: its logits are averaged
     if config.feature_weight and several:
         raise InputError("--feature-weight needs one teacher: the states of several teachers do not average")
@@ -101,8 +104,8 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     device = _training_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
     on_event(f"training on {device} in {config.precision}")
-    if config.augment:
-        on_event(f"distilling on {len(texts) - len(train_data):,} perturbed copies besides {len(train_data):,} rows")
+    if config.augment or config.unlabelled:
+        on_event(f"distilling on {len(texts) - len(train_data):,} unlabelled texts besides {len(train_data):,} rows")
     trainer = Trainer(config, base, label_names, device, on_event)
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
@@ -120,12 +123,20 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
 
 
 def distillation_data(
-    train_data: LabelledData, held_out: LabelledData, augment: int, seed: int
+    train_data: LabelledData, held_out: LabelledData, augment: int, seed: int, unlabelled: Sequence[str] = ()
 ) -> tuple[list[str], np.ndarray]:
     """The texts the student trains on and their labels: the training rows, then `augment` perturbed copies of each
-    long one (none equal to a held-out text), labelled UNLABELLED: only the teacher's logits teach on them. A
-    teacher-logits file covers exactly these texts, in this order."""
+    long one (none equal to a held-out text), then the `unlabelled` texts that equal no text before them and no
+    held-out text (a held-out text the teacher labels for the student would measure memory, not generalisation).
+    Copies and unlabelled texts are labelled UNLABELLED: only the teacher's logits teach on them. A teacher-logits
+    file covers exactly these texts, in this order."""
     extra = Augmentation(copies=augment, seed=seed).texts(train_data.texts, avoid=held_out.texts) if augment else []
+    seen = {" ".join(text.split()) for text in [*train_data.texts, *extra, *held_out.texts]}
+    for text in unlabelled:
+        key = " ".join(text.split())
+        if key not in seen:
+            seen.add(key)
+            extra.append(text)
     labels = np.concatenate([train_data.labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
     return train_data.texts + extra, labels
 
