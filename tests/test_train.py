@@ -464,7 +464,49 @@ def test_augmented_distillation_needs_the_teachers_logits_on_the_copies(train_sl
     result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits",
                                  str(saved["2"]), *student))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert b"perturbed copies besides" in result.stderr
+    assert b"unlabelled texts besides" in result.stderr
+
+
+def test_unlabelled_texts_follow_the_rows_once_each_and_never_as_a_held_out_text():
+    from fastsentiment.train.data import UNLABELLED, LabelledData
+    from fastsentiment.train.trainer import distillation_data
+
+    train = LabelledData(["a charming film ", "a dull film "], np.array([1, 0]))
+    held_out = LabelledData(["an ugly mess "], np.array([0]))
+    unlabelled = ["a  charming film", "an ugly mess", "the best film of the year", "the best film of the year ",
+                  "a tedious exercise"]  # fmt: skip
+    texts, labels = distillation_data(train, held_out, 0, 0, unlabelled)
+    assert texts == ["a charming film ", "a dull film ", "the best film of the year", "a tedious exercise"]
+    assert labels.tolist() == [1, 0, UNLABELLED, UNLABELLED]
+
+
+def test_distillation_on_unlabelled_texts_needs_the_teachers_logits_on_them(train_slice, base_encoder, tmp_path):
+    """`train --unlabelled` without a teacher, or on a malformed file, fails in one line before training; the
+    saved-logits script run with the same file feeds it, one run without it is refused."""
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("a film that never finds its footing .\nthe cast is wonderful .\nthe cast is wonderful .\n")
+    no_teacher = run_cli(*train_args(train_slice, tmp_path / "none", base_encoder, "--unlabelled", str(sentences)))
+    assert no_teacher.returncode != 0
+    assert b"--unlabelled needs a teacher" in no_teacher.stderr and b"Traceback" not in no_teacher.stderr
+    without, with_texts = tmp_path / "without.npz", tmp_path / "with.npz"
+    save_teacher_logits(base_encoder, train_slice, without)
+    save_teacher_logits(base_encoder, train_slice, with_texts, "--unlabelled", str(sentences))
+    with np.load(with_texts) as saved, np.load(without) as rows_only:
+        assert len(saved["logits"]) == len(rows_only["logits"]) + 2  # the repeated sentence counts once
+    student = ("--unlabelled", str(sentences), "--max-steps", "2")
+    refused = run_cli(*train_args(train_slice, tmp_path / "refused", base_encoder, "--teacher-logits", str(without),
+                                  *student))  # fmt: skip
+    assert refused.returncode != 0 and b"holds logits of other training texts" in refused.stderr
+    result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits", str(with_texts),
+                                 *student))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"on 2 unlabelled texts besides" in result.stderr
+    not_utf8 = tmp_path / "latin1.txt"
+    not_utf8.write_bytes("un film très réussi\n".encode("latin-1"))
+    malformed = run_cli(*train_args(train_slice, tmp_path / "bad", base_encoder, "--teacher-logits", str(with_texts),
+                                    "--unlabelled", str(not_utf8)))  # fmt: skip
+    assert malformed.returncode != 0 and b"Traceback" not in malformed.stderr
+    assert b"--unlabelled" in malformed.stderr and b"line 1" in malformed.stderr
 
 
 def test_feature_loss_compares_directions_only():
