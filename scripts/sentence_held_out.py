@@ -12,6 +12,10 @@ training file) with the teacher's logits over it, and the held-out sentences (as
     fastsentiment train runs/sentence-split/train.jsonl --eval-file runs/sentence-split/held-out.jsonl \\
         --teacher-logits runs/sentence-split/teacher-logits.npz --labels NEGATIVE,POSITIVE ...
 
+With `--unlabelled FILE` (as given to `save_teacher_logits.py` and `train`), the logits file covers those texts too,
+and the logits written cover the rows left and then the file's texts, as `train --unlabelled FILE` on the rows left
+expects.
+
 The teacher learnt from every row, held-out sentences included; two recipes distilled from its logits share that,
 so the comparison between them stays fair, but the absolute accuracy is not a clean estimate.
 """
@@ -25,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.errors import FastSentimentError
-from fastsentiment.train.data import read_labelled, split_held_out
-from fastsentiment.train.trainer import load_teacher_logits, save_teacher_logits
+from fastsentiment.train.data import LabelledData, read_labelled, read_unlabelled, split_held_out
+from fastsentiment.train.trainer import distillation_data, load_teacher_logits, save_teacher_logits
 
 
 def main() -> None:
@@ -39,11 +43,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-fraction", type=float, default=0.02)
     parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--unlabelled", type=Path, action="append", default=[], help="as `train --unlabelled`")
     args = parser.parse_args()
 
     data, labels = read_labelled(args.train_file, label_names=["NEGATIVE", "POSITIVE"])
-    rows, _ = split_held_out(data, args.eval_fraction, args.split_seed)
-    logits = load_teacher_logits(args.teacher_logits, rows.texts, len(labels))
+    rows, slice_held_out = split_held_out(data, args.eval_fraction, args.split_seed)
+    unlabelled = [text for path in args.unlabelled for text in read_unlabelled(path)]
+    texts, _ = distillation_data(rows, slice_held_out, 0, args.split_seed, unlabelled)
+    logits = load_teacher_logits(args.teacher_logits, texts, len(labels))
     long_rows = [i for i, text in enumerate(rows.texts) if len(text.split()) >= args.min_words]
     chosen = np.random.default_rng(args.seed).choice(long_rows, size=args.sentences, replace=False)
     held = [f" {rows.texts[i].strip()} " for i in chosen]
@@ -58,7 +65,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write(args.out / "train.jsonl", [(rows.texts[i], labels[rows.labels[i]]) for i in keep])
     write(args.out / "held-out.jsonl", [(rows.texts[i], labels[rows.labels[i]]) for i in chosen])
-    save_teacher_logits(args.out / "teacher-logits.npz", logits[keep], [rows.texts[i] for i in keep])
+    left = LabelledData([rows.texts[i] for i in keep], rows.labels[keep])
+    held_out = LabelledData([rows.texts[i] for i in chosen], rows.labels[chosen])
+    left_texts, _ = distillation_data(left, held_out, 0, args.split_seed, unlabelled)
+    position = {text: i for i, text in enumerate(texts)}  # distillation_data keeps each text once
+    save_teacher_logits(args.out / "teacher-logits.npz", logits[[position[t] for t in left_texts]], left_texts)
     print(f"{len(chosen)} held-out sentences; {len(keep):,} of {len(rows):,} rows left to train on")
 
 

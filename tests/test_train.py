@@ -634,6 +634,21 @@ def test_sentence_held_out_removes_every_phrase_of_a_held_out_sentence_and_keeps
     saved = load_teacher_logits(out / "teacher-logits.npz", left, 2)  # the digest matches the file left to train on
     np.testing.assert_array_equal(saved, logits[[kept.texts.index(text) for text in left]])
 
+    # With texts without labels: their logits follow the rows left, as `train --unlabelled` on those rows expects.
+    extra = tmp_path / "extra.txt"
+    extra.write_text(f"a fresh sentence about nothing\n{held[0].strip()}\n{left[0]}\nanother new one\n")
+    every_text = [*kept.texts, "a fresh sentence about nothing", "another new one"]  # rows are not repeated
+    every_logit = np.arange(2 * len(every_text), dtype=np.float32).reshape(-1, 2)
+    save_teacher_logits(tmp_path / "with-extra.npz", every_logit, every_text)
+    subprocess.run(
+        [sys.executable, "scripts/sentence_held_out.py", str(train), str(tmp_path / "with-extra.npz"),
+         str(tmp_path / "split-extra"), "--sentences", "2", "--eval-fraction", "0.1", "--unlabelled", str(extra)],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    expected = [*left, "a fresh sentence about nothing", "another new one"]  # no held-out sentence, no row again
+    saved = load_teacher_logits(tmp_path / "split-extra" / "teacher-logits.npz", expected, 2)
+    np.testing.assert_array_equal(saved, every_logit[[every_text.index(text) for text in expected]])
+
 
 def test_max_steps_alone_trains_that_many_steps_across_epochs(train_slice, base_encoder, tmp_path):
     out = tmp_path / "steps"
