@@ -57,7 +57,7 @@ def main() -> None:
             args.teacher, backend=args.backend, precision=args.precision, max_length=args.max_length
         )
         data, _ = read_labelled(args.train_file, label_names=teacher.labels)
-        unlabelled = [text for path in args.unlabelled for text in read_unlabelled(path)]
+        unlabelled = read_unlabelled(args.unlabelled)
     except FastSentimentError as error:
         sys.exit(f"error: {error}")
     train, held_out = split_held_out(data, args.eval_fraction, args.split_seed)

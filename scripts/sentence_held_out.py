@@ -48,7 +48,7 @@ def main() -> None:
 
     data, labels = read_labelled(args.train_file, label_names=["NEGATIVE", "POSITIVE"])
     rows, slice_held_out = split_held_out(data, args.eval_fraction, args.split_seed)
-    unlabelled = [text for path in args.unlabelled for text in read_unlabelled(path)]
+    unlabelled = read_unlabelled(args.unlabelled)
     texts, _ = distillation_data(rows, slice_held_out, 0, args.split_seed, unlabelled)
     logits = load_teacher_logits(args.teacher_logits, texts, len(labels))
     long_rows = [i for i, text in enumerate(rows.texts) if len(text.split()) >= args.min_words]

@@ -42,7 +42,8 @@ PATHS = [
     ("torch", "bf16"),
 ]
 # The rule the shipped student passed (scripts/teacher-logits/README.md): at least this accuracy on the 800 held-out
-# training sentences for the same recipe (sentence-imdb-3ep-ema), or at least 1,287 of the 1,347 held-out rows.
+# training sentences for the same recipe (sentence-imdb-3ep-ema), or at least 1,287 of the 1,347 held-out rows (the
+# rule counts those by torch fp32, scripts/held_out_accuracy.py; here the training loop's evaluation stands in).
 SENTENCE_BAR = 0.9075
 HELD_OUT_BAR = 1287 / 1347
 SHIPPED, SENTENCE_CHECK, TEACHER = "student-imdb-3ep-ema", "sentence-imdb-3ep-ema", "teacher-mpnet-1ep-seed2"

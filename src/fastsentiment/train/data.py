@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,16 +57,18 @@ def read_labelled(
     return LabelledData(texts, _to_ids(raw_labels, names, path)), names
 
 
-def read_unlabelled(path: str | Path, text_column: str = "sentence") -> list[str]:
-    """Texts without labels for a teacher to label (`train --unlabelled`): a text file of one text per line, or a
-    table whose text column is `text_column` (other columns, a label among them, are ignored)."""
+def read_unlabelled(paths: Sequence[str | Path], text_column: str = "sentence") -> list[str]:
+    """Texts without labels for a teacher to label (`train --unlabelled`), every file's in order: a text file of one
+    text per line, or a table whose text column is `text_column` (other columns, a label among them, are ignored)."""
     texts: list[str] = []
-    for row in RowSource(path, text_column, column_option="--text-column").rows():
-        if row.error:
-            raise InputError(f"--unlabelled {path}, line {row.line}: {row.error}")
-        texts.append(row.text)
-    if not texts:
-        raise InputError(f"--unlabelled {path}: no texts")
+    for path in paths:
+        start = len(texts)
+        for row in RowSource(path, text_column, column_option="--text-column").rows():
+            if row.error:
+                raise InputError(f"--unlabelled {path}, line {row.line}: {row.error}")
+            texts.append(row.text)
+        if len(texts) == start:
+            raise InputError(f"--unlabelled {path}: no texts")
     return texts
 
 

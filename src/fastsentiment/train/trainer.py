@@ -64,7 +64,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
     if config.unlabelled and not (teachers or config.teacher_logits):
         raise InputError("--unlabelled needs a teacher (--teacher or --teacher-logits): its texts have no labels")
-    unlabelled = [text for path in config.unlabelled for text in read_unlabelled(path, config.text_column)]
+    unlabelled = read_unlabelled(config.unlabelled, config.text_column)
     texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed, unlabelled)
     several = len(teachers) > 1 or len(config.teacher_logits) > 1  # an ensemble: its logits are averaged
     if config.feature_weight and several:
