@@ -12,6 +12,8 @@ One run, on 127.0.0.1 only, with bounded time and request counts:
    earlier ones were answered, as independent users do; each latency counts from the moment the
    request was due, so a stalled server cannot hide its queue (no coordinated omission); the generator
    is benchmarks/open_loop.c, compiled here with the system's C compiler (about 40 µs of CPU per request);
+   for every closed- and open-loop row, the server's CPU: cores busy, of them the event loop's (the main thread:
+   HTTP, JSON, batching) and the other threads' (the model runtime, the batch threads), and CPU ms per request;
 4. without HTTP: the server's own models and batcher (`load_and_warm`, `model_batcher`) in this process, fed
    single sentences by coroutines instead of sockets, at 64 closed-loop clients and at the open-loop rates of
    step 3: what the server would do if HTTP, JSON and a load generator cost nothing. The gap between 3 and 4 is
@@ -176,14 +178,18 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
                 run_wrk(port, script, 64, 2)  # warm-up: every shape the server will see
                 for level in map(int, connections.split(",")):
                     settle(port, bodies[0])
-                    row = {"sentences_per_request": per_request, **run_wrk(port, script, level, args.seconds)}
+                    with ServerCpu(server.pid) as cpu:
+                        row = {"sentences_per_request": per_request, **run_wrk(port, script, level, args.seconds)}
+                    row["server_cpu"] = cpu.report(row["requests_per_s"] * args.seconds)
                     result["closed_loop"].append(row)
                     print(json.dumps(row), file=sys.stderr)
                 saturation = row["requests_per_s"]
                 for fraction in map(float, fractions.split(",")):
                     settle(port, bodies[0])
-                    measured = open_loop(generator, port, lines, fraction * saturation, args.seconds)
+                    with ServerCpu(server.pid) as cpu:
+                        measured = open_loop(generator, port, lines, fraction * saturation, args.seconds)
                     row = {"sentences_per_request": per_request, "fraction_of_saturation": fraction, **measured}
+                    row["server_cpu"] = cpu.report(measured["requests"])
                     result["open_loop"].append(row)
                     print(json.dumps(row), file=sys.stderr)
     finally:
@@ -352,6 +358,45 @@ def open_loop(
     """Requests at a fixed rate, each latency counted from when it was due (see open_loop.c)."""
     command = [str(generator), str(port), f"{rate:.3f}", str(seconds), str(max_connections), str(bodies)]
     return json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 90).stdout)
+
+
+class ServerCpu:
+    """Where the server's CPU went during one measurement: its event loop (the main thread, which also parses HTTP)
+    and its other threads (the model runtime's and the batch threads), from each thread's CPU time in /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __enter__(self) -> ServerCpu:
+        self.started, self.before = time.perf_counter(), self._threads()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.used = {tid: cpu - self.before.get(tid, 0.0) for tid, cpu in self._threads().items()}
+
+    def report(self, requests: float) -> dict:
+        loop = self.used.get(self.pid, 0.0)
+        total = sum(self.used.values())
+        return {
+            "cores": round(total / self.seconds, 3),
+            "event_loop_cores": round(loop / self.seconds, 3),
+            "other_threads_cores": round((total - loop) / self.seconds, 3),
+            "cpu_ms_per_request": round(1000 * total / max(requests, 1), 3),
+            "event_loop_cpu_ms_per_request": round(1000 * loop / max(requests, 1), 3),
+        }
+
+    def _threads(self) -> dict[int, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        seconds = {}
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                stat = Path(f"/proc/{self.pid}/task/{tid}/stat").read_text()
+            except FileNotFoundError:  # the thread ended between the listing and the reading
+                continue
+            user, system = stat.rsplit(")", 1)[1].split()[11:13]  # fields 14 and 15 of proc(5), after the name
+            seconds[int(tid)] = (int(user) + int(system)) / ticks
+        return seconds
 
 
 def busy_cpu_seconds() -> float:
