@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls
+from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls, usable_cpus
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
@@ -172,8 +172,6 @@ def choose(
 
 def thread_cap(threads: int | None) -> int | None:
     """`threads` as a decision is keyed by: None for every usable CPU (asking for more than there are included)."""
-    from fastsentiment.backends.base import usable_cpus
-
     return None if threads is None or threads >= usable_cpus() else threads
 
 
@@ -196,7 +194,7 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
         "device": device,
         "machine": platform.machine(),
         "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": usable_cpus(),
         "threads": thread_cap(threads),
         "runtimes": runtimes,
         "fastsentiment": __version__,

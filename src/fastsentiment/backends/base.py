@@ -8,6 +8,7 @@ a new runtime is one file with one class.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,66 @@ from fastsentiment.models import ModelDir
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity), which is what runtimes should size thread pools by.
+    """CPUs this process may use, which is what runtimes should size thread pools by: the CPUs it may run on (its
+    affinity), or fewer where its container's CPU quota allows less time than that (rounded up).
 
-    Runtimes' own defaults count physical cores and can leave hyper-threads or container-granted CPUs idle.
+    Runtimes' own defaults count physical cores and can leave hyper-threads or container-granted CPUs idle. A quota
+    (`docker run --cpus 2`, a Kubernetes CPU limit) leaves the affinity at every CPU of the host: thread pools sized
+    by it would run many threads in the time of a few and be throttled by the kernel in every quota period.
     """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS has no affinity API
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU time this process's cgroups allow it, in CPUs: the tightest quota of its cgroup and the ancestors it
+    can see (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`); None where none is set or none
+    can be read (not Linux, no cgroup file system)."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2, mounted at the root (on hybrid systems it holds no CPU controller)
+            mount, read = root, _cpu_max
+        elif "cpu" in controllers.split(","):  # cgroup v1: mounted as e.g. "cpu" or "cpu,cpuacct"
+            mount, read = root / controllers, _cfs_quota
+        else:
+            continue
+        quotas += [quota for directory in _visible_cgroups(mount, path) if (quota := read(directory)) is not None]
+    return min(quotas, default=None)
+
+
+def _visible_cgroups(mount: Path, path: str) -> list[Path]:
+    """The process's cgroup directory under `mount` and its ancestors up to the mount. In a container the mount is
+    often the container's own cgroup while /proc/self/cgroup names its path on the host: then the mount alone."""
+    directory = mount / path.lstrip("/")
+    if not directory.is_dir():
+        return [mount]
+    return [directory, *(parent for parent in directory.parents if parent.is_relative_to(mount))]
+
+
+def _cpu_max(directory: Path) -> float | None:
+    try:
+        quota, period = (directory / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cfs_quota(directory: Path) -> float | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        period = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
 
 
 def cpu_flags() -> set[str]:
