@@ -125,3 +125,23 @@ def test_backends_command_lists_every_backend():
     text = result.stdout.decode()
     for name in ("onnx", "torch", "ane"):
         assert any(line.split("│")[1].strip() == name for line in text.splitlines() if "│" in line), name
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(bert_dir, tmp_path, backend):
+    """A file where the cache folder should be (as a read-only home would do for any user but root)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = run_cli(
+        "classify",
+        "--model",
+        str(bert_dir),
+        "--backend",
+        backend,
+        "I like cheese",
+        env={"FASTSENTIMENT_CACHE": str(blocker / "cache")},
+    )
+    assert result.returncode == 2 and result.stdout == b""
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write to the cache folder {blocker / 'cache'}")
+    assert lines[0].endswith("set FASTSENTIMENT_CACHE to a writable folder")

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from fastsentiment.errors import FastSentimentError
+
 
 def cache_root() -> Path:
     """$FASTSENTIMENT_CACHE, else $XDG_CACHE_HOME/fastsentiment, else ~/.cache/fastsentiment."""
@@ -26,8 +28,7 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
     """
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=path.parent))
+    scratch = scratch_beside(path)
     try:
         built = scratch / path.name
         build(built)
@@ -35,3 +36,16 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def scratch_beside(destination: Path) -> Path:
+    """A new temporary folder beside `destination` (in its parent, made if needed) to build it in, so that one rename
+    puts it in place. A cache that cannot be written is said in one line naming the setting that moves it."""
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".building-", dir=destination.parent))
+    except OSError as error:
+        raise FastSentimentError(
+            f"cannot write to the cache folder {destination.parent}: {error.strerror}; "
+            "set FASTSENTIMENT_CACHE to a writable folder"
+        ) from None

@@ -17,13 +17,12 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.cache import cache_root
+from fastsentiment.cache import cache_root, scratch_beside
 from fastsentiment.errors import missing_extra
 from fastsentiment.models import ModelDir
 
@@ -36,8 +35,7 @@ def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: 
     folder = cache_root() / "openvino-ir" / model.content_hash[:32] / name
     if (folder / "model.xml").is_file():
         return folder / "model.xml"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    scratch = scratch_beside(folder)
     try:
         quantise_static(model, texts, scratch / "model.xml")
         try:
