@@ -31,6 +31,9 @@ def test_no_quota_anywhere_is_none(tmp_path):
     write(tmp_path / "membership", "0::/app\n")
     assert cgroup_cpu_quota(root, tmp_path / "membership") is None
     assert cgroup_cpu_quota(root, tmp_path / "no-such-file") is None  # not Linux, or no /proc
+    write(root / "app" / "cpu.max", "garbage\n")
+    write(tmp_path / "membership", "\n0::/app\n")
+    assert cgroup_cpu_quota(root, tmp_path / "membership") is None  # unreadable files are no quota, not a crash
 
 
 def test_cgroup_v1_reads_the_cfs_quota_of_the_cpu_controller(tmp_path):

@@ -45,7 +45,10 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Pat
         return None
     quotas = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # cgroup v2, mounted at the root (on hybrid systems it holds no CPU controller)
             mount, read = root, _cpu_max
         elif "cpu" in controllers.split(","):  # cgroup v1: mounted as e.g. "cpu" or "cpu,cpuacct"
@@ -68,9 +71,9 @@ def _visible_cgroups(mount: Path, path: str) -> list[Path]:
 def _cpu_max(directory: Path) -> float | None:
     try:
         quota, period = (directory / "cpu.max").read_text().split()
-    except (OSError, ValueError):
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
         return None
-    return None if quota == "max" else int(quota) / int(period)
 
 
 def _cfs_quota(directory: Path) -> float | None:
