@@ -49,6 +49,8 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
         lengths = "64"
     result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    # Its one line, without coremltools' import warnings and per-pass progress bars around it.
+    assert result.stdout.decode().startswith(f"wrote {package} (fp16") and result.stderr == b"", result.stderr[-2000:]
     assert [path.name for path in tmp_path.iterdir()] == ["model.mlpackage"]  # no partial package left beside it
     spec, block = coreml_program(package)
     assert spec.WhichOneof("Type") == "mlProgram"

@@ -99,8 +99,9 @@ class TextEncoder:
         """Token ids per text (special tokens included), truncated to `max_length`, each cut noted in `truncations`
         (default: one for this call, which names the first few)."""
         cuts = truncations or Truncations()
-        return [
-            self.fit(encoding.ids, input_name(number), cuts) for number, encoding in enumerate(self.encodings(texts), 1)
+        return [  # a name only for a text that is cut: a busy server encodes thousands a second
+            self.fit(encoding.ids, input_name(number), cuts) if len(encoding.ids) > self.max_length else encoding.ids
+            for number, encoding in enumerate(self.encodings(texts), 1)
         ]
 
     def fit(self, ids: Sequence[int], name: str, truncations: Truncations) -> list[int]:

@@ -54,10 +54,10 @@ class CoremlBackend:
         problem = cls.device_problem(device)
         if problem:
             raise BackendError(problem)
-        import coremltools as ct
-
         from fastsentiment.cache import cache_root, cached_file
-        from fastsentiment.export.coreml import DEFAULT_LENGTH, export_coreml
+        from fastsentiment.export.coreml import DEFAULT_LENGTH, export_coreml, import_coremltools
+
+        ct = import_coremltools()
 
         lengths = [32, 64, DEFAULT_LENGTH]
         target = cache_root() / "coreml" / model.content_hash[:32] / "model.mlpackage"

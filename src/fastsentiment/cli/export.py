@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import typer
@@ -70,6 +71,8 @@ def export_coreml_command(
     ),
 ) -> None:
     """CoreML ML program (fp16, int32 inputs) of the Neural-Engine layout. Runs on Linux; predicts on macOS."""
+    from rich.console import Console
+
     from fastsentiment.export.coreml import export_coreml
     from fastsentiment.models import resolve_model
 
@@ -77,7 +80,9 @@ def export_coreml_command(
         lengths = [int(part) for part in seq_lengths.split(",") if part.strip()]
     except ValueError:
         raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
-    export_coreml(resolve_model(model), out, lengths)
+    # Bound to the real stderr: the conversion silences coremltools' own progress bars by redirecting sys.stderr.
+    with Console(file=sys.stderr).status("converting to a CoreML ML program"):
+        export_coreml(resolve_model(model), out, lengths)
     typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
 
 

@@ -6,6 +6,9 @@ prediction needs macOS.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +40,7 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
         raise InputError(f"{target} exists and is not a CoreML package; remove it or choose another path")
     check_output_place(target, folder=True, name="OUT")
     try:
-        import coremltools as ct
+        ct = import_coremltools()
         import numpy as np
         import torch
     except ImportError as error:
@@ -65,8 +68,10 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
         shape = ct.EnumeratedShapes(shapes=[(1, n) for n in lengths], default=(1, lengths[-1]))
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # coremltools warns that torch 2.13 is newer than it was tested with
+    # Quiet: coremltools draws a progress bar for each of its passes over the graph (a dozen lines in a log) and
+    # warns that torch 2.13 is newer than it was tested with. An error still raises, with its own message.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
         converted = ct.convert(
             traced,
             inputs=[
@@ -89,6 +94,16 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def import_coremltools():
+    """coremltools, imported without the lines it logs on import (off macOS, a dozen "Failed to load ..." for its
+    prediction library; anywhere, the scikit-learn and torch versions it was not tested with): noise around a
+    command's own output. Its errors still show."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools
+
+    return coremltools
 
 
 def is_package(path: Path) -> bool:

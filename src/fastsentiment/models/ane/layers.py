@@ -69,7 +69,6 @@ class PerHeadAttention(nn.Module):
 
     def __init__(self, hidden: int, heads: int) -> None:
         super().__init__()
-        self.heads = heads
         self.head_size = hidden // heads
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.query = nn.Conv2d(hidden, hidden, 1)
