@@ -90,6 +90,22 @@ def test_unknown_backend_precision_and_function_are_rejected(bert_dir):
         Classifier.load(bert_dir, backend="torch", precision="fp8")
     with pytest.raises(InputError, match="function_to_apply"):
         Classifier.load(bert_dir, backend="torch")("x", function_to_apply="tanh")
+    with pytest.raises(BackendError, match="no precision 'fp8'"):
+        Classifier.load(bert_dir, backend="torch:fp8")
+
+
+def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(bert_dir):
+    """ "onnx:fp32", as bench and compare name a row, is backend onnx at precision fp32."""
+    named = Classifier.load(bert_dir, backend="onnx:fp32")
+    assert (named.backend.spec.name, named.backend.precision) == ("onnx", "fp32")
+    np.testing.assert_array_equal(
+        named.logits(TEXTS), Classifier.load(bert_dir, backend="onnx", precision="fp32").logits(TEXTS)
+    )
+    assert Classifier.load(bert_dir, backend="onnx:fp32", precision="fp32").backend.precision == "fp32"
+    with pytest.raises(BackendError, match="onnx:fp32 and precision 'int8' disagree"):
+        Classifier.load(bert_dir, backend="onnx:fp32", precision="int8")
+    with pytest.raises(BackendError, match="no precision after the colon"):
+        Classifier.load(bert_dir, backend="onnx:")
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,7 @@ def load_backend(
     measure: bool = False,
 ) -> Backend:
     """Load `model` on the named backend; "auto" resolves by `workload` (see backends.auto), measuring if asked."""
+    name, precision = named_precision(name, precision)
     check_device(device)
     if name == "auto":
         name, precision = resolve_auto(model, device, precision, workload, measure, threads)
@@ -166,10 +167,24 @@ def resolve_auto(
     return choice.backend, choice.precision
 
 
+def named_precision(name: str, precision: str | None) -> tuple[str, str | None]:
+    """A backend named with its precision, "onnx:int8", as `bench`, `compare` and `tune` write them, split in two; a
+    precision given beside it must be the same."""
+    name, colon, named = name.partition(":")
+    if not colon:
+        return name, precision
+    if not named:
+        raise BackendError(f"backend {name!r}: no precision after the colon (e.g. {name}:fp32)")
+    if precision is not None and precision != named:
+        raise BackendError(f"backend {name}:{named} and precision {precision!r} disagree; give the precision once")
+    return name, named
+
+
 def checked_backend(
     name: str = "auto", device: str = "auto", precision: str | None = None, model: ModelDir | None = None
 ) -> type[Backend]:
     """The backend class that `load_backend` would use, after every check that can fail before loading."""
+    name, precision = named_precision(name, precision)
     if name == "auto":
         name = first_runnable(device, model)
     backend = get_backend(name)
@@ -208,6 +223,7 @@ def first_runnable(device: str, model: ModelDir | None = None) -> str:
 
 def prepare_backend(model: ModelDir, name: str = "auto", device: str = "auto", precision: str | None = None) -> None:
     """Build what the backend caches (exports) now, so that loading it later measures loading alone."""
+    name, precision = named_precision(name, precision)
     if name == "auto":
         name, precision = resolve_auto(model, device, precision)
     prepare = getattr(checked_backend(name, device, precision, model), "prepare", None)

@@ -28,8 +28,8 @@ def compare_configs(
         check_config(config)
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
-    first = Classifier.load(model, backend=a.split(":")[0], precision=a.partition(":")[2] or None)
-    second = Classifier.load(model_b or model, backend=b.split(":")[0], precision=b.partition(":")[2] or None)
+    first = Classifier.load(model, backend=a)
+    second = Classifier.load(model_b or model, backend=b)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
     split = load_bench_data(data, text_column, "label", first.labels)

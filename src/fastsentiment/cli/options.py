@@ -19,7 +19,10 @@ ModelOption = Annotated[
 BackendOption = Annotated[
     str,
     typer.Option(
-        "--backend", "-b", help="Backend (see `fastsentiment backends`); auto picks the fastest that runs here."
+        "--backend",
+        "-b",
+        help="Backend (see `fastsentiment backends`), or backend:precision (onnx:int8); auto picks the fastest "
+        "that runs here.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, mps or auto.")]
