@@ -41,9 +41,11 @@ def test_cli_matches_python_api(bert_dir):
     assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], abs=1e-6)
 
 
-def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir):
+@pytest.mark.parametrize("dash", [[], ["-"]], ids=["no-text", "dash"])
+def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir, dash):
+    """No text, or "-" as the one text (the Unix convention), reads stdin."""
     result = run_cli(
-        "classify", "--json", "--model", str(bert_dir), input=b"good film\n\nbad \xff cake\nI like cheese\n"
+        "classify", *dash, "--json", "--model", str(bert_dir), input=b"good film\n\nbad \xff cake\nI like cheese\n"
     )
     assert result.returncode == 2
     records = [json.loads(line) for line in _lines(result)]

@@ -27,7 +27,7 @@ from fastsentiment.errors import InputError
 @app.command()
 def classify(
     texts: list[str] = typer.Argument(
-        None, help="Texts to classify. With none (and no --file), lines are read from stdin."
+        None, help="Texts to classify. With none, or - (and no --file), lines are read from stdin."
     ),
     file: Path | None = typer.Option(
         None,
@@ -78,6 +78,8 @@ def classify(
     from fastsentiment.jobs.job import FileJob, ModelOptions
     from fastsentiment.jobs.run import run_file_job
 
+    if texts == ["-"]:  # as cat and grep read it: stdin, not the text "-"
+        texts = []
     if texts and file:
         raise InputError("give texts as arguments or --file, not both")
     # Texts given as arguments are a one-off call, where start-up dominates; files and stdin are batched work.
