@@ -99,8 +99,10 @@ class TextEncoder:
         """Token ids per text (special tokens included), truncated to `max_length`, each cut noted in `truncations`
         (default: one for this call, which names the first few)."""
         cuts = truncations or Truncations()
-        return [  # a name only for a text that is cut: a busy server encodes thousands a second
-            self.fit(encoding.ids, input_name(number), cuts) if len(encoding.ids) > self.max_length else encoding.ids
+        # A name only for a text that is cut: a busy server encodes thousands a second. (Each read of `.ids` builds
+        # a new list, so it is read once.)
+        return [
+            self.fit(ids, input_name(number), cuts) if len(ids := encoding.ids) > self.max_length else ids
             for number, encoding in enumerate(self.encodings(texts), 1)
         ]
 
