@@ -24,7 +24,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     for model in [
         BuiltinModel(
             name="sst2-minilm-l6",
-            description="all-MiniLM-L6-v2 fine-tuned on SST-2 by fastsentiment (English sentiment)",
+            description="all-MiniLM-L6-v2 distilled by fastsentiment from an MPNet teacher fine-tuned on SST-2 (English sentiment)",
         ),
     ]
 }
