@@ -4,7 +4,7 @@
 
 One run, on 127.0.0.1 only, with bounded time and request counts:
 1. offline: the same backend and model batch size in this process, length-sorted over the data
-   (sentences/s), and the median batch-1 model latency;
+   (sentences/s), and the median batch-1 model latency (the median of three passes);
 2. closed loop: wrk (Debian package `wrk`, a C program that takes little of the CPU the server
    needs) with N connections, each posting the next request as soon as the last is answered,
    for single-sentence bodies and 8-sentence bodies; 64 connections give the saturation rate;
@@ -89,17 +89,23 @@ def offline(args, sentences: list[str]) -> dict:
     lone = Classifier.load(args.model, backend=args.backend, precision=args.precision, workload="latency")
     encoded = lone.encoder.encode(sentences[:300])
     lone.logits_for_ids(encoded, batch_size=1)  # every shape once: OpenVINO prepares kernels per new shape
-    latencies = []
-    for ids in encoded:
-        started = time.perf_counter()
-        lone.logits_for_ids([ids], batch_size=1)
-        latencies.append(time.perf_counter() - started)
+    # Three passes: one pass's median moves by up to a third between passes a second apart on a shared machine,
+    # and this figure sets a target.
+    pass_medians = []
+    for _ in range(3):
+        latencies = []
+        for ids in encoded:
+            started = time.perf_counter()
+            lone.logits_for_ids([ids], batch_size=1)
+            latencies.append(time.perf_counter() - started)
+        pass_medians.append(1000 * statistics.median(latencies))
     return {
         "backend": classifier.backend.spec.name,
         "precision": classifier.backend.precision,
         "model_batch_size": args.model_batch_size,
         "sorted_sentences_per_s": statistics.median(rates),
-        "batch1_latency_ms_p50": 1000 * statistics.median(latencies),
+        "batch1_latency_ms_p50": statistics.median(pass_medians),
+        "batch1_latency_ms_p50_passes": pass_medians,
     }
 
 
