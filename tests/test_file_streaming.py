@@ -396,6 +396,43 @@ def test_a_header_that_names_a_column_twice_is_refused(bert_dir, tmp_path):
     )
 
 
+@pytest.mark.parametrize("from_file", [True, False])
+def test_a_run_that_fails_before_its_first_chunk_leaves_nothing_to_resume(bert_dir, tmp_path, from_file):
+    """A stride the model's windows cannot hold is found at the first chunk; the next run must not be asked for
+    --resume."""
+    texts = ["-f", str(write_csv(tmp_path / "in.csv", 5))] if from_file else ["good film", "bad film"]
+    options = ["--long-text", "chunk", "--stride", "40", "--max-length", "32", "--model", str(bert_dir)]
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", *texts, "-o", str(out), *options)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1].startswith("error: stride must be between 0 and")
+    assert not list(tmp_path.glob("*.partial")) and not out.exists()
+    assert run_cli("classify", *texts, "-o", str(out), "--model", str(bert_dir)).returncode == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_undecodable_bytes_in_a_header_are_written_as_replacement_characters(bert_dir, tmp_path, suffix):
+    """A Latin-1 header (read with its bytes kept, so that --column can still name it) goes to a UTF-8 output."""
+    source = tmp_path / "latin.csv"
+    source.write_bytes("text,\u00e9tiquette\ngood film,1\n".encode("latin-1"))
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    (row,) = read_output(out)
+    assert row["\ufffdtiquette"] in ("1", 1) and row["text"] == "good film"
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_undecodable_text_nested_in_a_jsonl_record_is_written_as_a_replacement_character(bert_dir, tmp_path):
+    source = tmp_path / "nested.jsonl"
+    source.write_text('{"text": "good film", "user": {"\\ud83d": ["\\udc00", 1]}}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    (row,) = read_output(out)
+    assert row["user"] == {"\ufffd": ["\ufffd", 1]}
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_input_columns_named_like_output_columns_are_all_kept(bert_dir, tmp_path, suffix):
     """Such as the tool's own output classified again: its `label` and the `input_label` of the run before."""
@@ -487,6 +524,7 @@ def test_a_missing_optional_package_names_the_extra(bert_dir, tmp_path, hidden, 
     assert result.returncode == 2, result.stderr
     line = result.stderr.decode().strip().splitlines()[-1]
     assert line.startswith(f"error: {message}") and "pip install 'fastsentiment[" in line, line
+    assert not list(tmp_path.glob("*.partial"))  # nothing that a later run would take for an interrupted one
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastsentiment.errors import InputError
-from fastsentiment.jobs.rows import missing_input
+from fastsentiment.jobs.rows import import_parquet, missing_input
 from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
@@ -84,8 +84,8 @@ class FileJob:
             from fastsentiment.jobs.sinks import output_format
             from fastsentiment.outputs import check_output_place
 
-            if self.engine != "ray":
-                output_format(self.out)
+            if self.engine != "ray" and output_format(self.out) == "parquet":
+                import_parquet("writing Parquet files")  # before the model loads
             check_output_place(self.out, folder=self.engine == "ray")
 
     @property

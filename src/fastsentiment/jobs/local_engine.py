@@ -53,6 +53,12 @@ def classify_file(
         except SchemaMismatch:
             journal.discard()  # the same rows would fail again on --resume
             raise
+        except Exception:
+            # Failed before its first chunk was written (an option the model refuses, a full disk): nothing to
+            # resume, and a journal left behind would make the next plain run ask for --resume.
+            if not journal.parts:
+                journal.discard()
+            raise
     journal.finish()
     return journal.failed
 
@@ -77,7 +83,11 @@ def classify_rows(
     columns = OutputColumns(clf.labels, long_text.reports_lengths, ["text"])
     journal = ChunkJournal(out, {"texts": len(rows), "model": clf.model.content_hash}, False, columns)
     commit = _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}, long_text.reports_lengths)
-    _classify_chunks(clf, rows, CHUNK_ROWS, commit, long_text)
+    try:
+        _classify_chunks(clf, rows, CHUNK_ROWS, commit, long_text)
+    except BaseException:
+        journal.discard()  # texts given as arguments cannot be resumed
+        raise
     journal.finish()
     return journal.failed
 

@@ -378,5 +378,15 @@ def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None
 
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """Fields made safe to write: undecodable bytes and lone surrogates become U+FFFD so output files stay valid
-    UTF-8."""
-    return {key: replace_undecodable(value) if isinstance(value, str) else value for key, value in fields.items()}
+    UTF-8, in names (a header's) and values, nested ones (JSONL objects and lists) too."""
+    return {_clean(key): _clean(value) for key, value in fields.items()}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return replace_undecodable(value)
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import Row, clean_fields, delimited_reader, import_parquet
+from fastsentiment.texts import replace_undecodable
 
 log = logging.getLogger("fastsentiment")
 
@@ -71,11 +72,13 @@ def output_columns(input_names: Collection[str], result_names: Collection[str]) 
     writes (`output_column`), with input_ added again while another input column has that name (an input with
     `label` and `input_label` keeps both, as input_input_label and input_label). It depends on the input's column
     names alone, so every row of a CSV, TSV or Parquet file gets the same ones."""
-    taken = set(input_names)
+    # Output files are UTF-8: a header's undecodable bytes are written as U+FFFD, as in values (clean_fields).
+    taken = {replace_undecodable(name) for name in input_names}
     names: dict[str, str] = {}
     for name in input_names:
-        output = output_column(name, result_names)
-        while output != name and output in taken:
+        own = replace_undecodable(name)
+        output = output_column(own, result_names)
+        while output != own and output in taken:
             output = f"input_{output}"
         names[name] = output
         taken.add(output)

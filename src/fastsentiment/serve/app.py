@@ -15,10 +15,11 @@ import asyncio
 import codecs
 import gc
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -37,6 +38,7 @@ from fastsentiment.texts import has_undecodable, text_problem
 from fastsentiment.tokenization import TextEncoder, Truncations
 
 log = logging.getLogger("fastsentiment.serve")
+T = TypeVar("T")
 
 PREDICT_PATHS = {
     "/predict": "Classify one text or a list",
@@ -238,20 +240,9 @@ class PredictEndpoint:
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise ApiError(413, "body_too_large", f"body over {limit} bytes")
-        chunks, size, more = [], 0, True
         try:
-            async with asyncio.timeout(self.settings.body_timeout_s):
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ApiError(499, "client_gone", "the client closed the connection")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(413, "body_too_large", f"body over {limit} bytes")
-                    chunks.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
+            chunks = await _within(self.settings.body_timeout_s, _body_chunks(receive, limit))
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
             raise ApiError(
                 408,
                 "body_timeout",
@@ -279,6 +270,33 @@ class PredictEndpoint:
                     422, "validation", "inputs: a text holds a lone surrogate escape: not valid UTF-8"
                 ) from None
             raise ApiError(400, "invalid_json", f"the body is not valid JSON ({error})") from None
+
+
+async def _body_chunks(receive, limit: int) -> list[bytes]:
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(499, "client_gone", "the client closed the connection")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # Python 3.10 has no asyncio.timeout; wait_for runs the awaitable as a task of its own
+
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 def _lone_surrogate_escape(raw: bytes) -> bool:
