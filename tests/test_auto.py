@@ -14,6 +14,7 @@ from conftest import run_cli
 from fastsentiment.backends import auto
 from fastsentiment.backends.base import BackendSpec
 from fastsentiment.backends.registry import _REGISTRY, register
+from fastsentiment.errors import InputError
 from fastsentiment.models import resolve_model
 
 FAST_CANDIDATES = [("onnx", "fp32"), ("onnx", "int8")]
@@ -146,6 +147,31 @@ def test_labelled_calibration_rejects_a_candidate_that_loses_accuracy(model, cac
     rows = {row["config"]: row for row in decision["table"]}
     assert rows["onnx:fp32"]["accuracy"] is not None and not rows[f"{wrong_but_fast}:fp32"]["faithful"]
     assert decision["key"]["calibration"].startswith("file-")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_calibration_file_names_its_text_column_like_every_other_input(model, tmp_path, suffix):
+    rows = [
+        {"review": "a good film", "text": "good", "label": "POSITIVE"},
+        {"review": "dull", "text": "bad", "label": 0},
+    ]
+    path = tmp_path / f"sample{suffix}"
+    if suffix == ".csv":
+        path.write_text("review,text,label\n" + "".join(f"{r['review']},{r['text']},{r['label']}\n" for r in rows))
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    found = auto.Calibration.from_file(path, model.labels)  # 'text' found without being named
+    assert (found.texts, found.labels) == (["good", "bad"], [1, 0])
+    assert auto.Calibration.from_file(path, model.labels, "review").texts == ["a good film", "dull"]
+    missing = r"no column 'plot' .*choose one with --text-column" if suffix == ".csv" else r"line 1: no field 'plot'"
+    with pytest.raises(InputError, match=missing):
+        auto.Calibration.from_file(path, model.labels, "plot")
+
+
+def test_tune_text_column_needs_a_calibration_file(bert_dir):
+    result = run_cli("tune", "--model", str(bert_dir), "--text-column", "review")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "error: --text-column names a column of the --calibration file"
 
 
 def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):

@@ -257,6 +257,16 @@ def test_a_device_no_backend_here_runs_on_names_each_backends_reason():
     assert "torch: MPS (Apple GPU) is not available" in stderr and stderr.count("\n") == 1
 
 
+def test_backends_for_a_device_nothing_here_runs_on_says_so_after_its_table():
+    torch = pytest.importorskip("torch")
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    result = run_cli("backends", "--device", "mps")
+    assert result.returncode == 0, result.stderr.decode()
+    assert "MPS (Apple GPU) is not available" in result.stdout.decode()
+    assert result.stdout.decode().rstrip().endswith("auto: no backend runs on device 'mps' here")
+
+
 def test_backends_table_names_the_extra_of_a_missing_runtime():
     """The table's pip hint keeps its [extra] (rich would read it as markup and drop it)."""
     import subprocess
@@ -296,6 +306,15 @@ def test_a_folder_given_as_input_file_is_named_as_such(bert_dir, tmp_path):
     assert (
         result.stderr.decode() == f"error: {tmp_path} is a folder; name a file (--engine ray reads a folder of files)\n"
     )
+
+
+def test_evaluate_checks_its_data_before_loading_the_model(tmp_path):
+    """A missing model would be the second error: the data is checked first, before a load that may export."""
+    missing_model = str(tmp_path / "no-model")
+    result = run_cli("evaluate", str(tmp_path / "dev.tsv"), "--model", missing_model)
+    assert (result.returncode, result.stderr.decode()) == (2, f"error: input file not found: {tmp_path / 'dev.tsv'}\n")
+    result = run_cli("evaluate", str(tmp_path), "--model", missing_model)
+    assert (result.returncode, result.stderr.decode()) == (2, f"error: {tmp_path} is a folder; name a labelled file\n")
 
 
 def test_evaluate_names_its_own_column_option(bert_dir, tmp_path):

@@ -106,11 +106,12 @@ class Calibration:
         return cls(texts, None, "builtin-v1")
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, labels: Sequence[str]) -> Calibration:
-        """Up to SAMPLE_SIZE rows of a user's file (a sample of their own data), with labels when it has them."""
+    def from_file(cls, path: str | os.PathLike, labels: Sequence[str], text_column: str | None = None) -> Calibration:
+        """Up to SAMPLE_SIZE rows of a user's file (a sample of their own data), with labels when it has them; the
+        text in `text_column` (default: a column named 'sentence' or 'text')."""
         from fastsentiment.bench.data import load_bench_data
 
-        data = load_bench_data(str(path), label_names=list(labels), option="--calibration")
+        data = load_bench_data(str(path), text_column, label_names=list(labels), option="--calibration")
         split = data.labelled or data.speed
         texts = split.texts[:SAMPLE_SIZE]
         truth = split.labels[:SAMPLE_SIZE] if split.labels is not None else None

@@ -26,32 +26,36 @@ class BenchData:
 
 def load_bench_data(
     source: str,
-    text_column: str = "sentence",
+    text_column: str | None = "sentence",
     label_column: str = "label",
     label_names: list[str] | None = None,
     option: str = "--data",
+    text_option: str = "--text-column",
 ) -> BenchData:
-    """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names. `option`:
-    the command's option that named `source`, for the message when there is nothing there."""
+    """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names. `option`
+    and `text_option`: the command's options that named `source` and the text column, for the messages when either
+    is not there. No `text_column`: a column named 'sentence' or 'text'."""
     path = Path(source).expanduser()
     if path.is_dir():
         dev, test = path / "dev.tsv", path / "test.tsv"
         if not dev.is_file():
             raise InputError(f"{path}: expected dev.tsv (and test.tsv) as in GLUE SST-2")
-        labelled = _read_table(dev, text_column, label_column, label_names)
-        speed = _read_table(test, text_column, None, None) if test.is_file() else labelled
+        labelled = _read_table(dev, text_column, label_column, label_names, text_option)
+        speed = _read_table(test, text_column, None, None, text_option) if test.is_file() else labelled
         return BenchData(str(path), labelled, speed)
     if path.is_file():
-        split = _read_table(path, text_column, label_column, label_names)
+        split = _read_table(path, text_column, label_column, label_names, text_option)
         return BenchData(str(path), split if split.labels is not None else None, split)
     if source == "glue/sst2":
         return _from_datasets()
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 
-def _read_table(path: Path, text_column: str, label_column: str | None, label_names: list[str] | None) -> Split:
+def _read_table(
+    path: Path, text_column: str | None, label_column: str | None, label_names: list[str] | None, text_option: str
+) -> Split:
     rows = []
-    for row in RowSource(path, text_column).rows():
+    for row in RowSource(path, text_column, column_option=text_option).rows():
         if row.error:
             raise InputError(f"{path}, line {row.line}: {row.error}")
         rows.append(row)

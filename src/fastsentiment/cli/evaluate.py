@@ -23,6 +23,7 @@ from fastsentiment.cli.options import (
     load_classifier,
     long_text_options,
 )
+from fastsentiment.errors import InputError
 
 
 @app.command()
@@ -48,6 +49,10 @@ def evaluate(
     from fastsentiment.train.data import read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
+    if not data.is_file():  # before the model loads (a first load may export it)
+        raise InputError(
+            f"{data} is a folder; name a labelled file" if data.is_dir() else f"input file not found: {data}"
+        )
     clf = load_classifier(model, backend, device, precision, batch_size, max_length, labels=labels)
     examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
     started = time.perf_counter()

@@ -52,9 +52,12 @@ def backends(
     # Without --model the table answers for the default model, whose architecture every backend runs.
     model_dir = resolve_model(model)
     table = Table("backend", "runs here", "devices", "precisions (default first)", "extra", "why / why not")
+    runnable = []
     for name in backend_names():
         spec = get_backend(name).spec
         status = availability(name, device, model_dir)
+        if status.runnable:
+            runnable.append(name)
         precisions = [spec.default_precision, *(p for p in spec.precisions if p != spec.default_precision)]
         table.add_row(
             name,
@@ -66,6 +69,9 @@ def backends(
         )
     console = Console(width=200)
     console.print(table)
+    if not runnable:  # the table says why; `auto` has nothing to choose from
+        console.print(f"auto: no backend runs on device {device!r} here", markup=False)
+        return
     from fastsentiment.backends.auto import choose
 
     for workload, used_by in AUTO_WORKLOADS.items():

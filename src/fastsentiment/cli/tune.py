@@ -9,6 +9,7 @@ import typer
 
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import DeviceOption, ModelOption
+from fastsentiment.errors import InputError
 
 
 @app.command()
@@ -20,6 +21,9 @@ def tune(
         "--calibration",
         help="A sample of your own texts (.txt/.csv/.tsv/.jsonl; labels used when present) "
         "[default: the project's built-in English sentences].",
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="The calibration file's text column [default: 'sentence' or 'text']."
     ),
     threads: int | None = typer.Option(
         None,
@@ -39,7 +43,9 @@ def tune(
     from fastsentiment.models import resolve_model
 
     model_dir = resolve_model(model)
-    sample = Calibration.from_file(calibration, model_dir.labels) if calibration else Calibration.builtin()
+    if text_column is not None and calibration is None:
+        raise InputError("--text-column names a column of the --calibration file")
+    sample = Calibration.from_file(calibration, model_dir.labels, text_column) if calibration else Calibration.builtin()
     console = Console(stderr=True)
     with console.status("measuring") as status:
         decision = measure(model_dir, device, sample, progress=lambda message: status.update(message), threads=threads)
