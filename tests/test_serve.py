@@ -385,6 +385,52 @@ def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, c
         running.stop()
 
 
+SLOW_BACKEND = """
+import sys
+import time
+from fastsentiment.backends import BackendSpec, register
+from fastsentiment.backends.onnx_backend import OnnxBackend
+
+class Slow(OnnxBackend):
+    spec = BackendSpec("slow", "onnx that takes minutes to load", "onnx", ("onnxruntime",), ("cpu",), ("fp32",), "fp32")
+    def __init__(self, *args, **kwargs):
+        time.sleep(300)  # as a first `--backend auto` measuring every candidate
+        super().__init__(*args, **kwargs)
+
+register(Slow)
+from fastsentiment.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, stop):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_BACKEND, "serve", "-m", str(bert_dir), "-b", "slow", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "FASTSENTIMENT_CACHE": cache},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and process.poll() is None
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert (health.status_code, health.json()) == (503, {"status": "loading"})
+        process.send_signal(stop)
+        assert process.wait(timeout=20) == 0
+        assert "Traceback" not in process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_port_taken_by_another_server_is_one_line_before_the_model_loads(bert_dir, cache):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import codecs
 import gc
 import logging
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class ServerState:
         self.classifier: Classifier | None = None
         self.batcher: DynamicBatcher | None = None
         self.failure: Exception | None = None  # why the model could not load
+        self.loading = False
         # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
         self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
 
@@ -121,12 +123,15 @@ class ServerState:
         return self.classifier, self.batcher
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
+        self.loading = True
         try:
-            classifier, alone = await asyncio.to_thread(load_and_warm, load_classifier)
+            classifier, alone = await _on_daemon_thread(load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request until the server stops
             self.failure = error
             self.on_failure(error)
             return
+        finally:
+            self.loading = False
         batching = settings.batching
         if not settings.dynamic_batching:
             batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
@@ -341,8 +346,12 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.loading = True  # from now: a stop before the task's first step must not wait for the load either
         loading = asyncio.create_task(state.load(load_classifier, settings, metrics))
         yield
+        if state.loading:  # stopped before the model is ready: no request was accepted, none waits for it
+            loading.cancel()
+            return
         await loading
         if state.batcher is not None:
             await state.batcher.drain()  # every accepted request gets its answer before exit
@@ -466,6 +475,34 @@ def _split_location(message: str) -> tuple[str, str, str]:
     if not separator:
         return "body", "", message
     return place.rstrip("`").removeprefix("$.").removeprefix("$") or "body", "", text
+
+
+def _on_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """`function(*args)` on a thread that does not hold up the process's exit, unlike asyncio's executor threads:
+    a server stopped while its model loads (a first `--backend auto` measures for minutes) stops at once."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the server stopped meanwhile
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            outcome = (function(*args), None)
+        except BaseException as error:
+            outcome = (None, error)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop has closed: nobody waits for the model any more
+            pass
+
+    threading.Thread(target=run, name="fastsentiment-load", daemon=True).start()
+    return future
 
 
 def load_and_warm(load_classifier: Callable[[], Classifier]) -> tuple[Classifier, Classifier]:

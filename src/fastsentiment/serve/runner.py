@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
+import sys
 
 import uvicorn
 from fastapi import FastAPI
@@ -59,6 +61,12 @@ def run(app: FastAPI, host: str, port: int) -> None:
     serving = app.state.serving
     serving.on_failure = lambda error: setattr(server, "should_exit", True)
     server.run()
+    if serving.loading:
+        # Stopped while the model loads: the loading thread cannot be interrupted, and interpreter shutdown beside
+        # native code still running on it (an export, a compilation) could crash; nothing was accepted, so leave.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if isinstance(serving.failure, FastSentimentError):
         raise serving.failure
     if serving.failure is not None:
