@@ -396,6 +396,17 @@ def test_a_header_that_names_a_column_twice_is_refused(bert_dir, tmp_path):
     )
 
 
+@pytest.mark.parametrize("content", ['[\n  {"text": "good"},\n  {"text": "bad"}\n]\n', '\ufeff  ["good", "bad"]'])
+def test_a_json_array_is_refused_in_one_line_before_the_model_loads(tmp_path, content):
+    source = tmp_path / "reviews.json"
+    source.write_text(content, encoding="utf-8")
+    result = run_cli("classify", "-f", str(source), "--model", str(tmp_path / "no-model"))
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {source} holds a JSON array: write one JSON object or string per line (JSON Lines)\n",
+    )
+
+
 @pytest.mark.parametrize("from_file", [True, False])
 def test_a_run_that_fails_before_its_first_chunk_leaves_nothing_to_resume(bert_dir, tmp_path, from_file):
     """A stride the model's windows cannot hold is found at the first chunk; the next run must not be asked for

@@ -79,6 +79,8 @@ class RowSource:
         if not self.stdin and not Path(path).is_file():
             raise InputError(missing_input(path))
         self.format = "txt" if self.stdin else table_format(path, fmt)
+        if self.format == "jsonl" and _starts_an_array(Path(path)):
+            raise InputError(f"{path} holds a JSON array: write one JSON object or string per line (JSON Lines)")
         self._reader: _Reader = ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format)
         self.header = self._reader.header
         if self.header is not None:
@@ -278,6 +280,16 @@ def _refuse_duplicate_columns(header: list[str], where: str = "") -> None:
                 "rename one so that neither is lost"
             )
         seen[name] = number
+
+
+def _starts_an_array(path: Path) -> bool:
+    """Whether the file's first character that is not white space (or a byte order mark) opens a JSON array."""
+    with open(path, "rb") as stream:
+        while block := stream.read(4096):
+            start = block.removeprefix(codecs.BOM_UTF8).lstrip()
+            if start:
+                return start.startswith(b"[")
+    return False
 
 
 def missing_input(path: str | Path) -> str:
