@@ -76,6 +76,8 @@ def test_cuda_fp16_when_present(bert_dir, cache):
     assert clf.backend.precision == "fp16"
     expected = Classifier.load(bert_dir, backend="torch").logits(TEXTS)
     assert np.abs(clf.logits(TEXTS) - expected).max() < 0.05
+    numbered = Classifier.load(bert_dir, backend="onnx", device="cuda:0")  # the provider's device_id
+    assert numbered.backend._session.get_provider_options()["CUDAExecutionProvider"]["device_id"] == "0"
 
 
 def test_inference_path_imports_neither_torch_nor_transformers(bert_dir, cache):

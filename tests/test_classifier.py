@@ -159,6 +159,9 @@ def test_cuda_runs_when_present(bert_dir):
     gpu = Classifier.load(bert_dir, backend="torch", device="cuda")
     assert gpu.backend.device == "cuda"
     np.testing.assert_allclose(gpu.logits(TEXTS), cpu, atol=1e-3)
+    beyond = torch.cuda.device_count()
+    with pytest.raises(BackendError, match=f"no CUDA device {beyond} \\(torch sees {beyond}\\)"):
+        Classifier.load(bert_dir, backend="torch", device=f"cuda:{beyond}")
 
 
 def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):

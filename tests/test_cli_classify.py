@@ -116,6 +116,7 @@ def test_a_file_of_long_rows_names_the_first_few_and_counts_the_rest(bert_dir, t
         (["--backend", "torch:fp8"], "error: backend torch has no precision 'fp8'"),
         (["--backend", "onnx:int8", "-p", "fp32"], "error: backend onnx:int8 and precision 'fp32' disagree"),
         (["--device", "gpu0"], "error: unknown device 'gpu0'; choose ane, auto, cpu, cuda, gpu, mps"),
+        (["--device", "cuda:first"], "error: device 'cuda:first': after cuda: comes the device's number, as in cuda:1"),
         (["--long-text", "whole"], "error: unknown long_text (--long-text) 'whole'"),
         (["--labels", " "], "error: --labels needs the class names"),
     ],

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads
-from fastsentiment.backends.registry import register
+from fastsentiment.backends.registry import device_index, device_kind, register
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
@@ -69,11 +69,12 @@ class OnnxBackend:
 
     @classmethod
     def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> OnnxBackend:
-        device = "cpu" if device == "auto" else device.split(":")[0]
-        precision = precision or ("fp16" if device == "cuda" else "int8")
-        if device == "cuda" and precision.startswith("int8"):
+        device = "cpu" if device == "auto" else device
+        kind = device_kind(device)
+        precision = precision or ("fp16" if kind == "cuda" else "int8")
+        if kind == "cuda" and precision.startswith("int8"):
             raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
-        if device == "cpu" and precision == "fp16":
+        if kind == "cpu" and precision == "fp16":
             raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
         return cls.open(onnx_file(model, precision), device, precision, threads)
 
@@ -85,7 +86,10 @@ class OnnxBackend:
         import onnxruntime
 
         options = session_options(threads)
-        session = onnxruntime.InferenceSession(str(path), options, providers=[PROVIDERS[device]])
+        index = device_index(device)
+        provider = PROVIDERS[device_kind(device)]
+        providers = [provider if index is None else (provider, {"device_id": index})]
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         return cls(session, device, precision, Path(path))
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -63,6 +63,16 @@ def device_kind(device: str) -> str:
     return device.split(":")[0]
 
 
+def device_index(device: str) -> int | None:
+    """ "cuda:1" is the device numbered 1 of its kind; "cuda" names none (the runtime's default, its first)."""
+    kind, separator, index = device.partition(":")
+    if not separator:
+        return None
+    if not index.isdigit():
+        raise BackendError(f"device {device!r}: after {kind}: comes the device's number, as in {kind}:1")
+    return int(index)
+
+
 def _runs_on(spec: BackendSpec, device: str) -> bool:
     """Whether `device` ("auto" included) is one of the backend's kinds of device."""
     return device == "auto" or device_kind(device) in spec.devices
@@ -73,6 +83,7 @@ def check_device(device: str) -> None:
     known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
     if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
+    device_index(device)
 
 
 def get_backend(name: str) -> type[Backend]:

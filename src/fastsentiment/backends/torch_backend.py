@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, inference_threads
-from fastsentiment.backends.registry import register
+from fastsentiment.backends.registry import device_index, register
 from fastsentiment.models import ModelDir
 
 
@@ -41,6 +41,9 @@ class TorchBackend:
 
         if kind == "cuda" and not torch.cuda.is_available():
             return "no CUDA device visible to torch"
+        index = device_index(device)
+        if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+            return f"no CUDA device {index} (torch sees {torch.cuda.device_count()})"
         if kind == "mps" and not torch.backends.mps.is_available():
             return "MPS (Apple GPU) is not available"
         return None
