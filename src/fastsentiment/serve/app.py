@@ -111,7 +111,7 @@ class ServerState:
         self.classifier: Classifier | None = None
         self.batcher: DynamicBatcher | None = None
         self.failure: Exception | None = None  # why the model could not load
-        self.loading = False
+        self.loading = False  # set by the app's startup until the loading thread is done
         # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
         self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
 
@@ -123,15 +123,15 @@ class ServerState:
         return self.classifier, self.batcher
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
-        self.loading = True
         try:
             classifier, alone = await _on_daemon_thread(load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request until the server stops
+            self.loading = False
             self.failure = error
             self.on_failure(error)
             return
-        finally:
-            self.loading = False
+        # Cancelled (the server stopped first), `loading` stays set: the thread still runs, and runner.run says so.
+        self.loading = False
         batching = settings.batching
         if not settings.dynamic_batching:
             batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
