@@ -68,6 +68,9 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
     [
         ("torch", LABELS_AT_ODDS, "classifier.bias has shape [2] in the weights but [1] by config.json"),
         ("torch", {"hidden_size": 30}, "do not load as config.json describes them"),
+        ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
+        ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
+        ("torch", {"layer_norm_eps": "abc"}, "config.json does not describe a model"),
         # onnx and openvino start from the same network through the ONNX export
         ("openvino", LABELS_AT_ODDS, "classifier.bias has shape [2] in the weights but [1] by config.json"),
     ],

@@ -29,10 +29,18 @@ def load_network(model: ModelDir, **options: Any):
             network, report = AutoModelForSequenceClassification.from_pretrained(
                 model.path, ignore_mismatched_sizes=True, output_loading_info=True, **options
             )
-    except (ValueError, RuntimeError, OSError) as error:  # transformers' words for a config it cannot build
+    except (ValueError, RuntimeError, OSError, TypeError) as error:  # transformers' words for a config it cannot build
         raise ModelError(
             f"{model.path}: the weights do not load as config.json describes them ({_gist(error)})"
         ) from None
+    except KeyError as error:  # a name config.json gives that transformers has no entry for (hidden_act "foo")
+        raise ModelError(f"{model.path}: config.json names {error}, which transformers does not know") from None
+    except Exception as error:
+        # huggingface_hub's strict config checks (a field of the wrong type) raise errors of their own classes.
+        if type(error).__module__.split(".")[0] != "huggingface_hub":
+            raise
+        detail = [line.strip() for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+        raise ModelError(f"{model.path}: config.json does not describe a model ({detail[0]})") from None
     mismatched = sorted(report.get("mismatched_keys") or [], key=lambda entry: entry[0])
     if mismatched and not replacing:
         name, stored, expected = mismatched[0]
