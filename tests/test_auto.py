@@ -151,21 +151,31 @@ def test_labelled_calibration_rejects_a_candidate_that_loses_accuracy(model, cac
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_a_calibration_file_names_its_text_column_like_every_other_input(model, tmp_path, suffix):
-    rows = [
+    pair = [
         {"review": "a good film", "text": "good", "label": "POSITIVE"},
         {"review": "dull", "text": "bad", "label": 0},
     ]
+    rows = pair * (auto.MIN_CALIBRATION // 2)
     path = tmp_path / f"sample{suffix}"
     if suffix == ".csv":
         path.write_text("review,text,label\n" + "".join(f"{r['review']},{r['text']},{r['label']}\n" for r in rows))
     else:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     found = auto.Calibration.from_file(path, model.labels)  # 'text' found without being named
-    assert (found.texts, found.labels) == (["good", "bad"], [1, 0])
-    assert auto.Calibration.from_file(path, model.labels, "review").texts == ["a good film", "dull"]
+    assert (found.texts[:2], found.labels[:2], len(found.texts)) == (["good", "bad"], [1, 0], auto.MIN_CALIBRATION)
+    assert auto.Calibration.from_file(path, model.labels, "review").texts[:2] == ["a good film", "dull"]
     missing = r"no column 'plot' .*choose one with --text-column" if suffix == ".csv" else r"line 1: no field 'plot'"
     with pytest.raises(InputError, match=missing):
         auto.Calibration.from_file(path, model.labels, "plot")
+
+
+def test_a_calibration_file_too_small_to_time_is_refused(model, tmp_path):
+    path = tmp_path / "few.txt"
+    path.write_text("great\n" * (auto.MIN_CALIBRATION - 1))
+    with pytest.raises(
+        InputError, match=f"{auto.MIN_CALIBRATION - 1} texts; at least {auto.MIN_CALIBRATION} are needed"
+    ):
+        auto.Calibration.from_file(path, model.labels)
 
 
 def test_tune_text_column_needs_a_calibration_file(bert_dir):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from fastsentiment.backends.base import cgroup_cpu_quota
+from fastsentiment.backends.base import cgroup_cpu_quota, inference_threads, usable_cpus
 
 
 def write(path: Path, text: str) -> None:
@@ -105,3 +105,14 @@ def test_a_real_cpu_quota_caps_the_threads_of_a_process_that_may_run_on_more_cpu
         group.rmdir()  # the child has exited: the cgroup is empty again
     affinity, usable, threads = map(int, shown)
     assert affinity >= 2 and (usable, threads) == (1, 1)
+
+
+def test_more_threads_than_usable_cpus_are_capped_with_one_warning(caplog):
+    cpus = usable_cpus()
+    with caplog.at_level("WARNING", logger="fastsentiment"):
+        assert inference_threads(cpus + 997) == cpus
+        assert inference_threads(cpus + 997) == cpus
+        assert inference_threads(cpus) == cpus
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{cpus + 997} threads asked for, but this process may use {cpus} CPUs: computing with {cpus}"
+    ]

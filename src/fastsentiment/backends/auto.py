@@ -38,7 +38,7 @@ import numpy as np
 from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls, usable_cpus
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend
 from fastsentiment.cache import cache_root
-from fastsentiment.errors import BackendError
+from fastsentiment.errors import BackendError, InputError
 from fastsentiment.models import ModelDir
 
 log = logging.getLogger("fastsentiment")
@@ -50,6 +50,8 @@ MAX_ACCURACY_DROP = 0.003
 # candidate is judged against (ONNX Runtime first: no torch import; torch last: a [torch]-only install, or CUDA).
 REFERENCES = (("onnx", "fp32"), ("openvino", "fp32"), ("torch", "fp32"))
 SAMPLE_SIZE = 256
+# Fewer texts than this leave a half of the sample too small to time (a rate of 0, a latency of NaN, cached).
+MIN_CALIBRATION = 32
 BATCH = 32
 TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over it to fill this
 LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
@@ -113,6 +115,11 @@ class Calibration:
 
         data = load_bench_data(str(path), text_column, label_names=list(labels), option="--calibration")
         split = data.labelled or data.speed
+        if len(split.texts) < MIN_CALIBRATION:
+            raise InputError(
+                f"--calibration {path}: {len(split.texts)} texts; at least {MIN_CALIBRATION} are needed to time and "
+                "compare the candidates"
+            )
         texts = split.texts[:SAMPLE_SIZE]
         truth = split.labels[:SAMPLE_SIZE] if split.labels is not None else None
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -7,7 +7,9 @@ a new runtime is one file with one class.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from fastsentiment.models import ModelDir
+
+log = logging.getLogger("fastsentiment")
 
 
 def usable_cpus() -> int:
@@ -105,12 +109,21 @@ def cpu_computes_bf16() -> bool:
 def inference_threads(requested: int | None = None) -> int:
     """Threads a backend computes with: `requested` (Classifier.load(threads=...), --threads), else the user's
     default $FASTSENTIMENT_THREADS, else usable_cpus()."""
-    if requested:
-        return requested
     default = os.environ.get("FASTSENTIMENT_THREADS", "").strip()
-    if default.isdigit() and int(default) > 0:
-        return int(default)
-    return usable_cpus()
+    wanted = requested or (int(default) if default.isdigit() and int(default) > 0 else None)
+    cpus = usable_cpus()
+    if wanted is None:
+        return cpus
+    if wanted > cpus:
+        # More compute threads than CPUs only take turns on them: 999 made a five-row run 50 times slower.
+        _say_threads_capped(wanted, cpus)
+        return cpus
+    return wanted
+
+
+@functools.cache
+def _say_threads_capped(wanted: int, cpus: int) -> None:
+    log.warning("%d threads asked for, but this process may use %d CPUs: computing with %d", wanted, cpus, cpus)
 
 
 def graph_feeds(input_names, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
