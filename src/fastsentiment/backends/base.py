@@ -115,7 +115,7 @@ def inference_threads(requested: int | None = None) -> int:
     if wanted is None:
         return cpus
     if wanted > cpus:
-        # More compute threads than CPUs only take turns on them: 999 made a five-row run 50 times slower.
+        # More compute threads than CPUs only take turns on them (and spin waiting for each other).
         _say_threads_capped(wanted, cpus)
         return cpus
     return wanted
