@@ -86,6 +86,17 @@ def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_pa
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
 
 
+def test_a_config_that_names_two_classes_alike_is_refused(bert_dir, tmp_path):
+    """Two classes of one name would merge into one score, and every answer would name that class."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, id2label={"0": "POSITIVE", "1": "POSITIVE"})
+    result = run_cli("classify", "awful film", "--model", str(model))
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        f"error: {model / 'config.json'}: id2label must give each class a name of its own; got POSITIVE, POSITIVE\n"
+    )
+
+
 def _edit_config(directory, **changes):
     path = directory / "config.json"
     config = json.loads(path.read_text())

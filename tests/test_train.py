@@ -175,6 +175,8 @@ def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, m
         (["--max-steps", "0"], "--max-steps must be at least 1"),
         (["--max-steps", "-1"], "--max-steps must be at least 1"),
         (["--out-is-a-file"], "is a file; training writes a folder"),
+        (["--labels", "NEGATIVE,NEGATIVE"], "--labels must be distinct, non-empty names; got NEGATIVE, NEGATIVE"),
+        (["--eval-fraction", "0.9995"], "--eval-fraction 0.9995 of 600 row(s) holds out every row"),
     ],
 )
 def test_bad_training_options_fail_in_one_line_before_training(train_slice, base_encoder, tmp_path, options, message):

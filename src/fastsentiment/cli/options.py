@@ -51,7 +51,10 @@ def label_names(labels: str | None) -> tuple[str, ...] | None:
         return None
     if not labels.strip():
         raise InputError("--labels needs the class names, comma-separated in class-id order")
-    return tuple(name.strip() for name in labels.split(","))
+    names = tuple(name.strip() for name in labels.split(","))
+    if len(set(names)) != len(names) or not all(names):
+        raise InputError(f"--labels must be distinct, non-empty names; got {', '.join(names)}")
+    return names
 
 
 def load_classifier(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
+from fastsentiment.cli.options import label_names
 
 
 @app.command()
@@ -105,7 +106,7 @@ def train(
         split_seed=split_seed,
         text_column=text_column,
         label_column=label_column,
-        labels=[name.strip() for name in labels.split(",")] if labels else None,
+        labels=list(names) if (names := label_names(labels)) else None,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,

@@ -164,6 +164,10 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
     if id2label is not None:
         if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
             raise ModelError(f"{config_file}: id2label must map class ids to label names")
+        names = [str(name).strip() for name in id2label.values()]
+        if len(set(names)) != len(names) or not all(names):
+            # Two classes of one name would merge into one score, and every answer would name that class.
+            raise ModelError(f"{config_file}: id2label must give each class a name of its own; got {', '.join(names)}")
     return ModelDir(path=path.resolve(), config=config)
 
 

@@ -99,6 +99,10 @@ def split_held_out(data: LabelledData, fraction: float, seed: int) -> tuple[Labe
         raise InputError(f"--eval-fraction must be between 0 and 1, got {fraction}")
     order = np.random.default_rng(seed).permutation(len(data))
     held = max(1, round(len(data) * fraction))
+    if held >= len(data):
+        raise InputError(
+            f"--eval-fraction {fraction:g} of {len(data)} row(s) holds out every row: none would be left to train on"
+        )
     return data.subset(np.sort(order[held:])), data.subset(np.sort(order[:held]))
 
 
