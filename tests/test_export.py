@@ -211,3 +211,15 @@ def test_openvino_throughput_runs_calls_side_by_side_with_the_same_answers(bert_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["1", "2"]  # latency: one call with every thread; throughput: two streams
+
+
+def test_an_openvino_export_whose_weights_cannot_be_written_leaves_nothing_half_written(bert_dir, tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "model.xml"
+    (tmp_path / "model.bin").mkdir()  # where the weights go
+    result = run_cli("export", "openvino", str(bert_dir), str(out))
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: cannot write {tmp_path / 'model.bin'}: Is a directory\n",
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]  # no .xml without weights, no scratch

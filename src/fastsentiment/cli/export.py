@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.errors import InputError
+from fastsentiment.errors import FastSentimentError, InputError
 from fastsentiment.outputs import check_output_place
 
 export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)
@@ -37,7 +40,8 @@ def export_onnx_command(
     if precision not in VARIANTS:
         raise InputError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(VARIANTS)}")
     _check_suffix(out, ".onnx")
-    shutil.copyfile(onnx_file(resolve_model(model), precision), out)
+    source = onnx_file(resolve_model(model), precision)
+    _write_whole(out, [out.name], lambda scratch: shutil.copyfile(source, scratch / out.name))
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
 
 
@@ -58,8 +62,33 @@ def export_openvino_command(
         raise missing_extra("openvino", "openvino", "OpenVINO export") from None
     _check_suffix(out, ".xml")
     network = ov.Core().read_model(str(onnx_file(resolve_model(model), "plain")))
-    ov.save_model(network, str(out), compress_to_fp16=fp16_weights)
+    _write_whole(
+        out,
+        [out.with_suffix(".bin").name, out.name],  # the .xml last: no .xml without its weights
+        lambda scratch: ov.save_model(network, str(scratch / out.name), compress_to_fp16=fp16_weights),
+    )
     typer.echo(f"wrote {out} and {out.with_suffix('.bin')}")
+
+
+def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -> None:
+    """`write(scratch)` writes the files `names` into a scratch folder beside `out`; they are moved into place only
+    whole. A write that fails (a full disk, a folder where a file goes) is one line naming what was asked for, and
+    leaves no truncated file behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    target = out
+    try:
+        write(scratch)
+        for name in names:
+            target = out.parent / name
+            os.replace(scratch / name, target)
+    except OSError as error:
+        raise FastSentimentError(f"cannot write {target}: {error.strerror or error}") from None
+    except RuntimeError as error:  # OpenVINO's writer reports a failed write this way
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise FastSentimentError(f"cannot write {out}: {first}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @export_app.command("coreml")
