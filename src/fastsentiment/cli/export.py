@@ -29,7 +29,8 @@ def export_onnx_command(
         "int8",
         "--precision",
         "-p",
-        help="int8 (CPU), int8-dynamic (CPU, faster, less exact), fp32, fp16 (CUDA), or plain (unfused fp32).",
+        help="int8 (CPU), int8-dynamic (CPU, faster, less exact), fp32, fp16 (CUDA), or plain (unfused fp32); "
+        "also the benchmarks' int8-dynamic-7bit and plain-int8.",
     ),
 ) -> None:
     """ONNX with dynamic batch and sequence axes, as the onnx backend runs it."""
