@@ -1,4 +1,5 @@
-"""Reading a label cell of a data file: one rule for training, evaluation and benchmarks."""
+"""Label names: reading a label cell of a data file (one rule for training, evaluation and benchmarks), and what
+makes a set of class names usable."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
         return int(text)
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
     raise InputError(f"{where}: unknown label {text!r}; {known}")
+
+
+def distinct_names(names: Sequence[str]) -> bool:
+    """Whether every class has a name of its own: two alike would merge into one score, and answers would name
+    the merged class."""
+    return all(names) and len(set(names)) == len(names)

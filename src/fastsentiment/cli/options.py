@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from fastsentiment.errors import InputError
+from fastsentiment.labels import distinct_names
 
 ModelOption = Annotated[
     str | None,
@@ -52,7 +53,7 @@ def label_names(labels: str | None) -> tuple[str, ...] | None:
     if not labels.strip():
         raise InputError("--labels needs the class names, comma-separated in class-id order")
     names = tuple(name.strip() for name in labels.split(","))
-    if len(set(names)) != len(names) or not all(names):
+    if not distinct_names(names):
         raise InputError(f"--labels must be distinct, non-empty names; got {', '.join(names)}")
     return names
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import ModelError
+from fastsentiment.labels import distinct_names
 from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
@@ -61,7 +62,7 @@ class ModelDir:
             raise ModelError(
                 f"--labels names {len(names)} classes ({', '.join(names)}); {self.path.name} has {len(self.labels)}"
             )
-        if len(set(names)) != len(names) or not all(names):
+        if not distinct_names(names):
             raise ModelError(f"--labels must be distinct, non-empty names; got {', '.join(names)}")
         id2label = {str(i): name for i, name in enumerate(names)}
         label2id = {name: i for i, name in enumerate(names)}
@@ -165,8 +166,7 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
             raise ModelError(f"{config_file}: id2label must map class ids to label names")
         names = [str(name).strip() for name in id2label.values()]
-        if len(set(names)) != len(names) or not all(names):
-            # Two classes of one name would merge into one score, and every answer would name that class.
+        if not distinct_names(names):
             raise ModelError(f"{config_file}: id2label must give each class a name of its own; got {', '.join(names)}")
     return ModelDir(path=path.resolve(), config=config)
 
