@@ -24,3 +24,8 @@ def missing_extra(package: str, extra: str, purpose: str) -> BackendError:
     return BackendError(
         f"{purpose} needs the Python package '{package}', which is not installed: pip install 'fastsentiment[{extra}]'"
     )
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a (often many-line) error from a library, or its type's name where it says nothing."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.errors import FastSentimentError, InputError
+from fastsentiment.errors import FastSentimentError, InputError, first_line
 from fastsentiment.outputs import check_output_place
 
 export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)
@@ -86,8 +86,7 @@ def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -
     except OSError as error:
         raise FastSentimentError(f"cannot write {target}: {error.strerror or error}") from None
     except RuntimeError as error:  # OpenVINO's writer reports a failed write this way
-        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise FastSentimentError(f"cannot write {out}: {first}") from None
+        raise FastSentimentError(f"cannot write {out}: {first_line(error)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from fastsentiment.errors import ModelError
+from fastsentiment.errors import ModelError, first_line
 from fastsentiment.models.modeldir import ModelDir
 
 log = logging.getLogger("fastsentiment")
@@ -31,7 +31,7 @@ def load_network(model: ModelDir, **options: Any):
             )
     except (ValueError, RuntimeError, OSError, TypeError) as error:  # transformers' words for a config it cannot build
         raise ModelError(
-            f"{model.path}: the weights do not load as config.json describes them ({_gist(error)})"
+            f"{model.path}: the weights do not load as config.json describes them ({first_line(error).rstrip('.')})"
         ) from None
     except KeyError as error:  # a name config.json gives that transformers has no entry for (hidden_act "foo")
         raise ModelError(f"{model.path}: config.json names {error}, which transformers does not know") from None
@@ -69,9 +69,3 @@ def transformers_quiet() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
         if bars:
             transformers_logging.enable_progress_bar()
-
-
-def _gist(error: Exception) -> str:
-    """The first line of a (often many-line) loading error."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__).rstrip(".")
