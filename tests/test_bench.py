@@ -70,6 +70,7 @@ def test_quick_bench_writes_every_output_well_formed(quick_report):
         (["--backends", "onnx:fp8"], "backend onnx has no precision 'fp8'"),
         (["--backends", "coreml"], "CoreML predicts on macOS only"),
         (["--batch-sizes", "0,8"], "--batch-sizes must be at least 1"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
 def test_bad_configurations_fail_before_any_run(bert_dir, tmp_path, args, message):
@@ -77,6 +78,39 @@ def test_bad_configurations_fail_before_any_run(bert_dir, tmp_path, args, messag
     assert result.returncode == 2
     assert message in result.stderr.decode() and "Traceback" not in result.stderr.decode()
     assert not (tmp_path / "out").exists()
+
+
+def _has_cuda() -> bool:
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available()
+
+
+def test_a_device_without_backends_fails_before_any_run(bert_dir, tmp_path):
+    if _has_cuda():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("bench", "-m", str(bert_dir), "--device", "cuda", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
+    assert "error: --device cuda: no backend runs there on this machine" in result.stderr.decode()
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_on_cuda_runs_every_row_there_the_pipeline_too(bert_dir, sst2_dir, tmp_path):
+    if not _has_cuda():
+        pytest.skip("no CUDA device")
+    out = tmp_path / "out"
+    rows = "torch:fp32,torch:fp16,pipeline:32"
+    result = run_cli(
+        "bench", "--quick", "-m", str(bert_dir), "--device", "cuda", "--data", str(sst2_dir), "--backends", rows,
+        "--out", str(out), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["device"] == "cuda"
+    rows = {row["config"]: row for row in report["rows"]}
+    assert {row.get("failed") for row in rows.values()} == {None}
+    assert {row["device"] for row in rows.values()} == {"cuda"}
+    assert all(row["peak_gpu_mb"] > 0 for row in rows.values())  # PyTorch's allocator, the pipeline's too
+    assert rows["pipeline:32"]["max_abs_logit_delta"] <= 1e-3 and rows["torch:fp16"]["agreement"] >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -159,9 +159,37 @@ def test_cuda_runs_when_present(bert_dir):
     gpu = Classifier.load(bert_dir, backend="torch", device="cuda")
     assert gpu.backend.device == "cuda"
     np.testing.assert_allclose(gpu.logits(TEXTS), cpu, atol=1e-3)
+    for precision in ("bf16", "fp16"):  # the half precisions of a GPU
+        half = Classifier.load(bert_dir, backend="torch", device="cuda:0", precision=precision)
+        assert next(half.backend._model.parameters()).dtype == getattr(
+            torch, {"bf16": "bfloat16"}.get(precision, "float16")
+        )
+        assert np.abs(half.logits(TEXTS) - cpu).max() < 0.5
+    with pytest.raises(BackendError, match="torch int8 dynamic quantisation runs on cpu only"):
+        Classifier.load(bert_dir, backend="torch", device="cuda", precision="int8")
     beyond = torch.cuda.device_count()
     with pytest.raises(BackendError, match=f"no CUDA device {beyond} \\(torch sees {beyond}\\)"):
         Classifier.load(bert_dir, backend="torch", device=f"cuda:{beyond}")
+
+
+def test_fp16_is_for_gpus_and_int8_for_the_cpu(bert_dir):
+    """torch fp16 on a CPU is refused in one line (bf16 is the CPU's half precision); `auto` measures, on each kind
+    of device, only the precisions that run there."""
+    from fastsentiment.backends.onnx_backend import OnnxBackend
+    from fastsentiment.backends.torch_backend import TorchBackend
+
+    with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use bf16 or fp32"):
+        Classifier.load(bert_dir, backend="torch", device="cpu", precision="fp16")
+    runs_on = {
+        kind: [p for p in TorchBackend.spec.precisions if TorchBackend.spec.precision_runs_on(p, kind)]
+        for kind in ("auto", "cpu", "cuda")
+    }
+    assert runs_on == {
+        "auto": ["fp32", "bf16", "int8"],
+        "cpu": ["fp32", "bf16", "int8"],
+        "cuda": ["fp32", "bf16", "fp16"],
+    }
+    assert [p for p in OnnxBackend.spec.precisions if OnnxBackend.spec.precision_runs_on(p, "cuda")] == ["fp32", "fp16"]
 
 
 def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):

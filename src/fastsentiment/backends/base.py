@@ -145,12 +145,21 @@ class BackendSpec:
     devices: tuple[str, ...]
     precisions: tuple[str, ...]
     default_precision: str
-    # Whether `auto` measures it (not layouts meant for other hardware), and precisions it runs only on accelerators.
+    # Whether `auto` measures it (not layouts meant for other hardware), and precisions it runs only on accelerators
+    # or only on the CPU.
     tunable: bool = True
     accelerator_only: tuple[str, ...] = ()
+    cpu_only: tuple[str, ...] = ()
     # Whether load() takes `workload` ("throughput" or "latency") and, for throughput, may return a backend whose
     # `parallel_calls` logits calls run at once, each on its own share of the threads.
     parallel: bool = False
+
+    def precision_runs_on(self, precision: str, device_kind: str) -> bool:
+        """Whether `precision` is one of this backend's on a device of this kind ("auto" counts as the CPU, as the
+        backends that take it read it)."""
+        on_cpu = device_kind in ("auto", "cpu")
+        excluded = self.accelerator_only if on_cpu else self.cpu_only
+        return precision in self.precisions and precision not in excluded
 
     def missing_module(self) -> str | None:
         """The first runtime module that is not installed, if any (checked without importing it)."""

@@ -41,6 +41,7 @@ class OnnxBackend:
         precisions=("int8", "int8-dynamic", "fp32", "fp16"),
         default_precision="int8",
         accelerator_only=("fp16",),
+        cpu_only=("int8", "int8-dynamic"),
     )
 
     def __init__(self, session, device: str, precision: str, path: Path) -> None:

@@ -164,10 +164,9 @@ def resolve_auto(
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
     first backend that has it."""
     if precision is not None:
-        on_cpu = device_kind(device) in ("auto", "cpu")  # what "auto" is for the backends that take it as the CPU
+        kind = device_kind(device)
         for name in backend_names():
-            spec = get_backend(name).spec
-            if precision not in spec.precisions or (on_cpu and precision in spec.accelerator_only):
+            if not get_backend(name).spec.precision_runs_on(precision, kind):
                 continue
             if availability(name, device, model).runnable:
                 return name, precision

@@ -1,4 +1,4 @@
-"""`torch`: the Hugging Face model under PyTorch (CPU, CUDA, MPS) in fp32, bf16 or dynamic int8.
+"""`torch`: the Hugging Face model under PyTorch (CPU, CUDA, MPS) in fp32, bf16, fp16 (GPUs) or dynamic int8 (CPU).
 
 This is the reference every other backend is measured against (fp32 on CPU).
 """
@@ -22,8 +22,10 @@ class TorchBackend:
         extra="torch",
         modules=("torch", "transformers"),
         devices=("cpu", "cuda", "mps"),
-        precisions=("fp32", "bf16", "int8"),
+        precisions=("fp32", "bf16", "fp16", "int8"),
         default_precision="fp32",
+        accelerator_only=("fp16",),
+        cpu_only=("int8",),
     )
 
     def __init__(self, model, device: str, precision: str, token_types: bool) -> None:
@@ -62,15 +64,17 @@ class TorchBackend:
         torch.set_num_threads(inference_threads(threads))
         device = best_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
-        if precision == "int8" and device != "cpu":
-            from fastsentiment.errors import BackendError
+        from fastsentiment.errors import BackendError
 
+        if precision == "int8" and device != "cpu":
             raise BackendError("torch int8 dynamic quantisation runs on cpu only")
+        if precision == "fp16" and device == "cpu":
+            raise BackendError("torch fp16 runs on cuda or mps; on cpu use bf16 or fp32")
         # Weights may be stored in fp16 (the built-in model is); compute in fp32 unless asked otherwise.
         network = load_network(model, dtype=torch.float32)
         network.eval()
-        if precision == "bf16":
-            network = network.to(torch.bfloat16)
+        if precision in ("bf16", "fp16"):
+            network = network.to(torch.bfloat16 if precision == "bf16" else torch.float16)
         elif precision == "int8":
             network = _quantise_dynamic_int8(network)
         network.to(device)

@@ -33,6 +33,7 @@ class Spec:
     speed_limit: int | None = None
     labelled_limit: int | None = None
     latency_samples: int = 300
+    device: str = "auto"
 
 
 def peak_rss_mb() -> float:
@@ -49,6 +50,15 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 * 1024)
+
+
+def peak_cuda_mb() -> float | None:
+    """The most GPU memory PyTorch's allocator held in this process, where it used CUDA (other runtimes' CUDA
+    memory is not counted)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -68,6 +78,8 @@ def measure(spec: Spec) -> dict:
     else:
         result = _measure_backend(spec, speed_texts, labelled_texts, started)
     result["peak_rss_mb"] = peak_rss_mb()
+    if (gpu_mb := peak_cuda_mb()) is not None:
+        result["peak_gpu_mb"] = gpu_mb
     result["rss_source"] = "VmHWM" if Path("/proc/self/status").exists() else "ru_maxrss"
     result["speed_sentences"] = len(speed_texts)
     if labelled_texts:
@@ -92,7 +104,7 @@ def _load(spec: Spec):
         peer = load_peer(spec.config, model)
         return Classifier(model, peer, TextEncoder.from_model_dir(model)), time.perf_counter() - t
     t = time.perf_counter()
-    clf = Classifier.load(spec.model, backend=backend, precision=precision or None)
+    clf = Classifier.load(spec.model, backend=backend, device=spec.device, precision=precision or None)
     return clf, time.perf_counter() - t
 
 
@@ -157,9 +169,11 @@ def _latency_classifier(spec: Spec, clf):
     if spec.config == "auto":
         from fastsentiment.backends.registry import resolve_auto
 
-        name, precision = resolve_auto(clf.model, "auto", None, "latency")
+        name, precision = resolve_auto(clf.model, spec.device, None, "latency")
         if (name, precision) != (clf.backend.spec.name, clf.backend.precision):
-            return Classifier.load(spec.model, backend=name, precision=precision, workload="latency")
+            return Classifier.load(
+                spec.model, backend=name, device=spec.device, precision=precision, workload="latency"
+            )
     return clf.one_call_at_a_time()
 
 
@@ -186,6 +200,7 @@ def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
+    from fastsentiment.backends.torch_backend import best_device
     from fastsentiment.models import resolve_model
 
     hf_logging.set_verbosity_error()
@@ -193,10 +208,11 @@ def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     _, _, batch = spec.config.partition(":")
     batch_size = int(batch) if batch else None
     model = resolve_model(spec.model)
+    device = best_device() if spec.device == "auto" else spec.device  # where the torch rows run
     t = time.perf_counter()
     # truncation=True: classify what the other rows classify (the pipeline would fail on long inputs).
     classify = pipeline(
-        "text-classification", model=str(model.path), dtype=torch.float32, device="cpu", truncation=True
+        "text-classification", model=str(model.path), dtype=torch.float32, device=device, truncation=True
     )
     load_s = time.perf_counter() - t
     classify(speed_texts[:8])
@@ -221,7 +237,7 @@ def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:
         "config": spec.config,
         "backend": PIPELINE,
         "precision": "fp32",
-        "device": "cpu",
+        "device": device,
         "import_and_data_s": t0_delta(started, load_s),
         "load_s": load_s,
         "tokenize_s": float("nan"),

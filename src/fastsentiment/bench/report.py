@@ -159,6 +159,15 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     return [out / "results.json", out / "results.csv", out / "report.md", *plots]
 
 
+def device_lines(report: dict) -> list[str]:
+    """Where the rows ran when it was asked (`--device`), with PyTorch's peak GPU memory per row that used CUDA."""
+    device = report.get("device", "auto")
+    if device == "auto":
+        return []
+    held = [f"{row['config']} {row['peak_gpu_mb']:,.0f} MB" for row in report["rows"] if "peak_gpu_mb" in row]
+    return [f"- device: {device}" + (f"; PyTorch's peak GPU memory: {', '.join(held)}" if held else "")]
+
+
 def markdown(report: dict, plots: list[Path]) -> str:
     rows = report["rows"]
     m = report["machine"]
@@ -171,6 +180,7 @@ def markdown(report: dict, plots: list[Path]) -> str:
         f"- data: {report['data']} — accuracy on {report['labelled_sentences']} labelled sentences, speed on "
         f"{report['speed_sentences']} sentences; repeats: {report['repeats']} (medians)",
         f"- command: `{report['command']}`",
+        *device_lines(report),
         "",
         "| " + " | ".join(headline_columns()) + " |",
         "|" + "---|" * len(headline_columns()),

@@ -20,12 +20,13 @@ from fastsentiment.errors import BackendError, FastSentimentError
 REFERENCE = "torch:fp32"  # Hugging Face fp32: what every other configuration is compared with
 
 
-def default_configs() -> list[str]:
-    """What `auto` resolves to, every backend that runs here at its default precision, the reference, the pipelines."""
+def default_configs(device: str = "auto") -> list[str]:
+    """What `auto` resolves to, every backend that runs on `device` at its default precision, the reference, the
+    pipelines."""
     from fastsentiment.backends import backend_names
 
-    configs = ["auto", *(name for name in backend_names() if availability(name).runnable)]
-    if availability("torch").runnable:
+    configs = ["auto", *(name for name in backend_names() if availability(name, device).runnable)]
+    if availability("torch", device).runnable:
         configs = [REFERENCE, *(c for c in configs if c != "torch"), f"{PIPELINE}", f"{PIPELINE}:32"]
     return configs
 
@@ -50,7 +51,7 @@ def check_config(config: str) -> None:
         raise BackendError(f"{config}: {error}") from None
 
 
-def prepare_config(config: str, model) -> None:
+def prepare_config(config: str, model, device: str = "auto") -> None:
     """Build what a backend caches (exports) before it is timed; backends without a cache need nothing."""
     name, _, precision = config.partition(":")
     if config.startswith(PEER_PREFIX):  # converted inside the peers' own environment, before timing
@@ -60,11 +61,11 @@ def prepare_config(config: str, model) -> None:
 
         # A benchmark is worth measuring for: the auto row then runs the decisions it measures, the throughput one
         # on batches and the latency one on single texts.
-        name, precision = resolve_auto(model, "auto", None, "throughput", measure=True)
-        quickest, quickest_precision = resolve_auto(model, "auto", None, "latency", measure=True)
-        prepare_backend(model, quickest, "auto", quickest_precision)
+        name, precision = resolve_auto(model, device, None, "throughput", measure=True)
+        quickest, quickest_precision = resolve_auto(model, device, None, "latency", measure=True)
+        prepare_backend(model, quickest, device, quickest_precision)
     if name != PIPELINE:
-        prepare_backend(model, name, "auto", precision or None)
+        prepare_backend(model, name, device, precision or None)
 
 
 def run_config(spec: Spec, timeout: float | None = None, python: str = sys.executable) -> dict:
@@ -95,7 +96,9 @@ def summarise(runs: list[dict]) -> dict:
     first = ok[0]
     keys = ("config", "backend", "precision", "latency_config", "device", "speed_sentences", "rss_source")
     summary = {key: first[key] for key in keys if key in first}
-    for key in ("load_s", "tokenize_s", "peak_rss_mb", "import_and_data_s"):
+    for key in ("load_s", "tokenize_s", "peak_rss_mb", "import_and_data_s", "peak_gpu_mb"):
+        if key not in first:
+            continue
         values = [run[key] for run in ok]
         summary[key] = float(np.median(values))
         summary[f"{key}_spread"] = [float(min(values)), float(max(values))]

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fastsentiment.backends import availability, backend_names
+from fastsentiment.backends.registry import check_device
 from fastsentiment.bench.data import load_bench_data
 from fastsentiment.bench.measure import PEER_PREFIX, Spec
 from fastsentiment.bench.peers import peer_configs
@@ -41,11 +43,17 @@ class BenchRequest:
     timeout: float = 1800
     command: str = ""
     peers_python: str | None = None  # an interpreter with the peers installed (scripts/build_peers_venv.sh)
+    device: str = "auto"  # where every row runs, the pipeline rows too
 
 
 def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lambda message, done: None) -> dict:
     """Measure every configuration of `request`; `progress(message, runs_done)` follows along. Returns the report."""
     model_dir = resolve_model(request.model)
+    check_device(request.device)
+    if not any(availability(name, request.device).runnable for name in backend_names()):
+        raise InputError(
+            f"--device {request.device}: no backend runs there on this machine (see `fastsentiment backends --device {request.device}`)"
+        )
     configs = resolved_configs(request)
     for config in configs:
         check_config(config)
@@ -69,6 +77,7 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         label_column=request.label_column,
         labels=model_dir.labels,
         batch_sizes=sizes,
+        device=request.device,
     )
     if request.quick:
         spec.update(QUICK)
@@ -77,7 +86,7 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         runs = []
         progress(f"{config}: preparing (exports are cached, not timed)", done)
         try:
-            prepare_config(config, model_dir)
+            prepare_config(config, model_dir, request.device)
         except Exception as error:  # reported in its row, like any other failure of this configuration
             rows.append({"config": config, "failed": f"prepare: {str(error).splitlines()[0]}"})
             done += request.repeat
@@ -100,6 +109,7 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         "speed_sentences": min(len(bench_data.speed.texts), spec.get("speed_limit") or len(bench_data.speed.texts)),
         "repeats": request.repeat,
         "command": request.command,
+        "device": request.device,
         "machine": machine(),
         "rows": rows,
     }
@@ -112,7 +122,7 @@ def resolved_configs(request: BenchRequest) -> list[str]:
         if request.peers_python and not any(c.startswith(PEER_PREFIX) for c in configs):
             configs += peer_configs()
         return configs
-    configs = default_configs() + (peer_configs() if request.peers_python else [])
+    configs = default_configs(request.device) + (peer_configs() if request.peers_python else [])
     if request.quick:
         configs = [c for c in configs if c != "pipeline:32"]
     return configs if REFERENCE in configs else [REFERENCE, *configs]

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import ModelOption
+from fastsentiment.cli.options import DeviceOption, ModelOption
 
 DEFAULT_DATA = "../shared/data/sst2"
 
@@ -18,6 +18,7 @@ DEFAULT_DATA = "../shared/data/sst2"
 @app.command()
 def bench(
     model: ModelOption = None,
+    device: DeviceOption = "auto",
     backends: str | None = typer.Option(
         None,
         "--backends",
@@ -64,6 +65,7 @@ def bench(
         quick=quick,
         timeout=timeout,
         peers_python=peers,
+        device=device,
         command="fastsentiment " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
     )
     console = Console(stderr=True)
