@@ -192,6 +192,25 @@ def test_fp16_is_for_gpus_and_int8_for_the_cpu(bert_dir):
     assert [p for p in OnnxBackend.spec.precisions if OnnxBackend.spec.precision_runs_on(p, "cuda")] == ["fp32", "fp16"]
 
 
+def test_attention_on_cuda_leaves_out_cudnn_and_only_while_it_runs():
+    """cuDNN builds an attention plan per new (batch, length): the torch backend and the trainer leave it out on
+    CUDA, for the call only; on other devices nothing is touched."""
+    torch = pytest.importorskip("torch")
+    from fastsentiment.backends.torch_backend import attention_kernels
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels("cuda:0"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+        q = torch.randn(2, 4, 5, 8)  # a masked attention still runs under the narrowed choice
+        mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+        assert torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask).shape == q.shape
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels("cpu"), attention_kernels("mps"):
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
 def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig
 
 from fastsentiment.backends.base import usable_cpus
-from fastsentiment.backends.torch_backend import torch_inputs
+from fastsentiment.backends.torch_backend import attention_kernels, torch_inputs
 from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir
@@ -156,7 +156,7 @@ class Trainer:
         task = progress.add_task("training", total=steps, completed=self.step, loss=float("nan"), rate=0.0)
         seen, window_start, running = 0, time.perf_counter(), None
         self.model.train()
-        with progress:
+        with progress, attention_kernels(str(self.device)):
             while self.step < steps:
                 epoch, position = divmod(self.step, per_epoch)
                 batches = length_bucketed_batches(
@@ -408,7 +408,7 @@ def batched_outputs(
 ):
     """(row indices, model outputs) over length-sorted batches, in inference mode (no dropout)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, attention_kernels(str(device)):
         for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
             batch = encoder.pad([sequences[i] for i in rows])
             ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
