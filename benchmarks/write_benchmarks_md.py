@@ -356,6 +356,17 @@ def serve_section(load: dict, notes: Path) -> list[str]:
     ]
 
 
+def gpu_section(folder: Path) -> list[str]:
+    """The GPU runs of `benchmarks/gpu.sh`: the note, then each bench report."""
+    out = ["## GPU", ""]
+    if not folder.is_dir():
+        return [*out, "Not measured yet. On a CUDA machine, `benchmarks/gpu.sh` fills this section.", ""]
+    out += [(folder / "note.md").read_text()]
+    for name in ("builtin", "distilbert-base", "auto"):
+        out.append(section(folder / name / "report.md", f"results/{folder.name}/{name}"))
+    return out
+
+
 def main() -> None:
     results = Path(sys.argv[1])
     cold_builtin = json.loads((results / "cold-start-builtin.json").read_text())
@@ -405,11 +416,7 @@ def main() -> None:
         "See [ane-layernorm.md](ane-layernorm.md); measured with `benchmarks/ane_layernorm.py`:",
         "",
         (results / "ane-layernorm.md").read_text(),
-        "## GPU",
-        "",
-        "Not measured yet: no GPU was available to the sessions that produced these results. On a CUDA machine,",
-        "`fastsentiment bench --backends torch:fp32,torch:bf16,onnx:fp16` fills this section.",
-        "",
+        *gpu_section(results / "gpu-h200"),
     ]
     print("\n".join(out))
 
