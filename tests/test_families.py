@@ -257,7 +257,9 @@ def test_ane_layout_follows_every_deberta_v2_configuration(family_model, texts, 
     model = family_model("deberta-v2", config_overrides=DEBERTA_VARIANTS[variant])
     reference = hugging_face_logits(model, texts)
     logits = Classifier.load(model, backend="ane", precision="fp32", batch_size=16).logits(texts)
-    assert np.abs(logits - reference).max() <= 1e-4, variant
+    # fp32 rounding grows with the logits: these reach ~10 here, and an AMX Xeon's kernels put "buckets up to 20"
+    # 1.08e-4 from transformers (1.1e-5 of the scale); a wrong layout is off by tenths.
+    assert np.abs(logits - reference).max() <= 3e-5 * max(1.0, float(np.abs(reference).max())), variant
 
 
 def test_an_architecture_without_an_ane_layout_is_refused_in_one_line(family_model, monkeypatch):

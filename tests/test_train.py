@@ -799,3 +799,16 @@ def test_attention_distillation_needs_one_teacher_with_as_many_heads_and_saved_m
     fails("c2", "--teacher-logits", str(saved), "--teacher-logits", str(saved), says=b"needs one teacher")
     two_heads = build_model(tmp_path / "two-heads", "bert", hidden=64, heads=2, vocab=base_encoder / "vocab.txt")
     fails("d", "--teacher", str(two_heads), says=b"the teacher has 2 attention heads, the student 4")
+
+
+def test_class_ids_in_the_data_take_the_base_models_class_names(train_slice, base_encoder, tmp_path):
+    """SST-2's 0/1 on a base whose head names its classes (a sentiment model fine-tuned further): the names stay."""
+    args = train_args(train_slice, tmp_path / "model", base_encoder, "--max-steps", "2")
+    at = args.index("--labels")
+    del args[at : at + 2]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    said = result.stdout.decode() + result.stderr.decode()
+    assert f"class ids named after {base_encoder.name}: NEGATIVE, POSITIVE" in said
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}

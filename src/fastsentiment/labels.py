@@ -23,6 +23,11 @@ def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
     raise InputError(f"{where}: unknown label {text!r}; {known}")
 
 
+def generic_names(count: int) -> list[str]:
+    """The names of classes known only by their ids, as transformers writes them: LABEL_0, LABEL_1, ..."""
+    return [f"LABEL_{i}" for i in range(count)]
+
+
 def distinct_names(names: Sequence[str]) -> bool:
     """Whether every class has a name of its own: two alike would merge into one score, and answers would name
     the merged class."""

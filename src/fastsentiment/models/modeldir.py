@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastsentiment.errors import ModelError
-from fastsentiment.labels import distinct_names
+from fastsentiment.labels import distinct_names, generic_names
 from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
@@ -51,8 +51,7 @@ class ModelDir:
         """Label names ordered by class id, from config.id2label."""
         id2label = self.config.get("id2label")
         if not id2label:
-            count = int(self.config.get("num_labels", 2))
-            return [f"LABEL_{i}" for i in range(count)]
+            return generic_names(int(self.config.get("num_labels", 2)))
         return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
     def with_labels(self, names: Sequence[str]) -> ModelDir:

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, table_format
-from fastsentiment.labels import label_id
+from fastsentiment.labels import generic_names, label_id
 
 UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py, --unlabelled)
 
@@ -78,7 +78,7 @@ def _infer_label_names(raw: list[str]) -> list[str]:
         ids = sorted(int(value) for value in values)
         if ids[0] < 0:
             raise InputError(f"label ids must be 0 or more, found {ids[0]}")
-        return [f"LABEL_{i}" for i in range(ids[-1] + 1)]
+        return generic_names(ids[-1] + 1)
     return values
 
 

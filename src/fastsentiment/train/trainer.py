@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.errors import FastSentimentError, InputError, ModelError, missing_extra
+from fastsentiment.labels import generic_names
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, teacher_attention
@@ -47,6 +48,9 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     train_data, label_names = read_labelled(
         config.train_file, text_column=config.text_column, label_column=config.label_column, label_names=config.labels
     )
+    teachers = [resolve_model(t) for t in config.teachers]
+    if config.labels is None:
+        label_names = _names_for_class_ids(label_names, [base, *teachers], on_event)
     _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
         held_out, _ = read_labelled(
@@ -54,7 +58,6 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         )
     else:
         train_data, held_out = split_held_out(train_data, config.eval_fraction, config.split_seed)
-    teachers = [resolve_model(t) for t in config.teachers]
     for teacher in teachers:
         if teacher.labels != label_names:
             raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the data has {label_names}")
@@ -139,6 +142,21 @@ def distillation_data(
             extra.append(text)
     labels = np.concatenate([train_data.labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
     return train_data.texts + extra, labels
+
+
+def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Callable[[str], None]) -> list[str]:
+    """Class ids in the data (0, 1) take the names of the first model, base or teacher, whose head names as many
+    classes: fine-tuning a sentiment model further on SST-2's 0/1 keeps its NEGATIVE/POSITIVE, as transformers keeps
+    a checkpoint's id2label. Named labels in the data, and --labels, are kept as given."""
+    if names != generic_names(len(names)):
+        return names
+    for model in models:
+        if len(model.labels) == len(names) and model.labels != generic_names(len(names)):
+            on_event(
+                f"class ids named after {model.path.name}: {', '.join(model.labels)} (--labels names them otherwise)"
+            )
+            return model.labels
+    return names
 
 
 def _check_classes(data: LabelledData, names: list[str], path: str, on_event: Callable[[str], None]) -> None:
