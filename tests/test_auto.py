@@ -338,3 +338,30 @@ def test_auto_with_a_precision_picks_a_backend_that_computes_it_on_the_cpu(bert_
         "NEGATIVE",
         "POSITIVE",
     )
+
+
+def test_the_fidelity_bar_leaves_out_texts_the_reference_does_not_decide():
+    """A text fp32 scores 50/50 flips under any rounding: it is not counted; a decided text that flips is."""
+    from fastsentiment.backends.auto import UNDECIDED_MARGIN, Measurement, _judge
+
+    reference = np.array([[0.0, 2.0]] * 198 + [[0.0, UNDECIDED_MARGIN / 2], [0.0, -0.001]])
+    undecided_flips = reference.copy()
+    undecided_flips[-2:] = -undecided_flips[-2:]
+    row = Measurement("onnx:int8")
+    _judge(row, undecided_flips, reference, None)
+    assert row.agreement == 1.0 and row.faithful
+    decided_flips = reference.copy()
+    decided_flips[0] = [2.0, 0.0]  # one of 198 decided texts: 99.49%, under the bar
+    _judge(row, decided_flips, reference, None)
+    assert row.agreement == pytest.approx(197 / 198) and not row.faithful
+    _judge(row, undecided_flips[-2:], reference[-2:], None)  # nothing decided: every text counts
+    assert row.agreement == 0.0 and not row.faithful
+
+
+def test_the_builtin_calibration_sample_holds_each_text_once_at_every_length():
+    from fastsentiment.backends.auto import SAMPLE_SIZE, Calibration
+
+    sample = Calibration.builtin()
+    assert len(sample.texts) == len(set(sample.texts)) == SAMPLE_SIZE
+    words = sorted(len(text.split()) for text in sample.texts)
+    assert words[0] <= 5 and words[-1] >= 100  # single sentences to twelve-sentence passages

@@ -45,6 +45,11 @@ log = logging.getLogger("fastsentiment")
 
 WORKLOADS = ("throughput", "latency", "start")
 MIN_AGREEMENT = 0.995
+# A text whose fp32 reference puts its top two classes this close in logits (51.25% against 48.75% for two) has no
+# label to agree with: any rounding flips it. On an AMX Xeon, the built-in model's three bf16 "disagreements" on the
+# built-in sample were texts the reference scored 50.0%/50.0% (logit gaps 0.001-0.027), and they made auto take fp32
+# at 0.30x bf16's speed while bf16 agreed with fp32 on 99.77% of SST-2 dev.
+UNDECIDED_MARGIN = 0.05
 MAX_ACCURACY_DROP = 0.003
 # fp32 paths that match Hugging Face fp32 to 1e-4 (tests); the first that runs here is the reference every
 # candidate is judged against (ONNX Runtime first: no torch import; torch last: a [torch]-only install, or CUDA).
@@ -97,15 +102,14 @@ class Calibration:
 
     @classmethod
     def builtin(cls) -> Calibration:
-        """Sentences the project wrote, and passages of 2-12 of them, so lengths run from a few tokens to ~250."""
+        """Sentences the project wrote, and passages of 2-12 of them, each text once, so lengths run from a few tokens
+        to ~250."""
         sentences = [line.strip() for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
         texts = list(sentences)
-        span = 2
-        while len(texts) < SAMPLE_SIZE:
-            start = len(texts) % len(sentences)
-            texts.append(" ".join(sentences[(start + i) % len(sentences)] for i in range(span)))
-            span = span % 12 + 2
-        return cls(texts, None, "builtin-v1")
+        for i in range(SAMPLE_SIZE - len(texts)):  # every length at each start in turn: no passage twice
+            start, span = (i // 6) % len(sentences), 2 + 2 * (i % 6)
+            texts.append(" ".join(sentences[(start + j) % len(sentences)] for j in range(span)))
+        return cls(texts, None, "builtin-v2")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, labels: Sequence[str], text_column: str | None = None) -> Calibration:
@@ -388,8 +392,13 @@ def _contenders(faithful: list[Measurement]) -> list[Measurement]:
 
 
 def _judge(row: Measurement, logits: np.ndarray, reference: np.ndarray, labels: list[int] | None) -> None:
-    """The fidelity bar: label agreement with the fp32 reference, and no accuracy lost where labels exist."""
-    row.agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
+    """The fidelity bar: label agreement with the fp32 reference on the texts it decides (UNDECIDED_MARGIN), and no
+    accuracy lost where labels exist."""
+    top_two = np.sort(reference, axis=1)[:, -2:]
+    decided = (top_two[:, 1] - top_two[:, 0]) >= UNDECIDED_MARGIN
+    if not decided.any():
+        decided[:] = True
+    row.agreement = float((logits.argmax(1) == reference.argmax(1))[decided].mean())
     row.faithful = row.agreement >= MIN_AGREEMENT
     if labels is not None:
         truth = np.asarray(labels)
