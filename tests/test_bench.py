@@ -148,6 +148,17 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
     assert len(different["disagreements"]) == min(disagreement_count, 10)
     confidences = [d["a_score"] + d["b_score"] for d in different["disagreements"]]
     assert confidences == sorted(confidences, reverse=True)
+    if _has_cuda():  # one backend on the CPU and on the GPU
+        on_both = run_cli(
+            "compare", "torch", "torch", "-m", str(bert_dir), "--device", "cpu", "--device-b", "cuda", "--data",
+            str(data), "--json",
+        )  # fmt: skip
+        assert json.loads(on_both.stdout)["max_abs_logit_delta"] <= 1e-3
+    else:
+        on_both = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--device-b", "cuda", "--data", str(data))
+        assert on_both.returncode == 2 and on_both.stderr.decode() == (
+            "error: backend torch: no CUDA device visible to torch\n"
+        )
     for row in different["disagreements"]:
         assert row["a"] != row["b"] and row["text"] in sentences
 

@@ -20,16 +20,19 @@ def compare_configs(
     data: str = "../shared/data/sst2",
     text_column: str = "sentence",
     show: int = 10,
+    device: str = "auto",
+    device_b: str | None = None,
 ) -> dict[str, Any]:
-    """Agreement, |Δlogit| and the `show` most confident disagreements of configurations `a` and `b`."""
+    """Agreement, |Δlogit| and the `show` most confident disagreements of configurations `a` (on `device`) and `b`
+    (on `device_b`, default the same device): two backends, two models, or one backend on a CPU and a GPU."""
     from fastsentiment.classifier import Classifier
 
     for config in (a, b):
         check_config(config)
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
-    first = Classifier.load(model, backend=a)
-    second = Classifier.load(model_b or model, backend=b)
+    first = Classifier.load(model, backend=a, device=device)
+    second = Classifier.load(model_b or model, backend=b, device=device_b or device)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
     split = load_bench_data(data, text_column, "label", first.labels)

@@ -84,6 +84,10 @@ def compare(
     b: str = typer.Argument(..., help="backend[:precision], e.g. torch:fp32"),
     model: ModelOption = None,
     model_b: str | None = typer.Option(None, "--model-b", help="A different model for B (default: the same)."),
+    device: DeviceOption = "auto",
+    device_b: str | None = typer.Option(
+        None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
+    ),
     data: str = typer.Option(DEFAULT_DATA, "--data"),
     text_column: str = typer.Option("sentence", "--text-column"),
     show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),
@@ -95,7 +99,17 @@ def compare(
 
     from fastsentiment.bench.compare import compare_configs
 
-    result = compare_configs(a, b, model=model, model_b=model_b, data=data, text_column=text_column, show=show)
+    result = compare_configs(
+        a,
+        b,
+        model=model,
+        model_b=model_b,
+        data=data,
+        text_column=text_column,
+        show=show,
+        device=device,
+        device_b=device_b,
+    )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
