@@ -52,7 +52,8 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
     check_device(request.device)
     if not any(availability(name, request.device).runnable for name in backend_names()):
         raise InputError(
-            f"--device {request.device}: no backend runs there on this machine (see `fastsentiment backends --device {request.device}`)"
+            f"--device {request.device}: no backend runs there on this machine "
+            f"(see `fastsentiment backends --device {request.device}`)"
         )
     configs = resolved_configs(request)
     for config in configs:
