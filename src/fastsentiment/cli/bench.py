@@ -69,9 +69,21 @@ def bench(
         command="fastsentiment " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
     )
     console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("benchmark", total=run_count(request))
-        report = run_bench(request, lambda message, done: bar.update(task, description=message, completed=done))
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+    tasks = []
+
+    def follow(message: str, done: int) -> None:
+        # The bar starts with the first run, so that a bench refused before it leaves its error alone on stderr.
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("benchmark", total=run_count(request)))
+        bar.update(tasks[0], description=message, completed=done)
+
+    try:
+        report = run_bench(request, follow)
+    finally:
+        if tasks:  # a Progress never started still writes a line when stopped
+            bar.stop()
     stdout = Console()
     print_table(report["rows"], stdout if stdout.is_terminal else Console(width=220))
     for path in write_outputs(report, out):
