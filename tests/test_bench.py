@@ -141,6 +141,7 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
         run_cli("compare", "onnx:fp32", "torch:fp32", "-m", str(bert_dir), "--data", str(data), "--json").stdout
     )
     assert same["agreement"] == 1.0 and same["max_abs_logit_delta"] <= 1e-4 and same["disagreements"] == []
+    assert (same["device_a"], same["device_b"]) == ("cpu", "cpu")
     result = run_cli(
         "compare", "torch", "torch", "-m", str(bert_dir), "--model-b", str(other), "--data", str(data), "--json"
     )
@@ -161,6 +162,10 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
         assert on_both.returncode == 2 and on_both.stderr.decode() == (
             "error: backend torch: no CUDA device visible to torch\n"
         )
+    text = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--device-b", "cpu:0", "--data", str(data))
+    assert text.stdout.decode().startswith("torch on cpu vs torch on cpu:0 on 6 sentences")
+    empty = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--device-b", "", "--data", str(data))
+    assert empty.returncode == 2 and empty.stderr.decode().startswith("error: unknown device ''")
     for row in different["disagreements"]:
         assert row["a"] != row["b"] and row["text"] in sentences
 

@@ -178,8 +178,10 @@ def test_fp16_is_for_gpus_and_int8_for_the_cpu(bert_dir):
     from fastsentiment.backends.onnx_backend import OnnxBackend
     from fastsentiment.backends.torch_backend import TorchBackend
 
-    with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use bf16 or fp32"):
-        Classifier.load(bert_dir, backend="torch", device="cpu", precision="fp16")
+    for cpu in ("cpu", "cpu:0"):
+        with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use bf16 or fp32"):
+            Classifier.load(bert_dir, backend="torch", device=cpu, precision="fp16")
+    assert Classifier.load(bert_dir, backend="torch", device="cpu:0", precision="int8").backend.precision == "int8"
     runs_on = {
         kind: [p for p in TorchBackend.spec.precisions if TorchBackend.spec.precision_runs_on(p, kind)]
         for kind in ("auto", "cpu", "cuda")

@@ -812,3 +812,30 @@ def test_class_ids_in_the_data_take_the_base_models_class_names(train_slice, bas
     assert f"class ids named after {base_encoder.name}: NEGATIVE, POSITIVE" in said
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+
+
+def test_a_teacher_without_class_names_teaches_a_student_named_after_its_base(train_slice, base_encoder, tmp_path):
+    """Class ids in the data take the base's NEGATIVE/POSITIVE; a teacher saved with LABEL_0/LABEL_1 (no names)
+    still fits, as it did before the names came from the base; one with other names does not."""
+    import shutil
+
+    teacher = Path(shutil.copytree(base_encoder, tmp_path / "teacher"))
+    config = json.loads((teacher / "config.json").read_text())
+    config.pop("id2label"), config.pop("label2id")
+    (teacher / "config.json").write_text(json.dumps(config))
+    args = train_args(train_slice, tmp_path / "student", base_encoder, "--max-steps", "2", "--teacher", str(teacher))
+    at = args.index("--labels")
+    del args[at : at + 2]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["id2label"] == {
+        "0": "NEGATIVE",
+        "1": "POSITIVE",
+    }
+    config["id2label"], config["label2id"] = {"0": "neg", "1": "pos"}, {"neg": 0, "pos": 1}
+    (teacher / "config.json").write_text(json.dumps(config))
+    refused = run_cli(*args)
+    assert refused.returncode == 2
+    assert f"teacher {teacher} has labels ['neg', 'pos'], the student's are ['NEGATIVE', 'POSITIVE']" in (
+        refused.stderr.decode()
+    )

@@ -63,7 +63,7 @@ LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-DECISION_VERSION = 3
+DECISION_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,10 @@ class TorchBackend:
         precision = precision or cls.spec.default_precision
         from fastsentiment.errors import BackendError
 
-        if precision == "int8" and device != "cpu":
+        on_cpu = device_kind(device) == "cpu"
+        if precision == "int8" and not on_cpu:
             raise BackendError("torch int8 dynamic quantisation runs on cpu only")
-        if precision == "fp16" and device == "cpu":
+        if precision == "fp16" and on_cpu:
             raise BackendError("torch fp16 runs on cuda or mps; on cpu use bf16 or fp32")
         # Weights may be stored in fp16 (the built-in model is); compute in fp32 unless asked otherwise.
         network = load_network(model, dtype=torch.float32)

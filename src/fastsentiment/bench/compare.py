@@ -32,7 +32,7 @@ def compare_configs(
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
     first = Classifier.load(model, backend=a, device=device)
-    second = Classifier.load(model_b or model, backend=b, device=device_b or device)
+    second = Classifier.load(model_b or model, backend=b, device=device if device_b is None else device_b)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
     split = load_bench_data(data, text_column, "label", first.labels)
@@ -49,6 +49,8 @@ def compare_configs(
         "b": b,
         "model_a": str(first.model.path),
         "model_b": str(second.model.path),
+        "device_a": first.backend.device,
+        "device_b": second.backend.device,
         "data": data,
         "sentences": len(texts),
         "differ": len(disagree),

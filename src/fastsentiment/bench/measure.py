@@ -53,12 +53,12 @@ def peak_rss_mb() -> float:
 
 
 def peak_cuda_mb() -> float | None:
-    """The most GPU memory PyTorch's allocator held in this process, where it used CUDA (other runtimes' CUDA
-    memory is not counted)."""
+    """The most GPU memory PyTorch's allocator held in this process, where it used CUDA, over every GPU (a row on
+    cuda:1 uses that one alone); other runtimes' CUDA memory is not counted."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return None
-    return torch.cuda.max_memory_allocated() / 2**20
+    return sum(torch.cuda.max_memory_allocated(index) for index in range(torch.cuda.device_count())) / 2**20
 
 
 def percentile(values: list[float], q: float) -> float:

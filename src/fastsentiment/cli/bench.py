@@ -125,6 +125,8 @@ def compare(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    if result["device_a"] != result["device_b"]:  # one backend on two devices: say which side ran where
+        a, b = f"{a} on {result['device_a']}", f"{b} on {result['device_b']}"
     console = Console()
     console.print(
         f"{a} vs {b} on {result['sentences']} sentences of {data}: agreement {result['agreement']:.2%} "

@@ -58,9 +58,9 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         )
     else:
         train_data, held_out = split_held_out(train_data, config.eval_fraction, config.split_seed)
-    for teacher in teachers:
-        if teacher.labels != label_names:
-            raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the data has {label_names}")
+    for teacher in teachers:  # a teacher whose classes have no names (LABEL_0...) fits any names of its count
+        if teacher.labels not in (label_names, generic_names(len(label_names))):
+            raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the student's are {label_names}")
     if teachers and config.teacher_logits:
         raise InputError("--teacher-logits replaces --teacher: give one of them")
     if config.augment and not (teachers or config.teacher_logits):
