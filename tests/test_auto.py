@@ -365,3 +365,39 @@ def test_the_builtin_calibration_sample_holds_each_text_once_at_every_length():
     assert len(sample.texts) == len(set(sample.texts)) == SAMPLE_SIZE
     words = sorted(len(text.split()) for text in sample.texts)
     assert words[0] <= 5 and words[-1] >= 100  # single sentences to twelve-sentence passages
+
+
+class _PicksTheGpu(_WrongButFast):
+    """A backend that, like torch, loads `--device auto` on a GPU, with a GPU-only and a CPU-only precision."""
+
+    spec: ClassVar[BackendSpec] = BackendSpec(
+        name="picks-the-gpu",
+        description="test double of a backend whose auto device is a GPU",
+        extra="onnx",
+        modules=("numpy",),
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "fp16", "int8"),
+        default_precision="fp32",
+        accelerator_only=("fp16",),
+        cpu_only=("int8",),
+    )
+
+    @classmethod
+    def auto_device(cls):
+        return "cuda"
+
+
+def test_auto_measures_the_precisions_of_the_device_a_backend_takes_for_auto():
+    """On a GPU machine torch loads `--device auto` on the GPU: auto measures its fp16 there, not its CPU-only int8;
+    a backend that takes auto as the CPU keeps its CPU precisions."""
+    from fastsentiment.backends.registry import kind_on
+
+    register(_PicksTheGpu)
+    try:
+        found = auto.candidates("auto")
+        assert ("picks-the-gpu", "fp16") in found and ("picks-the-gpu", "int8") not in found
+        assert ("picks-the-gpu", "fp32") in found and ("onnx", "int8") in found and ("onnx", "fp16") not in found
+        assert [p for name, p in auto.candidates("cpu") if name == "picks-the-gpu"] == ["fp32", "int8"]
+        assert kind_on(_PicksTheGpu, "cpu:0") == "cpu" and kind_on(_PicksTheGpu, "auto") == "cuda"
+    finally:
+        _REGISTRY.pop(_PicksTheGpu.spec.name)

@@ -38,6 +38,13 @@ class AneBackend:
         return ane_layout_problem(model.model_type)
 
     @classmethod
+    def auto_device(cls) -> str:
+        """Where `--device auto` loads it: the GPU where there is one."""
+        from fastsentiment.backends.torch_backend import best_device
+
+        return best_device()
+
+    @classmethod
     def device_problem(cls, device: str) -> str | None:
         from fastsentiment.backends.torch_backend import TorchBackend
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls, usable_cpus
-from fastsentiment.backends.registry import availability, backend_names, device_kind, first_runnable, get_backend
+from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError
 from fastsentiment.models import ModelDir
@@ -255,7 +255,7 @@ def candidates(device: str, model: ModelDir | None = None) -> list[tuple[str, st
         spec = backend.spec
         if not spec.tunable or not availability(name, device, model).runnable:
             continue
-        kind = device_kind(device)
+        kind = kind_on(backend, device)
         found += [(name, precision) for precision in spec.precisions if spec.precision_runs_on(precision, kind)]
     return sorted(found, key=lambda pair: pair[0] == "torch")
 

@@ -155,8 +155,8 @@ class BackendSpec:
     parallel: bool = False
 
     def precision_runs_on(self, precision: str, device_kind: str) -> bool:
-        """Whether `precision` is one of this backend's on a device of this kind ("auto" counts as the CPU, as the
-        backends that take it read it)."""
+        """Whether `precision` is one of this backend's on a device of this kind (registry.kind_on says which kind
+        "auto" is for a backend; taken here as the CPU)."""
         on_cpu = device_kind in ("auto", "cpu")
         excluded = self.accelerator_only if on_cpu else self.cpu_only
         return precision in self.precisions and precision not in excluded

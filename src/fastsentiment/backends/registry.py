@@ -78,6 +78,15 @@ def _runs_on(spec: BackendSpec, device: str) -> bool:
     return device == "auto" or device_kind(device) in spec.devices
 
 
+def kind_on(backend: type[Backend], device: str) -> str:
+    """The kind of device `backend` runs on when asked for `device`: "auto" is the CPU, unless the backend picks its
+    own (`auto_device()`: torch takes the GPU where there is one). Call it once the backend is known to run."""
+    if device != "auto":
+        return device_kind(device)
+    pick = getattr(backend, "auto_device", None)
+    return device_kind(pick()) if pick is not None else "cpu"
+
+
 def check_device(device: str) -> None:
     """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
     known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
@@ -164,11 +173,11 @@ def resolve_auto(
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
     first backend that has it."""
     if precision is not None:
-        kind = device_kind(device)
         for name in backend_names():
-            if not get_backend(name).spec.precision_runs_on(precision, kind):
+            backend = get_backend(name)
+            if precision not in backend.spec.precisions or not availability(name, device, model).runnable:
                 continue
-            if availability(name, device, model).runnable:
+            if backend.spec.precision_runs_on(precision, kind_on(backend, device)):
                 return name, precision
         raise BackendError(f"no backend that runs here has precision {precision!r}")
     from fastsentiment.backends.auto import choose

@@ -36,6 +36,11 @@ class TorchBackend:
         self.precision = precision
 
     @classmethod
+    def auto_device(cls) -> str:
+        """Where `--device auto` loads it: the GPU where there is one."""
+        return best_device()
+
+    @classmethod
     def device_problem(cls, device: str) -> str | None:
         kind = device.split(":")[0]
         if kind in ("auto", "cpu"):
