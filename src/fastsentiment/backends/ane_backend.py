@@ -54,11 +54,10 @@ class AneBackend:
     def load(cls, model: ModelDir, device: str, precision: str | None, threads: int | None = None) -> AneBackend:
         import torch
 
-        from fastsentiment.backends.torch_backend import best_device
         from fastsentiment.models.ane import ane_model_from_dir
 
         torch.set_num_threads(inference_threads(threads))
-        device = best_device() if device == "auto" else device
+        device = cls.auto_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         network = ane_model_from_dir(model).to(device)
         if precision == "fp16":

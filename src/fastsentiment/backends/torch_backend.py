@@ -68,7 +68,7 @@ class TorchBackend:
         # One setting per process in PyTorch: the torch model loaded last sets the threads of every torch model in
         # the process (ONNX Runtime and OpenVINO keep theirs per session).
         torch.set_num_threads(inference_threads(threads))
-        device = best_device() if device == "auto" else device
+        device = cls.auto_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
         from fastsentiment.errors import BackendError
 
