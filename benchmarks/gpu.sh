@@ -11,7 +11,8 @@
 #    batch 32 on the same GPU; then `auto` on the GPU against fp32;
 # 5. 200 fine-tuning steps of the built-in model on SST-2 train, on the GPU, evaluated on SST-2 dev;
 # 6. `backends --device cuda`.
-# On an H200 with 16 cores the steps took 19, 12, 138, 12, 149, ~100 and 36 s (2026-12-04): about 8 minutes.
+# On an H200 with 16 cores the steps took 117, 20, 160, 13, 147, 88, 27 and ~10 s (2026-12-04, second run): about
+# 10 minutes, more than one 600 s call of a lent machine can hold with its start; split it there.
 #
 # Each step runs however the one before it ended, with its own time limit, and writes its log into OUT_DIR; PYTHON
 # picks the interpreter.
