@@ -151,13 +151,56 @@ def test_reduced_precisions_stay_close_to_fp32(bert_dir, precision):
     assert np.abs(reduced - reference).max() < 0.5
 
 
+def test_the_default_batch_size_is_the_devices(bert_dir):
+    """32 texts per call on a CPU; 256 on a CUDA GPU, which at 32 waits on kernel launches; a batch size asked for
+    is kept everywhere."""
+    from fastsentiment.backends.registry import default_batch_size
+
+    assert [default_batch_size(d) for d in ("cpu", "cuda", "cuda:1", "mps", "ane")] == [32, 256, 256, 32, 32]
+    assert Classifier.load(bert_dir, backend="onnx", device="cpu").batch_size == 32
+    assert Classifier.load(bert_dir, backend="torch", device="cpu", batch_size=500).batch_size == 500
+
+
+def test_a_batch_the_device_has_no_memory_for_runs_in_smaller_calls(bert_dir, caplog):
+    """torch's out-of-memory error (a GPU's; raised here by a network that holds at most 24 padded tokens) splits
+    the batch, later calls keep under what fit, results stay the same; one text that does not fit is one line."""
+    torch = pytest.importorskip("torch")
+    clf = Classifier.load(bert_dir, backend="torch", device="cpu", batch_size=64)
+    texts = [f"the film number {i} was {'good' if i % 2 else 'bad'}" for i in range(40)]
+    expected = clf.logits(texts)
+
+    class HoldsTokens(torch.nn.Module):
+        def __init__(self, network, tokens: int) -> None:
+            super().__init__()
+            self.network, self.tokens, self.calls = network, tokens, []
+
+        def forward(self, input_ids, **inputs):
+            self.calls.append(input_ids.numel())
+            if input_ids.numel() > self.tokens:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.network(input_ids=input_ids, **inputs)
+
+    clf.backend._model = small = HoldsTokens(clf.backend._model, 24)
+    with caplog.at_level("WARNING", logger="fastsentiment"):
+        np.testing.assert_allclose(clf.logits(texts), expected, atol=1e-5)
+    assert "ran out of memory at 40 texts" in caplog.text
+    ran = [tokens for tokens in small.calls if tokens <= 24]
+    assert max(small.calls) > 24 and len(ran) >= 40 // 2  # it failed big, then ran in calls that fit
+    failed_before = len([t for t in small.calls if t > 24])
+    np.testing.assert_allclose(clf.logits(texts), expected, atol=1e-5)
+    assert len([t for t in small.calls if t > 24]) == failed_before  # the next call starts within the budget
+    small.tokens = 3
+    with pytest.raises(BackendError, match="torch on cpu ran out of memory for one text of .* tokens"):
+        clf.logits(["a rather long text that no call can hold"])
+
+
 def test_cuda_runs_when_present(bert_dir):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cpu = Classifier.load(bert_dir, backend="torch", device="cpu").logits(TEXTS)
     gpu = Classifier.load(bert_dir, backend="torch", device="cuda")
-    assert gpu.backend.device == "cuda"
+    assert gpu.backend.device == "cuda" and gpu.batch_size == 256
     np.testing.assert_allclose(gpu.logits(TEXTS), cpu, atol=1e-3)
     for precision in ("bf16", "fp16"):  # the half precisions of a GPU
         half = Classifier.load(bert_dir, backend="torch", device="cuda:0", precision=precision)

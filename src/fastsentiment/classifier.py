@@ -12,6 +12,7 @@ import numpy as np
 
 from fastsentiment.backends import Backend, load_backend
 from fastsentiment.backends.base import parallel_calls
+from fastsentiment.backends.registry import default_batch_size
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
@@ -66,15 +67,16 @@ class Classifier:
         model: ModelDir,
         backend: Backend,
         encoder: TextEncoder,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
         self.backend = backend
         self.encoder = encoder
-        self.batch_size = batch_size
+        # texts per model call; None: the device's (32, 256 on a CUDA GPU)
+        self.batch_size = default_batch_size(backend.device) if batch_size is None else batch_size
         self.threads = threads  # the cap the backend was loaded with (None: every usable CPU)
         self.labels = model.labels
         self._pool: ThreadPoolExecutor | None = None  # for backends that run several calls at once
@@ -87,7 +89,7 @@ class Classifier:
         device: str = "auto",
         precision: str | None = None,
         max_length: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         threads: int | None = None,
         workload: str = "throughput",
         tune: bool = False,

@@ -63,6 +63,15 @@ def device_kind(device: str) -> str:
     return device.split(":")[0]
 
 
+def default_batch_size(device: str) -> int:
+    """Texts per model call where the caller names none. 32 on a CPU, where bigger batches gain nothing (the built-in
+    model's torch fp32 on length-sorted batches: 264 sentences/s at 32, 251 at 128). 256 on a CUDA GPU, which at 32 waits
+    on the CPU launching its kernels: on an H200, torch fp32 ran 8,058 sentences/s at 32, 26,438 at 128 and 40,044
+    at 512, fp16 96,341 at 512 (docs/benchmarks.md, GPU); 256 rather than 512 leaves room for 512-token windows of
+    bigger models on smaller GPUs. Elsewhere (MPS, Core ML's devices) not measured: 32."""
+    return 256 if device_kind(device) == "cuda" else 32
+
+
 def device_index(device: str) -> int | None:
     """ "cuda:1" is the device numbered 1 of its kind; "cuda" names none (the runtime's default, its first)."""
     kind, separator, index = device.partition(":")

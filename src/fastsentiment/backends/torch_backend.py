@@ -10,8 +10,9 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, inference_threads
+from fastsentiment.backends.base import BackendSpec, inference_threads, log
 from fastsentiment.backends.registry import device_index, device_kind, register
+from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
 
@@ -34,6 +35,7 @@ class TorchBackend:
         self._token_types = token_types
         self.device = device
         self.precision = precision
+        self._token_budget: int | None = None  # padded tokens per call that fit, once a call ran out of memory
 
     @classmethod
     def auto_device(cls) -> str:
@@ -70,8 +72,6 @@ class TorchBackend:
         torch.set_num_threads(inference_threads(threads))
         device = cls.auto_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
-        from fastsentiment.errors import BackendError
-
         on_cpu = device_kind(device) == "cpu"
         if precision == "int8" and not on_cpu:
             raise BackendError("torch int8 dynamic quantisation runs on cpu only")
@@ -88,6 +88,40 @@ class TorchBackend:
         return cls(network, device, precision, model.uses_token_type_ids)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """A batch the GPU has no memory for runs in halves; later calls keep under the padded tokens that fit
+        (a default batch of 256 meets 512-token windows of a big model on a small GPU)."""
+        import torch
+
+        rows, length = input_ids.shape
+        per_call = rows if self._token_budget is None else max(1, self._token_budget // max(length, 1))
+        if rows > per_call:
+            return np.concatenate(
+                [
+                    self.logits(input_ids[i : i + per_call], attention_mask[i : i + per_call])
+                    for i in range(0, rows, per_call)
+                ]
+            )
+        try:
+            return self._forward(input_ids, attention_mask)
+        except torch.OutOfMemoryError:
+            if rows == 1:
+                raise BackendError(
+                    f"torch on {self.device} ran out of memory for one text of {length} tokens; "
+                    "a smaller --max-length or precision (bf16, fp16) needs less"
+                ) from None
+        if device_kind(self.device) == "cuda":
+            torch.cuda.empty_cache()
+        self._token_budget = (rows // 2) * length
+        log.warning(
+            "torch on %s ran out of memory at %d texts of %d tokens; calls now hold at most %d tokens",
+            self.device,
+            rows,
+            length,
+            self._token_budget,
+        )
+        return self.logits(input_ids, attention_mask)
+
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
         ids = torch.from_numpy(input_ids).to(self.device)

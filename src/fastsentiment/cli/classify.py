@@ -66,7 +66,7 @@ def classify(
     backend: BackendOption = "auto",
     device: DeviceOption = "auto",
     precision: PrecisionOption = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = None,
     max_length: MaxLengthOption = None,
     long_text: LongTextOption = "truncate",
     stride: StrideOption = None,

@@ -31,7 +31,9 @@ PrecisionOption = Annotated[
     str | None,
     typer.Option("--precision", "-p", help="fp32, bf16, int8, fp16 (backend-dependent; default: the backend's)."),
 ]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per model call.")]
+BatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Texts per model call (default: 32, 256 on a CUDA GPU).")
+]
 MaxLengthOption = Annotated[
     int | None,
     typer.Option("--max-length", min=3, help="Truncate texts to this many tokens (default: the model's limit)."),

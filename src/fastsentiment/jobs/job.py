@@ -24,7 +24,7 @@ class ModelOptions:
     backend: str = "auto"
     device: str = "auto"
     precision: str | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the device's
     max_length: int | None = None
     threads: int | None = None
     workload: str = "throughput"
