@@ -131,9 +131,8 @@ def test_bad_data_fails_before_any_run(bert_dir, tmp_path, content, message):
 
 
 def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
-    from tiny_models import build_model
-
     from fastsentiment.backends.torch_backend import best_device
+    from tiny_models import build_model
 
     other = build_model(tmp_path / "other", "bert", seed=7)
     data = tmp_path / "data.tsv"
