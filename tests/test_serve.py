@@ -104,6 +104,61 @@ def test_predict_formats_and_options(server, local):
     assert left.status_code == 422 and "truncation_direction" in left.json()["error"]
 
 
+def same_answers(first: list, second: list) -> bool:
+    return [[r["label"] for r in rows] for rows in first] == [[r["label"] for r in rows] for rows in second] and [
+        r["score"] for rows in first for r in rows
+    ] == pytest.approx([r["score"] for rows in second for r in rows], abs=1e-5)
+
+
+def test_what_tei_and_transformers_clients_send(server):
+    """TEI's batch of one-text lists and its nullable `truncate`; transformers' `truncation` and any-case
+    `function_to_apply`; a text pair (TEI's [a, b] in a batch) refused in one line; a lone surrogate named where
+    it is."""
+    url = f"{server.url}/predict"
+    batch = httpx.post(url, json={"inputs": ["good film", "bad cake"]}).json()
+    assert same_answers(httpx.post(url, json={"inputs": [["good film"], ["bad cake"]]}).json(), batch)
+    single = httpx.post(url, json={"inputs": "good film"}).json()
+    for body in (
+        {"inputs": "good film", "truncate": None},
+        {"inputs": "good film", "parameters": {"truncation": True}},
+        {"inputs": "good film", "parameters": {"function_to_apply": "SOFTMAX"}},
+    ):
+        assert same_answers(httpx.post(url, json=body).json(), single), body
+    sigmoid = httpx.post(url, json={"inputs": "good film", "parameters": {"function_to_apply": "Sigmoid"}}).json()
+    assert sum(r["score"] for r in sigmoid[0]) != pytest.approx(1.0, abs=1e-3)  # independent sigmoids
+    long_text = " ".join(["good"] * 100)  # over the model's 64 tokens
+    assert httpx.post(url, json={"inputs": long_text, "parameters": {"truncation": True}}).status_code == 200
+    for body, where in [
+        ({"inputs": long_text, "parameters": {"truncation": False}}, "inputs[0]"),
+        ({"inputs": [["good film", "bad cake"]]}, "text pairs"),
+        ({"inputs": "good film", "parameters": {"function_to_apply": "tanh"}}, "function_to_apply"),
+    ]:
+        refused = httpx.post(url, json=body)
+        assert refused.status_code == 422 and where in refused.json()["error"], (body, refused.text)
+    surrogate = httpx.post(url, content=b'{"inputs": "ok", "parameters": {"long_text": "\\ud800"}}')
+    assert surrogate.status_code == 422
+    assert surrogate.json()["error"].startswith("parameters.long_text: holds a lone surrogate escape")
+
+
+def test_a_body_refused_before_it_is_read_closes_the_connection(server):
+    """A 413 for a too-large announced body, a 415 for a compressed one: the unread body must not be read as the
+    connection's next request (a client that sent `Expect: 100-continue` and reuses the connection hung)."""
+    for head, status in [
+        (b"Content-Length: 2000000\r\nExpect: 100-continue\r\n", b"413"),
+        (b"Content-Length: 20\r\nContent-Encoding: gzip\r\n", b"415"),
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+            sock.settimeout(30)
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection (a timeout otherwise)
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower(), answer
+    big = httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, headers={"X-Big": "x" * 100_000})
+    assert big.status_code == 431 and big.json()["error_type"] == "headers_too_large"
+    assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}).status_code == 200
+
+
 def test_many_concurrent_clients_get_their_own_answers(server, local):
     texts = [sentence(i) for i in range(400)]
     expected = local(texts)
@@ -188,7 +243,12 @@ def test_health_info_metrics_docs(server):
     ):
         assert name in metrics
     assert httpx.get(f"{server.url}/docs").status_code == 200
-    assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/predict" in document["paths"]
+    operations = [
+        o["operationId"] for route in document["paths"].values() for o in route.values() if "operationId" in o
+    ]
+    assert operations and len(operations) == len(set(operations))  # each once, or client generators fail
     with_mark = httpx.post(f"{server.url}/predict", content=b'\xef\xbb\xbf{"inputs": "good film"}')  # PowerShell's
     assert with_mark.status_code == 200 and with_mark.json()[0][0]["label"] in info["labels"]
     for route in ("/health", "/info", "/metrics"):  # uptime probes that ask with HEAD

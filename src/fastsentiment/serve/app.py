@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from fastsentiment import __version__
 from fastsentiment.backends.base import parallel_calls
-from fastsentiment.classifier import Classifier
+from fastsentiment.classifier import FUNCTIONS, Classifier
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
@@ -41,6 +41,9 @@ from fastsentiment.tokenization import TextEncoder, Truncations
 log = logging.getLogger("fastsentiment.serve")
 T = TypeVar("T")
 
+# As nginx's default (large_client_header_buffers 4 8k) allows, with room. The HTTP parser (httptools) has no limit
+# of its own: this refuses a prediction carrying more, but the parser has held it by then (bound that at a proxy).
+MAX_HEADER_BYTES = 64 * 1024
 PREDICT_PATHS = {
     "/predict": "Classify one text or a list",
     "/": "Same as /predict (for huggingface_hub.InferenceClient)",
@@ -67,7 +70,9 @@ class ServerSettings:
 
 class Parameters(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
+    function_to_apply: str | None = None  # any case, as transformers reads it ("SOFTMAX")
+    # transformers' tokenizer argument, which the Inference API passes through: false refuses over-long texts.
+    truncation: bool | None = None
     # Long documents (see Classifier.__call__): chunk them into windows whose scores are combined.
     long_text: Literal["truncate", "chunk", "error"] | None = None
     stride: Annotated[int, msgspec.Meta(ge=0)] | None = None
@@ -82,11 +87,12 @@ class Options(msgspec.Struct):
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Hugging Face Inference API body; top_k and raw_scores may also sit at the top level (TEI style)."""
 
-    inputs: str | list[str]
+    # A text, a list of texts, or TEI's batch form: a list of one-text lists ([["a"], ["b"]]).
+    inputs: str | list[str | list[str]]
     parameters: Parameters | None = None
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
     raw_scores: bool = False
-    truncate: bool = True
+    truncate: bool | None = None  # TEI's clients may send null; None: cut (this server's default)
     # TEI cuts at the end ("Right") unless asked otherwise; cutting the start is not offered here.
     truncation_direction: Literal["Right", "right"] = "Right"
     # The older Inference API's `options` (wait_for_model, use_cache) mean nothing to a local server: accepted.
@@ -172,7 +178,7 @@ class PredictEndpoint:
     async def _answer(self, scope, receive) -> bytes:
         request = self.parse(await self._read_body(scope, receive))
         classifier, batcher = self.state.ready()
-        texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
+        texts = request_texts(request.inputs)
         if not texts:
             raise ApiError(422, "validation", "inputs: give at least one text")
         if len(texts) > self.settings.max_inputs:
@@ -180,9 +186,11 @@ class PredictEndpoint:
         for index, text in enumerate(texts):
             check_text(index, text)
         parameters = request.parameters or Parameters()
-        # TEI's `truncate: false` refuses over-long texts; parameters.long_text, where given, says it all.
-        long_text = parameters.long_text or ("truncate" if request.truncate else "error")
-        function = "none" if request.raw_scores else parameters.function_to_apply
+        # TEI's `truncate: false` and transformers' `truncation: false` refuse over-long texts; parameters.long_text,
+        # where given, says it all.
+        cut = request.truncate is not False and parameters.truncation is not False
+        long_text = parameters.long_text or ("truncate" if cut else "error")
+        function = "none" if request.raw_scores else request_function(parameters.function_to_apply)
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
@@ -241,10 +249,28 @@ class PredictEndpoint:
             gone.cancel()
 
     async def _read_body(self, scope, receive) -> bytes:
+        """The whole body within --body-timeout seconds. A body refused before it is read (too large, compressed)
+        closes the connection: its unread bytes would otherwise be taken for the connection's next request."""
         limit = self.settings.max_body_bytes
+        header_bytes = 0
         for key, value in scope["headers"]:
+            header_bytes += len(key) + len(value)
             if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+                raise _too_large(limit)
+            if key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                raise ApiError(
+                    415,
+                    "unsupported_encoding",
+                    f"Content-Encoding {value.decode('latin-1')!r} is not accepted: send the body uncompressed",
+                    headers={"Connection": "close"},
+                )
+        if header_bytes > MAX_HEADER_BYTES:
+            raise ApiError(
+                431,
+                "headers_too_large",
+                f"request headers over {MAX_HEADER_BYTES} bytes",
+                headers={"Connection": "close"},
+            )
         try:
             chunks = await _within(self.settings.body_timeout_s, _body_chunks(receive, limit))
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
@@ -270,11 +296,13 @@ class PredictEndpoint:
             where, _, message = _split_location(str(error))
             raise ApiError(422, "validation", f"{where}: {message}") from None
         except msgspec.DecodeError as error:
-            if _lone_surrogate_escape(raw):
-                raise ApiError(
-                    422, "validation", "inputs: a text holds a lone surrogate escape: not valid UTF-8"
-                ) from None
+            if (where := _lone_surrogate_escape(raw)) is not None:
+                raise ApiError(422, "validation", f"{where}: holds a lone surrogate escape: not valid UTF-8") from None
             raise ApiError(400, "invalid_json", f"the body is not valid JSON ({error})") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"body over {limit} bytes", headers={"Connection": "close"})
 
 
 async def _body_chunks(receive, limit: int) -> list[bytes]:
@@ -286,7 +314,7 @@ async def _body_chunks(receive, limit: int) -> list[bytes]:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"body over {limit} bytes")
+            raise _too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks
@@ -304,30 +332,64 @@ else:  # Python 3.10 has no asyncio.timeout; wait_for runs the awaitable as a ta
         return await asyncio.wait_for(awaitable, seconds)
 
 
-def _lone_surrogate_escape(raw: bytes) -> bool:
-    """Whether JSON that msgspec refused holds a "\\ud800"-style escape that no text can hold (msgspec reports it
-    as truncated or malformed input); only read on that error's path. Python's reader takes such escapes, and also
-    NaN and a leading byte order mark, which are plain invalid JSON here: only a string holding a lone surrogate
-    counts."""
+def _lone_surrogate_escape(raw: bytes) -> str | None:
+    """Where JSON that msgspec refused holds a "\\ud800"-style escape that no text can hold ("inputs[1]",
+    "parameters.long_text"; msgspec reports it as truncated or malformed input), or None; only read on that error's
+    path. Python's reader takes such escapes, and also NaN and a leading byte order mark, which are plain invalid
+    JSON here: only a string holding a lone surrogate counts."""
     import json
 
     try:
         decoded = json.loads(raw)
     except ValueError:
-        return False
+        return None
 
-    def strings(value: Any) -> Iterator[str]:
+    def strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
         if isinstance(value, str):
-            yield value
+            yield value, where
         elif isinstance(value, dict):
             for key, item in value.items():
-                yield key
-                yield from strings(item)
+                inside = f"{where}.{key}" if where else key
+                yield key, f"a key in {where or 'the body'}"
+                yield from strings(item, inside)
         elif isinstance(value, list):
-            for item in value:
-                yield from strings(item)
+            for index, item in enumerate(value):
+                yield from strings(item, f"{where}[{index}]")
 
-    return any(has_undecodable(text) for text in strings(decoded))
+    return next((where or "body" for text, where in strings(decoded, "") if has_undecodable(text)), None)
+
+
+def request_texts(inputs: str | list[str | list[str]]) -> list[str]:
+    """The texts of `inputs`: one text, a list, or TEI's batch of one-text lists. TEI's text pairs ([a, b] inside
+    the list) are refused: these models classify one text."""
+    if isinstance(inputs, str):
+        return [inputs]
+    texts = []
+    for index, item in enumerate(inputs):
+        if isinstance(item, list):
+            if len(item) != 1:
+                raise ApiError(
+                    422,
+                    "validation",
+                    f"inputs[{index}]: a list in a batch holds one text (TEI's form); "
+                    f"got {len(item)}: text pairs are not classified by this server",
+                )
+            item = item[0]
+        texts.append(item)
+    return texts
+
+
+def request_function(function: str | None) -> str | None:
+    """`function_to_apply` as transformers reads it (any case), or a 422 naming the choices."""
+    if function is None:
+        return None
+    if function.lower() not in FUNCTIONS:
+        raise ApiError(
+            422,
+            "validation",
+            f"parameters.function_to_apply: {function!r} is none of {', '.join(FUNCTIONS)}",
+        )
+    return function.lower()
 
 
 def check_text(index: int, text: str) -> None:
@@ -380,7 +442,10 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             {"error": str(error.detail), "error_type": kind}, status_code=error.status_code, headers=error.headers
         )
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime probes that ask for no body
+    # HEAD: uptime probes that ask for no body; left out of the OpenAPI document, whose operation ids are one per
+    # route and method (GET and HEAD under one id made the document invalid).
+    @app.head("/health", include_in_schema=False)
+    @app.get("/health")
     async def health():
         if state.failure is not None:
             return JSONResponse({"status": "failed", "error": str(state.failure)}, status_code=503)
@@ -388,7 +453,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok"}
 
-    @app.api_route("/info", methods=["GET", "HEAD"])
+    @app.head("/info", include_in_schema=False)
+    @app.get("/info")
     async def info():
         classifier, batcher = state.ready()
         backend = classifier.backend
@@ -406,7 +472,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             "max_body_bytes": settings.max_body_bytes,
         }
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    @app.head("/metrics", include_in_schema=False)
+    @app.get("/metrics")
     async def prometheus_metrics():
         batcher = state.batcher
         return PlainTextResponse(metrics.render(batcher.depth if batcher else 0), media_type=metrics.content_type)
