@@ -231,6 +231,7 @@ def test_health_info_metrics_docs(server):
     info = httpx.get(f"{server.url}/info").json()
     assert info["labels"] == ["NEGATIVE", "POSITIVE"]
     assert info["backend"] == "onnx"  # as the fixture asked
+    assert info["model_batch_size"] == 8  # a CPU's default for the calls a gathered batch runs as
     for key in ("model", "device", "precision", "max_length", "version"):
         assert key in info
     metrics = httpx.get(f"{server.url}/metrics").text
@@ -302,8 +303,18 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
 
 
 def test_a_client_that_stops_mid_body_gets_408_and_the_connection_is_closed(bert_dir, cache):
-    server = Server(bert_dir, "--backend", "onnx", "--body-timeout", "1", env={"FASTSENTIMENT_CACHE": cache})
+    server = Server(
+        bert_dir,
+        "--backend",
+        "onnx",
+        "--body-timeout",
+        "1",
+        "--model-batch-size",
+        "3",
+        env={"FASTSENTIMENT_CACHE": cache},
+    )
     try:
+        assert httpx.get(f"{server.url}/info").json()["model_batch_size"] == 3  # as asked
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"inputs": ')
             started = time.monotonic()

@@ -63,13 +63,19 @@ def device_kind(device: str) -> str:
     return device.split(":")[0]
 
 
-def default_batch_size(device: str) -> int:
-    """Texts per model call where the caller names none. 32 on a CPU, where bigger batches gain nothing (the built-in
-    model's torch fp32 on length-sorted batches: 264 sentences/s at 32, 251 at 128). 256 on a CUDA GPU, which at 32 waits
-    on the CPU launching its kernels: on an H200, torch fp32 ran 8,058 sentences/s at 32, 26,438 at 128 and 40,044
-    at 512, fp16 96,341 at 512 (docs/benchmarks.md, GPU); 256 rather than 512 leaves room for 512-token windows of
-    bigger models on smaller GPUs. Elsewhere (MPS, Core ML's devices) not measured: 32."""
-    return 256 if device_kind(device) == "cuda" else 32
+def default_batch_size(device: str, serving: bool = False) -> int:
+    """Texts per model call where the caller names none.
+
+    On a CPU 32, where bigger batches gain nothing (the built-in model's torch fp32 on length-sorted batches: 264
+    sentences/s at 32, 251 at 128); 8 for `serving`, the calls a server's gathered batch runs as (requests arrive in
+    random length order, and bigger calls would mostly compute padding). On a CUDA GPU 256 for both: at 32 it waits
+    on the CPU launching its kernels (an H200, torch fp32: 8,058 sentences/s at 32, 26,438 at 128, 40,044 at 512;
+    fp16 96,341 at 512; docs/benchmarks.md, GPU), and 256 rather than 512 leaves room for 512-token windows of
+    bigger models on smaller GPUs. Elsewhere (MPS, Core ML's devices) not measured: as on a CPU.
+    """
+    if device_kind(device) == "cuda":
+        return 256
+    return 8 if serving else 32
 
 
 def device_index(device: str) -> int | None:

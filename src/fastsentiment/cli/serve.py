@@ -30,11 +30,12 @@ def serve(
         True, "--batching/--no-batching", help="Dynamic batching (off: one text per model call)."
     ),
     max_batch_size: int = typer.Option(64, "--max-batch-size", min=1, help="Texts gathered into one batching step."),
-    model_batch_size: int = typer.Option(
-        8,
+    model_batch_size: int | None = typer.Option(
+        None,
         "--model-batch-size",
         min=1,
-        help="Texts per model call: a gathered batch runs as length-sorted calls of this size.",
+        help="Texts per model call: a gathered batch runs as length-sorted calls of this size "
+        "(default: 8 on a CPU, 256 on a CUDA GPU).",
     ),
     max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=2, help="Padded tokens per model call."),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0, help="Longest a lone request waits for company."),
@@ -55,7 +56,7 @@ def serve(
         from fastsentiment.serve.runner import run
     except ImportError as error:
         raise missing_extra(error.name or "fastapi", "server", "fastsentiment serve") from None
-    from fastsentiment.backends.registry import checked_backend
+    from fastsentiment.backends.registry import checked_backend, default_batch_size
     from fastsentiment.models import resolve_model
     from fastsentiment.serve.runner import check_port
 
@@ -71,12 +72,16 @@ def serve(
         max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,
     )
-    server = create_app(
+
+    def load():
         # A server runs long enough for `auto` to be worth measuring before it opens (once per model and CPU).
-        lambda: load_classifier(
+        classifier = load_classifier(
             model, backend, device, precision, model_batch_size, max_length, tune=True, labels=labels
-        ),
-        settings,
-    )
+        )
+        if model_batch_size is None:  # the device is known once loaded (auto)
+            classifier.batch_size = default_batch_size(classifier.backend.device, serving=True)
+        return classifier
+
+    server = create_app(load, settings)
     typer.echo(f"fastsentiment serving on http://{host}:{port} (docs at /docs)", err=True)
     run(server, host, port)

@@ -468,6 +468,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             "version": __version__,
             "dynamic_batching": settings.dynamic_batching,
             "batching": vars(batcher.settings),
+            "model_batch_size": classifier.batch_size,
             "max_inputs": settings.max_inputs,
             "max_body_bytes": settings.max_body_bytes,
         }
