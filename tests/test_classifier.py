@@ -117,12 +117,26 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         ("x", {"top_k": "2"}, "top_k must be a whole number of at least 1 .*got '2'"),
         ("x", {"top_k": 1.5}, "top_k must be a whole number"),
         ("x", {"top_k": True}, "top_k must be a whole number"),
-        ("x", {"batch_size": 0}, "batch size must be at least 1, got 0"),
+        ("x", {"batch_size": 0}, "batch size must be a whole number of at least 1, got 0"),
+        (["x", "y"], {"batch_size": 1.5}, "batch size must be a whole number of at least 1, got 1.5"),
+        (["x", "y"], {"batch_size": "2"}, "batch size must be a whole number of at least 1, got '2'"),
+        (["x", "y"], {"batch_size": True}, "batch size must be a whole number"),
+        ("x", {"function_to_apply": 1}, "function_to_apply must be one of softmax, sigmoid, none, got 1"),
+        ("x", {"truncation": "yes"}, "truncation is True .cut. or False .refuse."),
+        ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text alone"),
+        ("x " * 100, {"truncation": False}, "input 1 has 102 tokens, over the model's limit of 64"),
     ],
 )
 def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
     with pytest.raises(InputError, match=message):
         Classifier.load(bert_dir, backend="torch")(inputs, **options)
+
+
+def test_transformers_truncation_argument_is_taken(bert_dir):
+    """`pipe(texts, truncation=True)` is common pipeline code: True cuts, as the default does."""
+    clf = Classifier.load(bert_dir, backend="torch")
+    long_text = "good " * 100
+    assert clf([long_text, "bad"], truncation=True) == clf([long_text, "bad"])
 
 
 @pytest.mark.parametrize(

@@ -391,8 +391,11 @@ def test_jsonl_columns_come_from_every_record_of_the_first_chunk(bert_dir, tmp_p
         ),
         (["--file", "{txt}", "--json", "--out", "{out}"], "error: --json is for the console"),
         (["--file", "{txt}", "--num-workers", "3"], "error: --address, --out-format and --num-workers belong to"),
-        (["I like cheese", "--stride", "8"], "error: --stride and --aggregate shape the windows of --long-text chunk"),
-        (["I like cheese", "--aggregate", "max"], "error: --stride and --aggregate shape the windows"),
+        (
+            ["I like cheese", "--stride", "8"],
+            "error: stride and aggregate (--stride, --aggregate) shape the windows of long_text 'chunk'",
+        ),
+        (["I like cheese", "--aggregate", "max"], "error: stride and aggregate (--stride, --aggregate) shape"),
     ],
 )
 def test_options_that_would_be_ignored_are_refused(bert_dir, tmp_path, args, message):

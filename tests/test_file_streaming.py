@@ -548,3 +548,25 @@ def test_an_empty_input_gives_an_empty_but_valid_output(bert_dir, tmp_path, suff
     assert read_output(out) == []
     if suffix == ".parquet":
         assert "label" in pq.read_schema(out).names
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "message"),
+    [
+        (".tsv", b"sentence\tlabel\rgood\t1\rbad\t0\r", "lines end in lone carriage returns"),
+        (".csv", b"sentence,label\rgood,1\rbad,0\r", "lines end in lone carriage returns"),
+        (".txt", b"good\rbad\r", "lines end in lone carriage returns"),
+        (".tsv", "sentence\tlabel\ngood\t1\n".encode("utf-16"), "UTF-16 text"),
+    ],
+)
+def test_files_that_cannot_be_read_as_lines_of_utf8_are_one_line(bert_dir, tmp_path, suffix, content, message):
+    """Lone carriage returns (classic Mac line ends) made a header a traceback (and a .txt file one text); UTF-16
+    gave a header of garbled names."""
+    source = tmp_path / f"data{suffix}"
+    source.write_bytes(content)
+    commands = [["classify", "-f"]] + ([] if suffix == ".txt" else [["evaluate"]])
+    for command in commands:
+        result = run_cli(*command, str(source), "--model", str(bert_dir), "--backend", "onnx")
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, lines)
+        assert lines[0].startswith(f"error: {source}: {message}"), (command, lines)

@@ -118,8 +118,29 @@ def test_long_text_error_names_the_input_and_its_tokens(clf, bert_dir):
 def test_unknown_long_text_options_are_one_line_errors(clf, bert_dir):
     with pytest.raises(InputError, match="unknown long_text"):
         clf("good", long_text="summarise")
+    # options the call would ignore, or cannot use, are refused as the CLI refuses them (they were ignored)
+    for options in ({"stride": 5}, {"aggregate": "max"}, {"long_text": "error", "stride": 5}):
+        with pytest.raises(InputError, match="shape the windows of long_text 'chunk'"):
+            clf("good", **options)
+    for stride in (1.5, True, -1, "8"):
+        with pytest.raises(InputError, match="stride must be a whole number of tokens"):
+            clf("good " * 100, long_text="chunk", stride=stride)
     result = run_cli("classify", "good", "--model", str(bert_dir), "--long-text", "chunk", "--stride", "600")
     assert result.returncode == 2 and result.stderr.decode().startswith("error: stride must be between 0 and")
+
+
+def test_the_stride_is_checked_against_the_models_own_window(tmp_path):
+    """The CLI checked --stride against 512-token windows before the model loaded: a model of 1,024 positions could
+    not be given a stride of 600 that its windows hold."""
+    from tiny_models import build_model
+
+    model = build_model(tmp_path / "long-bert", "bert", max_positions=1024)
+    text = " ".join(["good film"] * 700)
+    result = run_cli(
+        "classify", text, "-m", str(model), "-b", "onnx", "--long-text", "chunk", "--stride", "600", "--json"
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["windows"] > 1
 
 
 def test_file_job_in_error_mode_fails_only_the_long_rows(bert_dir, tmp_path):

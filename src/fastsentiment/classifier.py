@@ -70,8 +70,8 @@ class Classifier:
         batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if batch_size is not None and not _is_count(batch_size):
+            raise InputError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
         self.model = model
         self.backend = backend
         self.encoder = encoder
@@ -152,6 +152,7 @@ class Classifier:
         stride: int | None = None,
         aggregate: str | None = None,
         return_chunks: bool = False,
+        truncation: bool | None = None,
     ) -> list:
         """Classify one text or a list, returning what `transformers.pipeline("text-classification")` returns.
 
@@ -162,8 +163,13 @@ class Classifier:
         whole as overlapping windows of the model's length sharing `stride` tokens whose scores `aggregate`
         combines (`"chunk"`: "mean" token-weighted probabilities, "max" the most confident window, "logit-mean"),
         or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
-        score) as "chunks" to its best-label answer.
+        score) as "chunks" to its best-label answer. `truncation`, the tokenizer argument pipelines take, is the
+        same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error").
         """
+        if truncation is not None:
+            if not isinstance(truncation, bool) or long_text != "truncate":
+                raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
+            long_text = "truncate" if truncation else "error"
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
         single = isinstance(inputs, str)
@@ -239,6 +245,7 @@ class Classifier:
     def _read(
         self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None, function=None
     ) -> _Reading:
+        check_options(long_text, stride, aggregate, self.encoder.max_length)
         tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
@@ -292,7 +299,7 @@ class Classifier:
         the logits that `scores` with that function turns into that mean; with "none" (raw scores, no
         probabilities to average) it is the token-weighted mean of the logits."""
         _, aggregate = check_options("chunk", None, aggregate, self.encoder.max_length)
-        function = (function_to_apply or self._default_function()).lower()
+        function = self._function(function_to_apply)
         if aggregate == "mean" and function == "none":
             aggregate = "logit-mean"
         per_text, start = [], 0
@@ -323,8 +330,8 @@ class Classifier:
 
     def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
         size = self.batch_size if batch_size is None else batch_size
-        if size < 1:
-            raise InputError(f"batch size must be at least 1, got {size}")
+        if not _is_count(size):
+            raise InputError(f"batch size must be a whole number of at least 1, got {size!r}")
         result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
         batches = list(length_sorted_batches([len(s) for s in sequences], size))
 
@@ -349,15 +356,22 @@ class Classifier:
             pass
 
     def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
-        function = (function_to_apply or self._default_function()).lower()  # as transformers reads it
-        if function not in FUNCTIONS:
-            raise InputError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")
+        function = self._function(function_to_apply)
         if function == "none":
             return logits.astype(np.float32)
         if function == "sigmoid":
             return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _function(self, function_to_apply: str | None) -> str:
+        """The scoring function asked for, in lower case as transformers reads it, or the model's own."""
+        if function_to_apply is not None and not isinstance(function_to_apply, str):
+            raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function_to_apply!r}")
+        function = (function_to_apply or self._default_function()).lower()
+        if function not in FUNCTIONS:
+            raise InputError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")
+        return function
 
     def _default_function(self) -> str:
         # As transformers does: one output or a multi-label problem means independent sigmoids.

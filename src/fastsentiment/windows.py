@@ -60,15 +60,25 @@ class Document:
     windows: list[Window]
 
 
-def check_options(long_text: str, stride: int | None, aggregate: str | None, max_length: int) -> tuple[int, str]:
-    """Refuse unknown modes and strides that leave no room to advance; returns (stride, aggregate) filled in."""
+def check_options(
+    long_text: str, stride: int | None, aggregate: str | None, max_length: int | None
+) -> tuple[int | None, str]:
+    """Refuse unknown modes, a stride or aggregate without windows to shape, and strides that leave no room to
+    advance in windows of `max_length` (None: not known yet, as before a model loads); returns (stride, aggregate)
+    filled in."""
     if long_text not in LONG_TEXT_MODES:
         raise InputError(f"unknown long_text (--long-text) {long_text!r}; expected one of {', '.join(LONG_TEXT_MODES)}")
+    if long_text != "chunk" and (stride is not None or aggregate is not None):
+        raise InputError("stride and aggregate (--stride, --aggregate) shape the windows of long_text 'chunk'")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0):
+        raise InputError(f"stride must be a whole number of tokens, 0 or more; got {stride!r}")
     aggregate = aggregate or DEFAULT_AGGREGATE
     if aggregate not in AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
+    if max_length is None:
+        return stride, aggregate
     room = max_length - 2  # the text's tokens in a window beside its two special tokens
-    stride = min(DEFAULT_STRIDE, room // 4) if stride is None else stride
+    stride = min(DEFAULT_STRIDE, room // 4) if stride is None else int(stride)
     if not 0 <= stride < room:
         raise InputError(f"stride must be between 0 and {room - 1} tokens for windows of {max_length} tokens")
     return stride, aggregate

@@ -111,7 +111,5 @@ def long_text_options(long_text: str, stride: int | None, aggregate: str | None)
     """The --long-text, --stride and --aggregate options as one value, checked before any model loads."""
     from fastsentiment.windows import LongText, check_options
 
-    check_options(long_text, stride, aggregate, max_length=512)
-    if long_text != "chunk" and (stride is not None or aggregate is not None):
-        raise InputError("--stride and --aggregate shape the windows of --long-text chunk")
+    check_options(long_text, stride, aggregate, max_length=None)  # the stride's room: once the model is known
     return LongText(long_text, stride, aggregate)

@@ -142,6 +142,8 @@ class TextReader:
         self.header: list[str] | None = None
         self._data_start = (0, 0)
         self._lines: _LineStream | None = None
+        if not self.stdin:
+            _check_text_encoding(Path(path))
         if fmt in ("csv", "tsv"):
             self.header, self._data_start = self._read_header()
 
@@ -182,7 +184,20 @@ class TextReader:
                 header = next(delimited_reader(lines, self.format))
             except StopIteration:
                 return None, (0, 0)
+            except csv.Error as error:
+                raise InputError(f"{self.path}: malformed {self.format.upper()} header ({error})") from None
             return header, (lines.offset, lines.lines)
+
+
+def _check_text_encoding(path: Path) -> None:
+    """Refuse what reading line by line as UTF-8 would turn into one garbled text or header: UTF-16 (Excel's
+    "Unicode text"), and lines ended by lone carriage returns (classic Mac), which hold no line feed at all."""
+    with open(path, "rb") as binary:
+        start = binary.read(1 << 16)
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputError(f"{path}: UTF-16 text (it starts with that byte order mark); save it as UTF-8")
+    if b"\r" in start.rstrip(b"\r") and b"\n" not in start:
+        raise InputError(f"{path}: lines end in lone carriage returns (\\r); convert them to line feeds (\\n)")
 
 
 class ParquetReader:

@@ -37,6 +37,7 @@ from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import has_undecodable, text_problem
 from fastsentiment.tokenization import TextEncoder, Truncations
+from fastsentiment.windows import check_options
 
 log = logging.getLogger("fastsentiment.serve")
 T = TypeVar("T")
@@ -190,6 +191,10 @@ class PredictEndpoint:
         # where given, says it all.
         cut = request.truncate is not False and parameters.truncation is not False
         long_text = parameters.long_text or ("truncate" if cut else "error")
+        try:
+            check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
+        except InputError as error:
+            raise ApiError(422, "validation", f"parameters: {error}") from None
         function = "none" if request.raw_scores else request_function(parameters.function_to_apply)
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
