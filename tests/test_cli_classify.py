@@ -71,6 +71,8 @@ def test_long_text_is_truncated_with_a_warning(bert_dir):
     assert "warning: input 2 has 102 tokens; truncated to the model's limit of 64 (38 tokens dropped)" in (
         result.stderr.decode()
     )
+    asked = run_cli("classify", "good film today", "--max-length", "4", "--model", str(bert_dir))
+    assert "; truncated to the max_length of 4 (" in asked.stderr.decode()  # the limit asked for: not the model's
 
 
 def test_a_truncated_file_row_is_named_by_its_line(bert_dir, tmp_path):
@@ -325,11 +327,27 @@ def test_evaluate_names_its_own_column_option(bert_dir, tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.decode()
-        == "error: no column 'sentence' (columns: review, label); choose one with --text-column\n"
+        == "error: no 'sentence' or 'text' column (columns: review, label); choose one with --text-column\n"
     )
     data.write_text("sentence\tlabel\n")
     result = run_cli("evaluate", str(data), "--model", str(bert_dir))
     assert result.returncode == 2 and result.stderr.decode() == f"error: {data}: no labelled rows\n"
+
+
+def test_evaluate_reads_data_as_classify_and_train_do(bert_dir, tmp_path):
+    """A 'text' column as classify finds it (Hugging Face datasets' text/label); class ids written as floats
+    (pandas, after a NaN); a bad label named by its line, as a bad text is."""
+    data = tmp_path / "imdb.csv"
+    data.write_text("text,label\ngood film,1.0\nbad film,0.0\nfine film,1\n")
+    result = run_cli("evaluate", str(data), "--model", str(bert_dir), "--backend", "onnx", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["examples"] == 3
+    data.write_text("text,label\ngood film,1\nbad film,1.5\n")
+    result = run_cli("evaluate", str(data), "--model", str(bert_dir), "--backend", "onnx")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {data}, line 3: unknown label '1.5'; expected one of NEGATIVE, POSITIVE or a class id\n",
+    )
 
 
 @pytest.mark.parametrize("content", ["", "text\n"])
@@ -421,6 +439,10 @@ def test_explain_reports_where_and_in_what_precision_the_operations_run(bert_dir
     assert (report["backend"], report["precision"]) == ("onnx", "int8")
     assert report["nodes per execution provider"].keys() == {"CPUExecutionProvider"}
     assert report["operators"]["MatMulNBits @ CPUExecutionProvider"] > 0  # the block-wise int8 weights
+    torch_int8 = json.loads(run_cli("explain", "-m", str(bert_dir), "-b", "torch", "-p", "int8", "--json").stdout)
+    # the tiny BERT's 2 layers: q, k, v, attention output and FFN up-projection each (its down-projections stay
+    # fp32), then the pooler and classifier: each quantised layer counted once, not with its packed weights
+    assert torch_int8["dynamically quantised modules"] == 2 * 5 + 2
     precision = "bf16" if cpu_computes_bf16() else "fp32"
     openvino = run_cli("explain", "-m", str(bert_dir), "--backend", "openvino", "-p", precision, "--json")
     assert openvino.returncode == 0, openvino.stderr.decode()

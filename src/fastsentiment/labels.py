@@ -17,10 +17,19 @@ def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
     text = str(value).strip()
     if names and text in names:
         return list(names).index(text)
-    if text.lstrip("-").isdigit():
-        return int(text)
+    if (number := class_id(text)) is not None:
+        return number
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
     raise InputError(f"{where}: unknown label {text!r}; {known}")
+
+
+def class_id(text: str) -> int | None:
+    """The integer a label cell spells ("1", "-1", or "1.0" as pandas writes ids of a column that held a NaN), or
+    None."""
+    whole, point, fraction = text.partition(".")
+    if whole.lstrip("-").isdigit() and (not point or (fraction and fraction.strip("0") == "")):
+        return int(whole)
+    return None
 
 
 def generic_names(count: int) -> list[str]:

@@ -38,14 +38,15 @@ class Truncations:
         self.count = 0
         self.longest = 0
 
-    def note(self, name: str, tokens: int, limit: int) -> None:
+    def note(self, name: str, tokens: int, limit: int, limit_name: str = "the model's limit") -> None:
         self.count += 1
         self.longest = max(self.longest, tokens)
         if self.count <= self.named:
             log.warning(
-                "%s has %d tokens; truncated to the model's limit of %d (%d tokens dropped)",
+                "%s has %d tokens; truncated to %s of %d (%d tokens dropped)",
                 name,
                 tokens,
+                limit_name,
                 limit,
                 tokens - limit,
             )
@@ -64,7 +65,9 @@ class Batch:
 class TextEncoder:
     """Turns texts into token ids for one model, truncating to the model's maximum length."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, pad_id: int) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, max_length: int, pad_id: int, limit_name: str = "the model's limit"
+    ) -> None:
         if max_length < 3:
             raise ModelError(
                 f"max_length must be at least 3 (a token of text beside [CLS] and [SEP]), got {max_length}"
@@ -73,6 +76,7 @@ class TextEncoder:
         tokenizer.no_padding()
         self._tokenizer = tokenizer
         self.max_length = max_length
+        self.limit_name = limit_name  # what warnings call max_length: the model's, or the one asked for
         self.pad_id = pad_id
 
     @classmethod
@@ -89,7 +93,7 @@ class TextEncoder:
         pad_id = tokenizer.token_to_id(pad_token)
         if pad_id is None:
             pad_id = int(model.config.get("pad_token_id") or 0)
-        return cls(tokenizer, limit, pad_id)
+        return cls(tokenizer, limit, pad_id, "the model's limit" if max_length is None else "the max_length")
 
     def encodings(self, texts: Sequence[str]) -> list:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
@@ -109,7 +113,7 @@ class TextEncoder:
     def fit(self, ids: Sequence[int], name: str, truncations: Truncations) -> list[int]:
         """`ids` cut to `max_length`, a cut noted in `truncations` under `name` ("input 3", "line 12")."""
         if len(ids) > self.max_length:
-            truncations.note(name, len(ids), self.max_length)
+            truncations.note(name, len(ids), self.max_length, self.limit_name)
         return truncated(ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:

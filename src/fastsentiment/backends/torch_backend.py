@@ -176,7 +176,10 @@ def explain_torch_module(network, device: str, precision: str) -> dict:
     import torch
 
     dtypes = Counter(str(p.dtype).removeprefix("torch.") for p in network.parameters())
-    quantised = sum(1 for m in network.modules() if "quantized" in type(m).__module__)
+    # A dynamically quantised Linear holds its weights in a packed-parameters child module: count the layers.
+    quantised = sum(
+        1 for m in network.modules() if "quantized" in type(m).__module__ and not type(m).__name__.endswith("Params")
+    )
     return {
         "runtime": f"torch {torch.__version__}",
         "device": device,

@@ -18,7 +18,7 @@ def compare_configs(
     model: str | None = None,
     model_b: str | None = None,
     data: str = "../shared/data/sst2",
-    text_column: str = "sentence",
+    text_column: str | None = None,
     show: int = 10,
     device: str = "auto",
     device_b: str | None = None,

@@ -26,7 +26,7 @@ class BenchData:
 
 def load_bench_data(
     source: str,
-    text_column: str | None = "sentence",
+    text_column: str | None = None,
     label_column: str = "label",
     label_names: list[str] | None = None,
     option: str = "--data",

@@ -26,7 +26,7 @@ class Spec:
     config: str  # backend:precision, or pipeline / pipeline:BATCH
     model: str
     data: str
-    text_column: str = "sentence"
+    text_column: str | None = None  # None: 'sentence', else 'text'
     label_column: str = "label"
     labels: list[str] | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])

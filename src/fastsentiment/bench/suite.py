@@ -35,7 +35,7 @@ class BenchRequest:
     model: str | None = None
     configs: list[str] | None = None
     data: str = "../shared/data/sst2"
-    text_column: str = "sentence"
+    text_column: str | None = None  # None: 'sentence', else 'text'
     label_column: str = "label"
     batch_sizes: str = "1,8,32,128"
     repeat: int = 1

@@ -29,7 +29,9 @@ def bench(
         "--data",
         help="SST-2-style directory (dev.tsv, test.tsv), a .tsv/.csv/.jsonl/.parquet file, or glue/sst2.",
     ),
-    text_column: str = typer.Option("sentence", "--text-column"),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
+    ),
     label_column: str = typer.Option("label", "--label-column"),
     batch_sizes: str = typer.Option("1,8,32,128", "--batch-sizes"),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Runs per configuration; medians are reported."),
@@ -101,7 +103,9 @@ def compare(
         None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
     ),
     data: str = typer.Option(DEFAULT_DATA, "--data"),
-    text_column: str = typer.Option("sentence", "--text-column"),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
+    ),
     show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

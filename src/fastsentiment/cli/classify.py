@@ -36,7 +36,7 @@ def classify(
         help="A .txt (one text per line), .csv, .tsv, .jsonl or .parquet file; with --engine ray also a folder of them.",
     ),
     column: str | None = typer.Option(
-        None, "--column", help="Text column of a .csv/.tsv/.jsonl/.parquet file [default: sentence, else text]."
+        None, "--column", help="Text column of a .csv/.tsv/.jsonl/.parquet file \\[default: sentence, else text]."
     ),
     out: Path | None = typer.Option(
         None,
@@ -57,10 +57,12 @@ def classify(
     ),
     num_workers: int = typer.Option(1, "--num-workers", min=1, help="Ray actors, each holding the model once."),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="Compute threads (per Ray actor) [default: every usable CPU; 1 per actor]."
+        None, "--threads", min=1, help="Compute threads (per Ray actor) \\[default: every usable CPU; 1 per actor]."
     ),
     out_format: str | None = typer.Option(
-        None, "--out-format", help="Files in the --engine ray output folder: parquet, csv or jsonl [default: parquet]."
+        None,
+        "--out-format",
+        help="Files in the --engine ray output folder: parquet, csv or jsonl \\[default: parquet].",
     ),
     model: ModelOption = None,
     backend: BackendOption = "auto",

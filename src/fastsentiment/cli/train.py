@@ -19,7 +19,9 @@ def train(
         "--base-model",
         help="Encoder to fine-tune: a directory, hub id, or all-MiniLM-L6-v2 (the train extra ships it).",
     ),
-    text_column: str = typer.Option("sentence", "--text-column"),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
+    ),
     label_column: str = typer.Option("label", "--label-column"),
     labels: str | None = typer.Option(
         None, "--labels", help="Comma-separated label names in class-id order, e.g. NEGATIVE,POSITIVE."

@@ -20,17 +20,17 @@ def tune(
         None,
         "--calibration",
         help="A sample of your own texts (.txt/.csv/.tsv/.jsonl; labels used when present) "
-        "[default: the project's built-in English sentences].",
+        "\\[default: the project's built-in English sentences].",
     ),
     text_column: str | None = typer.Option(
-        None, "--text-column", help="The calibration file's text column [default: 'sentence' or 'text']."
+        None, "--text-column", help="The calibration file's text column \\[default: 'sentence' or 'text']."
     ),
     threads: int | None = typer.Option(
         None,
         "--threads",
         min=1,
         help="Measure with this many compute threads, for runs capped to them (`classify --threads`, Ray actors) "
-        "[default: every usable CPU].",
+        "\\[default: every usable CPU].",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the decision and its table as JSON."),
 ) -> None:

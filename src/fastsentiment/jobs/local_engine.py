@@ -158,9 +158,9 @@ def _classify_chunks(
         advance(len(chunk))
     if truncations.count > truncations.named:  # fewer were each named already
         log.warning(
-            "%s rows were truncated to the model's limit of %d tokens in all (--long-text chunk classifies whole "
-            "texts)",
+            "%s rows were truncated to %s of %d tokens in all (--long-text chunk classifies whole texts)",
             f"{truncations.count:,}",
+            clf.encoder.limit_name,
             clf.encoder.max_length,
         )
     return failed

@@ -20,7 +20,7 @@ class TrainConfig:
     output_dir: str
     eval_file: str | None = None
     eval_fraction: float = 0.02
-    text_column: str = "sentence"
+    text_column: str | None = None  # None: 'sentence', else 'text'
     label_column: str = "label"
     labels: list[str] | None = None
     epochs: int = 2

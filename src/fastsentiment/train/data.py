@@ -10,7 +10,7 @@ import numpy as np
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, table_format
-from fastsentiment.labels import generic_names, label_id
+from fastsentiment.labels import class_id, generic_names, label_id
 
 UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py, --unlabelled)
 
@@ -30,7 +30,7 @@ class LabelledData:
 def read_labelled(
     path: str | Path,
     *,
-    text_column: str = "sentence",
+    text_column: str | None = None,
     label_column: str = "label",
     label_names: list[str] | None = None,
 ) -> tuple[LabelledData, list[str]]:
@@ -44,6 +44,7 @@ def read_labelled(
         )
     texts: list[str] = []
     raw_labels: list[str] = []
+    lines: list[int] = []
     for row in RowSource(path, text_column, column_option="--text-column").rows():
         if row.error:
             raise InputError(f"{path}, line {row.line}: {row.error}")
@@ -51,13 +52,14 @@ def read_labelled(
             raise InputError(f"{path}, line {row.line}: no label column {label_column!r} (see --label-column)")
         texts.append(row.text)
         raw_labels.append(str(row.fields[label_column]).strip())
+        lines.append(row.line)
     if not texts:
         raise InputError(f"{path}: no labelled rows")
     names = label_names or _infer_label_names(raw_labels)
-    return LabelledData(texts, _to_ids(raw_labels, names, path)), names
+    return LabelledData(texts, _to_ids(raw_labels, names, path, lines)), names
 
 
-def read_unlabelled(paths: Sequence[str | Path], text_column: str = "sentence") -> list[str]:
+def read_unlabelled(paths: Sequence[str | Path], text_column: str | None = None) -> list[str]:
     """Texts without labels for a teacher to label (`train --unlabelled`), every file's in order: a text file of one
     text per line, or a table whose text column is `text_column` (other columns, a label among them, are ignored)."""
     texts: list[str] = []
@@ -74,21 +76,21 @@ def read_unlabelled(paths: Sequence[str | Path], text_column: str = "sentence") 
 
 def _infer_label_names(raw: list[str]) -> list[str]:
     values = sorted(set(raw))
-    if all(value.lstrip("-").isdigit() for value in values):
-        ids = sorted(int(value) for value in values)
+    if all(class_id(value) is not None for value in values):
+        ids = sorted({class_id(value) for value in values})
         if ids[0] < 0:
             raise InputError(f"label ids must be 0 or more, found {ids[0]}")
         return generic_names(ids[-1] + 1)
     return values
 
 
-def _to_ids(raw: list[str], names: list[str], path: str | Path) -> np.ndarray:
+def _to_ids(raw: list[str], names: list[str], path: str | Path, lines: list[int]) -> np.ndarray:
     ids = np.empty(len(raw), dtype=np.int64)
-    for row, value in enumerate(raw):
-        ids[row] = label_id(value, names, f"{path}, data row {row + 1}")
+    for row, (value, line) in enumerate(zip(raw, lines, strict=True)):
+        ids[row] = label_id(value, names, f"{path}, line {line}")
         if not 0 <= ids[row] < len(names):
             raise InputError(
-                f"{path}, data row {row + 1}: unknown label {value!r}; expected one of "
+                f"{path}, line {line}: unknown label {value!r}; expected one of "
                 f"{', '.join(names)} or a class id below {len(names)}"
             )
     return ids
