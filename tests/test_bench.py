@@ -118,7 +118,7 @@ def test_bench_on_cuda_runs_every_row_there_the_pipeline_too(bert_dir, sst2_dir,
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("review\tlabel\ngood\t1\n", "no column 'sentence'"),
+        ("review\tlabel\ngood\t1\n", "no 'sentence' or 'text' column"),
         ("sentence\tlabel\ngood\tmaybe\n", "unknown label 'maybe'"),
         ("sentence\tlabel\ngood\t7\n", "label id 7 does not exist in the model"),
     ],
