@@ -232,6 +232,26 @@ def test_a_corrupt_cache_is_ignored_with_a_warning_and_rebuilt(model, cache, cap
     assert chosen.reason.startswith("measured") and json.loads(path.read_text())["key"]["model"] == model.content_hash
 
 
+def test_a_decision_missing_a_field_is_ignored_with_a_warning(model, cache, caplog):
+    auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    path = auto.decision_path(model, "cpu")
+    decision = json.loads(path.read_text())
+    del decision["throughput"]["precision"]  # a hand-edited or half-migrated file: was a KeyError traceback
+    path.write_text(json.dumps(decision))
+    with caplog.at_level(logging.WARNING, logger="fastsentiment"):
+        assert auto.choose(model, "cpu").reason.startswith("interim")
+    assert "unreadable tuning cache" in caplog.text
+
+
+def test_the_tune_table_names_every_workload_a_config_won():
+    from fastsentiment.cli.tune import workloads_won
+
+    same = {"throughput": {"backend": "onnx", "precision": "fp32"}, "latency": {"backend": "onnx", "precision": "fp32"}}
+    assert workloads_won(same) == {"onnx:fp32": "throughput, latency"}  # "latency" was dropped
+    split = {**same, "latency": {"backend": "onnx", "precision": "int8"}}
+    assert workloads_won(split) == {"onnx:fp32": "throughput", "onnx:int8": "latency"}
+
+
 def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_dir, tmp_path):
     env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
     result = run_cli("tune", "--model", str(bert_dir), "--device", "cpu", "--json", env=env, timeout=600)

@@ -208,3 +208,66 @@ def test_peer_rows_need_the_peers_environment(bert_dir, tmp_path):
     assert result.returncode == 2 and "add --peers PYTHON" in result.stderr.decode()
     result = run_cli("bench", "-m", str(bert_dir), "--peers", str(tmp_path / "nowhere"), "--out", str(tmp_path))
     assert result.returncode == 2 and "no such interpreter" in result.stderr.decode()
+
+
+def labelled_rows(count: int) -> str:
+    words = ["good", "bad", "fine", "awful", "great", "dull"]
+    return "".join(f"{words[i % 6]} film number {i}\t{i % 2}\n" for i in range(count))
+
+
+def test_a_bench_at_other_batch_sizes_with_torch_as_the_reference(bert_dir, tmp_path):
+    """`torch` alone is the fp32 reference (its agreement columns were empty); without batch 32 the @32 column says
+    nothing (it showed another strategy's rate); the report's first table is valid Markdown (|Δlogit| split a cell)."""
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(24))
+    out = tmp_path / "out"
+    options = ["-m", str(bert_dir), "--data", str(data), "--batch-sizes", "1,8", "--out", str(out)]
+    result = run_cli("bench", *options, "--backends", "torch,onnx:fp32", env={"FASTSENTIMENT_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    rows = {row["config"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["torch"]["agreement"] == 1.0 and rows["onnx:fp32"]["max_abs_logit_delta"] <= 1e-4
+    lines = (out / "report.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| config | status |"))
+    table = lines[start : start + 4]
+    assert table[0].endswith("| agreement | max \\|Δlogit\\| |") and table[0].count(" | ") == table[1].count("|") - 2
+    onnx = next(line for line in table if line.startswith("| onnx:fp32 |")).split(" | ")
+    assert onnx[table[0].split(" | ").index("sent/s @32")] == "–"
+
+
+def test_a_bench_on_data_without_labels_measures_speed_only(bert_dir, tmp_path):
+    folder = tmp_path / "sst2-like"
+    folder.mkdir()
+    (folder / "dev.tsv").write_text("sentence\n" + "".join(f"film number {i}\n" for i in range(16)))
+    (folder / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\tfilm number {i}\n" for i in range(16)))
+    out = tmp_path / "out"
+    options = ["-m", str(bert_dir), "--data", str(folder), "--batch-sizes", "1", "--out", str(out)]
+    result = run_cli("bench", *options, "--backends", "onnx:fp32", env={"FASTSENTIMENT_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert "failed" not in row and "accuracy" not in row  # it failed with a TypeError before
+    assert "no labels (speed only), speed on 16 sentences" in (out / "report.md").read_text()
+
+
+def test_bench_options_that_cannot_work_fail_before_the_runs(bert_dir, tmp_path):
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(8))
+    base = ["bench", "-m", str(bert_dir), "--data", str(data), "--backends", "onnx:fp32", "--batch-sizes", "1"]
+    missing = run_cli(*base, "--label-column", "stars", "--out", str(tmp_path / "a"))
+    assert (missing.returncode, missing.stderr.decode()) == (
+        2,
+        f"error: {data}: no label column 'stars' (columns: sentence, label)\n",
+    )
+    a_file = tmp_path / "report"
+    a_file.write_text("")
+    taken = run_cli(*base, "--out", str(a_file))
+    assert (taken.returncode, taken.stderr.decode()) == (
+        2,
+        f"error: --out {a_file} is a file; name a directory for the report\n",
+    )
+    assert run_cli(*base, "--timeout", "-1", "--out", str(tmp_path / "b")).returncode == 2
+    # every row failing (here: no time to run) is a failed bench, not exit 0
+    failed = run_cli(
+        *base, "--timeout", "0.001", "--out", str(tmp_path / "c"), env={"FASTSENTIMENT_CACHE": str(tmp_path)}
+    )
+    assert failed.returncode == 1 and "error: every configuration failed" in failed.stderr.decode()
+    assert (tmp_path / "c" / "report.md").is_file()  # the report still says why

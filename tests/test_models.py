@@ -71,6 +71,10 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
         ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("torch", {"layer_norm_eps": "abc"}, "config.json does not describe a model"),
+        # more layers than the weights hold: transformers drew the rest at random (a warning, and answers that
+        # changed from load to load)
+        ("torch", {"num_hidden_layers": 4}, "the weights lack bert.encoder.layer.2."),
+        ("onnx", {"num_hidden_layers": 4}, "the weights lack bert.encoder.layer.2."),
         # onnx and openvino start from the same network through the ONNX export
         ("openvino", LABELS_AT_ODDS, "classifier.bias has shape [2] in the weights but [1] by config.json"),
     ],
@@ -84,6 +88,18 @@ def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_pa
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_an_unreadable_pytorch_weights_file_is_one_line(bert_dir, tmp_path):
+    model = copy_model(bert_dir, tmp_path / "model")
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"garbage\n")
+    for command in (["classify", "I like cheese", "--backend", "torch"], ["export", "onnx"]):
+        args = [*command, str(model), str(tmp_path / "out.onnx")] if command[0] == "export" else command
+        result = run_cli(*args, *(["--model", str(model)] if command[0] == "classify" else []))
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1, stderr[-2000:]
+        assert stderr.startswith(f"error: {model}: unreadable weights"), stderr
 
 
 def test_a_config_that_names_two_classes_alike_is_refused(bert_dir, tmp_path):

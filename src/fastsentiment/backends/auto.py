@@ -229,6 +229,13 @@ def cached_decision(
     try:
         decision = json.loads(path.read_text())
         stored_key = decision["key"]
+        for workload in WORKLOADS:  # what `choose` reads of each decision it holds
+            if workload in decision and not all(
+                isinstance(decision[workload][field], str) for field in ("backend", "precision", "why")
+            ):
+                raise TypeError(workload)
+        if not isinstance(decision["measured_at"], str):
+            raise TypeError("measured_at")
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("ignoring an unreadable tuning cache %s; it will be measured again", path)
         return None

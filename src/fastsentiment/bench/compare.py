@@ -27,15 +27,15 @@ def compare_configs(
     (on `device_b`, default the same device): two backends, two models, or one backend on a CPU and a GPU."""
     from fastsentiment.classifier import Classifier
 
-    for config in (a, b):
-        check_config(config)
+    for config, where in ((a, device), (b, device if device_b is None else device_b)):
+        check_config(config, where)
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
     first = Classifier.load(model, backend=a, device=device)
     second = Classifier.load(model_b or model, backend=b, device=device if device_b is None else device_b)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
-    split = load_bench_data(data, text_column, "label", first.labels)
+    split = load_bench_data(data, text_column, with_labels=False)  # predictions against predictions
     texts = (split.labelled or split.speed).texts
     left, right = first.logits(texts), second.logits(texts)
     left_p, right_p = first.scores(left), second.scores(right)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastsentiment.errors import InputError, missing_extra
+from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource
 from fastsentiment.labels import label_id
 
@@ -27,32 +27,42 @@ class BenchData:
 def load_bench_data(
     source: str,
     text_column: str | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
     label_names: list[str] | None = None,
     option: str = "--data",
     text_option: str = "--text-column",
+    with_labels: bool = True,
 ) -> BenchData:
     """Read the benchmark data; labels may be class ids or, given `label_names`, the model's label names. `option`
     and `text_option`: the command's options that named `source` and the text column, for the messages when either
-    is not there. No `text_column`: a column named 'sentence' or 'text'."""
+    is not there. No `text_column`: a column named 'sentence' or 'text'. No `label_column`: 'label' where there is
+    one (data without labels measures speed only); a `label_column` named must be there. `with_labels=False`: the
+    texts alone (labels, whatever they hold, are not read)."""
     path = Path(source).expanduser()
+    labels = LabelColumn(label_column or "label", required=label_column is not None) if with_labels else None
     if path.is_dir():
         dev, test = path / "dev.tsv", path / "test.tsv"
         if not dev.is_file():
             raise InputError(f"{path}: expected dev.tsv (and test.tsv) as in GLUE SST-2")
-        labelled = _read_table(dev, text_column, label_column, label_names, text_option)
+        labelled = _read_table(dev, text_column, labels, label_names, text_option)
         speed = _read_table(test, text_column, None, None, text_option) if test.is_file() else labelled
-        return BenchData(str(path), labelled, speed)
+        return BenchData(str(path), labelled if labelled.labels is not None else None, speed)
     if path.is_file():
-        split = _read_table(path, text_column, label_column, label_names, text_option)
+        split = _read_table(path, text_column, labels, label_names, text_option)
         return BenchData(str(path), split if split.labels is not None else None, split)
     if source == "glue/sst2":
         return _from_datasets()
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 
+@dataclass(frozen=True)
+class LabelColumn:
+    name: str
+    required: bool  # named by the user: its absence is an error, not unlabelled data
+
+
 def _read_table(
-    path: Path, text_column: str | None, label_column: str | None, label_names: list[str] | None, text_option: str
+    path: Path, text_column: str | None, label: LabelColumn | None, label_names: list[str] | None, text_option: str
 ) -> Split:
     rows = []
     for row in RowSource(path, text_column, column_option=text_option).rows():
@@ -63,8 +73,10 @@ def _read_table(
         raise InputError(f"{path}: no rows")
     texts = [row.text for row in rows]
     labels = None
-    if label_column and label_column in rows[0].fields:
-        labels = [label_id(row.fields[label_column], label_names, f"{path}, line {row.line}") for row in rows]
+    if label is not None and label.required and label.name not in rows[0].fields:
+        raise InputError(f"{path}: no label column {label.name!r} (columns: {', '.join(rows[0].fields)})")
+    if label is not None and label.name in rows[0].fields:
+        labels = [label_id(row.fields[label.name], label_names, f"{path}, line {row.line}") for row in rows]
         if min(labels) < 0:
             labels = None  # GLUE test splits mark missing labels with -1
         elif label_names and max(labels) >= len(label_names):
@@ -78,7 +90,9 @@ def _from_datasets() -> BenchData:
     try:
         from datasets import load_dataset
     except ImportError:
-        raise missing_extra("datasets", "bench", "--data glue/sst2") from None
+        raise InputError(
+            "--data glue/sst2 needs the Python package 'datasets', which is not installed: pip install datasets"
+        ) from None
     try:
         data = load_dataset("glue", "sst2")
     except Exception as error:

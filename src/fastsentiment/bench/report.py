@@ -50,7 +50,9 @@ def headline(row: dict, reference_rate: float | None) -> dict:
     """The numbers one row of the summary table shows."""
     if "failed" in row:
         return {"config": row["config"], "status": f"failed: {row['failed']}"}
-    sorted_32 = row["throughput"].get("sorted@32") or next(iter(row["throughput"].values()))
+    throughput = row["throughput"]
+    # A pipeline row has one rate (its batch); any other shows sorted@32, or nothing where 32 was not measured.
+    sorted_32 = next(iter(throughput.values())) if row["config"].startswith("pipeline") else throughput.get("sorted@32")
     best = max(row["throughput"].values())
     config = row["config"]
     if config == "auto":
@@ -67,7 +69,7 @@ def headline(row: dict, reference_rate: float | None) -> dict:
         "p99 ms": row["latency_ms"][99],
         "sent/s @32": sorted_32,
         "best sent/s": best,
-        "x pipeline": sorted_32 / reference_rate if reference_rate else None,
+        "x pipeline": sorted_32 / reference_rate if reference_rate and sorted_32 else None,
         "peak RSS MB": row["peak_rss_mb"],
         "accuracy": row.get("accuracy"),
         "agreement": row.get("agreement"),
@@ -177,12 +179,17 @@ def markdown(report: dict, plots: list[Path]) -> str:
         f"- machine: {m['cpu']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}, GPU: {m['gpu'] or 'none'}",
         f"- libraries: {', '.join(f'{k} {v}' for k, v in m['libraries'].items())}; Python {m['python']}",
         f"- model: `{report['model']}` (content sha256 `{report['model_hash'][:16]}…`)",
-        f"- data: {report['data']} — accuracy on {report['labelled_sentences']} labelled sentences, speed on "
-        f"{report['speed_sentences']} sentences; repeats: {report['repeats']} (medians)",
+        f"- data: {report['data']} — "
+        + (
+            f"accuracy on {report['labelled_sentences']} labelled sentences, "
+            if report["labelled_sentences"]
+            else "no labels (speed only), "
+        )
+        + f"speed on {report['speed_sentences']} sentences; repeats: {report['repeats']} (medians)",
         f"- command: `{report['command']}`",
         *device_lines(report),
         "",
-        "| " + " | ".join(headline_columns()) + " |",
+        "| " + " | ".join(column.replace("|", "\\|") for column in headline_columns()) + " |",  # cells of its own
         "|" + "---|" * len(headline_columns()),
     ]
     rate = reference_rate(rows)

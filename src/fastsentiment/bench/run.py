@@ -31,8 +31,9 @@ def default_configs(device: str = "auto") -> list[str]:
     return configs
 
 
-def check_config(config: str) -> None:
-    """Fail before anything runs: unknown backend, unknown precision, runtime not installed."""
+def check_config(config: str, device: str = "auto") -> None:
+    """Fail before anything runs: unknown backend, unknown precision, a backend that does not run on `device`,
+    runtime not installed. (A precision the device lacks, onnx:fp16 on a CPU, fails in its row, saying why.)"""
     name, _, precision = config.partition(":")
     if config.startswith(PEER_PREFIX):
         from fastsentiment.bench.peers import peer_class
@@ -46,7 +47,7 @@ def check_config(config: str) -> None:
             raise BackendError(f"{config}: the pipeline reference needs the torch extra")
         return
     try:
-        checked_backend(name, "auto", precision or None)
+        checked_backend(name, device, precision or None)
     except FastSentimentError as error:
         raise BackendError(f"{config}: {error}") from None
 
@@ -121,7 +122,8 @@ def summarise(runs: list[dict]) -> dict:
 
 def add_agreement(rows: list[dict]) -> None:
     """Label agreement and max |Δlogit| of every row against the reference row of the same run."""
-    reference = next((r for r in rows if r.get("config") == REFERENCE and "failed" not in r), None)
+    # `torch` alone is torch at its default precision, fp32: the reference too
+    reference = next((r for r in rows if r.get("config") in (REFERENCE, "torch") and "failed" not in r), None)
     if reference is None or not reference["labelled_logits"]:
         return
     expected = np.asarray(reference["labelled_logits"])

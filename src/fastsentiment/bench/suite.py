@@ -36,7 +36,7 @@ class BenchRequest:
     configs: list[str] | None = None
     data: str = "../shared/data/sst2"
     text_column: str | None = None  # None: 'sentence', else 'text'
-    label_column: str = "label"
+    label_column: str | None = None  # None: 'label' where there is one
     batch_sizes: str = "1,8,32,128"
     repeat: int = 1
     quick: bool = False
@@ -57,7 +57,7 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         )
     configs = resolved_configs(request)
     for config in configs:
-        check_config(config)
+        check_config(config, request.device)
     if not request.peers_python and any(c.startswith(PEER_PREFIX) for c in configs):
         raise InputError("peer rows run in the peers' environment: add --peers PYTHON (scripts/build_peers_venv.sh)")
     if request.peers_python and not shutil.which(request.peers_python):

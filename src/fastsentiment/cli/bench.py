@@ -32,7 +32,9 @@ def bench(
     text_column: str | None = typer.Option(
         None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
     ),
-    label_column: str = typer.Option("label", "--label-column"),
+    label_column: str | None = typer.Option(
+        None, "--label-column", help="Label column \\[default: 'label' where there is one; without labels: speed only]."
+    ),
     batch_sizes: str = typer.Option("1,8,32,128", "--batch-sizes"),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Runs per configuration; medians are reported."),
     quick: bool = typer.Option(False, "--quick", help="A subset that finishes in about a minute."),
@@ -40,7 +42,7 @@ def bench(
         Path("bench-results"), "--out", help="Directory for report.md, results.json/.csv and plots."
     ),
     timeout: float = typer.Option(
-        1800, "--timeout", help="Seconds one configuration may take before it is reported as failed."
+        1800, "--timeout", min=0.001, help="Seconds one configuration may take before it is reported as failed."
     ),
     peers: str | None = typer.Option(
         None,
@@ -50,6 +52,10 @@ def bench(
     ),
 ) -> None:
     """Measure backends side by side: load time, latency, throughput, memory, accuracy, agreement."""
+    from fastsentiment.errors import InputError
+
+    if out.exists() and not out.is_dir():  # found before the runs, not after them with the results lost
+        raise InputError(f"--out {out} is a file; name a directory for the report")
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -90,6 +96,9 @@ def bench(
     print_table(report["rows"], stdout if stdout.is_terminal else Console(width=220))
     for path in write_outputs(report, out):
         console.print(f"wrote {path}")
+    if all("failed" in row for row in report["rows"]):
+        console.print("error: every configuration failed (the table says why)", style="bold red", highlight=False)
+        raise SystemExit(1)
 
 
 @app.command()

@@ -52,9 +52,7 @@ def tune(
     if as_json:
         typer.echo(json.dumps(decision, indent=2))
         return
-    chosen = {
-        decision[w]["backend"] + ":" + decision[w]["precision"]: w for w in ("latency", "throughput") if w in decision
-    }
+    chosen = workloads_won(decision)
     table = Table(
         "backend:precision", "load s", "sentences/s, shorter half", "sentences/s, longer half", "score",
         "p50 ms (batch 1)", "agreement", "accuracy", "auto",
@@ -65,7 +63,7 @@ def tune(
         if row["failed"]:
             table.add_row(row["config"], "", "", "", "", "", "", "", f"failed: {row['failed']}")
             continue
-        verdict = ", ".join(w for c, w in chosen.items() if c == row["config"]) if row["faithful"] else (
+        verdict = chosen.get(row["config"], "") if row["faithful"] else (
             f"below the bar (< {MIN_AGREEMENT:.1%} agreement or accuracy lost)"
         )  # fmt: skip
         table.add_row(
@@ -84,3 +82,12 @@ def tune(
         if workload in decision:
             console.print(f"auto for {workload}: {decision[workload]['why']}")
     console.print(f"cached in {decision_path(model_dir, device, threads)}")
+
+
+def workloads_won(decision: dict) -> dict[str, str]:
+    """backend:precision -> the workloads `auto` chose it for ("throughput, latency" where it won both)."""
+    won: dict[str, list[str]] = {}
+    for workload in ("throughput", "latency"):
+        if workload in decision:
+            won.setdefault(f"{decision[workload]['backend']}:{decision[workload]['precision']}", []).append(workload)
+    return {config: ", ".join(workloads) for config, workloads in won.items()}

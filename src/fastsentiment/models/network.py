@@ -4,14 +4,11 @@ training): a checkpoint that does not fit its own config.json becomes one readab
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 from fastsentiment.errors import ModelError, first_line
 from fastsentiment.models.modeldir import ModelDir
-
-log = logging.getLogger("fastsentiment")
 
 
 def load_network(model: ModelDir, **options: Any):
@@ -19,8 +16,11 @@ def load_network(model: ModelDir, **options: Any):
 
     Weights whose shapes differ from what config.json describes are refused (transformers' own error only points
     at a report on the console), unless `ignore_mismatched_sizes=True` asks for them to be replaced, as a fine-tune
-    of a bare encoder does for the head it adds. Weights the network needs and the file lacks are initialised at
-    random by transformers: said in a warning, since the predictions will mean nothing."""
+    of a bare encoder does for the head it adds. Weights the network needs and the file lacks (transformers would
+    draw them at random: predictions that mean nothing, and differ from load to load) are refused likewise."""
+    import pickle
+    import zipfile
+
     from transformers import AutoModelForSequenceClassification
 
     replacing = options.pop("ignore_mismatched_sizes", False)
@@ -33,6 +33,8 @@ def load_network(model: ModelDir, **options: Any):
         raise ModelError(
             f"{model.path}: the weights do not load as config.json describes them ({first_line(error).rstrip('.')})"
         ) from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as error:  # a corrupt pytorch_model.bin
+        raise ModelError(f"{model.path}: unreadable weights ({first_line(error)})") from None
     except KeyError as error:  # a name config.json gives that transformers has no entry for (hidden_act "foo")
         raise ModelError(f"{model.path}: config.json names {error}, which transformers does not know") from None
     except Exception as error:
@@ -49,7 +51,11 @@ def load_network(model: ModelDir, **options: Any):
             f"({len(mismatched)} tensor(s) differ; is num_labels / id2label right?)"
         )
     if (missing := sorted(report.get("missing_keys") or [])) and not replacing:
-        log.warning("%s: the weights lack %s; they were initialised at random", model.path, ", ".join(missing[:3]))
+        more = f" and {len(missing) - 1} more tensor(s)" if len(missing) > 1 else ""
+        raise ModelError(
+            f"{model.path}: the weights lack {missing[0]}{more} that config.json describes (is num_hidden_layers "
+            "right, and config.json this checkpoint's?)"
+        )
     return network
 
 
