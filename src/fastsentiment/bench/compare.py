@@ -27,8 +27,8 @@ def compare_configs(
     (on `device_b`, default the same device): two backends, two models, or one backend on a CPU and a GPU."""
     from fastsentiment.classifier import Classifier
 
-    for config, where in ((a, device), (b, device if device_b is None else device_b)):
-        check_config(config, where)
+    for config in (a, b):  # the devices: checked by the loads below, in their own words
+        check_config(config)
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
     first = Classifier.load(model, backend=a, device=device)
