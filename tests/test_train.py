@@ -834,8 +834,61 @@ def test_a_teacher_without_class_names_teaches_a_student_named_after_its_base(tr
     }
     config["id2label"], config["label2id"] = {"0": "neg", "1": "pos"}, {"neg": 0, "pos": 1}
     (teacher / "config.json").write_text(json.dumps(config))
-    refused = run_cli(*args)
+    refused = run_cli(*[str(tmp_path / "student-2") if a == str(tmp_path / "student") else a for a in args])
     assert refused.returncode == 2
     assert f"teacher {teacher} has labels ['neg', 'pos'], the student's are ['NEGATIVE', 'POSITIVE']" in (
         refused.stderr.decode()
     )
+
+
+def test_training_inputs_that_would_spoil_the_model_or_earlier_work_are_refused(train_slice, base_encoder, tmp_path):
+    """Each of these trained before: an empty label became a class of its own (a model that would not load), --out
+    on the base model overwrote it, a temperature of 0 saved NaN weights, a held-out split left one class."""
+    rows = train_slice.read_text().splitlines()
+    gap = tmp_path / "gap.tsv"
+    gap.write_text("\n".join([*rows[:5], "an unlabelled row\t", *rows[5:40]]) + "\n")
+    two = tmp_path / "two.tsv"
+    two.write_text("sentence\tlabel\ngood movie\t1\nbad movie\t0\n")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "config.json").write_text("{}")
+    for data, out, extra, message in [
+        (gap, tmp_path / "a", [], f"error: {gap}, line 6: no label in column 'label'"),
+        (train_slice, base_encoder, [], f"error: --out {base_encoder} is the base model's own folder"),
+        (train_slice, earlier, [], f"error: --out {earlier} already holds files"),
+        (
+            train_slice,
+            tmp_path / "b",
+            ["--teacher", str(base_encoder), "--distill-temperature", "0"],
+            "error: --distill-temperature must be above 0",
+        ),
+        (two, tmp_path / "c", [], "the rows left to train on are all of one class"),
+    ]:
+        args = train_args(data, out, base_encoder, "--max-steps", "1", *extra)
+        result = run_cli(*args)
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1 and message in stderr, (message, stderr[-1000:])
+    assert (base_encoder / "config.json").is_file() and not (base_encoder / "checkpoints").exists()
+
+
+def test_named_labels_keep_the_order_of_the_base_models_head(train_slice, base_encoder, tmp_path):
+    """A head that names its classes POSITIVE, NEGATIVE keeps its rows: data labelled by name follow that order
+    (sorted, they would have started the fine-tune with the head inverted)."""
+    import shutil
+
+    base = Path(shutil.copytree(base_encoder, tmp_path / "base"))
+    config = json.loads((base / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "POSITIVE", "1": "NEGATIVE"}, {"POSITIVE": 0, "NEGATIVE": 1}
+    (base / "config.json").write_text(json.dumps(config))
+    named = tmp_path / "named.tsv"
+    rows = train_slice.read_text().splitlines()
+    named.write_text(
+        "\n".join([rows[0], *(r[:-1] + ("POSITIVE" if r.endswith("1") else "NEGATIVE") for r in rows[1:200])]) + "\n"
+    )
+    args = train_args(named, tmp_path / "out", base, "--max-steps", "1")
+    del args[args.index("--labels") : args.index("--labels") + 2]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert "classes in the order of base's head: POSITIVE, NEGATIVE" in result.stdout.decode() + result.stderr.decode()
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["id2label"]
+    assert saved == {"0": "POSITIVE", "1": "NEGATIVE"}

@@ -50,8 +50,12 @@ def read_labelled(
             raise InputError(f"{path}, line {row.line}: {row.error}")
         if label_column not in row.fields:
             raise InputError(f"{path}, line {row.line}: no label column {label_column!r} (see --label-column)")
+        label = row.fields[label_column]
+        if label is None or (isinstance(label, float) and label != label) or not str(label).strip():
+            # an empty cell, JSON null or a NaN: it would become a class of its own (named "", "None" or "nan")
+            raise InputError(f"{path}, line {row.line}: no label in column {label_column!r}")
         texts.append(row.text)
-        raw_labels.append(str(row.fields[label_column]).strip())
+        raw_labels.append(str(label).strip())
         lines.append(row.line)
     if not texts:
         raise InputError(f"{path}: no labelled rows")

@@ -192,6 +192,12 @@ class Trainer:
                         loss = loss + config.attention_weight * attention_loss(
                             outputs.attentions[-1], maps.to(self.device), map_lengths
                         )
+                    if not torch.isfinite(loss):  # every later step, and the saved weights, would be NaN
+                        raise InputError(
+                            f"step {self.step + 1}: the training loss is {loss.item()}; a lower --learning-rate, or "
+                            "--precision fp32, may keep it finite (nothing of this run was saved past its last "
+                            "checkpoint)"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(

@@ -49,8 +49,14 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         config.train_file, text_column=config.text_column, label_column=config.label_column, label_names=config.labels
     )
     teachers = [resolve_model(t) for t in config.teachers]
+    _check_output(Path(config.output_dir), [("base model", base), *(("teacher", t) for t in teachers)], config.resume)
     if config.labels is None:
-        label_names = _names_for_class_ids(label_names, [base, *teachers], on_event)
+        named = _names_for_class_ids(label_names, [base, *teachers], on_event)
+        if named != label_names:  # the same classes in the head's order: the data's ids follow them
+            order = np.array([named.index(name) for name in label_names]) if set(named) == set(label_names) else None
+            if order is not None:
+                train_data = LabelledData(train_data.texts, order[train_data.labels])
+        label_names = named
     _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
         held_out, _ = read_labelled(
@@ -58,6 +64,11 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         )
     else:
         train_data, held_out = split_held_out(train_data, config.eval_fraction, config.split_seed)
+        if len(np.unique(train_data.labels)) < 2:  # the held-out rows took every row of a class
+            raise InputError(
+                f"{config.train_file}: after holding out {len(held_out)} row(s) for evaluation, the rows left to "
+                "train on are all of one class; give more rows, or an --eval-file"
+            )
     for teacher in teachers:  # a teacher whose classes have no names (LABEL_0...) fits any names of its count
         if teacher.labels not in (label_names, generic_names(len(label_names))):
             raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the student's are {label_names}")
@@ -147,8 +158,14 @@ def distillation_data(
 def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Callable[[str], None]) -> list[str]:
     """Class ids in the data (0, 1) take the names of the first model, base or teacher, whose head names as many
     classes: fine-tuning a sentiment model further on SST-2's 0/1 keeps its NEGATIVE/POSITIVE, as transformers keeps
-    a checkpoint's id2label. Named labels in the data, and --labels, are kept as given."""
+    a checkpoint's id2label. Named labels in the data keep their names, in the order of a head that names the same
+    classes (a head's rows are kept by position: positive, negative, neutral must stay in that order, not be
+    sorted). --labels is kept as given."""
     if names != generic_names(len(names)):
+        for model in models:
+            if set(model.labels) == set(names) and model.labels != names:
+                on_event(f"classes in the order of {model.path.name}'s head: {', '.join(model.labels)}")
+                return list(model.labels)
         return names
     for model in models:
         if len(model.labels) == len(names) and model.labels != generic_names(len(names)):
@@ -157,6 +174,18 @@ def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Cal
             )
             return model.labels
     return names
+
+
+def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -> None:
+    """The output folder is written over: never a model this run reads, and never earlier work unless resumed."""
+    for role, model in models:
+        if out.resolve() == model.path.resolve():
+            raise InputError(f"--out {out} is the {role}'s own folder, which training would overwrite; choose another")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise InputError(
+            f"--out {out} already holds files (an earlier model?); choose a new or empty folder, or --resume the "
+            "run that stopped there"
+        )
 
 
 def _check_classes(data: LabelledData, names: list[str], path: str, on_event: Callable[[str], None]) -> None:
@@ -201,6 +230,8 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError("--ema must be between 0 and 1")
     if not 0 <= config.distill_alpha <= 1:
         raise InputError("--distill-alpha must be between 0 and 1")
+    if not config.distill_temperature > 0:  # the teacher's and student's logits are divided by it
+        raise InputError("--distill-temperature must be above 0")
     if config.resume and not (Path(config.output_dir) / "checkpoints" / "last.pt").is_file():
         raise InputError(f"--resume: no checkpoint in {config.output_dir}/checkpoints")
 
@@ -315,7 +346,13 @@ def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], 
         if runtime:
             from fastsentiment.classifier import Classifier
 
-            clf = Classifier.load(teacher.path, backend=runtime, precision="fp32", max_length=max_length, batch_size=64)
+            clf = Classifier.load(
+                teacher.path,
+                backend=runtime,
+                precision="fp32",
+                max_length=min(max_length, teacher.max_length),
+                batch_size=64,
+            )
             total += clf.logits(texts)
             del clf
             continue
