@@ -165,6 +165,14 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
         f"error: --column names the text column of .csv, .tsv, .jsonl or .parquet files; {tmp_path / 'texts'} holds "
         "plain text"
     )
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "a.csv").write_text("review,stars\nfine,1\n")
+    (tmp_path / "tables" / "b.csv").write_text("body,stars\nfine,1\n")
+    result = run_cli(
+        "classify", "--engine", "ray", "-f", str(tmp_path / "tables"), "-o", str(tmp_path / "o"), "--column", "body"
+    )
+    assert result.returncode == 2  # the first file's error names it, as the others' do
+    assert result.stderr.decode().strip().startswith(f"error: {tmp_path / 'tables' / 'a.csv'}: no column 'body'")
 
 
 def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
@@ -260,3 +268,22 @@ def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address,
             theirs["label"],
         )
         assert abs(mine["score"] - theirs["score"]) <= 1e-5
+
+
+def test_a_parquet_input_with_as_many_workers_as_cpus_finishes(ray_address, bert_dir, tmp_path):
+    """Two one-thread actors on the cluster's two CPUs left Ray Data's Parquet reader no CPU for its own tasks: the
+    job waited forever (a text input of the same rows finished)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "reviews.parquet"
+    pq.write_table(
+        pa.table({"sentence": [f"film number {i} was {'good' if i % 2 else 'bad'}" for i in range(50)]}), source
+    )
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
+        "--model", str(bert_dir), "--num-workers", "2", timeout=180, env=RAY_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert len(pq.read_table(out).to_pylist()) == 50

@@ -109,7 +109,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                 },
                 batch_size=job.chunk_rows,
                 batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=job.num_workers),
+                compute=_actor_pool(job.num_workers, formats),
                 num_cpus=threads,
                 max_restarts=ACTOR_RESTARTS,
                 max_task_retries=TASK_RETRIES,
@@ -157,6 +157,17 @@ def _resolved(model_dir, options: ModelOptions) -> ModelOptions:
     return options
 
 
+def _actor_pool(workers: int, formats: set[str]):
+    """The classifying actors. Ray Data's Parquet reader fetches file metadata in tasks of half a CPU once the job
+    runs: a pool that starts with every CPU taken (2 actors of 1 thread on 2 CPUs) left them none, and the job waited
+    forever. For Parquet the pool starts with one actor and grows to `workers` as rows queue up."""
+    import ray
+
+    if formats == {"parquet"} and workers > 1:
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
+    return ray.data.ActorPoolStrategy(size=workers)
+
+
 def _model_files(model_dir) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in model_dir.files}
 
@@ -165,7 +176,10 @@ def _text_column_of(first_input: Path, column: str | None) -> str | None:
     """The text column the workers read: Parquet's is chosen from the header, as the local path does. Text formats
     were checked by the reader with the local path's rules (a JSONL record without --column: its `sentence`, else
     its `text`), so None leaves the choice to `checked_text` per record."""
-    source = RowSource(first_input, column)  # checks the column exists, as the local path does
+    try:
+        source = RowSource(first_input, column)  # checks the column exists, as the local path does
+    except InputError as error:  # named by its file, as the other files' errors are
+        raise InputError(str(error) if str(first_input) in str(error) else f"{first_input}: {error}") from None
     return source.column if source.format == "parquet" else column
 
 
