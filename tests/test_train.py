@@ -678,6 +678,23 @@ def test_resume_with_other_options_is_refused_naming_them(train_slice, base_enco
     assert "made with different options (learning_rate 0.001 then, 0.0005 now)" in error and "Traceback" not in error
 
 
+def test_resume_compares_the_data_not_how_its_path_is_written(train_slice, base_encoder, tmp_path):
+    """A training file changed under its name was resumed (its new labels saved as the model's); the same file
+    named by another path (relative, absolute) was refused."""
+    data = tmp_path / "data.tsv"
+    data.write_text(train_slice.read_text())
+    out = tmp_path / "run"
+    relative = os.path.relpath(data, ROOT)  # the command runs in ROOT
+    first = run_cli(*train_args(relative, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2"))
+    assert first.returncode == 0, first.stderr.decode()[-2000:]
+    again = run_cli(*train_args(data, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2", "--resume"))
+    assert again.returncode == 0 and "resumed at step" in again.stderr.decode(), again.stderr.decode()[-2000:]
+    data.write_text(train_slice.read_text().replace("\t1\n", "\t0\n", 50))
+    changed = run_cli(*train_args(data, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2", "--resume"))
+    assert changed.returncode == 2
+    assert f"--resume: {data.resolve()} changed since the checkpoint" in changed.stderr.decode()
+
+
 # ---- attention distillation (`train --attention-weight`) --------------------------------------------
 def test_attention_maps_keep_each_texts_block_and_pad_batches():
     from fastsentiment.train.attention import AttentionMaps

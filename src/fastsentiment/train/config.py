@@ -6,9 +6,12 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
+# The options that name files or folders (models may also be built-in names or hub ids).
+PATH_OPTIONS = ("base_model", "train_file", "output_dir", "eval_file", "teachers", "teacher_logits", "unlabelled")
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
 ADDED_LATER = {"teacher_logits", "augment", "unlabelled", "feature_weight", "attention_weight"}
 
@@ -58,11 +61,39 @@ class TrainConfig:
     progress: bool = True
 
     def result_options(self) -> dict:
-        """The options a resumed run must share with the interrupted one: every option that shapes the result."""
-        return {k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)}
+        """The options a resumed run must share with the interrupted one: every option that shapes the result. Files
+        are named as absolute paths (train.tsv and ./train.tsv are one file); what they hold: `data_identity`."""
+        options = {
+            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)
+        }
+        for name in PATH_OPTIONS:
+            if isinstance(options.get(name), str):
+                options[name] = _absolute(options[name])
+            elif isinstance(options.get(name), list):
+                options[name] = [_absolute(path) for path in options[name]]
+        return options
+
+    def data_identity(self) -> dict[str, str]:
+        """sha256 of every data file the run reads, so that a resumed run notices a file changed under its name."""
+        paths = [self.train_file, self.eval_file, *self.teacher_logits, *self.unlabelled]
+        return {_absolute(path): _file_sha256(Path(path)) for path in paths if path and Path(path).is_file()}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.result_options(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _absolute(path: str) -> str:
+    """An existing file or folder as its absolute path; anything else (a model's name) as given."""
+    where = Path(path).expanduser()
+    return str(where.resolve()) if where.exists() else path
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def total_steps(config: TrainConfig, examples: int) -> int:

@@ -43,6 +43,7 @@ class Trainer:
         on_event: Callable[[str], None],
     ) -> None:
         self.config = config
+        self.data_identity = config.data_identity()  # once: a checkpoint stores it, a resumed run compares it
         self.labels = labels
         self.device = device
         self.on_event = on_event
@@ -248,6 +249,7 @@ class Trainer:
         state = {
             "fingerprint": self.config.fingerprint(),
             "options": self.config.result_options(),
+            "data": self.data_identity,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -268,6 +270,14 @@ class Trainer:
             raise InputError(
                 f"--resume: the checkpoint in {self.checkpoints} was made with different options"
                 f"{f' ({changed})' if changed else ''}; resume with the same options or start a new output directory"
+            )
+        if (stored := state.get("data")) is not None and stored != self.data_identity:
+            changed = sorted(
+                path for path in {*stored, *self.data_identity} if stored.get(path) != self.data_identity.get(path)
+            )
+            raise InputError(
+                f"--resume: {', '.join(changed)} changed since the checkpoint in {self.checkpoints} was made; resume "
+                "with the same data or start a new output directory"
             )
         self.model.load_state_dict(state["model"])
         if self.projection is not None:
