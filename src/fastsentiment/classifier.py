@@ -365,18 +365,25 @@ class Classifier:
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def _function(self, function_to_apply: str | None) -> str:
-        """The scoring function asked for, in lower case as transformers reads it, or the model's own."""
-        if function_to_apply is not None and not isinstance(function_to_apply, str):
-            raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function_to_apply!r}")
-        function = (function_to_apply or self._default_function()).lower()
-        if function not in FUNCTIONS:
-            raise InputError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")
-        return function
+        """The scoring function asked for, or the model's own."""
+        return function_name(function_to_apply) or self._default_function()
 
     def _default_function(self) -> str:
         # As transformers does: one output or a multi-label problem means independent sigmoids.
         multi_label = self.model.config.get("problem_type") == "multi_label_classification"
         return "sigmoid" if multi_label or len(self.labels) == 1 else "softmax"
+
+
+def function_name(function_to_apply: Any) -> str | None:
+    """`function_to_apply` checked, in lower case as transformers reads it ("SOFTMAX"); None stays None (the model's
+    own)."""
+    if function_to_apply is None:
+        return None
+    if not isinstance(function_to_apply, str):
+        raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function_to_apply!r}")
+    if function_to_apply.lower() not in FUNCTIONS:
+        raise InputError(f"unknown function_to_apply {function_to_apply!r}; expected one of {', '.join(FUNCTIONS)}")
+    return function_to_apply.lower()
 
 
 def _is_count(value: Any) -> bool:

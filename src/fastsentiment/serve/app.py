@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from fastsentiment import __version__
 from fastsentiment.backends.base import parallel_calls
-from fastsentiment.classifier import FUNCTIONS, Classifier
+from fastsentiment.classifier import Classifier, function_name
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
@@ -193,9 +193,9 @@ class PredictEndpoint:
         long_text = parameters.long_text or ("truncate" if cut else "error")
         try:
             check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
+            function = "none" if request.raw_scores else function_name(parameters.function_to_apply)
         except InputError as error:
             raise ApiError(422, "validation", f"parameters: {error}") from None
-        function = "none" if request.raw_scores else request_function(parameters.function_to_apply)
         top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
@@ -382,19 +382,6 @@ def request_texts(inputs: str | list[str | list[str]]) -> list[str]:
             item = item[0]
         texts.append(item)
     return texts
-
-
-def request_function(function: str | None) -> str | None:
-    """`function_to_apply` as transformers reads it (any case), or a 422 naming the choices."""
-    if function is None:
-        return None
-    if function.lower() not in FUNCTIONS:
-        raise ApiError(
-            422,
-            "validation",
-            f"parameters.function_to_apply: {function!r} is none of {', '.join(FUNCTIONS)}",
-        )
-    return function.lower()
 
 
 def check_text(index: int, text: str) -> None:
