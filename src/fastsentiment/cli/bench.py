@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import DeviceOption, ModelOption
+from fastsentiment.cli.options import DeviceOption, ModelOption, TextColumnOption
 
 DEFAULT_DATA = "../shared/data/sst2"
 
@@ -29,9 +29,7 @@ def bench(
         "--data",
         help="SST-2-style directory (dev.tsv, test.tsv), a .tsv/.csv/.jsonl/.parquet file, or glue/sst2.",
     ),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
-    ),
+    text_column: TextColumnOption = None,
     label_column: str | None = typer.Option(
         None, "--label-column", help="Label column \\[default: 'label' where there is one; without labels: speed only]."
     ),
@@ -112,9 +110,7 @@ def compare(
         None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
     ),
     data: str = typer.Option(DEFAULT_DATA, "--data"),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
-    ),
+    text_column: TextColumnOption = None,
     show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -20,6 +20,7 @@ from fastsentiment.cli.options import (
     ModelOption,
     PrecisionOption,
     StrideOption,
+    TextColumnOption,
     load_classifier,
     long_text_options,
 )
@@ -29,9 +30,7 @@ from fastsentiment.errors import InputError
 @app.command()
 def evaluate(
     data: Path = typer.Argument(Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl file."),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
-    ),
+    text_column: TextColumnOption = None,
     label_column: str = typer.Option("label", "--label-column"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     model: ModelOption = None,

@@ -40,6 +40,9 @@ MaxLengthOption = Annotated[
 ]
 
 
+TextColumnOption = Annotated[
+    str | None, typer.Option("--text-column", help="Text column \\[default: 'sentence', else 'text'].")
+]
 LabelsOption = Annotated[
     str | None,
     typer.Option(

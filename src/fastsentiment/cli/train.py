@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import label_names
+from fastsentiment.cli.options import TextColumnOption, label_names
 
 
 @app.command()
@@ -19,9 +19,7 @@ def train(
         "--base-model",
         help="Encoder to fine-tune: a directory, hub id, or all-MiniLM-L6-v2 (the train extra ships it).",
     ),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help="Text column \\[default: 'sentence', else 'text']."
-    ),
+    text_column: TextColumnOption = None,
     label_column: str = typer.Option("label", "--label-column"),
     labels: str | None = typer.Option(
         None, "--labels", help="Comma-separated label names in class-id order, e.g. NEGATIVE,POSITIVE."

@@ -52,10 +52,9 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     _check_output(Path(config.output_dir), [("base model", base), *(("teacher", t) for t in teachers)], config.resume)
     if config.labels is None:
         named = _names_for_class_ids(label_names, [base, *teachers], on_event)
-        if named != label_names:  # the same classes in the head's order: the data's ids follow them
-            order = np.array([named.index(name) for name in label_names]) if set(named) == set(label_names) else None
-            if order is not None:
-                train_data = LabelledData(train_data.texts, order[train_data.labels])
+        if named != label_names and set(named) == set(label_names):  # the head's order: the data's ids follow it
+            order = np.array([named.index(name) for name in label_names])
+            train_data = LabelledData(train_data.texts, order[train_data.labels])
         label_names = named
     _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
