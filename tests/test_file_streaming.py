@@ -109,12 +109,15 @@ def test_every_output_format_holds_every_row_in_order(bert_dir, classifier, tmp_
 
 
 # ---- --resume ---------------------------------------------------------------------------------
-def start_and_kill_after_parts(args: list[str], journal: Path, parts: int) -> None:
-    """Start the real command and SIGKILL it once its journal records `parts` finished chunks."""
+def start_and_kill_after_parts(
+    args: list[str], journal: Path, parts: int, how: signal.Signals = signal.SIGKILL, stdin=None
+) -> subprocess.CompletedProcess:
+    """Start the real command and send it `how` once its journal records `parts` finished chunks."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fastsentiment", *args],
+        stdin=stdin,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -130,9 +133,10 @@ def start_and_kill_after_parts(args: list[str], journal: Path, parts: int) -> No
             except (OSError, ValueError):
                 pass
             time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(how)
     finally:
-        process.wait()
+        _, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, b"", stderr)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -165,6 +169,33 @@ def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
     fresh = tmp_path / f"fresh{suffix}"
     run_cli("classify", "-f", str(source), "-o", str(fresh), "--model", str(bert_dir))
     assert [r["label"] for r in read_output(out)] == [r["label"] for r in read_output(fresh)]
+
+
+def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
+    rows = 4_000
+    source = write_csv(tmp_path / "in.csv", rows)
+    out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "100"]
+    interrupted = start_and_kill_after_parts(args, journal, parts=2, how=signal.SIGINT)
+    assert interrupted.returncode == 130, interrupted.stderr
+    done = json.loads((journal / "manifest.json").read_text())["rows"]
+    assert f"interrupted after {done} rows".encode() in interrupted.stderr
+    assert b"--resume" in interrupted.stderr and b"Traceback" not in interrupted.stderr
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [int(row["id"]) for row in read_output(out)] == list(range(rows))
+
+
+def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):
+    source = write_csv(tmp_path / "in.csv", 4_000)
+    out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
+    args = ["classify", "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "100"]
+    with open(source, "rb") as stdin:
+        interrupted = start_and_kill_after_parts(args, journal, parts=2, how=signal.SIGINT, stdin=stdin)
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert not journal.exists() and not out.exists()
+    assert b"--resume" not in interrupted.stderr
 
 
 def test_resume_drops_a_part_written_after_the_last_manifest(bert_dir, tmp_path):

@@ -9,6 +9,8 @@ import sys
 from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError
 
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl+C (128 + SIGINT)
+
 
 def _register_commands() -> None:
     from fastsentiment.cli import (  # noqa: F401  (each registers itself)
@@ -38,14 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode an interrupt (and any typer.Exit) comes back as an exit code, not an exception.
+        code = app(args=argv, standalone_mode=False)
     except FastSentimentError as error:
         if debug:
             raise
         sys.stderr.write(f"error: {error}\n")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED) from None
     except OSError as error:  # the machine's, not the input's: a full disk, a file removed or locked mid-run
         if debug:
             raise
@@ -56,9 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         import typer
 
         if isinstance(error, typer.Abort):
-            raise SystemExit(130) from None
+            raise SystemExit(INTERRUPTED) from None
         # Usage errors by their interface: typer up to 0.27 raises click's ClickException, 0.28 its own copy of it.
         if callable(getattr(error, "show", None)) and hasattr(error, "exit_code"):
             error.show()
             raise SystemExit(2) from None
         raise
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)

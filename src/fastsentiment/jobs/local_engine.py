@@ -53,6 +53,14 @@ def classify_file(
         except SchemaMismatch:
             journal.discard()  # the same rows would fail again on --resume
             raise
+        except KeyboardInterrupt:
+            if rows.stdin or not journal.parts:  # stdin cannot be read again; nothing written, nothing to resume
+                journal.discard()
+            else:
+                sys.stderr.write(
+                    f"interrupted after {journal.rows} rows: the same command with --resume continues from there\n"
+                )
+            raise
         except Exception:
             # Failed before its first chunk was written (an option the model refuses, a full disk): nothing to
             # resume, and a journal left behind would make the next plain run ask for --resume.
