@@ -255,6 +255,22 @@ def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
     )
 
 
+@pytest.mark.parametrize("written_as", ["same path", "link"])
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(bert_dir, tmp_path, written_as):
+    source = write_csv(tmp_path / "in.csv", 10)
+    before = source.read_bytes()
+    out = source
+    if written_as == "link":
+        out = tmp_path / "link.csv"
+        out.symlink_to(source)
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: --out {out} is the input itself: it would be overwritten; choose another path"
+    )
+    assert source.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("chunk_rows", "message"),
     [

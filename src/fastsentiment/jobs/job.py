@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,8 @@ class FileJob:
             if self.engine != "ray" and output_format(self.out) == "parquet":
                 import_parquet("writing Parquet files")  # before the model loads
             check_output_place(self.out, folder=self.engine == "ray")
+            if self.source != "-" and _same_place(Path(self.source), self.out):
+                raise InputError(f"--out {self.out} is the input itself: it would be overwritten; choose another path")
 
     @property
     def worth_tuning(self) -> bool:
@@ -108,3 +111,11 @@ def _holds_plain_text(path: Path) -> bool:
     if path.is_dir():
         return any(child.suffix.lower() == ".txt" for child in path.iterdir() if child.is_file())
     return path.suffix.lower() == ".txt"
+
+
+def _same_place(source: Path, out: Path) -> bool:
+    """Whether `out` is `source` (by any path, link or mount), or, for a folder input, inside it."""
+    source, out = source.expanduser().resolve(), out.expanduser().resolve()
+    if out.exists() and os.path.samefile(source, out):
+        return True
+    return source.is_dir() and out.is_relative_to(source)
