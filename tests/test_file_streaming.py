@@ -502,15 +502,55 @@ def test_input_columns_named_like_output_columns_are_all_kept(bert_dir, tmp_path
     assert result.returncode == 0, result.stderr.decode()
     (row,) = read_output(out)
     assert {name: value for name, value in row.items() if str(value).startswith("v")} == {
-        "input_input_label": "v0",  # input_label is the input's own
+        "input_label": "v0",  # one input_ more for each name the tool writes, or writes so
         "text": "v1",
-        "input_label": "v2",
-        "input_input_line": "v3",
-        "input_line": "v4",
-        "input_input_input_error": "v5",  # input_error and input_input_error are the input's own
-        "input_error": "v6",
-        "input_input_error": "v7",
+        "input_input_label": "v2",
+        "input_line": "v3",
+        "input_input_line": "v4",
+        "input_error": "v5",
+        "input_input_error": "v6",
+        "input_input_input_error": "v7",
     }
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_nested_jsonl_values_are_written_to_csv_and_tsv_as_json(bert_dir, tmp_path, suffix):
+    source = tmp_path / "nested.jsonl"
+    record = {"text": "I like cheese", "meta": {"a": 1, "b": "x é"}, "ok": True, "tags": ["p", "q"], "n": None}
+    source.write_text(json.dumps(record) + "\n", "utf-8")
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    (row,) = read_output(out)
+    assert {name: json.loads(row[name]) for name in ("meta", "ok", "tags")} == {
+        "meta": {"a": 1, "b": "x é"},
+        "ok": True,
+        "tags": ["p", "q"],
+    }
+    assert row["n"] == ""
+
+
+def test_a_csv_record_spanning_lines_is_numbered_by_the_line_it_starts_on(bert_dir, tmp_path):
+    source = tmp_path / "multi.csv"
+    source.write_text('text,id\ngood,1\n"multi\nline\ntext"\nbad,3\n"two\nlines",4\n', "utf-8")
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 2
+    assert "line 3: expected 2 fields, found 1" in result.stderr.decode()
+    assert [int(row["line"]) for row in read_output(out)] == [2, 3, 6, 7]
+
+
+def test_a_jsonl_field_keeps_its_output_name_whatever_fields_other_records_have(bert_dir, tmp_path):
+    source = tmp_path / "uneven.jsonl"
+    records = [{"text": "good film", "label": "L1"}, {"text": "bad film", "label": "L2", "input_label": "IL2"}]
+    source.write_text("".join(json.dumps(record) + "\n" for record in records), "utf-8")
+    for suffix in (".csv", ".jsonl"):
+        out = tmp_path / f"out{suffix}"
+        result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+        assert result.returncode == 0, result.stderr.decode()
+        rows = read_output(out)
+        assert [row["input_label"] for row in rows] == ["L1", "L2"]
+        assert [row.get("input_input_label") or None for row in rows] == [None, "IL2"]
 
 
 def test_tsv_output_reads_back_through_the_tool(bert_dir, tmp_path):

@@ -348,25 +348,24 @@ def _txt_rows(lines: _LineStream) -> Iterator[Row]:
 def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator[Row]:
     reader = delimited_reader(lines, fmt)
     while True:
+        first = lines.lines + 1  # a quoted value may span lines: a record is numbered by the line it starts on
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            yield Row(
-                line=lines.lines, fields=dict.fromkeys(header, ""), error=f"malformed {fmt.upper()} row ({error})"
-            )
+            yield Row(line=first, fields=dict.fromkeys(header, ""), error=f"malformed {fmt.upper()} row ({error})")
             continue
         if not values:
             continue  # a blank line between rows is layout, not data
         if len(values) != len(header):
             yield Row(
-                line=lines.lines,
+                line=first,
                 fields=dict(zip_longest(header, values[: len(header)], fillvalue="")),
                 error=f"expected {len(header)} fields, found {len(values)}",
             )
             continue
-        yield Row(line=lines.lines, fields=dict(zip(header, values, strict=False)))
+        yield Row(line=first, fields=dict(zip(header, values, strict=False)))
 
 
 def _jsonl_rows(lines: _LineStream) -> Iterator[Row]:

@@ -68,27 +68,22 @@ def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = F
 
 
 def output_columns(input_names: Collection[str], result_names: Collection[str]) -> dict[str, str]:
-    """The name each input column gets in the output: its own, or input_NAME for one named like a column the tool
-    writes (`output_column`), with input_ added again while another input column has that name (an input with
-    `label` and `input_label` keeps both, as input_input_label and input_label). It depends on the input's column
-    names alone, so every row of a CSV, TSV or Parquet file gets the same ones."""
+    """The name each input column gets in the output (`output_column`)."""
     # Output files are UTF-8: a header's undecodable bytes are written as U+FFFD, as in values (clean_fields).
-    taken = {replace_undecodable(name) for name in input_names}
-    names: dict[str, str] = {}
-    for name in input_names:
-        own = replace_undecodable(name)
-        output = output_column(own, result_names)
-        while output != own and output in taken:
-            output = f"input_{output}"
-        names[name] = output
-        taken.add(output)
-    return names
+    return {name: output_column(replace_undecodable(name), result_names) for name in input_names}
+
+
+INPUT_PREFIX = "input_"
 
 
 def output_column(input_name: str, result_names: Collection[str]) -> str:
-    """The name an input column gets in the output, other input columns aside: input_NAME where it would clash with
-    a result column."""
-    return f"input_{input_name}" if input_name in result_names or input_name == "line" else input_name
+    """`input_` + the name for an input column named like a column the tool writes (`label`), or like one so renamed
+    (`input_label`, the tool's own output classified again); the name as it is otherwise. It depends on the name
+    alone, so a column keeps its output name in every row and every file, whatever other columns they have."""
+    base = input_name
+    while base.startswith(INPUT_PREFIX):
+        base = base[len(INPUT_PREFIX) :]
+    return INPUT_PREFIX + input_name if base in result_names or base == "line" else input_name
 
 
 @dataclass(frozen=True)
@@ -204,6 +199,16 @@ class _LateColumns:
                 )
 
 
+def _cell(value: Any) -> Any:
+    """A value as a CSV/TSV cell: JSON's objects, arrays and booleans (a JSONL input's, a Parquet input's lists and
+    structs) as JSON text that a JSON parser reads back, not as Python's repr; a null as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple, bool)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
 # A tab or line break inside a TSV value would start a new field or row: unquoted TSV has no way to hold one.
 _TSV_BREAKS = str.maketrans("\t\r\n", "   ")
 
@@ -225,7 +230,7 @@ class DelimitedParts(PartWriter):
         if self.columns is None:
             self.columns = chunk_columns(records)
         self.late.report(records, self.columns)
-        rows = [["" if record.get(name) is None else record.get(name) for name in self.columns] for record in records]
+        rows = [[_cell(record.get(name)) for name in self.columns] for record in records]
         with open(path, "w", encoding="utf-8", newline="") as stream:
             if self.format == "csv":
                 writer = csv.writer(stream)
