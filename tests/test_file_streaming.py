@@ -197,6 +197,17 @@ def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path)
     assert not journal.exists() and not out.exists()
     assert b"--resume" not in interrupted.stderr
 
+    with open(source, "rb") as stdin:  # killed, it cannot clean up: the next run says what to do
+        start_and_kill_after_parts(args, journal, parts=2, stdin=stdin)
+    with open(source, "rb") as stdin:
+        again = subprocess.run(
+            [sys.executable, "-m", "fastsentiment", *args], stdin=stdin, capture_output=True, cwd=ROOT, check=False
+        )
+    assert again.returncode == 2
+    assert again.stderr.decode().strip() == (
+        f"error: {journal} holds an interrupted run: delete the folder (stdin cannot be read again to continue it)"
+    )
+
 
 def test_resume_drops_a_part_written_after_the_last_manifest(bert_dir, tmp_path):
     """A kill between a part's rename and the manifest's leaves a part the manifest does not count."""

@@ -35,9 +35,12 @@ class ChunkJournal:
         self.failed = 0
         if self.folder.exists():
             if not resume:
-                raise InputError(
-                    f"{self.folder} holds an interrupted run: delete the folder, or continue it with --resume (a --file run)"
+                how = (
+                    "delete the folder (stdin cannot be read again to continue it)"
+                    if identity.get("input") == "stdin"
+                    else "delete the folder, or continue it with --resume (a --file run)"
                 )
+                raise InputError(f"{self.folder} holds an interrupted run: {how}")
             self._load()
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
