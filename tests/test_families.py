@@ -77,6 +77,22 @@ def test_every_fp32_path_matches_hugging_face(family_model, texts, kind, shape, 
         assert np.abs(logits - reference).max() <= 1e-4, (kind, shape, backend)
 
 
+@pytest.mark.parametrize("kind", ("roberta", "xlm-roberta", "mpnet"))
+def test_a_literal_padding_token_in_a_text_is_numbered_as_hugging_face_numbers_it(family_model, texts, kind):
+    """The tokenizer turns "<pad>" written in a text into the padding id, which Hugging Face leaves out when it
+    numbers positions: the tokens after it move one place back (the ANE layout once counted them on)."""
+    from fastsentiment import Classifier
+
+    model = family_model(kind)
+    padded = [f"<pad> {text}" for text in texts[:6]] + [f"{text} <pad> {text}" for text in texts[6:12]]
+    reference = hugging_face_logits(model, padded)
+    shifted = hugging_face_logits(model, [text.replace("<pad>", "") for text in padded])
+    assert np.abs(reference - shifted).max() > 1e-2  # the token matters: a wrong numbering would show
+    for backend in FP32_BACKENDS:
+        logits = Classifier.load(model, backend=backend, precision="fp32").logits(padded)
+        assert np.abs(logits - reference).max() <= 1e-4, backend
+
+
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_reduced_precisions_run_every_family_and_follow_fp32(family_model, texts, kind, tmp_path, monkeypatch):
     """Every bf16 / int8 path runs each family and keeps the labels fp32 gives with a clear margin.
@@ -234,6 +250,16 @@ def test_coreml_export_of_every_family(family_model, kind, tmp_path):
     assert conv_weights == {mil.DataType.FLOAT16}
 
 
+def test_a_deberta_v2_package_of_several_lengths_is_refused_in_one_line(family_model, tmp_path):
+    package = tmp_path / "model.mlpackage"
+    result = run_cli("export", "coreml", str(family_model("deberta-v2")), str(package), "--seq-lengths", "16,32")
+    assert result.returncode == 2 and not package.exists()
+    assert result.stderr.decode().strip() == (
+        "error: a deberta-v2 package holds one sequence length (its relative-position terms are built for one "
+        "sequence length when it is traced): export one package per length"
+    )
+
+
 # DeBERTa-v2 configurations other than the v3 layout the family model has (relative positions only, shared keys,
 # both score terms, log buckets): each switch changes what the ANE layout computes.
 DEBERTA_VARIANTS = {
@@ -279,7 +305,70 @@ def test_an_architecture_without_an_ane_layout_is_refused_in_one_line(family_mod
         Classifier.load(family_model("deberta-v2"), backend="ane")
 
 
+@pytest.mark.parametrize("act", ["silu", "quick_gelu", "gelu_fast"])
+def test_the_ane_layout_computes_the_activations_it_lists(family_model, texts, act):
+    from fastsentiment import Classifier
+    from fastsentiment.models.architectures import ANE_ACTIVATIONS
+
+    assert act in ANE_ACTIVATIONS
+    model = family_model("roberta", config_overrides={"hidden_act": act})
+    reference = hugging_face_logits(model, texts[:24])
+    logits = Classifier.load(model, backend="ane", precision="fp32").logits(texts[:24])
+    assert np.abs(logits - reference).max() <= 1e-4
+
+
+def test_an_activation_the_ane_layout_lacks_is_refused_in_one_line_and_not_offered(family_model, tmp_path):
+    model = family_model("deberta-v2", config_overrides={"pooler_hidden_act": "mish"})
+    message = "the ANE layout has no 'mish' activation (config.json pooler_hidden_act;"
+    for args in (
+        ["classify", "-m", str(model), "-b", "ane", "a fine film"],
+        ["export", "coreml", str(model), str(tmp_path / "m.mlpackage")],
+    ):
+        result = run_cli(*args)
+        (line,) = result.stderr.decode().splitlines()
+        assert result.returncode == 2 and line.startswith("error: ") and message in line, line
+    listing = run_cli("backends", "--model", str(model)).stdout.decode()
+    ane = next(line for line in listing.splitlines() if line.replace("│", " ").split()[:1] == ["ane"])
+    assert ane.replace("│", " ").split()[1] == "no" and "'mish' activation" in ane
+    assert run_cli("classify", "-m", str(model), "-b", "torch", "a fine film").returncode == 0
+
+
+def test_a_position_numbering_without_a_padding_id_is_refused_in_one_line(family_model, tmp_path):
+    import shutil
+
+    model = Path(shutil.copytree(family_model("roberta"), tmp_path / "no-pad"))
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "pad_token_id": None}))
+    result = run_cli("classify", "-m", str(model), "-b", "onnx", "a fine film")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: {model / 'config.json'}: pad_token_id is None: roberta models number their positions from it, "
+        "an integer"
+    )
+
+
 # ---- real-world config quirks -------------------------------------------------------------------
+def test_an_mpnet_directory_with_vocab_txt_alone_encodes_as_mpnets_tokenizer(family_model, texts, tmp_path):
+    """A WordPiece vocab.txt whose special tokens are <s> and </s>, not BERT's [CLS] and [SEP]."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from transformers import MPNetTokenizer
+
+    from fastsentiment.models.modeldir import load_model_dir
+    from fastsentiment.tokenization import TextEncoder
+
+    model = Path(shutil.copytree(family_model("mpnet"), tmp_path / "mpnet-vocab"))
+    vocab = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab()
+    (model / "vocab.txt").write_text("".join(f"{token}\n" for token in sorted(vocab, key=vocab.get)))
+    (model / "tokenizer.json").unlink()
+    sample = [*texts[:20], "good <pad> film", "Ünïcode ÀND CASE"]
+    theirs = [MPNetTokenizer(str(model / "vocab.txt"))(text)["input_ids"] for text in sample]
+    assert theirs[0][0] == vocab["<s>"] and theirs[0][-1] == vocab["</s>"]
+    ours = TextEncoder.from_model_dir(load_model_dir(model)).encodings(sample)  # untruncated, as theirs
+    assert [encoding.ids for encoding in ours] == theirs
+
+
 def test_three_labels_named_label_n_can_be_renamed(family_model):
     model = family_model("roberta", labels=("LABEL_0", "LABEL_1", "LABEL_2"))
     plain = run_cli("classify", "-m", str(model), "--backend", "torch", "--json", "a fine film")

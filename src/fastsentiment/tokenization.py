@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from fastsentiment.errors import ModelError
@@ -87,10 +87,7 @@ class TextEncoder:
                 raise ModelError(f"--max-length {max_length} exceeds what the model accepts ({limit})")
             limit = max_length
         tokenizer = load_tokenizer(model)
-        pad_token = model.tokenizer_config.get("pad_token", "[PAD]")
-        if isinstance(pad_token, dict):  # older configs store AddedToken objects
-            pad_token = pad_token.get("content", "[PAD]")
-        pad_id = tokenizer.token_to_id(pad_token)
+        pad_id = tokenizer.token_to_id(_special_token(model.tokenizer_config, "pad_token", "[PAD]"))
         if pad_id is None:
             pad_id = int(model.config.get("pad_token_id") or 0)
         return cls(tokenizer, limit, pad_id, "the model's limit" if max_length is None else "the max_length")
@@ -134,20 +131,62 @@ def truncated(ids: Sequence[int], length: int) -> list[int]:
 
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:
-    """The model's fast tokenizer: tokenizer.json when present, else WordPiece from vocab.txt."""
+    """The model's fast tokenizer: tokenizer.json when present, else WordPiece from vocab.txt; either way with the
+    special tokens tokenizer_config.json names registered, as transformers registers them."""
     tokenizer_file = model.path / "tokenizer.json"
     if tokenizer_file.is_file():
         try:
-            return Tokenizer.from_file(str(tokenizer_file))
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
             raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
-    return _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
+    else:
+        tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
+    return _with_named_special_tokens(tokenizer, model.tokenizer_config)
+
+
+SPECIAL_TOKEN_KEYS = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token", "bos_token", "eos_token")
+
+
+def _special_token(tokenizer_config: dict, key: str, default: str | None = None) -> str | None:
+    """The token a tokenizer_config.json names under `key` (older configs store an AddedToken object)."""
+    value = tokenizer_config.get(key)
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else default
+
+
+def _with_named_special_tokens(tokenizer: Tokenizer, tokenizer_config: dict) -> Tokenizer:
+    """A text that contains a special token ("<pad>") gets that token's id from transformers, which registers the
+    tokens tokenizer_config.json names; a tokenizer.json that does not list one among its added tokens would cut the
+    text into pieces instead, and the model would see another input. Only tokens of the vocabulary are registered,
+    so no id changes."""
+    registered = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
+    named = [_special_token(tokenizer_config, key) for key in SPECIAL_TOKEN_KEYS]
+    named += [
+        token.get("content") if isinstance(token, dict) else token
+        for token in tokenizer_config.get("additional_special_tokens") or []
+        if isinstance(token, (str, dict))
+    ]
+    missing = [
+        token
+        for token in dict.fromkeys(named)
+        if isinstance(token, str) and token and token not in registered and tokenizer.token_to_id(token) is not None
+    ]
+    if missing:
+        tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in missing])
+    return tokenizer
 
 
 def _wordpiece_from_vocab(vocab: Path, tokenizer_config: dict) -> Tokenizer:
+    """BERT's WordPiece, with the special tokens the config names (MPNet's vocab.txt holds <s> and </s>)."""
     try:
         wordpiece = BertWordPieceTokenizer(
             str(vocab),
+            unk_token=_special_token(tokenizer_config, "unk_token", "[UNK]"),
+            sep_token=_special_token(tokenizer_config, "sep_token", "[SEP]"),
+            cls_token=_special_token(tokenizer_config, "cls_token", "[CLS]"),
+            pad_token=_special_token(tokenizer_config, "pad_token", "[PAD]"),
+            mask_token=_special_token(tokenizer_config, "mask_token", "[MASK]"),
             lowercase=bool(tokenizer_config.get("do_lower_case", True)),
             strip_accents=tokenizer_config.get("strip_accents"),
             handle_chinese_chars=bool(tokenizer_config.get("tokenize_chinese_chars", True)),

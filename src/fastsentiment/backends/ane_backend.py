@@ -35,7 +35,7 @@ class AneBackend:
 
     @classmethod
     def model_problem(cls, model: ModelDir) -> str | None:
-        return ane_layout_problem(model.model_type)
+        return ane_layout_problem(model.model_type, model.config)
 
     @classmethod
     def auto_device(cls) -> str:

@@ -38,7 +38,7 @@ class CoremlBackend:
 
     @classmethod
     def model_problem(cls, model: ModelDir) -> str | None:
-        return ane_layout_problem(model.model_type)
+        return ane_layout_problem(model.model_type, model.config)
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:

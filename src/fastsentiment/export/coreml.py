@@ -27,12 +27,16 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     One length gives a fixed-shape model; several give enumerated shapes (the largest is the default),
     which the Neural Engine supports where fully flexible shapes would fall back to the CPU.
     """
-    if problem := ane_layout_problem(model.model_type):
+    if problem := ane_layout_problem(model.model_type, model.config):
         raise InputError(problem)
     # Checked before coremltools is imported: on Linux its import prints a dozen lines of its own.
     lengths = sorted(set(seq_lengths))
     if not lengths or lengths[0] < 2 or lengths[-1] > model.max_length:
         raise InputError(f"sequence lengths must lie between 2 and {model.max_length}, got {list(seq_lengths)}")
+    if len(lengths) > 1 and (reason := model.architecture.coreml_one_length):
+        raise InputError(
+            f"a {model.model_type} package holds one sequence length ({reason}): export one package per length"
+        )
     if target.suffix != ".mlpackage":
         raise InputError(f"{target}: a CoreML ML program is saved as a .mlpackage directory")
     if target.exists() and not is_package(target):

@@ -34,9 +34,13 @@ class Architecture:
     # the position table are never used by a token.
     positions_after_padding: bool = False
     activation_key: str = "hidden_act"
+    # Further config.json keys naming activations the ANE layout computes (DeBERTa-v2's pooler and convolution).
+    more_activation_keys: tuple[str, ...] = ()
     layer_norm_eps_key: str | None = "layer_norm_eps"
     # Dotted module under fastsentiment.models.ane holding the ANE-layout model and its weight-name tables.
     ane_module: str | None = None
+    # Why a CoreML package of this architecture holds one sequence length only (None: it may hold several).
+    coreml_one_length: str | None = None
     # Backend name -> one-line reason it cannot run this architecture.
     unsupported_backends: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +48,13 @@ class Architecture:
         """Layers, hidden size, attention heads and feed-forward size from a config.json."""
         keys = {"layers": self.layers_keys, "hidden": self.hidden_keys, "heads": self.heads_keys, "ffn": self.ffn_keys}
         return {name: int(_first(config, options)) for name, options in keys.items()}
+
+    def config_problem(self, config: dict[str, Any]) -> str | None:
+        """What in a config.json this architecture cannot run with, or None."""
+        pad = config.get("pad_token_id", 1)
+        if self.positions_after_padding and (not isinstance(pad, int) or isinstance(pad, bool) or pad < 0):
+            return f"pad_token_id is {pad!r}: {self.model_type} models number their positions from it, an integer"
+        return None
 
     def position_offset(self, config: dict[str, Any]) -> int:
         """Entries of the position table no token uses (RoBERTa: padding_idx + 1, usually 2)."""
@@ -129,7 +140,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             token_type_ids=False,
             head="context_pooler",
             ort_model_type=None,
+            more_activation_keys=("pooler_hidden_act", "conv_act"),
             ane_module="deberta_v2",
+            coreml_one_length="its relative-position terms are built for one sequence length when it is traced",
         ),
     )
 }
@@ -140,10 +153,19 @@ def architecture_of(model_type: str) -> Architecture | None:
     return ARCHITECTURES.get(model_type)
 
 
-def ane_layout_problem(model_type: str) -> str | None:
-    """Why `model_type` has no Neural-Engine layout (the ane and coreml backends), or None when it has one."""
+# The activations models/ane/layers.py computes (Hugging Face's names; gelu_fast and gelu_new are one formula).
+ANE_ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
+
+
+def ane_layout_problem(model_type: str, config: dict[str, Any] | None = None) -> str | None:
+    """Why a model of `model_type` (with this config.json) cannot take the Neural-Engine layout (the ane and coreml
+    backends), or None when it can."""
     architecture = ARCHITECTURES.get(model_type)
-    if architecture is not None and architecture.ane_module is not None:
-        return None
-    covered = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.ane_module)
-    return f"no Neural-Engine layout for {model_type} models (the ANE layout covers {covered})"
+    if architecture is None or architecture.ane_module is None:
+        covered = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.ane_module)
+        return f"no Neural-Engine layout for {model_type} models (the ANE layout covers {covered})"
+    for key in (architecture.activation_key, *architecture.more_activation_keys):
+        name = (config or {}).get(key)
+        if name is not None and name not in ANE_ACTIVATIONS:
+            return f"the ANE layout has no {name!r} activation (config.json {key}; it computes {', '.join(ANE_ACTIVATIONS)})"
+    return None

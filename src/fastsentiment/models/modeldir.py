@@ -148,6 +148,8 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
             f"{path}: unsupported architecture model_type={model_type!r}; "
             f"fastsentiment runs {', '.join(SUPPORTED_MODEL_TYPES)} models"
         )
+    if problem := ARCHITECTURES[model_type].config_problem(config):
+        raise ModelError(f"{config_file}: {problem}")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise ModelError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
@@ -156,9 +158,14 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+        if all(name.endswith("Model") for name in architectures):
+            raise ModelError(
+                f"{path} is a bare encoder ({', '.join(architectures)}) without a classification head: "
+                "fine-tune it first with `fastsentiment train --base-model ...`"
+            )
         raise ModelError(
-            f"{path} is a bare encoder ({', '.join(architectures)}) without a classification head: "
-            "fine-tune it first with `fastsentiment train --base-model ...`"
+            f"{path} holds a {', '.join(architectures)}, not a sequence classifier (…ForSequenceClassification): "
+            "fastsentiment classifies whole texts"
         )
     id2label = config.get("id2label")
     if id2label is not None:

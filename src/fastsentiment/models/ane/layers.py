@@ -112,15 +112,31 @@ class EncoderLayer(nn.Module):
 
 
 def activation(name: str):
+    """Hugging Face's activation of this name (architectures.ANE_ACTIVATIONS lists them for the checks before a
+    load)."""
     if name == "gelu":
         return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
+    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
         return lambda x: F.gelu(x, approximate="tanh")
+    if name == "quick_gelu":
+        return lambda x: x * torch.sigmoid(1.702 * x)
+    if name in ("silu", "swish"):
+        return F.silu
     if name == "relu":
         return F.relu
     if name == "tanh":
         return torch.tanh
     raise ValueError(f"unsupported activation {name!r}")
+
+
+def positions_after_padding(input_ids: torch.Tensor, position_offset: int) -> torch.Tensor:
+    """RoBERTa's and MPNet's position ids as Hugging Face derives them: a token's count among the non-padding
+    tokens up to it, after padding_idx (= position_offset - 1), and padding_idx for padding. With right padding this
+    is index + position_offset, except after a padding token inside a text (the tokenizer turns a literal "<pad>"
+    into one), which Hugging Face does not count."""
+    padding_idx = position_offset - 1
+    real = (input_ids != padding_idx).to(torch.int32)
+    return (torch.cumsum(real, dim=1).to(torch.int32) * real + padding_idx).long()
 
 
 def key_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -13,7 +13,13 @@ import math
 import torch
 from torch import nn
 
-from fastsentiment.models.ane.layers import EncoderConfig, EncoderLayer, key_mask, to_channels_first
+from fastsentiment.models.ane.layers import (
+    EncoderConfig,
+    EncoderLayer,
+    key_mask,
+    positions_after_padding,
+    to_channels_first,
+)
 
 # Hugging Face's MPNet buckets distances into 32 whatever its config says (the table has that many rows).
 BUCKETS = 32
@@ -46,8 +52,8 @@ class MPNetEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + self.position_offset
-        return to_channels_first(self.norm(self.words(input_ids) + self.positions(positions)[None]))
+        positions = positions_after_padding(input_ids, self.position_offset)
+        return to_channels_first(self.norm(self.words(input_ids) + self.positions(positions)))
 
 
 class AneMPNetForSequenceClassification(nn.Module):

@@ -1,8 +1,8 @@
 """RoBERTa, XLM-RoBERTa and CamemBERT for sequence classification in the ANE layout.
 
-The encoder blocks are BERT's; two things differ. Positions are numbered from `padding_idx + 1`
-(Hugging Face derives them from the non-padding tokens; with right padding every real token sits at
-its index plus that offset). The head is dense -> tanh -> out_proj on the first token (<s>).
+The encoder blocks are BERT's; two things differ. Positions are numbered from `padding_idx + 1` over
+the non-padding tokens, as Hugging Face derives them (`positions_after_padding`). The head is
+dense -> tanh -> out_proj on the first token (<s>).
 """
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastsentiment.models.ane.layers import EncoderConfig, EncoderLayer, key_mask, to_channels_first
+from fastsentiment.models.ane.layers import (
+    EncoderConfig,
+    EncoderLayer,
+    key_mask,
+    positions_after_padding,
+    to_channels_first,
+)
 
 
 class RobertaEmbeddings(nn.Module):
@@ -24,8 +30,8 @@ class RobertaEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + self.position_offset
-        summed = self.words(input_ids) + self.positions(positions)[None] + self.token_types.weight[0]
+        positions = positions_after_padding(input_ids, self.position_offset)
+        summed = self.words(input_ids) + self.positions(positions) + self.token_types.weight[0]
         return to_channels_first(self.norm(summed))
 
 
