@@ -50,6 +50,7 @@ def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir, dash):
     assert result.returncode == 2
     records = [json.loads(line) for line in _lines(result)]
     assert [r.get("text") for r in records] == ["good film", None, None, "I like cheese"]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
     assert records[1] == {"line": 2, "error": "empty text"}
     assert records[2] == {"line": 3, "error": "not valid UTF-8"}
     stderr = result.stderr.decode()

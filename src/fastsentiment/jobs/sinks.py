@@ -132,6 +132,7 @@ class ConsoleSink:
             return
         if self.as_json:
             record = {
+                "line": row.line,  # an error row's record has it too: records and inputs match up by it
                 "text": row.text,
                 "label": prediction.label,
                 "score": prediction.score,
