@@ -648,6 +648,18 @@ def test_an_empty_input_gives_an_empty_but_valid_output(bert_dir, tmp_path, suff
         assert "label" in pq.read_schema(out).names
 
 
+def test_an_empty_jsonl_input_gives_the_result_columns_in_csv_and_parquet_alike(bert_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"")
+    expected = ["line", "label", "score", "score_NEGATIVE", "score_POSITIVE", "error"]
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"out{suffix}"
+        result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+        assert result.returncode == 0, result.stderr.decode()
+        names = pq.read_schema(out).names if suffix == ".parquet" else out.read_text().splitlines()[0].split(",")
+        assert names == expected, suffix
+
+
 @pytest.mark.parametrize(
     ("suffix", "content", "message"),
     [

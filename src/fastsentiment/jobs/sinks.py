@@ -102,19 +102,23 @@ class OutputColumns:
         """Every output column in order, or None while the rows must tell."""
         if self.inputs is None:
             return None
-        renamed = output_columns(self.inputs, self._results())
-        return ["line", *(renamed[name] for name in self.inputs), *self._results()]
+        renamed = output_columns(self.inputs, self.result_names())
+        return ["line", *(renamed[name] for name in self.inputs), *self.result_names()]
 
     def arrow_types(self) -> dict[str, Any]:
         """The Arrow types fixed before any row: the results', and a Parquet input's own columns' (under their
         output names), so that Parquet in gives the same types Parquet out."""
         types = result_types(self.labels)
         if self.inputs is not None and self.input_types:
-            renamed = output_columns(self.inputs, self._results())
+            renamed = output_columns(self.inputs, self.result_names())
             types |= {renamed[name]: kind for name, kind in self.input_types.items() if name in renamed}
         return types
 
-    def _results(self) -> list[str]:
+    def without_rows(self) -> list[str]:
+        """The columns of an output that got no rows: the input's own where known, and the results'."""
+        return self.names() or ["line", *self.result_names()]
+
+    def result_names(self) -> list[str]:
         return list(result_fields(None, self.labels, None, self.lengths))
 
 
@@ -220,10 +224,13 @@ class DelimitedParts(PartWriter):
     TSV is written the way .tsv is read (GLUE style: no quoting, \\n line ends), so the tool reads its own output
     back; a tab or line break inside a value is written as a space, with a warning."""
 
-    def __init__(self, fmt: str, columns: list[str] | None = None) -> None:
+    def __init__(self, fmt: str, columns: list[str] | None = None, without_rows: list[str] | None = None) -> None:
+        """`columns`: fixed before any row (None: the first chunk's); `without_rows`: the header of an output that
+        gets no rows."""
         self.format = fmt
         self.suffix = f".{fmt}"
         self.columns = columns
+        self.without_rows = without_rows or columns
         self.late = _LateColumns()
         self.said_breaks = False
 
@@ -257,7 +264,8 @@ class DelimitedParts(PartWriter):
         return "\t".join(spaced) + "\n"
 
     def merge(self, parts, out):
-        if not parts and self.columns is not None:  # no rows: the header alone, as the same input with rows has
+        if not parts and self.without_rows is not None:  # no rows: the header alone, as the same input with rows has
+            self.columns = self.columns or self.without_rows
             self.write([], out, first=True)
             return
         super().merge(parts, out)
@@ -302,6 +310,7 @@ class ParquetParts(PartWriter):
 
         self.pa = pa
         self.fixed = columns.arrow_types()
+        self.without_rows = columns.without_rows()
         names = columns.names()
         if schema is None and names is not None:
             schema = pa.schema([(name, self.fixed.get(name, pa.null())) for name in names])
@@ -369,7 +378,7 @@ class ParquetParts(PartWriter):
             schema = pa.unify_schemas([self.pq.read_schema(part) for part in parts], promote_options="permissive")
             schema = parquet_schema(schema.names, dict(zip(schema.names, schema.types, strict=True)))
         else:  # no rows: the columns known without them (the input's and the results'), else the results' own
-            names = self.schema.names if self.schema is not None else list(self.fixed)
+            names = self.schema.names if self.schema is not None else self.without_rows
             schema = parquet_schema(names, self.fixed)
         with self.pq.ParquetWriter(out, schema) as writer:
             for part in parts:
@@ -393,6 +402,6 @@ def part_writer(fmt: str, columns: OutputColumns, first_part: Path | None = None
             schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
         return ParquetParts(columns, schema)
     if first_part is None:
-        return DelimitedParts(fmt, columns.names())
+        return DelimitedParts(fmt, columns.names(), columns.without_rows())
     with open(first_part, encoding="utf-8", newline="") as stream:
         return DelimitedParts(fmt, next(delimited_reader(stream, fmt)))
