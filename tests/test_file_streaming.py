@@ -160,7 +160,8 @@ def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
     assert refused.returncode == 2 and b"--resume" in refused.stderr
 
     resumed = run_cli(*args, "--resume")
-    assert resumed.returncode == 2, resumed.stderr  # 12 empty rows
+    assert resumed.returncode == 2, resumed.stderr  # 12 empty rows, some of them in the interrupted run
+    assert f"12 inputs could not be classified (their rows in {out} have an error)".encode() in resumed.stderr
     assert f"resuming after {done_before} rows".encode() in resumed.stderr
     assert not journal.exists()
     ids = [int(row["id"]) for row in read_output(out)]

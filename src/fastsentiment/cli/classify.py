@@ -109,7 +109,10 @@ def classify(
     else:
         failed = run_file_job(job, options)
     if failed:
-        where = f" (rows with an error in {out}/)" if engine == "ray" else " (see the errors above)"
+        if out is None:
+            where = " (see the errors above)"
+        else:  # a resumed run counts the interrupted one's too, whose lines it does not repeat
+            where = f" (their rows in {out}{'/' if engine == 'ray' else ''} have an error)"
         raise InputError(f"{failed} input{'s' if failed > 1 else ''} could not be classified{where}")
 
 
