@@ -222,13 +222,25 @@ def test_a_bench_at_other_batch_sizes_with_torch_as_the_reference(bert_dir, tmp_
     data.write_text("sentence\tlabel\n" + labelled_rows(24))
     out = tmp_path / "out"
     options = ["-m", str(bert_dir), "--data", str(data), "--batch-sizes", "1,8", "--out", str(out)]
-    result = run_cli("bench", *options, "--backends", "torch,onnx:fp32", env={"FASTSENTIMENT_CACHE": str(tmp_path)})
+    backends = "torch,onnx:fp32,auto"
+    result = run_cli("bench", *options, "--backends", backends, env={"FASTSENTIMENT_CACHE": str(tmp_path)})
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     rows = {row["config"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["torch"]["agreement"] == 1.0 and rows["onnx:fp32"]["max_abs_logit_delta"] <= 1e-4
+    # The auto row names what it resolved to: measured by `tune` in this run, it is one of the configurations here.
+    resolved = f"{rows['auto']['backend']}:{rows['auto']['precision']}"
+    assert resolved.split(":")[0] in ("onnx", "openvino", "torch", "ane"), resolved
+    with open(out / "results.csv", newline="") as stream:
+        table = list(csv.DictReader(stream))
+    assert {(r["config"], r["backend"]) for r in table} == {
+        ("torch", "torch"),
+        ("onnx:fp32", "onnx"),
+        ("auto", rows["auto"]["backend"]),
+    }
+    assert f"| auto = {resolved}" in (out / "report.md").read_text()
     lines = (out / "report.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| config | status |"))
-    table = lines[start : start + 4]
+    table = lines[start : start + 5]
     assert table[0].endswith("| agreement | max \\|Δlogit\\| |") and table[0].count(" | ") == table[1].count("|") - 2
     onnx = next(line for line in table if line.startswith("| onnx:fp32 |")).split(" | ")
     assert onnx[table[0].split(" | ").index("sent/s @32")] == "–"

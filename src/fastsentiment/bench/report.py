@@ -119,6 +119,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
         writer.writerow(
             [
                 "config",
+                "backend",  # what `auto` resolved to; the config's own backend otherwise
                 "precision",
                 "strategy",
                 "batch_size",
@@ -135,13 +136,14 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
         )
         for row in rows:
             if "failed" in row:
-                writer.writerow([row["config"], "", "", "", "", "", "", "", "", "", "", "", row["failed"]])
+                writer.writerow([row["config"], *[""] * 12, row["failed"]])
                 continue
             for key, rate in row["throughput"].items():
                 strategy, size = key.split("@")
                 writer.writerow(
                     [
                         row["config"],
+                        row["backend"],
                         row["precision"],
                         strategy,
                         size,
