@@ -190,10 +190,25 @@ def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):
     decision = auto.tune(model, "cpu", only=FAST_CANDIDATES)
     path = auto.decision_path(model, "cpu")
     assert json.loads(path.read_text()) == decision
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no scratch file left behind
-    chosen = auto.choose(model, "cpu", "throughput")
-    assert chosen.config == f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
-    assert chosen.reason.startswith("measured")
+    # No scratch file left behind; where "auto" is this CPU for every backend, the decision serves it too.
+    aliases = auto.same_placement("cpu", model)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        auto.decision_path(model, name).name for name in ["cpu", *aliases]
+    )
+    for device in ["cpu", *aliases]:
+        chosen = auto.choose(model, device, "throughput")
+        assert chosen.config == f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
+        assert chosen.reason.startswith("measured")
+
+
+def test_auto_and_cpu_are_one_placement_only_where_no_backend_takes_a_gpu(model, monkeypatch):
+    from fastsentiment.backends.torch_backend import TorchBackend
+
+    monkeypatch.setattr(TorchBackend, "auto_device", classmethod(lambda cls: "cpu"))
+    assert auto.same_placement("auto", model) == ["cpu"] and auto.same_placement("cpu", model) == ["auto"]
+    assert auto.same_placement("cuda", model) == []
+    monkeypatch.setattr(TorchBackend, "auto_device", classmethod(lambda cls: "cuda"))  # as on a GPU machine
+    assert auto.same_placement("auto", model) == [] and auto.same_placement("cpu", model) == []
 
 
 @pytest.mark.parametrize("change", ["cpu flags", "runtime version", "model"])
@@ -267,12 +282,16 @@ def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_di
     decision = json.loads(result.stdout)
     configs = {row["config"] for row in decision["table"]}
     assert {"onnx:int8", "onnx:fp32", "openvino:fp32"} <= configs and "ane:fp32" not in configs
-    listed = run_cli("backends", "--model", str(bert_dir), "--device", "cpu", env=env)
-    assert listed.returncode == 0, listed.stderr.decode()
+    import torch
+
     expected = f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
-    assert f"auto for throughput (files, stdin, serve, bench, evaluate, the Python API): {expected}" in " ".join(
-        listed.stdout.decode().split()
-    )
+    # Measured for the CPU, the decision serves `--device auto` too where auto is the CPU (no GPU here).
+    for device in ["cpu"] if torch.cuda.is_available() else ["cpu", "auto"]:
+        listed = run_cli("backends", "--model", str(bert_dir), "--device", device, env=env)
+        assert listed.returncode == 0, listed.stderr.decode()
+        assert f"auto for throughput (files, stdin, serve, bench, evaluate, the Python API): {expected}" in " ".join(
+            listed.stdout.decode().split()
+        ), device
 
 
 @pytest.fixture

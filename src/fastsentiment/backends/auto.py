@@ -335,7 +335,21 @@ def tune(
     }
     decision.update(_decide([row for row in rows if row.faithful]))
     _save(decision_path(model, device, threads), decision)
+    for alias in same_placement(device, model):
+        _save(decision_path(model, alias, threads), {**decision, "key": {**decision["key"], "device": alias}})
     return decision
+
+
+def same_placement(device: str, model: ModelDir) -> list[str]:
+    """The other name of `device` that loads every backend in the same place: "cpu" for "auto" (and "auto" for
+    "cpu") where no backend takes a GPU for "auto", so that `tune --device cpu` serves a `classify` left at auto,
+    and the other way round. Known at tune time, where torch (which says whether there is a GPU) is imported."""
+    if device not in ("auto", "cpu"):
+        return []
+    runnable = [get_backend(name) for name in backend_names() if availability(name, "auto", model).runnable]
+    if any(kind_on(backend, "auto") != "cpu" for backend in runnable):
+        return []
+    return ["cpu" if device == "auto" else "auto"]
 
 
 def _reference(model: ModelDir, device: str, measure_one) -> tuple[tuple[str, str], Measurement, np.ndarray]:
