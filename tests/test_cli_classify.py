@@ -59,11 +59,18 @@ def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir, dash):
 
 
 @pytest.mark.parametrize("text", ["", "   "])
-def test_empty_argument_is_a_one_line_error(bert_dir, text):
-    result = run_cli("classify", "good", text, "--model", str(bert_dir))
+def test_an_empty_argument_is_its_own_error_and_the_others_are_classified(bert_dir, text):
+    """As a file's lines are: the error is named, the others are answered, the exit code says something failed."""
+    result = run_cli("classify", "good", text, "bad", "--json", "--model", str(bert_dir))
     assert result.returncode == 2
-    assert result.stderr.decode() == "error: input 2: empty text\n"
-    assert result.stdout == b""
+    records = [json.loads(line) for line in _lines(result)]
+    assert [r.get("text") for r in records] == ["good", None, "bad"] and records[1] == {"line": 2, "error": "empty text"}
+    assert result.stderr.decode() == (
+        "error: input 2: empty text\nerror: 1 input could not be classified (see the errors above)\n"
+    )
+    alone = run_cli("classify", text, "--model", str(bert_dir), env={"FASTSENTIMENT_CACHE": "/nonexistent/cache"})
+    assert alone.returncode == 2 and alone.stdout == b""
+    assert alone.stderr.decode() == "error: input 1: empty text\n"  # refused before any model is loaded
 
 
 def test_long_text_is_truncated_with_a_warning(bert_dir):

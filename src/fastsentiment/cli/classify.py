@@ -76,7 +76,6 @@ def classify(
     labels: LabelsOption = None,
 ) -> None:
     """Classify texts: one line per input with label, confidence and text."""
-    from fastsentiment.classifier import check_texts
     from fastsentiment.jobs.job import FileJob, ModelOptions
     from fastsentiment.jobs.run import run_file_job
 
@@ -104,7 +103,6 @@ def classify(
     )
     if texts:
         job.check()
-        check_texts(texts)  # fail before paying for the model load
         failed = _classify_arguments(texts, job, options)
     else:
         failed = run_file_job(job, options)
@@ -117,10 +115,18 @@ def classify(
 
 
 def _classify_arguments(texts: list[str], job, options) -> int:
+    from fastsentiment.classifier import check_texts
     from fastsentiment.jobs.local_engine import classify_rows
     from fastsentiment.jobs.rows import Row
+    from fastsentiment.texts import text_problem
 
     if job.engine == "ray":
         raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
-    rows = [Row(line=number, fields={"text": text}, text=text, called="input") for number, text in enumerate(texts, 1)]
+    # As lines of a file: a text that cannot be classified is an error row, and the others are classified.
+    rows = [
+        Row(line=number, fields={"text": text}, text=text, error=text_problem(text), called="input")
+        for number, text in enumerate(texts, 1)
+    ]
+    if all(row.error for row in rows):
+        check_texts(texts)  # nothing to classify: fail before paying for the model load
     return classify_rows(options.load(), rows, job.out, job.as_json, job.long_text)
