@@ -128,8 +128,11 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
     ],
 )
 def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
-    with pytest.raises(InputError, match=message):
+    import fastsentiment
+
+    with pytest.raises(ValueError, match=message) as refused:  # as transformers.pipeline's refusals are
         Classifier.load(bert_dir, backend="torch")(inputs, **options)
+    assert isinstance(refused.value, fastsentiment.InputError) and fastsentiment.InputError is InputError
 
 
 def test_transformers_truncation_argument_is_taken(bert_dir):

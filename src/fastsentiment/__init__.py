@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 from fastsentiment.classifier import Classifier, Prediction
-from fastsentiment.errors import FastSentimentError
+from fastsentiment.errors import BackendError, FastSentimentError, InputError, ModelError
 
-__all__ = ["Classifier", "FastSentimentError", "Prediction", "__version__"]
+__all__ = [
+    "BackendError",
+    "Classifier",
+    "FastSentimentError",
+    "InputError",
+    "ModelError",
+    "Prediction",
+    "__version__",
+]

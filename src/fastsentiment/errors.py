@@ -15,8 +15,9 @@ class BackendError(FastSentimentError):
     """An unknown backend, an unsupported device or precision, or a runtime that is not installed."""
 
 
-class InputError(FastSentimentError):
-    """Text that cannot be classified: empty, undecodable, or a malformed input file."""
+class InputError(FastSentimentError, ValueError):
+    """Text that cannot be classified (empty, undecodable), a malformed input file, or arguments that cannot work
+    together. A ValueError too, as transformers.pipeline's refusals are, so code written for it catches these."""
 
 
 def missing_extra(package: str, extra: str, purpose: str) -> BackendError:
