@@ -64,7 +64,10 @@ def test_an_empty_argument_is_its_own_error_and_the_others_are_classified(bert_d
     result = run_cli("classify", "good", text, "bad", "--json", "--model", str(bert_dir))
     assert result.returncode == 2
     records = [json.loads(line) for line in _lines(result)]
-    assert [r.get("text") for r in records] == ["good", None, "bad"] and records[1] == {"line": 2, "error": "empty text"}
+    assert [r.get("text") for r in records] == ["good", None, "bad"] and records[1] == {
+        "line": 2,
+        "error": "empty text",
+    }
     assert result.stderr.decode() == (
         "error: input 2: empty text\nerror: 1 input could not be classified (see the errors above)\n"
     )
