@@ -219,6 +219,23 @@ def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, s
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_python_api_refuses_them(server):
+    def post(body: dict) -> httpx.Response:
+        return httpx.post(f"{server.url}/predict", json={"inputs": "good film", **body}, timeout=30)
+
+    for body, message in [
+        ({"parameters": {"long_text": "chunk", "truncation": True}}, "for windows give long_text alone"),
+        ({"top_k": 1, "parameters": {"top_k": 2}}, "top_k is 1 at the top level and 2 in parameters"),
+        ({"raw_scores": True, "parameters": {"function_to_apply": "softmax"}}, "raw_scores gives logits"),
+    ]:
+        refused = post(body)
+        assert refused.status_code == 422 and message in refused.json()["error"], (body, refused.text)
+    # Agreeing twice is fine; TEI's `truncate: false` (its clients' default) beside long_text keeps working.
+    assert len(post({"top_k": 2, "parameters": {"top_k": 2}}).json()[0]) == 2
+    assert post({"raw_scores": True, "parameters": {"function_to_apply": "NONE"}}).status_code == 200
+    assert post({"truncate": False, "parameters": {"long_text": "chunk"}}).status_code == 200
+
+
 def test_routing_errors_have_the_same_shape_as_every_other_error(server):
     for response, status, kind in [
         (httpx.get(f"{server.url}/predict"), 405, "method_not_allowed"),

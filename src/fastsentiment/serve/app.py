@@ -187,16 +187,10 @@ class PredictEndpoint:
         for index, text in enumerate(texts):
             check_text(index, text)
         parameters = request.parameters or Parameters()
-        # TEI's `truncate: false` and transformers' `truncation: false` refuse over-long texts; parameters.long_text,
-        # where given, says it all.
-        cut = request.truncate is not False and parameters.truncation is not False
-        long_text = parameters.long_text or ("truncate" if cut else "error")
         try:
-            check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
-            function = "none" if request.raw_scores else function_name(parameters.function_to_apply)
+            long_text, function, top_k = _settings(request, parameters)
         except InputError as error:
             raise ApiError(422, "validation", f"parameters: {error}") from None
-        top_k = parameters.top_k or request.top_k
         with self.metrics.time_request():
             try:
                 if long_text == "truncate":
@@ -487,6 +481,24 @@ class _PredictFirst(FastAPI):
             await self._predict(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str | None, int | None]:
+    """The long-text handling, score function and top_k a request asks for, refusing the ones it asks for twice
+    over in ways that disagree (the Python API refuses the same)."""
+    if parameters.truncation is not None and parameters.long_text not in (None, "truncate"):
+        raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
+    # TEI's `truncate: false` (its clients' default) and transformers' `truncation: false` refuse over-long texts;
+    # parameters.long_text, where given, says it all.
+    cut = request.truncate is not False and parameters.truncation is not False
+    long_text = parameters.long_text or ("truncate" if cut else "error")
+    check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
+    if request.raw_scores and function_name(parameters.function_to_apply) not in (None, "none"):
+        raise InputError(f"raw_scores gives logits; function_to_apply {parameters.function_to_apply!r} asks otherwise")
+    function = "none" if request.raw_scores else function_name(parameters.function_to_apply)
+    if None not in (parameters.top_k, request.top_k) and parameters.top_k != request.top_k:
+        raise InputError(f"top_k is {request.top_k} at the top level and {parameters.top_k} in parameters")
+    return long_text, function, parameters.top_k or request.top_k
 
 
 def _ranked(classifier: Classifier, scores: np.ndarray, top_k: int | None) -> list[list[Label]]:
