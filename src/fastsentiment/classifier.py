@@ -161,7 +161,8 @@ class Classifier:
         `function_to_apply` is "softmax" (default for several labels), "sigmoid" or "none" (raw logits).
         Texts longer than the model accepts are truncated with a warning (`long_text="truncate"`), classified
         whole as overlapping windows of the model's length sharing `stride` tokens whose scores `aggregate`
-        combines (`"chunk"`: "mean" token-weighted probabilities, "max" the most confident window, "logit-mean"),
+        combines (`"chunk"`: "logit-mean" token-weighted logits, the default; "mean" token-weighted probabilities;
+        "max" the most confident window),
         or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
         score) as "chunks" to its best-label answer. `truncation`, the tokenizer argument pipelines take, is the
         same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error").

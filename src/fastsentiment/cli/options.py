@@ -105,7 +105,9 @@ StrideOption = Annotated[
 AggregateOption = Annotated[
     str | None,
     typer.Option(
-        "--aggregate", help="How window scores combine: mean (token-weighted probabilities), max, logit-mean."
+        "--aggregate",
+        help="How window scores combine: logit-mean (token-weighted logits), mean (token-weighted probabilities) or "
+        "max (the most confident window) \\[default: logit-mean].",
     ),
 ]
 
