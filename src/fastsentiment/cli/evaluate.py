@@ -29,7 +29,7 @@ from fastsentiment.errors import InputError
 
 @app.command()
 def evaluate(
-    data: Path = typer.Argument(Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl file."),
+    data: Path = typer.Argument(Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl/.parquet file."),
     text_column: TextColumnOption = None,
     label_column: str = typer.Option("label", "--label-column"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
