@@ -187,6 +187,13 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert [int(row["id"]) for row in read_output(out)] == list(range(rows))
 
+    finished = out.read_bytes()
+    again = run_cli(*args, "--resume")  # nothing left to continue: said, and the output kept as it is
+    assert again.returncode == 2 and again.stderr.decode().strip() == (
+        f"error: --resume: {out} is complete (no out.csv.partial/ to continue); run without --resume to write it again"
+    )
+    assert out.read_bytes() == finished
+
 
 def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):
     source = write_csv(tmp_path / "in.csv", 4_000)

@@ -42,6 +42,11 @@ class ChunkJournal:
                 )
                 raise InputError(f"{self.folder} holds an interrupted run: {how}")
             self._load()
+        elif resume and out.exists():
+            raise InputError(
+                f"--resume: {out} is complete (no {self.folder.name}/ to continue); run without --resume to write it "
+                "again"
+            )
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             self.folder.mkdir()
