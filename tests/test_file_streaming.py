@@ -173,10 +173,10 @@ def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
 
 
 def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
-    rows = 4_000
+    rows = 12_000  # in chunks of 20, each made durable: seconds of work, so the signal comes mid-job on a busy machine
     source = write_csv(tmp_path / "in.csv", rows)
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
-    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "100"]
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "20"]
     interrupted = start_and_kill_after_parts(args, journal, parts=2, how=signal.SIGINT)
     assert interrupted.returncode == 130, interrupted.stderr
     done = json.loads((journal / "manifest.json").read_text())["rows"]
@@ -196,9 +196,9 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
 
 
 def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):
-    source = write_csv(tmp_path / "in.csv", 4_000)
+    source = write_csv(tmp_path / "in.csv", 12_000)
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
-    args = ["classify", "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "100"]
+    args = ["classify", "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "20"]
     with open(source, "rb") as stdin:
         interrupted = start_and_kill_after_parts(args, journal, parts=2, how=signal.SIGINT, stdin=stdin)
     assert interrupted.returncode == 130, interrupted.stderr
