@@ -75,3 +75,51 @@ def test_long_lines_are_chunked_or_refused_as_asked(bert_dir):
     assert refused.returncode == 0
     assert "error: input 1 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
     assert refused.stdout.decode().count("Sentiment prediction") == 1  # the prompt went on to the next line
+
+
+def test_at_a_terminal_arrow_keys_edit_and_recall_lines_instead_of_becoming_text(bert_dir):
+    """Typed at a terminal: the up arrow recalls the last line and the left arrow moves the cursor (they were
+    classified as the text "^[[A"); bytes that are not UTF-8 are still an error for their line."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", "interactive", "--model", str(bert_dir)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "xterm"},
+        close_fds=True,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def prompts(count: int) -> None:
+        """Read the terminal until the prompt has been shown `count` times (a key typed before it would reach the
+        terminal between two reads, as no person types)."""
+        nonlocal seen
+        deadline = time.monotonic() + 120
+        while seen.count(PROMPT.encode()) < count and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.5)[0]:
+                seen += os.read(controller, 4096)
+
+    try:
+        prompts(1)
+        os.write(controller, b"good fim\x1b[Dl\r")  # "good fim", one to the left, "l": "good film"
+        prompts(2)
+        os.write(controller, b"\x1b[A\r")  # the line before, again
+        prompts(3)
+        os.write(controller, b"bad \xff cake\r")
+        prompts(4)
+        os.write(controller, b"\x04")
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    text = seen.decode("utf-8", "replace")
+    assert text.count("Sentiment prediction:") == 2 and "error: not valid UTF-8" in text, text
+    assert text.count("good film\r\nSentiment prediction") == 1  # the recalled line, shown whole
+    assert "[A" not in text and "Traceback" not in text

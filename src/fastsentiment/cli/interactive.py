@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import time
+from collections.abc import Callable
 
 import typer
 
@@ -24,6 +25,8 @@ from fastsentiment.cli.options import (
 )
 
 PROMPT = "Enter text to classify (or 'ctrl+D' to quit): "
+# What a line of bytes that are not UTF-8 reads as: a lone surrogate, as surrogateescape gives (text_problem names it).
+UNDECODABLE = "\udcff"
 
 
 @app.command()
@@ -75,17 +78,14 @@ def interactive(
         clf.logits(["warming up the model before the first question"])
     log(f"Warmed up in {_ms(started)} ms")
 
-    # Undecodable bytes must become an error message for that line, not a crash of the prompt.
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
+    read_line = _terminal_reader() if sys.stdin.isatty() else _stream_reader()
     while True:
-        sys.stdout.write(PROMPT)
-        sys.stdout.flush()
         try:
-            line = stdin.readline()
+            line = read_line()
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             return
-        if not line:  # Ctrl+D
+        if line is None:  # Ctrl+D
             sys.stdout.write("\n")
             return
         text = line.rstrip("\r\n")
@@ -120,3 +120,34 @@ def interactive(
 
 def _ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.1f}"
+
+
+def _stream_reader() -> Callable[[], str | None]:
+    """Lines of a pipe or file after the prompt; undecodable bytes become an error for their line, not a crash."""
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
+
+    def read() -> str | None:
+        sys.stdout.write(PROMPT)
+        sys.stdout.flush()
+        return stdin.readline() or None
+
+    return read
+
+
+def _terminal_reader() -> Callable[[], str | None]:
+    """Lines typed at a terminal, with line editing and history (arrow keys move the cursor or recall a line
+    instead of becoming text)."""
+    try:
+        import readline  # noqa: F401  (input() uses it once imported)
+    except ImportError:  # a Python built without it: plain input()
+        pass
+
+    def read() -> str | None:
+        try:
+            return input(PROMPT)
+        except EOFError:
+            return None
+        except UnicodeDecodeError:
+            return UNDECODABLE
+
+    return read
