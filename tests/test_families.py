@@ -250,6 +250,19 @@ def test_coreml_export_of_every_family(family_model, kind, tmp_path):
     assert conv_weights == {mil.DataType.FLOAT16}
 
 
+def test_the_coreml_backend_exports_lengths_each_model_takes(family_model, tmp_path):
+    """Its package holds 32, 64 and 128 tokens, within the model's limit; DeBERTa-v2's, the longest alone."""
+    from fastsentiment.backends.coreml_backend import package_lengths
+    from fastsentiment.models.modeldir import load_model_dir
+
+    roberta, deberta = load_model_dir(family_model("roberta")), load_model_dir(family_model("deberta-v2"))
+    assert roberta.max_length == deberta.max_length == 64
+    assert package_lengths(roberta, 128) == [32, 64] and package_lengths(deberta, 128) == [64]
+    package = tmp_path / "deberta.mlpackage"
+    lengths = ",".join(map(str, package_lengths(deberta, 128)))
+    assert run_cli("export", "coreml", str(deberta.path), str(package), "--seq-lengths", lengths).returncode == 0
+
+
 def test_a_deberta_v2_package_of_several_lengths_is_refused_in_one_line(family_model, tmp_path):
     package = tmp_path / "model.mlpackage"
     result = run_cli("export", "coreml", str(family_model("deberta-v2")), str(package), "--seq-lengths", "16,32")

@@ -274,6 +274,14 @@ def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
     )
 
 
+def test_a_ray_output_folder_inside_its_input_folder_is_taken(tmp_path):
+    """Only the input folder's own files are read, so a new folder inside it is neither input nor overwritten."""
+    from fastsentiment.jobs.job import FileJob
+
+    (tmp_path / "a.txt").write_text("good\n")
+    FileJob(source=str(tmp_path), out=tmp_path / "scored", engine="ray").check()
+
+
 @pytest.mark.parametrize("written_as", ["same path", "link"])
 def test_an_output_that_is_the_input_is_refused_and_the_input_kept(bert_dir, tmp_path, written_as):
     source = write_csv(tmp_path / "in.csv", 10)

@@ -39,6 +39,7 @@ def test_content_hash_changes_with_weights(bert_dir, tmp_path):
         (lambda d: [(d / f).unlink() for f in ("tokenizer.json", "vocab.txt")], "has no tokenizer"),
         (lambda d: _edit_config(d, model_type="gpt2"), "unsupported architecture model_type='gpt2'"),
         (lambda d: _edit_config(d, architectures=["BertModel"]), "without a classification head"),
+        (lambda d: _edit_config(d, architectures=["BertForMaskedLM"]), "fine-tune it first"),  # bert-base and kin
         (
             lambda d: _edit_config(d, architectures=["BertForTokenClassification"]),
             "holds a BertForTokenClassification, not a sequence classifier",

@@ -186,7 +186,7 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
         "".join(f"second file line {i} was dull\n" for i in range(200)) + "\n", encoding="utf-8"
     )
     (folder / "c.jsonl").write_text(
-        '{"sentence": "I love it", "id": 1}\n'
+        '{"sentence": "I love it", "id": 1, "line": 7, "file": "x"}\n'  # named like the output's own columns
         '{"sentence": "I hate it", "id": 2, "note": "came late"}\n'
         '{"sentence": "so dull", "id": "three"}\n'
         '{"text": "no sentence here", "id": 4}\n',
@@ -221,6 +221,7 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
         ("", "no sentence here", "4", ""),  # its text field, though the rows beside it have a sentence
     ]
     assert [bool(row["label"]) for row in jsonl] == [True, True, False, True]
+    assert (jsonl[0]["input_line"], jsonl[0]["input_file"]) == ("7", "x")  # renamed once, as the local engine does
 
 
 def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):

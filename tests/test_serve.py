@@ -230,6 +230,13 @@ def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_pytho
     ]:
         refused = post(body)
         assert refused.status_code == 422 and message in refused.json()["error"], (body, refused.text)
+    # truncation false beside long_text "truncate" refuses a long text, as the Python API's truncation=False does.
+    long = httpx.post(
+        f"{server.url}/predict",
+        json={"inputs": "good " * 100, "parameters": {"long_text": "truncate", "truncation": False}},
+        timeout=30,
+    )
+    assert long.status_code == 422 and "over the model's limit" in long.json()["error"], long.text
     # Agreeing twice is fine; TEI's `truncate: false` (its clients' default) beside long_text keeps working.
     assert len(post({"top_k": 2, "parameters": {"top_k": 2}}).json()[0]) == 2
     assert post({"raw_scores": True, "parameters": {"function_to_apply": "NONE"}}).status_code == 200

@@ -59,7 +59,7 @@ class CoremlBackend:
 
         ct = import_coremltools()
 
-        lengths = [32, 64, DEFAULT_LENGTH]
+        lengths = package_lengths(model, DEFAULT_LENGTH)
         target = cache_root() / "coreml" / model.content_hash[:32] / "model.mlpackage"
         if not target.exists():
             cached_file(target, lambda scratch: export_coreml(model, scratch, lengths))
@@ -101,3 +101,10 @@ class CoremlBackend:
             "file": str(self.path),
             "operations per compute device": dict(devices),
         }
+
+
+def package_lengths(model: ModelDir, longest: int) -> list[int]:
+    """The sequence lengths of the package this backend exports: 32, 64 and `longest` (each within what the model
+    takes), or the longest alone for an architecture whose package holds one length."""
+    lengths = sorted({min(length, model.max_length) for length in (32, 64, longest)})
+    return lengths[-1:] if model.architecture.coreml_one_length else lengths

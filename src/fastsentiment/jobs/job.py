@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastsentiment.errors import InputError
+from fastsentiment.jobs.journal import check_resumable
 from fastsentiment.jobs.rows import import_parquet, missing_input
 from fastsentiment.windows import LongText
 
@@ -63,6 +64,8 @@ class FileJob:
             raise InputError(missing_input(self.source))
         if self.resume and (self.source == "-" or self.out is None):
             raise InputError("--resume continues a --file run written with --out")
+        if self.resume and self.engine == "local":
+            check_resumable(self.out)  # before the model loads
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
         if self.column is not None and (self.source == "-" or _holds_plain_text(Path(self.source))):
@@ -114,8 +117,6 @@ def _holds_plain_text(path: Path) -> bool:
 
 
 def _same_place(source: Path, out: Path) -> bool:
-    """Whether `out` is `source` (by any path, link or mount), or, for a folder input, inside it."""
-    source, out = source.expanduser().resolve(), out.expanduser().resolve()
-    if out.exists() and os.path.samefile(source, out):
-        return True
-    return source.is_dir() and out.is_relative_to(source)
+    """Whether `out` is `source` itself, by any path or link. (A Ray output folder inside an input folder is fine:
+    only the folder's own files are read.)"""
+    return out.exists() and os.path.samefile(source.expanduser(), out.expanduser())

@@ -17,7 +17,22 @@ from typing import Any
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, part_writer
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: input columns renamed by their own name alone (sinks.output_column)
+
+
+def journal_folder(out: Path) -> Path:
+    """Where the parts and manifest of a run writing `out` live until it finishes."""
+    return out.with_name(out.name + ".partial")
+
+
+def check_resumable(out: Path) -> None:
+    """--resume with a finished `out` and nothing left to continue is a mistake: say so rather than redo the job.
+    (No `out` and no journal: the job starts afresh, as a script that always passes --resume expects.)"""
+    folder = journal_folder(out)
+    if out.exists() and not folder.exists():
+        raise InputError(
+            f"--resume: {out} is complete (no {folder.name}/ to continue); run without --resume to write it again"
+        )
 
 
 class ChunkJournal:
@@ -27,7 +42,7 @@ class ChunkJournal:
         output's columns are before any row."""
         self.out = out
         self.format = output_format(out)
-        self.folder = out.with_name(out.name + ".partial")
+        self.folder = journal_folder(out)
         self.identity = identity
         self.parts: list[str] = []
         self.position: dict[str, int] | None = None
@@ -42,12 +57,9 @@ class ChunkJournal:
                 )
                 raise InputError(f"{self.folder} holds an interrupted run: {how}")
             self._load()
-        elif resume and out.exists():
-            raise InputError(
-                f"--resume: {out} is complete (no {self.folder.name}/ to continue); run without --resume to write it "
-                "again"
-            )
         else:
+            if resume:
+                check_resumable(out)
             out.parent.mkdir(parents=True, exist_ok=True)
             self.folder.mkdir()
             self._save()
@@ -57,6 +69,15 @@ class ChunkJournal:
     @property
     def resumed(self) -> bool:
         return self.position is not None
+
+    @property
+    def saved_rows(self) -> int:
+        """The rows the manifest on disk counts: what --resume continues after (an interrupt may land between a
+        part's rename and the manifest's)."""
+        try:
+            return int(json.loads((self.folder / "manifest.json").read_text())["rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
 
     def commit(self, records: list[dict[str, Any]], position: dict[str, int], failed: int) -> None:
         """Make one chunk durable: its part file first, then the manifest that counts it."""

@@ -58,7 +58,7 @@ def classify_file(
                 journal.discard()
             else:
                 sys.stderr.write(
-                    f"interrupted after {journal.rows} rows: the same command with --resume continues from there\n"
+                    f"interrupted after {journal.saved_rows} rows: the same command with --resume continues from there\n"
                 )
             raise
         except Exception:

@@ -381,7 +381,7 @@ class _ClassifyBatches:
         if self.reserved:
             types = {FILE_COLUMN: pa.string(), **types}
         results = result_fields(None, self.labels, None, self.long_text.reports_lengths)
-        outputs = output_columns(list(renamed.values()), results)  # what output_record calls them
+        outputs = output_columns(list(renamed.values()), ("line", *results))  # what output_record calls them
         for name, given in renamed.items():
             types[outputs[given]] = input_schema.field(name).type
         names = list(records[0]) if records else [n for n in types if n != "line"]

@@ -59,7 +59,7 @@ def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = F
     """The input's fields (named by `output_columns`), then the results."""
     results = result_fields(prediction, labels, row.error, lengths)
     fields = clean_fields(row.fields)
-    names = output_columns(fields, results)
+    names = output_columns(fields, ("line", *results))
     record: dict[str, Any] = {"line": row.line}
     for name, value in fields.items():
         record[names[name]] = value
@@ -67,23 +67,24 @@ def output_record(row: Row, prediction, labels: Sequence[str], lengths: bool = F
     return record
 
 
-def output_columns(input_names: Collection[str], result_names: Collection[str]) -> dict[str, str]:
-    """The name each input column gets in the output (`output_column`)."""
+def output_columns(input_names: Collection[str], written: Collection[str]) -> dict[str, str]:
+    """The name each input column gets in an output where the tool writes the columns `written` beside them
+    (`output_column`)."""
     # Output files are UTF-8: a header's undecodable bytes are written as U+FFFD, as in values (clean_fields).
-    return {name: output_column(replace_undecodable(name), result_names) for name in input_names}
+    return {name: output_column(replace_undecodable(name), written) for name in input_names}
 
 
 INPUT_PREFIX = "input_"
 
 
-def output_column(input_name: str, result_names: Collection[str]) -> str:
-    """`input_` + the name for an input column named like a column the tool writes (`label`), or like one so renamed
-    (`input_label`, the tool's own output classified again); the name as it is otherwise. It depends on the name
-    alone, so a column keeps its output name in every row and every file, whatever other columns they have."""
+def output_column(input_name: str, written: Collection[str]) -> str:
+    """`input_` + the name for an input column named like a column the tool writes (`label`, `line`), or like one so
+    renamed (`input_label`, the tool's own output classified again); the name as it is otherwise. It depends on the
+    name alone, so a column keeps its output name in every row and every file, whatever other columns they have."""
     base = input_name
     while base.startswith(INPUT_PREFIX):
         base = base[len(INPUT_PREFIX) :]
-    return INPUT_PREFIX + input_name if base in result_names or base == "line" else input_name
+    return INPUT_PREFIX + input_name if base in written else input_name
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class OutputColumns:
         """Every output column in order, or None while the rows must tell."""
         if self.inputs is None:
             return None
-        renamed = output_columns(self.inputs, self.result_names())
+        renamed = output_columns(self.inputs, ("line", *self.result_names()))
         return ["line", *(renamed[name] for name in self.inputs), *self.result_names()]
 
     def arrow_types(self) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class OutputColumns:
         output names), so that Parquet in gives the same types Parquet out."""
         types = result_types(self.labels)
         if self.inputs is not None and self.input_types:
-            renamed = output_columns(self.inputs, self.result_names())
+            renamed = output_columns(self.inputs, ("line", *self.result_names()))
             types |= {renamed[name]: kind for name, kind in self.input_types.items() if name in renamed}
         return types
 

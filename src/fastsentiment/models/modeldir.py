@@ -20,6 +20,8 @@ from fastsentiment.labels import distinct_names, generic_names
 from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
+# Checkpoints of an encoder as pre-trained (BertModel, RobertaForMaskedLM): what `train --base-model` starts from.
+PRETRAINED_ENCODERS = ("Model", "ForMaskedLM", "ForPreTraining")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
@@ -158,7 +160,7 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
-        if all(name.endswith("Model") for name in architectures):
+        if all(name.endswith(PRETRAINED_ENCODERS) for name in architectures):
             raise ModelError(
                 f"{path} is a bare encoder ({', '.join(architectures)}) without a classification head: "
                 "fine-tune it first with `fastsentiment train --base-model ...`"

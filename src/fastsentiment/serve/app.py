@@ -488,10 +488,12 @@ def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str
     over in ways that disagree (the Python API refuses the same)."""
     if parameters.truncation is not None and parameters.long_text not in (None, "truncate"):
         raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
-    # TEI's `truncate: false` (its clients' default) and transformers' `truncation: false` refuse over-long texts;
-    # parameters.long_text, where given, says it all.
+    # TEI's `truncate: false` (its clients' default) and transformers' `truncation: false` refuse over-long texts, as
+    # the Python API's truncation=False does beside long_text "truncate"; windows ("chunk") or "error", where asked
+    # for, say it all.
     cut = request.truncate is not False and parameters.truncation is not False
-    long_text = parameters.long_text or ("truncate" if cut else "error")
+    asked = parameters.long_text
+    long_text = asked if asked not in (None, "truncate") else ("truncate" if cut else "error")
     check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
     if request.raw_scores and function_name(parameters.function_to_apply) not in (None, "none"):
         raise InputError(f"raw_scores gives logits; function_to_apply {parameters.function_to_apply!r} asks otherwise")
