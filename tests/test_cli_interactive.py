@@ -49,6 +49,8 @@ def test_ctrl_c_at_the_prompt_exits_with_code_0(bert_dir):
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # pytest-xdist's workers ignore SIGINT and a child inherits that: a terminal's default, as a shell gives.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     seen = b""
@@ -56,6 +58,7 @@ def test_ctrl_c_at_the_prompt_exits_with_code_0(bert_dir):
         seen += process.stdout.read1(4096)
     assert PROMPT.encode() in seen
     process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0  # on the signal: stdin is still open
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert b"Traceback" not in stderr

@@ -120,6 +120,9 @@ def start_and_kill_after_parts(
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # pytest-xdist's workers ignore SIGINT, and a child inherits that (Python then installs no KeyboardInterrupt
+        # handler): give it a terminal's default, as a user's shell does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     manifest = journal / "manifest.json"
     deadline = time.monotonic() + 120
