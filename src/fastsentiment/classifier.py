@@ -25,6 +25,7 @@ from fastsentiment.windows import (
     too_long,
     truncation_window,
     window_count,
+    with_truncation,
 )
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -167,10 +168,7 @@ class Classifier:
         score) as "chunks" to its best-label answer. `truncation`, the tokenizer argument pipelines take, is the
         same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error").
         """
-        if truncation is not None:
-            if not isinstance(truncation, bool) or long_text != "truncate":
-                raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
-            long_text = "truncate" if truncation else "error"
+        long_text = with_truncation(long_text, truncation)
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
         single = isinstance(inputs, str)

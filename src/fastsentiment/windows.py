@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,16 @@ class Document:
 
     tokens: int
     windows: list[Window]
+
+
+def with_truncation(long_text: str, truncation: Any) -> str:
+    """`long_text` as transformers' `truncation` argument sets it, where given: True cuts, False refuses, beside
+    long_text "truncate" (the default); windows ("chunk") and "error" are asked for alone."""
+    if truncation is None:
+        return long_text
+    if not isinstance(truncation, bool) or long_text != "truncate":
+        raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
+    return "truncate" if truncation else "error"
 
 
 def check_options(

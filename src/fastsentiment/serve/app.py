@@ -37,7 +37,7 @@ from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import has_undecodable, text_problem
 from fastsentiment.tokenization import TextEncoder, Truncations
-from fastsentiment.windows import check_options
+from fastsentiment.windows import check_options, with_truncation
 
 log = logging.getLogger("fastsentiment.serve")
 T = TypeVar("T")
@@ -486,18 +486,14 @@ class _PredictFirst(FastAPI):
 def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str | None, int | None]:
     """The long-text handling, score function and top_k a request asks for, refusing the ones it asks for twice
     over in ways that disagree (the Python API refuses the same)."""
-    if parameters.truncation is not None and parameters.long_text not in (None, "truncate"):
-        raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
-    # TEI's `truncate: false` (its clients' default) and transformers' `truncation: false` refuse over-long texts, as
-    # the Python API's truncation=False does beside long_text "truncate"; windows ("chunk") or "error", where asked
-    # for, say it all.
-    cut = request.truncate is not False and parameters.truncation is not False
-    asked = parameters.long_text
-    long_text = asked if asked not in (None, "truncate") else ("truncate" if cut else "error")
+    long_text = with_truncation(parameters.long_text or "truncate", parameters.truncation)  # as the Python API
+    if long_text == "truncate" and request.truncate is False:  # TEI's refusal (its clients' default); windows win
+        long_text = "error"
     check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
-    if request.raw_scores and function_name(parameters.function_to_apply) not in (None, "none"):
+    function = function_name(parameters.function_to_apply)
+    if request.raw_scores and function not in (None, "none"):
         raise InputError(f"raw_scores gives logits; function_to_apply {parameters.function_to_apply!r} asks otherwise")
-    function = "none" if request.raw_scores else function_name(parameters.function_to_apply)
+    function = "none" if request.raw_scores else function
     if None not in (parameters.top_k, request.top_k) and parameters.top_k != request.top_k:
         raise InputError(f"top_k is {request.top_k} at the top level and {parameters.top_k} in parameters")
     return long_text, function, parameters.top_k or request.top_k
