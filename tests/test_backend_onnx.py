@@ -1,5 +1,6 @@
 """The ONNX Runtime backend: parity, caching, atomic exports, and a torch-free inference path."""
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,31 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(bert_dir,
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write to the cache folder {blocker / 'cache'}")
     assert lines[0].endswith("set FASTSENTIMENT_CACHE to a writable folder")
+
+
+@pytest.mark.parametrize(("config", "file"), [("onnx:fp32", "model-fp32.onnx"), ("openvino:fp32", "model-plain.onnx")])
+def test_a_damaged_cached_export_is_built_again_with_a_warning(bert_dir, tmp_path, config, file):
+    """A cached export truncated on disk since it was built (a full disk, a copy cut short) made every later run a
+    traceback; it is built again once, said in one warning, and the run answers as before."""
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path)}
+    args = ["classify", "-m", str(bert_dir), "-b", config, "--json", "good film"]
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cached,) = tmp_path.glob(f"onnx/*/{file}")
+    with open(cached, "r+b") as damaged:
+        damaged.truncate(1000)
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    (warning,) = again.stderr.decode().splitlines()
+    assert warning.startswith(f"warning: the cached {cached} does not load (") and warning.endswith("building it again")
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+
+
+def test_an_unwritable_openvino_compiled_cache_compiles_without_it(bert_dir, tmp_path):
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path)}
+    (tmp_path / "openvino").write_text("a file where the compiled-model cache would go")  # unwritable, even as root
+    result = run_cli("classify", "-m", str(bert_dir), "-b", "openvino:fp32", "good film", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode().strip() == (
+        f"warning: cannot write OpenVINO's compiled-model cache {tmp_path / 'openvino' / 'fp32'}: compiling on every load"
+    )

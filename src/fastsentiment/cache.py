@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from fastsentiment.errors import FastSentimentError
+from fastsentiment.errors import FastSentimentError, first_line
+
+log = logging.getLogger("fastsentiment")
+Opened = TypeVar("Opened")
 
 
 def cache_root() -> Path:
@@ -49,3 +54,22 @@ def scratch_beside(destination: Path) -> Path:
             f"cannot write to the cache folder {destination.parent}: {error.strerror}; "
             "set FASTSENTIMENT_CACHE to a writable folder"
         ) from None
+
+
+def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable[[], Path]) -> Opened:
+    """`open_(path)`, where `path` is an artefact of the cache that `build()` makes (and returns). One that exists
+    but does not open (damaged on disk since it was built: truncated, emptied) is removed, built again once and
+    opened, with a warning, instead of failing every later run. A file outside the cache is opened as it is."""
+    try:
+        return open_(path)
+    except Exception as error:
+        if not path.resolve().is_relative_to(cache_root().resolve()):
+            raise
+        log.warning("the cached %s does not load (%s); building it again", path, first_line(error))
+    for damaged in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):  # an IR is two files
+        damaged.unlink(missing_ok=True)
+    rebuilt = build()
+    try:
+        return open_(rebuilt)
+    except Exception as error:
+        raise FastSentimentError(f"{rebuilt}: built again, it still does not load ({first_line(error)})") from None

@@ -12,6 +12,7 @@ import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads
 from fastsentiment.backends.registry import device_index, device_kind, register
+from fastsentiment.cache import open_or_rebuild
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
@@ -77,7 +78,11 @@ class OnnxBackend:
             raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
         if kind == "cpu" and precision == "fp16":
             raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
-        return cls.open(onnx_file(model, precision), device, precision, threads)
+        return open_or_rebuild(
+            onnx_file(model, precision),
+            lambda path: cls.open(path, device, precision, threads),
+            lambda: onnx_file(model, precision),
+        )
 
     @classmethod
     def open(

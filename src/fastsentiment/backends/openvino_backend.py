@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import queue
 from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads
+from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads, log
 from fastsentiment.backends.registry import register
-from fastsentiment.cache import cache_root
+from fastsentiment.cache import cache_root, open_or_rebuild
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
@@ -107,8 +108,15 @@ class OpenvinoBackend:
             # file, and that blob ran with bf16 settings returned NaN (tests/test_export.py).
             "CACHE_DIR": str(cache_root() / "openvino" / compute),
         }
+        if not _writable_folder(Path(config["CACHE_DIR"])):
+            log.warning("cannot write OpenVINO's compiled-model cache %s: compiling on every load", config["CACHE_DIR"])
+            del config["CACHE_DIR"]
         # Compiled from its path, so that a cached blob is found without reading the model first.
-        compiled = core.compile_model(str(model_file(model, precision)), "CPU", config)
+        compiled = open_or_rebuild(
+            model_file(model, precision),
+            lambda path: core.compile_model(str(path), "CPU", config),
+            lambda: model_file(model, precision),
+        )
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -148,3 +156,12 @@ class OpenvinoBackend:
             "inference precision hint": self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "operations (type, runtime precision)": dict(sorted(runtime_precisions.items())),
         }
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether `folder` is (or can be made) a folder this process may write in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)

@@ -187,6 +187,8 @@ def _check_safetensors_header(weights: Path) -> None:
     from safetensors import SafetensorError, safe_open
 
     try:
+        with open(weights, "rb"):  # an unreadable file in the system's words (safetensors calls it missing)
+            pass
         with safe_open(weights, "np"):
             pass
     except (SafetensorError, OSError) as error:
