@@ -108,14 +108,13 @@ class OpenvinoBackend:
             # file, and that blob ran with bf16 settings returned NaN (tests/test_export.py).
             "CACHE_DIR": str(cache_root() / "openvino" / compute),
         }
+        source = model_file(model, precision)  # first: a cache that cannot hold the export is an error of its own
         if not _writable_folder(Path(config["CACHE_DIR"])):
             log.warning("cannot write OpenVINO's compiled-model cache %s: compiling on every load", config["CACHE_DIR"])
             del config["CACHE_DIR"]
         # Compiled from its path, so that a cached blob is found without reading the model first.
         compiled = open_or_rebuild(
-            model_file(model, precision),
-            lambda path: core.compile_model(str(path), "CPU", config),
-            lambda: model_file(model, precision),
+            source, lambda path: core.compile_model(str(path), "CPU", config), lambda: model_file(model, precision)
         )
         return cls(compiled, [port.get_any_name() for port in compiled.inputs], precision)
 
