@@ -136,3 +136,34 @@ def test_vocab_only_directory_loads_with_wordpiece(bert_dir, tmp_path):
     (model / "tokenizer.json").unlink()
     result = run_cli("classify", "I like cheese", "--model", str(model), "--backend", "torch")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_folder_named_like_the_built_in_model_is_said_not_to_be_used(tmp_path, monkeypatch, caplog):
+    from fastsentiment.models.builtin import DEFAULT_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()
+    with caplog.at_level("WARNING", logger="fastsentiment"):
+        model = resolve_model(DEFAULT_MODEL)
+    assert model.path != (tmp_path / DEFAULT_MODEL).resolve()  # the built-in, as documented
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{DEFAULT_MODEL!r} is the built-in model; for the folder of that name here, pass ./{DEFAULT_MODEL}"
+    ]
+
+
+def test_without_a_home_folder_the_cache_asks_for_its_setting(monkeypatch):
+    """A container's arbitrary user has no HOME and no passwd entry: Path.home() raises, which was a traceback."""
+    from pathlib import Path
+
+    from fastsentiment.cache import cache_root
+    from fastsentiment.errors import FastSentimentError
+
+    for name in ("FASTSENTIMENT_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(FastSentimentError, match="no home folder to keep the cache in: set FASTSENTIMENT_CACHE"):
+        cache_root()

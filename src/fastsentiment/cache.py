@@ -21,7 +21,14 @@ def cache_root() -> Path:
     explicit = os.environ.get("FASTSENTIMENT_CACHE")
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # no HOME and no passwd entry (a container's arbitrary user)
+            raise FastSentimentError(
+                "no home folder to keep the cache in: set FASTSENTIMENT_CACHE to a writable folder"
+            ) from None
     return Path(base) / "fastsentiment"
 
 

@@ -141,6 +141,8 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelError(f"{config_file}: malformed JSON ({error})") from None
+    except OSError as error:  # unreadable: a model directory that cannot be used, as any other (exit code 2)
+        raise ModelError(f"{config_file}: {error.strerror or error}") from None
     if not isinstance(config, dict):
         raise ModelError(f"{config_file}: expected a JSON object")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from fastsentiment.errors import ModelError
 from fastsentiment.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from fastsentiment.models.modeldir import MODEL_FILES, ModelDir, load_model_dir
 
+log = logging.getLogger("fastsentiment")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -18,6 +20,8 @@ def resolve_model(reference: str | Path | None = None, *, require_head: bool = T
         reference = DEFAULT_MODEL
     text = str(reference)
     if text in BUILTIN_MODELS:
+        if Path(text).is_dir():  # a folder of that name here: which one is meant is not clear, so say which is used
+            log.warning("%r is the built-in model; for the folder of that name here, pass ./%s", text, text)
         builtin = BUILTIN_MODELS[text]
         if not builtin.path.is_dir():
             raise ModelError(f"built-in model {text!r} is missing from this installation ({builtin.path})")
