@@ -223,3 +223,43 @@ def test_an_openvino_export_whose_weights_cannot_be_written_leaves_nothing_half_
         f"error: cannot write {tmp_path / 'model.bin'}: Is a directory\n",
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]  # no .xml without weights, no scratch
+
+
+def test_an_export_from_a_damaged_cache_is_built_again_not_copied(bert_dir, tmp_path):
+    """`export onnx` copied a cached export truncated on disk and said it had written it."""
+    import onnxruntime
+
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    first = run_cli("export", "onnx", str(bert_dir), str(tmp_path / "a.onnx"), "-p", "plain", env=env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cached,) = (tmp_path / "cache").glob("onnx/*/model-plain.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    again = run_cli("export", "onnx", str(bert_dir), str(tmp_path / "b.onnx"), "-p", "plain", env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    assert "does not load" in again.stderr.decode() and "building it again" in again.stderr.decode()
+    onnxruntime.InferenceSession(str(tmp_path / "b.onnx"))  # a whole model
+    assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+
+
+def test_an_export_of_a_missing_model_makes_no_folders(tmp_path):
+    out = tmp_path / "new" / "folders" / "model.onnx"
+    result = run_cli("export", "onnx", str(tmp_path / "no-such-model"), str(out))
+    assert result.returncode == 2 and "model directory not found" in result.stderr.decode()
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_where_a_cached_export_goes_is_named_in_one_line(bert_dir, tmp_path):
+    from fastsentiment.export.onnx import EXPORT_REVISION
+    from fastsentiment.models import resolve_model
+
+    model = resolve_model(bert_dir)
+    blocked = tmp_path / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}" / "model-fp32.onnx"
+    blocked.mkdir(parents=True)
+    result = run_cli(
+        "classify", "-m", str(bert_dir), "-b", "onnx:fp32", "x", env={"FASTSENTIMENT_CACHE": str(tmp_path)}
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: cannot put model-fp32.onnx in the cache at {blocked}: Is a directory; remove it, or set "
+        "FASTSENTIMENT_CACHE to another folder"
+    )

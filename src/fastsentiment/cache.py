@@ -44,7 +44,13 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
     try:
         built = scratch / path.name
         build(built)
-        os.replace(built, path)
+        try:
+            os.replace(built, path)
+        except OSError as error:  # a folder (or other file kind) where the file goes: name it, not the scratch copy
+            raise FastSentimentError(
+                f"cannot put {path.name} in the cache at {path}: {error.strerror}; remove it, or set FASTSENTIMENT_CACHE "
+                "to another folder"
+            ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from fastsentiment.cache import open_or_rebuild
 from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError, InputError, first_line
 from fastsentiment.outputs import check_output_place
@@ -40,8 +41,10 @@ def export_onnx_command(
 
     if precision not in VARIANTS:
         raise InputError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(VARIANTS)}")
+    model_dir = resolve_model(model)  # before the output's folders are made
     _check_suffix(out, ".onnx")
-    source = onnx_file(resolve_model(model), precision)
+    # A cached export damaged on disk would be copied and reported as written: parsed first (built again if need be).
+    source = open_or_rebuild(onnx_file(model_dir, precision), _parsed_onnx, lambda: onnx_file(model_dir, precision))
     _write_whole(out, [out.name], lambda scratch: shutil.copyfile(source, scratch / out.name))
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
 
@@ -61,8 +64,13 @@ def export_openvino_command(
         import openvino as ov
     except ImportError:
         raise missing_extra("openvino", "openvino", "OpenVINO export") from None
+    model_dir = resolve_model(model)  # before the output's folders are made
     _check_suffix(out, ".xml")
-    network = ov.Core().read_model(str(onnx_file(resolve_model(model), "plain")))
+    network = open_or_rebuild(
+        onnx_file(model_dir, "plain"),
+        lambda path: ov.Core().read_model(str(path)),
+        lambda: onnx_file(model_dir, "plain"),
+    )
     _write_whole(
         out,
         [out.with_suffix(".bin").name, out.name],  # the .xml last: no .xml without its weights
@@ -113,6 +121,16 @@ def export_coreml_command(
     with Console(file=sys.stderr).status("converting to a CoreML ML program"):
         export_coreml(resolve_model(model), out, lengths)
     typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
+
+
+def _parsed_onnx(path: Path) -> Path:
+    """`path`, once the onnx package (where installed: the export extra) has read it as a model."""
+    try:
+        import onnx
+    except ImportError:  # an install with the runtime alone copies the file as it is
+        return path
+    onnx.load(str(path), load_external_data=False)
+    return path
 
 
 def _check_suffix(path: Path, suffix: str) -> None:
