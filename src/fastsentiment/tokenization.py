@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
@@ -148,11 +149,15 @@ SPECIAL_TOKEN_KEYS = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_
 
 
 def _special_token(tokenizer_config: dict, key: str, default: str | None = None) -> str | None:
-    """The token a tokenizer_config.json names under `key` (older configs store an AddedToken object)."""
-    value = tokenizer_config.get(key)
+    """The token a tokenizer_config.json names under `key`, or `default`."""
+    return _token_content(tokenizer_config.get(key)) or default
+
+
+def _token_content(value: Any) -> str | None:
+    """A token as tokenizer_config.json writes it: a string, or (older configs) an AddedToken object."""
     if isinstance(value, dict):
         value = value.get("content")
-    return value if isinstance(value, str) else default
+    return value if isinstance(value, str) and value else None
 
 
 def _with_named_special_tokens(tokenizer: Tokenizer, tokenizer_config: dict) -> Tokenizer:
@@ -162,15 +167,11 @@ def _with_named_special_tokens(tokenizer: Tokenizer, tokenizer_config: dict) -> 
     so no id changes."""
     registered = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
     named = [_special_token(tokenizer_config, key) for key in SPECIAL_TOKEN_KEYS]
-    named += [
-        token.get("content") if isinstance(token, dict) else token
-        for token in tokenizer_config.get("additional_special_tokens") or []
-        if isinstance(token, (str, dict))
-    ]
+    named += [_token_content(token) for token in tokenizer_config.get("additional_special_tokens") or []]
     missing = [
         token
         for token in dict.fromkeys(named)
-        if isinstance(token, str) and token and token not in registered and tokenizer.token_to_id(token) is not None
+        if token is not None and token not in registered and tokenizer.token_to_id(token) is not None
     ]
     if missing:
         tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in missing])

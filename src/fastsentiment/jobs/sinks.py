@@ -103,7 +103,7 @@ class OutputColumns:
         """Every output column in order, or None while the rows must tell."""
         if self.inputs is None:
             return None
-        renamed = output_columns(self.inputs, ("line", *self.result_names()))
+        renamed = output_columns(self.inputs, self.written())
         return ["line", *(renamed[name] for name in self.inputs), *self.result_names()]
 
     def arrow_types(self) -> dict[str, Any]:
@@ -111,13 +111,17 @@ class OutputColumns:
         output names), so that Parquet in gives the same types Parquet out."""
         types = result_types(self.labels)
         if self.inputs is not None and self.input_types:
-            renamed = output_columns(self.inputs, ("line", *self.result_names()))
+            renamed = output_columns(self.inputs, self.written())
             types |= {renamed[name]: kind for name, kind in self.input_types.items() if name in renamed}
         return types
 
     def without_rows(self) -> list[str]:
         """The columns of an output that got no rows: the input's own where known, and the results'."""
-        return self.names() or ["line", *self.result_names()]
+        return self.names() or list(self.written())
+
+    def written(self) -> tuple[str, ...]:
+        """The columns the tool writes beside the input's: `line` and the results'."""
+        return ("line", *self.result_names())
 
     def result_names(self) -> list[str]:
         return list(result_fields(None, self.labels, None, self.lengths))
