@@ -81,6 +81,44 @@ def file_jobs_section(path: Path) -> list[str]:
     return lines
 
 
+def long_documents_section(folder: Path) -> list[str]:
+    """Each window size's run of benchmarks/long_documents.py: accuracy per long-text setting, and speed."""
+    runs = sorted(folder.glob("window-*.json"), key=lambda path: json.loads(path.read_text())["window"])
+    if not runs:
+        return []
+    lines = [
+        "## Long documents",
+        "",
+        "`benchmarks/long_documents.py` on the documents of `scripts/build_long_docs.py` (SST-2 dev sentences: the first",
+        "512 tokens alternate the labels, every later sentence carries the document's), classified truncated and as",
+        "windows; short-sentence speed is SST-2 sentences (`--short`) on the same classifier in the same process.",
+        "",
+    ]
+    for path in runs:
+        data = json.loads(path.read_text())
+        machine = data["machine"]
+        speed = data["speed"]
+        lines += [
+            f"### Windows of {data['window']} tokens ({data['model']}, {data['backend']}; {machine['cpu']}, "
+            f"{machine['cores']} cores: {', '.join(machine['cpu_flags'])})",
+            "",
+            f"{data['documents']} documents of {data['document_tokens_mean']:,.0f} tokens on average.",
+            "",
+            "| long text | stride | aggregate | accuracy |",
+            "|---|---|---|---|",
+            *(
+                f"| {r['long_text']} | {r.get('stride', '–')} | {r.get('aggregate', '–')} | {r['accuracy']:.1%} |"
+                for r in data["accuracy"]
+            ),
+            "",
+            f"Chunked documents: {speed['chunk_tokens_per_s']:,.0f} of their tokens per second, "
+            f"{speed['chunk_vs_short']:.2f}x the {speed['short_tokens_per_s']:,.0f} tokens/s of short sentences "
+            "(the windows' overlap counts against them).",
+            "",
+        ]
+    return lines
+
+
 def notes_sections(folder: Path) -> list[str]:
     """Sections written by hand about one machine's session (what was measured there beyond these tables), kept
     as files so that regenerating this page keeps them; newest (the highest number) first."""
@@ -411,6 +449,7 @@ def main() -> None:
         *ceiling_share_section(results / "distilbert-base" / "results.json", results / "cpu-ceiling.json"),
         *serve_section(load, results / "serve-path.md"),
         *file_jobs_section(results / "stream-files.json"),
+        *long_documents_section(results / "long-docs"),
         "## The ANE LayerNorm mapping",
         "",
         "See [ane-layernorm.md](ane-layernorm.md); measured with `benchmarks/ane_layernorm.py`:",

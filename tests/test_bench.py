@@ -171,6 +171,12 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
     assert empty.returncode == 2 and empty.stderr.decode().startswith("error: unknown device ''")
     for row in different["disagreements"]:
         assert row["a"] != row["b"] and row["text"] in sentences
+    # an SST-2-style folder is compared on its dev split, as README says (test.tsv was read: 1,821 sentences)
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "glue" / "dev.tsv").write_text(data.read_text())
+    (tmp_path / "glue" / "test.tsv").write_text("index\tsentence\n0\tgood film\n1\tbad film\n")
+    folder = run_cli("compare", "onnx:fp32", "torch:fp32", "-m", str(bert_dir), "--data", str(tmp_path / "glue"))
+    assert folder.returncode == 0 and folder.stdout.decode().startswith("onnx:fp32 vs torch:fp32 on 6 sentences")
 
 
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"

@@ -125,6 +125,13 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         ("x", {"truncation": "yes"}, "truncation is True .cut. or False .refuse."),
         ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text alone"),
         ("x " * 100, {"truncation": False}, "input 1 has 102 tokens, over the model's limit of 64"),
+        ("x " * 100, {"truncation": False, "max_length": 8}, "input 1 has 102 tokens, over the max_length of 8"),
+        ("x", {"max_length": 65}, "max_length must be a whole number from 3 up to the 64 tokens this classifier was"),
+        ("x", {"max_length": 2}, "max_length must be a whole number from 3 up to the 64 tokens .* got 2"),
+        ({"text": "x", "text_pair": "y"}, {}, "text pairs .text_pair. are not classified"),
+        ([{"text": "x"}, {"label": 1}], {}, "a record input holds one 'text', got the keys 'label'"),
+        ("\u0301\u0301 \ufe0f", {}, "input 1: empty text .its tokenizer keeps none of its characters."),
+        (["fine", "\u0301"], {"long_text": "chunk"}, "input 2: empty text .its tokenizer keeps none"),
     ],
 )
 def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
@@ -133,6 +140,52 @@ def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, 
     with pytest.raises(ValueError, match=message) as refused:  # as transformers.pipeline's refusals are
         Classifier.load(bert_dir, backend="torch")(inputs, **options)
     assert isinstance(refused.value, fastsentiment.InputError) and fastsentiment.InputError is InputError
+
+
+def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipeline_for):
+    """Records `{"text": ...}` (a lone one answered by one dict), a per-call `max_length` with `truncation=True`,
+    and `padding`, as `pipe(texts, truncation=True, max_length=..., padding=True)` passes them."""
+    clf, reference = Classifier.load(bert_dir, backend="torch"), pipeline_for(bert_dir)
+    long_text = "good film but bad cake " * 6
+    for inputs, options in [
+        ({"text": TEXTS[0]}, {}),
+        ({"text": TEXTS[0]}, {"top_k": None}),
+        ([{"text": text} for text in TEXTS], {}),
+        ([long_text, TEXTS[1]], {"truncation": True, "max_length": 8}),
+        (long_text, {"truncation": True, "max_length": 8, "padding": True}),
+    ]:
+        ours, theirs = clf(inputs, **options), reference(inputs, **options)
+        assert type(ours) is type(theirs) and len(ours) == len(theirs), (inputs, options)
+        flat = [ours] if isinstance(ours, dict) else ours
+        expected = [theirs] if isinstance(theirs, dict) else theirs
+        assert _labels(flat) == _labels(expected), options
+        np.testing.assert_allclose(_scores(flat), _scores(expected), atol=1e-5)
+    assert clf(long_text, max_length=8) == Classifier.load(bert_dir, backend="torch", max_length=8)(long_text)
+
+
+def test_a_table_is_refused_not_read_as_its_column_names(bert_dir):
+    import pandas as pd
+
+    clf = Classifier.load(bert_dir, backend="torch")
+    table = pd.DataFrame({"text": TEXTS})
+    with pytest.raises(InputError, match=r"inputs is a table: pass its text column \(df\['text'\]\)"):
+        clf(table)
+    assert clf(table["text"]) == clf(TEXTS)
+
+
+def test_a_regression_head_gives_its_raw_output_as_transformers_does(tmp_path, pipeline_for):
+    import json
+
+    from tiny_models import build_model
+
+    model = build_model(tmp_path / "rating", "bert", labels=("rating",))
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
+    clf = Classifier.load(model, backend="onnx", precision="fp32")
+    (answer,) = clf(TEXTS[0])
+    (expected,) = pipeline_for(model)(TEXTS[0])
+    assert answer["score"] == pytest.approx(expected["score"], abs=1e-5)
+    assert answer["score"] == pytest.approx(float(clf.logits([TEXTS[0]])[0, 0]))  # not squashed into (0, 1)
 
 
 def test_transformers_truncation_argument_is_taken(bert_dir):
@@ -148,6 +201,7 @@ def test_transformers_truncation_argument_is_taken(bert_dir):
         ({"threads": 0}, "threads must be a whole number of at least 1"),
         ({"threads": -1}, "threads must be a whole number of at least 1"),
         ({"labels": "abc"}, "labels must be a list of names"),
+        ({"labels": []}, "labels must be a list of names in class-id order, got an empty one"),
     ],
 )
 def test_load_options_that_cannot_mean_anything_are_refused(bert_dir, options, message):

@@ -361,6 +361,27 @@ def test_evaluate_reads_data_as_classify_and_train_do(bert_dir, tmp_path):
     )
 
 
+def test_evaluate_names_long_texts_by_their_line_and_counts_them(bert_dir, tmp_path):
+    """Truncations and refusals named a text by its place in the list ("input 2"), and those past the fifth went
+    uncounted."""
+    long = " ".join(["good film"] * 40)
+    data = tmp_path / "long.tsv"
+    data.write_text("sentence\tlabel\nfine\t1\n\n" + "".join(f"{long}\t1\n" for _ in range(7)))
+    pinned = ("--model", str(bert_dir), "--backend", "onnx:fp32")
+    result = run_cli("evaluate", str(data), *pinned, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    warnings = result.stderr.decode().splitlines()
+    assert warnings[0] == "warning: line 4 has 82 tokens; truncated to the model's limit of 64 (18 tokens dropped)"
+    assert warnings[-1] == (
+        "warning: 7 rows were truncated to the model's limit of 64 tokens in all (--long-text chunk classifies whole "
+        "texts)"
+    )
+    assert json.loads(result.stdout)["truncated"] == 7
+    refused = run_cli("evaluate", str(data), *pinned, "--long-text", "error")
+    assert refused.returncode == 2
+    assert refused.stderr.decode().startswith("error: line 4 has 82 tokens, over the model's limit of 64;")
+
+
 @pytest.mark.parametrize("content", ["", "text\n"])
 def test_a_file_without_rows_is_said_to_hold_none(bert_dir, tmp_path, content):
     source = tmp_path / "in.csv"
@@ -458,6 +479,19 @@ def test_explain_reports_where_and_in_what_precision_the_operations_run(bert_dir
     openvino = run_cli("explain", "-m", str(bert_dir), "--backend", "openvino", "-p", precision, "--json")
     assert openvino.returncode == 0, openvino.stderr.decode()
     report = json.loads(openvino.stdout)
+    assert report["precision"] == precision
     hint = {"bf16": "bf16", "fp32": "f32"}[precision]
     assert report["inference precision hint"] == hint
     assert report["operations (type, runtime precision)"].get(f"FullyConnected {hint}", 0) > 0
+
+
+def test_explain_profiles_a_model_of_a_small_vocabulary(tmp_path):
+    """ONNX Runtime's profile ran token 101 (BERT's [CLS]): a vocabulary of fewer tokens was a traceback."""
+    from tiny_models import build_model
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]) + "\n")
+    model = build_model(tmp_path / "small", "bert", vocab=vocab)
+    result = run_cli("explain", "-m", str(model), "-b", "onnx", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["nodes per execution provider"].keys() == {"CPUExecutionProvider"}

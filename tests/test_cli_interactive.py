@@ -78,6 +78,10 @@ def test_long_lines_are_chunked_or_refused_as_asked(bert_dir):
     assert refused.returncode == 0
     assert "error: input 1 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
     assert refused.stdout.decode().count("Sentiment prediction") == 1  # the prompt went on to the next line
+    # a stride its windows have no room for is refused once, before the prompt (it was refused on every line)
+    wide = run_cli("interactive", *pinned, "--long-text", "chunk", "--stride", "62", input="good\n")
+    assert wide.returncode == 2 and not wide.stdout
+    assert wide.stderr.decode().strip() == "error: stride must be between 0 and 61 tokens for windows of 64 tokens"
 
 
 def test_at_a_terminal_arrow_keys_edit_and_recall_lines_instead_of_becoming_text(bert_dir):

@@ -263,3 +263,55 @@ def test_a_folder_where_a_cached_export_goes_is_named_in_one_line(bert_dir, tmp_
         f"error: cannot put model-fp32.onnx in the cache at {blocked}: Is a directory; remove it, or set "
         "FASTSENTIMENT_CACHE to another folder"
     )
+
+
+@pytest.mark.parametrize(("config", "precision"), [("onnx:fp32", "fp32"), ("openvino:fp32", "plain")])
+def test_an_export_with_its_weights_beside_it_is_cached_loaded_and_copied_whole(bert_dir, tmp_path, config, precision):
+    """A model too large for one protobuf message (2 GiB: XLM-RoBERTa-large in fp32) was a traceback at its export;
+    it is now written with its weights in `<name>.onnx.data`. A tiny model exported in that layout stands in for it:
+    the cache takes both files, the backend loads them, `export onnx` copies both under the new name (the graph
+    naming its own weights file), and a damaged weights file is built again."""
+    import shutil
+
+    import onnxruntime
+
+    from fastsentiment.cache import cached_file
+    from fastsentiment.export.onnx import export_onnx
+    from fastsentiment.models import resolve_model
+
+    cache = tmp_path / "cache"
+    env = {"FASTSENTIMENT_CACHE": str(cache)}
+    args = ["classify", "-m", str(bert_dir), "-b", config, "--json", "good film", "bad film"]
+    whole = run_cli(*args, env=env)
+    assert whole.returncode == 0, whole.stderr.decode()
+    assert (
+        run_cli("export", "onnx", str(bert_dir), str(tmp_path / "whole.onnx"), "-p", precision, env=env).returncode == 0
+    )
+    (cached,) = cache.glob(f"onnx/*/model-{precision}.onnx")
+    cached.unlink()
+    shutil.rmtree(cache / "openvino", ignore_errors=True)  # OpenVINO's compiled models: it must read the new file
+    cached_file(cached, lambda scratch: export_onnx(resolve_model(bert_dir), scratch, precision, weights_apart=True))
+    assert sorted(path.name for path in cached.parent.iterdir()) == [cached.name, f"{cached.name}.data"]
+
+    apart = run_cli(*args, env=env)
+    assert apart.returncode == 0 and not apart.stderr, apart.stderr.decode()
+    assert apart.stdout == whole.stdout
+    exported = run_cli("export", "onnx", str(bert_dir), str(tmp_path / "apart.onnx"), "-p", precision, env=env)
+    assert exported.returncode == 0, exported.stderr.decode()
+    assert exported.stdout.decode().startswith(f"wrote {tmp_path / 'apart.onnx.data'} and {tmp_path / 'apart.onnx'} (")
+    assert sorted(path.name for path in tmp_path.glob("*.onnx*")) == ["apart.onnx", "apart.onnx.data", "whole.onnx"]
+
+    (cached.parent / f"{cached.name}.data").write_bytes(b"damaged")
+    shutil.rmtree(cache / "openvino", ignore_errors=True)  # a compiled model would answer without reading it
+    rebuilt = run_cli(*args, env=env)
+    assert rebuilt.returncode == 0 and "building it again" in rebuilt.stderr.decode(), rebuilt.stderr.decode()
+    assert rebuilt.stdout == whole.stdout
+    assert sorted(path.name for path in cached.parent.iterdir()) == [cached.name]  # the damaged weights gone
+
+    shutil.rmtree(cache)  # the copy reads its own weights file, not the cache's
+    ids = np.array([[2, 7, 9, 3]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    outputs = [
+        onnxruntime.InferenceSession(str(tmp_path / name)).run(None, feeds)[0] for name in ("whole.onnx", "apart.onnx")
+    ]
+    np.testing.assert_array_equal(*outputs)

@@ -404,7 +404,11 @@ def test_three_labels_named_label_n_can_be_renamed(family_model):
         == {"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"}[json.loads(plain.stdout)["label"]]
     )
     wrong = run_cli("classify", "-m", str(model), "--labels", "bad,good", "a fine film")
-    assert wrong.returncode != 0 and "names 2 classes" in wrong.stderr.decode() and b"Traceback" not in wrong.stderr
+    assert (
+        wrong.returncode != 0
+        and "the labels name 2 classes" in wrong.stderr.decode()
+        and b"Traceback" not in wrong.stderr
+    )
 
 
 def test_five_label_head_returns_five_scores_that_sum_to_one(tmp_path):

@@ -214,3 +214,72 @@ def test_mean_of_windows_is_taken_in_the_scores_asked_for(clf, function):
     (ranked,) = clf([text], long_text="chunk", stride=16, aggregate="mean", function_to_apply=function, top_k=None)
     got = {entry["label"]: entry["score"] for entry in ranked}
     np.testing.assert_allclose([got[label] for label in clf.labels], expected, atol=1e-5)
+
+
+def _with_template(model, folder, post_processor):
+    """A copy of the model whose tokenizer wraps a text as `post_processor` (tokenizer.json's form) says."""
+    import shutil
+
+    shutil.copytree(model, folder)
+    state = json.loads((folder / "tokenizer.json").read_text())
+    state["post_processor"] = post_processor
+    (folder / "tokenizer.json").write_text(json.dumps(state))
+    return Classifier.load(folder, backend="torch")
+
+
+def test_cuts_and_windows_keep_the_tokenizers_own_special_tokens(bert_dir, tmp_path):
+    """Truncation kept the last token as if it were [SEP] whatever the template: without a closing special token,
+    the text's last word was spliced onto its start. And a template of three special tokens made windows with a
+    stride the room allowed by two: the window never advanced (a hang)."""
+    from tokenizers import Tokenizer
+
+    text = words(100)
+    bare = _with_template(bert_dir, tmp_path / "bare", None)
+    raw = Tokenizer.from_file(str(tmp_path / "bare" / "tokenizer.json")).encode(text).ids
+    (([kept],),) = [bare.split([text])[1]]
+    assert kept.ids == raw[:LIMIT] and kept.tokens == LIMIT
+
+    specials = {token: {"id": token, "ids": [i], "tokens": [token]} for token, i in (("[CLS]", 2), ("[SEP]", 3))}
+    template = [{"SpecialToken": {"id": token, "type_id": 0}} for token in ("[SEP]", "[SEP]")]
+    doubled = _with_template(
+        bert_dir,
+        tmp_path / "doubled",
+        {
+            "type": "TemplateProcessing",
+            "single": [
+                {"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                *template,
+            ],
+            "pair": [],
+            "special_tokens": specials,
+        },
+    )
+    assert (doubled.encoder.special_tokens, doubled.encoder.closing_tokens) == (3, 2)
+    (([cut_once],),) = [doubled.split([text])[1]]
+    assert cut_once.ids[-2:] == [3, 3] and len(cut_once.ids) == LIMIT and cut_once.tokens == LIMIT - 3
+    with pytest.raises(InputError, match=f"stride must be between 0 and {LIMIT - 4} tokens"):
+        doubled([text], long_text="chunk", stride=LIMIT - 3)
+    _, (windows,) = doubled.split([text], long_text="chunk", stride=LIMIT - 4)
+    assert all(len(w.ids) <= LIMIT and w.ids[-2:] == [3, 3] for w in windows) and len(windows) == 100 - LIMIT + 4
+
+
+def test_a_text_its_tokenizer_keeps_nothing_of_is_an_empty_text_on_every_surface(bert_dir, tmp_path):
+    """Combining marks and variation selectors alone, which a BERT tokenizer strips with the accents, were classified
+    with confidence from [CLS] [SEP]."""
+    marks = "\u0301\u0301 \ufe0f"
+    said = "empty text (its tokenizer keeps none of its characters)"
+    result = run_cli("classify", "good film", marks, "-m", str(bert_dir), "-b", "onnx:fp32", "--json")
+    assert result.returncode == 2, result.stderr.decode()
+    good, refused = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert good["label"] and refused["error"] == said
+    source = tmp_path / "in.txt"
+    source.write_text(f"good film\n{marks}\nbad cake\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "-m", str(bert_dir), "-b", "onnx:fp32")
+    assert result.returncode == 2 and f"line 2: {said}" in result.stderr.decode(), result.stderr.decode()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["error"] for row in rows] == [None, said, None] and rows[0]["label"] and rows[2]["label"]
+    result = run_cli("interactive", "-m", str(bert_dir), "-b", "onnx:fp32", input=f"{marks}\ngood film\n")
+    assert result.returncode == 0 and f"error: {said}" in result.stderr.decode()
+    assert result.stdout.decode().count("Sentiment prediction:") == 1

@@ -92,7 +92,8 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     out = tmp_path / "scored"
     result = run_cli(
         "classify", "--engine", "ray", "--address", ray_address, "--file", str(id_file), "--out", str(out),
-        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", *PINNED, timeout=600, env=RAY_ENV,
+        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", "--max-length", "16", *PINNED,
+        timeout=600, env=RAY_ENV,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # the error rows make the exit non-zero
     assert f"wrote {ROWS:,} rows".encode() in result.stderr
@@ -100,8 +101,13 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     rows = read_rows(out)
     check_complete(rows)
     assert [int(row["id"]) for row in rows] == list(range(ROWS)), "order kept"
+    clf = Classifier.load(bert_dir, backend="onnx", precision="fp32", max_length=16)
+    # The actors' truncations are counted on the driver (their warnings reached no terminal).
+    cut = sum(len(ids) > 16 for ids in clf.encoder.encode([row["text"] for row in rows if not row["error"]]))
+    assert cut > 1000
+    assert f"warning: {cut:,} rows were truncated to the max_length of 16 tokens in all".encode() in result.stderr
     sample = [row for row in random.Random(1).sample(rows, 300) if not row["error"]]
-    expected = Classifier.load(bert_dir, backend="onnx", precision="fp32").predict([row["text"] for row in sample])
+    expected = clf.predict([row["text"] for row in sample])
     assert [row["label"] for row in sample] == [p.label for p in expected]
     assert max(abs(row["score"] - p.score) for row, p in zip(sample, expected, strict=True)) < 1e-5
 
@@ -173,6 +179,13 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )
     assert result.returncode == 2  # the first file's error names it, as the others' do
     assert result.stderr.decode().strip().startswith(f"error: {tmp_path / 'tables' / 'a.csv'}: no column 'body'")
+    # a stride the model's windows have no room for, before Ray starts (an actor's refusal was a failed Ray job)
+    result = run_cli(
+        "classify", "--engine", "ray", "-f", str(id_file), "-o", str(tmp_path / "o"), "-m", str(bert_dir),
+        "--long-text", "chunk", "--stride", "62",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "error: stride must be between 0 and 61 tokens for windows of 64 tokens"
 
 
 def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):

@@ -42,18 +42,30 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
         return path
     scratch = scratch_beside(path)
     try:
-        built = scratch / path.name
-        build(built)
-        try:
-            os.replace(built, path)
-        except OSError as error:  # a folder (or other file kind) where the file goes: name it, not the scratch copy
-            raise FastSentimentError(
-                f"cannot put {path.name} in the cache at {path}: {error.strerror}; remove it, or set FASTSENTIMENT_CACHE "
-                "to another folder"
-            ) from None
+        build(scratch / path.name)
+        for destination in artefact_files(path):  # the named file last: it is there only with its companion
+            built = scratch / destination.name
+            if not built.exists():
+                continue
+            try:
+                os.replace(built, destination)
+            except OSError as error:  # a folder (or other kind of file) where it goes: name it, not the scratch copy
+                raise FastSentimentError(
+                    f"cannot put {destination.name} in the cache at {destination}: {error.strerror}; remove it, or "
+                    "set FASTSENTIMENT_CACHE to another folder"
+                ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def artefact_files(path: Path) -> list[Path]:
+    """The files an artefact named `path` is made of, its companion first: an OpenVINO IR keeps its weights in a
+    .bin beside its .xml, an ONNX file too large to hold its weights in `<name>.data` (`export.onnx.weights_file`);
+    files of other kinds have none. A companion may not exist (an ONNX file of small weights)."""
+    from fastsentiment.export.onnx import weights_file
+
+    return [path.with_suffix(".bin") if path.suffix == ".xml" else weights_file(path), path]
 
 
 def scratch_beside(destination: Path) -> Path:
@@ -79,7 +91,7 @@ def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable
         if not path.resolve().is_relative_to(cache_root().resolve()):
             raise
         log.warning("the cached %s does not load (%s); building it again", path, first_line(error))
-    for damaged in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):  # an IR is two files
+    for damaged in artefact_files(path):
         damaged.unlink(missing_ok=True)
     rebuilt = build()
     try:

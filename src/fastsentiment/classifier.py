@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from fastsentiment.backends.registry import default_batch_size
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
-from fastsentiment.tokenization import TextEncoder, Truncations
+from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
 from fastsentiment.windows import (
     Window,
     aggregate_logits,
@@ -108,8 +109,10 @@ class Classifier:
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
         if isinstance(labels, str):
             raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
+        if labels is not None and not len(labels):
+            raise InputError("labels must be a list of names in class-id order, got an empty one")
         model_dir = resolve_model(None if model is None else os.fspath(model))
-        if labels:
+        if labels is not None:
             model_dir = model_dir.with_labels(labels)
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
         loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
@@ -144,7 +147,7 @@ class Classifier:
     # ---- pipeline-compatible call -------------------------------------------------------
     def __call__(
         self,
-        inputs: str | Sequence[str],
+        inputs: str | Sequence[str] | Mapping[str, str] | Sequence[Mapping[str, str]],
         *,
         batch_size: int | None = None,
         top_k: int | None = _UNSET,
@@ -154,7 +157,9 @@ class Classifier:
         aggregate: str | None = None,
         return_chunks: bool = False,
         truncation: bool | None = None,
-    ) -> list:
+        max_length: int | None = None,
+        padding: bool | str | None = None,
+    ) -> list | dict:
         """Classify one text or a list, returning what `transformers.pipeline("text-classification")` returns.
 
         Without `top_k`, each text gives its best label as `{"label", "score"}` (a list of these for a
@@ -166,12 +171,33 @@ class Classifier:
         "max" the most confident window),
         or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
         score) as "chunks" to its best-label answer. `truncation`, the tokenizer argument pipelines take, is the
-        same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error").
+        same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error"), and
+        `max_length` is this call's limit (at most the loaded one). `padding` is taken and changes nothing: batches
+        are padded as they need, which no score depends on. As in transformers, an input may be a record
+        `{"text": ...}` (a lone one is answered by one dict, not a list); text pairs are refused.
         """
         long_text = with_truncation(long_text, truncation)
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
-        single = isinstance(inputs, str)
+        if max_length is not None and max_length != self.encoder.max_length:
+            if not _is_count(max_length) or not 3 <= max_length <= self.encoder.max_length:
+                raise InputError(
+                    f"max_length must be a whole number from 3 up to the {self.encoder.max_length} tokens this "
+                    f"classifier was loaded with (Classifier.load(max_length=...) sets that), got {max_length!r}"
+                )
+            limited = copy.copy(self)
+            limited.encoder = self.encoder.limited_to(max_length)
+            return limited(
+                inputs,
+                batch_size=batch_size,
+                top_k=top_k,
+                function_to_apply=function_to_apply,
+                long_text=long_text,
+                stride=stride,
+                aggregate=aggregate,
+                return_chunks=return_chunks,
+            )
+        single = isinstance(inputs, (str, Mapping))
         reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate, function=function_to_apply)
         scores = self.scores(reading.logits, function_to_apply)
         if top_k is _UNSET:
@@ -180,7 +206,7 @@ class Classifier:
             if return_chunks:
                 for answer, windows, logits in zip(answers, reading.windows, reading.window_logits, strict=True):
                     answer["chunks"] = self._chunks(windows, logits, function_to_apply)
-            return answers
+            return answers[0] if isinstance(inputs, Mapping) else answers
         ranked = self.ranked(scores, top_k)
         return ranked[0] if single else ranked
 
@@ -237,20 +263,27 @@ class Classifier:
         long_text: str = "truncate",
         stride: int | None = None,
         aggregate: str | None = None,
+        names: Sequence[str] | None = None,
+        truncations: Truncations | None = None,
     ) -> np.ndarray:
-        """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding."""
-        return self._read(_texts_of(texts), batch_size, long_text, stride, aggregate).logits
+        """Float32 logits [len(texts), labels], computed in length-sorted batches with dynamic padding (`names` and
+        `truncations` as for `predict`)."""
+        return self._read(_texts_of(texts), batch_size, long_text, stride, aggregate, names, truncations).logits
 
     def _read(
         self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None, function=None
     ) -> _Reading:
-        check_options(long_text, stride, aggregate, self.encoder.max_length)
+        self.check_options(long_text, stride, aggregate)
         tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
         logits, per_text = self.fold(windows, self.logits_for_ids(flat, batch_size=batch_size), aggregate, function)
         return _Reading(logits, tokens, windows, per_text)
+
+    def check_options(self, long_text: str, stride: int | None, aggregate: str | None) -> tuple[int | None, str]:
+        """`windows.check_options` for this classifier's windows: (stride, aggregate) filled in, or an InputError."""
+        return check_options(long_text, stride, aggregate, self.encoder.max_length, self.encoder.special_tokens)
 
     def split(
         self,
@@ -264,12 +297,15 @@ class Classifier:
         """Each text's token count and the model inputs (windows) it becomes under `long_text`; more than
         `max_windows` in all is an error, raised before any window is made. Truncations are noted in `truncations`
         (default: one for this call) under `names` (default "input 1", "input 2", ...)."""
-        stride, _ = check_options(long_text, stride, None, self.encoder.max_length)
+        stride, _ = self.check_options(long_text, stride, None)
         check_texts(texts)
         encodings = self.encoder.encodings(texts)
         tokens = [len(encoding.ids) for encoding in encodings]
+        for index, count in enumerate(tokens):
+            if self.encoder.reads_nothing(count):
+                raise InputError(f"{names[index] if names else input_name(index + 1)}: {NOTHING_TO_READ}")
         limit = self.encoder.max_length
-        if long_text == "error" and (error := too_long(tokens, limit, names)):
+        if long_text == "error" and (error := too_long(tokens, limit, names, self.encoder.limit_name)):
             raise error
         if long_text == "chunk":
             if (
@@ -297,7 +333,7 @@ class Classifier:
         "mean" averages the windows' scores under `function_to_apply` (the model's own by default), given back as
         the logits that `scores` with that function turns into that mean; with "none" (raw scores, no
         probabilities to average) it is the token-weighted mean of the logits."""
-        _, aggregate = check_options("chunk", None, aggregate, self.encoder.max_length)
+        _, aggregate = self.check_options("chunk", None, aggregate)
         function = self._function(function_to_apply)
         if aggregate == "mean" and function == "none":
             aggregate = "logit-mean"
@@ -368,9 +404,12 @@ class Classifier:
         return function_name(function_to_apply) or self._default_function()
 
     def _default_function(self) -> str:
-        # As transformers does: one output or a multi-label problem means independent sigmoids.
-        multi_label = self.model.config.get("problem_type") == "multi_label_classification"
-        return "sigmoid" if multi_label or len(self.labels) == 1 else "softmax"
+        # As transformers does: a regression's outputs are the scores; one output or a multi-label problem means
+        # independent sigmoids.
+        problem = self.model.config.get("problem_type")
+        if problem == "regression":
+            return "none"
+        return "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
 
 
 def function_name(function_to_apply: Any) -> str | None:
@@ -391,13 +430,27 @@ def _is_count(value: Any) -> bool:
 
 
 def _texts_of(inputs: Any) -> list[str]:
-    """The texts of a call: one string is one text (never its characters), any other iterable (a list, a
-    generator) is read once into a list."""
+    """The texts of a call: one string is one text (never its characters), a record `{"text": ...}` one text, any
+    other iterable (a list, a generator, a pandas Series) is read once into a list of those. A table is refused:
+    iterating a DataFrame gives its column names."""
     if isinstance(inputs, str):
         return [inputs]
-    if inputs is None or isinstance(inputs, (bytes, dict)) or not hasattr(inputs, "__iter__"):
+    if isinstance(inputs, Mapping):
+        return [_record_text(inputs)]
+    if hasattr(inputs, "columns"):
+        raise InputError("inputs is a table: pass its text column (df['text']) or a list of texts")
+    if inputs is None or isinstance(inputs, bytes) or not hasattr(inputs, "__iter__"):
         raise InputError(f"inputs must be a text or a list of texts, got {type(inputs).__name__}")
-    return list(inputs)
+    return [_record_text(item) if isinstance(item, Mapping) else item for item in inputs]
+
+
+def _record_text(record: Mapping) -> Any:
+    """The text of a transformers-style record; these models classify one text, not a pair."""
+    if "text_pair" in record:
+        raise InputError("text pairs (text_pair) are not classified: these models read one text")
+    if set(record) != {"text"}:
+        raise InputError(f"a record input holds one 'text', got the keys {', '.join(map(repr, record))}")
+    return record["text"]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:

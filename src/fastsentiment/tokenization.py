@@ -26,6 +26,9 @@ from fastsentiment.texts import input_name
 log = logging.getLogger("fastsentiment")
 
 NAMED_TRUNCATIONS = 5  # truncated inputs warned about by name in one call or job; later ones are only counted
+# A text of combining marks or variation selectors alone, which a BERT tokenizer strips with the accents: the model
+# would see nothing but its special tokens, and score that with confidence.
+NOTHING_TO_READ = "empty text (its tokenizer keeps none of its characters)"
 
 
 class Truncations:
@@ -76,6 +79,11 @@ class TextEncoder:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        # The special tokens the tokenizer's template wraps one text in ([CLS] … [SEP]: 2), and of those the ones
+        # after it, which a cut text keeps.
+        wrapped = tokenizer.encode("a").special_tokens_mask
+        self.special_tokens = sum(wrapped)
+        self.closing_tokens = len(wrapped) - len(_without_trailing_ones(wrapped))
         self.max_length = max_length
         self.limit_name = limit_name  # what warnings call max_length: the model's, or the one asked for
         self.pad_id = pad_id
@@ -85,13 +93,17 @@ class TextEncoder:
         limit = model.max_length
         if max_length is not None:
             if max_length > limit:
-                raise ModelError(f"--max-length {max_length} exceeds what the model accepts ({limit})")
+                raise ModelError(f"max_length {max_length} exceeds what the model accepts ({limit})")
             limit = max_length
         tokenizer = load_tokenizer(model)
         pad_id = tokenizer.token_to_id(_special_token(model.tokenizer_config, "pad_token", "[PAD]"))
         if pad_id is None:
             pad_id = int(model.config.get("pad_token_id") or 0)
         return cls(tokenizer, limit, pad_id, "the model's limit" if max_length is None else "the max_length")
+
+    def limited_to(self, max_length: int) -> TextEncoder:
+        """The same tokenizer cutting at `max_length` tokens instead (a call's own limit)."""
+        return TextEncoder(self._tokenizer, max_length, self.pad_id, "the max_length")
 
     def encodings(self, texts: Sequence[str]) -> list:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
@@ -108,11 +120,16 @@ class TextEncoder:
             for number, encoding in enumerate(self.encodings(texts), 1)
         ]
 
+    def reads_nothing(self, tokens: int) -> bool:
+        """Whether a text of `tokens` tokens (special ones included) is its special tokens alone: nothing of the
+        text would reach the model."""
+        return tokens <= self.special_tokens
+
     def fit(self, ids: Sequence[int], name: str, truncations: Truncations) -> list[int]:
         """`ids` cut to `max_length`, a cut noted in `truncations` under `name` ("input 3", "line 12")."""
         if len(ids) > self.max_length:
             truncations.note(name, len(ids), self.max_length, self.limit_name)
-        return truncated(ids, self.max_length)
+        return truncated(ids, self.max_length, self.closing_tokens)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:
         """Pad to the longest sequence in the batch (dynamic padding) or to a fixed `length`."""
@@ -126,9 +143,20 @@ class TextEncoder:
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
 
 
-def truncated(ids: Sequence[int], length: int) -> list[int]:
-    """The first `length` tokens, still closed by the final special token ([SEP], </s>) as the model was trained."""
-    return list(ids) if len(ids) <= length else [*ids[: length - 1], ids[-1]]
+def truncated(ids: Sequence[int], length: int, closing_tokens: int = 1) -> list[int]:
+    """The first `length` tokens, still closed by the `closing_tokens` final special tokens ([SEP], </s>) as the
+    model was trained."""
+    if len(ids) <= length:
+        return list(ids)
+    kept = length - closing_tokens
+    return [*ids[:kept], *ids[len(ids) - closing_tokens :]]
+
+
+def _without_trailing_ones(mask: Sequence[int]) -> Sequence[int]:
+    end = len(mask)
+    while end and mask[end - 1]:
+        end -= 1
+    return mask[:end]
 
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:

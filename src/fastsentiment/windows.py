@@ -20,9 +20,9 @@ from fastsentiment.texts import input_name
 
 LONG_TEXT_MODES = ("truncate", "chunk", "error")
 AGGREGATES = ("mean", "max", "logit-mean")
-# Measured on the long-document set (docs/benchmarks.md, "Long documents"): logit-mean was best or tied in every
-# window/stride setting; an overlap of 32 tokens (about one SST-2 sentence) cost 6% at 512-token windows and gained
-# 3 points at 256-token windows.
+# Measured on the long-document set (docs/benchmarks.md, "Long documents", windows of 256 tokens): logit-mean was
+# best or tied at either stride; an overlap of 32 tokens (about one SST-2 sentence) gained 3 points over none. A
+# window keeps at least three quarters of its room for new tokens (`check_options`).
 DEFAULT_STRIDE = 32
 DEFAULT_AGGREGATE = "logit-mean"
 
@@ -72,11 +72,11 @@ def with_truncation(long_text: str, truncation: Any) -> str:
 
 
 def check_options(
-    long_text: str, stride: int | None, aggregate: str | None, max_length: int | None
+    long_text: str, stride: int | None, aggregate: str | None, max_length: int | None, special_tokens: int = 2
 ) -> tuple[int | None, str]:
     """Refuse unknown modes, a stride or aggregate without windows to shape, and strides that leave no room to
-    advance in windows of `max_length` (None: not known yet, as before a model loads); returns (stride, aggregate)
-    filled in."""
+    advance in windows of `max_length` (None: not known yet, as before a model loads) of which the tokenizer's
+    `special_tokens` take their part; returns (stride, aggregate) filled in."""
     if long_text not in LONG_TEXT_MODES:
         raise InputError(f"unknown long_text (--long-text) {long_text!r}; expected one of {', '.join(LONG_TEXT_MODES)}")
     if long_text != "chunk" and (stride is not None or aggregate is not None):
@@ -88,7 +88,7 @@ def check_options(
         raise InputError(f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
     if max_length is None:
         return stride, aggregate
-    room = max_length - 2  # the text's tokens in a window beside its two special tokens
+    room = max_length - special_tokens  # the text's tokens in a window
     stride = min(DEFAULT_STRIDE, room // 4) if stride is None else int(stride)
     if not 0 <= stride < room:
         raise InputError(f"stride must be between 0 and {room - 1} tokens for windows of {max_length} tokens")
@@ -117,11 +117,11 @@ def cut(encoding, index: int, max_length: int, stride: int) -> Document:
 
 
 def truncation_window(encoding, index: int, max_length: int, ids: list[int]) -> Window:
-    """The one window truncation leaves of a text (`ids`: `tokenization.truncated`, the first max_length - 1
-    tokens and the closing special token), with the count and character span of the text's own tokens in it."""
+    """The one window truncation leaves of a text (`ids`: `tokenization.truncated`, the first tokens and the closing
+    special tokens), with the count and character span of the text's own tokens in it."""
     head, tail = _text_span(encoding)
     if len(encoding.ids) > max_length:
-        tail = min(tail, max_length - 1)
+        tail = min(tail, max_length - (len(encoding.ids) - tail))
     if tail <= head:
         return Window(index, ids, 0, 0, 0)
     return Window(index, ids, tail - head, encoding.offsets[head][0], encoding.offsets[tail - 1][1])
@@ -170,12 +170,15 @@ def _probabilities(logits: np.ndarray, sigmoid: bool) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def too_long(tokens: Sequence[int], max_length: int, names: Sequence[str] | None = None) -> InputError | None:
-    """The error for long_text="error": the first text over the limit, by its name (default "input N", 1-based)."""
+def too_long(
+    tokens: Sequence[int], max_length: int, names: Sequence[str] | None = None, limit_name: str = "the model's limit"
+) -> InputError | None:
+    """The error for long_text="error": the first text over the limit, by its name (default "input N", 1-based);
+    `limit_name` says whose limit it is (the model's, or a max_length asked for)."""
     for index, count in enumerate(tokens):
         if count > max_length:
             return InputError(
-                f"{names[index] if names else input_name(index + 1)} has {count} tokens, over the model's limit of "
+                f"{names[index] if names else input_name(index + 1)} has {count} tokens, over {limit_name} of "
                 f"{max_length}; "
                 "long_text 'chunk' classifies it whole, 'truncate' cuts it"
             )

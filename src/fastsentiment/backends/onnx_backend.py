@@ -115,7 +115,7 @@ class OnnxBackend:
         with tempfile.TemporaryDirectory() as scratch:
             options.profile_file_prefix = str(Path(scratch) / "profile")
             session = onnxruntime.InferenceSession(str(self.path), options, providers=self._session.get_providers())
-            ids = np.full((1, 8), 101, dtype=np.int64)
+            ids = np.zeros((1, 8), dtype=np.int64)  # token 0 is in every vocabulary, however small
             session.run(["logits"], graph_feeds(self._feeds, ids, np.ones_like(ids)))
             events = json.loads(Path(session.end_profiling()).read_text())
         nodes = {}

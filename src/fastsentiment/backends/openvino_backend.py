@@ -151,6 +151,7 @@ class OpenvinoBackend:
                 runtime_precisions[f"{info['layerType'].astype(str)} {info['runtimePrecision'].astype(str)}"] += 1
         return {
             "runtime": f"openvino {ov.get_version()}",
+            "precision": self.precision,
             "execution devices": ", ".join(self._compiled.get_property("EXECUTION_DEVICES")),
             "inference precision hint": self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "operations (type, runtime precision)": dict(sorted(runtime_precisions.items())),

@@ -35,8 +35,7 @@ def compare_configs(
     second = Classifier.load(model_b or model, backend=b, device=device if device_b is None else device_b)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
-    split = load_bench_data(data, text_column, with_labels=False)  # predictions against predictions
-    texts = (split.labelled or split.speed).texts
+    texts = load_bench_data(data, text_column, with_labels=False).agreement.texts  # predictions against predictions
     left, right = first.logits(texts), second.logits(texts)
     left_p, right_p = first.scores(left), second.scores(right)
     left_y, right_y = left.argmax(1), right.argmax(1)

@@ -22,6 +22,12 @@ class BenchData:
     source: str
     labelled: Split | None  # accuracy and agreement
     speed: Split  # throughput and latency
+    dev: Split | None = None  # the accuracy split's texts, labelled or not (`compare`); default: `labelled`
+
+    @property
+    def agreement(self) -> Split:
+        """The texts two configurations are compared on: the dev split (a folder's dev.tsv, or the file itself)."""
+        return self.dev or self.labelled or self.speed
 
 
 def load_bench_data(
@@ -46,10 +52,10 @@ def load_bench_data(
             raise InputError(f"{path}: expected dev.tsv (and test.tsv) as in GLUE SST-2")
         labelled = _read_table(dev, text_column, labels, label_names, text_option)
         speed = _read_table(test, text_column, None, None, text_option) if test.is_file() else labelled
-        return BenchData(str(path), labelled if labelled.labels is not None else None, speed)
+        return BenchData(str(path), labelled if labelled.labels is not None else None, speed, labelled)
     if path.is_file():
         split = _read_table(path, text_column, labels, label_names, text_option)
-        return BenchData(str(path), split if split.labels is not None else None, split)
+        return BenchData(str(path), split if split.labels is not None else None, split, split)
     if source == "glue/sst2":
         return _from_datasets()
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")

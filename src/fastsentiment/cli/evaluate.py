@@ -47,6 +47,8 @@ def evaluate(
     """Accuracy on a labelled file whose labels are the model's label names or class ids."""
     from dataclasses import asdict
 
+    from fastsentiment.jobs.predict import warn_truncated_rows
+    from fastsentiment.tokenization import Truncations
     from fastsentiment.train.data import read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
@@ -56,9 +58,13 @@ def evaluate(
         )
     clf = load_classifier(model, backend, device, precision, batch_size, max_length, labels=labels)
     examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
+    names = [f"line {line}" for line in examples.lines]  # what a truncation warning or refusal calls a text
+    cuts = Truncations()
     started = time.perf_counter()
-    predicted = clf.logits(examples.texts, **asdict(reading)).argmax(axis=1)
+    predicted = clf.logits(examples.texts, names=names, truncations=cuts, **asdict(reading)).argmax(axis=1)
     seconds = time.perf_counter() - started
+    if cuts.count > cuts.named:  # fewer were each named already
+        warn_truncated_rows(cuts.count, clf.encoder)
     correct = int((predicted == examples.labels).sum())
     result = {
         "data": str(data),
@@ -67,6 +73,7 @@ def evaluate(
         "precision": clf.backend.precision,
         "long_text": reading.long_text,
         "examples": len(examples),
+        "truncated": cuts.count,
         "correct": correct,
         "accuracy": correct / len(examples),
         "seconds": round(seconds, 3),

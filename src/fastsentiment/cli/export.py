@@ -36,7 +36,7 @@ def export_onnx_command(
 ) -> None:
     """ONNX with dynamic batch and sequence axes, as the onnx backend runs it."""
     from fastsentiment.backends.onnx_backend import onnx_file
-    from fastsentiment.export.onnx import VARIANTS
+    from fastsentiment.export.onnx import VARIANTS, weights_file
     from fastsentiment.models import resolve_model
 
     if precision not in VARIANTS:
@@ -45,8 +45,10 @@ def export_onnx_command(
     _check_suffix(out, ".onnx")
     # A cached export damaged on disk would be copied and reported as written: parsed first (built again if need be).
     source = open_or_rebuild(onnx_file(model_dir, precision), _parsed_onnx, lambda: onnx_file(model_dir, precision))
-    _write_whole(out, [out.name], lambda scratch: shutil.copyfile(source, scratch / out.name))
-    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
+    files = [weights_file(out), out] if weights_file(source).exists() else [out]  # the graph last: not without weights
+    _write_whole(out, [file.name for file in files], lambda scratch: _copy_onnx(source, scratch / out.name))
+    megabytes = sum(file.stat().st_size for file in files) / 1e6
+    typer.echo(f"wrote {' and '.join(map(str, files))} ({megabytes:.1f} MB, {precision})")
 
 
 @export_app.command("openvino")
@@ -121,6 +123,31 @@ def export_coreml_command(
     with Console(file=sys.stderr).status("converting to a CoreML ML program"):
         export_coreml(resolve_model(model), out, lengths)
     typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
+
+
+def _copy_onnx(source: Path, target: Path) -> None:
+    """Copy an ONNX file; one that keeps its weights apart with them, renamed after `target` (the graph names its
+    weights file, so its copy names the new one)."""
+    from fastsentiment.errors import missing_extra
+    from fastsentiment.export.onnx import weights_file
+
+    if not weights_file(source).exists():
+        shutil.copyfile(source, target)
+        return
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+    except ImportError:
+        raise missing_extra("onnx", "export", f"copying {source.name}, whose weights lie in a file beside it") from None
+    graph = onnx.load(str(source), load_external_data=False)
+    constants = (attribute.t for node in graph.graph.node for attribute in node.attribute if attribute.HasField("t"))
+    for tensor in (*graph.graph.initializer, *constants):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = weights_file(target).name
+    onnx.save(graph, str(target))
+    shutil.copyfile(weights_file(source), weights_file(target))
 
 
 def _parsed_onnx(path: Path) -> Path:

@@ -54,7 +54,7 @@ def interactive(
     from fastsentiment.errors import FastSentimentError
     from fastsentiment.models import resolve_model
     from fastsentiment.texts import text_problem
-    from fastsentiment.tokenization import TextEncoder
+    from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder
 
     reading = long_text_options(long_text, stride, aggregate)
 
@@ -73,6 +73,7 @@ def interactive(
     encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
     log(f"Loaded tokenizer in {_ms(started)} ms")
     clf = Classifier(model_dir, runtime, encoder, batch_size=1)
+    clf.check_options(reading.long_text, reading.stride, reading.aggregate)  # a stride too wide for its windows
     started = time.perf_counter()
     for _ in range(3):  # first calls pay for kernel selection and allocation; pay it before the user waits
         clf.logits(["warming up the model before the first question"])
@@ -97,6 +98,9 @@ def interactive(
             if reading.long_text == "truncate":
                 sequences = encoder.encode([text])
                 log(f"Tokenized input in {_ms(started)} ms")
+                if encoder.reads_nothing(len(sequences[0])):
+                    sys.stderr.write(f"error: {NOTHING_TO_READ}\n")
+                    continue
                 started = time.perf_counter()
                 logits = clf.logits_for_ids(sequences)
                 log(f"Inferred in {_ms(started)} ms")

@@ -100,7 +100,13 @@ LongTextOption = Annotated[
     ),
 ]
 StrideOption = Annotated[
-    int | None, typer.Option("--stride", min=0, help="Tokens shared by consecutive windows with --long-text chunk.")
+    int | None,
+    typer.Option(
+        "--stride",
+        min=0,
+        help="Tokens shared by consecutive windows with --long-text chunk "
+        "\\[default: 32, or a quarter of the window's room where that is less].",
+    ),
 ]
 AggregateOption = Annotated[
     str | None,

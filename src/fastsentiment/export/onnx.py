@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,12 +29,58 @@ EXPORT_REVISION = 2
 VARIANTS = ("fp32", "int8", "int8-dynamic", "int8-dynamic-7bit", "fp16", "plain", "plain-int8")
 
 
-def export_onnx(model: ModelDir, target: Path, precision: str = "fp32") -> Path:
-    """Write `model` as an ONNX file at `target` with dynamic batch and sequence axes."""
+def export_onnx(model: ModelDir, target: Path, precision: str = "fp32", weights_apart: bool | None = None) -> Path:
+    """Write `model` as an ONNX file at `target` with dynamic batch and sequence axes.
+
+    A graph too large for one protobuf message (2 GiB: XLM-RoBERTa-large in fp32) keeps its weights in one file
+    beside it, `<target>.data` (see `weights_file`); `weights_apart` True writes every variant so (small models
+    test that layout), False never."""
     if precision not in VARIANTS:
         raise ValueError(f"unknown ONNX precision {precision!r}")
     with _library_logs_contained():
-        return _export(model, target, precision)
+        return _export(model, target, precision, weights_apart)
+
+
+# Protobuf's limit on one serialised message, and so on an ONNX file that holds its weights inside.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def weights_file(onnx_path: Path) -> Path:
+    """Where the weights of an ONNX file too large to hold them go: one file beside it, named after it (as ONNX
+    Runtime's tools name it). Runtimes find it through the relative name the graph records."""
+    return onnx_path.with_name(onnx_path.name + ".data")
+
+
+def save_onnx(graph, target: Path, weights_apart: bool | None = None) -> None:
+    """Write the ModelProto `graph` at `target`: whole where it fits in one protobuf message, else (or where
+    `weights_apart` says so) with its weights in `weights_file(target)`."""
+    import onnx
+
+    if weights_apart is None:
+        weights_apart = _beyond_protobuf(graph)
+    weights_file(target).unlink(missing_ok=True)  # onnx appends to an existing weights file
+    onnx.save(graph, str(target), save_as_external_data=weights_apart, location=weights_file(target).name)
+
+
+def _beyond_protobuf(graph) -> bool:
+    from google.protobuf.message import EncodeError
+
+    try:
+        return graph.ByteSize() > PROTOBUF_LIMIT
+    except EncodeError:  # protobuf refuses even to measure a message beyond its limit
+        return True
+
+
+def _large(source: Path, weights_apart: bool | None) -> bool:
+    """Whether a graph made from the ONNX file `source` should keep its weights apart: as `weights_apart` says, or,
+    where it says nothing, if the source could not hold them inside (its tensors lie in files beside it)."""
+    if weights_apart is not None:
+        return weights_apart
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph = onnx.load(str(source), load_external_data=False)
+    return any(uses_external_data(tensor) for tensor in graph.graph.initializer)
 
 
 @contextlib.contextmanager
@@ -55,34 +101,27 @@ def _library_logs_contained() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _export(model: ModelDir, target: Path, precision: str) -> Path:
-    scratch = target.with_name(target.stem + ".raw.onnx")
-    _export_fp32(model, scratch)
-    if precision in ("plain", "plain-int8"):  # the graphs OpenVINO runs, in bf16 where the CPU has it
-        _finite_in_bf16(scratch, scratch)
-    if precision == "plain":
-        os.replace(scratch, target)
-        return target
-    if precision == "plain-int8":
-        try:
-            quantise_blockwise(scratch, target)
-        finally:
-            scratch.unlink(missing_ok=True)
-        return target
-    try:
-        optimised = target.with_name(target.stem + ".opt.onnx")
-        _optimise(scratch, optimised, model)
+def _export(model: ModelDir, target: Path, precision: str, weights_apart: bool | None) -> Path:
+    # Intermediate graphs in a folder of their own: torch writes a large model's tensors as files beside its graph.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as work:
+        raw = Path(work) / "raw.onnx"
+        _export_fp32(model, raw)
+        if precision in ("plain", "plain-int8"):  # the graphs OpenVINO runs, in bf16 where the CPU has it
+            finite = target if precision == "plain" else Path(work) / "finite.onnx"
+            _finite_in_bf16(raw, finite, weights_apart)
+            if precision == "plain-int8":
+                quantise_blockwise(finite, target, weights_apart)
+            return target
+        optimised = target if precision == "fp32" else Path(work) / "optimised.onnx"
+        _optimise(raw, optimised, model, weights_apart)
         if precision == "int8":
-            quantise_blockwise(optimised, target)
+            quantise_blockwise(optimised, target, weights_apart)
         elif precision in ("int8-dynamic", "int8-dynamic-7bit"):
-            quantise_per_tensor(optimised, target, reduce_range=precision == "int8-dynamic-7bit")
+            quantise_per_tensor(
+                optimised, target, reduce_range=precision == "int8-dynamic-7bit", weights_apart=weights_apart
+            )
         elif precision == "fp16":
-            _to_fp16(optimised, target)
-        else:
-            os.replace(optimised, target)
-    finally:
-        for leftover in target.parent.glob(target.stem + ".*.onnx*"):
-            leftover.unlink()
+            _to_fp16(optimised, target, weights_apart)
     return target
 
 
@@ -122,7 +161,7 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
 BF16_MAX = 3.3895313892515355e38
 
 
-def _finite_in_bf16(source: Path, target: Path) -> None:
+def _finite_in_bf16(source: Path, target: Path, weights_apart: bool | None = None) -> None:
     """Copy the graph with every float constant beyond bf16's range clipped to it.
 
     Hugging Face's eager attention masks padding by adding `(1 - mask) * finfo(float32).min`, a constant bf16
@@ -143,7 +182,7 @@ def _finite_in_bf16(source: Path, target: Path) -> None:
         values = numpy_helper.to_array(tensor)
         if values.size and np.abs(values).max() > BF16_MAX:
             tensor.CopyFrom(numpy_helper.from_array(np.clip(values, -BF16_MAX, BF16_MAX), tensor.name))
-    onnx.save(graph, str(target))
+    save_onnx(graph, target, weights_apart)
 
 
 @contextlib.contextmanager
@@ -186,14 +225,14 @@ def relative_position_bucket_by_table(relative_position, num_buckets: int = 32, 
     return (offset < 0).to(torch.long) * half + table[offset.abs().clamp(max=max_distance)]
 
 
-def _optimise(source: Path, target: Path, model: ModelDir) -> None:
+def _optimise(source: Path, target: Path, model: ModelDir, weights_apart: bool | None = None) -> None:
     """Fuse the transformer subgraphs with ONNX Runtime's transformer optimiser (portable fusions only)."""
-    import shutil
-
     from onnxruntime.transformers.optimizer import optimize_model
 
     if model.architecture.ort_model_type is None:
-        shutil.copyfile(source, target)
+        import onnx
+
+        save_onnx(onnx.load(str(source)), target, weights_apart)
         return
     shape = model.encoder_shape
     optimised = optimize_model(
@@ -203,10 +242,10 @@ def _optimise(source: Path, target: Path, model: ModelDir) -> None:
         hidden_size=shape["hidden"],
         opt_level=1,
     )
-    optimised.save_model_to_file(str(target))
+    optimised.save_model_to_file(str(target), use_external_data_format=_large(source, weights_apart))
 
 
-def quantise_blockwise(source: Path, target: Path) -> None:
+def quantise_blockwise(source: Path, target: Path, weights_apart: bool | None = None) -> None:
     """Block-wise int8 weights (blocks of 128 along the input axis) with int8 compute (accuracy level 4).
 
     Plain dynamic quantisation (`quantize_dynamic`) scales each activation tensor with one number;
@@ -222,7 +261,7 @@ def quantise_blockwise(source: Path, target: Path) -> None:
             onnx.load(str(source)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
         )
         quantizer.process()
-    onnx.save(quantizer.model.model, str(target))
+    save_onnx(quantizer.model.model, target, weights_apart)
 
 
 def int8_dynamic_variant() -> str:
@@ -238,7 +277,13 @@ def int8_dynamic_variant() -> str:
     return "int8-dynamic" if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"} else "int8-dynamic-7bit"
 
 
-def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = (), reduce_range: bool = False) -> None:
+def quantise_per_tensor(
+    source: Path,
+    target: Path,
+    exclude: Sequence[str] = (),
+    reduce_range: bool = False,
+    weights_apart: bool | None = None,
+) -> None:
     """int8 weights per output channel, activations scaled per tensor at run time (`quantize_dynamic`).
 
     Nodes named in `exclude` are left in fp32 (benchmarks/int8_variants.py compares recipes with it).
@@ -266,6 +311,7 @@ def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = (),
             per_channel=True,
             reduce_range=reduce_range,
             nodes_to_exclude=list(exclude),
+            use_external_data_format=_large(source, weights_apart),
             # The optimiser's fused contrib ops carry no type information the quantiser could read.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
@@ -273,9 +319,9 @@ def quantise_per_tensor(source: Path, target: Path, exclude: Sequence[str] = (),
         logging.disable(previously_disabled)
 
 
-def _to_fp16(source: Path, target: Path) -> None:
-    import onnx
+def _to_fp16(source: Path, target: Path, weights_apart: bool | None = None) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    graph = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(graph, str(target))
+    # Given the path, the converter infers shapes from the file: in memory, a graph over 2 GiB cannot be.
+    graph = convert_float_to_float16(str(source), keep_io_types=True)
+    save_onnx(graph, target, weights_apart)

@@ -17,7 +17,7 @@ from pathlib import Path
 from fastsentiment.classifier import Classifier
 from fastsentiment.jobs.job import CHUNK_ROWS
 from fastsentiment.jobs.journal import ChunkJournal
-from fastsentiment.jobs.predict import predict_rows
+from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
 from fastsentiment.jobs.rows import Row, RowSource
 from fastsentiment.jobs.sinks import ConsoleSink, OutputColumns, SchemaMismatch, output_record
 from fastsentiment.tokenization import Truncations
@@ -165,12 +165,7 @@ def _classify_chunks(
         emit(chunk, predictions)
         advance(len(chunk))
     if truncations.count > truncations.named:  # fewer were each named already
-        log.warning(
-            "%s rows were truncated to %s of %d tokens in all (--long-text chunk classifies whole texts)",
-            f"{truncations.count:,}",
-            clf.encoder.limit_name,
-            clf.encoder.max_length,
-        )
+        warn_truncated_rows(truncations.count, clf.encoder)
     return failed
 
 

@@ -25,10 +25,11 @@ from typing import Any
 
 from fastsentiment.errors import FastSentimentError, InputError, missing_extra
 from fastsentiment.jobs.job import FileJob, ModelOptions
-from fastsentiment.jobs.predict import predict_rows
+from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
 from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
 from fastsentiment.jobs.sinks import output_columns, output_record, parquet_schema, result_fields, result_types
-from fastsentiment.windows import LongText
+from fastsentiment.tokenization import TextEncoder, Truncations
+from fastsentiment.windows import LongText, check_options
 
 ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
 TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this many times
@@ -48,6 +49,7 @@ class RayReport:
     rows: int
     failed: int
     files: int
+    truncated: int = 0  # rows cut to the model's limit (long_text "truncate")
 
 
 def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
@@ -66,6 +68,12 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
     model_dir = resolve_model(options.model)
+    # The stride's room in the model's windows, checked here: an actor's refusal would be a failed Ray job.
+    encoder = TextEncoder.from_model_dir(model_dir, max_length=options.max_length)
+    long_text = job.long_text
+    check_options(
+        long_text.long_text, long_text.stride, long_text.aggregate, encoder.max_length, encoder.special_tokens
+    )
     threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
     options = _resolved(model_dir, replace(options, threads=threads))
 
@@ -86,6 +94,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         # Nested in a list, the reference is not an actor constructor argument: Ray would warn that restarts
         # fail once it goes out of scope, but the driver holds it until the job ends.
         model_files = [ray.put(_model_files(model_dir))]
+        truncations = _truncation_count_class().remote()  # the actors' warnings would reach no terminal: counted
         if formats == {"parquet"}:
             dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS)
         elif "parquet" in formats:
@@ -106,6 +115,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                     "options": options,
                     "long_text": job.long_text,
                     "name_files": name_files,
+                    "truncations": truncations,
                 },
                 batch_size=job.chunk_rows,
                 batch_format="pyarrow",
@@ -116,13 +126,16 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
             )
         writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
         writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+        truncated = ray.get(truncations.total.remote())
     except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
         if isinstance(error, FastSentimentError) and getattr(error, "cause", None) is None:
             raise  # raised here on the driver (a RayTaskError wrapping ours is an instance of it too)
         raise FastSentimentError(f"the Ray job failed: {_first_line(error)}{_log_hint()}") from None
     finally:
         ray.shutdown()
-    return _count_output(job.out, job.ray_output_format)
+    if truncated:
+        warn_truncated_rows(truncated, encoder)
+    return replace(_count_output(job.out, job.ray_output_format), truncated=truncated)
 
 
 def _check_output(out: Path) -> None:
@@ -286,6 +299,26 @@ def _text_rows_datasource_class():
     return TextRowsDatasource
 
 
+def _truncation_count_class():
+    # An actor class, defined only once Ray is imported.
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class TruncationCount:
+        """How many rows the job's actors cut to the model's limit."""
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        def add(self, count: int) -> None:
+            self.count += count
+
+        def total(self) -> int:
+            return self.count
+
+    return TruncationCount
+
+
 class _FieldKinds:
     """The JSON type of each field's first value in a file. A row whose field has another type cannot share the
     field's Arrow column: it becomes an error row without that field, and the other rows flow."""
@@ -323,7 +356,13 @@ class _ClassifyBatches:
     """One Ray actor: loads the model once, then classifies Arrow batches into output rows."""
 
     def __init__(
-        self, model_files, text_column: str | None, options: ModelOptions, long_text: LongText, name_files: bool
+        self,
+        model_files,
+        text_column: str | None,
+        options: ModelOptions,
+        long_text: LongText,
+        name_files: bool,
+        truncations,
     ) -> None:
         import ray
 
@@ -336,9 +375,11 @@ class _ClassifyBatches:
         self.text_column = text_column
         self.long_text = long_text
         self.reserved = (FILE_COLUMN,) if name_files else ()  # an input column `file` becomes `input_file`
+        self.truncations = truncations  # the driver's count (an actor of `_truncation_count_class`)
 
     def __call__(self, batch):
         import pyarrow as pa
+        import ray
 
         renamed = self._renamed(batch.schema.names)
         rows, files = [], []
@@ -354,7 +395,10 @@ class _ClassifyBatches:
                 row.fields = {renamed[name]: value for name, value in record.items()}
             rows.append(row)
             files.append(file)
-        predictions = predict_rows(self.classifier, rows, self.long_text)
+        cuts = Truncations(named=0)
+        predictions = predict_rows(self.classifier, rows, self.long_text, cuts)
+        if cuts.count:
+            ray.get(self.truncations.add.remote(cuts.count))  # counted before the batch is done
         lengths = self.long_text.reports_lengths
         records = [
             output_record(row, prediction, self.labels, lengths)

@@ -36,7 +36,7 @@ from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import has_undecodable, text_problem
-from fastsentiment.tokenization import TextEncoder, Truncations
+from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
 from fastsentiment.windows import check_options, with_truncation
 
 log = logging.getLogger("fastsentiment.serve")
@@ -489,6 +489,8 @@ def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str
     long_text = with_truncation(parameters.long_text or "truncate", parameters.truncation)  # as the Python API
     if long_text == "truncate" and request.truncate is False:  # TEI's refusal (its clients' default); windows win
         long_text = "error"
+    if long_text == "error" and request.truncate is True:
+        raise InputError("truncate is true at the top level and long_text (or truncation) asks to refuse long texts")
     check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
     function = function_name(parameters.function_to_apply)
     if request.raw_scores and function not in (None, "none"):
@@ -597,6 +599,8 @@ def counting_encoder(
         ids = encoder.encode(texts, cuts)
         if cuts.count:
             on_truncated(cuts.count, cuts.longest, encoder.max_length)
+        if any(encoder.reads_nothing(len(sequence)) for sequence in ids):
+            raise InputError(NOTHING_TO_READ)  # the batcher finds which text, and fails its request alone
         return ids
 
     return encode

@@ -253,6 +253,8 @@ class DynamicBatcher:
             for item in items:
                 try:
                     item.ids = self._encode([item.text])[0]
+                except InputError as error:
+                    item.error = error
                 except Exception as error:
                     item.error = InputError(f"the text cannot be tokenised: {error}")
 

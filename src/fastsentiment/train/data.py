@@ -19,12 +19,14 @@ UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/a
 class LabelledData:
     texts: list[str]
     labels: np.ndarray  # int64 class ids
+    lines: list[int] | None = None  # each text's line in its file, where read from one
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices: np.ndarray) -> LabelledData:
-        return LabelledData([self.texts[i] for i in indices], self.labels[indices])
+        lines = None if self.lines is None else [self.lines[i] for i in indices]
+        return LabelledData([self.texts[i] for i in indices], self.labels[indices], lines)
 
 
 def read_labelled(
@@ -60,7 +62,7 @@ def read_labelled(
     if not texts:
         raise InputError(f"{path}: no labelled rows")
     names = label_names or _infer_label_names(raw_labels)
-    return LabelledData(texts, _to_ids(raw_labels, names, path, lines)), names
+    return LabelledData(texts, _to_ids(raw_labels, names, path, lines), lines), names
 
 
 def read_unlabelled(paths: Sequence[str | Path], text_column: str | None = None) -> list[str]:
