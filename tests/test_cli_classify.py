@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import pytest
 
@@ -293,6 +294,34 @@ def test_backends_table_names_the_extra_of_a_missing_runtime():
     assert "pip install 'fastsentiment[onnx]'" in line, line
 
 
+def test_an_onnx_only_install_runs_cached_exports_and_says_what_a_first_export_needs(bert_dir, tmp_path):
+    """`pip install fastsentiment[onnx]` has no torch to export with: `backends` said onnx was ready and `auto` chose
+    it, and the first run failed. Without a cached export it is not runnable, saying why; with one it runs."""
+    import subprocess
+    import sys
+
+    def onnx_only(*args: str) -> subprocess.CompletedProcess:
+        script = (
+            "import sys\nfor name in ('torch', 'transformers', 'openvino'):\n    sys.modules[name] = None\n"
+            f"from fastsentiment.cli import main\nmain({list(args)!r})\n"
+        )
+        env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=300)
+
+    needs = "its first run exports the model to ONNX, which needs 'torch': pip install 'fastsentiment[export]'"
+    table = onnx_only("backends", "--model", str(bert_dir))
+    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
+    assert "ready" not in line and "pip install 'fastsentiment[export]'" in line, line
+    refused = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
+    assert refused.returncode == 2 and refused.stderr.decode() == f"error: backend onnx cannot run tiny-bert: {needs}\n"
+    made = run_cli(
+        "classify", "-m", str(bert_dir), "-b", "onnx", "good film", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    )
+    assert made.returncode == 0, made.stderr.decode()
+    cached = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
+    assert cached.returncode == 0 and cached.stdout == made.stdout, cached.stderr.decode()
+
+
 @pytest.mark.parametrize(
     ("out", "message"),
     [
@@ -495,3 +524,16 @@ def test_explain_profiles_a_model_of_a_small_vocabulary(tmp_path):
     result = run_cli("explain", "-m", str(model), "-b", "onnx", "--json")
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["nodes per execution provider"].keys() == {"CPUExecutionProvider"}
+
+
+def test_jsonl_records_without_a_text_field_name_the_fields_looked_for_and_the_option(bert_dir, tmp_path):
+    source = tmp_path / "reviews.jsonl"
+    source.write_text('{"review": "good film", "label": 1}\n{"text": "bad film", "label": 0}\n')
+    result = run_cli("classify", "--file", str(source), "-m", str(bert_dir), "-b", "onnx", "--json")
+    assert result.returncode == 2
+    first, second = (json.loads(line) for line in result.stdout.decode().splitlines())
+    assert first["error"] == "no 'sentence' or 'text' field (name the text field with --column)" and second["label"]
+    result = run_cli("evaluate", str(source), "-m", str(bert_dir), "-b", "onnx")
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"error: {source}, line 1: no 'sentence' or 'text' field (name the text field with --text-column)\n"
+    )

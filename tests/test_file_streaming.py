@@ -273,7 +273,8 @@ def test_unknown_output_extension_fails_before_loading(bert_dir, tmp_path):
     result = run_cli("classify", "-f", str(source), "-o", str(tmp_path / "out.xlsx"), "--model", str(bert_dir))
     assert result.returncode == 2
     assert (
-        result.stderr.decode().strip() == f"error: --out {tmp_path / 'out.xlsx'}: write .csv, .tsv, .jsonl or .parquet"
+        result.stderr.decode().strip()
+        == f"error: --out {tmp_path / 'out.xlsx'}: write .csv, .tsv, .jsonl (or .json) or .parquet"
     )
 
 

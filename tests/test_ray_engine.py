@@ -186,6 +186,19 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.decode().strip() == "error: stride must be between 0 and 61 tokens for windows of 64 tokens"
+    # Parquet files whose text columns differ: the workers read the first one's, and the other's rows were "empty"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "parquets").mkdir()
+    pq.write_table(pa.table({"text": ["fine"]}), tmp_path / "parquets" / "a.parquet")
+    pq.write_table(pa.table({"sentence": ["fine"]}), tmp_path / "parquets" / "b.parquet")
+    result = run_cli("classify", "--engine", "ray", "-f", str(tmp_path / "parquets"), "-o", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"error: {tmp_path / 'parquets' / 'b.parquet'}: its text column is 'sentence', a.parquet's 'text'; name one "
+        "with --column or put the files in separate folders"
+    )
 
 
 def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):

@@ -53,6 +53,10 @@ class OnnxBackend:
         self.path = path
 
     @classmethod
+    def model_problem(cls, model: ModelDir) -> str | None:
+        return export_problem(model)
+
+    @classmethod
     def device_problem(cls, device: str) -> str | None:
         kind = device.split(":")[0]
         if kind in ("auto", "cpu"):
@@ -136,13 +140,33 @@ class OnnxBackend:
 
 def onnx_file(model: ModelDir, precision: str) -> Path:
     """The cached export of `model` at `precision`, exporting it first if needed."""
-    from fastsentiment.cache import cache_root, cached_file
-    from fastsentiment.export.onnx import EXPORT_REVISION, int8_dynamic_variant
+    from fastsentiment.cache import cached_file
+    from fastsentiment.export.onnx import int8_dynamic_variant
 
     variant = int8_dynamic_variant() if precision == "int8-dynamic" else precision
-    target = cache_root() / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}" / f"model-{variant}.onnx"
+    target = export_folder(model) / f"model-{variant}.onnx"
     if target.is_file():
         return target
     from fastsentiment.export.onnx import export_onnx
 
     return cached_file(target, lambda scratch: export_onnx(model, scratch, variant))
+
+
+def export_folder(model: ModelDir) -> Path:
+    """Where the cache keeps `model`'s ONNX exports (keyed by its content and the exporter's revision)."""
+    from fastsentiment.cache import cache_root
+    from fastsentiment.export.onnx import EXPORT_REVISION
+
+    return cache_root() / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}"
+
+
+def export_problem(model: ModelDir) -> str | None:
+    """Why this install cannot run `model` on a backend that reads its ONNX export: none is cached, and making one
+    needs torch and transformers (the export extra), which an `[onnx]` install lacks. Checked without importing."""
+    import importlib.util
+
+    if all(importlib.util.find_spec(module) for module in ("torch", "transformers")):
+        return None
+    if any(export_folder(model).glob("model-*.onnx")):
+        return None
+    return "its first run exports the model to ONNX, which needs 'torch': pip install 'fastsentiment[export]'"

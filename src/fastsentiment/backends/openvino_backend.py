@@ -70,6 +70,12 @@ class OpenvinoBackend:
         self.logits(np.zeros((1, 2), dtype=np.int64), np.ones((1, 2), dtype=np.int64))
 
     @classmethod
+    def model_problem(cls, model: ModelDir) -> str | None:
+        from fastsentiment.backends.onnx_backend import export_problem
+
+        return export_problem(model)  # it compiles the ONNX export (or an IR quantised from it)
+
+    @classmethod
     def device_problem(cls, device: str) -> str | None:
         return None if device in ("auto", "cpu") else f"openvino runs on cpu here, not {device!r}"
 

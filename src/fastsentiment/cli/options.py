@@ -29,7 +29,12 @@ BackendOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, mps or auto.")]
 PrecisionOption = Annotated[
     str | None,
-    typer.Option("--precision", "-p", help="fp32, bf16, int8, fp16 (backend-dependent; default: the backend's)."),
+    typer.Option(
+        "--precision",
+        "-p",
+        help="fp32, bf16, int8, fp16; onnx also int8-dynamic, openvino int8-static (see `fastsentiment backends`; "
+        "default: the backend's).",
+    ),
 ]
 BatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", min=1, help="Texts per model call (default: 32, 256 on a CUDA GPU).")

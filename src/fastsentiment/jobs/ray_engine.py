@@ -64,7 +64,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     _check_output(job.out)
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
-    text_column = _text_column_of(inputs[0], job.column)
+    text_column = _text_column_of(inputs, job.column)
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
     model_dir = resolve_model(options.model)
@@ -185,15 +185,26 @@ def _model_files(model_dir) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in model_dir.files}
 
 
-def _text_column_of(first_input: Path, column: str | None) -> str | None:
-    """The text column the workers read: Parquet's is chosen from the header, as the local path does. Text formats
-    were checked by the reader with the local path's rules (a JSONL record without --column: its `sentence`, else
-    its `text`), so None leaves the choice to `checked_text` per record."""
-    try:
-        source = RowSource(first_input, column)  # checks the column exists, as the local path does
-    except InputError as error:  # named by its file, as the other files' errors are
-        raise InputError(str(error) if str(first_input) in str(error) else f"{first_input}: {error}") from None
-    return source.column if source.format == "parquet" else column
+def _text_column_of(inputs: list[Path], column: str | None) -> str | None:
+    """The text column the workers read: Parquet's is chosen from the header, as the local path does, and must be
+    the same in every file (the workers read one column name). Text formats were checked by the reader with the local
+    path's rules (a JSONL record without --column: its `sentence`, else its `text`), so None leaves the choice to
+    `checked_text` per record."""
+    chosen: dict[Path, str | None] = {}
+    for path in inputs if inputs[0].suffix.lower() == ".parquet" else inputs[:1]:
+        try:
+            source = RowSource(path, column)  # checks the column exists, as the local path does
+        except InputError as error:  # named by its file, as the other files' errors are
+            raise InputError(str(error) if str(path) in str(error) else f"{path}: {error}") from None
+        chosen[path] = source.column if source.format == "parquet" else column
+    (first, first_column), *others = chosen.items()
+    for path, other in others:
+        if other != first_column:
+            raise InputError(
+                f"{path}: its text column is {other!r}, {first.name}'s {first_column!r}; name one with --column or "
+                "put the files in separate folders"
+            )
+    return first_column
 
 
 def _quiet_ray_data() -> None:

@@ -86,6 +86,7 @@ class RowSource:
         if self.header is not None:
             _refuse_duplicate_columns(self.header, f"{path}: ")
         self.column = _pick_text_column(self.header, column, column_option) if self.header is not None else column
+        self.column_option = column_option
 
     @property
     def columns(self) -> list[str] | None:
@@ -116,7 +117,8 @@ class RowSource:
 
     def rows(self, start: dict[str, int] | None = None) -> Iterator[Row]:
         """Yield rows from the beginning, or from `start` (a `position` this source gave out earlier)."""
-        yield from _checked_rows(self._reader.records(start), "text" if self.format == "txt" else self.column)
+        column = "text" if self.format == "txt" else self.column
+        yield from _checked_rows(self._reader.records(start), column, self.column_option)
 
 
 class _Reader(Protocol):
@@ -260,10 +262,10 @@ def rows_from_lines(binary_lines: Iterable[bytes], fmt: str, column: str | None)
     yield from _checked_rows(_text_records(lines, fmt, header), "text" if fmt == "txt" else column)
 
 
-def _checked_rows(records: Iterable[Row], column: str | None) -> Iterator[Row]:
+def _checked_rows(records: Iterable[Row], column: str | None, column_option: str = "--column") -> Iterator[Row]:
     for row in records:
         if row.error is None:
-            row.text, row.error = checked_text(row.fields, column)
+            row.text, row.error = checked_text(row.fields, column, column_option)
         yield row
 
 
@@ -389,10 +391,16 @@ def _jsonl_rows(lines: _LineStream) -> Iterator[Row]:
         yield Row(line=number, fields=value)
 
 
-def checked_text(fields: dict[str, Any], column: str | None) -> tuple[str | None, str | None]:
-    """The text of a record's column and None, or None and why the record cannot be classified."""
+def checked_text(
+    fields: dict[str, Any], column: str | None, column_option: str = "--column"
+) -> tuple[str | None, str | None]:
+    """The text of a record's column and None, or None and why the record cannot be classified (`column_option`:
+    the command's option that names the text field)."""
     if column is None:
-        column = next((name for name in DEFAULT_TEXT_COLUMNS if name in fields), DEFAULT_TEXT_COLUMNS[-1])
+        column = next((name for name in DEFAULT_TEXT_COLUMNS if name in fields), None)
+        if column is None:
+            wanted = " or ".join(map(repr, DEFAULT_TEXT_COLUMNS))
+            return None, f"no {wanted} field (name the text field with {column_option})"
     if column not in fields:
         return None, f"no field {column!r}"
     value = fields[column]

@@ -37,7 +37,7 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jso
 def output_format(path: Path) -> str:
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"--out {path}: write .csv, .tsv, .jsonl or .parquet")
+        raise InputError(f"--out {path}: write .csv, .tsv, .jsonl (or .json) or .parquet")
     return fmt
 
 
