@@ -125,9 +125,9 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         ("x", {"truncation": "yes"}, "truncation is True .cut. or False .refuse."),
         ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text alone"),
         ("x " * 100, {"truncation": False}, "input 1 has 102 tokens, over the model's limit of 64"),
-        ("x " * 100, {"truncation": False, "max_length": 8}, "input 1 has 102 tokens, over the max_length of 8"),
         ("x", {"max_length": 65}, "max_length must be a whole number from 3 up to the 64 tokens this classifier was"),
         ("x", {"max_length": 2}, "max_length must be a whole number from 3 up to the 64 tokens .* got 2"),
+        ("x", {"padding": "bogus"}, "padding is one of None, True, False, 'longest', 'max_length', 'do_not_pad'"),
         ({"text": "x", "text_pair": "y"}, {}, "text pairs .text_pair. are not classified"),
         ([{"text": "x"}, {"label": 1}], {}, "a record input holds one 'text', got the keys 'label'"),
         ("\u0301\u0301 \ufe0f", {}, "input 1: empty text .its tokenizer keeps none of its characters."),
@@ -153,6 +153,9 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
         ([{"text": text} for text in TEXTS], {}),
         ([long_text, TEXTS[1]], {"truncation": True, "max_length": 8}),
         (long_text, {"truncation": True, "max_length": 8, "padding": True}),
+        (long_text, {"max_length": 8}),  # unset truncation with a max_length cuts, as transformers does
+        (long_text, {"max_length": 8, "truncation": False}),  # ... but not where truncation is off
+        (long_text, {"max_length": 8, "padding": "longest"}),  # ... or padding takes the max_length
     ]:
         ours, theirs = clf(inputs, **options), reference(inputs, **options)
         assert type(ours) is type(theirs) and len(ours) == len(theirs), (inputs, options)
@@ -160,7 +163,10 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
         expected = [theirs] if isinstance(theirs, dict) else theirs
         assert _labels(flat) == _labels(expected), options
         np.testing.assert_allclose(_scores(flat), _scores(expected), atol=1e-5)
-    assert clf(long_text, max_length=8) == Classifier.load(bert_dir, backend="torch", max_length=8)(long_text)
+    loaded_short = Classifier.load(bert_dir, backend="torch", max_length=8)
+    assert clf(long_text, max_length=8) == loaded_short(long_text)
+    with pytest.raises(InputError, match="input 1 has 44 tokens, over the max_length of 8;"):  # not "the model's"
+        loaded_short(long_text, truncation=False)
 
 
 def test_a_table_is_refused_not_read_as_its_column_names(bert_dir):

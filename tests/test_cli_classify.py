@@ -314,6 +314,12 @@ def test_an_onnx_only_install_runs_cached_exports_and_says_what_a_first_export_n
     assert "ready" not in line and "pip install 'fastsentiment[export]'" in line, line
     refused = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
     assert refused.returncode == 2 and refused.stderr.decode() == f"error: backend onnx cannot run tiny-bert: {needs}\n"
+    # an export at another precision than the default is not enough to call the backend ready
+    cache_env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    assert run_cli("classify", "-m", str(bert_dir), "-b", "onnx:fp32", "good film", env=cache_env).returncode == 0
+    table = onnx_only("backends", "--model", str(bert_dir))
+    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
+    assert "ready" not in line, line
     made = run_cli(
         "classify", "-m", str(bert_dir), "-b", "onnx", "good film", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
     )

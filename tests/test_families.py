@@ -406,7 +406,7 @@ def test_three_labels_named_label_n_can_be_renamed(family_model):
     wrong = run_cli("classify", "-m", str(model), "--labels", "bad,good", "a fine film")
     assert (
         wrong.returncode != 0
-        and "the labels name 2 classes" in wrong.stderr.decode()
+        and "the labels (--labels) name 2 classes" in wrong.stderr.decode()
         and b"Traceback" not in wrong.stderr
     )
 

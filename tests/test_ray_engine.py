@@ -103,7 +103,8 @@ def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, 
     assert [int(row["id"]) for row in rows] == list(range(ROWS)), "order kept"
     clf = Classifier.load(bert_dir, backend="onnx", precision="fp32", max_length=16)
     # The actors' truncations are counted on the driver (their warnings reached no terminal).
-    cut = sum(len(ids) > 16 for ids in clf.encoder.encode([row["text"] for row in rows if not row["error"]]))
+    texts = [row["text"] for row in rows if not row["error"]]
+    cut = sum(len(encoding.ids) > 16 for encoding in clf.encoder.encodings(texts))
     assert cut > 1000
     assert f"warning: {cut:,} rows were truncated to the max_length of 16 tokens in all".encode() in result.stderr
     sample = [row for row in random.Random(1).sample(rows, 300) if not row["error"]]
@@ -198,6 +199,12 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     assert result.stderr.decode().strip() == (
         f"error: {tmp_path / 'parquets' / 'b.parquet'}: its text column is 'sentence', a.parquet's 'text'; name one "
         "with --column or put the files in separate folders"
+    )
+    (tmp_path / "parquets" / "b.parquet").unlink()
+    (tmp_path / "parquets" / "b.csv").write_text("text\nfine\n")  # a mix: refused as such, before Ray starts
+    result = run_cli("classify", "--engine", "ray", "-f", str(tmp_path / "parquets"), "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and result.stderr.decode().strip() == (
+        f"error: {tmp_path / 'parquets'}: mix of Parquet and text files; put them in separate folders"
     )
 
 

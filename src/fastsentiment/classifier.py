@@ -30,6 +30,7 @@ from fastsentiment.windows import (
 )
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
+PADDINGS = (None, True, False, "longest", "max_length", "do_not_pad")  # transformers' values
 _UNSET: Any = object()
 
 
@@ -172,21 +173,28 @@ class Classifier:
         or refused (`"error"`). `return_chunks=True` adds each text's windows (character span, tokens, label,
         score) as "chunks" to its best-label answer. `truncation`, the tokenizer argument pipelines take, is the
         same choice as in transformers: True cuts (long_text="truncate"), False refuses (long_text="error"), and
-        `max_length` is this call's limit (at most the loaded one). `padding` is taken and changes nothing: batches
-        are padded as they need, which no score depends on. As in transformers, an input may be a record
+        `max_length` is this call's limit (at most the loaded one) where it cuts in transformers: with truncation on,
+        or unset without `padding`. `padding` otherwise changes nothing: batches are padded as they need, which no
+        score depends on. As in transformers, an input may be a record
         `{"text": ...}` (a lone one is answered by one dict, not a list); text pairs are refused.
         """
-        long_text = with_truncation(long_text, truncation)
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
-        if max_length is not None and max_length != self.encoder.max_length:
-            if not _is_count(max_length) or not 3 <= max_length <= self.encoder.max_length:
+        if padding not in PADDINGS:
+            raise InputError(f"padding is one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
+        # As in transformers: max_length cuts where truncation is on, or unset without padding (which it would size).
+        cuts_at = max_length if truncation is True or (truncation is None and not padding) else None
+        long_text = with_truncation(long_text, truncation)
+        if max_length is not None:
+            least = self.encoder.special_tokens + 1
+            if not _is_count(max_length) or not least <= max_length <= self.encoder.max_length:
                 raise InputError(
-                    f"max_length must be a whole number from 3 up to the {self.encoder.max_length} tokens this "
+                    f"max_length must be a whole number from {least} up to the {self.encoder.max_length} tokens this "
                     f"classifier was loaded with (Classifier.load(max_length=...) sets that), got {max_length!r}"
                 )
+        if cuts_at is not None and cuts_at != self.encoder.max_length:
             limited = copy.copy(self)
-            limited.encoder = self.encoder.limited_to(max_length)
+            limited.encoder = self.encoder.limited_to(cuts_at)
             return limited(
                 inputs,
                 batch_size=batch_size,

@@ -72,10 +72,6 @@ class TextEncoder:
     def __init__(
         self, tokenizer: Tokenizer, max_length: int, pad_id: int, limit_name: str = "the model's limit"
     ) -> None:
-        if max_length < 3:
-            raise ModelError(
-                f"max_length must be at least 3 (a token of text beside [CLS] and [SEP]), got {max_length}"
-            )
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
@@ -84,6 +80,11 @@ class TextEncoder:
         wrapped = tokenizer.encode("a").special_tokens_mask
         self.special_tokens = sum(wrapped)
         self.closing_tokens = len(wrapped) - len(_without_trailing_ones(wrapped))
+        if max_length <= self.special_tokens:
+            raise ModelError(
+                f"max_length (--max-length) must be at least {self.special_tokens + 1} (a token of text beside the "
+                f"{self.special_tokens} special tokens), got {max_length}"
+            )
         self.max_length = max_length
         self.limit_name = limit_name  # what warnings call max_length: the model's, or the one asked for
         self.pad_id = pad_id
@@ -93,7 +94,7 @@ class TextEncoder:
         limit = model.max_length
         if max_length is not None:
             if max_length > limit:
-                raise ModelError(f"max_length {max_length} exceeds what the model accepts ({limit})")
+                raise ModelError(f"max_length (--max-length) {max_length} exceeds what the model accepts ({limit})")
             limit = max_length
         tokenizer = load_tokenizer(model)
         pad_id = tokenizer.token_to_id(_special_token(model.tokenizer_config, "pad_token", "[PAD]"))

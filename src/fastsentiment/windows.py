@@ -86,7 +86,7 @@ def check_options(
     aggregate = aggregate or DEFAULT_AGGREGATE
     if aggregate not in AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
-    if max_length is None:
+    if max_length is None or long_text != "chunk":
         return stride, aggregate
     room = max_length - special_tokens  # the text's tokens in a window
     stride = min(DEFAULT_STRIDE, room // 4) if stride is None else int(stride)

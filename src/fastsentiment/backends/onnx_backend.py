@@ -54,7 +54,7 @@ class OnnxBackend:
 
     @classmethod
     def model_problem(cls, model: ModelDir) -> str | None:
-        return export_problem(model)
+        return export_problem(model, ("int8", "fp16"))  # the CPU's default, or the GPU's
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:
@@ -160,13 +160,14 @@ def export_folder(model: ModelDir) -> Path:
     return cache_root() / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}"
 
 
-def export_problem(model: ModelDir) -> str | None:
-    """Why this install cannot run `model` on a backend that reads its ONNX export: none is cached, and making one
-    needs torch and transformers (the export extra), which an `[onnx]` install lacks. Checked without importing."""
+def export_problem(model: ModelDir, variants: tuple[str, ...]) -> str | None:
+    """Why this install cannot run `model` on a backend that reads its ONNX export at its default precision: none of
+    `variants` is cached, and making one needs torch and transformers (the export extra), which an `[onnx]` install
+    lacks. Checked without importing."""
     import importlib.util
 
     if all(importlib.util.find_spec(module) for module in ("torch", "transformers")):
         return None
-    if any(export_folder(model).glob("model-*.onnx")):
+    if any((export_folder(model) / f"model-{variant}.onnx").is_file() for variant in variants):
         return None
     return "its first run exports the model to ONNX, which needs 'torch': pip install 'fastsentiment[export]'"

@@ -73,7 +73,7 @@ class OpenvinoBackend:
     def model_problem(cls, model: ModelDir) -> str | None:
         from fastsentiment.backends.onnx_backend import export_problem
 
-        return export_problem(model)  # it compiles the ONNX export (or an IR quantised from it)
+        return export_problem(model, (WEIGHT_FILES["bf16"],))  # its default compiles the plain ONNX export
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:

@@ -122,7 +122,7 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
 
     throughput = {}
     width = min(FIXED_LENGTH, clf.encoder.max_length)
-    clipped = [truncated(s, width) for s in sequences]
+    clipped = [truncated(s, width, clf.encoder.closing_tokens) for s in sequences]
     for size in spec.batch_sizes:
         for strategy in STRATEGIES:
             batches = _batches(clipped, size, strategy, clf.encoder, width)

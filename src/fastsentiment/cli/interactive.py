@@ -53,7 +53,7 @@ def interactive(
     from fastsentiment.classifier import Classifier
     from fastsentiment.errors import FastSentimentError
     from fastsentiment.models import resolve_model
-    from fastsentiment.texts import text_problem
+    from fastsentiment.texts import input_name, text_problem
     from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder
 
     reading = long_text_options(long_text, stride, aggregate)
@@ -99,7 +99,7 @@ def interactive(
                 sequences = encoder.encode([text])
                 log(f"Tokenized input in {_ms(started)} ms")
                 if encoder.reads_nothing(len(sequences[0])):
-                    sys.stderr.write(f"error: {NOTHING_TO_READ}\n")
+                    sys.stderr.write(f"error: {input_name(1)}: {NOTHING_TO_READ}\n")  # as the other modes say
                     continue
                 started = time.perf_counter()
                 logits = clf.logits_for_ids(sequences)

@@ -64,6 +64,8 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     _check_output(job.out)
     inputs = _input_files(job.source)
     formats = {table_format(path) for path in inputs}
+    if "parquet" in formats and formats != {"parquet"}:
+        raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
     text_column = _text_column_of(inputs, job.column)
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
@@ -97,8 +99,6 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         truncations = _truncation_count_class().remote()  # the actors' warnings would reach no terminal: counted
         if formats == {"parquet"}:
             dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS)
-        elif "parquet" in formats:
-            raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
         else:
             datasource = _text_rows_datasource_class()(
                 [str(p) for p in inputs], column=job.column, name_files=name_files
@@ -191,7 +191,8 @@ def _text_column_of(inputs: list[Path], column: str | None) -> str | None:
     path's rules (a JSONL record without --column: its `sentence`, else its `text`), so None leaves the choice to
     `checked_text` per record."""
     chosen: dict[Path, str | None] = {}
-    for path in inputs if inputs[0].suffix.lower() == ".parquet" else inputs[:1]:
+    all_parquet = all(path.suffix.lower() == ".parquet" for path in inputs)  # a mix is refused after this
+    for path in inputs if all_parquet else inputs[:1]:
         try:
             source = RowSource(path, column)  # checks the column exists, as the local path does
         except InputError as error:  # named by its file, as the other files' errors are

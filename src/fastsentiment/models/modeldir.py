@@ -61,10 +61,10 @@ class ModelDir:
         names = [str(name).strip() for name in names]
         if len(names) != len(self.labels):
             raise ModelError(
-                f"the labels name {len(names)} classes ({', '.join(names)}); {self.path.name} has {len(self.labels)}"
+                f"the labels (--labels) name {len(names)} classes ({', '.join(names)}); {self.path.name} has {len(self.labels)}"
             )
         if not distinct_names(names):
-            raise ModelError(f"the labels must be distinct, non-empty names; got {', '.join(names)}")
+            raise ModelError(f"the labels (--labels) must be distinct, non-empty names; got {', '.join(names)}")
         id2label = {str(i): name for i, name in enumerate(names)}
         label2id = {name: i for i, name in enumerate(names)}
         return replace(self, config={**self.config, "id2label": id2label, "label2id": label2id})

@@ -597,10 +597,11 @@ def counting_encoder(
     def encode(texts: Sequence[str]) -> list[list[int]]:
         cuts = Truncations(named=0)
         ids = encoder.encode(texts, cuts)
+        if any(encoder.reads_nothing(len(sequence)) for sequence in ids):
+            # The batcher encodes the texts again one by one, to fail that text's request alone: counted then.
+            raise InputError(NOTHING_TO_READ)
         if cuts.count:
             on_truncated(cuts.count, cuts.longest, encoder.max_length)
-        if any(encoder.reads_nothing(len(sequence)) for sequence in ids):
-            raise InputError(NOTHING_TO_READ)  # the batcher finds which text, and fails its request alone
         return ids
 
     return encode
