@@ -219,6 +219,15 @@ def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, s
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_a_text_its_tokenizer_keeps_nothing_of_is_refused_by_its_place_in_the_request(server):
+    """Combining marks alone (a BERT tokenizer strips them with the accents) left the model [CLS] [SEP] to score."""
+    for parameters in ({}, {"long_text": "chunk"}):
+        body = {"inputs": ["good film", "\u0301\u0301 \ufe0f"], "parameters": parameters}
+        refused = httpx.post(f"{server.url}/predict", json=body, timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "inputs[1]: empty text (its tokenizer keeps none of its characters)"
+
+
 def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_python_api_refuses_them(server):
     def post(body: dict) -> httpx.Response:
         return httpx.post(f"{server.url}/predict", json={"inputs": "good film", **body}, timeout=30)

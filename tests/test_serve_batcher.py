@@ -63,7 +63,7 @@ def test_a_text_the_tokenizer_rejects_fails_alone(classifier):
     for nothing in (marks, empty):
         assert (
             isinstance(nothing, InputError)
-            and str(nothing) == "empty text (its tokenizer keeps none of its characters)"
+            and str(nothing) == "text 1: empty text (its tokenizer keeps none of its characters)"
         )
     expected = classifier.logits(["good film", "bad cake"])
     np.testing.assert_allclose(good[0], expected[0], atol=1e-5)

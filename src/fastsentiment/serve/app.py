@@ -626,4 +626,5 @@ def model_batcher(
         concurrency=parallel_calls(classifier.backend),
         run_alone=None if alone is classifier else alone.logits_for_ids,
         alone_up_to=classifier.batch_size,
+        name_text=lambda index: f"inputs[{index}]",  # as the request's validation errors name them
     )

@@ -83,8 +83,10 @@ class DynamicBatcher:
         concurrency: int = 1,
         run_alone: RunBatch | None = None,
         alone_up_to: int = 1,
+        name_text: Callable[[int], str] = lambda index: f"text {index + 1}",
     ) -> None:
         self._encode = encode
+        self._name_text = name_text  # what a refusal calls a request's text, by its place in the request
         self._run_batch = run_batch
         self._run_alone = run_alone
         self._alone_up_to = alone_up_to
@@ -127,6 +129,13 @@ class DynamicBatcher:
             if len(items) == 1:  # the common case, without gather's bookkeeping
                 return (await items[0].future)[None, :]
             return np.stack(await asyncio.gather(*(item.future for item in items)))
+        except InputError as error:  # a text the worker refused: named by its place in the request
+            for item in items:
+                item.future.cancel()
+            index = next((index for index, item in enumerate(items) if item.error is error), None)
+            if index is None:
+                raise
+            raise InputError(f"{self._name_text(index)}: {error}") from None
         except BaseException:
             for item in items:  # the client went away or one text failed: the others need not be computed
                 item.future.cancel()
