@@ -71,7 +71,7 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
 @pytest.mark.parametrize(
     ("backend", "change", "message"),
     [
-        ("torch", LABELS_AT_ODDS, "classifier.bias has shape [2] in the weights but [1] by config.json"),
+        ("torch", LABELS_AT_ODDS, "the classifier has 2 outputs in the weights but config.json names 1 classes"),
         ("torch", {"hidden_size": 30}, "do not load as config.json describes them"),
         ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
@@ -81,7 +81,7 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
         ("torch", {"num_hidden_layers": 4}, "the weights lack bert.encoder.layer.2."),
         ("onnx", {"num_hidden_layers": 4}, "the weights lack bert.encoder.layer.2."),
         # onnx and openvino start from the same network through the ONNX export
-        ("openvino", LABELS_AT_ODDS, "classifier.bias has shape [2] in the weights but [1] by config.json"),
+        ("openvino", LABELS_AT_ODDS, "the classifier has 2 outputs in the weights but config.json names 1 classes"),
     ],
 )
 def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_path, backend, change, message):
@@ -93,6 +93,18 @@ def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_pa
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_backends_does_not_call_ready_a_model_whose_head_differs_from_its_labels(bert_dir, tmp_path):
+    """The head's size is read from the safetensors header: `backends --model` said "ready" for a directory every
+    load then refused."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, **LABELS_AT_ODDS)
+    result = run_cli("backends", "--model", str(model))
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"error: {model}: the classifier has 2 outputs in the weights but config.json names 1 classes (is "
+        "num_labels / id2label right?)\n"
+    )
 
 
 def test_an_unreadable_pytorch_weights_file_is_one_line(bert_dir, tmp_path):

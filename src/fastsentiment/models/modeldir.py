@@ -158,7 +158,7 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         raise ModelError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
-    _check_safetensors_header(path / WEIGHT_FILES[0])
+    head_outputs = _safetensors_head_outputs(path / WEIGHT_FILES[0])
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
@@ -178,20 +178,34 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         names = [str(name).strip() for name in id2label.values()]
         if not distinct_names(names):
             raise ModelError(f"{config_file}: id2label must give each class a name of its own; got {', '.join(names)}")
-    return ModelDir(path=path.resolve(), config=config)
+    model = ModelDir(path=path.resolve(), config=config)
+    if require_head and head_outputs is not None and head_outputs != len(model.labels):
+        raise ModelError(
+            f"{path}: the classifier has {head_outputs} outputs in the weights but config.json names "
+            f"{len(model.labels)} classes (is num_labels / id2label right?)"
+        )
+    return model
 
 
-def _check_safetensors_header(weights: Path) -> None:
-    """A truncated or corrupt safetensors file fails here, in one line, instead of inside whichever runtime reads it
-    first; reading the header (and checking that the file is long enough for it) costs no more than a file open."""
+# The classification head's output layer as transformers names it: RoBERTa-like and MPNet; BERT, DistilBERT, DeBERTa.
+HEAD_OUTPUT_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight")
+
+
+def _safetensors_head_outputs(weights: Path) -> int | None:
+    """How many classes the weights' classification head gives (None: no safetensors file, or no head named so).
+    A truncated or corrupt safetensors file fails here, in one line, instead of inside whichever runtime reads it
+    first; reading the header (and checking that the file is long enough for it) costs no more than a file open,
+    and lets `backends --model` and every load refuse a head of another size than config.json's before any runtime."""
     if not weights.is_file():
-        return
+        return None
     from safetensors import SafetensorError, safe_open
 
     try:
         with open(weights, "rb"):  # an unreadable file in the system's words (safetensors calls it missing)
             pass
-        with safe_open(weights, "np"):
-            pass
+        with safe_open(weights, "np") as tensors:
+            names = set(tensors.keys())
+            head = next((name for name in HEAD_OUTPUT_WEIGHTS if name in names), None)
+            return None if head is None else tensors.get_slice(head).get_shape()[0]
     except (SafetensorError, OSError) as error:
         raise ModelError(f"{weights}: unreadable weights ({error})") from None
