@@ -302,6 +302,8 @@ def test_fp16_is_for_gpus_and_int8_for_the_cpu(bert_dir):
         with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use bf16 or fp32"):
             Classifier.load(bert_dir, backend="torch", device=cpu, precision="fp16")
     assert Classifier.load(bert_dir, backend="torch", device="cpu:0", precision="int8").backend.precision == "int8"
+    # "cpu:0" is the CPU for every backend (openvino refused it, where onnx and torch took it)
+    assert Classifier.load(bert_dir, backend="openvino", device="cpu:0", precision="fp32").backend.device == "cpu"
     runs_on = {
         kind: [p for p in TorchBackend.spec.precisions if TorchBackend.spec.precision_runs_on(p, kind)]
         for kind in ("auto", "cpu", "cuda")

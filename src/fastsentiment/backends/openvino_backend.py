@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads, log
-from fastsentiment.backends.registry import register
+from fastsentiment.backends.registry import device_kind, register
 from fastsentiment.cache import cache_root, open_or_rebuild
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
@@ -77,7 +77,8 @@ class OpenvinoBackend:
 
     @classmethod
     def device_problem(cls, device: str) -> str | None:
-        return None if device in ("auto", "cpu") else f"openvino runs on cpu here, not {device!r}"
+        # "cpu:0" names the one CPU device as torch and ONNX Runtime take it
+        return None if device_kind(device) in ("auto", "cpu") else f"openvino runs on cpu here, not {device!r}"
 
     @classmethod
     def prepare(cls, model: ModelDir, device: str, precision: str | None) -> None:
