@@ -109,9 +109,17 @@ def test_an_interrupted_export_leaves_nothing_a_later_run_would_load(bert_dir, c
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not list(cache.glob("onnx/*/*.onnx")), "a partial export was left where it would be loaded"
+    (killed,) = cache.glob("onnx/*/.building-*")
+    folder = killed.parent
+    # Another machine's scratch folders (a shared cache): kept while they may be building, swept once a day old.
+    (folder / ".building-1@another-host-fresh").mkdir()
+    (folder / ".building-1@another-host-stale").mkdir()
+    os.utime(folder / ".building-1@another-host-stale", (time.time() - 2 * 86400,) * 2)
     result = run_cli("classify", "I like cheese", "-m", str(bert_dir), "-b", "onnx")
     assert result.returncode == 0, result.stderr
     assert len(list(cache.glob("onnx/*/model-int8.onnx"))) == 1
+    # the killed build's scratch folder (a SIGKILL skips its clean-up) is swept by the next build there
+    assert [path.name for path in folder.glob(".building-*")] == [".building-1@another-host-fresh"]
 
 
 def test_auto_without_a_measurement_is_the_interim_choice_and_one_off_calls_start_on_onnx(bert_dir, cache):

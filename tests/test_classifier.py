@@ -341,3 +341,32 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):
         pytest.skip("this machine has CUDA")
     with pytest.raises(BackendError, match="no CUDA device"):
         Classifier.load(bert_dir, backend="torch", device="cuda")
+
+
+def test_threads_of_a_new_process_load_and_export_at_once(bert_dir, tmp_path):
+    """A web app's threads loading models at start-up: the second found the backend list half made ("unknown backend
+    'onnx'"), and two first exports at once failed inside torch's exporter (and left INFO logging switched off)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import logging, threading
+from fastsentiment import Classifier
+answers = []
+def load(precision):
+    try:
+        answers.append(Classifier.load({str(bert_dir)!r}, backend="onnx", precision=precision)("good film")[0]["label"])
+    except Exception as error:
+        answers.append(repr(error))
+threads = [threading.Thread(target=load, args=(p,)) for p in ("int8", "int8-dynamic", "int8", "fp32")]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print(sorted(set(answers)), logging.root.manager.disable)
+"""
+    env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    labels, disabled = result.stdout.strip().rsplit(" ", 1)
+    assert len(eval(labels)) == 1 and eval(labels)[0] in ("NEGATIVE", "POSITIVE"), labels
+    assert disabled == "0"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -68,12 +70,21 @@ def artefact_files(path: Path) -> list[Path]:
     return [path.with_suffix(".bin") if path.suffix == ".xml" else weights_file(path), path]
 
 
+BUILDING = ".building-"  # a scratch folder's prefix, then "<pid>@<host>-" and mkdtemp's letters (no "-" in them)
+ABANDONED_AFTER_S = 24 * 3600  # a scratch folder untouched this long is left over, whoever made it
+
+
 def scratch_beside(destination: Path) -> Path:
     """A new temporary folder beside `destination` (in its parent, made if needed) to build it in, so that one rename
-    puts it in place. A cache that cannot be written is said in one line naming the setting that moves it."""
+    puts it in place. A cache that cannot be written is said in one line naming the setting that moves it. Scratch
+    folders that killed builds left there are removed first (a SIGKILL skips the clean-up; one per kill piled up)."""
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".building-", dir=destination.parent))
+        for scratch in destination.parent.glob(BUILDING + "*"):
+            if _abandoned(scratch):
+                shutil.rmtree(scratch, ignore_errors=True)
+        prefix = f"{BUILDING}{os.getpid()}@{socket.gethostname()}-"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
     except OSError as error:
         raise FastSentimentError(
             f"cannot write to the cache folder {destination.parent}: {error.strerror}; "
@@ -98,3 +109,24 @@ def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable
         return open_(rebuilt)
     except Exception as error:
         raise FastSentimentError(f"{rebuilt}: built again, it still does not load ({first_line(error)})") from None
+
+
+def _abandoned(scratch: Path) -> bool:
+    """Whether a scratch folder's build is over: its process, of this machine, runs no more (a cache shared between
+    machines keeps the others' until they are a day old), or the folder has not changed for a day."""
+    try:
+        if time.time() - scratch.stat().st_mtime > ABANDONED_AFTER_S:
+            return True
+    except OSError:  # gone already
+        return False
+    owner, _, _ = scratch.name.removeprefix(BUILDING).rpartition("-")
+    pid, _, host = owner.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False

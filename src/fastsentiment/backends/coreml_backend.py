@@ -55,6 +55,7 @@ class CoremlBackend:
         if problem:
             raise BackendError(problem)
         from fastsentiment.cache import cache_root, cached_file
+        from fastsentiment.export import EXPORTING
         from fastsentiment.export.coreml import DEFAULT_LENGTH, export_coreml, import_coremltools
 
         ct = import_coremltools()
@@ -62,7 +63,9 @@ class CoremlBackend:
         lengths = package_lengths(model, DEFAULT_LENGTH)
         target = cache_root() / "coreml" / model.content_hash[:32] / "model.mlpackage"
         if not target.exists():
-            cached_file(target, lambda scratch: export_coreml(model, scratch, lengths))
+            with EXPORTING:  # torch's tracer is one per process
+                if not target.exists():
+                    cached_file(target, lambda scratch: export_coreml(model, scratch, lengths))
         units = getattr(ct.ComputeUnit, COMPUTE_UNITS[device])
         return cls(ct.models.MLModel(str(target), compute_units=units), lengths, target, device)
 

@@ -147,9 +147,11 @@ def onnx_file(model: ModelDir, precision: str) -> Path:
     target = export_folder(model) / f"model-{variant}.onnx"
     if target.is_file():
         return target
+    from fastsentiment.export import EXPORTING
     from fastsentiment.export.onnx import export_onnx
 
-    return cached_file(target, lambda scratch: export_onnx(model, scratch, variant))
+    with EXPORTING:  # a thread that waited for another's export of this file finds it made
+        return cached_file(target, lambda scratch: export_onnx(model, scratch, variant))
 
 
 def export_folder(model: ModelDir) -> Path:

@@ -9,6 +9,7 @@ CLI never imports a backend directly. Third-party backends register through the
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 
 from fastsentiment.backends.base import Backend, BackendSpec
@@ -25,6 +26,9 @@ BUILTIN_MODULES = (
 )
 _REGISTRY: dict[str, type[Backend]] = {}
 _loaded: set[str] = set()
+# The first thread to need the backends imports them; another waits for the whole list instead of reading a part of
+# it ("unknown backend 'onnx'" for a web app's second loading thread). Re-entrant: a module being imported may list.
+_loading = threading.RLock()
 
 
 def register(backend: type[Backend]) -> type[Backend]:
@@ -33,23 +37,25 @@ def register(backend: type[Backend]) -> type[Backend]:
 
 
 def _load_builtins() -> None:
-    if "builtins" in _loaded:
-        return
-    _loaded.add("builtins")
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    with _loading:
+        if "builtins" in _loaded:
+            return
+        _loaded.add("builtins")
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
 
 
 def _load_plugins() -> None:
     # Reading installed distributions' metadata costs tens of milliseconds at start-up, so it
     # happens only when a name is not built in or when every backend is listed.
-    if "plugins" in _loaded:
-        return
-    _loaded.add("plugins")
-    from importlib.metadata import entry_points
+    with _loading:
+        if "plugins" in _loaded:
+            return
+        _loaded.add("plugins")
+        from importlib.metadata import entry_points
 
-    for entry in entry_points(group="fastsentiment.backends"):
-        register(entry.load())
+        for entry in entry_points(group="fastsentiment.backends"):
+            register(entry.load())
 
 
 def backend_names() -> list[str]:

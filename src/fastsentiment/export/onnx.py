@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fastsentiment.errors import missing_extra
+from fastsentiment.export import EXPORTING
 from fastsentiment.models import ModelDir
 
 OPSET = 17
@@ -37,7 +38,7 @@ def export_onnx(model: ModelDir, target: Path, precision: str = "fp32", weights_
     test that layout), False never."""
     if precision not in VARIANTS:
         raise ValueError(f"unknown ONNX precision {precision!r}")
-    with _library_logs_contained():
+    with EXPORTING, _library_logs_contained():
         return _export(model, target, precision, weights_apart)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastsentiment.cache import cache_root, scratch_beside
 from fastsentiment.errors import missing_extra
+from fastsentiment.export import EXPORTING
 from fastsentiment.models import ModelDir
 
 
@@ -35,15 +36,18 @@ def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: 
     folder = cache_root() / "openvino-ir" / model.content_hash[:32] / name
     if (folder / "model.xml").is_file():
         return folder / "model.xml"
-    scratch = scratch_beside(folder)
-    try:
-        quantise_static(model, texts, scratch / "model.xml")
+    with EXPORTING:
+        if (folder / "model.xml").is_file():  # made by the thread this one waited for
+            return folder / "model.xml"
+        scratch = scratch_beside(folder)
         try:
-            os.replace(scratch, folder)  # the whole folder appears at once, or not at all
-        except OSError:  # another process finished first: keep its folder
-            pass
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            quantise_static(model, texts, scratch / "model.xml")
+            try:
+                os.replace(scratch, folder)  # the whole folder appears at once, or not at all
+            except OSError:  # another process finished first: keep its folder
+                pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return folder / "model.xml"
 
 
