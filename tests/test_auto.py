@@ -440,3 +440,36 @@ def test_auto_measures_the_precisions_of_the_device_a_backend_takes_for_auto():
         assert kind_on(_PicksTheGpu, "cpu:0") == "cpu" and kind_on(_PicksTheGpu, "auto") == "cuda"
     finally:
         _REGISTRY.pop(_PicksTheGpu.spec.name)
+
+
+def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cache, bert_dir):
+    """Two processes measuring at once timed each other's load and each overwrote the other's decision: the second
+    waits for the first (a lock file beside the decision) and takes what it decided instead of measuring again."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    path = auto.decision_path(model, "auto")
+    path.parent.mkdir(parents=True)
+    decided = {"backend": "onnx", "precision": "fp32", "why": "decided by the process holding the lock"}
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # this test is the process measuring
+        script = (
+            "from fastsentiment import Classifier\n"
+            f"clf = Classifier.load({str(bert_dir)!r}, tune=True)\n"
+            "print(clf.backend.spec.name, clf.backend.precision)\n"
+        )
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+        )
+        time.sleep(3)
+        assert waiting.poll() is None, waiting.communicate()
+        key = auto.decision_key(model, "auto", "builtin-v1")
+        auto._save(path, {"key": key, "measured_at": "now", "throughput": decided, "latency": decided})
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        stdout, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, stderr[-2000:]
+    assert stdout.split() == ["onnx", "fp32"]
+    assert "another process is measuring the backends for this model; waiting for it" in stderr
+    assert "measuring the backends for this model on this CPU" not in stderr

@@ -22,6 +22,7 @@ Commands whose workload pays for a measurement (a file job, the server, bench, `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -172,8 +173,11 @@ def choose(
         return interim_choice(device, "latency", model)
     decision = cached_decision(model, device, threads=threads)
     if decision is None and measure:
-        log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
-        decision = tune(model, device, threads=threads)
+        with measuring_alone(decision_path(model, device, threads)):
+            decision = cached_decision(model, device, threads=threads)  # measured by the process this one waited for
+            if decision is None:
+                log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
+                decision = _tune(model, device, threads=threads)
     if decision is None:
         return interim_choice(device, workload, model)
     chosen = decision.get(workload)
@@ -267,6 +271,29 @@ def candidates(device: str, model: ModelDir | None = None) -> list[tuple[str, st
     return sorted(found, key=lambda pair: pair[0] == "torch")
 
 
+@contextlib.contextmanager
+def measuring_alone(decision: Path) -> Iterator[None]:
+    """One process at a time measures for a decision (a lock file beside it): two at once measured each other's load
+    (torch fp32 at 86 against 0.9 ms), and each overwrote the other's decision. Where the system has no file locks
+    (Windows), no waiting."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    decision.parent.mkdir(parents=True, exist_ok=True)
+    with open(decision.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("auto: another process is measuring the backends for this model; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def tune(
     model: ModelDir,
     device: str = "auto",
@@ -276,7 +303,19 @@ def tune(
     threads: int | None = None,
 ) -> dict:
     """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
-    usable CPU), decide, cache the decision and return it."""
+    usable CPU), decide, cache the decision and return it; after any other process measuring for it has finished."""
+    with measuring_alone(decision_path(model, device, threads)):
+        return _tune(model, device, calibration, only, progress, threads)
+
+
+def _tune(
+    model: ModelDir,
+    device: str = "auto",
+    calibration: Calibration | None = None,
+    only: Sequence[tuple[str, str]] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+    threads: int | None = None,
+) -> dict:
     from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder, Truncations
