@@ -190,9 +190,10 @@ def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):
     decision = auto.tune(model, "cpu", only=FAST_CANDIDATES)
     path = auto.decision_path(model, "cpu")
     assert json.loads(path.read_text()) == decision
-    # No scratch file left behind; where "auto" is this CPU for every backend, the decision serves it too.
+    # No scratch file left behind (the lock file measuring takes stays, as lock files do); where "auto" is this CPU for
+    # every backend, the decision serves it too.
     aliases = auto.same_placement("cpu", model)
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+    assert sorted(p.name for p in path.parent.iterdir() if p.suffix != ".lock") == sorted(
         auto.decision_path(model, name).name for name in ["cpu", *aliases]
     )
     for device in ["cpu", *aliases]:
