@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -177,7 +178,7 @@ def choose(
             decision = cached_decision(model, device, threads=threads)  # measured by the process this one waited for
             if decision is None:
                 log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
-                decision = _tune(model, device, threads=threads)
+                decision = tune(model, device, threads=threads)
     if decision is None:
         return interim_choice(device, workload, model)
     chosen = decision.get(workload)
@@ -271,14 +272,21 @@ def candidates(device: str, model: ModelDir | None = None) -> list[tuple[str, st
     return sorted(found, key=lambda pair: pair[0] == "torch")
 
 
+_held = threading.local()  # the decisions this thread measures for (`measuring_alone` is re-entrant per thread)
+
+
 @contextlib.contextmanager
 def measuring_alone(decision: Path) -> Iterator[None]:
-    """One process at a time measures for a decision (a lock file beside it): two at once measured each other's load
-    (torch fp32 at 86 against 0.9 ms), and each overwrote the other's decision. Where the system has no file locks
-    (Windows), no waiting."""
+    """One process (and one thread) at a time measures for a decision (a lock file beside it): two at once measured
+    each other's load (torch fp32 at 86 against 0.9 ms), and each overwrote the other's decision. Where the system
+    has no file locks (Windows), no waiting."""
+    held = _held.__dict__.setdefault("paths", set())
     try:
         import fcntl
     except ImportError:
+        yield
+        return
+    if decision in held:
         yield
         return
     decision.parent.mkdir(parents=True, exist_ok=True)
@@ -288,9 +296,11 @@ def measuring_alone(decision: Path) -> Iterator[None]:
         except BlockingIOError:
             log.warning("auto: another process is measuring the backends for this model; waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        held.add(decision)
         try:
             yield
         finally:
+            held.discard(decision)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -304,79 +314,71 @@ def tune(
 ) -> dict:
     """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
     usable CPU), decide, cache the decision and return it; after any other process measuring for it has finished."""
-    with measuring_alone(decision_path(model, device, threads)):
-        return _tune(model, device, calibration, only, progress, threads)
-
-
-def _tune(
-    model: ModelDir,
-    device: str = "auto",
-    calibration: Calibration | None = None,
-    only: Sequence[tuple[str, str]] | None = None,
-    progress: Callable[[str], None] = lambda message: None,
-    threads: int | None = None,
-) -> dict:
     from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder, Truncations
 
     check_device(device)
-
     calibration = calibration or Calibration.builtin()
-    encoder = TextEncoder.from_model_dir(model)
-    sequences = encoder.encode(calibration.texts, Truncations(named=0))  # the sample's, not the user's, texts
-    halves = _length_halves(sequences)
+    with measuring_alone(decision_path(model, device, threads)):
+        encoder = TextEncoder.from_model_dir(model)
+        sequences = encoder.encode(calibration.texts, Truncations(named=0))  # the sample's, not the user's, texts
+        halves = _length_halves(sequences)
 
-    def measure_one(name: str, precision: str, row: Measurement | None = None) -> tuple[Measurement, np.ndarray | None]:
-        """Load and time one candidate; with `row`, a second round that keeps the better figures of the two."""
-        row = row or Measurement(f"{name}:{precision}")
-        try:
-            progress(f"{row.config}: preparing")
-            prepare_backend(model, name, device, precision)
-            progress(f"{row.config}: measuring" + (" again" if row.rounds else ""))
-            started = time.perf_counter()
-            clf = Classifier(model, load_backend(model, name, device, precision, threads), encoder, batch_size=BATCH)
-            load_s = time.perf_counter() - started
-            logits = clf.logits_for_ids(sequences)  # also the warm-up
-            short, long = (_throughput(clf, half) for half in halves)
-            if parallel_calls(clf.backend) > 1:  # its batches ran side by side; one text gets every thread
-                latency_model = load_backend(model, name, device, precision, threads, workload="latency")
-                clf = Classifier(model, latency_model, encoder)
-            latency = _latency_ms(clf, halves)
-        except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
-            if not row.rounds:
-                row.failed = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return row, None
-        first = not row.rounds
-        row.load_s = load_s if first else min(row.load_s, load_s)
-        row.short_sentences_per_s = short if first else max(row.short_sentences_per_s, short)
-        row.long_sentences_per_s = long if first else max(row.long_sentences_per_s, long)
-        row.sentences_per_s = float(np.sqrt(row.short_sentences_per_s * row.long_sentences_per_s))
-        row.latency_ms = latency if first else min(row.latency_ms, latency)
-        row.rounds += 1
-        return row, logits
+        def measure_one(
+            name: str, precision: str, row: Measurement | None = None
+        ) -> tuple[Measurement, np.ndarray | None]:
+            """Load and time one candidate; with `row`, a second round that keeps the better figures of the two."""
+            row = row or Measurement(f"{name}:{precision}")
+            try:
+                progress(f"{row.config}: preparing")
+                prepare_backend(model, name, device, precision)
+                progress(f"{row.config}: measuring" + (" again" if row.rounds else ""))
+                started = time.perf_counter()
+                clf = Classifier(
+                    model, load_backend(model, name, device, precision, threads), encoder, batch_size=BATCH
+                )
+                load_s = time.perf_counter() - started
+                logits = clf.logits_for_ids(sequences)  # also the warm-up
+                short, long = (_throughput(clf, half) for half in halves)
+                if parallel_calls(clf.backend) > 1:  # its batches ran side by side; one text gets every thread
+                    latency_model = load_backend(model, name, device, precision, threads, workload="latency")
+                    clf = Classifier(model, latency_model, encoder)
+                latency = _latency_ms(clf, halves)
+            except Exception as error:  # a candidate that cannot run here is a row, not a failed tune
+                if not row.rounds:
+                    row.failed = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                return row, None
+            first = not row.rounds
+            row.load_s = load_s if first else min(row.load_s, load_s)
+            row.short_sentences_per_s = short if first else max(row.short_sentences_per_s, short)
+            row.long_sentences_per_s = long if first else max(row.long_sentences_per_s, long)
+            row.sentences_per_s = float(np.sqrt(row.short_sentences_per_s * row.long_sentences_per_s))
+            row.latency_ms = latency if first else min(row.latency_ms, latency)
+            row.rounds += 1
+            return row, logits
 
-    reference_pair, reference_row, reference = _reference(model, device, measure_one)
-    rows = []
-    for name, precision in only or candidates(device, model):
-        same = (name, precision) == reference_pair
-        row, logits = (reference_row, reference) if same else measure_one(name, precision)
-        if logits is not None:
-            _judge(row, logits, reference, calibration.labels)
-        rows.append(row)
-    for row in reversed(_contenders([row for row in rows if row.faithful])):
-        measure_one(*row.config.split(":"), row=row)
-    decision = {
-        "key": decision_key(model, device, calibration.identity, threads),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
-        "sample": len(sequences),
-        "table": [asdict(row) for row in rows],
-    }
-    decision.update(_decide([row for row in rows if row.faithful]))
-    _save(decision_path(model, device, threads), decision)
-    for alias in same_placement(device, model):
-        _save(decision_path(model, alias, threads), {**decision, "key": {**decision["key"], "device": alias}})
-    return decision
+        reference_pair, reference_row, reference = _reference(model, device, measure_one)
+        rows = []
+        for name, precision in only or candidates(device, model):
+            same = (name, precision) == reference_pair
+            row, logits = (reference_row, reference) if same else measure_one(name, precision)
+            if logits is not None:
+                _judge(row, logits, reference, calibration.labels)
+            rows.append(row)
+        for row in reversed(_contenders([row for row in rows if row.faithful])):
+            measure_one(*row.config.split(":"), row=row)
+        decision = {
+            "key": decision_key(model, device, calibration.identity, threads),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+            "sample": len(sequences),
+            "table": [asdict(row) for row in rows],
+        }
+        decision.update(_decide([row for row in rows if row.faithful]))
+        _save(decision_path(model, device, threads), decision)
+        for alias in same_placement(device, model):
+            _save(decision_path(model, alias, threads), {**decision, "key": {**decision["key"], "device": alias}})
+        return decision
 
 
 def same_placement(device: str, model: ModelDir) -> list[str]:
