@@ -177,6 +177,12 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
     (tmp_path / "glue" / "test.tsv").write_text("index\tsentence\n0\tgood film\n1\tbad film\n")
     folder = run_cli("compare", "onnx:fp32", "torch:fp32", "-m", str(bert_dir), "--data", str(tmp_path / "glue"))
     assert folder.returncode == 0 and folder.stdout.decode().startswith("onnx:fp32 vs torch:fp32 on 6 sentences")
+    # a text cut to the model's limit is named by its file's line, once (not "input 2", and not once per side)
+    (tmp_path / "long.tsv").write_text("sentence\tlabel\ngood\t1\n" + "good film " * 40 + "\t0\n")
+    cut = run_cli("compare", "onnx:fp32", "torch:fp32", "-m", str(bert_dir), "--data", str(tmp_path / "long.tsv"))
+    assert cut.returncode == 0 and cut.stderr.decode() == (
+        "warning: long.tsv, line 3 has 82 tokens; truncated to the model's limit of 64 (18 tokens dropped)\n"
+    )
 
 
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"

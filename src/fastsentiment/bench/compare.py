@@ -9,6 +9,7 @@ import numpy as np
 from fastsentiment.bench.data import load_bench_data
 from fastsentiment.bench.run import check_config
 from fastsentiment.errors import InputError
+from fastsentiment.tokenization import Truncations
 
 
 def compare_configs(
@@ -35,8 +36,10 @@ def compare_configs(
     second = Classifier.load(model_b or model, backend=b, device=device if device_b is None else device_b)
     if first.labels != second.labels:
         raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
-    texts = load_bench_data(data, text_column, with_labels=False).agreement.texts  # predictions against predictions
-    left, right = first.logits(texts), second.logits(texts)
+    split = load_bench_data(data, text_column, with_labels=False).agreement  # predictions against predictions
+    texts = split.texts
+    left = first.logits(texts, names=split.names)  # truncation warnings name the file's lines, once
+    right = second.logits(texts, truncations=Truncations(named=0))
     left_p, right_p = first.scores(left), second.scores(right)
     left_y, right_y = left.argmax(1), right.argmax(1)
     delta = np.abs(left - right)

@@ -15,6 +15,7 @@ class Split:
     name: str
     texts: list[str]
     labels: list[int] | None  # class ids, or None when the split is unlabelled
+    names: list[str] | None = None  # what a message calls each text ("dev.tsv, line 4"), where it came from a file
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _read_table(
             raise InputError(
                 f"{path}: label id {max(labels)} does not exist in the model, whose labels are {', '.join(label_names)}"
             )
-    return Split(path.stem, texts, labels)
+    return Split(path.stem, texts, labels, [f"{path.name}, line {row.line}" for row in rows])
 
 
 def _from_datasets() -> BenchData:
