@@ -124,9 +124,9 @@ def _abandoned(scratch: Path) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
     except OSError:  # another user's process: alive
-        return False
+        pass
     return False
