@@ -454,7 +454,8 @@ def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cac
     path = auto.decision_path(model, "auto")
     path.parent.mkdir(parents=True)
     decided = {"backend": "onnx", "precision": "fp32", "why": "decided by the process holding the lock"}
-    with open(path.with_suffix(".lock"), "a") as lock:
+    placement = min(["auto", *auto.same_placement("auto", model)])  # devices sharing a decision share its lock
+    with open(auto.decision_path(model, placement).with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # this test is the process measuring
         script = (
             "from fastsentiment import Classifier\n"

@@ -111,15 +111,22 @@ def test_an_interrupted_export_leaves_nothing_a_later_run_would_load(bert_dir, c
     assert not list(cache.glob("onnx/*/*.onnx")), "a partial export was left where it would be loaded"
     (killed,) = cache.glob("onnx/*/.building-*")
     folder = killed.parent
-    # Another machine's scratch folders (a shared cache): kept while they may be building, swept once a day old.
-    (folder / ".building-1@another-host-fresh").mkdir()
-    (folder / ".building-1@another-host-stale").mkdir()
-    os.utime(folder / ".building-1@another-host-stale", (time.time() - 2 * 86400,) * 2)
+    # A live build of another process (whatever its pid namespace or host: it holds its folder's lock) is kept;
+    # folders without a held file (where locks cannot be told) are swept once a day old.
+    import fcntl
+
+    (folder / ".building-live").mkdir()
+    live = open(folder / ".building-live" / ".held", "w")  # held while the next build runs
+    fcntl.flock(live, fcntl.LOCK_EX)
+    (folder / ".building-fresh").mkdir()
+    (folder / ".building-stale").mkdir()
+    os.utime(folder / ".building-stale", (time.time() - 2 * 86400,) * 2)
     result = run_cli("classify", "I like cheese", "-m", str(bert_dir), "-b", "onnx")
     assert result.returncode == 0, result.stderr
     assert len(list(cache.glob("onnx/*/model-int8.onnx"))) == 1
+    live.close()
     # the killed build's scratch folder (a SIGKILL skips its clean-up) is swept by the next build there
-    assert [path.name for path in folder.glob(".building-*")] == [".building-1@another-host-fresh"]
+    assert sorted(path.name for path in folder.glob(".building-*")) == [".building-fresh", ".building-live"]
 
 
 def test_auto_without_a_measurement_is_the_interim_choice_and_one_off_calls_start_on_onnx(bert_dir, cache):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,9 +42,10 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
     """
     if path.is_file():
         return path
-    scratch = scratch_beside(path)
-    try:
+    with building_beside(path) as scratch:
         build(scratch / path.name)
+        if not (scratch / path.name).is_file():
+            raise FastSentimentError(f"building {path.name} for the cache made no such file")
         for destination in artefact_files(path):  # the named file last: it is there only with its companion
             built = scratch / destination.name
             if not built.exists():
@@ -56,8 +57,6 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
                     f"cannot put {destination.name} in the cache at {destination}: {error.strerror}; remove it, or "
                     "set FASTSENTIMENT_CACHE to another folder"
                 ) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 
@@ -70,26 +69,58 @@ def artefact_files(path: Path) -> list[Path]:
     return [path.with_suffix(".bin") if path.suffix == ".xml" else weights_file(path), path]
 
 
-BUILDING = ".building-"  # a scratch folder's prefix, then "<pid>@<host>-" and mkdtemp's letters (no "-" in them)
+BUILDING = ".building-"  # a scratch folder's prefix
+HELD = ".held"  # the file in a scratch folder its build holds a lock on while it runs
 ABANDONED_AFTER_S = 24 * 3600  # a scratch folder untouched this long is left over, whoever made it
 
 
-def scratch_beside(destination: Path) -> Path:
+@contextlib.contextmanager
+def building_beside(destination: Path) -> Iterator[Path]:
     """A new temporary folder beside `destination` (in its parent, made if needed) to build it in, so that one rename
-    puts it in place. A cache that cannot be written is said in one line naming the setting that moves it. Scratch
-    folders that killed builds left there are removed first (a SIGKILL skips the clean-up; one per kill piled up)."""
+    puts it in place; removed afterwards if still there. A cache that cannot be written is said in one line naming
+    the setting that moves it. While the build runs it holds a lock on a file in the folder, so that a later build
+    can tell a folder that a killed build left (a SIGKILL skips the clean-up; one per kill piled up) from a live one
+    of any process, container or user, and remove it. A folder renamed into place takes the file along unless the
+    build removes it first (`release_scratch`)."""
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         for scratch in destination.parent.glob(BUILDING + "*"):
             if _abandoned(scratch):
                 shutil.rmtree(scratch, ignore_errors=True)
-        prefix = f"{BUILDING}{os.getpid()}@{socket.gethostname()}-"
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
+        scratch = Path(tempfile.mkdtemp(prefix=BUILDING, dir=destination.parent))
+        held = open(scratch / HELD, "w")  # open until the build ends: its lock says the build runs
     except OSError as error:
         raise FastSentimentError(
             f"cannot write to the cache folder {destination.parent}: {error.strerror}; "
             "set FASTSENTIMENT_CACHE to a writable folder"
         ) from None
+    try:
+        lock_file(held, wait=False)
+        yield scratch
+    finally:
+        held.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def release_scratch(scratch: Path) -> None:
+    """Take the held file out of a scratch folder about to be renamed into place (its lock ends with the build)."""
+    (scratch / HELD).unlink(missing_ok=True)
+
+
+def lock_file(stream, wait: bool) -> bool:
+    """An exclusive lock on an open file; False where another process holds it (and `wait` is False). Where the
+    system or the file system has no file locks (Windows; some network file systems), True: nothing to wait for."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(stream, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK and kin: the file system keeps no locks
+        return True
+    return True
 
 
 def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable[[], Path]) -> Opened:
@@ -112,21 +143,20 @@ def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable
 
 
 def _abandoned(scratch: Path) -> bool:
-    """Whether a scratch folder's build is over: its process, of this machine, runs no more (a cache shared between
-    machines keeps the others' until they are a day old), or the folder has not changed for a day."""
+    """Whether a scratch folder's build is over: no one holds its lock any more, or (where that cannot be told: a
+    folder without the held file, a system without file locks) it has not changed for a day."""
     try:
-        if time.time() - scratch.stat().st_mtime > ABANDONED_AFTER_S:
+        with open(scratch / HELD) as held:
+            import fcntl
+
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a build runs there
             return True
+    except (ImportError, OSError):  # no held file, or no file locks here: judged by age
+        pass
+    try:
+        return time.time() - scratch.stat().st_mtime > ABANDONED_AFTER_S
     except OSError:  # gone already
         return False
-    owner, _, _ = scratch.name.removeprefix(BUILDING).rpartition("-")
-    pid, _, host = owner.partition("@")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's process: alive
-        pass
-    return False

@@ -174,7 +174,7 @@ def choose(
         return interim_choice(device, "latency", model)
     decision = cached_decision(model, device, threads=threads)
     if decision is None and measure:
-        with measuring_alone(decision_path(model, device, threads)):
+        with measuring_alone(model, device, threads):
             decision = cached_decision(model, device, threads=threads)  # measured by the process this one waited for
             if decision is None:
                 log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
@@ -276,32 +276,34 @@ _held = threading.local()  # the decisions this thread measures for (`measuring_
 
 
 @contextlib.contextmanager
-def measuring_alone(decision: Path) -> Iterator[None]:
+def measuring_alone(model: ModelDir, device: str, threads: int | None) -> Iterator[None]:
     """One process (and one thread) at a time measures for a decision (a lock file beside it): two at once measured
-    each other's load (torch fp32 at 86 against 0.9 ms), and each overwrote the other's decision. Where the system
-    has no file locks (Windows), no waiting."""
+    each other's load (torch fp32 at 86 against 0.9 ms), and each overwrote the other's decision. Devices that share
+    a decision (`same_placement`: auto and cpu without a GPU) share the lock. Where the lock cannot be had (a
+    read-only cache, a system or file system without file locks), no waiting."""
+    from fastsentiment.cache import lock_file
+
+    placement = min([device, *same_placement(device, model)])
+    path = decision_path(model, placement, threads).with_suffix(".lock")
     held = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
     try:
-        import fcntl
-    except ImportError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # a lock needs no write access to its file
+    except OSError:
         yield
         return
-    if decision in held:
-        yield
-        return
-    decision.parent.mkdir(parents=True, exist_ok=True)
-    with open(decision.with_suffix(".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with os.fdopen(descriptor) as lock:
+        if not lock_file(lock, wait=False):
             log.warning("auto: another process is measuring the backends for this model; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        held.add(decision)
+            lock_file(lock, wait=True)
+        held.add(path)
         try:
             yield
         finally:
-            held.discard(decision)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            held.discard(path)
 
 
 def tune(
@@ -320,7 +322,7 @@ def tune(
 
     check_device(device)
     calibration = calibration or Calibration.builtin()
-    with measuring_alone(decision_path(model, device, threads)):
+    with measuring_alone(model, device, threads):
         encoder = TextEncoder.from_model_dir(model)
         sequences = encoder.encode(calibration.texts, Truncations(named=0))  # the sample's, not the user's, texts
         halves = _length_halves(sequences)

@@ -26,9 +26,12 @@ BUILTIN_MODULES = (
 )
 _REGISTRY: dict[str, type[Backend]] = {}
 _loaded: set[str] = set()
-# The first thread to need the backends imports them; another waits for the whole list instead of reading a part of
-# it ("unknown backend 'onnx'" for a web app's second loading thread). Re-entrant: a module being imported may list.
-_loading = threading.RLock()
+# The first thread to need the built-in backends imports them; another waits until the list is whole instead of
+# reading a part of it ("unknown backend 'onnx'" for a web app's second loading thread). The import runs outside
+# any lock of ours (a lock held across an import can deadlock with Python's own import locks).
+_builtins_whole = threading.Event()
+_builtins_claim = threading.Lock()
+_builtins_loader: list[int] = []  # the thread importing them, which may list backends meanwhile
 
 
 def register(backend: type[Backend]) -> type[Backend]:
@@ -37,25 +40,32 @@ def register(backend: type[Backend]) -> type[Backend]:
 
 
 def _load_builtins() -> None:
-    with _loading:
-        if "builtins" in _loaded:
-            return
-        _loaded.add("builtins")
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+    if _builtins_whole.is_set():
+        return
+    with _builtins_claim:
+        first = not _builtins_loader
+        if first:
+            _builtins_loader.append(threading.get_ident())
+    if first:
+        try:
+            for module in BUILTIN_MODULES:
+                importlib.import_module(module)
+        finally:
+            _builtins_whole.set()
+    elif _builtins_loader[0] != threading.get_ident():
+        _builtins_whole.wait()
 
 
 def _load_plugins() -> None:
     # Reading installed distributions' metadata costs tens of milliseconds at start-up, so it
     # happens only when a name is not built in or when every backend is listed.
-    with _loading:
-        if "plugins" in _loaded:
-            return
-        _loaded.add("plugins")
-        from importlib.metadata import entry_points
+    if "plugins" in _loaded:
+        return
+    _loaded.add("plugins")
+    from importlib.metadata import entry_points
 
-        for entry in entry_points(group="fastsentiment.backends"):
-            register(entry.load())
+    for entry in entry_points(group="fastsentiment.backends"):
+        register(entry.load())
 
 
 def backend_names() -> list[str]:

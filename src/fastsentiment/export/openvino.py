@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.cache import cache_root, scratch_beside
+from fastsentiment.cache import building_beside, cache_root, release_scratch
 from fastsentiment.errors import missing_extra
 from fastsentiment.export import EXPORTING
 from fastsentiment.models import ModelDir
@@ -39,15 +38,13 @@ def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: 
     with EXPORTING:
         if (folder / "model.xml").is_file():  # made by the thread this one waited for
             return folder / "model.xml"
-        scratch = scratch_beside(folder)
-        try:
+        with building_beside(folder) as scratch:
             quantise_static(model, texts, scratch / "model.xml")
+            release_scratch(scratch)
             try:
                 os.replace(scratch, folder)  # the whole folder appears at once, or not at all
             except OSError:  # another process finished first: keep its folder
                 pass
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     return folder / "model.xml"
 
 

@@ -127,19 +127,24 @@ class DynamicBatcher:
         self._wakeup.set()
         try:
             if len(items) == 1:  # the common case, without gather's bookkeeping
-                return (await items[0].future)[None, :]
-            return np.stack(await asyncio.gather(*(item.future for item in items)))
-        except InputError as error:  # a text the worker refused: named by its place in the request
-            for item in items:
-                item.future.cancel()
-            index = next((index for index, item in enumerate(items) if item.error is error), None)
-            if index is None:
-                raise
-            raise InputError(f"{self._name_text(index)}: {error}") from None
+                try:
+                    return (await items[0].future)[None, :]
+                except InputError as error:
+                    raise self._named(items, error) from None
+            results = await asyncio.gather(*(item.future for item in items), return_exceptions=True)
+            failed = next((result for result in results if isinstance(result, BaseException)), None)
+            if failed is not None:  # the first of the request's texts that failed, whichever batch finished first
+                raise self._named(items, failed) if isinstance(failed, InputError) else failed
+            return np.stack(results)
         except BaseException:
             for item in items:  # the client went away or one text failed: the others need not be computed
                 item.future.cancel()
             raise
+
+    def _named(self, items: list[_Item], error: InputError) -> InputError:
+        """A text the worker refused, named by its place in the request."""
+        index = next((index for index, item in enumerate(items) if item.error is error), None)
+        return error if index is None else InputError(f"{self._name_text(index)}: {error}")
 
     async def drain(self) -> None:
         """Finish every queued item, then stop the worker."""
