@@ -21,7 +21,6 @@ from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
 from fastsentiment.windows import (
     Window,
     aggregate_logits,
-    check_options,
     cut,
     too_long,
     truncation_window,
@@ -281,17 +280,13 @@ class Classifier:
     def _read(
         self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None, function=None
     ) -> _Reading:
-        self.check_options(long_text, stride, aggregate)
+        self.encoder.check_options(long_text, stride, aggregate)
         tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
             return _Reading(np.zeros((0, len(self.labels)), dtype=np.float32), [], [], [])
         logits, per_text = self.fold(windows, self.logits_for_ids(flat, batch_size=batch_size), aggregate, function)
         return _Reading(logits, tokens, windows, per_text)
-
-    def check_options(self, long_text: str, stride: int | None, aggregate: str | None) -> tuple[int | None, str]:
-        """`windows.check_options` for this classifier's windows: (stride, aggregate) filled in, or an InputError."""
-        return check_options(long_text, stride, aggregate, self.encoder.max_length, self.encoder.special_tokens)
 
     def split(
         self,
@@ -305,7 +300,7 @@ class Classifier:
         """Each text's token count and the model inputs (windows) it becomes under `long_text`; more than
         `max_windows` in all is an error, raised before any window is made. Truncations are noted in `truncations`
         (default: one for this call) under `names` (default "input 1", "input 2", ...)."""
-        stride, _ = self.check_options(long_text, stride, None)
+        stride, _ = self.encoder.check_options(long_text, stride, None)
         check_texts(texts)
         encodings = self.encoder.encodings(texts)
         tokens = [len(encoding.ids) for encoding in encodings]
@@ -341,7 +336,7 @@ class Classifier:
         "mean" averages the windows' scores under `function_to_apply` (the model's own by default), given back as
         the logits that `scores` with that function turns into that mean; with "none" (raw scores, no
         probabilities to average) it is the token-weighted mean of the logits."""
-        _, aggregate = self.check_options("chunk", None, aggregate)
+        _, aggregate = self.encoder.check_options("chunk", None, aggregate)
         function = self._function(function_to_apply)
         if aggregate == "mean" and function == "none":
             aggregate = "logit-mean"

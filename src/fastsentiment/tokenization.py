@@ -22,6 +22,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 from fastsentiment.errors import ModelError
 from fastsentiment.models.modeldir import ModelDir
 from fastsentiment.texts import input_name
+from fastsentiment.windows import check_options
 
 log = logging.getLogger("fastsentiment")
 
@@ -120,6 +121,10 @@ class TextEncoder:
             self.fit(ids, input_name(number), cuts) if len(ids := encoding.ids) > self.max_length else ids
             for number, encoding in enumerate(self.encodings(texts), 1)
         ]
+
+    def check_options(self, long_text: str, stride: int | None, aggregate: str | None) -> tuple[int | None, str]:
+        """`windows.check_options` for this encoder's windows: (stride, aggregate) filled in, or an InputError."""
+        return check_options(long_text, stride, aggregate, self.max_length, self.special_tokens)
 
     def reads_nothing(self, tokens: int) -> bool:
         """Whether a text of `tokens` tokens (special ones included) is its special tokens alone: nothing of the

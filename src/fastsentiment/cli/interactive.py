@@ -73,7 +73,7 @@ def interactive(
     encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
     log(f"Loaded tokenizer in {_ms(started)} ms")
     clf = Classifier(model_dir, runtime, encoder, batch_size=1)
-    clf.check_options(reading.long_text, reading.stride, reading.aggregate)  # a stride too wide for its windows
+    encoder.check_options(reading.long_text, reading.stride, reading.aggregate)  # a stride too wide for its windows
     started = time.perf_counter()
     for _ in range(3):  # first calls pay for kernel selection and allocation; pay it before the user waits
         clf.logits(["warming up the model before the first question"])

@@ -29,7 +29,7 @@ from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
 from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
 from fastsentiment.jobs.sinks import output_columns, output_record, parquet_schema, result_fields, result_types
 from fastsentiment.tokenization import TextEncoder, Truncations
-from fastsentiment.windows import LongText, check_options
+from fastsentiment.windows import LongText
 
 ACTOR_RESTARTS = 4  # a worker killed (OOM, node loss) is replaced this many times before the job fails
 TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this many times
@@ -72,10 +72,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     model_dir = resolve_model(options.model)
     # The stride's room in the model's windows, checked here: an actor's refusal would be a failed Ray job.
     encoder = TextEncoder.from_model_dir(model_dir, max_length=options.max_length)
-    long_text = job.long_text
-    check_options(
-        long_text.long_text, long_text.stride, long_text.aggregate, encoder.max_length, encoder.special_tokens
-    )
+    encoder.check_options(job.long_text.long_text, job.long_text.stride, job.long_text.aggregate)
     threads = options.threads or 1  # one compute thread per actor unless asked: actors are the parallelism
     options = _resolved(model_dir, replace(options, threads=threads))
 
@@ -191,8 +188,7 @@ def _text_column_of(inputs: list[Path], column: str | None) -> str | None:
     path's rules (a JSONL record without --column: its `sentence`, else its `text`), so None leaves the choice to
     `checked_text` per record."""
     chosen: dict[Path, str | None] = {}
-    all_parquet = all(path.suffix.lower() == ".parquet" for path in inputs)  # a mix is refused after this
-    for path in inputs if all_parquet else inputs[:1]:
+    for path in inputs if table_format(inputs[0]) == "parquet" else inputs[:1]:  # a mix was refused before
         try:
             source = RowSource(path, column)  # checks the column exists, as the local path does
         except InputError as error:  # named by its file, as the other files' errors are
