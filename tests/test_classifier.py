@@ -122,7 +122,9 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         (["x", "y"], {"batch_size": "2"}, "batch size must be a whole number of at least 1, got '2'"),
         (["x", "y"], {"batch_size": True}, "batch size must be a whole number"),
         ("x", {"function_to_apply": 1}, "function_to_apply must be one of softmax, sigmoid, none, got 1"),
-        ("x", {"truncation": "yes"}, "truncation is True .cut. or False .refuse."),
+        ("x", {"truncation": "yes"}, "truncation is True, 'longest_first' or 'only_first' .cut., False or"),
+        ("x", {"truncation": "only_second"}, "got 'only_second' .texts here come alone"),
+        ("x " * 100, {"truncation": "do_not_truncate"}, "input 1 has 102 tokens, over the model's limit of 64"),
         ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text alone"),
         ("x " * 100, {"truncation": False}, "input 1 has 102 tokens, over the model's limit of 64"),
         ("x", {"max_length": 65}, "max_length must be a whole number from 3 up to the 64 tokens this classifier was"),
@@ -156,6 +158,8 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
         (long_text, {"max_length": 8}),  # unset truncation with a max_length cuts, as transformers does
         (long_text, {"max_length": 8, "truncation": False}),  # ... but not where truncation is off
         (long_text, {"max_length": 8, "padding": "longest"}),  # ... or padding takes the max_length
+        (long_text, {"max_length": 8, "truncation": "longest_first"}),  # transformers' strategies for one text
+        (long_text, {"max_length": 8, "truncation": "only_first", "padding": True}),
     ]:
         ours, theirs = clf(inputs, **options), reference(inputs, **options)
         assert type(ours) is type(theirs) and len(ours) == len(theirs), (inputs, options)

@@ -187,6 +187,9 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
         (b'{"inputs": "caf\xff"}', 400, "invalid_encoding"),
         (b'{"inputs": "\\ud800 alone"}', 422, "validation"),  # valid JSON, but no text holds a lone surrogate
         (b'{"inputs": "a b", "top_k": NaN}', 400, "invalid_json"),  # not "a lone surrogate", as it was called
+        # nested deeper than Python's JSON reader goes, beside a lone surrogate: was a 500 "internal"
+        (b'{"inputs": "\\ud800 x", "parameters": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
+        (b'{"inputs": "\\ud800 x", "parameters": ' + b"[" * 990 + b"]" * 990 + b"}", 400, "invalid_json"),
         (b'{"inputs": 5}', 422, "validation"),
         (b'{"inputs": ["fine", 3]}', 422, "validation"),
         (b'{"inputs": ""}', 422, "validation"),
@@ -237,6 +240,11 @@ def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_pytho
         ({"top_k": 1, "parameters": {"top_k": 2}}, "top_k is 1 at the top level and 2 in parameters"),
         ({"raw_scores": True, "parameters": {"function_to_apply": "softmax"}}, "raw_scores gives logits"),
         ({"truncate": True, "parameters": {"long_text": "error"}}, "truncate is true at the top level and long_text"),
+        ({"truncate": True, "parameters": {"truncation": False}}, "truncate is true at the top level and long_text"),
+        ({"truncate": True, "parameters": {"long_text": "chunk"}}, "truncate is true at the top level and long_text"),
+        ({"truncate": False, "parameters": {"truncation": True}}, "truncate is false at the top level and long_text"),
+        ({"truncate": False, "parameters": {"long_text": "truncate"}}, "truncate is false at the top level"),
+        ({"parameters": {"truncation": "only_second"}}, "parameters.truncation"),
     ]:
         refused = post(body)
         assert refused.status_code == 422 and message in refused.json()["error"], (body, refused.text)
@@ -251,6 +259,11 @@ def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_pytho
     assert len(post({"top_k": 2, "parameters": {"top_k": 2}}).json()[0]) == 2
     assert post({"raw_scores": True, "parameters": {"function_to_apply": "NONE"}}).status_code == 200
     assert post({"truncate": False, "parameters": {"long_text": "chunk"}}).status_code == 200
+    assert post({"truncate": True, "parameters": {"truncation": "longest_first"}}).status_code == 200
+    # transformers' strategy names for one text: the first two cut, the last refuses
+    for truncation, status in [("longest_first", 200), ("only_first", 200), ("do_not_truncate", 422)]:
+        body = {"inputs": "good " * 100, "parameters": {"truncation": truncation}}
+        assert httpx.post(f"{server.url}/predict", json=body, timeout=30).status_code == status, truncation
 
 
 def test_routing_errors_have_the_same_shape_as_every_other_error(server):
@@ -534,6 +547,45 @@ def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, s
     finally:
         process.kill()
         process.wait()
+
+
+def test_wait_for_model_waits_for_a_loading_model_instead_of_a_503(bert_dir, cache):
+    """The Inference API's `options.wait_for_model`: "wait for it instead of receiving 503"."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    script = SLOW_BACKEND.replace("time.sleep(300)", "time.sleep(6)")
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "serve", "-m", str(bert_dir), "-b", "slow", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "FASTSENTIMENT_CACHE": cache},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and process.poll() is None
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(
+                httpx.post,
+                f"{url}/predict",
+                json={"inputs": "good film", "options": {"wait_for_model": True}},
+                timeout=120,
+            )
+            at_once = httpx.post(f"{url}/predict", json={"inputs": "good film"}, timeout=30)
+            assert at_once.status_code == 503 and at_once.json()["error_type"] == "loading"
+            assert not waiting.done()
+            answered = waiting.result()
+        assert answered.status_code == 200, answered.text
+        assert {label["label"] for label in answered.json()[0]} == {"NEGATIVE", "POSITIVE"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def test_a_port_taken_by_another_server_is_one_line_before_the_model_loads(bert_dir, cache):

@@ -23,6 +23,7 @@ from fastsentiment.windows import (
     aggregate_logits,
     cut,
     too_long,
+    truncation_flag,
     truncation_window,
     window_count,
     with_truncation,
@@ -156,7 +157,7 @@ class Classifier:
         stride: int | None = None,
         aggregate: str | None = None,
         return_chunks: bool = False,
-        truncation: bool | None = None,
+        truncation: bool | str | None = None,
         max_length: int | None = None,
         padding: bool | str | None = None,
     ) -> list | dict:
@@ -182,8 +183,9 @@ class Classifier:
         if padding not in PADDINGS:
             raise InputError(f"padding is one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
         # As in transformers: max_length cuts where truncation is on, or unset without padding (which it would size).
-        cuts_at = max_length if truncation is True or (truncation is None and not padding) else None
         long_text = with_truncation(long_text, truncation)
+        truncation = truncation_flag(truncation)
+        cuts_at = max_length if truncation is True or (truncation is None and not padding) else None
         if max_length is not None:
             least = self.encoder.special_tokens + 1
             if not _is_count(max_length) or not least <= max_length <= self.encoder.max_length:

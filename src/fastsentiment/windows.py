@@ -61,14 +61,30 @@ class Document:
     windows: list[Window]
 
 
+def truncation_flag(truncation: Any) -> bool | None:
+    """transformers' `truncation` argument for one text at a time: True where it cuts (True and the strategies
+    "longest_first", "only_first"), False where it does not ("do_not_truncate"), None where not given."""
+    if truncation is None or isinstance(truncation, bool):
+        return truncation
+    if truncation in ("longest_first", "only_first"):
+        return True
+    if truncation == "do_not_truncate":
+        return False
+    raise InputError(
+        f"truncation is True, 'longest_first' or 'only_first' (cut), False or 'do_not_truncate' (refuse), got "
+        f"{truncation!r} (texts here come alone, without a second one to cut)"
+    )
+
+
 def with_truncation(long_text: str, truncation: Any) -> str:
-    """`long_text` as transformers' `truncation` argument sets it, where given: True cuts, False refuses, beside
-    long_text "truncate" (the default); windows ("chunk") and "error" are asked for alone."""
-    if truncation is None:
+    """`long_text` as transformers' `truncation` argument sets it, where given: cut or refuse (`truncation_flag`),
+    beside long_text "truncate" (the default); windows ("chunk") and "error" are asked for alone."""
+    flag = truncation_flag(truncation)
+    if flag is None:
         return long_text
-    if not isinstance(truncation, bool) or long_text != "truncate":
-        raise InputError("truncation is True (cut) or False (refuse); for windows give long_text alone")
-    return "truncate" if truncation else "error"
+    if long_text != "truncate":
+        raise InputError("truncation cuts or refuses long texts; for windows give long_text alone")
+    return "truncate" if flag else "error"
 
 
 def check_options(

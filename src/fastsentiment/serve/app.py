@@ -73,7 +73,7 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
     function_to_apply: str | None = None  # any case, as transformers reads it ("SOFTMAX")
     # transformers' tokenizer argument, which the Inference API passes through: false refuses over-long texts.
-    truncation: bool | None = None
+    truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] | None = None
     # Long documents (see Classifier.__call__): chunk them into windows whose scores are combined.
     long_text: Literal["truncate", "chunk", "error"] | None = None
     stride: Annotated[int, msgspec.Meta(ge=0)] | None = None
@@ -96,7 +96,8 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     truncate: bool | None = None  # TEI's clients may send null; None: cut (this server's default)
     # TEI cuts at the end ("Right") unless asked otherwise; cutting the start is not offered here.
     truncation_direction: Literal["Right", "right"] = "Right"
-    # The older Inference API's `options` (wait_for_model, use_cache) mean nothing to a local server: accepted.
+    # The older Inference API's `options`: wait_for_model waits for a loading model instead of a 503; use_cache
+    # means nothing to a local server (nothing is cached between requests): accepted.
     options: Options | None = None
 
 
@@ -119,6 +120,7 @@ class ServerState:
         self.batcher: DynamicBatcher | None = None
         self.failure: Exception | None = None  # why the model could not load
         self.loading = False  # set by the app's startup until the loading thread is done
+        self.settled = asyncio.Event()  # the model loaded, or failed to
         # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
         self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
 
@@ -135,6 +137,7 @@ class ServerState:
         except Exception as error:  # surfaced by /health and every request until the server stops
             self.loading = False
             self.failure = error
+            self.settled.set()
             self.on_failure(error)
             return
         # Cancelled (the server stopped first), `loading` stays set: the thread still runs, and runner.run says so.
@@ -145,6 +148,7 @@ class ServerState:
         batcher = model_batcher(classifier, alone, batching, metrics.observe_batch, metrics.observe_truncated)
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
+        self.settled.set()
         # Everything loaded so far lives as long as the server: taken out of the collector's view, it no longer
         # makes each full collection (a pause for the event loop and the batch thread alike) scan it.
         gc.collect()
@@ -178,6 +182,8 @@ class PredictEndpoint:
 
     async def _answer(self, scope, receive) -> bytes:
         request = self.parse(await self._read_body(scope, receive))
+        if request.options is not None and request.options.wait_for_model and not self.state.settled.is_set():
+            await self._while_connected(self.state.settled.wait(), receive)
         classifier, batcher = self.state.ready()
         texts = request_texts(request.inputs)
         if not texts:
@@ -234,7 +240,11 @@ class PredictEndpoint:
         Without this, a client that gives up (a timeout, a closed load generator) still costs the
         model its whole request, and everyone queued behind it waits for that work.
         """
-        submitted = asyncio.ensure_future(batcher.submit(texts))
+        return await self._while_connected(batcher.submit(texts), receive)
+
+    async def _while_connected(self, awaitable: Awaitable[T], receive) -> T:
+        """`awaitable`'s result, or a 499 ApiError as soon as the client goes away (the awaitable cancelled)."""
+        submitted = asyncio.ensure_future(awaitable)
         gone = asyncio.ensure_future(receive())  # the body is read: the next message is http.disconnect
         # A callback rather than asyncio.wait: no waiter and no callbacks to add and remove on every request.
         gone.add_done_callback(lambda _: submitted.cancel())
@@ -338,11 +348,6 @@ def _lone_surrogate_escape(raw: bytes) -> str | None:
     JSON here: only a string holding a lone surrogate counts."""
     import json
 
-    try:
-        decoded = json.loads(raw)
-    except ValueError:
-        return None
-
     def strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
         if isinstance(value, str):
             yield value, where
@@ -355,7 +360,11 @@ def _lone_surrogate_escape(raw: bytes) -> str | None:
             for index, item in enumerate(value):
                 yield from strings(item, f"{where}[{index}]")
 
-    return next((where or "body" for text, where in strings(decoded, "") if has_undecodable(text)), None)
+    try:
+        decoded = json.loads(raw)
+        return next((where or "body" for text, where in strings(decoded, "") if has_undecodable(text)), None)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's reader (or ours) goes
+        return None
 
 
 def request_texts(inputs: str | list[str | list[str]]) -> list[str]:
@@ -487,10 +496,13 @@ def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str
     """The long-text handling, score function and top_k a request asks for, refusing the ones it asks for twice
     over in ways that disagree (the Python API refuses the same)."""
     long_text = with_truncation(parameters.long_text or "truncate", parameters.truncation)  # as the Python API
-    if long_text == "truncate" and request.truncate is False:  # TEI's refusal (its clients' default); windows win
-        long_text = "error"
-    if long_text == "error" and request.truncate is True:
-        raise InputError("truncate is true at the top level and long_text (or truncation) asks to refuse long texts")
+    asked = parameters.long_text is not None or parameters.truncation is not None
+    if request.truncate is False and long_text == "truncate":
+        if asked:
+            raise InputError("truncate is false at the top level and long_text (or truncation) asks to cut long texts")
+        long_text = "error"  # TEI's refusal; its clients send false by default, so windows asked for still win
+    if request.truncate is True and long_text != "truncate":
+        raise InputError(f"truncate is true at the top level and long_text (or truncation) asks for {long_text!r}")
     check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
     function = function_name(parameters.function_to_apply)
     if request.raw_scores and function not in (None, "none"):
