@@ -95,11 +95,18 @@ def test_weights_at_odds_with_their_config_give_one_clear_error(bert_dir, tmp_pa
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
 
 
-def test_backends_does_not_call_ready_a_model_whose_head_differs_from_its_labels(bert_dir, tmp_path):
-    """The head's size is read from the safetensors header: `backends --model` said "ready" for a directory every
-    load then refused."""
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_backends_does_not_call_ready_a_model_whose_head_differs_from_its_labels(bert_dir, tmp_path, weights):
+    """The head's size is read from the safetensors header, or from the tensor listing in a `pytorch_model.bin`
+    (without torch): `backends --model` said "ready" for a directory every load then refused."""
     model = copy_model(bert_dir, tmp_path / "model")
     _edit_config(model, **LABELS_AT_ODDS)
+    if weights == "pytorch_model.bin":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(model / "model.safetensors"), model / weights)
+        (model / "model.safetensors").unlink()
     result = run_cli("backends", "--model", str(model))
     assert result.returncode == 2 and result.stderr.decode() == (
         f"error: {model}: the classifier has 2 outputs in the weights but config.json names 1 classes (is "

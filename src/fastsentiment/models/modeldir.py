@@ -7,8 +7,10 @@ produce one readable error instead of a traceback deep inside a runtime.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -159,6 +161,8 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
     head_outputs = _safetensors_head_outputs(path / WEIGHT_FILES[0])
+    if head_outputs is None and not (path / WEIGHT_FILES[0]).is_file():
+        head_outputs = _pytorch_head_outputs(path / WEIGHT_FILES[1])
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
@@ -209,3 +213,42 @@ def _safetensors_head_outputs(weights: Path) -> int | None:
             return None if head is None else tensors.get_slice(head).get_shape()[0]
     except (SafetensorError, OSError) as error:
         raise ModelError(f"{weights}: unreadable weights ({error})") from None
+
+
+def _pytorch_head_outputs(weights: Path) -> int | None:
+    """The same for a `pytorch_model.bin` (a zip archive whose pickle lists each tensor's shape), read without
+    torch and without running anything the pickle names: only tensor shapes are rebuilt (None where the file is of
+    another form, or holds no head named so; whatever is wrong with it is the runtime's to say at load)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            listing = next((name for name in archive.namelist() if name.endswith("/data.pkl")), None)
+            if listing is None:
+                return None
+            with archive.open(listing) as pickled:
+                tensors = _TensorShapes(pickled).load()
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(tensors, dict):
+        return None
+    shape = next((tensors[name] for name in HEAD_OUTPUT_WEIGHTS if name in tensors), None)
+    return shape[0] if isinstance(shape, tuple) and shape else None
+
+
+class _TensorShapes(pickle.Unpickler):
+    """Reads torch's tensor listing with every tensor turned into its shape; refuses anything else it names."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, size, *rest: tuple(size)
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return lambda data, *rest: data
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name.endswith("Storage"):  # named in each tensor's storage record
+            return name
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a tensor listing")
+
+    def persistent_load(self, record):  # the storage's bytes, which lie elsewhere in the archive: not read
+        return None
