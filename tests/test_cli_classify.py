@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import threading
 
 import pytest
 
@@ -542,4 +543,54 @@ def test_jsonl_records_without_a_text_field_name_the_fields_looked_for_and_the_o
     result = run_cli("evaluate", str(source), "-m", str(bert_dir), "-b", "onnx")
     assert result.returncode == 2 and result.stderr.decode() == (
         f"error: {source}, line 1: no 'sentence' or 'text' field (name the text field with --text-column)\n"
+    )
+
+
+def test_console_output_is_one_line_per_input_with_errors_in_their_place(bert_dir, tmp_path):
+    """A text with a line break printed two lines and an error row none, so stdout did not match the inputs."""
+    source = tmp_path / "in.csv"
+    source.write_bytes(b'id,text\n1,"good\nfilm"\n2,\n3,bad\tcake\r\n4,b\xffd\n5,I like cheese\n')
+    result = run_cli("classify", "-f", str(source), "-m", str(bert_dir))
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 5
+    assert [line.split(maxsplit=2)[2] for line in (lines[0], lines[2], lines[4])] == [
+        "good\\nfilm",
+        "bad\\tcake",
+        "I like cheese",
+    ]
+    assert lines[1] == "ERROR     line 4: empty text" and lines[3] == "ERROR     line 6: not valid UTF-8"
+    arguments = run_cli("classify", "good", " ", "two\nlines", "-m", str(bert_dir))
+    assert _lines(arguments)[1] == "ERROR     input 2: empty text"
+    assert _lines(arguments)[2].endswith("  two\\nlines") and len(_lines(arguments)) == 3
+
+
+def test_a_pipe_is_read_once_as_stdin_is(bert_dir, tmp_path):
+    """`--file <(cmd)` and `--file /dev/stdin` were 'input file not found'."""
+    piped = run_cli("classify", "--file", "/dev/stdin", "-m", str(bert_dir), input="good film\nbad cake\n")
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert [line.split(maxsplit=2)[2] for line in _lines(piped)] == ["good film", "bad cake"]
+
+    fifo = tmp_path / "rows.csv"  # a named pipe: its extension gives the format, and the header is read once
+    os.mkfifo(fifo)
+    out = tmp_path / "out.csv"
+    writer = threading.Thread(target=fifo.write_text, args=("id,text\n7,good film\n8,bad cake\n",))
+    writer.start()
+    try:
+        result = run_cli("classify", "--file", str(fifo), "--out", str(out), "-m", str(bert_dir), timeout=120)
+    finally:
+        if writer.is_alive():  # the command failed before it opened the pipe: let the writer finish
+            with open(fifo, "rb") as unblock:
+                unblock.read()
+        writer.join()
+    assert result.returncode == 0, result.stderr.decode()
+    assert [(row["line"], row["id"], row["text"]) for row in csv.DictReader(out.open(encoding="utf-8"))] == [
+        ("2", "7", "good film"),
+        ("3", "8", "bad cake"),
+    ]
+
+    refused = run_cli("classify", "--file", str(fifo), "--out", str(out), "--resume", "-m", str(bert_dir))
+    assert refused.returncode == 2
+    assert refused.stderr.decode() == (
+        f"error: --resume continues a --file run written with --out; {fifo} is a pipe, which cannot be read again\n"
     )

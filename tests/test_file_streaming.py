@@ -19,7 +19,7 @@ from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
 from fastsentiment.jobs.journal import ChunkJournal
-from fastsentiment.jobs.rows import RowSource
+from fastsentiment.jobs.rows import RowSource, clean_fields
 from fastsentiment.jobs.sinks import OutputColumns, SchemaMismatch
 
 WORDS = "good bad great awful fine boring lovely dull superb terrible moving flat".split()
@@ -700,3 +700,211 @@ def test_files_that_cannot_be_read_as_lines_of_utf8_are_one_line(bert_dir, tmp_p
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and len(lines) == 1, (command, lines)
         assert lines[0].startswith(f"error: {source}: {message}"), (command, lines)
+
+
+# ---- rows that would run away with the file or the memory --------------------------------------
+def test_a_csv_quote_never_closed_is_one_error_row_and_the_rows_it_swallowed_are_named(bert_dir, tmp_path):
+    """An unclosed quote made every later row part of one text: 2 rows out of 50, exit 0, a truncation warning."""
+    source = tmp_path / "stray.csv"
+    rows = "".join(f"{i},review number {i} is fine\n" for i in range(5, 51))
+    source.write_text(f'id,text\n1,great film\n2,"a"b\n3,good\n4,"the ""best"" movie\n{rows}', "utf-8")
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 2, result.stderr.decode()
+    scored = read_output(out)
+    assert [row["line"] for row in scored] == ["2", "3", "4", "5"]
+    assert [bool(row["error"]) for row in scored] == [False, True, False, True]
+    assert scored[1]["error"] == "malformed CSV row (',' expected after '\"')"  # text after a closing quote
+    assert scored[3]["error"] == (
+        "malformed CSV row (a quote opened in it is never closed: lines 5-51 were read as one value, so the rows on "
+        "them cannot be told apart and none is classified; close the quote and run again)"
+    )
+    assert "error: line 5: malformed CSV row (a quote opened in it is never closed" in result.stderr.decode()
+    assert "2 inputs could not be classified" in result.stderr.decode()
+
+
+def test_a_csv_quote_never_closed_stops_at_the_value_limit_and_reads_no_row_out_of_it(tmp_path):
+    """In a large file the limit on one value comes before the end: reading on from there would make rows of the
+    quoted lines, so the rest of the file is read unclassified, and a resumed run starts at its end."""
+    from fastsentiment.jobs.rows import MAX_TEXT_CHARS
+
+    line = "x" * 99 + "\n"
+    count = MAX_TEXT_CHARS // len(line) + 200  # past the limit, well before the end
+    source = tmp_path / "stray.csv"
+    source.write_text('id,text\n1,good\n2,"stray\n' + f"3,{line}" * count + "9,last\n", "utf-8")
+    reader = RowSource(source)
+    rows = list(reader.rows())
+    assert [(row.line, row.error is None) for row in rows] == [(2, True), (3, False)]
+    total = count + 4
+    assert rows[1].error.startswith("malformed CSV row (a quoted value that starts in it runs on to line ")
+    assert f"where it is a value over the limit of {MAX_TEXT_CHARS:,} characters" in rows[1].error
+    assert f"the rows of lines 3-{total} cannot be told apart and none is classified" in rows[1].error
+    assert reader.position == {"offset": source.stat().st_size, "lines": total}
+
+
+def test_texts_and_lines_over_the_limits_are_error_rows_and_the_next_rows_are_read(tmp_path):
+    """A 10 MB line was read whole and tokenised whole (1.45 GB), only to be truncated to 512 tokens."""
+    from fastsentiment.jobs.rows import MAX_LINE_BYTES, MAX_TEXT_CHARS
+
+    text = tmp_path / "long.txt"
+    lines = ["good", "a" * MAX_TEXT_CHARS, "b" * (MAX_TEXT_CHARS + 1), "c" * (MAX_LINE_BYTES + 10), "bad"]
+    text.write_text("\n".join(lines) + "\n", "utf-8")
+    rows = list(RowSource(text).rows())
+    assert [row.line for row in rows] == [1, 2, 3, 4, 5]
+    assert [row.error for row in rows] == [
+        None,
+        None,  # exactly the limit: classified
+        f"a text of {MAX_TEXT_CHARS + 1:,} characters, over the limit of {MAX_TEXT_CHARS:,} (split it into shorter rows)",
+        f"a line of {MAX_LINE_BYTES + 11:,} bytes, over the limit of {MAX_LINE_BYTES:,} (split it into shorter rows)",
+        None,
+    ]
+    assert rows[4].text == "bad"
+
+    records = tmp_path / "long.jsonl"
+    records.write_text(json.dumps({"id": 1, "text": "b" * (MAX_TEXT_CHARS + 1)}) + '\n{"id": 2, "text": "fine"}\n')
+    rows = list(RowSource(records).rows())
+    assert rows[0].error.startswith("a text of 1,000,001 characters") and rows[0].fields["id"] == 1
+    assert rows[1].text == "fine"
+
+    table = tmp_path / "long.csv"
+    table.write_text(f"id,text\n1,{'b' * (MAX_TEXT_CHARS + 1)}\n2,fine\n", "utf-8")
+    rows = list(RowSource(table).rows())
+    assert rows[0].error == f"a value over the limit of {MAX_TEXT_CHARS:,} characters (split it into shorter rows)"
+    assert (rows[1].line, rows[1].text) == (3, "fine")
+
+
+def test_a_jsonl_record_with_undecodable_bytes_keeps_its_fields_as_a_csv_row_does(tmp_path):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'{"id": 1, "user": "b\xffob", "text": "good"}\n{"id": 2, "user": "al", "text": "b\xffd"}\n')
+    table = tmp_path / "in.csv"
+    table.write_bytes(b"id,user,text\n1,b\xffob,good\n2,al,b\xffd\n")
+    from_jsonl, from_csv = list(RowSource(jsonl).rows()), list(RowSource(table).rows())
+    assert [row.error for row in from_jsonl] == [row.error for row in from_csv] == [None, "not valid UTF-8"]
+    assert [clean_fields(row.fields) for row in from_jsonl] == [
+        {"id": 1, "user": "b\ufffdob", "text": "good"},
+        {"id": 2, "user": "al", "text": "b\ufffdd"},
+    ]
+
+
+def test_jsonl_fields_named_like_result_columns_keep_their_input_order_as_csv_columns_do(bert_dir, tmp_path):
+    names = ["id", "score_x", "tokens", "text", "windows"]
+    values = [["1", "5", "7", "good film", "2"], ["2", "6", "8", "bad film", "3"]]
+    jsonl, table = tmp_path / "in.jsonl", tmp_path / "in.csv"
+    jsonl.write_text("".join(json.dumps(dict(zip(names, row, strict=True))) + "\n" for row in values), "utf-8")
+    with open(table, "w", newline="", encoding="utf-8") as stream:
+        csv.writer(stream).writerows([names, *values])
+    headers = []
+    for source in (jsonl, table):
+        out = tmp_path / f"{source.stem}-{source.suffix[1:]}.csv"
+        result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+        assert result.returncode == 0, result.stderr.decode()
+        headers.append(out.read_text().splitlines()[0].split(","))
+    assert headers[0] == headers[1] == ["line", *names, "label", "score", "score_NEGATIVE", "score_POSITIVE", "error"]
+
+
+def test_a_resumed_tsv_output_keeps_columns_whose_names_hold_a_tab_or_line_break(tmp_path):
+    """The TSV header shows such a name with a space; the resumed run read the header back and lost the column."""
+    out = tmp_path / "out.tsv"
+    identity = {"input": "test"}
+
+    def records(first_line: int, count: int) -> list[dict]:
+        return [
+            {"line": line, "note\tx": f"n{line}", "two\nlines": line, "text": "t", "error": None}
+            for line in range(first_line, first_line + count)
+        ]
+
+    interrupted = ChunkJournal(out, identity, resume=False, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
+    interrupted.commit(records(1, 2), {"offset": 10, "lines": 2}, failed=0)
+    resumed = ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
+    resumed.commit(records(3, 2), {"offset": 20, "lines": 4}, failed=0)
+    resumed.finish()
+    rows = read_output(out)
+    assert [row["note x"] for row in rows] == ["n1", "n2", "n3", "n4"]
+    assert [row["two lines"] for row in rows] == ["1", "2", "3", "4"]
+
+
+# ---- finishing: the parts joined into OUT ------------------------------------------------------
+def _journal_of_three_parts(out: Path) -> tuple[ChunkJournal, bytes]:
+    """A CSV journal of three parts (as a run leaves it before finishing) and the output it must give."""
+    journal = ChunkJournal(out, {"input": "test"}, resume=False, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
+    for part in range(3):
+        lines = range(part * 4 + 1, part * 4 + 5)
+        chunk = [{"line": line, "text": sentence(line), "label": "POSITIVE", "error": None} for line in lines]
+        journal.commit(chunk, {"offset": part + 1, "lines": part + 1}, failed=0)
+    expected = b"".join((journal.folder / name).read_bytes() for name in journal.parts)
+    return journal, expected
+
+
+@pytest.mark.parametrize("killed", ["copying the second part", "before dropping the second part", "after renaming"])
+def test_a_run_killed_while_joining_leaves_parts_that_resume_joins_exactly(tmp_path, killed):
+    """Parts are appended to the first one by one: a kill at any point leaves the parts and a manifest (never a
+    half-written OUT), from which --resume gives the same output, no row lost or repeated."""
+    out = tmp_path / "out.csv"
+    journal, expected = _journal_of_three_parts(out)
+    first, second = (journal.folder / name for name in journal.parts[:2])
+    manifest_path = journal.folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    size = first.stat().st_size
+    # What the manifest and files hold at each moment of the join (see ChunkJournal._join_in_place).
+    if killed == "copying the second part":
+        manifest |= {"joined": 0, "joined_size": size}
+        first.write_bytes(first.read_bytes() + second.read_bytes()[:100])
+    elif killed == "before dropping the second part":
+        first.write_bytes(first.read_bytes() + second.read_bytes())
+        manifest |= {"joined": 1, "joined_size": first.stat().st_size}
+    else:
+        first.write_bytes(expected)
+        manifest |= {"joined": 2, "joined_size": len(expected)}
+        first.rename(out)
+        for name in manifest["parts"][1:]:
+            (journal.folder / name).unlink()
+    manifest_path.write_text(json.dumps(manifest))
+    if killed != "after renaming":
+        assert not out.exists()
+
+    ChunkJournal(out, {"input": "test"}, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"])).finish()
+    assert out.read_bytes() == expected
+    assert not journal.folder.exists()
+
+
+def test_finishing_needs_room_for_one_part_and_a_full_disk_keeps_the_parts_for_resume(bert_dir, tmp_path):
+    """On a 1000 KB file system, a 550 KB output: joining into a second copy needed twice that and failed with only
+    'No space left on device', leaving its scratch file behind."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
+    rows = 4500  # 550 KB of output: two copies do not fit
+    source = write_csv(tmp_path / "in.csv", rows)
+    classify = f"{sys.executable} -m fastsentiment classify -f {source} -o small/o.csv --model {bert_dir}"
+    script = f"""
+        cd {tmp_path} && mkdir small && mount -t tmpfs -o size=1000k tmpfs small || exit 99
+        {classify} --chunk-rows 500 2>first.err; echo $? > first.rc; cp small/o.csv whole.csv
+        rm small/o.csv
+        head -c $((1000 * 1024 - $(stat -c %s whole.csv) - 40000)) /dev/zero > small/filler
+        {classify} --chunk-rows 500 2>full.err; echo $? > full.rc; ls -a small > full.ls
+        rm small/filler
+        {classify} --chunk-rows 500 --resume 2>resumed.err; echo $? > resumed.rc; cp small/o.csv resumed.csv
+    """
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
+    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
+
+    def said(name: str) -> tuple[int, str]:
+        return int((tmp_path / f"{name}.rc").read_text()), (tmp_path / f"{name}.err").read_text()
+
+    assert said("first")[0] == 0, said("first")[1]
+    assert [int(row["id"]) for row in read_output(tmp_path / "whole.csv")] == list(range(rows))
+
+    code, stderr = said("full")
+    assert code == 1, stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: small/o.csv: could not finish it (No space left on device; joining the parts needs about ")
+    )
+    assert stderr.strip().endswith(
+        "the classified rows are kept in o.csv.partial/, and the same command with --resume finishes the job once "
+        "there is room"
+    )
+    assert (tmp_path / "full.ls").read_text().split() == [".", "..", "filler", "o.csv.partial"]  # no scratch file
+
+    assert said("resumed")[0] == 0, said("resumed")[1]
+    assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()

@@ -3,7 +3,7 @@
     job.py            FileJob + ModelOptions: what to read, where to write, which engine, which model
     run.py            run_file_job: checks the job, then hands it to its engine
         |
-    rows.py           RowSource -> Row: .txt/.csv/.tsv/.jsonl (TextReader) or .parquet (ParquetReader),
+    rows.py           RowSource -> Row: .txt/.csv/.tsv/.jsonl (TextReader; files, stdin or a pipe) or .parquet,
         |             each row's text checked by fastsentiment.texts, with a resumable position
     predict.py        predict_rows: split off bad rows -> Classifier.predict -> merge back (None for bad rows)
         |

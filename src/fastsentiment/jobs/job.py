@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.journal import check_resumable
-from fastsentiment.jobs.rows import import_parquet, missing_input
+from fastsentiment.jobs.rows import import_parquet, input_format, is_stream, missing_input
 from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
@@ -62,13 +62,16 @@ class FileJob:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
         if self.source != "-" and not Path(self.source).exists():
             raise InputError(missing_input(self.source))
-        if self.resume and (self.source == "-" or self.out is None):
+        if self.resume and self.out is None:
             raise InputError("--resume continues a --file run written with --out")
+        if self.resume and is_stream(self.source):
+            what = "stdin" if self.source == "-" else f"{self.source} is a pipe, which"
+            raise InputError(f"--resume continues a --file run written with --out; {what} cannot be read again")
         if self.resume and self.engine == "local":
             check_resumable(self.out)  # before the model loads
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
-        if self.column is not None and (self.source == "-" or _holds_plain_text(Path(self.source))):
+        if self.column is not None and (self.source == "-" or _holds_plain_text(self.source)):
             where = (
                 ""
                 if self.source == "-"
@@ -76,7 +79,7 @@ class FileJob:
             )
             raise InputError(f"--column names the text column of .csv, .tsv, .jsonl or .parquet files{where}")
         if self.engine == "ray":
-            if self.source == "-" or self.out is None:
+            if is_stream(self.source) or self.out is None:
                 raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
             if self.resume:
                 raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
@@ -97,7 +100,7 @@ class FileJob:
     @property
     def worth_tuning(self) -> bool:
         """Whether this job is large enough for `auto` to be measured before it runs."""
-        if self.source == "-":
+        if is_stream(self.source):
             return False
         path = Path(self.source)
         size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
@@ -109,11 +112,13 @@ class FileJob:
         return self.out_format or {".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "parquet")
 
 
-def _holds_plain_text(path: Path) -> bool:
-    """A .txt file, or a folder (Ray's input) with one among its files: lines without columns."""
+def _holds_plain_text(source: str) -> bool:
+    """A .txt file or a pipe read as one (`input_format`), or a folder (Ray's input) with one among its files: lines
+    without columns."""
+    path = Path(source)
     if path.is_dir():
         return any(child.suffix.lower() == ".txt" for child in path.iterdir() if child.is_file())
-    return path.suffix.lower() == ".txt"
+    return path.suffix.lower() == ".txt" or (is_stream(source) and input_format(source) == "txt")
 
 
 def _same_place(source: Path, out: Path) -> bool:

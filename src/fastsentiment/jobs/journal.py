@@ -3,11 +3,15 @@
 Beside `OUT` lives `OUT.partial/`: one part file per finished chunk and `manifest.json`, which
 names the parts and the input position after the last one. Both are written to a temporary name
 and renamed, so a run killed at any instant leaves either the previous state or the next one.
-`finish` joins the parts into `OUT` (again by rename) and removes the folder.
+`finish` joins the parts into `OUT` (again by rename) and removes the folder. Text parts are joined
+in place, each appended to the first and then dropped, so finishing needs room for one part more,
+not a second copy of the output; the manifest records how far the joining got, so a run killed
+while joining leaves parts that --resume joins on from, never a half-written `OUT`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -48,27 +52,39 @@ class ChunkJournal:
         self.position: dict[str, int] | None = None
         self.rows = 0
         self.failed = 0
-        if self.folder.exists():
+        # Joining in place: the parts after the first already appended to it, and its size then.
+        self.joined = 0
+        self.joined_size: int | None = None
+        written: list[str] | None = None  # an interrupted run's output columns
+        fresh = not self.folder.exists()
+        if not fresh:
             if not resume:
+                stream = {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input"))
                 how = (
-                    "delete the folder (stdin cannot be read again to continue it)"
-                    if identity.get("input") == "stdin"
+                    f"delete the folder ({stream} cannot be read again to continue it)"
+                    if stream
                     else "delete the folder, or continue it with --resume (a --file run)"
                 )
                 raise InputError(f"{self.folder} holds an interrupted run: {how}")
-            self._load()
-        else:
-            if resume:
-                check_resumable(out)
+            written = self._load()
+        elif resume:
+            check_resumable(out)
+        first = self.folder / self.parts[0] if self.parts else None
+        self.writer: PartWriter = part_writer(self.format, columns, first, written)
+        if fresh:
             out.parent.mkdir(parents=True, exist_ok=True)
             self.folder.mkdir()
             self._save()
-        first = self.folder / self.parts[0] if self.parts else None
-        self.writer: PartWriter = part_writer(self.format, columns, first)
 
     @property
     def resumed(self) -> bool:
         return self.position is not None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether --resume can continue this run: one of a file (stdin, a pipe and texts given as arguments cannot
+        be read again)."""
+        return self.identity.get("input") not in (None, "stdin", "pipe")
 
     @property
     def saved_rows(self) -> int:
@@ -83,8 +99,20 @@ class ChunkJournal:
         """Make one chunk durable: its part file first, then the manifest that counts it."""
         name = f"part-{len(self.parts):06d}{self.writer.suffix}"
         scratch = self.folder / f".{name}.tmp"
-        self.writer.write(records, scratch, first=not self.parts)
-        _durable_replace(scratch, self.folder / name)
+        try:
+            self.writer.write(records, scratch, first=not self.parts)
+            _durable_replace(scratch, self.folder / name)
+        except BaseException as error:
+            scratch.unlink(missing_ok=True)  # a half-written part only takes room (and --resume would drop it)
+            if isinstance(error, OSError) and self.parts and self.resumable:
+                raise OSError(
+                    error.errno,
+                    f"could not write the rows after the first {self.rows:,} ({error.strerror or error}): the classified "
+                    f"rows are kept in {self.folder.name}/, and the same command with --resume continues from there "
+                    "once there is room",
+                    str(self.out),
+                ) from None
+            raise
         self.parts.append(name)
         self.position = position
         self.rows += len(records)
@@ -92,11 +120,76 @@ class ChunkJournal:
         self._save()
 
     def finish(self) -> None:
-        """Join the parts into the output file and drop the journal."""
-        scratch = self.out.with_name(f".{self.out.name}.tmp")
-        self.writer.merge([self.folder / name for name in self.parts], scratch)  # no parts: an empty, valid file
-        _durable_replace(scratch, self.out)
+        """Join the parts into the output file and drop the journal. Where that fails (a full disk), no scratch file
+        is left, and the error says that the parts are kept for --resume and how much room finishing needs."""
+        first = self.folder / self.parts[0] if self.parts else None
+        if first is not None and not first.exists() and self.out.exists():
+            shutil.rmtree(self.folder)  # killed after the joined first part became OUT: only the folder was left
+            return
+        try:
+            if first is not None and self.writer.concatenates:
+                joined = self._join_in_place(first)
+            else:
+                joined = self.out.with_name(f".{self.out.name}.tmp")
+                try:
+                    self.writer.merge([self.folder / name for name in self.parts], joined)  # none: empty, valid
+                except BaseException:
+                    joined.unlink(missing_ok=True)
+                    raise
+            _durable_replace(joined, self.out)
+        except OSError as error:
+            raise self._unfinished(error) from None
         shutil.rmtree(self.folder)
+
+    def _join_in_place(self, first: Path) -> Path:
+        """Append every later part to the first, each dropped once the manifest counts it as joined; return the first.
+        A run killed meanwhile leaves the first part longer than the manifest says: it is cut back, and joined on."""
+        for name in self.parts[1 : self.joined + 1]:
+            (self.folder / name).unlink(missing_ok=True)  # joined, but killed before it was dropped
+        with open(first, "r+b") as target:
+            if self.joined_size is None:  # recorded before anything is appended, to cut back to after a kill
+                self.joined_size = target.seek(0, os.SEEK_END)
+                self._save()
+            target.truncate(self.joined_size)
+            target.seek(self.joined_size)
+            for index in range(self.joined + 1, len(self.parts)):
+                part = self.folder / self.parts[index]
+                try:
+                    with open(part, "rb") as source:
+                        shutil.copyfileobj(source, target, 1 << 20)
+                    target.flush()
+                    os.fsync(target.fileno())
+                except OSError:
+                    target.truncate(self.joined_size)  # give back the room the part's copy took
+                    raise
+                self.joined, self.joined_size = index, target.tell()
+                self._save()
+                part.unlink()
+        return first
+
+    def _unfinished(self, error: OSError) -> OSError:
+        """The one-line error of an output that could not be joined. A --file run keeps its parts for --resume; any
+        other is dropped, as it cannot be resumed."""
+        left = [self.folder / name for name in self.parts[self.joined + 1 :] if (self.folder / name).exists()]
+        if self.writer.concatenates:  # in place: room for the largest part still to append
+            needed = max((part.stat().st_size for part in left), default=0)
+        else:  # a second copy of every part
+            needed = sum(part.stat().st_size for part in [self.folder / self.parts[0], *left] if part.exists())
+        reason = error.strerror or str(error)
+        if error.errno == errno.ENOSPC:
+            free = shutil.disk_usage(self.folder).free
+            reason += (
+                f"; joining the parts needs about {_in_bytes(needed)} free on that disk, which has {_in_bytes(free)}"
+            )
+        if not self.resumable:
+            self.discard()
+            return OSError(error.errno, f"could not write it ({reason})", str(self.out))
+        return OSError(
+            error.errno,
+            f"could not finish it ({reason}): the classified rows are kept in {self.folder.name}/, and the same "
+            "command with --resume finishes the job once there is room",
+            str(self.out),
+        )
 
     def discard(self) -> None:
         """Drop the journal of a run that can never be resumed (its output cannot be written)."""
@@ -111,12 +204,16 @@ class ChunkJournal:
             "position": self.position,
             "rows": self.rows,
             "failed": self.failed,
+            "columns": self.writer.columns,
+            "joined": self.joined,
+            "joined_size": self.joined_size,
         }
         scratch = self.folder / ".manifest.json.tmp"
         scratch.write_text(json.dumps(manifest, indent=1))
         _durable_replace(scratch, self.folder / "manifest.json")
 
-    def _load(self) -> None:
+    def _load(self) -> list[str] | None:
+        """Take an interrupted run's state from its manifest; return the output columns it recorded."""
         try:
             manifest = json.loads((self.folder / "manifest.json").read_text())
         except (OSError, ValueError):
@@ -137,10 +234,21 @@ class ChunkJournal:
         self.position = manifest["position"]
         self.rows = manifest["rows"]
         self.failed = manifest["failed"]
+        self.joined = manifest.get("joined", 0)
+        self.joined_size = manifest.get("joined_size")
         # Parts written after the last manifest (a kill between the two renames) are not counted: drop them.
         for leftover in self.folder.iterdir():
             if leftover.name != "manifest.json" and leftover.name not in self.parts:
                 leftover.unlink()
+        return manifest.get("columns")
+
+
+def _in_bytes(size: int) -> str:
+    """A size as people read it: 512 KB, 3.4 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{max(1, round(size / 1e3))} KB"
 
 
 def _durable_replace(source: Path, target: Path) -> None:

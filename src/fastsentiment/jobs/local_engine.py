@@ -54,7 +54,7 @@ def classify_file(
             journal.discard()  # the same rows would fail again on --resume
             raise
         except KeyboardInterrupt:
-            if rows.stdin or not journal.parts:  # stdin cannot be read again; nothing written, nothing to resume
+            if rows.stream or not journal.parts:  # a pipe cannot be read again; nothing written, nothing to resume
                 journal.discard()
             else:
                 sys.stderr.write(
@@ -73,12 +73,12 @@ def classify_file(
 
 def _said_if_none(source: RowSource, start: dict | None = None) -> Iterator[Row]:
     """The rows of `source` from `start`; a file that holds none (empty, or a header alone) gets a warning, since an
-    empty output with exit 0 would otherwise look like success. Empty stdin is a pipeline's ordinary case."""
+    empty output with exit 0 would otherwise look like success. Empty stdin (or pipe) is a pipeline's ordinary case."""
     empty = True
     for row in source.rows(start=start):
         empty = False
         yield row
-    if empty and start is None and not source.stdin:
+    if empty and start is None and not source.stream:
         log.warning("%s holds no rows to classify", source.path)
 
 
@@ -134,8 +134,8 @@ def job_identity(clf: Classifier, rows: RowSource) -> dict:
         "precision": clf.backend.precision,
         "max_length": clf.encoder.max_length,
     }
-    if rows.stdin:
-        return {"input": "stdin", **identity}  # cannot be resumed: the CLI asks --resume for a --file
+    if rows.stream:  # cannot be resumed: the CLI asks --resume for a --file that is not a pipe
+        return {"input": "stdin" if str(rows.path) == "-" else "pipe", **identity}
     stat = Path(rows.path).stat()
     return {
         "input": str(Path(rows.path).resolve()),

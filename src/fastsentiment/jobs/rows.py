@@ -5,6 +5,9 @@ row it gave out, so an interrupted job can start again from exactly there. Bytes
 `surrogateescape` so that one undecodable line becomes one error row that names its line, while
 every other row still flows. A UTF-8 byte order mark at the start of a file (Excel's "CSV UTF-8") is
 skipped, but counted in the byte position.
+
+Memory stays bounded by the chunk, not the file: a text over `MAX_TEXT_CHARS` (tokenised whole, it would cost
+about a hundred times its size) and a line over `MAX_LINE_BYTES` (never held whole) are error rows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +25,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastsentiment.errors import InputError, missing_extra
-from fastsentiment.texts import has_undecodable, replace_undecodable, text_problem
+from fastsentiment.texts import replace_undecodable, text_problem
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text")
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-csv.field_size_limit(1 << 30)
+# The longest text a file job classifies. The tokenizer holds every token of a text, even to count what truncation
+# drops (and --long-text chunk needs them all): about 130 bytes per character, so this one limit keeps a single
+# runaway row (a missing line end, an unclosed quote) from taking gigabytes. A million characters is a long novel.
+MAX_TEXT_CHARS = 1_000_000
+# The longest line a reader holds (a longer one is skipped as it is read): the longest text in 4-byte characters,
+# with room for a record's other fields.
+MAX_LINE_BYTES = 8 * MAX_TEXT_CHARS
+SPLIT_IT = "(split it into shorter rows)"
+# No CSV value may outgrow a text either: this also stops a quote that is never closed from swallowing the file.
+csv.field_size_limit(MAX_TEXT_CHARS)
 
 
 @dataclass
@@ -75,13 +89,17 @@ class RowSource:
     ) -> None:
         """`column_option`: the command's option that names the text column, for the message when it is missing."""
         self.path = path
-        self.stdin = str(path) == "-"
-        if not self.stdin and not Path(path).is_file():
+        self.stream = is_stream(path)  # stdin or a pipe: read once, from its start, so never resumed
+        if not self.stream and not Path(path).is_file():
             raise InputError(missing_input(path))
-        self.format = "txt" if self.stdin else table_format(path, fmt)
-        if self.format == "jsonl" and _starts_an_array(Path(path)):
+        self.format = input_format(path, fmt)
+        if self.format == "parquet" and self.stream:
+            raise InputError(f"{path} is a pipe: Parquet is read from a file (it is read from its end)")
+        if self.format == "jsonl" and not self.stream and _starts_an_array(Path(path)):
             raise InputError(f"{path} holds a JSON array: write one JSON object or string per line (JSON Lines)")
-        self._reader: _Reader = ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format)
+        self._reader: _Reader = (
+            ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format, self.stream)
+        )
         self.header = self._reader.header
         if self.header is not None:
             _refuse_duplicate_columns(self.header, f"{path}: ")
@@ -101,7 +119,7 @@ class RowSource:
 
     @property
     def total(self) -> int | None:
-        return None if self.stdin else self._reader.total
+        return None if self.stream else self._reader.total
 
     @property
     def consumed(self) -> int:
@@ -135,16 +153,21 @@ class _Reader(Protocol):
 
 
 class TextReader:
-    """.txt/.csv/.tsv/.jsonl files or stdin lines; the position is a byte offset and a line count."""
+    """.txt/.csv/.tsv/.jsonl files, or stdin or a pipe (`stream`); the position is a byte offset and a line count.
 
-    def __init__(self, path: str | Path, fmt: str) -> None:
+    A stream is opened once and its header read from the same lines its rows then continue (it cannot be reopened
+    or sought); a file is reopened for its rows, at the position to start from."""
+
+    def __init__(self, path: str | Path, fmt: str, stream: bool = False) -> None:
         self.path = path
-        self.stdin = str(path) == "-"
+        self.stream = stream
         self.format = fmt
         self.header: list[str] | None = None
         self._data_start = (0, 0)
         self._lines: _LineStream | None = None
-        if not self.stdin:
+        if stream:
+            self._lines = _LineStream(sys.stdin.buffer if str(path) == "-" else open(path, "rb"))
+        else:
             _check_text_encoding(Path(path))
         if fmt in ("csv", "tsv"):
             self.header, self._data_start = self._read_header()
@@ -166,29 +189,45 @@ class TextReader:
         return position["offset"]
 
     def records(self, start: dict[str, int] | None) -> Iterator[Row]:
+        if self.stream:
+            yield from self._stream_records(start)
+            return
         if self.format in ("csv", "tsv") and self.header is None:
             return  # an empty file: no header, no rows
         offset, lines = (start["offset"], start["lines"]) if start else self._data_start
-        binary = sys.stdin.buffer if self.stdin else open(self.path, "rb")
-        try:
+        with open(self.path, "rb") as binary:
             if offset:
                 binary.seek(offset)
             self._lines = _LineStream(binary, offset, lines)
             yield from _text_records(self._lines, self.format, self.header)
+
+    def _stream_records(self, start: dict[str, int] | None) -> Iterator[Row]:
+        lines = self._lines
+        if start or lines is None:
+            raise InputError(f"{self.path} is a pipe or stdin: it cannot be read again")
+        try:
+            if self.format not in ("csv", "tsv") or self.header is not None:  # else empty: no header, no rows
+                yield from _text_records(lines, self.format, self.header)
         finally:
-            if not self.stdin:
-                binary.close()
+            if lines.binary is not sys.stdin.buffer:
+                lines.binary.close()
 
     def _read_header(self) -> tuple[list[str] | None, tuple[int, int]]:
+        if self._lines is not None:  # a stream: its rows follow in the same lines
+            return self._header(self._lines)
         with open(self.path, "rb") as binary:
-            lines = _LineStream(binary)
-            try:
-                header = next(delimited_reader(lines, self.format))
-            except StopIteration:
-                return None, (0, 0)
-            except csv.Error as error:
-                raise InputError(f"{self.path}: malformed {self.format.upper()} header ({error})") from None
-            return header, (lines.offset, lines.lines)
+            return self._header(_LineStream(binary))
+
+    def _header(self, lines: _LineStream) -> tuple[list[str] | None, tuple[int, int]]:
+        try:
+            header = next(delimited_reader(lines, self.format))
+        except StopIteration:
+            return None, (0, 0)
+        except csv.Error as error:
+            raise InputError(f"{self.path}: malformed {self.format.upper()} header ({error})") from None
+        except LineTooLong as error:
+            raise InputError(f"{self.path}: the header is {error}") from None
+        return header, (lines.offset, lines.lines)
 
 
 def _check_text_encoding(path: Path) -> None:
@@ -313,25 +352,84 @@ def missing_input(path: str | Path) -> str:
     """Why an input that is not a readable file cannot be read."""
     if Path(path).is_dir():
         return f"{path} is a folder; name a file (--engine ray reads a folder of files)"
+    if Path(path).exists():
+        return f"{path} is not a regular file or a pipe; give its rows on stdin with --file -"
     return f"input file not found: {path}"
 
 
+def is_stream(path: str | Path) -> bool:
+    """Whether `path` is read once, from its start: '-' (stdin), or a pipe or terminal (`--file <(head -3 x.txt)`,
+    `--file /dev/stdin`), which exist as paths but cannot be sought, reopened or read again to resume."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def input_format(path: str | Path, override: str | None = None) -> str:
+    """The format of an input: by its extension (or `override`); stdin, and a pipe without an extension
+    (`<(cmd)` is /dev/fd/63), is lines of text."""
+    if str(path) == "-" or (override is None and is_stream(path) and not Path(path).suffix):
+        return "txt"
+    return table_format(path, override)
+
+
+class LineTooLong(Exception):
+    """A line over `MAX_LINE_BYTES`, skipped (and counted) as it was read; the line after it reads on."""
+
+    def __init__(self, size: int) -> None:
+        self.what = f"a line of {size:,} bytes, over the limit of {MAX_LINE_BYTES:,}"
+        super().__init__(f"{self.what} {SPLIT_IT}")
+
+
 class _LineStream:
-    """Lines of a binary stream decoded as text, counting the bytes and lines consumed so far."""
+    """Lines of a binary stream decoded as text, counting the bytes and lines consumed so far.
+
+    An iterator, not a generator, so that it reads on after raising `LineTooLong` (through a csv reader too). Where
+    the stream has `readline`, a line is read up to the limit only, so a file without line ends is never held."""
 
     def __init__(self, binary: Iterable[bytes], offset: int = 0, lines: int = 0) -> None:
         self.binary = binary
         self.offset = offset
         self.lines = lines
+        self._readline = getattr(binary, "readline", None)
+        self._iterator = None if self._readline else iter(binary)
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.binary:
-            at_file_start = self.offset == 0
-            self.offset += len(raw)  # the mark's bytes too: offsets are where to seek in the file
-            self.lines += 1
-            if at_file_start:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            yield raw.decode("utf-8", "surrogateescape")
+        return self
+
+    def __next__(self) -> str:
+        at_file_start = self.offset == 0
+        if self._readline is None:
+            raw = next(self._iterator)
+            size = len(raw)
+        else:
+            raw = self._readline(MAX_LINE_BYTES + 1)
+            size = len(raw)
+            if not raw:
+                raise StopIteration
+            while size > MAX_LINE_BYTES and not raw.endswith(b"\n") and (raw := self._readline(1 << 20)):
+                size += len(raw)  # the rest of an over-long line, read and dropped
+        self.offset += size  # the mark's bytes too: offsets are where to seek in the file
+        self.lines += 1
+        if size > MAX_LINE_BYTES:
+            raise LineTooLong(size)
+        if at_file_start:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        return raw.decode("utf-8", "surrogateescape")
+
+    def drain(self) -> None:
+        """Read to the end, counting (a CSV reader lost in a runaway quote cannot find the rows that follow)."""
+        while True:
+            try:
+                next(self)
+            except StopIteration:
+                return
+            except LineTooLong:
+                continue
 
 
 def delimited_reader(lines: Iterable[str], fmt: str):
@@ -339,12 +437,26 @@ def delimited_reader(lines: Iterable[str], fmt: str):
     # GLUE-style TSV files are unquoted and contain bare quote characters as text.
     if fmt == "tsv":
         return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    return csv.reader(lines)
+    # strict: a quote never closed is an error at the end of the data, not a value that silently swallows every
+    # later row, and text after a closing quote ('"a"b') is an error, not quietly joined to the value.
+    return csv.reader(lines, strict=True)
+
+
+def _numbered_lines(lines: _LineStream) -> Iterator[tuple[int, str, str | None]]:
+    """Each line with its number and None, or for a line too long to hold, "" and why."""
+    while True:
+        try:
+            line, error = next(lines), None
+        except StopIteration:
+            return
+        except LineTooLong as too_long:
+            line, error = "", str(too_long)
+        yield lines.lines, line, error
 
 
 def _txt_rows(lines: _LineStream) -> Iterator[Row]:
-    for line in lines:
-        yield Row(line=lines.lines, fields={"text": line.rstrip("\r\n")})
+    for number, line, error in _numbered_lines(lines):
+        yield Row(line=number, fields={"text": line.rstrip("\r\n")}, error=error)
 
 
 def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator[Row]:
@@ -355,8 +467,8 @@ def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator
             values = next(reader)
         except StopIteration:
             return
-        except csv.Error as error:
-            yield Row(line=first, fields=dict.fromkeys(header, ""), error=f"malformed {fmt.upper()} row ({error})")
+        except (csv.Error, LineTooLong) as error:
+            yield Row(line=first, fields=dict.fromkeys(header, ""), error=_unreadable_record(error, fmt, first, lines))
             continue
         if not values:
             continue  # a blank line between rows is layout, not data
@@ -370,14 +482,43 @@ def _delimited_rows(lines: _LineStream, fmt: str, header: list[str]) -> Iterator
         yield Row(line=first, fields=dict(zip(header, values, strict=False)))
 
 
+def _unreadable_record(error: csv.Error | LineTooLong, fmt: str, first: int, lines: _LineStream) -> str:
+    """Why the CSV/TSV record that starts on line `first` cannot be read. A quoted value may span lines, so once one
+    runs to the end of the data or past a limit, where the rows after it start can no longer be told: those lines
+    are read to the end unclassified (reading on would make rows of a value's lines), and the error says so."""
+    message, last, malformed = str(error), lines.lines, f"malformed {fmt.upper()} row"
+    if message == "unexpected end of data":  # strict csv: the data ended inside a quoted value
+        if last == first:
+            return f"{malformed} (a quote opened in it is never closed)"
+        return (
+            f"{malformed} (a quote opened in it is never closed: lines {first}-{last} were read as one value, so the "
+            "rows on them cannot be told apart and none is classified; close the quote and run again)"
+        )
+    if isinstance(error, LineTooLong):
+        past = error.what
+    elif message.startswith("field larger than field limit"):
+        past = f"a value over the limit of {MAX_TEXT_CHARS:,} characters"
+    else:
+        return f"{malformed} ({message})"
+    if last == first:
+        return f"{past} {SPLIT_IT}"
+    lines.drain()  # the error came inside a value quoted over several lines
+    return (
+        f"{malformed} (a quoted value that starts in it runs on to line {last}, where it is {past}: most likely a "
+        f"quote never closed, so the rows of lines {first}-{lines.lines} cannot be told apart and none is "
+        "classified; fix the quote and run again)"
+    )
+
+
 def _jsonl_rows(lines: _LineStream) -> Iterator[Row]:
-    for line in lines:
-        number = lines.lines
+    for number, line, too_long in _numbered_lines(lines):
+        if too_long:
+            yield Row(line=number, fields={}, error=too_long)
+            continue
         if not line.strip():
             continue
-        if has_undecodable(line):
-            yield Row(line=number, fields={}, error="not valid UTF-8")
-            continue
+        # Undecodable bytes (kept as surrogate escapes) parse as characters of their string: the record keeps its
+        # fields, as a CSV row does, and only a text that holds them is an error (checked_text).
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
@@ -406,6 +547,8 @@ def checked_text(
     value = fields[column]
     if value is not None and not isinstance(value, str):
         return None, f"field {column!r} is not text"
+    if value is not None and len(value) > MAX_TEXT_CHARS:
+        return None, f"a text of {len(value):,} characters, over the limit of {MAX_TEXT_CHARS:,} {SPLIT_IT}"
     problem = text_problem(value)
     return (None, problem) if problem else (value, None)
 

@@ -30,7 +30,6 @@ class SchemaMismatch(InputError):
 # The result columns besides one score_LABEL per label, with their Arrow types by name (result_fields writes them,
 # result_types types them; named, so that CSV output needs no pyarrow).
 RESULT_COLUMN_TYPES = {"label": "string", "score": "float64", "tokens": "int64", "windows": "int64", "error": "string"}
-RESULT_COLUMNS = tuple(RESULT_COLUMN_TYPES)
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -127,17 +126,26 @@ class OutputColumns:
         return list(result_fields(None, self.labels, None, self.lengths))
 
 
+# Characters that end a line for a terminal or str.splitlines, shown as escapes (\\n) so that each input is one line.
+_LINE_BREAKS = {ord(char): char.encode("unicode_escape").decode() for char in "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"}
+CONSOLE_ERROR = "ERROR"  # in the label column of an input that could not be classified
+
+
 class ConsoleSink:
-    """One line per input (label, confidence, text), or one JSON object per input with --json."""
+    """One line per input, in input order, so that stdout matches the inputs line for line: label, confidence and
+    text (line breaks and tabs in it shown as \\n, \\t), or `ERROR` and the error's stderr line for an input that
+    could not be classified; or one JSON object per input with --json."""
 
     def __init__(self, labels: Sequence[str], as_json: bool) -> None:
         self.as_json = as_json
-        self.width = max(len(label) for label in labels)
+        self.width = max(len(label) for label in (*labels, CONSOLE_ERROR))
 
     def write(self, row: Row, prediction) -> None:
         if prediction is None:
             if self.as_json:
                 sys.stdout.write(json.dumps({"line": row.line, "error": row.error}) + "\n")
+            else:
+                sys.stdout.write(f"{CONSOLE_ERROR:<{self.width}}  {one_line(f'{row.name}: {row.error}')}\n")
             return
         if self.as_json:
             record = {
@@ -151,7 +159,12 @@ class ConsoleSink:
             }
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            sys.stdout.write(f"{prediction.label:<{self.width}}  {prediction.score:>6.2%}  {row.text}\n")
+            sys.stdout.write(f"{prediction.label:<{self.width}}  {prediction.score:>6.2%}  {one_line(row.text)}\n")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks and tabs as escapes (\\n, \\t, \\u2028): one line of one column on a console."""
+    return text.translate(_LINE_BREAKS)
 
 
 # ---- file parts -----------------------------------------------------------------------------
@@ -159,6 +172,12 @@ class PartWriter:
     """Writes one chunk of output records to a part file, and joins parts into the final file."""
 
     suffix: str
+    # The output's column names once fixed (CSV/TSV): kept in the journal's manifest, so that a resumed run writes
+    # the same columns, by their real names (a TSV header shows a tab or line break in a name as a space).
+    columns: list[str] | None = None
+    # Whether the output is its parts' bytes one after another (text formats: only the first part has a header),
+    # so that the journal can join them by appending to the first.
+    concatenates = True
 
     def write(self, records: list[dict[str, Any]], path: Path, first: bool) -> None:
         raise NotImplementedError
@@ -180,13 +199,14 @@ class JsonlParts(PartWriter):
                 stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
-def chunk_columns(records: Sequence[dict[str, Any]]) -> list[str]:
+def chunk_columns(records: Sequence[dict[str, Any]], results: Sequence[str]) -> list[str]:
     """Every column the records of a chunk hold (a JSONL input's records may differ, and an error row holds no
-    input fields): `line`, the input columns in order of first appearance, then the result columns."""
-    names = list(dict.fromkeys(name for record in records for name in record))
-    is_result = [name in RESULT_COLUMNS or name.startswith("score_") for name in names]
-    inputs = [name for name, result in zip(names, is_result, strict=True) if not result and name != "line"]
-    return ["line", *inputs, *(name for name, result in zip(names, is_result, strict=True) if result)]
+    input fields): `line`, the input columns in order of first appearance, then the result columns. `results` names
+    those (`OutputColumns.result_names`): an input field called `score_x` or `tokens` is an input column, in its
+    place, as the same column of a CSV input is."""
+    written = {"line", *results}
+    inputs = dict.fromkeys(name for record in records for name in record if name not in written)
+    return ["line", *inputs, *results]
 
 
 class _LateColumns:
@@ -229,19 +249,20 @@ class DelimitedParts(PartWriter):
     TSV is written the way .tsv is read (GLUE style: no quoting, \\n line ends), so the tool reads its own output
     back; a tab or line break inside a value is written as a space, with a warning."""
 
-    def __init__(self, fmt: str, columns: list[str] | None = None, without_rows: list[str] | None = None) -> None:
-        """`columns`: fixed before any row (None: the first chunk's); `without_rows`: the header of an output that
-        gets no rows."""
+    def __init__(self, fmt: str, output: OutputColumns, columns: list[str] | None = None) -> None:
+        """`output`: the columns known before any row; `columns`: an interrupted run's (None: `output`'s, else the
+        first chunk's)."""
         self.format = fmt
         self.suffix = f".{fmt}"
-        self.columns = columns
-        self.without_rows = without_rows or columns
+        self.columns = columns or output.names()
+        self.without_rows = output.without_rows()
+        self.results = output.result_names()
         self.late = _LateColumns()
         self.said_breaks = False
 
     def write(self, records, path, first):
         if self.columns is None:
-            self.columns = chunk_columns(records)
+            self.columns = chunk_columns(records, self.results)
         self.late.report(records, self.columns)
         rows = [[_cell(record.get(name)) for name in self.columns] for record in records]
         with open(path, "w", encoding="utf-8", newline="") as stream:
@@ -307,6 +328,7 @@ class ParquetParts(PartWriter):
     share no type (a number and a string) stop the job at their chunk."""
 
     suffix = ".parquet"
+    concatenates = False  # one footer per file: parts are rewritten into one
 
     def __init__(self, columns: OutputColumns, schema=None) -> None:
         """`schema`: the columns and types of an interrupted run's parts."""
@@ -316,6 +338,7 @@ class ParquetParts(PartWriter):
         self.pa = pa
         self.fixed = columns.arrow_types()
         self.without_rows = columns.without_rows()
+        self.results = columns.result_names()
         names = columns.names()
         if schema is None and names is not None:
             schema = pa.schema([(name, self.fixed.get(name, pa.null())) for name in names])
@@ -327,7 +350,7 @@ class ParquetParts(PartWriter):
     def write(self, records, path, first):
         pa = self.pa
         if self.schema is None:
-            self.schema = pa.schema([(name, pa.null()) for name in chunk_columns(records)])
+            self.schema = pa.schema([(name, pa.null()) for name in chunk_columns(records, self.results)])
         self.late.report(records, self.schema.names)
         names = self.schema.names
         columns = [
@@ -391,8 +414,11 @@ class ParquetParts(PartWriter):
                 writer.write_table(self.pq.ParquetFile(part).read(use_threads=False).cast(schema, safe=False))
 
 
-def part_writer(fmt: str, columns: OutputColumns, first_part: Path | None = None) -> PartWriter:
-    """The writer for `fmt`; given the first part of an interrupted run, it keeps that run's columns."""
+def part_writer(
+    fmt: str, columns: OutputColumns, first_part: Path | None = None, written: list[str] | None = None
+) -> PartWriter:
+    """The writer for `fmt`; given the first part of an interrupted run, it keeps that run's columns: `written`, the
+    names it recorded (`PartWriter.columns`), else a CSV/TSV part's header."""
     if fmt == "jsonl":
         return JsonlParts()
     if fmt == "parquet":
@@ -406,7 +432,9 @@ def part_writer(fmt: str, columns: OutputColumns, first_part: Path | None = None
             parts = sorted(first_part.parent.glob(f"*{ParquetParts.suffix}"))
             schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
         return ParquetParts(columns, schema)
-    if first_part is None:
-        return DelimitedParts(fmt, columns.names(), columns.without_rows())
+    if first_part is None or written:
+        return DelimitedParts(fmt, columns, written)
+    # A run of an earlier version recorded no names. Its header has them as written, which is exact for CSV; a TSV
+    # header has a tab or line break in a name as a space, so such a column's values would be lost.
     with open(first_part, encoding="utf-8", newline="") as stream:
-        return DelimitedParts(fmt, next(delimited_reader(stream, fmt)))
+        return DelimitedParts(fmt, columns, next(delimited_reader(stream, fmt)))
