@@ -475,3 +475,116 @@ def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cac
     assert stdout.split() == ["onnx", "fp32"]
     assert "another process is measuring the backends for this model; waiting for it" in stderr
     assert "measuring the backends for this model on this CPU" not in stderr
+
+
+def test_a_decision_is_keyed_by_the_threads_the_backends_compute_with(model, cache, monkeypatch, every_cpu):
+    """Backends compute with $FASTSENTIMENT_THREADS where no thread count is given: a decision measured on every
+    core is not that process's, and an explicit count still wins over the variable."""
+    from fastsentiment.backends.base import usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("one CPU: every thread count is the whole machine")
+    monkeypatch.delenv("FASTSENTIMENT_THREADS", raising=False)
+    auto.tune(model, "cpu", only=[("onnx", "fp32")])
+    assert auto.choose(model, "cpu").reason.startswith("measured")
+    monkeypatch.setenv("FASTSENTIMENT_THREADS", "1")
+    assert auto.decision_key(model, "cpu", "builtin-v2")["threads"] == 1
+    assert auto.decision_path(model, "cpu") == auto.decision_path(model, "cpu", threads=1)
+    assert auto.choose(model, "cpu").reason.startswith("interim")  # measured on every core, computed on one
+    assert auto.choose(model, "cpu", threads=usable_cpus()).reason.startswith("measured")
+
+
+def test_tune_latency_is_the_median_of_the_timed_texts(monkeypatch):
+    """The table's "p50 ms" is the median of the single-text calls (here 1 ms per token), not a mean of medians."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+
+    class OneMillisecondPerToken:
+        def logits_for_ids(self, sequences, batch_size=None):
+            clock[0] += sum(map(len, sequences)) / 1000
+
+    monkeypatch.setattr(auto, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    shorter, longer = [[0] * 2] * 12, [[0] * 10] * 7 + [[0] * 50] * 5
+    timed = [2.0] * 12 + [10.0] * 7 + [50.0] * 5  # every text of both halves, once each
+    assert auto._latency_ms(OneMillisecondPerToken(), (shorter, longer)) == pytest.approx(float(np.median(timed)))
+
+
+def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, cache):
+    """`Classifier.load(precision="int8")` with a decision: the faithful int8 row the table measured fastest (by
+    throughput, or by latency for the latency workload); without one, the first backend that has int8."""
+    from dataclasses import asdict
+
+    from fastsentiment.backends.registry import resolve_auto
+
+    pytest.importorskip("openvino")
+    assert resolve_auto(model, "cpu", "int8") == ("onnx", "int8")  # nothing measured: the first with int8
+    table = [
+        auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
+        auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
+        auto.Measurement("openvino:int8", sentences_per_s=300, latency_ms=3.0, faithful=True),
+        auto.Measurement("torch:int8", sentences_per_s=900, latency_ms=0.5, faithful=False),  # below the bar
+    ]
+    chosen = {"backend": "onnx", "precision": "fp32", "why": "test"}
+    auto._save(
+        auto.decision_path(model, "cpu"),
+        {
+            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [asdict(row) for row in table],
+            "throughput": chosen,
+            "latency": chosen,
+        },
+    )
+    assert resolve_auto(model, "cpu", "int8") == ("openvino", "int8")
+    assert resolve_auto(model, "cpu", "int8", "latency") == ("onnx", "int8")
+    assert resolve_auto(model, "cpu", "fp32") == ("onnx", "fp32")
+
+
+def test_tune_on_a_device_no_backend_runs_on_says_so(model, cache):
+    """Every runtime installed, none for the device: installing one again would not help, so it is not advised."""
+    from fastsentiment.errors import BackendError
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendError) as raised:
+        auto.tune(model, "cuda")
+    assert str(raised.value) == (
+        "tune: no backend runs on 'cuda' on this machine (see `fastsentiment backends --device cuda`)"
+    )
+
+
+def test_tune_load_time_leaves_out_importing_the_runtime(model, cache, tmp_path, monkeypatch):
+    """The first candidate of a runtime paid for importing it (seconds for torch or OpenVINO) and its siblings did
+    not: here a runtime that takes a second to import, and loads at once."""
+    import importlib
+    import sys
+
+    (tmp_path / "fs_slow_runtime.py").write_text("import time\ntime.sleep(1.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fs_slow_runtime", raising=False)
+
+    class _SlowImport(_WrongButFast):
+        spec: ClassVar[BackendSpec] = BackendSpec(
+            name="slow-import",
+            description="test double of a runtime that is slow to import",
+            extra="onnx",
+            modules=("fs_slow_runtime",),
+            devices=("cpu",),
+            precisions=("fp32",),
+            default_precision="fp32",
+        )
+
+        @classmethod
+        def load(cls, model, device, precision, threads=None):
+            importlib.import_module("fs_slow_runtime")  # as a backend imports its runtime inside `load`
+            return cls()
+
+    register(_SlowImport)
+    try:
+        decision = auto.tune(model, "cpu", only=[("onnx", "fp32"), ("slow-import", "fp32")])
+    finally:
+        _REGISTRY.pop(_SlowImport.spec.name)
+    rows = {row["config"]: row for row in decision["table"]}
+    assert rows["slow-import:fp32"]["failed"] is None and rows["slow-import:fp32"]["load_s"] < 0.5

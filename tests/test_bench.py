@@ -71,6 +71,7 @@ def test_quick_bench_writes_every_output_well_formed(quick_report):
         (["--backends", "coreml"], "CoreML predicts on macOS only"),
         (["--batch-sizes", "0,8"], "--batch-sizes must be at least 1"),
         (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--backends", " , "], "--backends names no configuration"),  # ran the whole default suite
     ],
 )
 def test_bad_configurations_fail_before_any_run(bert_dir, tmp_path, args, message):
@@ -295,3 +296,118 @@ def test_bench_options_that_cannot_work_fail_before_the_runs(bert_dir, tmp_path)
     )
     assert failed.returncode == 1 and "error: every configuration failed" in failed.stderr.decode()
     assert (tmp_path / "c" / "report.md").is_file()  # the report still says why
+
+
+def test_only_fixed_padding_cuts_texts_dynamic_and_sorted_run_them_whole(tmp_path, monkeypatch):
+    """On a model that reads 512 tokens, texts of ~300: "fixed" runs 128-token batches, "dynamic" and "sorted" run
+    the texts as classify does (whole, each batch padded to its longest)."""
+    from fastsentiment.bench import measure
+    from fastsentiment.classifier import Classifier
+    from tiny_models import build_model
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    model = build_model(tmp_path / "long-bert", "bert", max_positions=512)
+    data = tmp_path / "long.tsv"
+    data.write_text("sentence\n" + "".join(" ".join(["good film"] * (100 + 10 * i)) + "\n" for i in range(6)))
+    widths, run_batches = [], Classifier.run_batches
+
+    def noting_widths(self, run, batches):
+        if all(hasattr(batch, "input_ids") for batch in batches):  # bench's padded batches, not classify's own
+            widths.append([batch.input_ids.shape[1] for batch in batches])
+        return run_batches(self, run, batches)
+
+    monkeypatch.setattr(Classifier, "run_batches", noting_widths)
+    spec = measure.Spec(config="onnx:fp32", model=str(model), data=str(data), batch_sizes=[3], latency_samples=2)
+    measure.measure(spec)
+    fixed, dynamic, ordered = widths  # the strategies in their order, STRATEGIES
+    assert fixed == [128, 128]
+    assert dynamic == [242, 302] and ordered == [242, 302]  # 2 tokens per "good film", [CLS] and [SEP]
+
+
+def test_peak_memory_is_the_throughput_models_not_a_second_one_loaded_for_batch_1(bert_dir, tmp_path):
+    """A second model for single texts (auto's latency decision, OpenVINO's one-call model) loads after the batches;
+    here it is stood in for by 2 GB, which the row's peak RSS must not count."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(16))
+    program = (
+        "import json, sys, numpy as np\n"
+        "from fastsentiment.bench import measure\n"
+        "held = []\n"
+        "def second_model(spec, clf):\n"
+        "    held.append(np.ones(2048 * 2**20 // 8))  # written, so resident\n"
+        "    return clf\n"
+        "measure._latency_classifier = second_model\n"
+        f"spec = measure.Spec(config='onnx:fp32', model={str(bert_dir)!r}, data={str(data)!r}, batch_sizes=[8],\n"
+        "                     labels=['NEGATIVE', 'POSITIVE'], latency_samples=4)\n"
+        "print(json.dumps(measure.measure(spec)['peak_rss_mb']))\n"
+    )
+    env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 30 < json.loads(result.stdout) < 1500  # the process alone: about 450 MB
+
+
+def _report_row(config: str, throughput: dict, **fields) -> dict:
+    return {
+        "config": config,
+        "backend": config.split(":")[0],
+        "precision": "fp32",
+        "load_s": 0.1,
+        "latency_ms": {50: 1.0, 90: 2.0, 99: 3.0},
+        "latency_samples": [1.0, 2.0, 3.0],
+        "throughput": throughput,
+        "peak_rss_mb": 200.0,
+        **fields,
+    }
+
+
+def test_the_report_compares_batch_32_with_the_pipeline_at_32_and_names_the_batch_1_path(tmp_path, monkeypatch):
+    """The pipeline at its default batch (1) is no rate at 32 and no reference for one; the CSV says what ran the
+    single texts of the auto row; the machine line says the compute threads and every flag that picks a path."""
+    from fastsentiment.bench import report
+
+    monkeypatch.setenv("FASTSENTIMENT_THREADS", "1")
+    monkeypatch.setattr(report, "cpu_flags", lambda: {"avx2", "avx_vnni", "amx_tile", "sse4_2"})
+    auto_row = _report_row(
+        "auto", {"sorted@32": 100.0}, backend="openvino", precision="int8", latency_config="onnx:fp32"
+    )
+    batch_1 = _report_row("pipeline", {"pipeline@1": 10.0})
+    assert report.headline(batch_1, report.reference_rate([auto_row, batch_1]))["sent/s @32"] is None
+    assert report.headline(auto_row, report.reference_rate([auto_row, batch_1]))["x pipeline"] is None
+    at_32 = _report_row("pipeline:32", {"pipeline@32": 50.0})
+    assert report.headline(auto_row, report.reference_rate([auto_row, batch_1, at_32]))["x pipeline"] == 2.0
+
+    rows = [auto_row, batch_1, at_32, {"config": "onnx:fp16", "failed": "runs on cuda"}]
+    fields = dict(model="m", model_name="m", model_hash="0" * 64, data="d", labelled_sentences=0, speed_sentences=3)
+    report.write_outputs({**fields, "repeats": 1, "command": "", "machine": report.machine(), "rows": rows}, tmp_path)
+    with open(tmp_path / "results.csv", newline="") as stream:
+        table = list(csv.DictReader(stream))
+    assert [(r["config"], r["latency_config"]) for r in table] == [
+        ("auto", "onnx:fp32"),
+        ("pipeline", "pipeline:fp32"),
+        ("pipeline:32", "pipeline:fp32"),
+        ("onnx:fp16", ""),
+    ]
+    assert table[-1]["failed"] == "runs on cuda"
+    markdown = (tmp_path / "report.md").read_text()
+    assert "1 compute threads, flags: avx2, avx_vnni, amx_tile" in markdown
+    assert "peak RSS: the process's high-water mark" in markdown
+
+
+def test_quick_keeps_the_pipeline_at_32_and_given_batch_sizes(bert_dir, tmp_path):
+    from fastsentiment.bench.suite import BenchRequest, resolved_configs
+
+    quick = resolved_configs(BenchRequest(model=str(bert_dir), quick=True))
+    assert "pipeline:32" in quick and "pipeline" not in quick
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(12))
+    out = tmp_path / "out"
+    options = ["--quick", "--batch-sizes", "1,8", "--backends", "onnx:fp32", "--data", str(data), "--out", str(out)]
+    result = run_cli("bench", "-m", str(bert_dir), *options, env={"FASTSENTIMENT_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert set(row["throughput"]) == {f"{s}@{b}" for s in ("fixed", "dynamic", "sorted") for b in (1, 8)}

@@ -6,15 +6,15 @@ of accuracy where the sample has labels), and timed on the same sample, length-s
 (throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer
 half of the sample and scored by the geometric mean of the two rates, because which path wins can depend on
 length (on a base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's
-tokens are mostly in its long texts. Latency is timed the same way, on typical texts of either half. Candidates
-within RUNOFF_MARGIN of the leader are timed again, in the opposite order, and keep their better round: a close
-decision should not rest on one noisy pass. Latency takes the throughput decision unless another candidate is
-more than LATENCY_TOLERANCE quicker one text at a time: within that, the two are equal to the precision of the
-measurement, and one model then serves every workload (one load, one compiled graph in memory). It is
-cached per model content, device, compute threads, CPU flags, runtime versions and calibration sample, written
-atomically; a stale or unreadable cache is measured again. A run capped to fewer threads than the machine has
-(`--threads`, Ray actors of one thread) gets a decision measured with that cap: the fastest path on two threads
-need not be the fastest on one.
+tokens are mostly in its long texts. Latency is the median (p50) of single-text calls on typical texts of
+either half, as many of each. Candidates within RUNOFF_MARGIN of the leader are timed again, in the opposite
+order, and keep their better round: a close decision should not rest on one noisy pass. Latency takes the
+throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one text at a time: within
+that, the two are equal to the precision of the measurement, and one model then serves every workload (one load,
+one compiled graph in memory). It is cached per model content, device, compute threads, CPU flags, runtime
+versions and calibration sample, written atomically; a stale or unreadable cache is measured again. A run capped
+to fewer threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a
+decision measured with that cap: the fastest path on two threads need not be the fastest on one.
 
 Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
 Commands whose workload pays for a measurement (a file job, the server, bench, `tune`) measure first.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, parallel_calls, usable_cpus
+from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, inference_threads, parallel_calls, usable_cpus
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError
@@ -65,7 +66,7 @@ LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-DECISION_VERSION = 4
+DECISION_VERSION = 5  # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS)
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ def choose(
     measure: bool = False,
     threads: int | None = None,
 ) -> Choice:
-    """What `auto` is for `workload` (with `threads` compute threads; None: every usable CPU): the cached measured
-    decision, a fresh one if `measure`, else the interim."""
+    """What `auto` is for `workload` (with `threads` compute threads; None: as `inference_threads` says): the cached
+    measured decision, a fresh one if `measure`, else the interim."""
     if workload not in WORKLOADS:
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
     if workload == "start":
@@ -187,9 +188,38 @@ def choose(
     return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
 
 
+def measured_with_precision(
+    model: ModelDir, device: str, precision: str, workload: str = "throughput", threads: int | None = None
+) -> Choice | None:
+    """`auto` with a precision given: the fastest faithful row of the cached decision's table with that precision
+    (by throughput score, or by latency for `workload` "latency") that still runs here; None without a decision or
+    such a row (the caller then takes the first backend that has the precision)."""
+    decision = cached_decision(model, device, threads=threads)
+    rows = []
+    for row in (decision or {}).get("table", []):
+        if not isinstance(row, dict) or not row.get("faithful") or row.get("failed"):
+            continue
+        name, _, measured = str(row.get("config", "")).partition(":")
+        if measured == precision and name in backend_names() and _runs(name, device, model):
+            rows.append(row)
+    if not rows:
+        return None
+    if workload == "latency":
+        best = min(rows, key=lambda row: row["latency_ms"])
+        why = f"{best['latency_ms']:.2f} ms p50 at batch 1"
+    else:
+        best = max(rows, key=lambda row: row["sentences_per_s"])
+        why = f"{best['sentences_per_s']:,.0f} sentences/s (score) at batch {BATCH}"
+    backend = best["config"].split(":")[0]
+    return Choice(backend, precision, f"measured {decision['measured_at']}: the fastest {precision} path, {why}")
+
+
 def thread_cap(threads: int | None) -> int | None:
-    """`threads` as a decision is keyed by: None for every usable CPU (asking for more than there are included)."""
-    return None if threads is None or threads >= usable_cpus() else threads
+    """The thread count a decision is keyed by: the one the backends compute with (`inference_threads`: `threads`,
+    else $FASTSENTIMENT_THREADS, else every usable CPU), None where that is every usable CPU. Keyed by `threads`
+    alone, a decision measured on one thread was reused by an all-core process (and the other way round)."""
+    effective = inference_threads(threads)
+    return None if effective >= usable_cpus() else effective
 
 
 def decision_key(model: ModelDir, device: str, calibration_identity: str, threads: int | None = None) -> dict:
@@ -314,8 +344,8 @@ def tune(
     progress: Callable[[str], None] = lambda message: None,
     threads: int | None = None,
 ) -> dict:
-    """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None: every
-    usable CPU), decide, cache the decision and return it; after any other process measuring for it has finished."""
+    """Measure every candidate on the calibration sample (each loaded with `threads` compute threads; None:
+    $FASTSENTIMENT_THREADS, else every usable CPU), decide, cache the decision and return it; after any other process measuring for it has finished."""
     from fastsentiment.backends.registry import check_device, load_backend, prepare_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder, Truncations
@@ -336,6 +366,10 @@ def tune(
                 progress(f"{row.config}: preparing")
                 prepare_backend(model, name, device, precision)
                 progress(f"{row.config}: measuring" + (" again" if row.rounds else ""))
+                # The runtime is imported before the clock starts: the first candidate of a runtime would otherwise
+                # be charged seconds (torch, OpenVINO) its siblings are not, and load times would not compare.
+                for module in get_backend(name).spec.modules:
+                    importlib.import_module(module)
                 started = time.perf_counter()
                 clf = Classifier(
                     model, load_backend(model, name, device, precision, threads), encoder, batch_size=BATCH
@@ -398,6 +432,12 @@ def same_placement(device: str, model: ModelDir) -> list[str]:
 def _reference(model: ModelDir, device: str, measure_one) -> tuple[tuple[str, str], Measurement, np.ndarray]:
     """The first of REFERENCES that runs here and measures: its pair, its row and its logits."""
     failures = []
+    if not any(_runs(name, device, model) for name, _ in REFERENCES) and any(
+        not get_backend(name).spec.missing_module() for name, _ in REFERENCES if name in backend_names()
+    ):  # installed, but not for this device: installing again would not help
+        raise BackendError(
+            f"tune: no backend runs on {device!r} on this machine (see `fastsentiment backends --device {device}`)"
+        )
     for pair in REFERENCES:
         if not _runs(pair[0], device, model):
             continue
@@ -489,19 +529,17 @@ def _throughput(clf, sequences) -> float:
 
 
 def _latency_ms(clf, halves: tuple[list, list]) -> float:
-    """Milliseconds for one text at a time: the geometric mean of the medians over typical texts of either half
+    """Milliseconds for one text at a time: the median (p50) over the typical texts of both halves, as many of each
     (each half is sorted by length, so its middle texts are its typical ones)."""
-    medians = []
+    times = []
     for half in halves:
         middle = len(half) // 2
         typical = half[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]
         # Warm on these very shapes first: OpenVINO prepares its kernels once per new input shape, and a row timed
         # on shapes it has not met (a second model, loaded for latency) would pay that where the others do not.
         clf.logits_for_ids(typical, batch_size=1)
-        times = []
         for ids in typical:
             started = time.perf_counter()
             clf.logits_for_ids([ids], batch_size=1)
             times.append((time.perf_counter() - started) * 1000)
-        medians.append(float(np.median(times)))
-    return float(np.sqrt(medians[0] * medians[1]))
+    return float(np.median(times))

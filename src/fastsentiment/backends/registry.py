@@ -202,8 +202,13 @@ def resolve_auto(
     threads: int | None = None,
 ) -> tuple[str, str | None]:
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
-    first backend that has it."""
+    fastest faithful backend measured with it (the cached decision's table), else the first backend that has it."""
     if precision is not None:
+        from fastsentiment.backends.auto import measured_with_precision
+
+        measured = measured_with_precision(model, device, precision, workload, threads)
+        if measured is not None:
+            return measured.backend, measured.precision
         for name in backend_names():
             backend = get_backend(name)
             if precision not in backend.spec.precisions or not availability(name, device, model).runnable:

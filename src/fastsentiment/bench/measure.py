@@ -1,7 +1,8 @@
 """One benchmark configuration, measured inside its own process (`python -m fastsentiment.bench.measure`).
 
 A fresh process per configuration keeps load time and peak memory clean: nothing another backend
-imported or allocated is counted. Peak RSS is the kernel's high-water mark for this process (VmHWM).
+imported or allocated is counted. Peak RSS is the kernel's high-water mark for this process (VmHWM), read once
+the throughput model has run its batches and the labelled texts, before any second model loads for batch 1.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def measure(spec: Spec) -> dict:
         result = _measure_pipeline(spec, speed_texts, labelled_texts, started)
     else:
         result = _measure_backend(spec, speed_texts, labelled_texts, started)
-    result["peak_rss_mb"] = peak_rss_mb()
+    result.setdefault("peak_rss_mb", peak_rss_mb())  # a backend row reads it before a second model loads
     if (gpu_mb := peak_cuda_mb()) is not None:
         result["peak_gpu_mb"] = gpu_mb
     result["rss_source"] = "VmHWM" if Path("/proc/self/status").exists() else "ru_maxrss"
@@ -109,8 +110,6 @@ def _load(spec: Spec):
 
 
 def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
-    from fastsentiment.tokenization import truncated
-
     preparing = time.perf_counter()
     clf, load_s = _load(spec)
     # what came before the load (imports, the data); a peer's one-off conversion is neither
@@ -121,15 +120,18 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     tokenize_s = time.perf_counter() - t
 
     throughput = {}
-    width = min(FIXED_LENGTH, clf.encoder.max_length)
-    clipped = [truncated(s, width, clf.encoder.closing_tokens) for s in sequences]
     for size in spec.batch_sizes:
         for strategy in STRATEGIES:
-            batches = _batches(clipped, size, strategy, clf.encoder, width)
+            batches = strategy_batches(sequences, size, strategy, clf.encoder)
             t = time.perf_counter()
             # As a file job runs them: several at once where the backend runs several calls at once.
             clf.run_batches(lambda batch: clf.backend.logits(batch.input_ids, batch.attention_mask), batches)
             throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
+    labelled_logits = clf.logits(labelled_texts).tolist() if labelled_texts else []
+    # The memory column is the process holding the model that ran the batches: read before a second model (the
+    # latency decision of `auto`, OpenVINO's one-call model) is loaded for the single texts below, which would
+    # count two models in one row.
+    peak_mb = peak_rss_mb()
 
     # Batches first: for `auto` the single texts may run on a second model (its latency decision), loaded only
     # now, so that the batched rate is measured in a process like a file job's, which holds one model.
@@ -154,7 +156,8 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
         "tokenize_s": tokenize_s,
         "latency_ms": latencies,
         "throughput": throughput,
-        "labelled_logits": clf.logits(labelled_texts).tolist() if labelled_texts else [],
+        "labelled_logits": labelled_logits,
+        "peak_rss_mb": peak_mb,
     }
 
 
@@ -178,16 +181,24 @@ def _latency_classifier(spec: Spec, clf):
     return clf.one_call_at_a_time()
 
 
-def _batches(sequences, size: int, strategy: str, encoder, width: int):
+def strategy_batches(sequences, size: int, strategy: str, encoder):
+    """The padded batches of `size` that `strategy` runs: "fixed" cuts and pads every text to FIXED_LENGTH tokens
+    (a fixed-shape model's input); "dynamic" (input order) and "sorted" (length-sorted) run the texts as `classify`
+    does, whole up to the model's max_length, each batch padded to its longest."""
+    from fastsentiment.tokenization import truncated
+
+    width = None
+    if strategy == "fixed":
+        width = min(FIXED_LENGTH, encoder.max_length)
+        sequences = [truncated(s, width, encoder.closing_tokens) for s in sequences]
     if strategy == "sorted":
         order = np.argsort([len(s) for s in sequences], kind="stable")
     else:
         order = np.arange(len(sequences))
-    batches = []
-    for start in range(0, len(order), size):
-        rows = [sequences[i] for i in order[start : start + size]]
-        batches.append(encoder.pad(rows, length=width if strategy == "fixed" else None))
-    return batches
+    return [
+        encoder.pad([sequences[i] for i in order[start : start + size]], length=width)
+        for start in range(0, len(order), size)
+    ]
 
 
 def _measure_pipeline(spec: Spec, speed_texts, labelled_texts, started) -> dict:

@@ -10,10 +10,29 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from fastsentiment.backends.base import cpu_flags, usable_cpus
+from fastsentiment.backends.base import cpu_flags, inference_threads, usable_cpus
 
 LIBRARIES = ("fastsentiment", "numpy", "tokenizers", "onnxruntime", "openvino", "torch", "transformers", "coremltools")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# Those that decide a path: bf16 natively (avx512_bf16, amx_bf16), and the onnx int8-dynamic variant (any VNNI or AMX
+# int8: export.onnx.int8_dynamic_variant).
+CPU_FLAGS = (
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
+MEMORY_MEANING = (
+    "the process's high-water mark (VmHWM) once the model that ran the batches has run them and the labelled texts; "
+    "a second model loaded afterwards for batch 1 (auto's latency decision, OpenVINO's one-call model) is not counted"
+)
 
 
 def machine() -> dict:
@@ -39,6 +58,8 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": usable_cpus(),
+        # what every row computed with (its process inherits $FASTSENTIMENT_THREADS), and `auto`'s decision is keyed by
+        "threads": inference_threads(),
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
         "gpu": gpu,
         "python": platform.python_version(),
@@ -51,8 +72,10 @@ def headline(row: dict, reference_rate: float | None) -> dict:
     if "failed" in row:
         return {"config": row["config"], "status": f"failed: {row['failed']}"}
     throughput = row["throughput"]
-    # A pipeline row has one rate (its batch); any other shows sorted@32, or nothing where 32 was not measured.
-    sorted_32 = next(iter(throughput.values())) if row["config"].startswith("pipeline") else throughput.get("sorted@32")
+    # A pipeline row has one rate, at its own batch: shown only where that is 32 (a batch-1 rate in a column of rates
+    # at 32 read as the pipeline at 32); any other row shows sorted@32, or nothing where 32 was not measured.
+    pipeline = row["config"].split(":")[0] == "pipeline"
+    sorted_32 = throughput.get("pipeline@32") if pipeline else throughput.get("sorted@32")
     best = max(row["throughput"].values())
     config = row["config"]
     if config == "auto":
@@ -78,11 +101,11 @@ def headline(row: dict, reference_rate: float | None) -> dict:
 
 
 def reference_rate(rows: list[dict]) -> float | None:
-    """The transformers.pipeline rate every row is a multiple of: pipeline:32 where it ran, else the default batch."""
-    for name in ("pipeline:32", "pipeline"):
-        pipeline = next((r for r in rows if r.get("config") == name and "failed" not in r), None)
-        if pipeline:
-            return next(iter(pipeline["throughput"].values()))
+    """The transformers.pipeline rate at batch 32 that every row's sorted@32 is a multiple of; None where no pipeline
+    ran at 32 (a ratio of batch 32 to the pipeline's batch 1 would credit batching to the backend)."""
+    for row in rows:
+        if "failed" not in row and "pipeline@32" in row.get("throughput", {}):
+            return row["throughput"]["pipeline@32"]
     return None
 
 
@@ -121,6 +144,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                 "config",
                 "backend",  # what `auto` resolved to; the config's own backend otherwise
                 "precision",
+                "latency_config",  # what ran the single texts: for `auto`, its latency decision, which may differ
                 "strategy",
                 "batch_size",
                 "sentences_per_s",
@@ -136,7 +160,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
         )
         for row in rows:
             if "failed" in row:
-                writer.writerow([row["config"], *[""] * 12, row["failed"]])
+                writer.writerow([row["config"], *[""] * 13, row["failed"]])
                 continue
             for key, rate in row["throughput"].items():
                 strategy, size = key.split("@")
@@ -145,6 +169,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                         row["config"],
                         row["backend"],
                         row["precision"],
+                        row.get("latency_config", f"{row['backend']}:{row['precision']}"),
                         strategy,
                         size,
                         f"{rate:.2f}",
@@ -178,7 +203,7 @@ def markdown(report: dict, plots: list[Path]) -> str:
     lines = [
         f"# fastsentiment bench: {report['model_name']}",
         "",
-        f"- machine: {m['cpu']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}, GPU: {m['gpu'] or 'none'}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['threads']} compute threads, flags: {', '.join(m['cpu_flags']) or 'none'}, GPU: {m['gpu'] or 'none'}",
         f"- libraries: {', '.join(f'{k} {v}' for k, v in m['libraries'].items())}; Python {m['python']}",
         f"- model: `{report['model']}` (content sha256 `{report['model_hash'][:16]}…`)",
         f"- data: {report['data']} — "
@@ -208,8 +233,10 @@ def markdown(report: dict, plots: list[Path]) -> str:
             lines.append(f"| {row['config']} | " + " | ".join(_fmt(row["throughput"].get(k)) for k in keys) + " |")
     lines += [
         "",
-        "fixed: every batch padded to 128 tokens (what a fixed-shape CoreML model needs); dynamic: padded "
-        "to the longest in each batch, input order; sorted: length-sorted batches, dynamic padding.",
+        "fixed: every text cut and padded to 128 tokens (what a fixed-shape CoreML model needs); dynamic: the texts "
+        "whole up to the model's max_length, each batch padded to its longest, input order; sorted: the same, in "
+        "length-sorted batches. x pipeline: sent/s @32 over transformers.pipeline's rate at batch 32 (pipeline:32). "
+        f"peak RSS: {MEMORY_MEANING}.",
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
@@ -269,7 +296,7 @@ def _plots(rows: list[dict], out: Path) -> list[Path]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
     names = [row["config"] for row in ok]
     left.barh(names, [row["peak_rss_mb"] for row in ok])
-    left.set(xlabel="MB", title="Peak RSS of the process")
+    left.set(xlabel="MB", title="Peak RSS with the throughput model")
     right.barh(names, [row["load_s"] for row in ok])
     right.set(xlabel="s", title="Model load time")
     paths.append(_save(figure, out / "memory_load.png"))

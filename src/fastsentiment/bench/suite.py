@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fastsentiment.backends import availability, backend_names
 from fastsentiment.backends.registry import check_device
 from fastsentiment.bench.data import load_bench_data
-from fastsentiment.bench.measure import PEER_PREFIX, Spec
+from fastsentiment.bench.measure import PEER_PREFIX, PIPELINE, Spec
 from fastsentiment.bench.peers import peer_configs
 from fastsentiment.bench.report import machine
 from fastsentiment.bench.run import (
@@ -25,7 +25,8 @@ from fastsentiment.bench.run import (
 from fastsentiment.errors import InputError
 from fastsentiment.models import resolve_model
 
-QUICK = {"batch_sizes": [1, 32], "speed_limit": 128, "labelled_limit": 100, "latency_samples": 30}
+QUICK = {"speed_limit": 128, "labelled_limit": 100, "latency_samples": 30}
+BATCH_SIZES, QUICK_BATCH_SIZES = "1,8,32,128", "1,32"  # where --batch-sizes is not given
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class BenchRequest:
     data: str = "../shared/data/sst2"
     text_column: str | None = None  # None: 'sentence', else 'text'
     label_column: str | None = None  # None: 'label' where there is one
-    batch_sizes: str = "1,8,32,128"
+    batch_sizes: str | None = None  # None: BATCH_SIZES, or QUICK_BATCH_SIZES with `quick`; given, kept in both
     repeat: int = 1
     quick: bool = False
     timeout: float = 1800
@@ -62,12 +63,13 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         raise InputError("peer rows run in the peers' environment: add --peers PYTHON (scripts/build_peers_venv.sh)")
     if request.peers_python and not shutil.which(request.peers_python):
         raise InputError(f"--peers {request.peers_python}: no such interpreter (build it: scripts/build_peers_venv.sh)")
+    asked = request.batch_sizes or (QUICK_BATCH_SIZES if request.quick else BATCH_SIZES)
     try:
-        sizes = sorted({int(size) for size in request.batch_sizes.split(",")})
+        sizes = sorted({int(size) for size in asked.split(",")})
     except ValueError:
-        raise InputError(f"--batch-sizes takes comma-separated integers, got {request.batch_sizes!r}") from None
+        raise InputError(f"--batch-sizes takes comma-separated integers, got {asked!r}") from None
     if sizes[0] < 1:
-        raise InputError(f"--batch-sizes must be at least 1, got {request.batch_sizes!r}")
+        raise InputError(f"--batch-sizes must be at least 1, got {asked!r}")
     bench_data = load_bench_data(  # fails before any run
         request.data, request.text_column, request.label_column, model_dir.labels
     )
@@ -118,14 +120,16 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
 
 def resolved_configs(request: BenchRequest) -> list[str]:
     """The configurations `run_bench` measures: those asked for, or every one that runs here with the reference."""
-    if request.configs:
+    if request.configs is not None:
+        if not request.configs:
+            raise InputError("--backends names no configuration; leave it out for every one that runs here")
         configs = list(request.configs)
         if request.peers_python and not any(c.startswith(PEER_PREFIX) for c in configs):
             configs += peer_configs()
         return configs
     configs = default_configs(request.device) + (peer_configs() if request.peers_python else [])
-    if request.quick:
-        configs = [c for c in configs if c != "pipeline:32"]
+    if request.quick:  # one pipeline row, at 32: the batch the others' sent/s @32 and x pipeline compare at
+        configs = [c for c in configs if c != PIPELINE] if f"{PIPELINE}:32" in configs else configs
     return configs if REFERENCE in configs else [REFERENCE, *configs]
 
 

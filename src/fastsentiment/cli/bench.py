@@ -33,7 +33,9 @@ def bench(
     label_column: str | None = typer.Option(
         None, "--label-column", help="Label column \\[default: 'label' where there is one; without labels: speed only]."
     ),
-    batch_sizes: str = typer.Option("1,8,32,128", "--batch-sizes"),
+    batch_sizes: str | None = typer.Option(
+        None, "--batch-sizes", help="Comma-separated \\[default: 1,8,32,128; with --quick: 1,32]."
+    ),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Runs per configuration; medians are reported."),
     quick: bool = typer.Option(False, "--quick", help="A subset that finishes in about a minute."),
     out: Path = typer.Option(
@@ -62,7 +64,8 @@ def bench(
 
     request = BenchRequest(
         model=model,
-        configs=[c.strip() for c in backends.split(",") if c.strip()] if backends else None,
+        # given but empty (" , ") is an error in run_bench, not the whole default suite
+        configs=None if backends is None else [c.strip() for c in backends.split(",") if c.strip()],
         data=data,
         text_column=text_column,
         label_column=label_column,

@@ -30,7 +30,7 @@ def tune(
         "--threads",
         min=1,
         help="Measure with this many compute threads, for runs capped to them (`classify --threads`, Ray actors) "
-        "\\[default: every usable CPU].",
+        "\\[default: $FASTSENTIMENT_THREADS, else every usable CPU].",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the decision and its table as JSON."),
 ) -> None:
