@@ -76,7 +76,7 @@ def main() -> None:
 
         device = torch.device("cpu")
         attention = teacher_attention(teacher.model, texts, args.max_length, device, training_precision("auto", device))
-    save_teacher_logits(args.out, logits, texts, features, attention)
+    save_teacher_logits(args.out, logits, texts, features, attention, labels=teacher.labels)
     print(
         f"{len(texts):,} texts in {time.perf_counter() - started:.0f} s on {args.backend} {teacher.backend.precision}: {args.out}"
     )

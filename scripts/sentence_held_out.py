@@ -69,7 +69,9 @@ def main() -> None:
     held_out = LabelledData([rows.texts[i] for i in chosen], rows.labels[chosen])
     left_texts, _ = distillation_data(left, held_out, 0, args.split_seed, unlabelled)
     position = {text: i for i, text in enumerate(texts)}  # distillation_data keeps each text once
-    save_teacher_logits(args.out / "teacher-logits.npz", logits[[position[t] for t in left_texts]], left_texts)
+    save_teacher_logits(
+        args.out / "teacher-logits.npz", logits[[position[t] for t in left_texts]], left_texts, labels=labels
+    )
     print(f"{len(chosen)} held-out sentences; {len(keep):,} of {len(rows):,} rows left to train on")
 
 

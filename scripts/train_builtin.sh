@@ -7,12 +7,25 @@
 # Every stage is resumable: rerun this script after an interruption and it continues where it stopped.
 # Model selection uses held-out training data only (--eval-fraction 0.02 --split-seed 0, and the 800 sentences);
 # dev is never read.
-# Usage: scripts/train_builtin.sh [SST2_DIR] [WORK_DIR] [--saved-teacher-logits]
+# Usage: scripts/train_builtin.sh [SST2_DIR] [WORK_DIR] [--saved-teacher-logits]   (the flag anywhere)
 #   --saved-teacher-logits: no teacher stage; the students learn from scripts/teacher-logits/mpnet-1ep-seed2-imdb40k.npz,
 #   the logits the shipped model's teacher (seed 2, trained 2026-12-03 on an AVX-512 EPYC) gave the same texts.
 set -euo pipefail
-data=${1:-../shared/data/sst2}
-work=${2:-runs/builtin}
+saved_teacher_logits=false
+positional=()
+for argument in "$@"; do  # the flag may come anywhere: before, between or after the folders
+  case $argument in
+    --saved-teacher-logits) saved_teacher_logits=true ;;
+    -*) echo "error: unknown option $argument (usage: $0 [SST2_DIR] [WORK_DIR] [--saved-teacher-logits])" >&2; exit 2 ;;
+    *) positional+=("$argument") ;;
+  esac
+done
+if [ ${#positional[@]} -gt 2 ]; then
+  echo "error: too many arguments: ${positional[*]} (usage: $0 [SST2_DIR] [WORK_DIR] [--saved-teacher-logits])" >&2
+  exit 2
+fi
+data=${positional[0]:-../shared/data/sst2}
+work=${positional[1]:-runs/builtin}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 exec > >(tee -a "$work/log.txt") 2>&1  # ship_builtin.py reads each stage's wall time from this log
@@ -38,7 +51,7 @@ stage() {  # stage NAME TRAIN_FILE ARGS...: run `fastsentiment train` into $work
 sentences=$work/imdb-sentences.txt
 [ -f "$sentences" ] || python "$here/fetch_imdb_sentences.py" "$sentences"
 logits=$work/teacher-logits-imdb40k.npz
-if [ "${3:-}" = "--saved-teacher-logits" ]; then
+if [ "$saved_teacher_logits" = true ]; then
   cp "$here/teacher-logits/mpnet-1ep-seed2-imdb40k.npz" "$logits"
 fi
 if [ ! -f "$logits" ]; then

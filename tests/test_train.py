@@ -118,6 +118,26 @@ def test_killed_run_resumes_to_the_same_weights(train_slice, base_encoder, tmp_p
     assert whole.keys() == again.keys()
     for name in whole:
         np.testing.assert_array_equal(whole[name], again[name], err_msg=name)
+    # The smoothed training loss of the history too: the checkpoint carries it.
+    histories = [json.loads((out / "training.json").read_text())["history"] for out in (uninterrupted, interrupted)]
+    assert histories[0] == histories[1]
+
+
+def test_the_smoothed_training_loss_is_bias_corrected():
+    """Started at zero and divided by 1 - 0.98^n (as Adam corrects its moments): a weighted mean of every step's
+    loss so far, where the first step's loss alone used to stand for the first ones."""
+    from fastsentiment.train.loop import SmoothedLoss
+
+    losses = [10.0, 1.0, 1.0, 1.0]
+    smoothed = SmoothedLoss()
+    for loss in losses:
+        smoothed.add(loss)
+    weights = 0.98 ** np.arange(len(losses))[::-1]
+    assert smoothed.value == pytest.approx(float((weights * losses).sum() / weights.sum()))
+    assert 3.1 < smoothed.value < 3.3  # not 9.47, as the average started at the first step's loss gave
+    one = SmoothedLoss()
+    one.add(0.7)
+    assert one.value == pytest.approx(0.7)
 
 
 def test_same_seed_gives_the_same_weights(train_slice, base_encoder, tmp_path):
@@ -169,6 +189,27 @@ def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, m
 
 
 @pytest.mark.parametrize(
+    ("odd", "message"),
+    [
+        ([1], "line 5: the label in column 'label' is [1]; expected a class name or id"),
+        ({"a": 0}, "line 5: the label in column 'label' is {\"a\": 0}; expected a class name or id"),
+        (0, "line 5: the label '0' is a class id, but line 1 names a class ('yes'); label every row by name"),
+    ],
+)
+def test_labels_that_name_no_class_or_mix_names_and_ids_are_refused(base_encoder, tmp_path, odd, message):
+    """A JSON array or object became a class named "[1]"; a 0 among named labels, a class named "0"."""
+    rows = [("good", "yes"), ("bad", "no"), ("fine", "yes"), ("awful", "no"), ("meh", odd)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    args = train_args(data, tmp_path / "never", base_encoder)
+    del args[args.index("--labels") : args.index("--labels") + 2]  # the class names come from the data
+    result = run_cli(*args)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and f"{data}, {message}" in stderr and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         (["--device", "tpu"], "unknown --device 'tpu'; expected auto, cpu, cuda or mps"),
@@ -177,6 +218,21 @@ def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, m
         (["--out-is-a-file"], "is a file; training writes a folder"),
         (["--labels", "NEGATIVE,NEGATIVE"], "--labels must be distinct, non-empty names; got NEGATIVE, NEGATIVE"),
         (["--eval-fraction", "0.9995"], "--eval-fraction 0.9995 of 600 row(s) holds out every row"),
+        (["--lr", "nan"], "--learning-rate (--lr) must be a positive number, got nan"),
+        (["--warmup-ratio", "nan"], "--warmup-ratio must be between 0 and 1 (a share of the steps), got nan"),
+        (["--warmup-ratio", "5"], "--warmup-ratio must be between 0 and 1 (a share of the steps), got 5.0"),
+        (["--warmup-ratio", "-1"], "--warmup-ratio must be between 0 and 1 (a share of the steps), got -1.0"),
+        (["--weight-decay", "-1"], "--weight-decay must be 0 or more, got -1.0"),
+        (["--eval-every", "-1"], "--eval-every must be at least 1"),
+        (
+            ["--teacher", "TEACHER", "--distill-temperature", "inf"],
+            "--distill-temperature must be above 0 (and finite)",
+        ),
+        (
+            ["--teacher", "TEACHER", "--distill-temperature", "nan"],
+            "--distill-temperature must be above 0 (and finite)",
+        ),
+        (["--teacher", "TEACHER", "--distill-temperature", "-2"], "--distill-temperature must be above 0 (and finite)"),
     ],
 )
 def test_bad_training_options_fail_in_one_line_before_training(train_slice, base_encoder, tmp_path, options, message):
@@ -184,10 +240,11 @@ def test_bad_training_options_fail_in_one_line_before_training(train_slice, base
     if options == ["--out-is-a-file"]:
         out.write_text("not a folder")
         options = []
+    options = [str(base_encoder) if option == "TEACHER" else option for option in options]
     result = run_cli(*train_args(train_slice, out, base_encoder, *options))
     stderr = result.stderr.decode()
     assert result.returncode == 2 and message in stderr and stderr.count("\n") == 1, stderr
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and "teacher logits" not in stderr  # refused before the teacher ran
 
 
 def test_a_named_class_without_training_rows_is_warned_about(train_slice, base_encoder, tmp_path):
@@ -258,9 +315,11 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
     assert negative["student"] > 0.8 and negative["plain"] < 0.65, negative
     assert {tensor.dtype for tensor in load_file(student / "model.safetensors").values()} == {np.dtype("float16")}
 
-    # The logits the teacher gave are kept beside the student; a run given them instead of the teacher trains
-    # the same student.
+    # The logits the teacher gave are kept beside the student, with the classes of their columns; a run given them
+    # instead of the teacher trains the same student.
     (saved,) = student.glob("teacher-logits-*.npz")
+    with np.load(saved) as stored:
+        assert stored["labels"].tolist() == ["NEGATIVE", "POSITIVE"]
     again = tmp_path / "again"
     result = run_cli(
         *train_args(
@@ -275,11 +334,13 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
     # Several saved files are an ensemble: their mean logits. Zeros and twice the teacher's average to exactly the
-    # teacher's, so the student is the same again; either file alone would teach another.
+    # teacher's, so the student is the same again; either file alone would teach another. A file without class
+    # names (as older runs wrote them) is taken by position, with a warning.
     with np.load(saved) as stored:
         arrays = dict(stored)
-    for name, factor in (("zeros", 0.0), ("double", 2.0)):
-        np.savez(tmp_path / f"{name}.npz", **{**arrays, "logits": (arrays["logits"] * factor).astype(np.float32)})
+    unnamed = {key: value for key, value in arrays.items() if key != "labels"}
+    np.savez(tmp_path / "zeros.npz", **{**unnamed, "logits": np.zeros_like(arrays["logits"])})
+    np.savez(tmp_path / "double.npz", **{**arrays, "logits": (arrays["logits"] * 2).astype(np.float32)})
     ensemble = tmp_path / "ensemble"
     result = run_cli(
         *train_args(
@@ -288,6 +349,8 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
         )
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stderr.decode().count("does not name its classes") == 1
+    assert f"warning: --teacher-logits {tmp_path / 'zeros.npz'} does not name its classes" in result.stderr.decode()
     third = load_file(ensemble / "model.safetensors")
     for name in first:
         np.testing.assert_array_equal(first[name], third[name], err_msg=name)
@@ -295,6 +358,26 @@ def test_distillation_moves_the_student_towards_the_teacher(train_slice, base_en
                                       "--split-seed", "9"))  # fmt: skip
     assert other_split.returncode != 0
     assert b"holds logits of other training texts" in other_split.stderr and b"Traceback" not in other_split.stderr
+    # Classes in another order than the file's columns would learn inverted targets.
+    args = train_args(train_slice, tmp_path / "inverted", base_encoder, "--teacher-logits", str(saved))
+    args[args.index("--labels") + 1] = "POSITIVE,NEGATIVE"
+    inverted = run_cli(*args).stderr.decode()
+    assert inverted.count("\n") == 1 and (
+        "holds logits of the classes NEGATIVE, POSITIVE; this run's are POSITIVE, NEGATIVE" in inverted
+    ), inverted
+
+    # A run that stopped after caching the teacher's logits, before its first checkpoint, left only the cache: a
+    # rerun starts (reusing it), and so does --resume, from step 0.
+    for name, extra in (("restarted", ()), ("resumed", ("--resume",))):
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copyfile(saved, out / saved.name)
+        rerun = run_cli(*train_args(train_slice, out, base_encoder, "--teacher", str(teacher), "--distill-alpha", "0",
+                                    "--save-dtype", "float16", "--max-steps", "1", *extra))  # fmt: skip
+        assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+        assert f"teacher logits: reusing {saved.name}" in rerun.stderr.decode()
+        assert ("starting at step 0" in rerun.stderr.decode()) == bool(extra)
+        assert (out / "model.safetensors").is_file()
 
 
 def test_ema_saves_the_moving_average_of_the_weights(train_slice, base_encoder, tmp_path):
@@ -326,18 +409,25 @@ def test_select_saves_the_best_or_the_last_checkpoint(train_slice, base_encoder,
     from safetensors.numpy import load_file
 
     out = tmp_path / select
-    result = run_cli(*train_args(train_slice, out, base_encoder, "--select", select, "--epochs", "1"))
+    # Held-out accuracy every 5 steps: here 0.75 at best and 0.25 at the last step, which --select last saves.
+    options = ("--select", select, "--epochs", "1", "--max-steps", "30", "--eval-every", "5")
+    result = run_cli(*train_args(train_slice, out, base_encoder, *options))
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     record = json.loads((out / "training.json").read_text())
     history = record["history"]
     if select == "best":
         expected = torch.load(out / "checkpoints" / "best.pt")
-        best = max(h["held_out_accuracy"] for h in history)
-        step = max(h["step"] for h in history if h["held_out_accuracy"] == best)  # ties go to the later one
+        accuracy = max(h["held_out_accuracy"] for h in history)
+        step = max(h["step"] for h in history if h["held_out_accuracy"] == accuracy)  # ties go to the later one
         assert f"step {step}," in record["saved"]
     else:
         expected = torch.load(out / "checkpoints" / "last.pt")["model"]
-        assert record["saved"] == f"final weights (step {history[-1]['step']})"
+        accuracy, step = history[-1]["held_out_accuracy"], history[-1]["step"]
+        assert record["saved"] == f"final weights (step {step})"
+    # The summary line and training.json give the accuracy of the weights saved and their step (under --select
+    # last, the summary gave the best accuracy of the run, not the saved weights').
+    assert f"\theld-out accuracy {accuracy:.4f} (saved weights, step {step})\t" in result.stdout.decode()
+    assert record["held_out_accuracy"] == accuracy
     saved = load_file(out / "model.safetensors")
     for name, value in saved.items():
         np.testing.assert_array_equal(value, expected[name].numpy(), err_msg=name)
@@ -678,21 +768,42 @@ def test_resume_with_other_options_is_refused_naming_them(train_slice, base_enco
     assert "made with different options (learning_rate 0.001 then, 0.0005 now)" in error and "Traceback" not in error
 
 
-def test_resume_compares_the_data_not_how_its_path_is_written(train_slice, base_encoder, tmp_path):
+def test_resume_compares_the_data_and_models_not_how_their_paths_are_written(train_slice, base_encoder, tmp_path):
     """A training file changed under its name was resumed (its new labels saved as the model's); the same file
-    named by another path (relative, absolute) was refused."""
+    named by another path (relative, absolute) was refused. A teacher replaced under its path was resumed too
+    (the student learnt from two teachers), a base of another width failed in a long traceback."""
+    import shutil
+
     data = tmp_path / "data.tsv"
     data.write_text(train_slice.read_text())
+    base = Path(shutil.copytree(base_encoder, tmp_path / "base"))
+    teacher = Path(shutil.copytree(base_encoder, tmp_path / "teacher"))
     out = tmp_path / "run"
     relative = os.path.relpath(data, ROOT)  # the command runs in ROOT
-    first = run_cli(*train_args(relative, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2"))
+    options = ("--max-steps", "4", "--checkpoint-every", "2", "--teacher", str(teacher))
+    first = run_cli(*train_args(relative, out, base, *options))
     assert first.returncode == 0, first.stderr.decode()[-2000:]
-    again = run_cli(*train_args(data, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2", "--resume"))
+    again = run_cli(*train_args(data, out, base, *options, "--resume"))
     assert again.returncode == 0 and "resumed at step" in again.stderr.decode(), again.stderr.decode()[-2000:]
+
+    def refused(changed: Path):
+        result = run_cli(*train_args(data, out, base, *options, "--resume"))
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1, stderr[-2000:]
+        assert f"--resume: {changed.resolve()} changed since the checkpoint" in stderr
+        assert "teacher logits: running" not in stderr  # refused before the (new) teacher ran
+
     data.write_text(train_slice.read_text().replace("\t1\n", "\t0\n", 50))
-    changed = run_cli(*train_args(data, out, base_encoder, "--max-steps", "4", "--checkpoint-every", "2", "--resume"))
-    assert changed.returncode == 2
-    assert f"--resume: {data.resolve()} changed since the checkpoint" in changed.stderr.decode()
+    refused(data)
+    data.write_text(train_slice.read_text())
+    shutil.rmtree(teacher)
+    build_model(teacher, "bert", hidden=64, layers=2, seed=7, vocab=base_encoder / "vocab.txt")
+    refused(teacher)
+    shutil.rmtree(teacher)
+    shutil.copytree(base_encoder, teacher)
+    shutil.rmtree(base)
+    build_model(base, "bert", hidden=32, layers=2, seed=1, vocab=base_encoder / "vocab.txt")
+    refused(base)
 
 
 # ---- attention distillation (`train --attention-weight`) --------------------------------------------
@@ -909,3 +1020,73 @@ def test_named_labels_keep_the_order_of_the_base_models_head(train_slice, base_e
     assert "classes in the order of base's head: POSITIVE, NEGATIVE" in result.stdout.decode() + result.stderr.decode()
     saved = json.loads((tmp_path / "out" / "config.json").read_text())["id2label"]
     assert saved == {"0": "POSITIVE", "1": "NEGATIVE"}
+
+
+def _with_head_names(model: Path, directory: Path, names: list[str]) -> Path:
+    """A copy of `model` whose config.json names its head's classes `names` (its weights unchanged)."""
+    import shutil
+
+    copy = Path(shutil.copytree(model, directory))
+    config = json.loads((copy / "config.json").read_text())
+    config["id2label"], config["label2id"] = dict(enumerate(names)), {name: i for i, name in enumerate(names)}
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_the_base_models_head_rows_follow_the_runs_class_order(train_slice, base_encoder, tmp_path):
+    """The base's head was kept row by row whatever order the run gave its classes: with a teacher's order (data
+    labelled by name) or --labels in another order than the head's, the fine-tune started inverted. After steps of
+    a learning rate of 1e-12, the student must still score every text as its base does, class by class."""
+    from fastsentiment import Classifier
+
+    named = tmp_path / "named.tsv"
+    rows = train_slice.read_text().splitlines()
+    named.write_text(
+        "\n".join([rows[0], *(r[:-1] + ("POSITIVE" if r.endswith("1") else "NEGATIVE") for r in rows[1:41])]) + "\n"
+    )
+    texts = [row.split("\t")[0] for row in rows[1:41]]
+    reversed_head = _with_head_names(base_encoder, tmp_path / "reversed", ["POSITIVE", "NEGATIVE"])
+
+    def student_of(base: Path, out: str, *extra: str, base_names: dict | None = None) -> str:
+        """Train a student of `base` into `out`; check it scores as `base` (whose classes `base_names` renames)."""
+        args = train_args(named, tmp_path / out, base, "--lr", "1e-12", "--epochs", "1", "--max-steps", "5", *extra)
+        del args[args.index("--labels") : args.index("--labels") + 2]
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        student, original = Classifier.load(tmp_path / out, backend="torch"), Classifier.load(base, backend="torch")
+        names = [(base_names or {}).get(name, name) for name in original.labels]
+        theirs = original.scores(original.logits(texts))[:, [names.index(name) for name in student.labels]]
+        np.testing.assert_allclose(student.scores(student.logits(texts)), theirs, atol=1e-4)
+        # 39 rows in batches of 16: --epochs 1 ends the run at step 3, before --max-steps, and says so
+        assert "note: --epochs 1 ends the run at step 3, before --max-steps 5" in result.stderr.decode()
+        return result.stderr.decode()
+
+    # (a) a teacher whose head says POSITIVE, NEGATIVE gives the run its order; the base's says NEGATIVE, POSITIVE.
+    said = student_of(base_encoder, "a", "--teacher", str(reversed_head))
+    assert "head rows reordered from NEGATIVE, POSITIVE to this run's POSITIVE, NEGATIVE" in said
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["id2label"] == {"0": "POSITIVE", "1": "NEGATIVE"}
+    # (b) --labels in the other order than the base's head.
+    student_of(reversed_head, "b", "--labels", "NEGATIVE,POSITIVE")
+    # A head that names other classes keeps its rows by position, and the run says so.
+    other = _with_head_names(base_encoder, tmp_path / "other", ["neg", "pos"])
+    said = student_of(other, "c", "--labels", "NEGATIVE,POSITIVE", base_names={"neg": "NEGATIVE", "pos": "POSITIVE"})
+    assert "warning: other's head names its classes neg, pos; its rows are kept by position as NEGATIVE" in said
+
+
+def test_train_builtin_reads_its_saved_logits_flag_wherever_it_comes(tmp_path):
+    """`scripts/train_builtin.sh --saved-teacher-logits` was read as SST2_DIR (only a third argument was the flag):
+    the teacher stage started instead of the saved logits being used."""
+    work = tmp_path / "runs" / "builtin"  # the script's default WORK_DIR, under the folder it runs in
+    work.mkdir(parents=True)
+    (work / "imdb-sentences.txt").write_text("a sentence fetched before\n")
+    script = str(ROOT / "scripts" / "train_builtin.sh")
+    # PYTHON=false: a teacher stage, were it reached, fails at once instead of downloading the teacher (400 MB).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
+    run = subprocess.run(["bash", script, "--saved-teacher-logits"], cwd=tmp_path, env=env, capture_output=True)
+    log = (work / "log.txt").read_text()
+    assert "== teacher: using the saved logits" in log, log[-2000:]
+    saved = ROOT / "scripts" / "teacher-logits" / "mpnet-1ep-seed2-imdb40k.npz"
+    assert (work / "teacher-logits-imdb40k.npz").read_bytes() == saved.read_bytes()
+    assert run.returncode != 0  # then it stops: no SST-2 where the default SST2_DIR points from tmp_path
+    misspelt = subprocess.run(["bash", script, "--saved-teacher-logit"], cwd=tmp_path, capture_output=True, text=True)
+    assert misspelt.returncode == 2 and "unknown option --saved-teacher-logit" in misspelt.stderr

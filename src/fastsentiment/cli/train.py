@@ -34,12 +34,19 @@ def train(
         0, "--split-seed", help="Seed of the held-out split (keep it fixed across runs you compare)."
     ),
     epochs: int = typer.Option(2, "--epochs"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps."),
+    max_steps: int | None = typer.Option(
+        None,
+        "--max-steps",
+        help="Stop after this many optimiser steps, or at the end of --epochs if that comes first (as with the "
+        "default --epochs 2; --epochs 0: these steps alone, across as many epochs as they take).",
+    ),
     batch_size: int = typer.Option(32, "--batch-size"),
     learning_rate: float = typer.Option(3e-5, "--learning-rate", "--lr"),
     schedule: str = typer.Option("linear", "--schedule", help="linear, cosine or constant (after warm-up)."),
-    warmup_ratio: float = typer.Option(0.06, "--warmup-ratio"),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    warmup_ratio: float = typer.Option(
+        0.06, "--warmup-ratio", help="Share of the steps (0 to 1) over which the learning rate warms up."
+    ),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", help="AdamW weight decay (0 or more)."),
     max_length: int = typer.Option(128, "--max-length"),
     seed: int = typer.Option(42, "--seed"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -55,7 +62,9 @@ def train(
         [],
         "--teacher-logits",
         help="Distil from the teacher-logits-*.npz an earlier run with --teacher left in its --out, "
-        "without running the teachers; repeat for an ensemble (mean logits).",
+        "without running the teachers; repeat for an ensemble (mean logits). A file that names its classes must "
+        "name this run's, in its order; one without names (older files, scripts/save_teacher_logits.py) is taken "
+        "by position, with a warning.",
     ),
     augment: int = typer.Option(
         0,
@@ -72,7 +81,9 @@ def train(
     distill_alpha: float = typer.Option(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
-    distill_temperature: float = typer.Option(2.0, "--distill-temperature"),
+    distill_temperature: float = typer.Option(
+        2.0, "--distill-temperature", help="Softens the teacher's and student's distributions (above 0)."
+    ),
     feature_weight: float = typer.Option(
         0.0,
         "--feature-weight",
@@ -135,8 +146,12 @@ def train(
         progress=progress,
     )
     result = run_training(config, on_event=lambda message: typer.echo(message, err=True))
+    # The accuracy of the weights saved (--select best or last), not the best of the run.
     accuracy = "n/a" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.4f}"
-    typer.echo(f"{result.output_dir}\theld-out accuracy {accuracy}\t{result.seconds / 60:.1f} min")
+    typer.echo(
+        f"{result.output_dir}\theld-out accuracy {accuracy} (saved weights, step {result.saved_step})"
+        f"\t{result.seconds / 60:.1f} min"
+    )
 
 
 def _base_model(name: str) -> str:

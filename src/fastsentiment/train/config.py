@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fastsentiment.models import ModelDir
 
 # Options that may differ between an interrupted run and its resumption without changing the result.
 RESUME_NEUTRAL = {"resume", "device", "progress"}
@@ -80,6 +83,14 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.result_options(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_identity(models: Sequence[ModelDir]) -> dict[str, str]:
+    """The content hash of every model a run reads (base, teachers) by folder, as `data_identity` holds the data's:
+    a resumed run notices a model replaced under its path (a base of another size would not take the checkpoint's
+    weights; another teacher would mix two teachers' logits in one student). The hash is computed once per model:
+    the run needs it anyway (the teacher-logits cache key, training.json's base_model_hash)."""
+    return {str(model.path.resolve()): model.content_hash for model in models}
 
 
 def _absolute(path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +57,17 @@ def read_labelled(
         if label is None or (isinstance(label, float) and label != label) or not str(label).strip():
             # an empty cell, JSON null or a NaN: it would become a class of its own (named "", "None" or "nan")
             raise InputError(f"{path}, line {row.line}: no label in column {label_column!r}")
+        if isinstance(label, (list, dict)):  # JSON: its text ("[1]") would become a class name
+            raise InputError(
+                f"{path}, line {row.line}: the label in column {label_column!r} is {json.dumps(label)}; "
+                "expected a class name or id"
+            )
         texts.append(row.text)
         raw_labels.append(str(label).strip())
         lines.append(row.line)
     if not texts:
         raise InputError(f"{path}: no labelled rows")
-    names = label_names or _infer_label_names(raw_labels)
+    names = label_names or _infer_label_names(raw_labels, path, lines)
     return LabelledData(texts, _to_ids(raw_labels, names, path, lines), lines), names
 
 
@@ -80,14 +86,22 @@ def read_unlabelled(paths: Sequence[str | Path], text_column: str | None = None)
     return texts
 
 
-def _infer_label_names(raw: list[str]) -> list[str]:
-    values = sorted(set(raw))
-    if all(class_id(value) is not None for value in values):
-        ids = sorted({class_id(value) for value in values})
+def _infer_label_names(raw: list[str], path: str | Path, lines: list[int]) -> list[str]:
+    """The class names of labels given without --labels: LABEL_0... for class ids, the names sorted otherwise. A
+    column of both is refused: an id among names would become a class named "0" beside the one it means."""
+    is_id = [class_id(value) is not None for value in raw]
+    if all(is_id):
+        ids = sorted({class_id(value) for value in raw})
         if ids[0] < 0:
             raise InputError(f"label ids must be 0 or more, found {ids[0]}")
         return generic_names(ids[-1] + 1)
-    return values
+    if any(is_id):
+        number, name = is_id.index(True), is_id.index(False)
+        raise InputError(
+            f"{path}, line {lines[number]}: the label {raw[number]!r} is a class id, but line {lines[name]} names "
+            f"a class ({raw[name]!r}); label every row by name or every row by id (or name the ids with --labels)"
+        )
+    return sorted(set(raw))
 
 
 def _to_ids(raw: list[str], names: list[str], path: str | Path, lines: list[int]) -> np.ndarray:

@@ -8,8 +8,9 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,37 @@ from fastsentiment.backends.base import usable_cpus
 from fastsentiment.backends.torch_backend import attention_kernels, torch_inputs
 from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
+from fastsentiment.labels import generic_names
 from fastsentiment.models import ModelDir
-from fastsentiment.models.modeldir import TOKENIZER_FILES, TOKENIZER_SETTINGS
+from fastsentiment.models.modeldir import HEAD_OUTPUT_WEIGHTS, TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.models.network import load_network, transformers_quiet
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
-from fastsentiment.train.config import TrainConfig, total_steps
+from fastsentiment.train.config import TrainConfig, model_identity, total_steps
 from fastsentiment.train.data import UNLABELLED, length_bucketed_batches
 
 # Attention dropout as BERT-style and DistilBERT configs name it.
 ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+@dataclass
+class SmoothedLoss:
+    """The training loss as the progress bar and the history report it: an exponential moving average, started at
+    zero and divided by 1 - decay^count as Adam corrects its moments, so that the first steps are averaged rather
+    than the first one standing for all (or the zero start pulling them down). Kept in checkpoints: a resumed run
+    reports what the uninterrupted one would."""
+
+    decay: float = 0.98
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, loss: float) -> None:
+        self.total = self.decay * self.total + (1 - self.decay) * loss
+        self.count += 1
+
+    @property
+    def value(self) -> float:
+        return self.total / (1 - self.decay**self.count) if self.count else float("nan")
 
 
 class Trainer:
@@ -41,14 +63,20 @@ class Trainer:
         labels: list[str],
         device: torch.device,
         on_event: Callable[[str], None],
+        teachers: Sequence[ModelDir] = (),
     ) -> None:
         self.config = config
-        self.data_identity = config.data_identity()  # once: a checkpoint stores it, a resumed run compares it
+        # Once: a checkpoint stores them, a resumed run compares them.
+        self.data_identity = config.data_identity()
+        self.model_identity = model_identity([base, *teachers])
         self.labels = labels
         self.device = device
         self.on_event = on_event
         self.output = Path(config.output_dir)
         self.checkpoints = self.output / "checkpoints"
+        # Read and checked before anything runs: a checkpoint of other options, data or models is refused in one
+        # line before the teachers run or its weights meet a network of another shape.
+        self.resumed_state = self._checked_checkpoint() if config.resume else None
         self.token_types = base.uses_token_type_ids
         torch.manual_seed(config.seed)  # the classification head's initial weights
         # The base's config with its class's defaults for what config.json leaves out.
@@ -63,6 +91,7 @@ class Trainer:
             ignore_mismatched_sizes=True,
             **overrides,
         ).to(device)
+        _order_head_rows(self.model, base, labels, on_event)
         # Training-only settings the attention loss changed, written back as the base has them when saving.
         self.base_settings = {name: getattr(base_config, name) for name in overrides if name in ATTENTION_DROPOUT}
         self.projection: torch.nn.Linear | None = None  # student width -> teacher width, for the feature loss
@@ -70,6 +99,8 @@ class Trainer:
         self.history: list[dict] = []
         self.best: tuple[float, int] | None = None
         self.step = 0
+        self.train_loss = SmoothedLoss()
+        self.saved: tuple[int, float | None] | None = None  # (step, held-out accuracy) of the weights save() wrote
 
     # ---- optimisation -------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -144,10 +175,16 @@ class Trainer:
         lengths = np.array([len(s) for s in train_ids])
         per_epoch = math.ceil(len(train_ids) / config.batch_size)
         steps = total_steps(config, len(train_ids))
+        if config.max_steps and steps < config.max_steps:
+            self.on_event(
+                f"note: --epochs {config.epochs} ends the run at step {steps}, before --max-steps {config.max_steps} "
+                "(--epochs 0: --max-steps alone)"
+            )
         optimizer = self._optimizer()
         scheduler = self._schedule(optimizer, steps)
-        if config.resume:
-            self._restore(optimizer, scheduler)
+        if self.resumed_state is not None:
+            self._restore(self.resumed_state, optimizer, scheduler)
+            self.resumed_state = None
         labels_t = torch.from_numpy(train_labels)
         teacher_t = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
         autocast = (
@@ -155,7 +192,7 @@ class Trainer:
         )
         progress = _progress(config.progress)
         task = progress.add_task("training", total=steps, completed=self.step, loss=float("nan"), rate=0.0)
-        seen, window_start, running = 0, time.perf_counter(), None
+        seen, window_start = 0, time.perf_counter()
         self.model.train()
         with progress, attention_kernels(str(self.device)):
             while self.step < steps:
@@ -208,14 +245,13 @@ class Trainer:
                     scheduler.step()
                     self.step += 1
                     self._update_ema()
-                    value = loss.item()
-                    running = value if running is None else 0.98 * running + 0.02 * value
+                    self.train_loss.add(loss.item())
                     seen += len(rows)
                     rate = seen / (time.perf_counter() - window_start)
-                    progress.update(task, completed=self.step, loss=running, rate=rate)
+                    progress.update(task, completed=self.step, loss=self.train_loss.value, rate=rate)
                     end_of_epoch = self.step % per_epoch == 0 or self.step == steps
                     if end_of_epoch or (config.eval_every and self.step % config.eval_every == 0):
-                        self._evaluate(held_ids, held_labels, encoder, self.step / per_epoch, running)
+                        self._evaluate(held_ids, held_labels, encoder, self.step / per_epoch, self.train_loss.value)
                         self._checkpoint(optimizer, scheduler)
                     elif self.step % config.checkpoint_every == 0:
                         self._checkpoint(optimizer, scheduler)
@@ -250,6 +286,7 @@ class Trainer:
             "fingerprint": self.config.fingerprint(),
             "options": self.config.result_options(),
             "data": self.data_identity,
+            "models": self.model_identity,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -258,11 +295,13 @@ class Trainer:
             "projection": None if self.projection is None else self.projection.state_dict(),
             "history": self.history,
             "best": self.best,
+            "train_loss": asdict(self.train_loss),
             "rng": torch.get_rng_state(),
         }
         _atomic_save(state, self.checkpoints / "last.pt")
 
-    def _restore(self, optimizer, scheduler) -> None:
+    def _checked_checkpoint(self) -> dict:
+        """The checkpoint to resume from, refused where it was made with other options, data files or models."""
         # Onto the CPU first: the RNG state must live there, and a checkpoint from another device still loads.
         state = torch.load(self.checkpoints / "last.pt", weights_only=False, map_location="cpu")
         if state["fingerprint"] != self.config.fingerprint():
@@ -271,14 +310,19 @@ class Trainer:
                 f"--resume: the checkpoint in {self.checkpoints} was made with different options"
                 f"{f' ({changed})' if changed else ''}; resume with the same options or start a new output directory"
             )
-        if (stored := state.get("data")) is not None and stored != self.data_identity:
-            changed = sorted(
-                path for path in {*stored, *self.data_identity} if stored.get(path) != self.data_identity.get(path)
-            )
+        # Checkpoints made before the data (or the models) were recorded hold none: nothing to compare.
+        changed = [
+            *_changed_files(state.get("data"), self.data_identity),
+            *_changed_files(state.get("models"), self.model_identity),
+        ]
+        if changed:
             raise InputError(
                 f"--resume: {', '.join(changed)} changed since the checkpoint in {self.checkpoints} was made; resume "
-                "with the same data or start a new output directory"
+                "with the same data and models or start a new output directory"
             )
+        return state
+
+    def _restore(self, state: dict, optimizer, scheduler) -> None:
         self.model.load_state_dict(state["model"])
         if self.projection is not None:
             self.projection.load_state_dict(state["projection"])
@@ -287,17 +331,24 @@ class Trainer:
         if state["ema"] is not None:
             self.ema = {name: value.to(self.device) for name, value in state["ema"].items()}
         self.history, self.best, self.step = state["history"], state["best"], state["step"]
+        # Checkpoints made before the smoothed loss was kept: it restarts (bias-corrected, from this step's losses).
+        self.train_loss = SmoothedLoss(**state.get("train_loss", {}))
         torch.set_rng_state(state["rng"])
         self.on_event(f"resumed at step {self.step}")
 
     def save(self, base: ModelDir) -> Path:
+        """Write the weights --select chooses (the moving average where one is kept); `saved` says which."""
         if self.config.select == "best" and (self.checkpoints / "best.pt").is_file():
             self.model.load_state_dict(torch.load(self.checkpoints / "best.pt", map_location="cpu"))
             chosen = f"best held-out checkpoint (step {self.best[1]}, accuracy {self.best[0]:.4f})"
+            self.saved = (self.best[1], self.best[0])
         else:
             if self.ema is not None:
                 self._load_params(self.ema)
             chosen = f"final weights (step {self.step})"
+            # The run evaluates at its last step (the end of the last epoch or of --max-steps), as these weights.
+            evaluated = [h["held_out_accuracy"] for h in self.history if h["step"] == self.step]
+            self.saved = (self.step, evaluated[-1] if evaluated else None)
         self.model.eval()
         dtype = torch.float16 if self.config.save_dtype == "float16" else torch.float32
         for name, value in self.base_settings.items():
@@ -311,6 +362,7 @@ class Trainer:
             "base_model_hash": base.content_hash,
             "labels": self.labels,
             "saved": chosen,
+            "held_out_accuracy": self.saved[1],
             "history": self.history,
             "hardware": {
                 "machine": platform.machine(),
@@ -362,6 +414,41 @@ def learning_rate_factor(step: int, steps: int, warmup: int, kind: str) -> float
         return 1.0
     progress = (step - warmup) / max(1, steps - warmup)
     return max(0.0, 1 - progress) if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _order_head_rows(network, base: ModelDir, labels: list[str], on_event: Callable[[str], None]) -> None:
+    """Put the rows of the base's classification head in the run's class order. Loading keeps a head of the right
+    shape row by row (models/network.py load_network), but the run's classes may come in another order than the
+    head names them (--labels, or a teacher's order): kept by position, the fine-tune would start inverted. Heads
+    without class names (LABEL_0...) are kept by position, as their ids are the data's; one naming other classes is
+    kept by position with a warning."""
+    head_names = base.labels
+    architectures = base.config.get("architectures") or []
+    carries_head = any(name.endswith("ForSequenceClassification") for name in architectures)
+    if not carries_head or head_names == labels or len(head_names) != len(labels):
+        return  # no head in the weights, nothing to reorder, or a head of another size: a new one is drawn
+    if head_names == generic_names(len(labels)):
+        return
+    if set(head_names) != set(labels):
+        on_event(
+            f"warning: {base.path.name}'s head names its classes {', '.join(head_names)}; its rows are kept by "
+            f"position as {', '.join(labels)}"
+        )
+        return
+    parameters = dict(network.named_parameters())
+    weight = next(name for name in HEAD_OUTPUT_WEIGHTS if name in parameters)  # every architecture names one
+    order = torch.tensor([head_names.index(name) for name in labels])
+    with torch.no_grad():
+        for name in (weight, weight.removesuffix("weight") + "bias"):
+            parameters[name].copy_(parameters[name][order].clone())
+    on_event(f"{base.path.name}'s head rows reordered from {', '.join(head_names)} to this run's {', '.join(labels)}")
+
+
+def _changed_files(stored: dict[str, str] | None, now: dict[str, str]) -> list[str]:
+    """The paths whose content hash differs between a checkpoint's record and now (none where it kept none)."""
+    if stored is None:
+        return []
+    return sorted(path for path in {*stored, *now} if stored.get(path) != now.get(path))
 
 
 def _changed_options(then: dict | None, now: dict) -> str:

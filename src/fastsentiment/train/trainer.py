@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,14 +29,18 @@ from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, re
 
 # The teacher's attention maps are held in memory for the run: refuse what would not fit on an ordinary machine.
 ATTENTION_BYTES_LIMIT = 8 << 30
+# The teacher-logits cache a distillation run writes into --out before its first checkpoint (_teacher_outputs), and
+# its scratch file: not earlier work, since a rerun reuses it (same teachers, same texts) or writes another beside it.
+TEACHER_CACHE = "teacher-logits-*.npz"
 
 
 @dataclass
 class TrainResult:
     output_dir: Path
-    held_out_accuracy: float | None
+    held_out_accuracy: float | None  # of the weights saved (--select best or last), None where none were evaluated
     history: list[dict]
     seconds: float
+    saved_step: int | None = None  # the optimiser step of the weights saved
 
 
 def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> TrainResult:
@@ -49,7 +54,11 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         config.train_file, text_column=config.text_column, label_column=config.label_column, label_names=config.labels
     )
     teachers = [resolve_model(t) for t in config.teachers]
-    _check_output(Path(config.output_dir), [("base model", base), *(("teacher", t) for t in teachers)], config.resume)
+    models = [("base model", base), *(("teacher", t) for t in teachers)]
+    resumes = _check_output(Path(config.output_dir), models, config.resume)
+    if config.resume and not resumes:
+        on_event(f"--resume: no checkpoint in {config.output_dir} yet, only the teachers' logits: starting at step 0")
+        config = replace(config, resume=False)
     if config.labels is None:
         named = _names_for_class_ids(label_names, [base, *teachers], on_event)
         if named != label_names and set(named) == set(label_names):  # the head's order: the data's ids follow it
@@ -85,7 +94,7 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     if config.attention_weight and several:
         raise InputError("--attention-weight needs one teacher: the attention of several teachers does not average")
     saved_logits = (
-        np.mean([load_teacher_logits(Path(path), texts, len(label_names)) for path in config.teacher_logits], axis=0)
+        np.mean([load_teacher_logits(Path(p), texts, label_names, on_event) for p in config.teacher_logits], axis=0)
         if config.teacher_logits
         else None
     )
@@ -116,23 +125,25 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     torch.set_num_threads(usable_cpus())
     device = _training_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
+    trainer = Trainer(config, base, label_names, device, on_event, teachers)  # a checkpoint is checked here
     on_event(f"training on {device} in {config.precision}")
     if config.augment or config.unlabelled:
         on_event(f"distilling on {len(texts) - len(train_data):,} unlabelled texts besides {len(train_data):,} rows")
-    trainer = Trainer(config, base, label_names, device, on_event)
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
     train_ids = encoder.encode(texts)
     held_ids = encoder.encode(held_out.texts)
     teacher_logits, features, attention = saved_logits, saved_features, saved_attention
     if teachers:
-        teacher_logits, features, attention = _teacher_outputs(teachers, texts, train_ids, config, device, on_event)
+        teacher_logits, features, attention = _teacher_outputs(
+            teachers, texts, train_ids, label_names, config, device, on_event
+        )
     if attention is not None:
         attention = _attention_for_student(attention, train_ids, on_event)
     history = trainer.fit(train_ids, labels, held_ids, held_out.labels, encoder, teacher_logits, features, attention)
     output = trainer.save(base)
-    best = max((h["held_out_accuracy"] for h in history), default=None)
-    return TrainResult(output, best, history, time.perf_counter() - started)
+    step, accuracy = trainer.saved
+    return TrainResult(output, accuracy, history, time.perf_counter() - started, step)
 
 
 def distillation_data(
@@ -175,16 +186,25 @@ def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Cal
     return names
 
 
-def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -> None:
-    """The output folder is written over: never a model this run reads, and never earlier work unless resumed."""
+def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -> bool:
+    """The output folder is written over: never a model this run reads, and never earlier work unless resumed.
+    Returns whether the run resumes from a checkpoint: False for --resume where a run stopped before its first
+    checkpoint, leaving only the teacher-logits cache (the cache alone is no earlier work: the run starts anew)."""
     for role, model in models:
         if out.resolve() == model.path.resolve():
             raise InputError(f"--out {out} is the {role}'s own folder, which training would overwrite; choose another")
-    if not resume and out.is_dir() and any(out.iterdir()):
+    held = list(out.iterdir()) if out.is_dir() else []
+    earlier = [path for path in held if not path.match(TEACHER_CACHE)]
+    if not resume and earlier:
         raise InputError(
             f"--out {out} already holds files (an earlier model?); choose a new or empty folder, or --resume the "
             "run that stopped there"
         )
+    if resume and not (out / "checkpoints" / "last.pt").is_file():
+        if held and not earlier:
+            return False
+        raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}; without --resume, train into a new --out")
+    return resume
 
 
 def _check_classes(data: LabelledData, names: list[str], path: str, on_event: Callable[[str], None]) -> None:
@@ -209,8 +229,15 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError("--batch-size must be at least 1")
     if config.checkpoint_every < 1:
         raise InputError("--checkpoint-every must be at least 1")
-    if config.learning_rate <= 0:
-        raise InputError("--learning-rate must be positive")
+    if config.eval_every is not None and config.eval_every < 1:
+        raise InputError("--eval-every must be at least 1 (leave it out to evaluate at the end of each epoch only)")
+    # Comparisons are written so that NaN fails them: a NaN rate or weight would turn every weight into NaN.
+    if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
+        raise InputError(f"--learning-rate (--lr) must be a positive number, got {config.learning_rate}")
+    if not 0 <= config.warmup_ratio <= 1:
+        raise InputError(f"--warmup-ratio must be between 0 and 1 (a share of the steps), got {config.warmup_ratio}")
+    if not (config.weight_decay >= 0 and math.isfinite(config.weight_decay)):
+        raise InputError(f"--weight-decay must be 0 or more, got {config.weight_decay}")
     if config.schedule not in ("linear", "cosine", "constant"):
         raise InputError(f"unknown --schedule {config.schedule!r}; expected linear, cosine or constant")
     if config.precision not in ("auto", "bf16", "fp32"):
@@ -221,18 +248,17 @@ def _check_options(config: TrainConfig) -> None:
         raise InputError(f"unknown --save-dtype {config.save_dtype!r}; expected float32 or float16")
     if config.augment < 0:
         raise InputError("--augment must be 0 or more")
-    if config.feature_weight < 0:
-        raise InputError("--feature-weight must be 0 or more")
-    if config.attention_weight < 0:
-        raise InputError("--attention-weight must be 0 or more")
+    if not (config.feature_weight >= 0 and math.isfinite(config.feature_weight)):
+        raise InputError(f"--feature-weight must be 0 or more, got {config.feature_weight}")
+    if not (config.attention_weight >= 0 and math.isfinite(config.attention_weight)):
+        raise InputError(f"--attention-weight must be 0 or more, got {config.attention_weight}")
     if config.ema_decay is not None and not 0 < config.ema_decay < 1:
         raise InputError("--ema must be between 0 and 1")
     if not 0 <= config.distill_alpha <= 1:
         raise InputError("--distill-alpha must be between 0 and 1")
-    if not config.distill_temperature > 0:  # the teacher's and student's logits are divided by it
-        raise InputError("--distill-temperature must be above 0")
-    if config.resume and not (Path(config.output_dir) / "checkpoints" / "last.pt").is_file():
-        raise InputError(f"--resume: no checkpoint in {config.output_dir}/checkpoints")
+    # The teacher's and student's logits are divided by it: 0 gives NaN weights, infinity a loss of 0 throughout.
+    if not (config.distill_temperature > 0 and math.isfinite(config.distill_temperature)):
+        raise InputError(f"--distill-temperature must be above 0 (and finite), got {config.distill_temperature}")
 
 
 def _training_device(name: str):
@@ -279,11 +305,12 @@ def _fp32_inference_runtime(teacher: ModelDir, device) -> str | None:
 
 
 def _teacher_outputs(
-    teachers: list[ModelDir], texts: list[str], train_ids: list, config, device, on_event
+    teachers: list[ModelDir], texts: list[str], train_ids: list, labels: list[str], config, device, on_event
 ) -> tuple[np.ndarray, np.ndarray | None, AttentionMaps | None]:
-    """What the teachers give the student: mean logits, and with --feature-weight / --attention-weight the (one)
-    teacher's states / attention maps. Cached beside the output in the file format `--teacher-logits` reads, so
-    that a resumed run computes none of them again and a later run can learn from the file."""
+    """What the teachers give the student: mean logits (columns in the order of `labels`, the run's classes, as
+    train() checked the teachers' heads), and with --feature-weight / --attention-weight the (one) teacher's states /
+    attention maps. Cached beside the output in the file format `--teacher-logits` reads, so that a resumed or
+    restarted run computes none of them again and a later run can learn from the file."""
     # The logits are fp32 through an inference runtime where one runs them, else torch in the run's own precision
     # (bf16 autocast where the device computes it); states and maps come from torch in that precision. Both are
     # part of the cache key, since they change the numbers.
@@ -321,7 +348,7 @@ def _teacher_outputs(
         attention = teacher_attention(teachers[0], texts, config.max_length, device, config.precision)
         computed = True
     if computed:
-        save_teacher_logits(cache, logits, texts, features, attention)
+        save_teacher_logits(cache, logits, texts, features, attention, labels)
     return logits, features if config.feature_weight else None, attention if config.attention_weight else None
 
 
@@ -383,13 +410,17 @@ def save_teacher_logits(
     texts: list[str],
     features: np.ndarray | None = None,
     attention: AttentionMaps | None = None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     """Write logits (and the teacher's states, for `--feature-weight`, and attention, for `--attention-weight`) as
     `--teacher-logits` reads them, atomically. The texts' digest travels with them, so that a later run can check
-    they belong to its own training texts."""
+    they belong to its own training texts, and the class name of each column (`labels`), so that it can check they
+    are its classes in its order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.stem + ".tmp.npz")
     arrays = {"logits": logits.astype(np.float32), "texts_sha256": np.array(texts_digest(texts))}
+    if labels is not None:
+        arrays["labels"] = np.array(list(labels), dtype=str)
     if features is not None:
         arrays["features"] = features.astype(np.float16)
     if attention is not None:
@@ -475,21 +506,47 @@ def _check_heads(teacher: int | None, student: int | None) -> None:
         )
 
 
-def load_teacher_logits(path: Path, texts: list[str], labels: int) -> np.ndarray:
+def load_teacher_logits(
+    path: Path,
+    texts: list[str],
+    labels: int | Sequence[str],
+    on_event: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """Logits an earlier run's teachers gave these training texts (its `teacher-logits-*.npz`): distillation
-    without the teachers, e.g. on a machine where they are too large to run."""
+    without the teachers, e.g. on a machine where they are too large to run.
+
+    `labels`: the run's class names, in its order, or only their count. A file that names its classes must name
+    these, in this order (the columns of one in another order would teach inverted targets), or LABEL_0,
+    LABEL_1... (a teacher without names fits any names of its count, as in train()); a file without names (written
+    before they were saved, or by scripts that do not save them) is taken by position, with a warning to
+    `on_event`."""
     if not path.is_file():
         raise InputError(f"--teacher-logits: no file {path}")
     try:
         with np.load(path) as saved:
             logits, digest = saved["logits"], str(saved["texts_sha256"])
+            names = [str(name) for name in saved["labels"]] if "labels" in saved.files else None
     except (OSError, ValueError, KeyError):
         raise InputError(
             f"--teacher-logits: {path} is not a teacher-logits file written by fastsentiment train"
         ) from None
-    if digest != texts_digest(texts) or logits.shape != (len(texts), labels):
+    count = labels if isinstance(labels, int) else len(labels)
+    if digest != texts_digest(texts) or logits.shape != (len(texts), count):
         raise InputError(
             f"--teacher-logits: {path} holds logits of other training texts "
             "(another file, --eval-fraction, --split-seed or labels than this run)"
+        )
+    if isinstance(labels, int):
+        return logits.astype(np.float32)
+    if names is None:
+        if on_event is not None:
+            on_event(
+                f"warning: --teacher-logits {path} does not name its classes; its columns are taken as "
+                f"{', '.join(labels)}"
+            )
+    elif names not in (list(labels), generic_names(count)):
+        raise InputError(
+            f"--teacher-logits: {path} holds logits of the classes {', '.join(names)}; this run's are "
+            f"{', '.join(labels)} (give --labels in the file's order)"
         )
     return logits.astype(np.float32)
