@@ -521,25 +521,31 @@ main(sys.argv[1:])
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, stop):
+def start_loading_server(model, cache: str, load_seconds: int) -> tuple[subprocess.Popen, str, httpx.Response]:
+    """A server whose backend takes `load_seconds` to load: the process, its URL, and its first /health answer."""
     port = free_port()
+    script = SLOW_BACKEND.replace("time.sleep(300)", f"time.sleep({load_seconds})")
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_BACKEND, "serve", "-m", str(bert_dir), "-b", "slow", "--port", str(port)],
+        [sys.executable, "-c", script, "serve", "-m", str(model), "-b", "slow", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "FASTSENTIMENT_CACHE": cache},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline and process.poll() is None
+        try:
+            return process, url, httpx.get(f"{url}/health", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, stop):
+    process, _, health = start_loading_server(bert_dir, cache, 300)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and process.poll() is None
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         assert (health.status_code, health.json()) == (503, {"status": "loading"})
         process.send_signal(stop)
         assert process.wait(timeout=20) == 0
@@ -551,25 +557,8 @@ def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, s
 
 def test_wait_for_model_waits_for_a_loading_model_instead_of_a_503(bert_dir, cache):
     """The Inference API's `options.wait_for_model`: "wait for it instead of receiving 503"."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    script = SLOW_BACKEND.replace("time.sleep(300)", "time.sleep(6)")
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "serve", "-m", str(bert_dir), "-b", "slow", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "FASTSENTIMENT_CACHE": cache},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process, url, _ = start_loading_server(bert_dir, cache, 6)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and process.poll() is None
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         with ThreadPoolExecutor(max_workers=1) as pool:
             waiting = pool.submit(
                 httpx.post,
