@@ -526,19 +526,28 @@ def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, ca
         auto.Measurement("torch:int8", sentences_per_s=900, latency_ms=0.5, faithful=False),  # below the bar
     ]
     chosen = {"backend": "onnx", "precision": "fp32", "why": "test"}
-    auto._save(
-        auto.decision_path(model, "cpu"),
-        {
-            "key": auto.decision_key(model, "cpu", "builtin-v2"),
-            "measured_at": "2026-01-01 00:00",
-            "table": [asdict(row) for row in table],
-            "throughput": chosen,
-            "latency": chosen,
-        },
-    )
+
+    def decided(rows: list) -> None:
+        auto._save(
+            auto.decision_path(model, "cpu"),
+            {
+                "key": auto.decision_key(model, "cpu", "builtin-v2"),
+                "measured_at": "2026-01-01 00:00",
+                "table": [asdict(row) for row in rows],
+                "throughput": chosen,
+                "latency": chosen,
+            },
+        )
+
+    decided(table)
     assert resolve_auto(model, "cpu", "int8") == ("openvino", "int8")
-    assert resolve_auto(model, "cpu", "int8", "latency") == ("onnx", "int8")
+    assert resolve_auto(model, "cpu", "int8", "latency") == ("onnx", "int8")  # over 10% quicker one at a time
+    assert resolve_auto(model, "cpu", "int8", "start") == ("onnx", "int8")  # a one-off call: no measured path
     assert resolve_auto(model, "cpu", "fp32") == ("onnx", "fp32")
+    # Within LATENCY_TOLERANCE, latency keeps the throughput path, as the decision's own rule does.
+    table[2] = auto.Measurement("openvino:int8", sentences_per_s=300, latency_ms=1.05, faithful=True)
+    decided(table)
+    assert resolve_auto(model, "cpu", "int8", "latency") == ("openvino", "int8")
 
 
 def test_tune_on_a_device_no_backend_runs_on_says_so(model, cache):

@@ -544,11 +544,17 @@ def start_loading_server(model, cache: str, load_seconds: int) -> tuple[subproce
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_server_stopped_while_its_model_loads_exits_at_once(bert_dir, cache, stop):
-    process, _, health = start_loading_server(bert_dir, cache, 300)
+    process, url, health = start_loading_server(bert_dir, cache, 300)
     try:
         assert (health.status_code, health.json()) == (503, {"status": "loading"})
-        process.send_signal(stop)
-        assert process.wait(timeout=20) == 0
+        with ThreadPoolExecutor(max_workers=1) as pool:  # a request waiting for the model does not hold the stop
+            body = {"inputs": "good film", "options": {"wait_for_model": True}}
+            waiting = pool.submit(httpx.post, f"{url}/predict", json=body, timeout=60)
+            time.sleep(0.5)
+            assert not waiting.done()
+            process.send_signal(stop)
+            assert process.wait(timeout=20) == 0
+            assert waiting.result().status_code == 503 and waiting.result().json()["error_type"] == "loading"
         assert "Traceback" not in process.stderr.read().decode()
     finally:
         process.kill()

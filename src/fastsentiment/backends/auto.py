@@ -191,9 +191,13 @@ def choose(
 def measured_with_precision(
     model: ModelDir, device: str, precision: str, workload: str = "throughput", threads: int | None = None
 ) -> Choice | None:
-    """`auto` with a precision given: the fastest faithful row of the cached decision's table with that precision
-    (by throughput score, or by latency for `workload` "latency") that still runs here; None without a decision or
-    such a row (the caller then takes the first backend that has the precision)."""
+    """`auto` with a precision given: among the faithful rows of the cached decision's table with that precision
+    that still run here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
+    that one unless another is more than LATENCY_TOLERANCE quicker); None for "start" (a one-off call takes no
+    measured path, as `choose` says), without a decision or without such a row (the caller then takes the first
+    backend that has the precision)."""
+    if workload == "start":
+        return None
     decision = cached_decision(model, device, threads=threads)
     rows = []
     for row in (decision or {}).get("table", []):
@@ -204,12 +208,13 @@ def measured_with_precision(
             rows.append(row)
     if not rows:
         return None
+    best = max(rows, key=lambda row: row["sentences_per_s"])
+    why = f"{best['sentences_per_s']:,.0f} sentences/s (score) at batch {BATCH}"
     if workload == "latency":
-        best = min(rows, key=lambda row: row["latency_ms"])
+        quickest = min(rows, key=lambda row: row["latency_ms"])
+        if best["latency_ms"] > (1 + LATENCY_TOLERANCE) * quickest["latency_ms"]:
+            best = quickest
         why = f"{best['latency_ms']:.2f} ms p50 at batch 1"
-    else:
-        best = max(rows, key=lambda row: row["sentences_per_s"])
-        why = f"{best['sentences_per_s']:,.0f} sentences/s (score) at batch {BATCH}"
     backend = best["config"].split(":")[0]
     return Choice(backend, precision, f"measured {decision['measured_at']}: the fastest {precision} path, {why}")
 

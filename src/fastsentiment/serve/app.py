@@ -120,9 +120,16 @@ class ServerState:
         self.batcher: DynamicBatcher | None = None
         self.failure: Exception | None = None  # why the model could not load
         self.loading = False  # set by the app's startup until the loading thread is done
-        self.settled = asyncio.Event()  # the model loaded, or failed to
+        self.settled = asyncio.Event()  # the model loaded, or failed to, or the server stops before either
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Told when the model cannot load: logged here; `runner.run` stops the server instead and exits with it.
         self.on_failure: Callable[[Exception], None] = lambda error: log.error("model failed to load: %s", error)
+
+    def stop_waiting(self) -> None:
+        """The server stops: requests waiting for the model (wait_for_model) are answered now (503, still loading)
+        rather than holding the stop until a load that may take minutes; callable from a signal handler."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.settled.set)
 
     def ready(self) -> tuple[Classifier, DynamicBatcher]:
         if self.failure is not None:
@@ -132,6 +139,7 @@ class ServerState:
         return self.classifier, self.batcher
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             classifier, alone = await _on_daemon_thread(load_and_warm, load_classifier)
         except Exception as error:  # surfaced by /health and every request until the server stops

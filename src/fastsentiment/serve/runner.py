@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -20,6 +21,14 @@ class GracefulServer(uvicorn.Server):
     uvicorn's own signal capture re-raises the signal after shutting down, which turns a clean stop
     into exit status -15; a graceful stop is a success, so the signals are captured here instead.
     """
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] = lambda: None) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop  # told first when a signal asks the server to stop
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.on_stop()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -57,8 +66,8 @@ def run(app: FastAPI, host: str, port: int) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=None
     )
-    server = GracefulServer(config)
     serving = app.state.serving
+    server = GracefulServer(config, on_stop=serving.stop_waiting)
     serving.on_failure = lambda error: setattr(server, "should_exit", True)
     server.run()
     if serving.loading:
