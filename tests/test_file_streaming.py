@@ -908,3 +908,46 @@ def test_finishing_needs_room_for_one_part_and_a_full_disk_keeps_the_parts_for_r
 
     assert said("resumed")[0] == 0, said("resumed")[1]
     assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+INTERRUPTED_WHILE_JOINING = """
+import os, signal, sys
+from fastsentiment.jobs.journal import ChunkJournal
+
+joining = ChunkJournal._join_in_place
+
+def interrupted(self, first):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C as the parts begin to be joined
+    return joining(self, first)
+
+ChunkJournal._join_in_place = interrupted
+from fastsentiment.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_while_the_parts_are_joined_says_that_resume_finishes_the_job(bert_dir, tmp_path):
+    source = write_csv(tmp_path / "in.csv", 40)
+    options = ["--file", str(source), "--model", str(bert_dir), *PINNED, "--chunk-rows", "10"]
+    env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "out.csv"
+    interrupted = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_JOINING, "classify", *options, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    stderr = interrupted.stderr.decode()
+    assert interrupted.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "interrupted while joining the parts of out.csv: the same command with --resume finishes it" in stderr
+    assert not out.exists()
+    resumed = run_cli(
+        "classify", *options, "--out", str(out), "--resume", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    whole = run_cli(
+        "classify", *options, "--out", str(tmp_path / "whole.csv"), env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    )
+    assert whole.returncode == 0
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()

@@ -67,7 +67,16 @@ def classify_file(
             if not journal.parts:
                 journal.discard()
             raise
-    journal.finish()
+    try:
+        journal.finish()
+    except KeyboardInterrupt:
+        if rows.stream:  # every row is classified, but a pipe's run cannot be resumed to join them
+            journal.discard()
+        else:
+            sys.stderr.write(
+                f"interrupted while joining the parts of {out.name}: the same command with --resume finishes it\n"
+            )
+        raise
     return journal.failed
 
 
