@@ -50,7 +50,7 @@ def main() -> None:
     rows, slice_held_out = split_held_out(data, args.eval_fraction, args.split_seed)
     unlabelled = read_unlabelled(args.unlabelled)
     texts, _ = distillation_data(rows, slice_held_out, 0, args.split_seed, unlabelled)
-    logits = load_teacher_logits(args.teacher_logits, texts, len(labels))
+    logits = load_teacher_logits(args.teacher_logits, texts, labels)
     long_rows = [i for i, text in enumerate(rows.texts) if len(text.split()) >= args.min_words]
     chosen = np.random.default_rng(args.seed).choice(long_rows, size=args.sentences, replace=False)
     held = [f" {rows.texts[i].strip()} " for i in chosen]

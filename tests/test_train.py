@@ -723,7 +723,8 @@ def test_sentence_held_out_removes_every_phrase_of_a_held_out_sentence_and_keeps
         assert not any(f" {text} " in f" {sentence} " or f" {sentence} " in f" {text} " for sentence in held)
     assert "a good film" in left and "the films of the year" in left
     assert len(left) == len([t for t in kept.texts if not any(f" {t} " in f" {s} " for s in held)])
-    saved = load_teacher_logits(out / "teacher-logits.npz", left, 2)  # the digest matches the file left to train on
+    # The digest matches the file left to train on.
+    saved = load_teacher_logits(out / "teacher-logits.npz", left, ["NEGATIVE", "POSITIVE"])
     np.testing.assert_array_equal(saved, logits[[kept.texts.index(text) for text in left]])
 
     # With texts without labels: their logits follow the rows left, as `train --unlabelled` on those rows expects.
@@ -738,7 +739,7 @@ def test_sentence_held_out_removes_every_phrase_of_a_held_out_sentence_and_keeps
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     expected = [*left, "a fresh sentence about nothing", "another new one"]  # no held-out sentence, no row again
-    saved = load_teacher_logits(tmp_path / "split-extra" / "teacher-logits.npz", expected, 2)
+    saved = load_teacher_logits(tmp_path / "split-extra" / "teacher-logits.npz", expected, ["NEGATIVE", "POSITIVE"])
     np.testing.assert_array_equal(saved, every_logit[[every_text.index(text) for text in expected]])
 
 

@@ -509,13 +509,13 @@ def _check_heads(teacher: int | None, student: int | None) -> None:
 def load_teacher_logits(
     path: Path,
     texts: list[str],
-    labels: int | Sequence[str],
+    labels: Sequence[str],
     on_event: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Logits an earlier run's teachers gave these training texts (its `teacher-logits-*.npz`): distillation
     without the teachers, e.g. on a machine where they are too large to run.
 
-    `labels`: the run's class names, in its order, or only their count. A file that names its classes must name
+    `labels`: the run's class names, in its order. A file that names its classes must name
     these, in this order (the columns of one in another order would teach inverted targets), or LABEL_0,
     LABEL_1... (a teacher without names fits any names of its count, as in train()); a file without names (written
     before they were saved, or by scripts that do not save them) is taken by position, with a warning to
@@ -530,14 +530,12 @@ def load_teacher_logits(
         raise InputError(
             f"--teacher-logits: {path} is not a teacher-logits file written by fastsentiment train"
         ) from None
-    count = labels if isinstance(labels, int) else len(labels)
+    count = len(labels)
     if digest != texts_digest(texts) or logits.shape != (len(texts), count):
         raise InputError(
             f"--teacher-logits: {path} holds logits of other training texts "
             "(another file, --eval-fraction, --split-seed or labels than this run)"
         )
-    if isinstance(labels, int):
-        return logits.astype(np.float32)
     if names is None:
         if on_event is not None:
             on_event(
