@@ -550,6 +550,21 @@ def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, ca
     assert resolve_auto(model, "cpu", "int8", "latency") == ("openvino", "int8")
 
 
+def test_auto_with_a_precision_measures_first_where_the_workload_pays_for_it(model, cache, monkeypatch):
+    """A file job or the server with `--precision int8` and nothing measured: the paths are measured (and cached) as
+    for plain `auto`, and the fastest int8 one is taken, not the first backend that has int8."""
+    from fastsentiment.backends.registry import resolve_auto
+
+    monkeypatch.setattr(auto, "candidates", lambda device, model=None: [("onnx", "fp32"), ("onnx", "int8")])
+    assert resolve_auto(model, "cpu", "int8", "start", measure=True) == ("onnx", "int8")
+    assert auto.cached_decision(model, "cpu") is None  # a one-off call measures nothing
+    assert resolve_auto(model, "cpu", "int8", measure=True) == ("onnx", "int8")
+    decision = auto.cached_decision(model, "cpu")
+    assert decision is not None and {row["config"] for row in decision["table"]} == {"onnx:fp32", "onnx:int8"}
+    reason = auto.measured_with_precision(model, "cpu", "int8").reason
+    assert reason.startswith(f"measured {decision['measured_at']}: the fastest int8 path")
+
+
 def test_tune_on_a_device_no_backend_runs_on_says_so(model, cache):
     """Every runtime installed, none for the device: installing one again would not help, so it is not advised."""
     from fastsentiment.errors import BackendError

@@ -321,3 +321,37 @@ def test_a_parquet_input_with_as_many_workers_as_cpus_finishes(ray_address, bert
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert len(pq.read_table(out).to_pylist()) == 50
+
+
+def test_the_ray_reader_never_holds_a_line_over_the_limit(tmp_path):
+    """Ray's reader gets a stream without `readline`; it joined blocks until a line ended, so one 24 MB line was held
+    whole (and copied) before being refused. It now reads up to the limit, as the local reader does (its peak is
+    about twice the limit: the buffered reader joins what it read for a line)."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from fastsentiment.jobs.ray_engine import LINE, READ_ERROR, _text_rows_datasource_class
+    from fastsentiment.jobs.rows import MAX_LINE_BYTES
+
+    path = tmp_path / "long.txt"
+    with open(path, "wb") as stream:
+        stream.write(b"good\n" + b"c" * (3 * MAX_LINE_BYTES) + b"\nbad\n")
+    source = _text_rows_datasource_class()([str(path)], column=None, name_files=False)
+    tracemalloc.start()
+    try:
+        with pa.input_stream(str(path)) as stream:
+            rows = [row for block in source._read_stream(stream, str(path)) for row in block.to_pylist()]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(row[LINE], row["text"], row[READ_ERROR]) for row in rows] == [
+        (1, "good", None),
+        (
+            2,
+            "",
+            f"a line of {3 * MAX_LINE_BYTES + 1:,} bytes, over the limit of {MAX_LINE_BYTES:,} (split it into shorter rows)",
+        ),
+        (3, "bad", None),
+    ]
+    assert peak < 2.5 * MAX_LINE_BYTES, f"{peak:,} bytes at the peak"  # the line read up to the limit; 49 MB before

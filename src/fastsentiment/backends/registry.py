@@ -202,11 +202,15 @@ def resolve_auto(
     threads: int | None = None,
 ) -> tuple[str, str | None]:
     """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
-    fastest faithful backend measured with it (the cached decision's table), else the first backend that has it."""
+    fastest faithful backend measured with it (the cached decision's table, measured first if `measure` and none is
+    cached), else the first backend that has it."""
     if precision is not None:
-        from fastsentiment.backends.auto import measured_with_precision
+        from fastsentiment.backends.auto import choose, measured_with_precision
 
         measured = measured_with_precision(model, device, precision, workload, threads)
+        if measured is None and measure and workload != "start":
+            choose(model, device, workload, measure=True, threads=threads)  # the table of every path, cached
+            measured = measured_with_precision(model, device, precision, workload, threads)
         if measured is not None:
             return measured.backend, measured.precision
         for name in backend_names():

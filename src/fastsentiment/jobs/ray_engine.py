@@ -14,11 +14,11 @@ mix the rows of several input files.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -261,16 +261,10 @@ def _count_output(out: Path, fmt: str) -> RayReport:
 
 
 # ---- the parts that run on workers ---------------------------------------------------------------
-def _binary_lines(stream, block: int = 1 << 20) -> Iterator[bytes]:
-    """Lines (with their newline) of a pyarrow input stream, which has no readline."""
-    pending = b""
-    while chunk := stream.read(block):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            yield line + b"\n"
-    if pending:
-        yield pending
+def _buffered(stream, block: int = 1 << 20) -> io.BufferedReader:
+    """A pyarrow input stream (which has no `readline`) with one, so that the row reader reads an over-long line up
+    to its limit only, as on the local path, instead of holding it whole."""
+    return io.BufferedReader(stream, block)
 
 
 def _text_rows_datasource_class():
@@ -292,7 +286,7 @@ def _text_rows_datasource_class():
             file = {FILE: Path(path).name} if self.name_files else {}
             records: list[dict[str, Any]] = []
             try:
-                for row in rows_from_lines(_binary_lines(f), fmt, self.column):
+                for row in rows_from_lines(_buffered(f), fmt, self.column):
                     if kinds is not None:
                         kinds.check(row)
                     records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
