@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from cli_forkserver import Zygote, fresh_reason
 from tiny_models import build_model
+
+_zygote: Zygote | None = None  # set in pytest_configure unless --fresh-cli
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--fresh-cli",
+        action="store_true",
+        help="start a fresh interpreter for every fastsentiment command instead of forking one that has imported "
+        "the libraries (tests/cli_forkserver.py)",
+    )
 
 
 def pytest_configure(config) -> None:
@@ -18,6 +30,9 @@ def pytest_configure(config) -> None:
     subprocesses they start, which inherit the affinity) each run on their own cores instead of all of them
     spinning on all cores at once.
     """
+    global _zygote
+    if not config.getoption("fresh_cli"):
+        _zygote = Zygote(ROOT)
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # set by pytest-xdist in its workers: gw0, gw1, ...
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or not hasattr(os, "sched_setaffinity"):
@@ -65,15 +80,19 @@ def sst2_dev(sst2_dir) -> tuple[list[str], list[int]]:
 
 
 def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = None, timeout: float = 300):
-    """Run the real `fastsentiment` command in a subprocess."""
+    """Run the real `fastsentiment` command in a process of its own: forked from the worker's zygote, or a fresh
+    interpreter where its environment needs one (or with --fresh-cli)."""
     if isinstance(input, str):
         input = input.encode()
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    if _zygote is not None and fresh_reason(environment) is None:
+        return _zygote.run(list(args), input, environment, timeout)
     return subprocess.run(
         [sys.executable, "-m", "fastsentiment", *args],
         input=input,
         capture_output=True,
         timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        env=environment,
         cwd=ROOT,
     )
 

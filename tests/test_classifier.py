@@ -347,6 +347,22 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(bert_dir):
         Classifier.load(bert_dir, backend="torch", device="cuda")
 
 
+def test_the_backends_preference_order_does_not_depend_on_what_was_imported_first():
+    """A program that imported the training code (which imports torch's backend) before listing backends got torch
+    first: `auto` without a measurement, and an unknown device's error, then followed another order."""
+    import subprocess
+    import sys
+
+    script = """
+import fastsentiment.backends.torch_backend
+from fastsentiment.backends.registry import backend_names, first_runnable
+print(backend_names()[:3], first_runnable("cpu"))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["['onnx',", "'torch',", "'openvino']", "onnx"]
+
+
 def test_threads_of_a_new_process_load_and_export_at_once(bert_dir, tmp_path):
     """A web app's threads loading models at start-up: the second found the backend list half made ("unknown backend
     'onnx'"), and two first exports at once failed inside torch's exporter (and left INFO logging switched off)."""

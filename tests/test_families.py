@@ -327,7 +327,9 @@ def test_the_ane_layout_computes_the_activations_it_lists(family_model, texts, a
     model = family_model("roberta", config_overrides={"hidden_act": act})
     reference = hugging_face_logits(model, texts[:24])
     logits = Classifier.load(model, backend="ane", precision="fp32").logits(texts[:24])
-    assert np.abs(logits - reference).max() <= 1e-4
+    # The rounding rule of the DeBERTa-v2 test above: these logits reach ~9, and an AVX-512 EPYC put silu 1.04e-4
+    # from transformers (1.2e-5 of the scale).
+    assert np.abs(logits - reference).max() <= 3e-5 * max(1.0, float(np.abs(reference).max())), act
 
 
 def test_an_activation_the_ane_layout_lacks_is_refused_in_one_line_and_not_offered(family_model, tmp_path):

