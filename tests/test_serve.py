@@ -349,35 +349,103 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
     assert 'fastsentiment_errors_total{kind="client_gone"}' in metrics and 'kind="backend"' not in metrics
 
 
-def test_a_client_that_stops_mid_body_gets_408_and_the_connection_is_closed(bert_dir, cache):
-    server = Server(
+@pytest.fixture(scope="module")
+def impatient(bert_dir, cache):
+    """A server that gives a request's head and body one second each."""
+    running = Server(
         bert_dir,
         "--backend",
         "onnx",
         "--body-timeout",
         "1",
+        "--header-timeout",
+        "1",
         "--model-batch-size",
         "3",
         env={"FASTSENTIMENT_CACHE": cache},
     )
-    try:
-        assert httpx.get(f"{server.url}/info").json()["model_batch_size"] == 3  # as asked
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"inputs": ')
-            started = time.monotonic()
-            # others are served while it waits
-            assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
-            sock.settimeout(30)
-            answer = b""
-            while chunk := sock.recv(65536):  # until the server closes the connection
-                answer += chunk
-            waited = time.monotonic() - started
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 408"), answer
-        assert json.loads(body) == {"error": "the body did not arrive within 1 s", "error_type": "body_timeout"}
+    yield running
+    running.stop()
+
+
+def answer_until_closed(sock: socket.socket) -> tuple[bytes, dict]:
+    """What the server sends before it closes the connection (a timeout fails the test): status line, JSON body."""
+    sock.settimeout(30)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower(), answer
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+def test_a_client_that_stops_mid_body_gets_408_and_the_connection_is_closed(impatient):
+    assert httpx.get(f"{impatient.url}/info").json()["model_batch_size"] == 3  # as asked
+    with socket.create_connection(("127.0.0.1", impatient.port)) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"inputs": ')
+        started = time.monotonic()
+        # others are served while it waits
+        assert httpx.post(f"{impatient.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
+        status, body = answer_until_closed(sock)
+        waited = time.monotonic() - started
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert body == {"error": "the body did not arrive within 1 s", "error_type": "body_timeout"}
+    assert 0.9 < waited < 10
+
+
+def test_a_client_that_does_not_finish_its_headers_in_time_gets_408_and_others_are_served(impatient):
+    """uvicorn sets no deadline on a request's head: a connection that sent nothing, or headers a byte at a time
+    (slowloris), stayed open for as long as the client liked. A head that arrives in pieces within the deadline, or
+    a keep-alive connection's second request, is served."""
+    silent = socket.create_connection(("127.0.0.1", impatient.port))
+    slow = socket.create_connection(("127.0.0.1", impatient.port))
+    started = time.monotonic()
+    slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    with silent, slow, httpx.Client(base_url=impatient.url, timeout=30) as client:
+        with socket.create_connection(("127.0.0.1", impatient.port)) as patient:
+            body = b'{"inputs": "good film"}'
+            pieces = [b"POST /predict HTTP/1.1\r\nHost: x\r\n", b"Content-Length: %d\r\n" % len(body), b"\r\n" + body]
+            for piece in pieces:  # 0.8 s in all, within the deadline
+                patient.sendall(piece)
+                time.sleep(0.4)
+            patient.settimeout(30)
+            assert patient.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        assert client.post("/predict", json={"inputs": "good film"}).status_code == 200
+        time.sleep(1.5)  # idle between requests is keep-alive's to bound (5 s), not the head's
+        assert client.post("/predict", json={"inputs": "bad film"}).status_code == 200
+        for sock in (silent, slow):
+            status, body = answer_until_closed(sock)
+            assert status == b"HTTP/1.1 408 Request Timeout"
+            assert body == {"error": "the request headers did not arrive within 1 s", "error_type": "header_timeout"}
+        waited = time.monotonic() - started
         assert 0.9 < waited < 10
-    finally:
-        server.stop()
+        metrics = client.get("/metrics").text
+    assert re.search(r'fastsentiment_errors_total\{kind="header_timeout"\} ([0-9.]+)', metrics).group(1) == "2.0"
+
+
+def test_a_header_that_never_ends_is_refused_as_it_arrives(impatient):
+    """The HTTP parser holds a header line whole until its end: one that never ends grew the server without bound.
+    It is refused with 431 once the head passes the limit (64 KiB), within a read of the socket."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", impatient.port)) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        try:
+            while sent < 64 << 20:  # 64 MiB, if nothing stopped it
+                sock.sendall(b"x" * 16384)
+                sent += 16384
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            status, body = answer_until_closed(sock)
+        except ConnectionResetError:  # the server closed with our unread bytes in its buffer: its answer is lost
+            status, body = None, None
+    assert sent < 32 << 20, f"{sent:,} bytes of one header were taken"  # the kernels' buffers hold a few MB
+    if status is not None:
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert body == {"error": "request headers over 65536 bytes", "error_type": "headers_too_large"}
+    assert httpx.post(f"{impatient.url}/predict", json={"inputs": "good film"}, timeout=30).status_code == 200
+    metrics = httpx.get(f"{impatient.url}/metrics").text
+    assert re.search(r'fastsentiment_errors_total\{kind="headers_too_large"\} ([0-9.]+)', metrics).group(1) == "1.0"
 
 
 def test_full_queue_answers_503_with_retry_after(bert_dir, cache):

@@ -45,6 +45,13 @@ def serve(
     body_timeout: float = typer.Option(
         30.0, "--body-timeout", min=0.001, help="Seconds a request's body may take to arrive (then 408)."
     ),
+    header_timeout: float = typer.Option(
+        20.0,
+        "--header-timeout",
+        min=0.001,
+        help="Seconds a request's line and headers may take to arrive, from its first byte or the connection's "
+        "opening (then 408).",
+    ),
     labels: LabelsOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /predict, /health, /info, /metrics; docs at /docs)."""
@@ -71,6 +78,7 @@ def serve(
         max_inputs=max_inputs,
         max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,
+        header_timeout_s=header_timeout,
     )
 
     def load():

@@ -43,7 +43,8 @@ log = logging.getLogger("fastsentiment.serve")
 T = TypeVar("T")
 
 # As nginx's default (large_client_header_buffers 4 8k) allows, with room. The HTTP parser (httptools) has no limit
-# of its own: this refuses a prediction carrying more, but the parser has held it by then (bound that at a proxy).
+# of its own: `serve` refuses a head over it as it arrives (serve/protocol.py); the prediction routes check it too,
+# for the app served some other way (under Ray Serve, say).
 MAX_HEADER_BYTES = 64 * 1024
 PREDICT_PATHS = {
     "/predict": "Classify one text or a list",
@@ -59,6 +60,8 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
     # A client that sends its headers and stops mid-body holds a connection and a request slot until this expires.
     body_timeout_s: float = 30.0
+    # And one that never finishes its request line and headers holds a connection (serve/protocol.py).
+    header_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.max_inputs > self.batching.max_queue:
@@ -424,6 +427,7 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
     predict = PredictEndpoint(state, settings, metrics)
     app = _PredictFirst(predict, title="fastsentiment", version=__version__, lifespan=lifespan)
     app.state.serving = state
+    app.state.settings, app.state.metrics = settings, metrics  # for the HTTP protocol's own refusals (runner.run)
     # The same endpoint as routes too: what the app dispatches to it (below) never reaches them, but other methods
     # get Starlette's 405, and the OpenAPI document lists them.
     app.router.routes[:0] = [Route(path, predict, methods=["POST"]) for path in PREDICT_PATHS]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -13,6 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from fastsentiment.errors import FastSentimentError, InputError
+from fastsentiment.serve.app import MAX_HEADER_BYTES
+from fastsentiment.serve.protocol import BoundedHeadProtocol, HeadLimits
 
 
 class GracefulServer(uvicorn.Server):
@@ -61,10 +64,12 @@ def check_port(host: str, port: int) -> int:
 def run(app: FastAPI, host: str, port: int) -> None:
     """Serve `app` (from `create_app`) until SIGTERM/SIGINT; a model that cannot load stops the server at once and
     is raised here, so the command fails with its one-line error instead of answering 503 for ever."""
-    # uvicorn picks uvloop and httptools when installed (the server extra brings them): its pure-Python
+    # uvloop and httptools (the server extra brings them; uvicorn picks uvloop when installed): uvicorn's pure-Python
     # event loop and HTTP parser cost more CPU per request than the model at batch sizes the server reaches.
+    limits = HeadLimits(app.state.settings.header_timeout_s, MAX_HEADER_BYTES)
+    protocol = functools.partial(BoundedHeadProtocol, limits=limits, on_refusal=app.state.metrics.count_error)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=None
+        app, host=host, port=port, http=protocol, log_level="warning", access_log=False, timeout_graceful_shutdown=None
     )
     serving = app.state.serving
     server = GracefulServer(config, on_stop=serving.stop_waiting)
