@@ -3,17 +3,20 @@
 Most of a command's time in the suite was interpreter start-up: a tiny `train` run spent 4 of its 5.5 s importing
 torch and transformers, and the suite runs a few hundred commands. A zygote process per test worker imports them
 once; each command is a child forked from it that sets the caller's environment, working folder, CPUs and standard
-streams, runs `python -m fastsentiment` (the same `__main__`, through runpy), and exits with its status: a process
-of its own, as before, only without the imports. Nothing is imported in the zygote that starts threads able to hold
-a lock across the fork (checked: the runtimes' thread pools start on first use).
+streams, runs `python -m fastsentiment` (the same `__main__`, through runpy), and ends as an interpreter does
+(non-daemon threads joined, exit hooks run, streams flushed, exit status 120 if they cannot be, an escaped Ctrl+C
+re-raised as the signal): a process of its own, as before, only without the imports. The imports leave a few
+threads behind (OpenBLAS's, pyarrow's allocator's, OpenVINO's telemetry executor); none takes a lock a command
+needs, and the native ones are fork-aware.
 
-A command whose environment differs from the test process's in anything but the keys in `FORKABLE_ENV` (PYTHONPATH
-stubs hiding a runtime, Ray's token) needs a fresh interpreter, and gets one (`fresh_reason`); so does every command
-with `--fresh-cli` on pytest's command line.
+A command for which a test sets an environment key other than those in `FORKABLE_ENV` (PYTHONPATH
+stubs hiding a runtime, Ray's token, Hugging Face's settings, which huggingface_hub reads at import) needs a fresh
+interpreter, and gets one (`fresh_reason`); so does every command with `--fresh-cli` on pytest's command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -23,11 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Environment keys the code reads when a command runs, not when a module is imported: a child can take them.
-FORKABLE_ENV = {"FASTSENTIMENT_CACHE", "FASTSENTIMENT_THREADS", "HF_HUB_OFFLINE", "XDG_CACHE_HOME", "COLUMNS"}
+# Environment keys read when a command runs, not when a module is imported: a child can take them. (Not
+# XDG_CACHE_HOME: fastsentiment reads it late, but huggingface_hub derives its cache folder from it at import.)
+FORKABLE_ENV = {"FASTSENTIMENT_CACHE", "FASTSENTIMENT_THREADS", "COLUMNS"}
 
 ZYGOTE = r"""
-import atexit, json, os, runpy, sys, threading, traceback
+import atexit, json, os, runpy, signal, sys, threading, traceback
 
 requests, replies = os.fdopen(os.dup(0), "rb", 0), os.dup(1)
 null = os.open(os.devnull, os.O_RDONLY)
@@ -75,7 +79,7 @@ def run(request):
     os.chdir(request["cwd"])
     os.sched_setaffinity(0, request["cpus"])
     sys.argv = ["fastsentiment", *request["argv"]]
-    code = 0
+    code, interrupted = 0, False
     try:
         runpy.run_module("fastsentiment", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
@@ -84,19 +88,33 @@ def run(request):
         else:
             print(stop.code, file=sys.stderr)
             code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
     except BaseException:
         traceback.print_exc()
         code = 1
+    # As Py_FinalizeEx: non-daemon threads joined (and concurrent.futures' exit hooks), atexit, then the streams
     try:
+        threading._shutdown()
         atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
+    except BaseException:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            code = 120
+    if interrupted:  # as Python ends on an uncaught KeyboardInterrupt: killed by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
 
 reply({"ready": True})
 for line in requests:
     request = json.loads(line)
+    sys.stdout.flush()  # nothing an import left unwritten is copied into the child
+    sys.stderr.flush()
     child = os.fork()
     if child == 0:
         run(request)
@@ -109,9 +127,21 @@ for line in requests:
 class Zygote:
     """One test worker's zygote: started on first use, gone when the worker ends (its request pipe closes)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, environment: dict[str, str]) -> None:
         self.root = root
+        self.environment = dict(environment)  # fixed now, whenever the zygote starts: its imports see this
         self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def fresh_reason(overrides: dict[str, str], base: dict[str, str]) -> str | None:
+        """Why a command whose test sets `overrides` over the test process's environment `base` needs a fresh
+        interpreter (a key read at import), or None. What the test process itself acquired after the zygote started
+        (pytest's current test, the settings Ray and torch write into os.environ when a test imports them) is not
+        the command's: a fresh interpreter saw it only because subprocess copies os.environ."""
+        unforkable = sorted(
+            key for key, value in overrides.items() if base.get(key) != value and key not in FORKABLE_ENV
+        )
+        return f"environment: {', '.join(unforkable)}" if unforkable else None
 
     def _started(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
@@ -119,8 +149,9 @@ class Zygote:
                 [sys.executable, "-c", ZYGOTE],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                bufsize=0,  # replies read unbuffered: one left in a buffer would not wake select()
                 cwd=self.root,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                env=self.environment,
             )
             ready = self._reply(self.process, 300)
             assert ready == {"ready": True}, ready
@@ -156,16 +187,10 @@ class Zygote:
             try:
                 status = self._reply(process, timeout)["status"]
             except TimeoutError:
-                os.killpg(child, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it ended just now
+                    os.killpg(child, signal.SIGKILL)
                 self._reply(process, 60)
                 raise subprocess.TimeoutExpired(["fastsentiment", *argv], timeout) from None
             return subprocess.CompletedProcess(
                 ["fastsentiment", *argv], status, streams["stdout"].read_bytes(), streams["stderr"].read_bytes()
             )
-
-
-def fresh_reason(env: dict[str, str]) -> str | None:
-    """Why a command with `env` needs a fresh interpreter (an environment key read at import time), or None."""
-    changed = {key for key in env.keys() | os.environ.keys() if env.get(key) != os.environ.get(key)}
-    unforkable = sorted(changed - FORKABLE_ENV)
-    return f"environment: {', '.join(unforkable)}" if unforkable else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_forkserver import Zygote, fresh_reason
+from cli_forkserver import Zygote
 from tiny_models import build_model
 
 _zygote: Zygote | None = None  # set in pytest_configure unless --fresh-cli
@@ -32,7 +32,7 @@ def pytest_configure(config) -> None:
     """
     global _zygote
     if not config.getoption("fresh_cli"):
-        _zygote = Zygote(ROOT)
+        _zygote = Zygote(ROOT, {**os.environ, "HF_HUB_OFFLINE": "1"})
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # set by pytest-xdist in its workers: gw0, gw1, ...
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or not hasattr(os, "sched_setaffinity"):
@@ -84,8 +84,9 @@ def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = Non
     interpreter where its environment needs one (or with --fresh-cli)."""
     if isinstance(input, str):
         input = input.encode()
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    if _zygote is not None and fresh_reason(environment) is None:
+    base = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    environment = {**base, **(env or {})}
+    if _zygote is not None and _zygote.fresh_reason(env or {}, base) is None:
         return _zygote.run(list(args), input, environment, timeout)
     return subprocess.run(
         [sys.executable, "-m", "fastsentiment", *args],

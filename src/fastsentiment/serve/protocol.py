@@ -1,10 +1,20 @@
-"""uvicorn's HTTP protocol (httptools) with bounds on a request's head: the time it takes and the bytes it holds.
+"""uvicorn's HTTP protocol (httptools) with bounds on what a client sends around a request's body: the time its head
+takes and the bytes its head and a chunked body's framing and trailers hold.
 
-uvicorn bounds a body only through the app (here `--body-timeout`) and the head not at all: a client that opens a
-connection and sends nothing, or sends its headers a byte a minute (slowloris), holds the connection for as long as
-it likes, and the parser buffers a header line of any length while it waits for its end. Here a head must be whole
-within `header_timeout_s` of the connection opening or its first byte (then 408), and a head that grows past
-`max_head_bytes` is refused as it arrives (431); both answers close the connection, in the app's error format.
+uvicorn bounds a body only through the app (here `--body-timeout`, `--max-body-bytes`) and the rest not at all: a
+client that opens a connection and sends nothing, or its headers a byte a minute (slowloris), held the connection
+for as long as it liked, and the parser buffers a header line (or a chunked body's trailer) of any length while it
+waits for its end. Here:
+
+- a request's head must be whole within `header_timeout_s` of its first byte, or 408; a connection on which no
+  request has begun (opened and silent, or only blank lines after an answer) is closed without an answer after as
+  long, as nginx closes idle ones, so that no client takes an unasked-for 408 for the answer to a request it sends
+  at that moment;
+- a head that grows past `max_head_bytes` is refused with 431, and a chunked body whose framing and trailers pass
+  `max_head_bytes` plus the body's own size likewise;
+
+both answers close the connection, in the app's error format. A refusal meant for a pipelined request while the
+one before it is still being answered waits for that answer, and nothing more of the connection is read.
 """
 
 from __future__ import annotations
@@ -17,6 +27,10 @@ from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# A refused client that does not read its answer would keep the connection (and a graceful stop) waiting for the
+# answer to drain; it is cut off after this.
+CLOSE_GRACE_S = 5.0
+
 
 @dataclass(frozen=True)
 class HeadLimits:
@@ -25,18 +39,22 @@ class HeadLimits:
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """One connection. Counting starts with the request's first byte (a request line and headers that arrive in the
-    same read as it are counted only when the head goes on past that read: the bound is exact to within one read
-    of the socket, and a body is never counted)."""
+    """One connection. Bytes are counted per read of the socket, only for reads that lie wholly inside one head (or
+    one chunked body): the bounds are exact to within one read, and a body's own bytes are never counted."""
 
     def __init__(self, *args, limits: HeadLimits, on_refusal: Callable[[str], None], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
         self._on_refusal = on_refusal  # told the refusal's kind, for the server's error counts
-        self._head_bytes: int | None = 0  # of the head being read; None between a head's end and the next one
-        self._heads_begun = 0
-        self._head_deadline: asyncio.TimerHandle | None = None
+        self._phase = "idle"  # "head" from a request's first byte, "body" from its headers' end, "idle" after it
+        self._messages_begun = 0
+        self._head_bytes = 0
+        self._framing_bytes = 0  # of the body being read: what is not the body's own bytes (chunk sizes, trailers)
+        self._body_bytes = 0
+        self._body_bytes_in_read = 0
+        self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._refusal_due: bytes | None = None  # an answer that waits for the previous request's answer
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,62 +65,109 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # answered and closing: what else it sends is not read
+        if self._refused:  # refused: what else it sends is not read
             return
-        heads_before = self._heads_begun
+        phase, messages = self._phase, self._messages_begun
+        self._body_bytes_in_read = 0
         super().data_received(data)
-        if self._head_bytes is not None and self._heads_begun == heads_before and not self._refused:
-            self._head_bytes += len(data)  # the whole read lies inside one head
-            if self._head_bytes > self._limits.max_head_bytes:
-                self._refuse(431, "headers_too_large", f"request headers over {self._limits.max_head_bytes} bytes")
+        if self._refused or self.transport.is_closing():  # refused while parsing, or uvicorn answered 400
+            return
+        if self._messages_begun == messages and self._phase == phase:  # the whole read lies inside one part
+            if phase == "head":
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_head_bytes:
+                    self._refuse(431, "headers_too_large", f"request headers over {self._limits.max_head_bytes} bytes")
+            elif phase == "body":
+                self._framing_bytes += len(data) - self._body_bytes_in_read
+                if self._framing_bytes > self._limits.max_head_bytes + self._body_bytes:
+                    self._refuse(
+                        431,
+                        "headers_too_large",
+                        f"the chunked body's framing and trailers over {self._limits.max_head_bytes} bytes more "
+                        "than its data",
+                    )
+        if self._phase == "idle" and self._deadline is None and not self._answering():
+            self._arm_deadline()  # bytes that begin no request (blank lines) stopped uvicorn's keep-alive timer
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._heads_begun += 1
-        self._head_bytes = 0
+        self._messages_begun += 1
+        self._phase, self._head_bytes = "head", 0
         self._arm_deadline()
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = None
+        self._phase, self._framing_bytes, self._body_bytes = "body", 0, 0
         self._disarm_deadline()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes_in_read += len(body)
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = "idle"
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal_due is not None and not self.pipeline:
+            self._answer_and_close(self._refusal_due)
+        elif self._phase == "head" and not self.transport.is_closing():
+            self._arm_deadline()  # a pipelined head's time counts from the answer before it
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # after a refusal the parser's complaint about the cut-off head is not the client's
             super().send_400_response(msg)
 
+    def _answering(self) -> bool:
+        """Whether a request of this connection is being answered."""
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
-        self._head_deadline = self.loop.call_later(self._limits.header_timeout_s, self._deadline_passed)
+        self._deadline = self.loop.call_later(self._limits.header_timeout_s, self._deadline_passed)
 
     def _disarm_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _deadline_passed(self) -> None:
-        self._head_deadline = None
-        if self._head_bytes is None or self.transport.is_closing():
+        self._deadline = None
+        if self.transport.is_closing() or self._refused or self._phase == "body":
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A request of this connection is still being answered, and uvicorn reads no more of the connection
-            # until it is: the next head's time starts counting once it has been.
-            self._arm_deadline()
+        if self._answering():  # a pipelined head: its time counts from the answer before it (on_response_complete)
             return
-        self._refuse(
-            408, "header_timeout", f"the request headers did not arrive within {self._limits.header_timeout_s:g} s"
-        )
+        if self._phase == "head":
+            self._refuse(
+                408, "header_timeout", f"the request headers did not arrive within {self._limits.header_timeout_s:g} s"
+            )
+        else:  # no request begun: an idle connection, closed without an answer
+            self.transport.close()
 
     def _refuse(self, status: int, kind: str, message: str) -> None:
         self._refused = True
         self._disarm_deadline()
         self._on_refusal(kind)
         body = json.dumps({"error": message, "error_type": kind}).encode()
-        self.transport.write(
+        answer = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
             + b"content-type: application/json\r\n"
             + f"content-length: {len(body)}\r\n".encode()
             + b"connection: close\r\n\r\n"
             + body
         )
+        if self._phase == "head" and self._answering():
+            self._refusal_due = answer  # after the answer of the request before it (on_response_complete)
+        elif self._phase == "body" and self.cycle.response_started:
+            self._answer_and_close(b"")  # the request's own answer has begun: only the connection can end it
+        else:
+            self._answer_and_close(answer)
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        self._refusal_due = None
+        if answer:
+            self.transport.write(answer)
         self.transport.close()
+        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
