@@ -49,8 +49,8 @@ def serve(
         20.0,
         "--header-timeout",
         min=0.001,
-        help="Seconds a request's line and headers may take to arrive, from its first byte or the connection's "
-        "opening (then 408).",
+        help="Seconds a request's line and headers may take to arrive from its first byte (then 408); a connection "
+        "on which no request begins for as long is closed.",
     ),
     labels: LabelsOption = None,
 ) -> None:
