@@ -225,6 +225,33 @@ def test_an_openvino_export_whose_weights_cannot_be_written_leaves_nothing_half_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]  # no .xml without weights, no scratch
 
 
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_an_export_onto_a_link_writes_where_it_points_and_keeps_the_link(bert_dir, tmp_path, kind):
+    """The files were moved onto the link's own name: the link became a file and what it named was left stale."""
+    suffix = {"onnx": ".onnx", "openvino": ".xml"}[kind]
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[kind])
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / f"v1{suffix}").write_text("an earlier export")
+    link = tmp_path / f"latest{suffix}"
+    link.symlink_to(store / f"v1{suffix}")
+    if kind == "openvino":  # OpenVINO reads the weights beside the name it is given: a release links both
+        (tmp_path / "latest.bin").symlink_to(store / "v1.bin")
+    result = run_cli("export", kind, str(bert_dir), str(link), env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert link.is_symlink() and link.resolve() == store / f"v1{suffix}"
+    written = sorted(path.name for path in store.iterdir())
+    assert written == (["v1.onnx"] if kind == "onnx" else ["v1.bin", "v1.xml"])  # the weights beside it, no scratch
+    if kind == "onnx":
+        import onnxruntime
+
+        onnxruntime.InferenceSession(str(link))
+    else:
+        import openvino as ov
+
+        ov.Core().read_model(str(link))
+
+
 def test_an_export_from_a_damaged_cache_is_built_again_not_copied(bert_dir, tmp_path):
     """`export onnx` copied a cached export truncated on disk and said it had written it."""
     import onnxruntime

@@ -302,6 +302,24 @@ def test_an_output_that_is_the_input_is_refused_and_the_input_kept(bert_dir, tmp
     assert source.read_bytes() == before
 
 
+@pytest.mark.parametrize("target", ["existing", "not yet written"])
+def test_an_output_named_by_a_link_is_written_where_it_points(bert_dir, tmp_path, target):
+    """The finished output was moved onto the link's own name, replacing the link and leaving its target stale."""
+    source = write_csv(tmp_path / "in.csv", 10)
+    results = tmp_path / "results"
+    results.mkdir()
+    if target == "existing":
+        (results / "scores.csv").write_text("stale\n")
+    out = tmp_path / "latest.csv"
+    out.symlink_to(results / "scores.csv")
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    assert out.is_symlink() and out.resolve() == results / "scores.csv"
+    assert [row["id"] for row in read_output(results / "scores.csv")] == [str(i) for i in range(10)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.csv", "latest.csv", "results"]
+    assert [path.name for path in results.iterdir()] == ["scores.csv"]  # no journal left beside either
+
+
 @pytest.mark.parametrize(
     ("chunk_rows", "message"),
     [

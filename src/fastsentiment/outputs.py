@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,3 +27,10 @@ def check_output_place(path: Path, folder: bool = False, name: str = "--out") ->
             pass
     except OSError as error:
         raise InputError(f"{name} {path}: cannot write in {parent} ({error.strerror or error})") from None
+
+
+def through_link(path: Path) -> Path:
+    """Where an output named by a symbolic link is written: the file the link points at, as `cp` and a shell's `>`
+    write (the link stays a link). Written files are moved into place whole, and a move onto a link would replace
+    the link instead."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path

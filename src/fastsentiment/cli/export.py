@@ -14,7 +14,7 @@ import typer
 from fastsentiment.cache import open_or_rebuild
 from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError, InputError, first_line
-from fastsentiment.outputs import check_output_place
+from fastsentiment.outputs import check_output_place, through_link
 
 export_app = typer.Typer(help="Write a model as ONNX, OpenVINO IR or a CoreML package.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -42,7 +42,7 @@ def export_onnx_command(
     if precision not in VARIANTS:
         raise InputError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(VARIANTS)}")
     model_dir = resolve_model(model)  # before the output's folders are made
-    _check_suffix(out, ".onnx")
+    out = _checked_out(out, ".onnx")
     # A cached export damaged on disk would be copied and reported as written: parsed first (built again if need be).
     source = open_or_rebuild(onnx_file(model_dir, precision), _parsed_onnx, lambda: onnx_file(model_dir, precision))
     files = [weights_file(out), out] if weights_file(source).exists() else [out]  # the graph last: not without weights
@@ -67,7 +67,7 @@ def export_openvino_command(
     except ImportError:
         raise missing_extra("openvino", "openvino", "OpenVINO export") from None
     model_dir = resolve_model(model)  # before the output's folders are made
-    _check_suffix(out, ".xml")
+    out = _checked_out(out, ".xml")
     network = open_or_rebuild(
         onnx_file(model_dir, "plain"),
         lambda path: ov.Core().read_model(str(path)),
@@ -160,8 +160,10 @@ def _parsed_onnx(path: Path) -> Path:
     return path
 
 
-def _check_suffix(path: Path, suffix: str) -> None:
-    """The output's name, and that it can be written there (missing folders are created), before any export."""
+def _checked_out(path: Path, suffix: str) -> Path:
+    """The output's name, and that it can be written there (missing folders are created), before any export; the
+    path then written (through a link, if `path` is one)."""
     if path.suffix != suffix:
         raise InputError(f"{path}: expected a {suffix} file name")
     check_output_place(path, name="OUT")
+    return through_link(path)

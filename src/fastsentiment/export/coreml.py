@@ -16,7 +16,7 @@ from pathlib import Path
 from fastsentiment.errors import InputError, missing_extra
 from fastsentiment.models import ModelDir
 from fastsentiment.models.architectures import ane_layout_problem
-from fastsentiment.outputs import check_output_place
+from fastsentiment.outputs import check_output_place, through_link
 
 DEFAULT_LENGTH = 128
 
@@ -43,6 +43,7 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
         # An earlier package is replaced, as the other exports replace their files; anything else is not ours.
         raise InputError(f"{target} exists and is not a CoreML package; remove it or choose another path")
     check_output_place(target, folder=True, name="OUT")
+    target = through_link(target)
     try:
         ct = import_coremltools()
         import numpy as np

@@ -20,13 +20,15 @@ from typing import Any
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, part_writer
+from fastsentiment.outputs import through_link
 
 MANIFEST_VERSION = 2  # 2: input columns renamed by their own name alone (sinks.output_column)
 
 
 def journal_folder(out: Path) -> Path:
     """Where the parts and manifest of a run writing `out` live until it finishes."""
-    return out.with_name(out.name + ".partial")
+    written = through_link(out)
+    return written.with_name(written.name + ".partial")
 
 
 def check_resumable(out: Path) -> None:
@@ -44,9 +46,9 @@ class ChunkJournal:
         """`identity` says what is being computed (input file, its size and mtime, column, model);
         a resumed run must match it, or its parts would be mixed with a different job's. `columns`: what the
         output's columns are before any row."""
-        self.out = out
-        self.format = output_format(out)
-        self.folder = journal_folder(out)
+        self.format = output_format(out)  # by the name given, which a link's target may not share
+        self.out = through_link(out)
+        self.folder = journal_folder(self.out)
         self.identity = identity
         self.parts: list[str] = []
         self.position: dict[str, int] | None = None
