@@ -1,5 +1,6 @@
 """`fastsentiment serve` as a real process on 127.0.0.1, driven by real HTTP clients."""
 
+import http.client
 import json
 import os
 import re
@@ -156,6 +157,79 @@ def test_a_body_refused_before_it_is_read_closes_the_connection(server):
         assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower(), answer
     big = httpx.post(f"{server.url}/predict", json={"inputs": "good film"}, headers={"X-Big": "x" * 100_000})
     assert big.status_code == 431 and big.json()["error_type"] == "headers_too_large"
+    assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}).status_code == 200
+
+
+def answers_until_closed(sock: socket.socket) -> list[tuple[bytes, dict]]:
+    """Every answer the server sends before it closes the connection (a timeout fails the test): its status line
+    and JSON body, in order."""
+    sock.settimeout(30)
+    stream = b""
+    while chunk := sock.recv(65536):
+        stream += chunk
+    answers = []
+    while stream:
+        head, _, rest = stream.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+        assert b"content-type: application/json" in head.lower(), head
+        answers.append((head.split(b"\r\n")[0], json.loads(rest[:length])))
+        stream = rest[length:]
+    return answers
+
+
+def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_before_them(server):
+    """uvicorn answered bytes its parser rejects with a plain-text 400 at once, losing the answer to a pipelined
+    request before them; a body under a coding the server does not undo was read as if plain; a body without a
+    length was read as the connection's next request; a declared non-JSON body was called invalid JSON."""
+    body = b'{"inputs": "good film"}'
+    good = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    cases = [
+        (good + b"BROKEN\r\n\r\n", [b"200 OK", b"400 Bad Request"], "invalid_http"),
+        (good + good.replace(b"Content-Length: 23", b"Content-Length: -1"), [b"200 OK", b"400 Bad Request"], None),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n17\r\n%s\r\n0\r\n\r\n"
+            % body,
+            [b"501 Not Implemented"],
+            "unsupported_transfer_encoding",
+        ),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n" + body, [b"411 Length Required"], "length_required"),
+        (
+            good.replace(b"Host: x", b"Host: x\r\nContent-Type: application/xml"),
+            [b"415 Unsupported Media Type"],
+            "unsupported_media_type",
+        ),
+    ]
+    for request, statuses, kind in cases:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+            answers = answers_until_closed(sock)
+        assert [status.split(b" ", 1)[1] for status, _ in answers] == statuses, (request, answers)
+        if statuses[0] == b"200 OK":
+            assert answers[0][1][0][0]["label"] in ("POSITIVE", "NEGATIVE", "LABEL_0", "LABEL_1")
+        assert answers[-1][1]["error_type"] == (kind or "invalid_http"), answers
+    for content_type in ("application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded"):
+        answer = httpx.post(f"{server.url}/predict", content=body, headers={"Content-Type": content_type})
+        assert answer.status_code == 200, (content_type, answer.text)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert re.search(r'fastsentiment_errors_total\{kind="invalid_http"\} ([0-9.]+)', metrics).group(1) == "2.0"
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_client_still_sending_a_body_too_large_reads_the_413(server, announced):
+    """The server answered 413 and closed with the body's rest unread: the kernel reset the connection, and a client
+    that sends its whole body before reading (Python's http.client) got "connection reset" instead of the answer.
+    Now the answering side is shut and the rest read and dropped until the client is done."""
+    body = json.dumps({"inputs": "x" * 8_000_000}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        if announced:  # Content-Length says it at once: refused before a byte of the body is read
+            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        else:  # chunked: refused once a MiB has been read
+            connection.request("POST", "/predict", iter([body[i : i + 65536] for i in range(0, len(body), 65536)]))
+        response = connection.getresponse()
+        assert response.status == 413 and json.loads(response.read())["error_type"] == "body_too_large"
+    finally:
+        connection.close()
     assert httpx.post(f"{server.url}/predict", json={"inputs": "good film"}).status_code == 200
 
 
@@ -573,7 +647,7 @@ def test_a_backend_error_or_a_bug_fails_only_its_requests_and_the_server_keeps_s
 def test_a_huge_document_does_not_hold_up_a_concurrent_short_request(bert_dir, cache, local):
     """parameters.long_text="chunk": a 50,000-token document's windows go through the batcher a batch at a
     time, so a short request sent while it runs is answered long before it, and both answers are right."""
-    running = Server(bert_dir, "--backend", "onnx", "--max-batch-size", "1", env={"FASTSENTIMENT_CACHE": cache})
+    running = Server(bert_dir, "--backend", "onnx", env={"FASTSENTIMENT_CACHE": cache})  # the default batching
     document = " ".join(WORDS[(i * 5) % len(WORDS)] for i in range(50_000))
     try:
         with ThreadPoolExecutor(2) as pool:

@@ -82,7 +82,7 @@ def test_token_budget_splits_batches_and_tokenises_each_text_once(classifier):
     logits = run_batcher(recorder, BatchSettings(max_batch_size=64, max_batch_tokens=budget, max_wait_ms=50), scenario)
     np.testing.assert_allclose(logits, classifier.logits(texts), atol=1e-5)
     assert len(recorder.batches) > 1
-    assert all(len(batch) * max(batch) <= budget for batch in recorder.batches)
+    assert all(sum(batch) <= budget for batch in recorder.batches)
     assert [n for batch in recorder.batches for n in batch] == [n + 3 for n in range(1, 9)]  # arrival order kept
     assert sorted(recorder.encoded) == sorted(texts)  # texts put back in the queue are not tokenised again
 
@@ -216,3 +216,36 @@ def test_a_large_request_passed_over_for_smaller_ones_still_advances(classifier,
 
     settings = BatchSettings(max_batch_size=2, max_deferral_ms=max_deferral_ms)
     assert run_batcher(Slow(classifier), settings, scenario) is finishes_under_load
+
+
+@pytest.mark.parametrize("max_deferral_ms", [500, 0])
+def test_a_short_request_overtakes_a_request_of_long_texts(classifier, max_deferral_ms):
+    """A request of long texts runs a token budget at a time; a short request that arrives meanwhile goes into
+    the next batch. It waited for the whole request: fewer texts were queued than a batch takes, so nothing was
+    reordered, and the texts cut by the budget went back ahead of it. With max_deferral_ms 0 the long texts are
+    overdue at once and take the first half of the budget: the short text still gets the other half."""
+    started = threading.Event()
+
+    class Slow(Recorder):
+        def run(self, sequences):
+            started.set()
+            threading.Event().wait(0.05)  # the short request arrives while this batch computes
+            return super().run(sequences)
+
+    recorder = Slow(classifier)
+    long_texts = [f"{n} " + "a rather long and winding film " * 20 for n in range(40)]
+    longest = classifier.encoder.max_length
+
+    async def scenario(batcher):
+        long_request = asyncio.ensure_future(batcher.submit(long_texts))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        short = await batcher.submit(["I like cheese"])
+        return short, await long_request
+
+    settings = BatchSettings(max_batch_tokens=4 * longest, max_deferral_ms=max_deferral_ms)
+    short, long_logits = run_batcher(recorder, settings, scenario)
+    batches_with_the_short_text = [index for index, batch in enumerate(recorder.batches) if min(batch) < longest]
+    assert len(recorder.batches) >= 10 and batches_with_the_short_text == [1]
+    assert all(sum(batch) <= 4 * longest for batch in recorder.batches)
+    np.testing.assert_allclose(short, classifier.logits(["I like cheese"]), atol=1e-5)
+    np.testing.assert_allclose(long_logits, classifier.logits(long_texts), atol=1e-5)

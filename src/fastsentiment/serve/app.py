@@ -273,10 +273,22 @@ class PredictEndpoint:
         closes the connection: its unread bytes would otherwise be taken for the connection's next request."""
         limit = self.settings.max_body_bytes
         header_bytes = 0
+        framed = False
         for key, value in scope["headers"]:
             header_bytes += len(key) + len(value)
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
+            if key in (b"content-length", b"transfer-encoding"):
+                framed = True
+            if key == b"transfer-encoding" and [part.strip() for part in value.lower().split(b",")] != [b"chunked"]:
+                # The parser reads a body framed as chunked under any codings before it: theirs would go undone.
+                raise ApiError(
+                    501,
+                    "unsupported_transfer_encoding",
+                    f"Transfer-Encoding {value.decode('latin-1')!r} is not supported: send the body as it is, or "
+                    "chunked alone",
+                    headers={"Connection": "close"},
+                )
             if key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
                 raise ApiError(
                     415,
@@ -284,6 +296,20 @@ class PredictEndpoint:
                     f"Content-Encoding {value.decode('latin-1')!r} is not accepted: send the body uncompressed",
                     headers={"Connection": "close"},
                 )
+            if key == b"content-type" and not _may_hold_json(value):
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"Content-Type {value.decode('latin-1')!r}: the body is JSON (application/json)",
+                    headers={"Connection": "close"},
+                )
+        if not framed:  # a body sent without either header would be read as the connection's next request
+            raise ApiError(
+                411,
+                "length_required",
+                "the request has no Content-Length (or Transfer-Encoding: chunked): its body cannot be told apart",
+                headers={"Connection": "close"},
+            )
         if header_bytes > MAX_HEADER_BYTES:
             raise ApiError(
                 431,
@@ -319,6 +345,15 @@ class PredictEndpoint:
             if (where := _lone_surrogate_escape(raw)) is not None:
                 raise ApiError(422, "validation", f"{where}: holds a lone surrogate escape: not valid UTF-8") from None
             raise ApiError(400, "invalid_json", f"the body is not valid JSON ({error})") from None
+
+
+def _may_hold_json(content_type: bytes) -> bool:
+    """Whether a declared media type is one a JSON body comes with: JSON's own, text, or a form's (curl -d's
+    default, which clients send whatever the body is)."""
+    media = content_type.split(b";")[0].strip().lower()
+    return media in (b"", b"application/json", b"text/plain", b"application/x-www-form-urlencoded", b"*/*") or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
 
 
 def _too_large(limit: int) -> ApiError:

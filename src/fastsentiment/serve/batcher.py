@@ -4,8 +4,7 @@ Texts are queued as they arrive, untouched: the event loop only parses HTTP and 
 takes queued texts in arrival order until a batch is full (`max_batch_size`) or the oldest text has
 waited `max_wait_ms`, and hands the batch to a thread, which tokenises it in one call (the
 `tokenizers` library encodes a batch in parallel, without the GIL), keeps the texts that fit the
-padded-token budget, runs the model and gives back the rest, already tokenised, to the front of the
-queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
+token budget, runs the model and gives back the rest, already tokenised, to the queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
 A text the tokenizer rejects fails its own request only. Where the backend runs several calls at once
 (`concurrency`, OpenVINO's streams), that many batches are in flight: a request that arrives while
 one batch computes starts at once on a free stream instead of waiting for it.
@@ -169,7 +168,7 @@ class DynamicBatcher:
                 and not self._computing
                 and len(self._queue) <= self._alone_up_to
             )
-            batch = self._take_batch()
+            batch, overdue = self._take_batch()
             if not batch:
                 slots.release()
                 continue
@@ -180,14 +179,16 @@ class DynamicBatcher:
                 held = self._concurrency
             run = self._run_alone if alone else self._run_batch
             self._computing += 1
-            task = asyncio.get_running_loop().create_task(self._run(batch, run, slots, held))
+            task = asyncio.get_running_loop().create_task(self._run(batch, overdue, run, slots, held))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Item], run: RunBatch, slots: asyncio.Semaphore, held: int) -> None:
+    async def _run(self, batch: list[_Item], overdue: int, run: RunBatch, slots: asyncio.Semaphore, held: int) -> None:
         started, arrivals = time.perf_counter(), self._arrivals
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, batch, run)
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._compute, batch, overdue, run
+            )
         except Exception as error:  # a failing batch fails its own requests only
             outcome = _Outcome(batch, [error] * len(batch), [])
         finally:
@@ -221,14 +222,19 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take_batch(self) -> list[_Item]:
+    def _take_batch(self) -> tuple[list[_Item], int]:
         """Up to max_batch_size live items, smallest requests first (then by arrival), so that one request of
         hundreds of inputs (a long document's windows) shares the model with short ones instead of going first;
-        but texts passed over for longer than max_deferral_ms take up to half of the batch, oldest first, so that
-        under sustained load such a request still advances instead of waiting until its client gives up."""
+        but texts passed over for longer than max_deferral_ms come first, up to half of the batch (and half of its
+        tokens: `_within_token_budget`), oldest first, so that under sustained load such a request still advances
+        instead of waiting until its client gives up. Also how many of the batch's first items are those.
+
+        The order applies whenever a request of several texts waits, not only when more texts wait than a batch
+        takes: the token budget, not the count, is what a request of long texts runs into."""
         live = [item for item in self._queue if not item.future.done()]  # done: cancelled, the client went away
         size = self.settings.max_batch_size
-        if len(live) > size and any(item.request_size > 1 for item in live):
+        overdue: list[_Item] = []
+        if any(item.request_size > 1 for item in live):
             overdue_since = time.perf_counter() - self.settings.max_deferral_ms / 1000
             overdue = sorted((item for item in live if item.arrived < overdue_since), key=lambda item: item.arrived)
             overdue = overdue[: max(1, size // 2)]
@@ -241,12 +247,12 @@ class DynamicBatcher:
         rest.sort(key=lambda item: item.arrived)
         self._queue.clear()
         self._queue.extend(rest)
-        return batch
+        return batch, min(len(overdue), len(batch))
 
     # ---- on the worker thread ------------------------------------------------------------
-    def _compute(self, batch: list[_Item], run: RunBatch) -> _Outcome:
+    def _compute(self, batch: list[_Item], overdue: int, run: RunBatch) -> _Outcome:
         self._tokenise([item for item in batch if item.ids is None and item.error is None])
-        fitting, leftover = self._within_token_budget(batch)
+        fitting, leftover = self._within_token_budget(batch, overdue)
         runnable = [item for item in fitting if item.error is None]
         try:
             logits = run([item.ids for item in runnable]) if runnable else []
@@ -272,13 +278,23 @@ class DynamicBatcher:
                 except Exception as error:
                     item.error = InputError(f"the text cannot be tokenised: {error}")
 
-    def _within_token_budget(self, batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
-        """The longest prefix (in arrival order) whose padded size fits `max_batch_tokens`; at least one text."""
-        longest = 0
-        for count, item in enumerate(batch):
-            if item.ids is None:  # could not be tokenised: costs the model nothing
-                continue
-            longest = max(longest, len(item.ids))
-            if count and (count + 1) * longest > self.settings.max_batch_tokens:
-                return batch[:count], batch[count:]
-        return batch, []
+    def _within_token_budget(self, batch: list[_Item], overdue: int) -> tuple[list[_Item], list[_Item]]:
+        """The texts, in the batch's order, whose tokens together fit `max_batch_tokens` (at least one text), and
+        the rest. The budget bounds how long a batch holds its slot, so that a short request waits for at most about
+        one batch: its work is its tokens, since the batch runs as length-sorted calls that pad little. The first
+        `overdue` texts take at most half of it while other texts are behind them."""
+        budget = self.settings.max_batch_tokens
+        overdue_budget = budget // 2 if overdue < len(batch) else budget
+        fitting: list[_Item] = []
+        leftover: list[_Item] = []
+        used = overdue_used = 0
+        for index, item in enumerate(batch):
+            cost = 0 if item.ids is None else len(item.ids)  # not tokenised (refused): costs the model nothing
+            late = index < overdue
+            if not fitting or (used + cost <= budget and (not late or overdue_used + cost <= overdue_budget)):
+                fitting.append(item)
+                used += cost
+                overdue_used += cost if late else 0
+            else:
+                leftover.append(item)
+        return fitting, leftover

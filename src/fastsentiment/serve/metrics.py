@@ -28,7 +28,10 @@ class Metrics:
             registry=self.registry,
         )
         self.batch_size = Histogram(
-            "fastsentiment_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=self.registry
+            "fastsentiment_batch_size",
+            "Texts per gathered batch (run as length-sorted calls of the model batch size)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "fastsentiment_batch_seconds", "Model time per batch", buckets=LATENCY_BUCKETS, registry=self.registry

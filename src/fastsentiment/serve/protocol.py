@@ -13,8 +13,9 @@ waits for its end. Here:
 - a head that grows past `max_head_bytes` is refused with 431, and a chunked body whose framing and trailers pass
   `max_head_bytes` plus the body's own size likewise;
 
-both answers close the connection, in the app's error format. A refusal meant for a pipelined request while the
-one before it is still being answered waits for that answer, and nothing more of the connection is read.
+both answers close the connection, in the app's error format, as does the 400 for bytes the parser rejects
+(uvicorn's own is plain text). A refusal meant for a pipelined request while the one before it is still being
+answered waits for that answer, and nothing more of the connection is read.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from http import HTTPStatus
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # A refused client that does not read its answer would keep the connection (and a graceful stop) waiting for the
-# answer to drain; it is cut off after this.
+# answer to drain; it is cut off after this. Also how long the rest of a refused body is read and dropped for.
 CLOSE_GRACE_S = 5.0
+# At most this much of a refused body is read and dropped before the connection is closed regardless.
+LINGER_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -54,17 +57,27 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._body_bytes_in_read = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
-        self._refusal_due: bytes | None = None  # an answer that waits for the previous request's answer
+        self._refusal_due: tuple[bytes, str] | None = None  # an answer (and its kind) that waits for the one before
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw_transport = transport
+        self._lingering: asyncio.TimerHandle | None = None
+        self._dropped = 0
+        super().connection_made(_LingeringClose(transport, self))  # type: ignore[arg-type]
         self._arm_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:  # the rest of a body answered unread: dropped, until the client is done
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES:
+                self._raw_transport.close()
+            return
         if self._refused:  # refused: what else it sends is not read
             return
         phase, messages = self._phase, self._messages_begun
@@ -111,14 +124,40 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._refusal_due is not None and not self.pipeline:
-            self._answer_and_close(self._refusal_due)
+        if self._refusal_due is not None and self.transport.is_closing():  # the answer closed the connection
+            self._refusal_due = None
+        elif self._refusal_due is not None and not self.pipeline:
+            answer, kind = self._refusal_due
+            self._on_refusal(kind)
+            self._answer_and_close(answer)
         elif self._phase == "head" and not self.transport.is_closing():
             self._arm_deadline()  # a pipelined head's time counts from the answer before it
 
+    def shutdown(self) -> None:
+        if self._lingering is not None:  # the server stops: a refused body's rest is not waited for
+            self._raw_transport.close()
+            return
+        super().shutdown()
+
+    def linger(self) -> bool:
+        """The app answered and closes the connection: when the request's body is still arriving, only the
+        answering side is shut, and what the client still sends is read and dropped for up to CLOSE_GRACE_S (or
+        LINGER_MAX_BYTES), until it closes its side. A close with unread bytes makes the kernel reset the connection,
+        and a client still sending its body (Python's http.client sends all of it before it reads) got "connection
+        reset" instead of the answer, a 413 for a body too large most often. False: close as usual."""
+        if self._phase != "body" or self._refused or not self._raw_transport.can_write_eof():
+            return False
+        self._disarm_deadline()
+        self._raw_transport.write_eof()  # after the answer already written
+        self._raw_transport.resume_reading()  # uvicorn pauses reading while the app has not taken the body
+        self._lingering = self.loop.call_later(CLOSE_GRACE_S, self._raw_transport.close)
+        return True
+
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser rejects (a garbled request line, a bad Content-Length, a broken
+        chunk): in the app's error format, counted, and after the answer to a request before it on the connection."""
         if not self._refused:  # after a refusal the parser's complaint about the cut-off head is not the client's
-            super().send_400_response(msg)
+            self._refuse(400, "invalid_http", "not a valid HTTP/1.1 request (its request line, headers or framing)")
 
     def _answering(self) -> bool:
         """Whether a request of this connection is being answered."""
@@ -149,7 +188,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, kind: str, message: str) -> None:
         self._refused = True
         self._disarm_deadline()
-        self._on_refusal(kind)
         body = json.dumps({"error": message, "error_type": kind}).encode()
         answer = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
@@ -158,16 +196,42 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             + b"connection: close\r\n\r\n"
             + body
         )
-        if self._phase == "head" and self._answering():
-            self._refusal_due = answer  # after the answer of the request before it (on_response_complete)
-        elif self._phase == "body" and self.cycle.response_started:
+        if self._phase != "body" and self._answering():
+            # After the answer of the request before it (on_response_complete), and counted then: an answer that
+            # closes the connection drops it.
+            self._refusal_due = answer, kind
+            return
+        self._on_refusal(kind)
+        if self._phase == "body" and self.cycle.response_started:
             self._answer_and_close(b"")  # the request's own answer has begun: only the connection can end it
         else:
             self._answer_and_close(answer)
 
     def _answer_and_close(self, answer: bytes) -> None:
+        """Our own refusals close at once: they answer a client that sends too much or too slowly."""
         self._refusal_due = None
         if answer:
-            self.transport.write(answer)
-        self.transport.close()
-        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+            self._raw_transport.write(answer)
+        self._raw_transport.close()
+        self.loop.call_later(CLOSE_GRACE_S, self._raw_transport.abort)
+
+
+class _LingeringClose:
+    """The connection's transport as uvicorn sees it: its close() lets the protocol linger (see `linger`)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHeadProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._closed or self._transport.is_closing()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if not self._protocol.linger():
+                self._transport.close()
