@@ -113,6 +113,8 @@ def offline(args, sentences: list[str]) -> dict:
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "fastsentiment", "serve", "--port", str(port), "--backend", args.backend]
     command += ["--model-batch-size", str(args.model_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.max_batch_tokens:
+        command += ["--max-batch-tokens", str(args.max_batch_tokens)]
     if args.model:
         command += ["--model", args.model]
     if args.precision:
@@ -426,6 +428,7 @@ def main() -> None:
     parser.add_argument("--precision")
     parser.add_argument("--model-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
+    parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
     parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")
     parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
     parser.add_argument("--per-request", default="1,8", help="sentences per request body")
