@@ -550,6 +550,36 @@ def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, ca
     assert resolve_auto(model, "cpu", "int8", "latency") == ("openvino", "int8")
 
 
+def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_that_does(model, cache):
+    """A decision made where a runtime was installed, read where it is not (a cache volume shared between images
+    with other extras): `auto` chose the missing backend, and every command failed asking for its extra."""
+    import sys
+    from dataclasses import asdict
+
+    if sys.platform == "darwin":
+        pytest.skip("coreml runs here")
+    rows = [
+        auto.Measurement("coreml:fp16", sentences_per_s=900, latency_ms=0.5, faithful=True),  # predicts on macOS only
+        auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
+        auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
+    ]
+    gone = {"backend": "coreml", "precision": "fp16", "why": "test"}
+    auto._save(
+        auto.decision_path(model, "cpu"),
+        {
+            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [asdict(row) for row in rows],
+            "throughput": gone,
+            "latency": gone,
+        },
+    )
+    for workload in ("throughput", "latency"):
+        choice = auto.choose(model, "cpu", workload)
+        assert (choice.backend, choice.precision) == ("onnx", "int8"), workload
+        assert choice.reason.startswith("measured 2026-01-01 00:00: the fastest path that runs here")
+
+
 def test_auto_with_a_precision_measures_first_where_the_workload_pays_for_it(model, cache, monkeypatch):
     """A file job or the server with `--precision int8` and nothing measured: the paths are measured (and cached) as
     for plain `auto`, and the fastest int8 one is taken, not the first backend that has int8."""

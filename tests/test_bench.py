@@ -287,7 +287,13 @@ def test_bench_options_that_cannot_work_fail_before_the_runs(bert_dir, tmp_path)
     taken = run_cli(*base, "--out", str(a_file))
     assert (taken.returncode, taken.stderr.decode()) == (
         2,
-        f"error: --out {a_file} is a file; name a directory for the report\n",
+        f"error: --out {a_file} is a file; a folder of files is written there\n",
+    )
+    # a place nothing can be written in: found before the runs (it was found after them, with the results lost)
+    unwritable = run_cli(*base, "--out", str(a_file / "inside"))
+    assert (unwritable.returncode, unwritable.stderr.decode()) == (
+        2,
+        f"error: --out {a_file / 'inside'}: {a_file} is a file, not a folder\n",
     )
     assert run_cli(*base, "--timeout", "-1", "--out", str(tmp_path / "b")).returncode == 2
     # every row failing (here: no time to run) is a failed bench, not exit 0

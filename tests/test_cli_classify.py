@@ -560,9 +560,11 @@ def test_console_output_is_one_line_per_input_with_errors_in_their_place(bert_di
         "I like cheese",
     ]
     assert lines[1] == "ERROR     line 4: empty text" and lines[3] == "ERROR     line 6: not valid UTF-8"
-    arguments = run_cli("classify", "good", " ", "two\nlines", "-m", str(bert_dir))
+    arguments = run_cli("classify", "good", " ", "two\nlines", "\x1b[31mred\x1b[0m ok\x07", "-m", str(bert_dir))
     assert _lines(arguments)[1] == "ERROR     input 2: empty text"
-    assert _lines(arguments)[2].endswith("  two\\nlines") and len(_lines(arguments)) == 3
+    assert _lines(arguments)[2].endswith("  two\\nlines") and len(_lines(arguments)) == 4
+    # a terminal's escape sequences and bell in a text are shown, not acted on
+    assert _lines(arguments)[3].endswith("  \\x1b[31mred\\x1b[0m ok\\x07")
 
 
 def test_a_pipe_is_read_once_as_stdin_is(bert_dir, tmp_path):

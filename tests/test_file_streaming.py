@@ -262,6 +262,21 @@ def test_resume_refuses_other_scoring_settings(bert_dir, tmp_path):
     assert run_cli(*args, "--backend", "onnx", "--resume").returncode == 0
 
 
+def test_a_resumed_auto_run_continues_on_the_path_the_interrupted_run_took(bert_dir, tmp_path):
+    """Without --backend, a resume chose `auto`'s path anew (measuring first, for a large file) and was then
+    refused because that path differed from the one the parts were computed on."""
+    source = write_csv(tmp_path / "in.csv", 12_000)
+    out = tmp_path / "out.csv"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "--chunk-rows", "300"]
+    start_and_kill_after_parts([*args, "-b", "onnx", "-p", "fp32"], tmp_path / "out.csv.partial", parts=2)
+    refused = run_cli(*args, "-p", "int8", "--resume")  # a precision given that differs is still a change
+    assert refused.returncode == 2 and b"precision" in refused.stderr, refused.stderr[-2000:]
+    result = run_cli(*args, "--resume", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"measuring" not in result.stderr
+    assert [row["id"] for row in read_output(out)] == [str(i) for i in range(12_000)]
+
+
 def test_resume_needs_an_output_file(bert_dir, tmp_path):
     source = write_csv(tmp_path / "in.csv", 10)
     result = run_cli("classify", "-f", str(source), "--resume", "--model", str(bert_dir))
@@ -284,6 +299,26 @@ def test_a_ray_output_folder_inside_its_input_folder_is_taken(tmp_path):
 
     (tmp_path / "a.txt").write_text("good\n")
     FileJob(source=str(tmp_path), out=tmp_path / "scored", engine="ray").check()
+
+
+def test_stdin_named_as_a_file_or_closed(bert_dir, tmp_path):
+    """`--file /dev/stdin < rows.txt` was refused for want of an extension (stdin is then the file itself, not a
+    pipe); a command started with stdin closed (`<&-`) ended in a traceback."""
+    rows = tmp_path / "rows.txt"
+    rows.write_text("I like cheese\nawful film\n", encoding="utf-8")
+    command = [sys.executable, "-m", "fastsentiment", "classify", "--model", str(bert_dir), "-b", "onnx"]
+    with open(rows, "rb") as stdin:
+        named = subprocess.run([*command, "-f", "/dev/stdin", "--json"], stdin=stdin, capture_output=True, cwd=ROOT)
+    assert named.returncode == 0, named.stderr.decode()[-2000:]
+    assert [json.loads(line)["text"] for line in named.stdout.decode().splitlines()] == ["I like cheese", "awful film"]
+    for more in ([], ["-f", "-"]):
+        closed = subprocess.run(
+            ["bash", "-c", '"$@" <&-', "bash", *command, *more], capture_output=True, cwd=ROOT, timeout=300
+        )
+        assert (closed.returncode, closed.stderr.decode()) == (
+            2,
+            "error: stdin is closed: give texts as arguments, or a --file\n",
+        )
 
 
 @pytest.mark.parametrize("written_as", ["same path", "link"])
@@ -895,6 +930,9 @@ def test_finishing_needs_room_for_one_part_and_a_full_disk_keeps_the_parts_for_r
     classify = f"{sys.executable} -m fastsentiment classify -f {source} -o small/o.csv --model {bert_dir}"
     script = f"""
         cd {tmp_path} && mkdir small && mount -t tmpfs -o size=1000k tmpfs small || exit 99
+        head -c $((1000 * 1024 - 16384)) /dev/zero > small/filler
+        {classify} --chunk-rows 500 2>no_room.err; echo $? > no_room.rc; ls -a small > no_room.ls
+        rm small/filler
         {classify} --chunk-rows 500 2>first.err; echo $? > first.rc; cp small/o.csv whole.csv
         rm small/o.csv
         head -c $((1000 * 1024 - $(stat -c %s whole.csv) - 40000)) /dev/zero > small/filler
@@ -908,6 +946,10 @@ def test_finishing_needs_room_for_one_part_and_a_full_disk_keeps_the_parts_for_r
     def said(name: str) -> tuple[int, str]:
         return int((tmp_path / f"{name}.rc").read_text()), (tmp_path / f"{name}.err").read_text()
 
+    # no room for the first part: the output named (it was a bare "No space left on device"), nothing left behind
+    code, stderr = said("no_room")
+    assert (code, stderr.splitlines()[-1]) == (1, "error: small/o.csv: could not write it (No space left on device)")
+    assert (tmp_path / "no_room.ls").read_text().split() == [".", "..", "filler"]
     assert said("first")[0] == 0, said("first")[1]
     assert [int(row["id"]) for row in read_output(tmp_path / "whole.csv")] == list(range(rows))
 

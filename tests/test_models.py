@@ -72,7 +72,7 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
     ("backend", "change", "message"),
     [
         ("torch", LABELS_AT_ODDS, "the classifier has 2 outputs in the weights but config.json names 1 classes"),
-        ("torch", {"hidden_size": 30}, "do not load as config.json describes them"),
+        ("torch", {"hidden_size": 40}, "has shape [32] in the weights but [40] by config.json"),
         ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("torch", {"layer_norm_eps": "abc"}, "config.json does not describe a model"),
@@ -134,6 +134,41 @@ def test_a_config_that_names_two_classes_alike_is_refused(bert_dir, tmp_path):
     assert result.returncode == 2
     assert result.stderr.decode() == (
         f"error: {model / 'config.json'}: id2label must give each class a name of its own; got POSITIVE, POSITIVE\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_position_embeddings": None}, "max_position_embeddings is None: expected a whole number of at least 1"),
+        ({"max_position_embeddings": "abc"}, "max_position_embeddings is 'abc': expected a whole number"),
+        ({"max_position_embeddings": 2}, "max_position_embeddings leaves room for 2 tokens; a text takes at least 3"),
+        ({"num_attention_heads": 0}, "num_attention_heads is 0: expected a whole number of at least 1"),
+        ({"num_attention_heads": 5}, "the hidden size 32 is not a multiple of the 5 attention heads"),
+        ({"vocab_size": True}, "vocab_size is True: expected a whole number of at least 1"),
+        ({"pad_token_id": 99999}, "pad_token_id 99999 is not a token of the"),
+        ({"pad_token_id": "x"}, "pad_token_id is 'x': expected a token id"),
+        ({"id2label": {"0": "NEG", "2": "POS"}}, "id2label must name classes 0 to 1, one each; got 0, 2"),
+    ],
+)
+def test_a_config_with_a_value_no_model_can_have_is_one_line(bert_dir, tmp_path, change, message):
+    """Each of these ended in a traceback from whichever library met the value first (int() of None,
+    a division by zero heads, an embedding's padding index out of range), or, for id2label, named class 1 "POS"."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, **change)
+    result = run_cli("classify", "awful film", "--model", str(model))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith(f"error: {model / 'config.json'}: "), stderr[-2000:]
+    assert message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_a_tokenizer_config_that_is_not_an_object_is_one_line(bert_dir, tmp_path):
+    model = copy_model(bert_dir, tmp_path / "model")
+    (model / "tokenizer_config.json").write_text("[1]")
+    result = run_cli("classify", "awful film", "--model", str(model))
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {model / 'tokenizer_config.json'}: expected a JSON object\n",
     )
 
 

@@ -218,12 +218,13 @@ def test_a_large_request_passed_over_for_smaller_ones_still_advances(classifier,
     assert run_batcher(Slow(classifier), settings, scenario) is finishes_under_load
 
 
-@pytest.mark.parametrize("max_deferral_ms", [500, 0])
-def test_a_short_request_overtakes_a_request_of_long_texts(classifier, max_deferral_ms):
+@pytest.mark.parametrize(("max_deferral_ms", "budget_in_long_texts"), [(500, 4), (0, 4), (0, 1)])
+def test_a_short_request_overtakes_a_request_of_long_texts(classifier, max_deferral_ms, budget_in_long_texts):
     """A request of long texts runs a token budget at a time; a short request that arrives meanwhile goes into
     the next batch. It waited for the whole request: fewer texts were queued than a batch takes, so nothing was
     reordered, and the texts cut by the budget went back ahead of it. With max_deferral_ms 0 the long texts are
-    overdue at once and take the first half of the budget: the short text still gets the other half."""
+    overdue at once and take the first half of the budget: the short text still gets the other half, even where
+    one long text is more than that half."""
     started = threading.Event()
 
     class Slow(Recorder):
@@ -242,10 +243,41 @@ def test_a_short_request_overtakes_a_request_of_long_texts(classifier, max_defer
         short = await batcher.submit(["I like cheese"])
         return short, await long_request
 
-    settings = BatchSettings(max_batch_tokens=4 * longest, max_deferral_ms=max_deferral_ms)
+    budget = budget_in_long_texts * longest
+    settings = BatchSettings(max_batch_tokens=budget, max_deferral_ms=max_deferral_ms)
     short, long_logits = run_batcher(recorder, settings, scenario)
     batches_with_the_short_text = [index for index, batch in enumerate(recorder.batches) if min(batch) < longest]
-    assert len(recorder.batches) >= 10 and batches_with_the_short_text == [1]
-    assert all(sum(batch) <= 4 * longest for batch in recorder.batches)
+    assert len(recorder.batches) >= 40 // budget_in_long_texts and batches_with_the_short_text == [1]
+    assert all(sum(length for length in batch if length == longest) <= budget for batch in recorder.batches)
     np.testing.assert_allclose(short, classifier.logits(["I like cheese"]), atol=1e-5)
     np.testing.assert_allclose(long_logits, classifier.logits(long_texts), atol=1e-5)
+
+
+def test_texts_a_batch_has_no_budget_for_are_free_to_run_on_another_slot_at_once(classifier):
+    """A batch gave back the texts beyond its token budget only when its model call had returned: meanwhile a free
+    slot found the queue empty, and a large request ran on one of two slots (a fifth slower through the server)."""
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    class Counting(Recorder):
+        def run(self, sequences):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            threading.Event().wait(0.05)
+            try:
+                return super().run(sequences)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    texts = [f"{n} " + "a rather long and winding film " * 20 for n in range(8)]
+    longest = classifier.encoder.max_length
+
+    async def scenario(batcher):
+        return await batcher.submit(texts)
+
+    recorder = Counting(classifier)
+    logits = run_batcher(recorder, BatchSettings(max_batch_tokens=longest), scenario, concurrency=2)
+    assert [len(batch) for batch in recorder.batches] == [1] * 8 and most[0] == 2
+    np.testing.assert_allclose(logits, classifier.logits(texts), atol=1e-5)

@@ -185,6 +185,11 @@ def choose(
     chosen = decision.get(workload)
     if chosen is None:
         return interim_choice(device, workload, model)
+    if not _runs(chosen["backend"], device, model):  # its runtime went away since (a cache shared between images)
+        fallback = _best_measured(decision, workload, device, model)
+        if fallback is not None:
+            return fallback
+        return interim_choice(device, workload, model)
     return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
 
 
@@ -192,19 +197,27 @@ def measured_with_precision(
     model: ModelDir, device: str, precision: str, workload: str = "throughput", threads: int | None = None
 ) -> Choice | None:
     """`auto` with a precision given: among the faithful rows of the cached decision's table with that precision
-    that still run here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
-    that one unless another is more than LATENCY_TOLERANCE quicker); None for "start" (a one-off call takes no
+    that still run here, the one `_decide`'s rule picks for `workload`; None for "start" (a one-off call takes no
     measured path, as `choose` says), without a decision or without such a row (the caller then takes the first
     backend that has the precision)."""
     if workload == "start":
         return None
     decision = cached_decision(model, device, threads=threads)
+    return None if decision is None else _best_measured(decision, workload, device, model, precision)
+
+
+def _best_measured(
+    decision: dict, workload: str, device: str, model: ModelDir, precision: str | None = None
+) -> Choice | None:
+    """Among the faithful rows of `decision`'s table (of `precision`, if given) whose backend runs here, the one
+    `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency that one unless another is
+    more than LATENCY_TOLERANCE quicker); None without such a row."""
     rows = []
-    for row in (decision or {}).get("table", []):
+    for row in decision.get("table", []):
         if not isinstance(row, dict) or not row.get("faithful") or row.get("failed"):
             continue
         name, _, measured = str(row.get("config", "")).partition(":")
-        if measured == precision and name in backend_names() and _runs(name, device, model):
+        if precision in (None, measured) and _runs(name, device, model):
             rows.append(row)
     if not rows:
         return None
@@ -215,8 +228,9 @@ def measured_with_precision(
         if not _throughput_serves_latency(best["latency_ms"], quickest["latency_ms"]):
             best = quickest
         why = f"{best['latency_ms']:.2f} ms p50 at batch 1"
-    backend = best["config"].split(":")[0]
-    return Choice(backend, precision, f"measured {decision['measured_at']}: the fastest {precision} path, {why}")
+    backend, _, chosen_precision = best["config"].partition(":")
+    what = f"the fastest {precision} path" if precision else "the fastest path that runs here"
+    return Choice(backend, chosen_precision, f"measured {decision['measured_at']}: {what}, {why}")
 
 
 def thread_cap(threads: int | None) -> int | None:

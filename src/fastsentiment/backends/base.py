@@ -111,6 +111,8 @@ def inference_threads(requested: int | None = None) -> int:
     default $FASTSENTIMENT_THREADS, else usable_cpus()."""
     default = os.environ.get("FASTSENTIMENT_THREADS", "").strip()
     wanted = requested or (int(default) if default.isdigit() and int(default) > 0 else None)
+    if not requested and default and wanted is None:
+        _say_setting_ignored(default)
     cpus = usable_cpus()
     if wanted is None:
         return cpus
@@ -119,6 +121,11 @@ def inference_threads(requested: int | None = None) -> int:
         _say_threads_capped(wanted, cpus)
         return cpus
     return wanted
+
+
+@functools.cache
+def _say_setting_ignored(value: str) -> None:
+    log.warning("FASTSENTIMENT_THREADS=%r is not a whole number of at least 1: ignored (every usable CPU)", value)
 
 
 @functools.cache

@@ -52,10 +52,9 @@ def bench(
     ),
 ) -> None:
     """Measure backends side by side: load time, latency, throughput, memory, accuracy, agreement."""
-    from fastsentiment.errors import InputError
+    from fastsentiment.outputs import check_output_place
 
-    if out.exists() and not out.is_dir():  # found before the runs, not after them with the results lost
-        raise InputError(f"--out {out} is a file; name a directory for the report")
+    check_output_place(out, folder=True)  # before the runs, not after them with the results lost
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

@@ -23,6 +23,7 @@ from fastsentiment.cli.options import (
     label_names,
     long_text_options,
 )
+from fastsentiment.errors import InputError
 
 PROMPT = "Enter text to classify (or 'ctrl+D' to quit): "
 # What a line of bytes that are not UTF-8 reads as: a lone surrogate, as surrogateescape gives (text_problem names it).
@@ -57,6 +58,8 @@ def interactive(
     from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder
 
     reading = long_text_options(long_text, stride, aggregate)
+    if sys.stdin is None:  # started with stdin closed (`<&-`; some daemons): nothing could be typed
+        raise InputError("stdin is closed: interactive reads the texts typed there")
 
     def log(message: str) -> None:
         if verbose:
@@ -79,7 +82,7 @@ def interactive(
         clf.logits(["warming up the model before the first question"])
     log(f"Warmed up in {_ms(started)} ms")
 
-    read_line = _terminal_reader() if sys.stdin.isatty() else _stream_reader()
+    read_line = _terminal_reader() if sys.stdin.isatty() else _stream_reader()  # stdin checked before the load
     while True:
         try:
             line = read_line()

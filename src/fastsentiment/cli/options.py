@@ -26,7 +26,10 @@ BackendOption = Annotated[
         "that runs here.",
     ),
 ]
-DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, mps or auto.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", "-d", help="auto, cpu, cuda (cuda:N), gpu, mps or ane (see `fastsentiment backends`)."),
+]
 PrecisionOption = Annotated[
     str | None,
     typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class FileJob:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
         if self.source != "-" and not Path(self.source).exists():
             raise InputError(missing_input(self.source))
+        if self.source == "-" and sys.stdin is None:  # started with stdin closed (`<&-`; some daemons)
+            raise InputError("stdin is closed: give texts as arguments, or a --file")
         if self.resume and self.out is None:
             raise InputError("--resume continues a --file run written with --out")
         if self.resume and is_stream(self.source):

@@ -31,6 +31,17 @@ def journal_folder(out: Path) -> Path:
     return written.with_name(written.name + ".partial")
 
 
+def recorded_path(out: Path) -> tuple[str, str] | None:
+    """The backend and precision an interrupted run writing `out` recorded (None: no readable record). A resumed
+    `auto` takes them: measuring again could pick another path, which the resume would then refuse."""
+    try:
+        identity = json.loads((journal_folder(out) / "manifest.json").read_text())["identity"]
+        backend, precision = identity["backend"], identity["precision"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (backend, precision) if isinstance(backend, str) and isinstance(precision, str) else None
+
+
 def check_resumable(out: Path) -> None:
     """--resume with a finished `out` and nothing left to continue is a mistake: say so rather than redo the job.
     (No `out` and no journal: the job starts afresh, as a script that always passes --resume expects.)"""
@@ -114,6 +125,8 @@ class ChunkJournal:
                     "once there is room",
                     str(self.out),
                 ) from None
+            if isinstance(error, OSError):  # the first rows, or a run that cannot be resumed: the output named
+                raise OSError(error.errno, f"could not write it ({error.strerror or error})", str(self.out)) from None
             raise
         self.parts.append(name)
         self.position = position

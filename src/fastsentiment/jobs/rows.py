@@ -370,11 +370,15 @@ def is_stream(path: str | Path) -> bool:
 
 
 def input_format(path: str | Path, override: str | None = None) -> str:
-    """The format of an input: by its extension (or `override`); stdin, and a pipe without an extension
-    (`<(cmd)` is /dev/fd/63), is lines of text."""
-    if str(path) == "-" or (override is None and is_stream(path) and not Path(path).suffix):
+    """The format of an input: by its extension (or `override`); stdin, a pipe without an extension (`<(cmd)` is
+    /dev/fd/63) and stdin by another name (`--file /dev/stdin < rows.txt`, where it is a file) are lines of text."""
+    if str(path) == "-" or (override is None and not Path(path).suffix and (is_stream(path) or _names_stdin(path))):
         return "txt"
     return table_format(path, override)
+
+
+def _names_stdin(path: str | Path) -> bool:
+    return str(path) in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
 
 
 class LineTooLong(Exception):

@@ -12,6 +12,12 @@ def run_file_job(job: FileJob, options: ModelOptions) -> int:
     """Run the job on its engine; return how many rows could not be classified."""
     job.check()
     options = replace(options, tune=options.tune or job.worth_tuning)
+    if job.resume and job.out is not None and options.backend == "auto":
+        from fastsentiment.jobs.journal import recorded_path
+
+        recorded = recorded_path(job.out)
+        if recorded is not None and options.precision in (None, recorded[1]):
+            options = replace(options, backend=recorded[0], precision=recorded[1], tune=False)
     if job.engine == "ray":
         from fastsentiment.jobs.ray_engine import run_ray_job
 

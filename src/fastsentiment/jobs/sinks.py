@@ -126,14 +126,16 @@ class OutputColumns:
         return list(result_fields(None, self.labels, None, self.lengths))
 
 
-# Characters that end a line for a terminal or str.splitlines, shown as escapes (\\n) so that each input is one line.
-_LINE_BREAKS = {ord(char): char.encode("unicode_escape").decode() for char in "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"}
+# Control characters, shown as escapes (\\n, \\x1b): those that end a line for a terminal or str.splitlines would
+# break one input over several lines, and the others (an ANSI escape sequence in a review) would act on the terminal.
+_CONTROLS = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0)), "\u2028", "\u2029"]
+_ESCAPED = {ord(char): char.encode("unicode_escape").decode() for char in _CONTROLS}
 CONSOLE_ERROR = "ERROR"  # in the label column of an input that could not be classified
 
 
 class ConsoleSink:
     """One line per input, in input order, so that stdout matches the inputs line for line: label, confidence and
-    text (line breaks and tabs in it shown as \\n, \\t), or `ERROR` and the error's stderr line for an input that
+    text (control characters in it shown as escapes: \\n, \\t, \\x1b), or `ERROR` and the error's stderr line for an input that
     could not be classified; or one JSON object per input with --json."""
 
     def __init__(self, labels: Sequence[str], as_json: bool) -> None:
@@ -163,8 +165,9 @@ class ConsoleSink:
 
 
 def one_line(text: str) -> str:
-    """`text` with its line breaks and tabs as escapes (\\n, \\t, \\u2028): one line of one column on a console."""
-    return text.translate(_LINE_BREAKS)
+    """`text` with its control characters as escapes (\\n, \\t, \\x1b, \\u2028): one line of one column on a
+    console, which nothing in it can act on."""
+    return text.translate(_ESCAPED)
 
 
 # ---- file parts -----------------------------------------------------------------------------

@@ -50,11 +50,31 @@ class Architecture:
         return {name: int(_first(config, options)) for name, options in keys.items()}
 
     def config_problem(self, config: dict[str, Any]) -> str | None:
-        """What in a config.json this architecture cannot run with, or None."""
+        """What in a config.json this architecture cannot run with, or None: checked when a model directory is
+        loaded, so that a bad value is one line there instead of a traceback from whichever runtime meets it."""
         pad = config.get("pad_token_id", 1)
-        if self.positions_after_padding and (not isinstance(pad, int) or isinstance(pad, bool) or pad < 0):
+        if self.positions_after_padding and (not _is_count(pad, least=0)):
             return f"pad_token_id is {pad!r}: {self.model_type} models number their positions from it, an integer"
+        sizes = ["max_position_embeddings", "vocab_size", "num_labels"]
+        sizes += [next((key for key in keys if key in config), keys[0]) for keys in self._shape_keys]
+        for key in sizes:
+            if key in config and not _is_count(config[key], least=1):
+                return f"{key} is {config[key]!r}: expected a whole number of at least 1"
+        shape = self.encoder_shape(config)
+        if shape["hidden"] and shape["heads"] and shape["hidden"] % shape["heads"]:
+            return f"the hidden size {shape['hidden']} is not a multiple of the {shape['heads']} attention heads"
+        vocabulary = config.get("vocab_size")
+        if pad is not None and not self.positions_after_padding and not _is_count(pad, least=0):
+            return f"pad_token_id is {pad!r}: expected a token id"
+        if isinstance(vocabulary, int) and isinstance(pad, int) and pad >= vocabulary:
+            return f"pad_token_id {pad} is not a token of the {vocabulary}-token vocabulary"
+        if (room := self.max_tokens(config)) < 3:
+            return f"max_position_embeddings leaves room for {room} tokens; a text takes at least 3 ([CLS] text [SEP])"
         return None
+
+    @property
+    def _shape_keys(self) -> tuple[tuple[str, ...], ...]:
+        return (self.layers_keys, self.hidden_keys, self.heads_keys, self.ffn_keys)
 
     def position_offset(self, config: dict[str, Any]) -> int:
         """Entries of the position table no token uses (RoBERTa: padding_idx + 1, usually 2)."""
@@ -65,6 +85,10 @@ class Architecture:
     def max_tokens(self, config: dict[str, Any]) -> int:
         """Longest token sequence the position table allows, special tokens included."""
         return int(config.get("max_position_embeddings", 512)) - self.position_offset(config)
+
+
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:

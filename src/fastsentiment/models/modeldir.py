@@ -105,9 +105,12 @@ class ModelDir:
         if not file.is_file():
             return {}
         try:
-            return json.loads(file.read_text(encoding="utf-8"))
+            settings = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ModelError(f"{file}: malformed JSON ({error})") from None
+        if not isinstance(settings, dict):
+            raise ModelError(f"{file}: expected a JSON object")
+        return settings
 
     @cached_property
     def content_hash(self) -> str:
@@ -179,6 +182,9 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
     if id2label is not None:
         if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
             raise ModelError(f"{config_file}: id2label must map class ids to label names")
+        if sorted(int(k) for k in id2label) != list(range(len(id2label))):
+            ids = ", ".join(sorted(id2label, key=int))
+            raise ModelError(f"{config_file}: id2label must name classes 0 to {len(id2label) - 1}, one each; got {ids}")
         names = [str(name).strip() for name in id2label.values()]
         if not distinct_names(names):
             raise ModelError(f"{config_file}: id2label must give each class a name of its own; got {', '.join(names)}")

@@ -686,4 +686,5 @@ def model_batcher(
         run_alone=None if alone is classifier else alone.logits_for_ids,
         alone_up_to=classifier.batch_size,
         name_text=lambda index: f"inputs[{index}]",  # as the request's validation errors name them
+        call_size=classifier.batch_size,
     )

@@ -4,7 +4,8 @@ Texts are queued as they arrive, untouched: the event loop only parses HTTP and 
 takes queued texts in arrival order until a batch is full (`max_batch_size`) or the oldest text has
 waited `max_wait_ms`, and hands the batch to a thread, which tokenises it in one call (the
 `tokenizers` library encodes a batch in parallel, without the GIL), keeps the texts that fit the
-token budget, runs the model and gives back the rest, already tokenised, to the queue. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
+token budget, gives back the rest, already tokenised, to the queue (at once, for a free slot to take), and runs
+the model. While a batch runs, new arrivals queue up, so under load batches fill without any waiting.
 A text the tokenizer rejects fails its own request only. Where the backend runs several calls at once
 (`concurrency`, OpenVINO's streams), that many batches are in flight: a request that arrives while
 one batch computes starts at once on a free stream instead of waiting for it.
@@ -25,11 +26,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from fastsentiment.errors import InputError
+
+# The token budget of a gathered batch where none is given: this many per text of a model call (1,024 on a CPU, whose
+# model calls take 8 texts; 32,768 on a CUDA GPU's 256). It bounds how long a short request waits behind a large one:
+# on the 2-core AVX-512 EPYC a short request sent while a request of 96 texts of 512 tokens ran waited 0.26 s (median)
+# at 1,024 and 0.50 s at 2,048 (docs/benchmarks.md), against the whole 4 s of the large request at the former 16,384.
+TOKENS_PER_CALL_TEXT = 128
 
 # Batches in a row without an arrival during their computation before a batch may run alone: one quiet batch
 # happens often at half load too, where running alone cost more than it gave (10.3 against 6.7 ms median).
@@ -39,7 +46,7 @@ QUIET_BATCHES = 4
 @dataclass(frozen=True)
 class BatchSettings:
     max_batch_size: int = 64
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None  # None: TOKENS_PER_CALL_TEXT per text of a model call
     max_wait_ms: float = 0.0  # no waiting: under load, batches form while the previous one runs (as in TEI)
     max_queue: int = 2048
     # Smaller requests go first under load; texts passed over for longer than this get up to half of each batch.
@@ -69,7 +76,6 @@ class _Item:
 class _Outcome:
     done: list[_Item]
     results: list[np.ndarray | Exception]
-    leftover: list[_Item]
 
 
 class DynamicBatcher:
@@ -83,7 +89,11 @@ class DynamicBatcher:
         run_alone: RunBatch | None = None,
         alone_up_to: int = 1,
         name_text: Callable[[int], str] = lambda index: f"text {index + 1}",
+        call_size: int = 8,
     ) -> None:
+        """`call_size`: texts per model call of `run_batch` (the default token budget is made of it)."""
+        if settings.max_batch_tokens is None:
+            settings = replace(settings, max_batch_tokens=TOKENS_PER_CALL_TEXT * call_size)
         self._encode = encode
         self._name_text = name_text  # what a refusal calls a request's text, by its place in the request
         self._run_batch = run_batch
@@ -96,6 +106,7 @@ class DynamicBatcher:
         self._concurrency = max(1, concurrency)
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fastsentiment-batch")
         self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._running: set[asyncio.Task] = set()  # batches in flight
         self._computing = 0  # of those, batches whose model call has not returned (a slot held)
         self._arrivals = 0  # requests submitted so far
@@ -106,7 +117,8 @@ class DynamicBatcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._work())
+        self._loop = asyncio.get_running_loop()
+        self._worker = self._loop.create_task(self._work())
 
     async def submit(self, texts: Sequence[str] | Sequence[Sequence[int]]) -> np.ndarray:
         """Queue all of one request's texts (all or none) and wait for their logits. Token-id sequences (the
@@ -190,15 +202,12 @@ class DynamicBatcher:
                 self._executor, self._compute, batch, overdue, run
             )
         except Exception as error:  # a failing batch fails its own requests only
-            outcome = _Outcome(batch, [error] * len(batch), [])
+            outcome = _Outcome(batch, [error] * len(batch))
         finally:
             self._computing -= 1
             self._quiet_batches = self._quiet_batches + 1 if self._arrivals == arrivals else 0
             for _ in range(held):
                 slots.release()
-        if outcome.leftover:
-            self._queue.extendleft(reversed(outcome.leftover))
-            self._wakeup.set()
         for item, result in zip(outcome.done, outcome.results, strict=True):
             if item.future.done():
                 continue
@@ -253,6 +262,8 @@ class DynamicBatcher:
     def _compute(self, batch: list[_Item], overdue: int, run: RunBatch) -> _Outcome:
         self._tokenise([item for item in batch if item.ids is None and item.error is None])
         fitting, leftover = self._within_token_budget(batch, overdue)
+        if leftover:  # back to the queue now, not after the model call: a free slot takes them meanwhile
+            self._loop.call_soon_threadsafe(self._give_back, leftover)
         runnable = [item for item in fitting if item.error is None]
         try:
             logits = run([item.ids for item in runnable]) if runnable else []
@@ -261,7 +272,12 @@ class DynamicBatcher:
         else:
             rows = {id(item): row for item, row in zip(runnable, logits, strict=True)}
         results = [item.error or rows[id(item)] for item in fitting]
-        return _Outcome(fitting, results, leftover)
+        return _Outcome(fitting, results)
+
+    def _give_back(self, leftover: list[_Item]) -> None:
+        """Texts a batch took but had no budget for, ahead of the queue (they arrived before what is there)."""
+        self._queue.extendleft(reversed(leftover))
+        self._wakeup.set()
 
     def _tokenise(self, items: list[_Item]) -> None:
         if not items:
@@ -279,22 +295,26 @@ class DynamicBatcher:
                     item.error = InputError(f"the text cannot be tokenised: {error}")
 
     def _within_token_budget(self, batch: list[_Item], overdue: int) -> tuple[list[_Item], list[_Item]]:
-        """The texts, in the batch's order, whose tokens together fit `max_batch_tokens` (at least one text), and
-        the rest. The budget bounds how long a batch holds its slot, so that a short request waits for at most about
-        one batch: its work is its tokens, since the batch runs as length-sorted calls that pad little. The first
-        `overdue` texts take at most half of it while other texts are behind them."""
+        """The texts, in the batch's order, whose tokens together fit `max_batch_tokens`, and the rest. The budget
+        bounds how long a batch holds its slot, so that a short request waits for about one batch at most: a batch's
+        work is its tokens, since it runs as length-sorted calls that pad little. Where the batch holds overdue texts
+        (its first `overdue`) and others, each group has half of the budget: the overdue texts at least one text
+        (so that they advance), the others as many as fit their half (so that one overdue text longer than its half
+        does not shut a short request out, nor a long one double the batch)."""
         budget = self.settings.max_batch_tokens
-        overdue_budget = budget // 2 if overdue < len(batch) else budget
+        mixed = 0 < overdue < len(batch)
+        budgets = (budget // 2, budget - budget // 2) if mixed else (budget, budget)  # (overdue, others)
+        used, taken = [0, 0], [0, 0]
         fitting: list[_Item] = []
         leftover: list[_Item] = []
-        used = overdue_used = 0
         for index, item in enumerate(batch):
+            group = 0 if index < overdue else 1
             cost = 0 if item.ids is None else len(item.ids)  # not tokenised (refused): costs the model nothing
-            late = index < overdue
-            if not fitting or (used + cost <= budget and (not late or overdue_used + cost <= overdue_budget)):
+            first_of_its_group = not taken[group] and (group == 0 or not mixed)
+            if first_of_its_group or used[group] + cost <= budgets[group]:
                 fitting.append(item)
-                used += cost
-                overdue_used += cost if late else 0
+                used[group] += cost
+                taken[group] += 1
             else:
                 leftover.append(item)
         return fitting, leftover
