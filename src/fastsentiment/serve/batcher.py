@@ -34,8 +34,8 @@ from fastsentiment.errors import InputError
 
 # The token budget of a gathered batch where none is given: this many per text of a model call (1,024 on a CPU, whose
 # model calls take 8 texts; 32,768 on a CUDA GPU's 256). It bounds how long a short request waits behind a large one:
-# on the 2-core AVX-512 EPYC a short request sent while a request of 96 texts of 512 tokens ran waited 0.26 s (median)
-# at 1,024 and 0.50 s at 2,048 (docs/benchmarks.md), against the whole 4 s of the large request at the former 16,384.
+# on the 2-core AVX-512 EPYC a short request sent while a request of 96 texts of 512 tokens ran waited 0.22 s (median)
+# at 1,024 and 0.50 s at 2,048 (docs/benchmarks.md, note 22), against the whole 4 s of the large request at the former 16,384.
 TOKENS_PER_CALL_TEXT = 128
 
 # Batches in a row without an arrival during their computation before a batch may run alone: one quiet batch
