@@ -17,14 +17,13 @@ import argparse
 import csv
 import json
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from serve_load import free_port, start_server  # this folder: benchmarks/
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -43,28 +42,6 @@ def post(port: int, body: dict, timeout: float = 600) -> float:
     return time.perf_counter() - started
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(args, port: int, budget: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "fastsentiment", "serve", "--port", str(port), "--backend", args.backend]
-    command += ["--max-batch-tokens", str(budget)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not become ready")
-
-
 def milliseconds(seconds: list[float]) -> dict:
     ordered = sorted(seconds)
     return {
@@ -77,7 +54,18 @@ def milliseconds(seconds: list[float]) -> dict:
 
 def one_budget(args, budget: int, sentences: list[str], long_texts: list[str]) -> dict:
     port = free_port()
-    server = start_server(args, port, budget)
+    server = start_server(
+        argparse.Namespace(
+            backend=args.backend,
+            model=None,
+            precision=None,
+            model_batch_size=8,
+            max_wait_ms=0.0,
+            max_batch_tokens=budget,
+            server_nice=0,
+        ),
+        port,
+    )
     try:
         post(port, {"inputs": long_texts[:2]})  # every shape the run will see, once
         for sentence in sentences[:20]:

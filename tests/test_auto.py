@@ -510,11 +510,25 @@ def test_tune_latency_is_the_median_of_the_timed_texts(monkeypatch):
     assert auto._latency_ms(OneMillisecondPerToken(), (shorter, longer)) == pytest.approx(float(np.median(timed)))
 
 
+def save_decision(model, rows: list, chosen: dict) -> None:
+    """A measured decision of table `rows`, choosing `chosen` for throughput and latency alike."""
+    from dataclasses import asdict
+
+    auto._save(
+        auto.decision_path(model, "cpu"),
+        {
+            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [asdict(row) for row in rows],
+            "throughput": chosen,
+            "latency": chosen,
+        },
+    )
+
+
 def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, cache):
     """`Classifier.load(precision="int8")` with a decision: the faithful int8 row the table measured fastest (by
     throughput, or by latency for the latency workload); without one, the first backend that has int8."""
-    from dataclasses import asdict
-
     from fastsentiment.backends.registry import resolve_auto
 
     pytest.importorskip("openvino")
@@ -528,16 +542,7 @@ def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, ca
     chosen = {"backend": "onnx", "precision": "fp32", "why": "test"}
 
     def decided(rows: list) -> None:
-        auto._save(
-            auto.decision_path(model, "cpu"),
-            {
-                "key": auto.decision_key(model, "cpu", "builtin-v2"),
-                "measured_at": "2026-01-01 00:00",
-                "table": [asdict(row) for row in rows],
-                "throughput": chosen,
-                "latency": chosen,
-            },
-        )
+        save_decision(model, rows, chosen)
 
     decided(table)
     assert resolve_auto(model, "cpu", "int8") == ("openvino", "int8")
@@ -554,7 +559,6 @@ def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_th
     """A decision made where a runtime was installed, read where it is not (a cache volume shared between images
     with other extras): `auto` chose the missing backend, and every command failed asking for its extra."""
     import sys
-    from dataclasses import asdict
 
     if sys.platform == "darwin":
         pytest.skip("coreml runs here")
@@ -563,17 +567,7 @@ def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_th
         auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
         auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
     ]
-    gone = {"backend": "coreml", "precision": "fp16", "why": "test"}
-    auto._save(
-        auto.decision_path(model, "cpu"),
-        {
-            "key": auto.decision_key(model, "cpu", "builtin-v2"),
-            "measured_at": "2026-01-01 00:00",
-            "table": [asdict(row) for row in rows],
-            "throughput": gone,
-            "latency": gone,
-        },
-    )
+    save_decision(model, rows, {"backend": "coreml", "precision": "fp16", "why": "test"})
     for workload in ("throughput", "latency"):
         choice = auto.choose(model, "cpu", workload)
         assert (choice.backend, choice.precision) == ("onnx", "int8"), workload
