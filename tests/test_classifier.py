@@ -212,16 +212,27 @@ def test_transformers_truncation_argument_is_taken(bert_dir):
         ({"threads": -1}, "threads must be a whole number of at least 1"),
         ({"labels": "abc"}, "labels must be a list of names"),
         ({"labels": []}, "labels must be a list of names in class-id order, got an empty one"),
+        # Each of these loaded, and then failed every long text with a TypeError, named class 0 "0", or took the
+        # throughput setup for a typo; and the load's own refusals were not ValueErrors, as a call's are.
+        ({"max_length": 32.0}, "max_length \\(--max-length\\) must be a whole number of tokens, got 32.0"),
+        ({"max_length": "64"}, "max_length \\(--max-length\\) must be a whole number of tokens, got '64'"),
+        ({"max_length": 10_000}, "exceeds what the model accepts"),
+        ({"max_length": 2}, "max_length \\(--max-length\\) must be at least 3"),
+        ({"labels": [0, 1]}, "the labels \\(--labels\\) must be names \\(strings\\)"),
+        ({"labels": ["a", "a"]}, "must be distinct"),
+        ({"labels": ["a", "b", "c"]}, "name 3 classes"),
+        ({"workload": "latancy"}, "unknown workload 'latancy'; expected one of throughput, latency, start"),
     ],
 )
 def test_load_options_that_cannot_mean_anything_are_refused(bert_dir, options, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as refused:
         Classifier.load(bert_dir, backend="openvino", **options)
+    assert isinstance(refused.value, ValueError)
 
 
-def test_max_length_above_model_limit_is_rejected(bert_dir):
-    with pytest.raises(Exception, match="exceeds what the model accepts"):
-        Classifier.load(bert_dir, backend="torch", max_length=10_000)
+def test_labels_may_come_from_any_iterable(bert_dir):
+    clf = Classifier.load(bert_dir, backend="onnx", precision="fp32", labels=(name for name in ["bad", "good"]))
+    assert clf.labels == ["bad", "good"] and clf("I like cheese")[0]["label"] in ("bad", "good")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

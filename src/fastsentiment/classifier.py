@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fastsentiment.backends import Backend, load_backend
-from fastsentiment.backends.base import parallel_calls
+from fastsentiment.backends.base import WORKLOADS, parallel_calls
 from fastsentiment.backends.registry import default_batch_size
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
@@ -110,8 +110,11 @@ class Classifier:
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
         if isinstance(labels, str):
             raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
-        if labels is not None and not len(labels):
+        labels = None if labels is None else list(labels)  # any iterable of names
+        if labels is not None and not labels:
             raise InputError("labels must be a list of names in class-id order, got an empty one")
+        if workload not in WORKLOADS:  # whatever the backend: a typo would quietly take the throughput setup
+            raise InputError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
         model_dir = resolve_model(None if model is None else os.fspath(model))
         if labels is not None:
             model_dir = model_dir.with_labels(labels)

@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from fastsentiment.errors import ModelError
+from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.modeldir import ModelDir
 from fastsentiment.texts import input_name
 from fastsentiment.windows import check_options
@@ -82,7 +82,7 @@ class TextEncoder:
         self.special_tokens = sum(wrapped)
         self.closing_tokens = len(wrapped) - len(_without_trailing_ones(wrapped))
         if max_length <= self.special_tokens:
-            raise ModelError(
+            raise InputError(
                 f"max_length (--max-length) must be at least {self.special_tokens + 1} (a token of text beside the "
                 f"{self.special_tokens} special tokens), got {max_length}"
             )
@@ -94,8 +94,10 @@ class TextEncoder:
     def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
         limit = model.max_length
         if max_length is not None:
+            if not isinstance(max_length, int) or isinstance(max_length, bool):
+                raise InputError(f"max_length (--max-length) must be a whole number of tokens, got {max_length!r}")
             if max_length > limit:
-                raise ModelError(f"max_length (--max-length) {max_length} exceeds what the model accepts ({limit})")
+                raise InputError(f"max_length (--max-length) {max_length} exceeds what the model accepts ({limit})")
             limit = max_length
         tokenizer = load_tokenizer(model)
         pad_id = tokenizer.token_to_id(_special_token(model.tokenizer_config, "pad_token", "[PAD]"))

@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import cpu_computes_bf16, cpu_flags, inference_threads, parallel_calls, usable_cpus
+from fastsentiment.backends.base import (
+    WORKLOADS,
+    cpu_computes_bf16,
+    cpu_flags,
+    inference_threads,
+    parallel_calls,
+    usable_cpus,
+)
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError
@@ -46,7 +53,6 @@ from fastsentiment.models import ModelDir
 
 log = logging.getLogger("fastsentiment")
 
-WORKLOADS = ("throughput", "latency", "start")
 MIN_AGREEMENT = 0.995
 # A text whose fp32 reference puts its top two classes this close in logits (51.25% against 48.75% for two) has no
 # label to agree with: any rounding flips it. On an AMX Xeon, the built-in model's three bf16 "disagreements" on the

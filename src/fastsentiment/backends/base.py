@@ -23,6 +23,10 @@ from fastsentiment.models import ModelDir
 log = logging.getLogger("fastsentiment")
 
 
+# What a load is for, which `auto` measures a path for: batched texts, one text at a time, a one-off call.
+WORKLOADS = ("throughput", "latency", "start")
+
+
 def usable_cpus() -> int:
     """CPUs this process may use, which is what runtimes should size thread pools by: the CPUs it may run on (its
     affinity), or fewer where its container's CPU quota allows less time than that (rounded up).

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from fastsentiment.errors import ModelError
+from fastsentiment.errors import InputError, ModelError
 from fastsentiment.labels import distinct_names, generic_names
 from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 
@@ -60,13 +60,15 @@ class ModelDir:
 
     def with_labels(self, names: Sequence[str]) -> ModelDir:
         """This model with its classes renamed (checkpoints that say LABEL_0, LABEL_1, ... name them nothing)."""
-        names = [str(name).strip() for name in names]
+        if not all(isinstance(name, str) for name in names):
+            raise InputError(f"the labels (--labels) must be names (strings), got {list(names)!r}")
+        names = [name.strip() for name in names]
         if len(names) != len(self.labels):
-            raise ModelError(
+            raise InputError(
                 f"the labels (--labels) name {len(names)} classes ({', '.join(names)}); {self.path.name} has {len(self.labels)}"
             )
         if not distinct_names(names):
-            raise ModelError(f"the labels (--labels) must be distinct, non-empty names; got {', '.join(names)}")
+            raise InputError(f"the labels (--labels) must be distinct, non-empty names; got {', '.join(names)}")
         id2label = {str(i): name for i, name in enumerate(names)}
         label2id = {name: i for i, name in enumerate(names)}
         return replace(self, config={**self.config, "id2label": id2label, "label2id": label2id})
