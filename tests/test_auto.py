@@ -568,6 +568,9 @@ def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_th
         auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
     ]
     save_decision(model, rows, {"backend": "coreml", "precision": "fp16", "why": "test"})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(auto.decision_path(model, "cpu")).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     for workload in ("throughput", "latency"):
         choice = auto.choose(model, "cpu", workload)
         assert (choice.backend, choice.precision) == ("onnx", "int8"), workload

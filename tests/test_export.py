@@ -39,15 +39,16 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
             == f"error: {package} exists and is not a CoreML package; remove it or choose another path\n"
         )
         package.unlink()
-    if lengths == "128":  # the tiny model accepts 64 tokens: 128 must be refused with a clear error
-        result = run_cli("export", "coreml", str(ane_source), str(package))
+    if lengths == "128":  # the tiny model accepts 64 tokens: 128 asked for must be refused with a clear error
+        result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", "128")
         # one line: the options are checked before coremltools, whose import prints lines of its own off macOS
         assert result.returncode == 2 and result.stderr.decode().startswith(
             "error: sequence lengths must lie between 2 and 64"
         )
         assert result.stderr.decode().count("\n") == 1, result.stderr.decode()
-        lengths = "64"
-    result = run_cli("export", "coreml", str(ane_source), str(package), "--seq-lengths", lengths)
+        lengths = None  # the default, 128, is cut to the model's 64 (it was refused as above)
+    asked = [] if lengths is None else ["--seq-lengths", lengths]
+    result = run_cli("export", "coreml", str(ane_source), str(package), *asked)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     # Its one line, without coremltools' import warnings and per-pass progress bars around it.
     assert result.stdout.decode().startswith(f"wrote {package} (fp16") and result.stderr == b"", result.stderr[-2000:]

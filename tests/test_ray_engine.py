@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
@@ -232,10 +233,13 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # b.txt ends with one empty line; c.jsonl line 3
     assert b"wrote 505 rows" in result.stderr and b"2 inputs could not be classified" in result.stderr
-    rows = {}
+    rows, headers = {}, set()
     for part in sorted(out.glob("*.csv")):
         with open(part, encoding="utf-8", newline="") as stream:
-            rows.update({(row["file"], int(row["line"])): row for row in csv.DictReader(stream)})
+            reader = csv.DictReader(stream)
+            rows.update({(row["file"], int(row["line"])): row for row in reader})
+            headers.add(tuple(reader.fieldnames))
+    assert len(headers) == 1, headers  # every part has every column: a reader of the folder takes one header
     expected_texts = {
         **{("a.txt", i + 1): f"first file sentence {i} was great" for i in range(300)},
         **{("b.txt", i + 1): f"second file line {i} was dull" for i in range(200)},
@@ -255,6 +259,35 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
     ]
     assert [bool(row["label"]) for row in jsonl] == [True, True, False, True]
     assert (jsonl[0]["input_line"], jsonl[0]["input_file"]) == ("7", "x")  # renamed once, as the local engine does
+
+
+def test_files_that_differ_in_columns_or_hold_a_number_for_text_make_one_schema(ray_address, bert_dir, tmp_path):
+    """Parts written from files with different keys had different columns, and a reader of the folder silently
+    dropped the later ones; a file whose first record held a number for its text failed the whole job. Files in a
+    subfolder are not read, and that is said."""
+    folder = tmp_path / "inputs"
+    (folder / "more").mkdir(parents=True)
+    (folder / "more" / "unread.jsonl").write_text('{"sentence": "never read"}\n', encoding="utf-8")
+    write = lambda name, rows: (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))  # noqa: E731
+    write("a.jsonl", [{"uid": i, "sentence": f"good film {i}"} for i in range(150)])
+    write("b.jsonl", [{"uid": i, "sentence": f"dull film {i}", "source": "web"} for i in range(150)])
+    write("c.jsonl", [{"uid": 0, "sentence": 5}, {"uid": 1, "sentence": "fine film"}])
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
+        "--model", str(bert_dir), "--chunk-rows", "50", timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "wrote 302 rows" in stderr and "1 input could not be classified" in stderr
+    assert "the folder's own files are read, not those in its subfolders (more/)" in stderr
+    parts = sorted(out.rglob("*.parquet"))
+    assert len(parts) > 1 and len({str(pq.read_schema(part)) for part in parts}) == 1
+    rows = ds.dataset([str(part) for part in parts], format="parquet").to_table().to_pylist()
+    assert len(rows) == 302 and sum(row["source"] == "web" for row in rows) == 150
+    assert [(row["sentence"], row["error"]) for row in rows if row["file"] == "c.jsonl"] == [
+        ("5", "field 'sentence' is not text"),
+        ("fine film", None),
+    ]
 
 
 def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):

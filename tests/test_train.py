@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -84,6 +85,11 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(train_slice, base_
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
     assert {"model.safetensors", "tokenizer.json", "vocab.txt", "training.json"} <= {p.name for p in out.iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    # transformers writes the weights through a private temporary file (0600): a server running as another user
+    # could not read them
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~umask
     record = json.loads((out / "training.json").read_text())
     assert record["history"] and all(0 <= h["held_out_accuracy"] <= 1 for h in record["history"])
     classified = run_cli("classify", "I like cheese", "--model", str(out), "--json")
@@ -216,6 +222,8 @@ def test_labels_that_name_no_class_or_mix_names_and_ids_are_refused(base_encoder
         (["--max-steps", "0"], "--max-steps must be at least 1"),
         (["--max-steps", "-1"], "--max-steps must be at least 1"),
         (["--out-is-a-file"], "is a file; training writes a folder"),
+        # found after the models had loaded, as an exit 1 "Not a directory"
+        (["--out-inside-a-file"], "is a file, not a folder"),
         (["--labels", "NEGATIVE,NEGATIVE"], "--labels must be distinct, non-empty names; got NEGATIVE, NEGATIVE"),
         (["--eval-fraction", "0.9995"], "--eval-fraction 0.9995 of 600 row(s) holds out every row"),
         (["--lr", "nan"], "--learning-rate (--lr) must be a positive number, got nan"),
@@ -240,6 +248,9 @@ def test_bad_training_options_fail_in_one_line_before_training(train_slice, base
     if options == ["--out-is-a-file"]:
         out.write_text("not a folder")
         options = []
+    if options == ["--out-inside-a-file"]:
+        out.write_text("not a folder")
+        out, options = out / "model", []
     options = [str(base_encoder) if option == "TEACHER" else option for option in options]
     result = run_cli(*train_args(train_slice, out, base_encoder, *options))
     stderr = result.stderr.decode()

@@ -34,3 +34,12 @@ def through_link(path: Path) -> Path:
     write (the link stays a link). Written files are moved into place whole, and a move onto a link would replace
     the link instead."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def as_umask_allows(path: Path) -> None:
+    """Give a file the permissions a plain `open()` would (0666 less the umask): writers that go through a private
+    temporary file (mkstemp; transformers' `save_pretrained`) leave it 0600, which a server or container running as
+    another user cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

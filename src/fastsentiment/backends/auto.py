@@ -50,6 +50,7 @@ from fastsentiment.backends.registry import availability, backend_names, first_r
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError
 from fastsentiment.models import ModelDir
+from fastsentiment.outputs import as_umask_allows
 
 log = logging.getLogger("fastsentiment")
 
@@ -177,8 +178,9 @@ def choose(
     measured decision, a fresh one if `measure`, else the interim."""
     if workload not in WORKLOADS:
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
-    if workload == "start":
-        return interim_choice(device, "latency", model)
+    if workload == "start":  # never measured (start-up dominates a one-off call): no advice to tune
+        interim = interim_choice(device, "latency", model)
+        return Choice(interim.backend, interim.precision, "a one-off call: the quickest to start, not measured")
     decision = cached_decision(model, device, threads=threads)
     if decision is None and measure:
         with measuring_alone(model, device, threads):
@@ -310,6 +312,7 @@ def _save(path: Path, decision: dict) -> None:
     handle, scratch = tempfile.mkstemp(prefix=".tune-", suffix=".json", dir=path.parent)
     with os.fdopen(handle, "w") as stream:
         json.dump(decision, stream, indent=1)
+    as_umask_allows(Path(scratch))  # a cache on a volume shared by images that run as other users
     os.replace(scratch, path)
 
 

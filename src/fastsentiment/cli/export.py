@@ -105,8 +105,11 @@ def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -
 def export_coreml_command(
     model: str = ModelArgument,
     out: Path = typer.Argument(..., help="The .mlpackage to write (replaces an earlier package there)."),
-    seq_lengths: str = typer.Option(
-        "128", "--seq-lengths", help="Fixed length, or comma-separated enumerated lengths: 32,64,128."
+    seq_lengths: str | None = typer.Option(
+        None,
+        "--seq-lengths",
+        help="Fixed length, or comma-separated enumerated lengths: 32,64,128 \\[default: 128, or the model's limit "
+        "where it is lower].",
     ),
 ) -> None:
     """CoreML ML program (fp16, int32 inputs) of the Neural-Engine layout. Runs on Linux; predicts on macOS."""
@@ -115,13 +118,16 @@ def export_coreml_command(
     from fastsentiment.export.coreml import export_coreml
     from fastsentiment.models import resolve_model
 
+    model_dir = resolve_model(model)
     try:
-        lengths = [int(part) for part in seq_lengths.split(",") if part.strip()]
+        lengths = [int(part) for part in seq_lengths.split(",") if part.strip()] if seq_lengths else []
     except ValueError:
         raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
+    if seq_lengths is None:
+        lengths = [min(128, model_dir.max_length)]
     # Bound to the real stderr: the conversion silences coremltools' own progress bars by redirecting sys.stderr.
     with Console(file=sys.stderr).status("converting to a CoreML ML program"):
-        export_coreml(resolve_model(model), out, lengths)
+        export_coreml(model_dir, out, lengths)
     typer.echo(f"wrote {out} (fp16, input lengths {', '.join(map(str, sorted(set(lengths))))})")
 
 

@@ -14,8 +14,11 @@ mix the rows of several input files.
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -26,7 +29,16 @@ from typing import Any
 from fastsentiment.errors import FastSentimentError, InputError, missing_extra
 from fastsentiment.jobs.job import FileJob, ModelOptions
 from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
-from fastsentiment.jobs.rows import FORMATS, Row, RowSource, checked_text, clean_fields, rows_from_lines, table_format
+from fastsentiment.jobs.rows import (
+    DEFAULT_TEXT_COLUMNS,
+    FORMATS,
+    Row,
+    RowSource,
+    checked_text,
+    clean_fields,
+    rows_from_lines,
+    table_format,
+)
 from fastsentiment.jobs.sinks import output_columns, output_record, parquet_schema, result_fields, result_types
 from fastsentiment.tokenization import TextEncoder, Truncations
 from fastsentiment.windows import LongText
@@ -123,6 +135,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
             )
         writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
         writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+        _one_schema(job.out, job.ray_output_format)
         truncated = ray.get(truncations.total.remote())
     except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
         if isinstance(error, FastSentimentError) and getattr(error, "cause", None) is None:
@@ -149,6 +162,12 @@ def _input_files(source: str) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
         if not files:
             raise InputError(f"{path}: no .txt, .csv, .tsv, .jsonl or .parquet files in the folder")
+        if passed := sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p.is_dir()):
+            # Said, not silent: a folder of shards in subfolders would otherwise be a job of a part of its rows.
+            shown = ", ".join(passed[:3]) + (f" and {len(passed) - 3} more" if len(passed) > 3 else "")
+            logging.getLogger("fastsentiment").warning(
+                "%s: the folder's own files are read, not those in its subfolders (%s)", path, shown
+            )
         return files
     raise InputError(f"input not found: {source}")
 
@@ -236,6 +255,58 @@ def _log_hint() -> str:
     return f" (details in {log})" if log.is_file() else ""
 
 
+def _one_schema(out: Path, fmt: str) -> None:
+    """Give every part file of the output the same columns. Ray writes one file per block with the columns of that
+    block's rows: files of a folder with different columns (a JSONL key some files lack) made parts that disagree,
+    and a reader of the folder (pyarrow, pandas) took the first part's columns and silently dropped the others'.
+    JSON lines need nothing: a record without a key reads as a missing value."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    if fmt == "parquet":
+        schemas = [pq.read_schema(path) for path in files]
+        if all(schema.equals(schemas[0]) for schema in schemas):
+            return
+        try:
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise FastSentimentError(f"the input files disagree on a column's type: {_first_line(error)}") from None
+        for path, schema in zip(files, schemas, strict=True):
+            if not schema.equals(unified):
+                table = pq.read_table(path)
+                columns = [
+                    table.column(field.name).cast(field.type)
+                    if field.name in schema.names
+                    else pa.nulls(table.num_rows, field.type)
+                    for field in unified
+                ]
+                whole = pa.Table.from_arrays(columns, schema=unified)
+                _replace(path, lambda scratch, whole=whole: pq.write_table(whole, scratch))
+    elif fmt == "csv":
+        headers = []
+        for path in files:
+            with open(path, encoding="utf-8", newline="") as stream:
+                headers.append(next(csv.reader(stream), []))
+        names = list(dict.fromkeys(name for header in headers for name in header))
+        for path, header in zip(files, headers, strict=True):
+            if header != names:
+                _replace(path, lambda scratch, path=path: _rewrite_csv(path, scratch, names))
+
+
+def _rewrite_csv(source: Path, target: Path, names: list[str]) -> None:
+    with open(source, encoding="utf-8", newline="") as reading, open(target, "w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=names, restval="")
+        writer.writeheader()
+        writer.writerows(csv.DictReader(reading))
+
+
+def _replace(path: Path, write) -> None:
+    scratch = path.with_name(f".{path.name}.tmp")
+    write(scratch)
+    os.replace(scratch, path)
+
+
 def _count_output(out: Path, fmt: str) -> RayReport:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -288,6 +359,7 @@ def _text_rows_datasource_class():
             try:
                 for row in rows_from_lines(_buffered(f), fmt, self.column):
                     if kinds is not None:
+                        _text_kept_as_text(row, self.column)
                         kinds.check(row)
                     records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
                     if len(records) == self.block_rows:
@@ -319,6 +391,17 @@ def _truncation_count_class():
             return self.count
 
     return TruncationCount
+
+
+def _text_kept_as_text(row: Row, column: str | None) -> None:
+    """A JSONL record whose text field holds something else (a number) is an error row, as on the local path, with
+    the value written as JSON text: the field's column holds text in every file (a file whose first record had a
+    number there made its column numeric, and the whole job failed where it met another file's text)."""
+    name = column or next((name for name in DEFAULT_TEXT_COLUMNS if name in row.fields), None)
+    value = row.fields.get(name) if name is not None else None
+    if value is not None and not isinstance(value, str):
+        row.fields[name] = json.dumps(value, ensure_ascii=False)
+        row.error = row.error or f"field {name!r} is not text"  # the reader may have said so already
 
 
 class _FieldKinds:

@@ -26,6 +26,7 @@ from fastsentiment.labels import generic_names
 from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import HEAD_OUTPUT_WEIGHTS, TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.models.network import load_network, transformers_quiet
+from fastsentiment.outputs import as_umask_allows
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
 from fastsentiment.train.config import TrainConfig, model_identity, total_steps
@@ -355,6 +356,8 @@ class Trainer:
             setattr(self.model.config, name, value)
         with transformers_quiet():
             self.model.to(dtype).save_pretrained(self.output, safe_serialization=True)
+        for weights in self.output.glob("*.safetensors"):
+            as_umask_allows(weights)
         self.model.to(torch.float32)
         copy_tokenizer_files(base.path, self.output)
         record = {

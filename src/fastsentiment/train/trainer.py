@@ -21,6 +21,7 @@ import numpy as np
 from fastsentiment.errors import FastSentimentError, InputError, ModelError, missing_extra
 from fastsentiment.labels import generic_names
 from fastsentiment.models import ModelDir, resolve_model
+from fastsentiment.outputs import check_output_place
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, teacher_attention
 from fastsentiment.train.augment import Augmentation
@@ -193,6 +194,7 @@ def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -
     for role, model in models:
         if out.resolve() == model.path.resolve():
             raise InputError(f"--out {out} is the {role}'s own folder, which training would overwrite; choose another")
+    check_output_place(out, folder=True)  # a place nothing can be written in, before the models load
     held = list(out.iterdir()) if out.is_dir() else []
     earlier = [path for path in held if not path.match(TEACHER_CACHE)]
     if not resume and earlier:
