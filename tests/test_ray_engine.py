@@ -290,6 +290,21 @@ def test_files_that_differ_in_columns_or_hold_a_number_for_text_make_one_schema(
     ]
 
 
+def test_json_lines_output_files_are_named_so(ray_address, bert_dir, tmp_path):
+    """`--out-format jsonl` wrote Ray's `.json` names: a `*.jsonl` glob found nothing."""
+    source = tmp_path / "in.txt"
+    source.write_text("good film\nbad film\n", encoding="utf-8")
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
+        "--out-format", "jsonl", "--model", str(bert_dir), timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert {path.suffix for path in out.iterdir()} == {".jsonl"}
+    rows = [json.loads(line) for path in sorted(out.iterdir()) for line in path.read_text().splitlines()]
+    assert [row["text"] for row in rows] == ["good film", "bad film"]
+
+
 def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):
     """A field with one type in one file and another in the next cannot become one Arrow column: the job stops
     with the cause, not Ray's traceback or its retry advice."""

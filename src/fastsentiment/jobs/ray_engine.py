@@ -256,7 +256,7 @@ def _log_hint() -> str:
 
 
 def _one_schema(out: Path, fmt: str) -> None:
-    """Give every part file of the output the same columns. Ray writes one file per block with the columns of that
+    """Give every part file of the output the same columns (and JSON lines files their extension). Ray writes one file per block with the columns of that
     block's rows: files of a folder with different columns (a JSONL key some files lack) made parts that disagree,
     and a reader of the folder (pyarrow, pandas) took the first part's columns and silently dropped the others'.
     JSON lines need nothing: a record without a key reads as a missing value."""
@@ -264,6 +264,10 @@ def _one_schema(out: Path, fmt: str) -> None:
     import pyarrow.parquet as pq
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
+    if fmt == "jsonl":  # Ray names JSON-lines files .json; a *.jsonl glob (and --out-format's own name) found none
+        for path in files:
+            if path.suffix == ".json":
+                path.rename(path.with_suffix(".jsonl"))
     if fmt == "parquet":
         schemas = [pq.read_schema(path) for path in files]
         if all(schema.equals(schemas[0]) for schema in schemas):
