@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from fastsentiment import Classifier
 from fastsentiment.errors import BackendError, InputError
 
@@ -196,6 +197,11 @@ def test_a_regression_head_gives_its_raw_output_as_transformers_does(tmp_path, p
     (expected,) = pipeline_for(model)(TEXTS[0])
     assert answer["score"] == pytest.approx(expected["score"], abs=1e-5)
     assert answer["score"] == pytest.approx(float(clf.logits([TEXTS[0]])[0, 0]))  # not squashed into (0, 1)
+    # and the console shows the raw output as a number, not as a percentage (0.0113 was "1.13%")
+    shown = run_cli("classify", TEXTS[0], "-m", str(model), "-b", "onnx", "-p", "fp32")
+    assert shown.returncode == 0, shown.stderr.decode()
+    label, score, _ = shown.stdout.decode().split(maxsplit=2)
+    assert label == "rating" and "%" not in score and float(score) == pytest.approx(answer["score"], abs=1e-4)
 
 
 def test_transformers_truncation_argument_is_taken(bert_dir):

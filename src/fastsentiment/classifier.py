@@ -407,6 +407,11 @@ class Classifier:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
+    @property
+    def scores_are_probabilities(self) -> bool:
+        """Whether its scores by default are probabilities (shown as percentages), not a regression's raw outputs."""
+        return self._default_function() != "none"
+
     def _function(self, function_to_apply: str | None) -> str:
         """The scoring function asked for, or the model's own."""
         return function_name(function_to_apply) or self._default_function()

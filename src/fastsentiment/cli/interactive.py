@@ -122,7 +122,8 @@ def interactive(
         log(f"Logits: {[round(float(value), 4) for value in logits[0]]}")
         scores = clf.scores(logits)[0]
         best = int(scores.argmax())
-        sys.stdout.write(f"Sentiment prediction: {clf.labels[best].lower()} ({scores[best]:.2%})\n")
+        score = f"{scores[best]:.2%}" if clf.scores_are_probabilities else f"{scores[best]:.4f}"
+        sys.stdout.write(f"Sentiment prediction: {clf.labels[best].lower()} ({score})\n")
 
 
 def _ms(started: float) -> str:

@@ -110,7 +110,7 @@ def classify_rows(
 
 
 def _printer(clf: Classifier, as_json: bool) -> Callable[[list[Row], list], None]:
-    sink = ConsoleSink(clf.labels, as_json)
+    sink = ConsoleSink(clf.labels, as_json, clf.scores_are_probabilities)
 
     def write(chunk: list[Row], results: list) -> None:
         for row, result in zip(chunk, results, strict=True):

@@ -138,8 +138,10 @@ class ConsoleSink:
     text (control characters in it shown as escapes: \\n, \\t, \\x1b), or `ERROR` and the error's stderr line for an input that
     could not be classified; or one JSON object per input with --json."""
 
-    def __init__(self, labels: Sequence[str], as_json: bool) -> None:
+    def __init__(self, labels: Sequence[str], as_json: bool, percentages: bool = True) -> None:
+        """`percentages`: scores are probabilities, shown as percentages (a regression's raw outputs are not)."""
         self.as_json = as_json
+        self.percentages = percentages
         self.width = max(len(label) for label in (*labels, CONSOLE_ERROR))
 
     def write(self, row: Row, prediction) -> None:
@@ -161,7 +163,8 @@ class ConsoleSink:
             }
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            sys.stdout.write(f"{prediction.label:<{self.width}}  {prediction.score:>6.2%}  {one_line(row.text)}\n")
+            score = f"{prediction.score:>6.2%}" if self.percentages else f"{prediction.score:>7.4f}"
+            sys.stdout.write(f"{prediction.label:<{self.width}}  {score}  {one_line(row.text)}\n")
 
 
 def one_line(text: str) -> str:
