@@ -457,7 +457,7 @@ def main() -> None:
     results = {
         "model": args.model or "built-in",
         "cpus": len(os.sched_getaffinity(0)),
-        "cpu_flags": sorted(set(re.findall(r"\b(avx512\w*|amx\w*)", Path("/proc/cpuinfo").read_text()))),
+        "cpu_flags": cpu_flags(),
         **session(args, sentences, args.per_request, args.connections, args.fractions),
         # The targets' measurements again, each with its own offline reference and server: on two shared cores one
         # session's ratios vary by several points, so the targets are read as medians over all sessions.
@@ -466,10 +466,20 @@ def main() -> None:
     # Other processes on the machine make every figure of the run worse; say how much CPU they took.
     foreign = (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)
     results["other_processes_cores"] = max(0.0, foreign) / (time.monotonic() - started)
+    report(results, args.out)
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's AVX-512 and AMX flags, written beside every figure."""
+    return sorted(set(re.findall(r"\b(avx512\w*|amx\w*)", Path("/proc/cpuinfo").read_text())))
+
+
+def report(results: dict, out: Path | None) -> None:
+    """The results as JSON on stdout, and in `out` when given."""
     text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     print(text)
 
 

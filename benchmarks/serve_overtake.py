@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import statistics
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from serve_load import free_port, start_server  # this folder: benchmarks/
+from serve_load import cpu_flags, free_port, report, start_server  # this folder: benchmarks/
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -107,15 +106,11 @@ def main() -> None:
     long_texts = [" ".join(sentences[i : i + 40]) for i in range(args.long_texts)]
     results = {
         "backend": args.backend,
-        "cpu_flags": sorted(set(re.findall(r"\b(avx512\w*|amx\w*)", Path("/proc/cpuinfo").read_text()))),
+        "cpu_flags": cpu_flags(),
         "long_texts": args.long_texts,
         "runs": [one_budget(args, int(budget), sentences, long_texts) for budget in args.budgets.split(",")],
     }
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

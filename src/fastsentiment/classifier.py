@@ -14,6 +14,7 @@ import numpy as np
 from fastsentiment.backends import Backend, load_backend
 from fastsentiment.backends.base import WORKLOADS, parallel_calls
 from fastsentiment.backends.registry import default_batch_size
+from fastsentiment.checks import is_count
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
@@ -73,7 +74,7 @@ class Classifier:
         batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
-        if batch_size is not None and not _is_count(batch_size):
+        if batch_size is not None and not is_count(batch_size):
             raise InputError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
         self.model = model
         self.backend = backend
@@ -106,7 +107,7 @@ class Classifier:
         (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
-        if threads is not None and not _is_count(threads):
+        if threads is not None and not is_count(threads):
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
         if isinstance(labels, str):
             raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
@@ -191,7 +192,7 @@ class Classifier:
         cuts_at = max_length if truncation is True or (truncation is None and not padding) else None
         if max_length is not None:
             least = self.encoder.special_tokens + 1
-            if not _is_count(max_length) or not least <= max_length <= self.encoder.max_length:
+            if not is_count(max_length) or not least <= max_length <= self.encoder.max_length:
                 raise InputError(
                     f"max_length must be a whole number from {least} up to the {self.encoder.max_length} tokens this "
                     f"classifier was loaded with (Classifier.load(max_length=...) sets that), got {max_length!r}"
@@ -224,7 +225,7 @@ class Classifier:
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
         """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
-        if top_k is not None and not _is_count(top_k):
+        if top_k is not None and not is_count(top_k):
             raise InputError(f"top_k must be a whole number of at least 1 (None: every label), got {top_k!r}")
         keep = len(self.labels) if top_k is None else min(int(top_k), len(self.labels))
         return [
@@ -373,7 +374,7 @@ class Classifier:
 
     def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
         size = self.batch_size if batch_size is None else batch_size
-        if not _is_count(size):
+        if not is_count(size):
             raise InputError(f"batch size must be a whole number of at least 1, got {size!r}")
         result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
         batches = list(length_sorted_batches([len(s) for s in sequences], size))
@@ -435,11 +436,6 @@ def function_name(function_to_apply: Any) -> str | None:
     if function_to_apply.lower() not in FUNCTIONS:
         raise InputError(f"unknown function_to_apply {function_to_apply!r}; expected one of {', '.join(FUNCTIONS)}")
     return function_to_apply.lower()
-
-
-def _is_count(value: Any) -> bool:
-    """A whole number of at least 1 (numpy's too; True is not a count)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def _texts_of(inputs: Any) -> list[str]:

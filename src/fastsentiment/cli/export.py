@@ -119,12 +119,13 @@ def export_coreml_command(
     from fastsentiment.models import resolve_model
 
     model_dir = resolve_model(model)
-    try:
-        lengths = [int(part) for part in seq_lengths.split(",") if part.strip()] if seq_lengths else []
-    except ValueError:
-        raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
     if seq_lengths is None:
         lengths = [min(128, model_dir.max_length)]
+    else:
+        try:
+            lengths = [int(part) for part in seq_lengths.split(",") if part.strip()]
+        except ValueError:
+            raise InputError(f"--seq-lengths takes comma-separated integers, got {seq_lengths!r}") from None
     # Bound to the real stderr: the conversion silences coremltools' own progress bars by redirecting sys.stderr.
     with Console(file=sys.stderr).status("converting to a CoreML ML program"):
         export_coreml(model_dir, out, lengths)

@@ -162,7 +162,7 @@ def _input_files(source: str) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
         if not files:
             raise InputError(f"{path}: no .txt, .csv, .tsv, .jsonl or .parquet files in the folder")
-        if passed := sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p.is_dir()):
+        if passed := sorted(p.name + "/" for p in path.iterdir() if p.is_dir()):
             # Said, not silent: a folder of shards in subfolders would otherwise be a job of a part of its rows.
             shown = ", ".join(passed[:3]) + (f" and {len(passed) - 3} more" if len(passed) > 3 else "")
             logging.getLogger("fastsentiment").warning(
@@ -256,10 +256,11 @@ def _log_hint() -> str:
 
 
 def _one_schema(out: Path, fmt: str) -> None:
-    """Give every part file of the output the same columns (and JSON lines files their extension). Ray writes one file per block with the columns of that
-    block's rows: files of a folder with different columns (a JSONL key some files lack) made parts that disagree,
-    and a reader of the folder (pyarrow, pandas) took the first part's columns and silently dropped the others'.
-    JSON lines need nothing: a record without a key reads as a missing value."""
+    """Give every Parquet or CSV part file of the output the same columns, and JSON lines files their extension.
+    Ray writes one file per block with the columns of that block's rows: files of a folder with different columns
+    (a JSONL key some files lack) made parts that disagree, and a reader of the folder (pyarrow, pandas) took the
+    first part's columns and silently dropped the others'. JSON lines need no columns evened out: a record without
+    a key reads as a missing value."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -135,8 +135,8 @@ CONSOLE_ERROR = "ERROR"  # in the label column of an input that could not be cla
 
 class ConsoleSink:
     """One line per input, in input order, so that stdout matches the inputs line for line: label, confidence and
-    text (control characters in it shown as escapes: \\n, \\t, \\x1b), or `ERROR` and the error's stderr line for an input that
-    could not be classified; or one JSON object per input with --json."""
+    text (control characters in it shown as escapes: \\n, \\t, \\x1b), or `ERROR` and the error's stderr line for
+    an input that could not be classified; or one JSON object per input with --json."""
 
     def __init__(self, labels: Sequence[str], as_json: bool, percentages: bool = True) -> None:
         """`percentages`: scores are probabilities, shown as percentages (a regression's raw outputs are not)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastsentiment.checks import is_count
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -53,19 +55,19 @@ class Architecture:
         """What in a config.json this architecture cannot run with, or None: checked when a model directory is
         loaded, so that a bad value is one line there instead of a traceback from whichever runtime meets it."""
         pad = config.get("pad_token_id", 1)
-        if self.positions_after_padding and (not _is_count(pad, least=0)):
+        if self.positions_after_padding and not is_count(pad, least=0):
             return f"pad_token_id is {pad!r}: {self.model_type} models number their positions from it, an integer"
         sizes = ["max_position_embeddings", "vocab_size", "num_labels"]
         sizes += [next((key for key in keys if key in config), keys[0]) for keys in self._shape_keys]
         for key in sizes:
-            if key in config and not _is_count(config[key], least=1):
+            if key in config and not is_count(config[key], least=1):
                 return f"{key} is {config[key]!r}: expected a whole number of at least 1"
         shape = self.encoder_shape(config)
         if shape["hidden"] and shape["heads"] and shape["hidden"] % shape["heads"]:
             return f"the hidden size {shape['hidden']} is not a multiple of the {shape['heads']} attention heads"
-        vocabulary = config.get("vocab_size")
-        if pad is not None and not self.positions_after_padding and not _is_count(pad, least=0):
+        if pad is not None and not is_count(pad, least=0):
             return f"pad_token_id is {pad!r}: expected a token id"
+        vocabulary = config.get("vocab_size")
         if isinstance(vocabulary, int) and isinstance(pad, int) and pad >= vocabulary:
             return f"pad_token_id {pad} is not a token of the {vocabulary}-token vocabulary"
         if (room := self.max_tokens(config)) < 3:
@@ -85,10 +87,6 @@ class Architecture:
     def max_tokens(self, config: dict[str, Any]) -> int:
         """Longest token sequence the position table allows, special tokens included."""
         return int(config.get("max_position_embeddings", 512)) - self.position_offset(config)
-
-
-def _is_count(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
