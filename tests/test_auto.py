@@ -176,6 +176,10 @@ def test_a_calibration_file_too_small_to_time_is_refused(model, tmp_path):
         InputError, match=f"{auto.MIN_CALIBRATION - 1} texts; at least {auto.MIN_CALIBRATION} are needed"
     ):
         auto.Calibration.from_file(path, model.labels)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "dev.tsv").write_text("sentence\tlabel\n" + "great\t1\n" * auto.MIN_CALIBRATION)
+    with pytest.raises(InputError, match="is a folder; give one file of your texts"):  # was "Is a directory"
+        auto.Calibration.from_file(tmp_path / "splits", model.labels)
 
 
 def test_tune_text_column_needs_a_calibration_file(bert_dir):
@@ -216,6 +220,7 @@ def test_auto_and_cpu_are_one_placement_only_where_no_backend_takes_a_gpu(model,
 def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, cache, monkeypatch, change, tmp_path):
     auto.tune(model, "cpu", only=FAST_CANDIDATES)
     assert auto.cached_decision(model, "cpu") is not None
+    this_cpus_flags = auto.cpu_flags
     if change == "cpu flags":
         monkeypatch.setattr(auto, "cpu_flags", lambda: {"sse2"})  # the same cache read on another CPU
     elif change == "runtime version":
@@ -235,6 +240,26 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         model = resolve_model(str(other))
     assert auto.cached_decision(model, "cpu") is None
     assert auto.choose(model, "cpu").reason.startswith("interim")
+    if change == "cpu flags":  # machines sharing a cache keep their decisions side by side (they overwrote them)
+        other = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+        assert auto.cached_decision(model, "cpu") == other
+        monkeypatch.setattr(auto, "cpu_flags", this_cpus_flags)
+        assert auto.cached_decision(model, "cpu") is not None
+
+
+def test_a_decision_that_cannot_be_kept_still_serves_the_run_that_measured_it(model, cache, caplog, bert_dir):
+    cache.mkdir()
+    (cache / "tune").write_text("")  # no folder can be made there: as a read-only image's cache or a full disk
+    with caplog.at_level(logging.WARNING, logger="fastsentiment"):
+        decision = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    assert decision["throughput"]["backend"] == "onnx"  # it measured for 45 s, then failed the job
+    assert "cannot keep the decision in" in caplog.text and "FASTSENTIMENT_CACHE" in caplog.text
+    # `tune` itself, whose whole point is keeping it, refuses before measuring
+    result = run_cli("tune", "--model", str(bert_dir), "--device", "cpu", env={"FASTSENTIMENT_CACHE": str(cache)})
+    assert result.returncode == 2
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and message.startswith("error: the tuning cache ")
+    assert message.rstrip().endswith("is a file, not a folder; set FASTSENTIMENT_CACHE to a writable folder")
 
 
 def test_a_corrupt_cache_is_ignored_with_a_warning_and_rebuilt(model, cache, caplog):
@@ -257,6 +282,17 @@ def test_a_decision_missing_a_field_is_ignored_with_a_warning(model, cache, capl
     with caplog.at_level(logging.WARNING, logger="fastsentiment"):
         assert auto.choose(model, "cpu").reason.startswith("interim")
     assert "unreadable tuning cache" in caplog.text
+    # other shapes an edited or foreign file may have: each was a traceback, or an error on every later run
+    del decision["throughput"]
+    for broken in ({"key": None}, {"key": "sha256:abc"}, {"latency": {**decision["latency"], "precision": "int4"}}):
+        path.write_text(json.dumps({**decision, **broken}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fastsentiment"):
+            assert auto.choose(model, "cpu", "latency").reason.startswith("interim"), broken
+        assert "unreadable tuning cache" in caplog.text
+    rows = [{key: value for key, value in row.items() if key != "sentences_per_s"} for row in decision["table"]]
+    path.write_text(json.dumps({**decision, "table": rows}))
+    assert auto.measured_with_precision(model, "cpu", "fp32") is None  # a row without its figure is not a row
 
 
 def test_the_tune_table_names_every_workload_a_config_won():

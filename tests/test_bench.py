@@ -70,6 +70,8 @@ def test_quick_bench_writes_every_output_well_formed(quick_report):
         (["--backends", "onnx:fp8"], "backend onnx has no precision 'fp8'"),
         (["--backends", "coreml"], "CoreML predicts on macOS only"),
         (["--batch-sizes", "0,8"], "--batch-sizes must be at least 1"),
+        (["--batch-sizes", ""], "--batch-sizes takes comma-separated integers, got ''"),  # was the default
+        (["--backends", "pipeline:0"], "pipeline:0: write pipeline or pipeline:BATCH_SIZE (1 or more)"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--backends", " , "], "--backends names no configuration"),  # ran the whole default suite
     ],
@@ -121,6 +123,9 @@ def test_bench_on_cuda_runs_every_row_there_the_pipeline_too(bert_dir, sst2_dir,
     [
         ("review\tlabel\ngood\t1\n", "no 'sentence' or 'text' column"),
         ("sentence\tlabel\ngood\tmaybe\n", "unknown label 'maybe'"),
+        ("sentence\tlabel\ngood\t\u00b9\n", "unknown label '\u00b9'"),  # a digit to str.isdigit, not to int()
+        ("sentence\tlabel\ngood\t\u0661\n", "unknown label '\u0661'"),  # read as class 1 before
+        ("sentence\tlabel\ngood\t--1\n", "unknown label '--1'"),
         ("sentence\tlabel\ngood\t7\n", "label id 7 does not exist in the model"),
     ],
 )

@@ -224,6 +224,10 @@ def _with_template(model, folder, post_processor):
     state = json.loads((folder / "tokenizer.json").read_text())
     state["post_processor"] = post_processor
     (folder / "tokenizer.json").write_text(json.dumps(state))
+    # A tokenizer taken as tokenizer.json says: BERT's own class would rebuild the [CLS] ... [SEP] template.
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
     return Classifier.load(folder, backend="torch")
 
 
@@ -283,3 +287,41 @@ def test_a_text_its_tokenizer_keeps_nothing_of_is_an_empty_text_on_every_surface
     result = run_cli("interactive", "-m", str(bert_dir), "-b", "onnx:fp32", input=f"{marks}\ngood film\n")
     assert result.returncode == 0 and f"error: input 1: {said}" in result.stderr.decode()
     assert result.stdout.decode().count("Sentiment prediction:") == 1
+
+
+def _max_window_is_the_surest(clf, sureness) -> None:
+    """Windows of one text in order of sureness, the surest last (not where taking the first window would pass)."""
+    segments = sorted(
+        (words(LIMIT - 2, offset) for offset in (0, 3, 7)), key=lambda segment: sureness(clf.logits([segment])[0])
+    )
+    windows = clf.logits(segments)
+    assert len({float(sureness(row)) for row in windows}) == 3  # no ties to hide in
+    text = " ".join(segments)
+    (prediction,) = clf.predict([text], long_text="chunk", stride=0, aggregate="max", return_chunks=True)
+    assert [text[chunk["start"] : chunk["end"]] for chunk in prediction.chunks] == segments
+    np.testing.assert_allclose(
+        clf.logits([text], long_text="chunk", stride=0, aggregate="max")[0], windows[-1], atol=1e-6
+    )
+
+
+def test_max_takes_the_surest_window_of_a_regression_or_single_output_head(tmp_path):
+    """A softmax over one output is 1 for every window: "max" took the first window of a regression head; and a
+    one-output sigmoid head preferred p=0.62 to p=0.0025, a far surer "no"."""
+    from tiny_models import build_model
+
+    rating = build_model(tmp_path / "rating", "bert", labels=("rating",))
+    config = json.loads((rating / "config.json").read_text())
+    (rating / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
+    _max_window_is_the_surest(Classifier.load(rating, backend="onnx", precision="fp32"), lambda row: row[0])
+
+    (rating / "config.json").write_text(json.dumps(config))  # one output and no problem type: a sigmoid
+    single = Classifier.load(rating, backend="onnx", precision="fp32")
+    _max_window_is_the_surest(single, lambda row: abs(1 / (1 + np.exp(-row[0])) - 0.5))
+
+
+def test_an_aggregate_is_never_taken_for_the_default_by_being_empty(clf, bert_dir):
+    for aggregate in ("", 0, False, []):
+        with pytest.raises(InputError, match="unknown aggregate"):
+            clf("good " * 100, long_text="chunk", aggregate=aggregate)
+    result = run_cli("classify", "good film", "--model", str(bert_dir), "--long-text", "chunk", "--aggregate", "")
+    assert result.returncode == 2 and result.stderr.decode().startswith("error: unknown aggregate ''")

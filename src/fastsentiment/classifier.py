@@ -353,10 +353,15 @@ class Classifier:
         if len(window_logits) == len(windows):
             return np.asarray(window_logits, dtype=np.float32), per_text
         sigmoid = function == "sigmoid"
+        # Which window is surest is read from probabilities where there are any: under the function asked for,
+        # else the model's own (raw scores asked of a classifier; a softmax over one output is always 1).
+        confidence = function
+        if function == "none" or (function == "softmax" and len(self.labels) == 1):
+            confidence = self._default_function()
         logits = np.empty((len(windows), len(self.labels)), dtype=np.float32)
         for index, (text_windows, own) in enumerate(zip(windows, per_text, strict=True)):
             weights = np.array([window.tokens for window in text_windows], dtype=np.float64)
-            logits[index] = aggregate_logits(own, weights, aggregate, sigmoid)
+            logits[index] = aggregate_logits(own, weights, aggregate, sigmoid, confidence)
         return logits, per_text
 
     def _chunks(self, windows: list[Window], logits: np.ndarray, function: str | None = None) -> list[dict[str, Any]]:

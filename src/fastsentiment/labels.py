@@ -27,7 +27,9 @@ def class_id(text: str) -> int | None:
     """The integer a label cell spells ("1", "-1", or "1.0" as pandas writes ids of a column that held a NaN), or
     None."""
     whole, point, fraction = text.partition(".")
-    if whole.lstrip("-").isdigit() and (not point or (fraction and fraction.strip("0") == "")):
+    digits = whole.removeprefix("-")
+    # ASCII digits only: str.isdigit also takes "¹" (which int() refuses) and "١" (which it reads as 1)
+    if digits.isascii() and digits.isdigit() and (not point or (fraction and fraction.strip("0") == "")):
         return int(whole)
     return None
 

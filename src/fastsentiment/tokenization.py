@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.models import WordPiece
 
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.modeldir import ModelDir
@@ -168,8 +169,10 @@ def _without_trailing_ones(mask: Sequence[int]) -> Sequence[int]:
 
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:
-    """The model's fast tokenizer: tokenizer.json when present, else WordPiece from vocab.txt; either way with the
-    special tokens tokenizer_config.json names registered, as transformers registers them."""
+    """The model's fast tokenizer, as `transformers.AutoTokenizer` builds it: tokenizer.json when present, else
+    WordPiece from vocab.txt; for transformers' WordPiece classes (BERT's, DistilBERT's, MPNet's) with the
+    normalisation, splitting and [CLS] … [SEP] template that tokenizer_config.json's settings give, whatever
+    tokenizer.json says; either way with the special tokens tokenizer_config.json names registered."""
     tokenizer_file = model.path / "tokenizer.json"
     if tokenizer_file.is_file():
         try:
@@ -178,7 +181,115 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
             raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
     else:
         tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
+    wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "")
+    if wordpiece_class is not None:
+        tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
     return _with_named_special_tokens(tokenizer, model.tokenizer_config)
+
+
+# The class transformers' AutoTokenizer builds for a model_type when neither tokenizer_config.json nor config.json
+# names one (TOKENIZER_MAPPING_NAMES in transformers/models/auto/tokenization_auto.py; DistilBERT's is BERT's).
+DEFAULT_TOKENIZER_CLASSES = {
+    "bert": "BertTokenizer",
+    "distilbert": "BertTokenizer",
+    "mpnet": "MPNetTokenizer",
+    "roberta": "RobertaTokenizer",
+    "camembert": "CamembertTokenizer",
+    "xlm-roberta": "XLMRobertaTokenizer",
+    "deberta-v2": "DebertaV2Tokenizer",
+}
+
+
+@dataclass(frozen=True)
+class WordPieceClass:
+    """What one of transformers' WordPiece tokenizer classes builds when tokenizer_config.json names no token:
+    its [CLS] and [SEP] (MPNet's are <s> and </s>) and its unknown-word token."""
+
+    cls_token: str
+    sep_token: str
+    unk_token: str = "[UNK]"
+    # MPNet wraps a text with RobertaProcessing, BERT with a [CLS] $A [SEP] template: one text gets the same ids.
+    roberta_template: bool = False
+
+
+_BERT = WordPieceClass("[CLS]", "[SEP]")
+# transformers' classes (by the names AutoTokenizer resolves, "Fast" suffix removed) that build their tokenizer
+# from tokenizer_config.json's settings and keep only the vocabulary of tokenizer.json: BertTokenizer.__init__
+# (transformers/models/bert/tokenization_bert.py; DistilBertTokenizer and ConvBertTokenizer subclass it, the others
+# are other names for it) and MPNetTokenizer.__init__ (models/mpnet/tokenization_mpnet.py), called with the
+# vocabulary alone by TokenizersBackend.convert_to_native_format (tokenization_utils_tokenizers.py). Any other
+# name, PreTrainedTokenizerFast included, and one transformers does not know, loads tokenizer.json as it is.
+WORDPIECE_CLASSES: dict[str, WordPieceClass] = {
+    **dict.fromkeys(
+        (
+            "BertTokenizer",
+            "DistilBertTokenizer",
+            "ConvBertTokenizer",
+            "ElectraTokenizer",
+            "LayoutLMTokenizer",
+            "LxmertTokenizer",
+            "MobileBertTokenizer",
+            "SqueezeBertTokenizer",
+        ),
+        _BERT,
+    ),
+    "MPNetTokenizer": WordPieceClass("<s>", "</s>", roberta_template=True),
+}
+
+
+def tokenizer_class(model: ModelDir) -> str | None:
+    """The tokenizer class AutoTokenizer picks for `model`, without a "Fast" suffix (BertTokenizerFast is
+    BertTokenizer): tokenizer_config.json's tokenizer_class, else config.json's, else its model_type's."""
+    for named in (model.tokenizer_config.get("tokenizer_class"), model.config.get("tokenizer_class")):
+        if isinstance(named, str) and named:
+            return named.removesuffix("Fast")
+    return DEFAULT_TOKENIZER_CLASSES.get(model.config.get("model_type"))
+
+
+def _as_wordpiece_class(tokenizer: Tokenizer, wordpiece_class: WordPieceClass, model: ModelDir) -> Tokenizer:
+    """`tokenizer` (its vocabulary and added tokens) with the pipeline transformers' WordPiece class rebuilds
+    from tokenizer_config.json: a tokenizer.json lower-casing a cased model, or missing its template, would give
+    the model other ids than it was trained on."""
+    settings = model.tokenizer_config
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=_flag(model, "tokenize_chinese_chars", True),
+        # None: strip accents when lower-casing, as BERT did.
+        strip_accents=_flag(model, "strip_accents", None),
+        lowercase=_flag(model, "do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    unk = _special_token(settings, "unk_token", wordpiece_class.unk_token)
+    if isinstance(tokenizer.model, WordPiece):
+        # transformers builds WordPiece(vocab, unk_token) afresh: the defaults, not tokenizer.json's, split words.
+        tokenizer.model.continuing_subword_prefix = "##"
+        tokenizer.model.max_input_chars_per_word = 100
+        if tokenizer.model.token_to_id(unk) is not None:
+            tokenizer.model.unk_token = unk
+    else:  # a BPE or Unigram tokenizer.json under a WordPiece class: transformers reads its vocabulary as WordPiece's
+        tokenizer.model = WordPiece(tokenizer.get_vocab(with_added_tokens=False), unk_token=unk)
+    cls = _special_token(settings, "cls_token", wordpiece_class.cls_token)
+    sep = _special_token(settings, "sep_token", wordpiece_class.sep_token)
+    ids = {token: tokenizer.token_to_id(token) for token in (cls, sep)}
+    if None in ids.values():
+        missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
+        raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
+    if wordpiece_class.roberta_template:
+        tokenizer.post_processor = processors.RobertaProcessing(
+            (sep, ids[sep]), (cls, ids[cls]), trim_offsets=True, add_prefix_space=False
+        )
+    else:
+        tokenizer.post_processor = processors.BertProcessing((sep, ids[sep]), (cls, ids[cls]))
+    return tokenizer
+
+
+def _flag(model: ModelDir, key: str, default: bool | None) -> bool | None:
+    """A true/false setting of tokenizer_config.json (`default` when absent): transformers fails to load a model
+    with another value (null only where the default is null)."""
+    value = model.tokenizer_config.get(key, default)
+    if not (isinstance(value, bool) or (value is None and default is None)):
+        raise ModelError(f"{model.path / 'tokenizer_config.json'}: {key} must be true or false, got {value!r}")
+    return value
 
 
 SPECIAL_TOKEN_KEYS = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token", "bos_token", "eos_token")

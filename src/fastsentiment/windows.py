@@ -99,7 +99,7 @@ def check_options(
         raise InputError("stride and aggregate (--stride, --aggregate) shape the windows of long_text 'chunk'")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0):
         raise InputError(f"stride must be a whole number of tokens, 0 or more; got {stride!r}")
-    aggregate = aggregate or DEFAULT_AGGREGATE
+    aggregate = DEFAULT_AGGREGATE if aggregate is None else aggregate
     if aggregate not in AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
     if max_length is None or long_text != "chunk":
@@ -164,18 +164,29 @@ def _text_span(encoding) -> tuple[int, int]:
     return head, tail
 
 
-def aggregate_logits(window_logits: np.ndarray, weights: np.ndarray, how: str, sigmoid: bool) -> np.ndarray:
+def aggregate_logits(
+    window_logits: np.ndarray, weights: np.ndarray, how: str, sigmoid: bool, confidence: str = "softmax"
+) -> np.ndarray:
     """One text's logits from its windows': a token-weighted mean of probabilities ("mean", given back as the
-    logits that reproduce it), the most confident window ("max"), or a token-weighted mean of logits."""
+    logits that reproduce it), the most confident window ("max"), or a token-weighted mean of logits.
+
+    A window's confidence under `confidence`: "softmax", its top probability; "sigmoid", how far its surest label
+    is from undecided (0.01 is as sure as 0.99); "none" (a regression's outputs, which have no confidence), its
+    largest output."""
     if len(window_logits) == 1:
         return window_logits[0]
     weights = weights / weights.sum()
     if how == "logit-mean":
         return weights @ window_logits
-    probabilities = _probabilities(window_logits, sigmoid)
     if how == "max":
-        return window_logits[int(probabilities.max(axis=1).argmax())]
-    mean = np.clip(weights @ probabilities, 1e-7, 1 - 1e-7)
+        if confidence == "none":
+            sureness = window_logits.max(axis=1)
+        elif confidence == "sigmoid":
+            sureness = np.abs(_probabilities(window_logits, True) - 0.5).max(axis=1)
+        else:
+            sureness = _probabilities(window_logits, False).max(axis=1)
+        return window_logits[int(sureness.argmax())]
+    mean = np.clip(weights @ _probabilities(window_logits, sigmoid), 1e-7, 1 - 1e-7)
     return np.log(mean / (1 - mean)) if sigmoid else np.log(mean)
 
 

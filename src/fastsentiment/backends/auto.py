@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -50,7 +51,7 @@ from fastsentiment.backends.registry import availability, backend_names, first_r
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError
 from fastsentiment.models import ModelDir
-from fastsentiment.outputs import as_umask_allows
+from fastsentiment.outputs import as_umask_allows, check_output_place
 
 log = logging.getLogger("fastsentiment")
 
@@ -127,6 +128,8 @@ class Calibration:
         text in `text_column` (default: a column named 'sentence' or 'text')."""
         from fastsentiment.bench.data import load_bench_data
 
+        if Path(path).is_dir():  # a folder of splits serves bench; a sample is one file, whose bytes name it
+            raise InputError(f"--calibration {path} is a folder; give one file of your texts")
         data = load_bench_data(str(path), text_column, label_names=list(labels), option="--calibration")
         split = data.labelled or data.speed
         if len(split.texts) < MIN_CALIBRATION:
@@ -224,7 +227,11 @@ def _best_measured(
     for row in decision.get("table", []):
         if not isinstance(row, dict) or not row.get("faithful") or row.get("failed"):
             continue
+        if not all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms")):
+            continue
         name, _, measured = str(row.get("config", "")).partition(":")
+        if not _is_path({"backend": name, "precision": measured, "why": ""}):
+            continue
         if precision in (None, measured) and _runs(name, device, model):
             rows.append(row)
     if not rows:
@@ -239,6 +246,10 @@ def _best_measured(
     backend, _, chosen_precision = best["config"].partition(":")
     what = f"the fastest {precision} path" if precision else "the fastest path that runs here"
     return Choice(backend, chosen_precision, f"measured {decision['measured_at']}: {what}, {why}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def thread_cap(threads: int | None) -> int | None:
@@ -261,13 +272,12 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
             runtimes[package] = version(package)
         except PackageNotFoundError:
             runtimes[package] = None
-    flags = sorted(cpu_flags())
     return {
         "version": DECISION_VERSION,
         "model": model.content_hash,
         "device": device,
         "machine": platform.machine(),
-        "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
+        "cpu_flags": _flags_digest(),
         "cpus": usable_cpus(),
         "threads": thread_cap(threads),
         "runtimes": runtimes,
@@ -277,8 +287,17 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
 
 
 def decision_path(model: ModelDir, device: str, threads: int | None = None) -> Path:
+    """One file per model, device, thread cap and machine (CPU flags and usable CPUs): machines that share a cache
+    (a volume, an image) keep their decisions side by side instead of overwriting each other's, which each then
+    found stale and measured again."""
     cap = thread_cap(threads)
-    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}{'' if cap is None else f'-{cap}threads'}.json"
+    machine = hashlib.sha256(f"{platform.machine()} {_flags_digest()} {usable_cpus()}".encode()).hexdigest()[:8]
+    threads_part = "" if cap is None else f"-{cap}threads"
+    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}-{machine}{threads_part}.json"
+
+
+def _flags_digest() -> str:
+    return hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
 
 
 def cached_decision(
@@ -291,10 +310,10 @@ def cached_decision(
     try:
         decision = json.loads(path.read_text())
         stored_key = decision["key"]
+        if not isinstance(stored_key, dict):
+            raise TypeError("key")
         for workload in WORKLOADS:  # what `choose` reads of each decision it holds
-            if workload in decision and not all(
-                isinstance(decision[workload][field], str) for field in ("backend", "precision", "why")
-            ):
+            if workload in decision and not _is_path(decision[workload]):
                 raise TypeError(workload)
         if not isinstance(decision["measured_at"], str):
             raise TypeError("measured_at")
@@ -304,6 +323,18 @@ def cached_decision(
     if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity), threads):
         return None  # another CPU, runtime version or model: stale
     return decision
+
+
+def _is_path(chosen: object) -> bool:
+    """Whether a decision's choice names a backend and one of its precisions (an edited or foreign file may not:
+    `openvino:int4` failed every later run until the file was deleted)."""
+    if not isinstance(chosen, dict) or not all(
+        isinstance(chosen.get(field), str) for field in ("backend", "precision", "why")
+    ):
+        return False
+    return (
+        chosen["backend"] in backend_names() and chosen["precision"] in get_backend(chosen["backend"]).spec.precisions
+    )
 
 
 def _save(path: Path, decision: dict) -> None:
@@ -439,10 +470,27 @@ def tune(
             "table": [asdict(row) for row in rows],
         }
         decision.update(_decide([row for row in rows if row.faithful]))
-        _save(decision_path(model, device, threads), decision)
-        for alias in same_placement(device, model):
-            _save(decision_path(model, alias, threads), {**decision, "key": {**decision["key"], "device": alias}})
+        path = decision_path(model, device, threads)
+        try:
+            _save(path, decision)
+            for alias in same_placement(device, model):
+                _save(decision_path(model, alias, threads), {**decision, "key": {**decision["key"], "device": alias}})
+        except OSError as error:  # the measurement still serves this run: a read-only image's cache, a full disk
+            log.warning(
+                "auto: cannot keep the decision in %s (%s): the next run measures again; "
+                "set FASTSENTIMENT_CACHE to a writable folder",
+                path.parent,
+                error.strerror or error,
+            )
         return decision
+
+
+def check_decision_can_be_kept(model: ModelDir, device: str, threads: int | None = None) -> None:
+    """Refuse, before minutes of measuring, a `tune` whose decision could not be written (its whole purpose)."""
+    try:
+        check_output_place(decision_path(model, device, threads), name="the tuning cache")
+    except InputError as error:
+        raise InputError(f"{error}; set FASTSENTIMENT_CACHE to a writable folder") from None
 
 
 def same_placement(device: str, model: ModelDir) -> list[str]:

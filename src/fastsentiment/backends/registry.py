@@ -11,10 +11,14 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastsentiment.backends.base import Backend, BackendSpec
 from fastsentiment.errors import BackendError, missing_extra
 from fastsentiment.models import ModelDir
+
+if TYPE_CHECKING:
+    from fastsentiment.backends.auto import Choice
 
 # Order is preference: "auto" takes the first backend that can run the model here.
 BUILTIN_MODULES = (
@@ -208,29 +212,44 @@ def resolve_auto(
     measure: bool = False,
     threads: int | None = None,
 ) -> tuple[str, str | None]:
-    """The backend and precision "auto" stands for (with `threads` compute threads); with a precision given, the
-    fastest faithful backend measured with it (the cached decision's table, measured first if `measure` and none is
-    cached), else the first backend that has it."""
-    if precision is not None:
-        from fastsentiment.backends.auto import choose, measured_with_precision
-
-        measured = measured_with_precision(model, device, precision, workload, threads)
-        if measured is None and measure and workload != "start":
-            choose(model, device, workload, measure=True, threads=threads)  # the table of every path, cached
-            measured = measured_with_precision(model, device, precision, workload, threads)
-        if measured is not None:
-            return measured.backend, measured.precision
-        for name in backend_names():
-            backend = get_backend(name)
-            if precision not in backend.spec.precisions or not availability(name, device, model).runnable:
-                continue
-            if backend.spec.precision_runs_on(precision, kind_on(backend, device)):
-                return name, precision
-        raise BackendError(f"no backend that runs here has precision {precision!r}")
-    from fastsentiment.backends.auto import choose
-
-    choice = choose(model, device, workload, measure, threads)
+    """The backend and precision "auto" stands for (with `threads` compute threads): `auto_choice`'s."""
+    choice = auto_choice(model, device, precision, workload, measure, threads)
     return choice.backend, choice.precision
+
+
+def auto_choice(
+    model: ModelDir,
+    device: str,
+    precision: str | None,
+    workload: str = "throughput",
+    measure: bool = False,
+    threads: int | None = None,
+) -> Choice:
+    """What "auto" stands for and why: with a precision given, the fastest faithful backend measured with it (the
+    cached decision's table, measured first if `measure` and none is cached), else the first backend that has it;
+    without, `auto.choose`'s."""
+    from fastsentiment.backends.auto import Choice, choose, measured_with_precision
+
+    if precision is None:
+        return choose(model, device, workload, measure, threads)
+    measured = measured_with_precision(model, device, precision, workload, threads)
+    if measured is None and measure and workload != "start":
+        choose(model, device, workload, measure=True, threads=threads)  # the table of every path, cached
+        measured = measured_with_precision(model, device, precision, workload, threads)
+    if measured is not None:
+        return measured
+    unmeasured = choose(model, device, workload, threads=threads)
+    if unmeasured.precision == precision:  # the interim choice has it: "auto:bf16" is then plain auto
+        return unmeasured
+    for name in backend_names():
+        backend = get_backend(name)
+        if precision not in backend.spec.precisions or not availability(name, device, model).runnable:
+            continue
+        if backend.spec.precision_runs_on(precision, kind_on(backend, device)):
+            return Choice(
+                name, precision, f"the first backend with {precision}; none measured with it: fastsentiment tune"
+            )
+    raise BackendError(f"no backend that runs here has precision {precision!r}")
 
 
 def named_precision(name: str, precision: str | None) -> tuple[str, str | None]:

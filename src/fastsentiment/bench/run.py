@@ -41,8 +41,8 @@ def check_config(config: str, device: str = "auto") -> None:
         peer_class(config)
         return
     if name == PIPELINE:
-        if precision and not precision.isdigit():
-            raise BackendError(f"{config}: write pipeline or pipeline:BATCH_SIZE")
+        if precision and not (precision.isascii() and precision.isdigit() and int(precision) >= 1):
+            raise BackendError(f"{config}: write pipeline or pipeline:BATCH_SIZE (1 or more)")
         if not availability("torch").runnable:
             raise BackendError(f"{config}: the pipeline reference needs the torch extra")
         return

@@ -63,7 +63,9 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         raise InputError("peer rows run in the peers' environment: add --peers PYTHON (scripts/build_peers_venv.sh)")
     if request.peers_python and not shutil.which(request.peers_python):
         raise InputError(f"--peers {request.peers_python}: no such interpreter (build it: scripts/build_peers_venv.sh)")
-    asked = request.batch_sizes or (QUICK_BATCH_SIZES if request.quick else BATCH_SIZES)
+    asked = request.batch_sizes
+    if asked is None:
+        asked = QUICK_BATCH_SIZES if request.quick else BATCH_SIZES
     try:
         sizes = sorted({int(size) for size in asked.split(",")})
     except ValueError:

@@ -20,15 +20,16 @@ def explain(
 ) -> None:
     """Report where the model's operations run: providers, devices, precision actually used."""
     from fastsentiment.backends import load_backend
+    from fastsentiment.backends.registry import auto_choice, named_precision
     from fastsentiment.models import resolve_model
 
     model_dir = resolve_model(model)
     runtime = load_backend(model_dir, backend, device, precision)
     report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device}
-    if backend == "auto" and precision is None:
-        from fastsentiment.backends.auto import choose
-
-        report["auto"] = f"{choose(model_dir, device).config} ({choose(model_dir, device).reason})"
+    name, precision = named_precision(backend, precision)
+    if name == "auto":  # what it stood for here and why (with a precision too: "auto:bf16" said nothing)
+        choice = auto_choice(model_dir, device, precision)
+        report["auto"] = f"{choice.config} ({choice.reason})"
     report.update(runtime.explain())
     if as_json:
         typer.echo(json.dumps(report, indent=2))

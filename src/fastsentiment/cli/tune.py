@@ -38,7 +38,7 @@ def tune(
     from rich.console import Console
     from rich.table import Table
 
-    from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, decision_path
+    from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, check_decision_can_be_kept, decision_path
     from fastsentiment.backends.auto import tune as measure
     from fastsentiment.models import resolve_model
 
@@ -46,6 +46,7 @@ def tune(
     if text_column is not None and calibration is None:
         raise InputError("--text-column names a column of the --calibration file")
     sample = Calibration.from_file(calibration, model_dir.labels, text_column) if calibration else Calibration.builtin()
+    check_decision_can_be_kept(model_dir, device, threads)
     console = Console(stderr=True)
     with console.status("measuring") as status:
         decision = measure(model_dir, device, sample, progress=lambda message: status.update(message), threads=threads)
