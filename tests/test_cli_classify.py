@@ -521,6 +521,19 @@ def test_explain_reports_where_and_in_what_precision_the_operations_run(bert_dir
     assert report["operations (type, runtime precision)"].get(f"FullyConnected {hint}", 0) > 0
 
 
+def test_explain_says_what_auto_with_a_precision_stood_for(bert_dir, tmp_path):
+    """`-b auto:fp32` and `-b auto -p fp32` said nothing of why that backend ran (plain auto did)."""
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}  # nothing measured: the first backend with fp32
+    for options in (["-b", "auto:fp32"], ["-b", "auto", "-p", "fp32"]):
+        result = run_cli("explain", "-m", str(bert_dir), *options, "--json", env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        report = json.loads(result.stdout)
+        assert (
+            report["auto"]
+            == f"{report['backend']}:fp32 (the first backend with fp32; none measured with it: fastsentiment tune)"
+        )
+
+
 def test_explain_profiles_a_model_of_a_small_vocabulary(tmp_path):
     """ONNX Runtime's profile ran token 101 (BERT's [CLS]): a vocabulary of fewer tokens was a traceback."""
     from tiny_models import build_model
