@@ -44,3 +44,14 @@ def test_positions_after_padding_shrink_the_token_limit():
 def test_unknown_architecture_has_no_description():
     assert architecture_of("gpt2") is None
     assert architecture_of("distilbert") is ARCHITECTURES["distilbert"]
+
+
+def test_mpnet_numbers_positions_after_padding_index_1_whatever_pad_token_id_says():
+    """Hugging Face's MPNet hard-codes padding_idx 1 for its position ids (RoBERTa takes pad_token_id)."""
+    mpnet, roberta = ARCHITECTURES["mpnet"], ARCHITECTURES["roberta"]
+    for pad in (0, 1, 5, None):
+        config = {"max_position_embeddings": 514, "pad_token_id": pad, "vocab_size": 100}
+        assert mpnet.position_offset(config) == 2 and mpnet.max_tokens(config) == 512
+        assert mpnet.config_problem(config) is None
+    assert roberta.max_tokens({"max_position_embeddings": 514, "pad_token_id": 0}) == 513
+    assert "pad_token_id is None" in roberta.config_problem({"max_position_embeddings": 514, "pad_token_id": None})

@@ -1,5 +1,9 @@
 """Our Neural-Engine layout against the Hugging Face model it was converted from."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,12 +62,86 @@ def test_bert_token_type_ids_are_mapped(tmp_path):
 
 def test_converter_rejects_a_checkpoint_with_missing_tensors(bert_dir):
     from fastsentiment.models.ane import convert_state_dict
-    from fastsentiment.models.ane.convert import load_hf_state_dict
+    from fastsentiment.models.ane.convert import MisfitCheckpoint, load_hf_state_dict
 
     state = load_hf_state_dict(resolve_model(bert_dir).weights_path)
     del state["bert.encoder.layer.1.output.dense.weight"]
-    with pytest.raises(KeyError, match=r"layer\.1\.output\.dense\.weight"):
+    with pytest.raises(MisfitCheckpoint, match=r"layer\.1\.output\.dense\.weight") as refused:
         convert_state_dict(state, "bert", 2)
+    assert refused.value.missing == ["bert.encoder.layer.1.output.dense.weight"]
+
+
+def _damaged(bert_dir: Path, folder: Path, config: dict | None = None, drop: str | None = None) -> Path:
+    """A copy of the tiny BERT with config.json changed, or a tensor taken out of its weights."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(bert_dir, folder))
+    if config:
+        (folder / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()), **config}))
+    if drop:
+        tensors = load_file(folder / "model.safetensors")
+        del tensors[drop]
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+DAMAGE = {
+    "vocabulary larger than the weights'": {"config": {"vocab_size": 150}},
+    "a layer more than the weights": {"config": {"num_hidden_layers": 3}},
+    "another feed-forward size": {"config": {"intermediate_size": 48}},
+    "a tensor missing": {"drop": "bert.encoder.layer.1.attention.self.key.weight"},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_weights_that_do_not_fit_config_json_are_refused_as_transformers_loads_refuse_them(bert_dir, tmp_path, damage):
+    """The ANE converter (the ane backend, `export coreml`) refuses in the torch backend's words: one line, not a
+    traceback from load_state_dict."""
+    from fastsentiment.errors import ModelError
+
+    model = _damaged(bert_dir, tmp_path / "damaged", **DAMAGE[damage])
+    with pytest.raises(ModelError) as torch_refusal:
+        Classifier.load(model, backend="torch")
+    with pytest.raises(ModelError) as ane_refusal:
+        Classifier.load(model, backend="ane")
+    assert str(ane_refusal.value) == str(torch_refusal.value)
+
+
+def test_unreadable_or_misfit_weights_are_one_line_from_the_command(bert_dir, tmp_path):
+    import importlib.util
+
+    from conftest import run_cli
+
+    corrupt = Path(shutil.copytree(bert_dir, tmp_path / "corrupt"))
+    (corrupt / "model.safetensors").unlink()
+    (corrupt / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not a zip archive")
+    misfit = _damaged(bert_dir, tmp_path / "misfit", config={"num_hidden_layers": 3})
+    for model, message in ((corrupt, "unreadable weights ("), (misfit, "the weights lack bert.encoder.layer.2.")):
+        commands = [["classify", "-m", str(model), "-b", "ane", "a fine film"]]
+        if importlib.util.find_spec("coremltools"):
+            commands.append(["export", "coreml", str(model), str(tmp_path / "m.mlpackage")])
+        for args in commands:
+            result = run_cli(*args)
+            (line,) = result.stderr.decode().splitlines()
+            assert result.returncode == 2 and line.startswith(f"error: {model}: {message}"), line
+
+
+def test_a_layernorm_weight_of_zero_keeps_its_bias(bert_dir, tmp_path):
+    """A pruned channel (LayerNorm weight exactly 0) outputs its bias alone, which (x_hat + b / w) * w cannot give:
+    the converter adds it after the product."""
+    from safetensors.torch import load_file, save_file
+
+    model = Path(shutil.copytree(bert_dir, tmp_path / "pruned"))
+    tensors = load_file(model / "model.safetensors")
+    for name in ("bert.encoder.layer.0.output.LayerNorm", "bert.encoder.layer.1.attention.output.LayerNorm"):
+        tensors[f"{name}.weight"][[3, 17]] = 0.0
+        tensors[f"{name}.bias"][[3, 17]] = 1.5  # far from the 0 the product alone would give
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    expected = Classifier.load(model, backend="torch").logits(TEXTS, batch_size=4)
+    assert np.abs(expected - Classifier.load(bert_dir, backend="torch").logits(TEXTS)).max() > 1e-2
+    assert np.abs(Classifier.load(model, backend="ane").logits(TEXTS, batch_size=4) - expected).max() <= 1e-4
+    half = Classifier.load(model, backend="ane", device="cpu", precision="fp16").logits(TEXTS)
+    assert np.abs(half - expected).max() <= 0.05 * np.abs(expected).max()
 
 
 def test_wrong_layernorm_mapping_moves_the_logits(bert_dir):

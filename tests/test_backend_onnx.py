@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
 from fastsentiment.errors import BackendError
-from fastsentiment.export.onnx import EXPORT_REVISION
+from fastsentiment.export.onnx import export_revision
 from fastsentiment.models import resolve_model
 
 TEXTS = ["I like cheese", "I hate cheesecake", "a", "the film was not good , but the cake was great and i love it"]
@@ -32,7 +32,8 @@ def test_fp32_export_matches_hugging_face(tiny_model, cache):
     assert np.abs(clf.logits(TEXTS, batch_size=4) - expected).max() <= 1e-4
     # exported once, into the cache named by the environment, keyed by the model's content
     (export,) = cache.glob("onnx/*/model-fp32.onnx")
-    assert export.parent.name == f"{resolve_model(tiny_model).content_hash[:32]}-r{EXPORT_REVISION}"
+    model = resolve_model(tiny_model)
+    assert export.parent.name == f"{model.content_hash[:32]}-r{export_revision(model)}"
 
 
 def test_int8_is_the_cpu_default_and_close_to_fp32(bert_dir, cache):

@@ -277,11 +277,11 @@ def test_an_export_of_a_missing_model_makes_no_folders(tmp_path):
 
 
 def test_a_folder_where_a_cached_export_goes_is_named_in_one_line(bert_dir, tmp_path):
-    from fastsentiment.export.onnx import EXPORT_REVISION
+    from fastsentiment.export.onnx import export_revision
     from fastsentiment.models import resolve_model
 
     model = resolve_model(bert_dir)
-    blocked = tmp_path / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}" / "model-fp32.onnx"
+    blocked = tmp_path / "onnx" / f"{model.content_hash[:32]}-r{export_revision(model)}" / "model-fp32.onnx"
     blocked.mkdir(parents=True)
     result = run_cli(
         "classify", "-m", str(bert_dir), "-b", "onnx:fp32", "x", env={"FASTSENTIMENT_CACHE": str(tmp_path)}

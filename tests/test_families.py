@@ -46,8 +46,11 @@ def texts(sst2_dev) -> list[str]:
     return sst2_dev[0][:120]
 
 
-def hugging_face_logits(model_dir: Path, texts: list[str], batch: int = 16) -> np.ndarray:
-    """AutoModelForSequenceClassification on padded batches of mixed lengths, in the texts' own order."""
+def hugging_face_logits(
+    model_dir: Path, texts: list[str], batch: int = 16, max_length: int | None = None
+) -> np.ndarray:
+    """AutoModelForSequenceClassification on padded batches of mixed lengths, in the texts' own order (truncated to
+    `max_length` tokens where given, else to the tokenizer's model_max_length)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -55,7 +58,9 @@ def hugging_face_logits(model_dir: Path, texts: list[str], batch: int = 16) -> n
     network = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     rows = []
     for start in range(0, len(texts), batch):
-        encoded = tokenizer(texts[start : start + batch], padding=True, truncation=True, return_tensors="pt")
+        encoded = tokenizer(
+            texts[start : start + batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         with torch.inference_mode():
             rows.append(network(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits)
     return torch.cat(rows).numpy()
@@ -141,24 +146,35 @@ def test_static_int8_keeps_each_layers_ffn_down_projection_in_float(family_model
     assert len(names) == shape["layers"], names
 
 
-def test_mpnet_relative_position_buckets_are_exported_as_integers(family_model, texts, tmp_path, monkeypatch):
-    """Hugging Face computes MPNet's buckets with log(distance), float arithmetic a runtime may run in bf16; the
-    export looks them up in an integer table instead, with the same buckets."""
+@pytest.mark.parametrize("kind", ("mpnet", "deberta-v2"))
+def test_relative_position_buckets_are_exported_as_integers(family_model, kind, tmp_path, monkeypatch):
+    """Hugging Face computes MPNet's and DeBERTa-v2's buckets with log(distance), float arithmetic a runtime may
+    round otherwise (bf16; OpenVINO's fp32 at DeBERTa's farthest distance); the export looks them up in an integer
+    table instead, with the same buckets."""
     import onnx
     import torch
+    from transformers.models.deberta_v2 import modeling_deberta_v2
     from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
     from fastsentiment.backends.onnx_backend import onnx_file
-    from fastsentiment.export.onnx import relative_position_bucket_by_table
+    from fastsentiment.export.onnx import _exportable
     from fastsentiment.models import load_model_dir
 
-    positions = torch.arange(-300, 301)[None, :]
-    assert torch.equal(
-        relative_position_bucket_by_table(positions), MPNetEncoder.relative_position_bucket(positions)
-    )  # the same bucket for every distance, beyond max_distance too
+    model = load_model_dir(family_model(kind))
+    positions = torch.arange(-300, 301)[None, :]  # beyond MPNet's max_distance and the models' lengths too
+
+    def bucket():
+        if kind == "mpnet":
+            return MPNetEncoder.relative_position_bucket(positions)
+        # The family model's 16 buckets, spaced up to its 64 positions. Past those, Hugging Face's bucket lies beyond
+        # the 2 x 16 distance embeddings, to whose ends its attention clamps it.
+        return modeling_deberta_v2.make_log_bucket_position(positions, 16, 64).long().clamp(-16, 16)
+
+    computed = bucket()
+    with _exportable(model):
+        assert torch.equal(bucket(), computed)
     monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path))
-    model = family_model("mpnet")
-    graph = onnx.load(str(onnx_file(load_model_dir(model), "plain")))
+    graph = onnx.load(str(onnx_file(model, "plain")))
     assert "Log" not in {node.op_type for node in graph.graph.node}
 
 
@@ -450,7 +466,8 @@ def test_multi_label_heads_score_with_sigmoid_unless_told_otherwise(family_model
 def test_without_model_max_length_the_position_table_sets_the_limit(family_model, kind):
     """A 514-position RoBERTa (or MPNet, or a 512-position DeBERTa-v2) takes 512 tokens; longer inputs are truncated
     or windowed, never an index error; at full length (past MPNet's farthest relative-position bucket, and across
-    all of DeBERTa's log-spaced buckets) the ANE layout still matches."""
+    all of DeBERTa's log-spaced buckets, to the farthest, where OpenVINO once computed the log ratio a hair above
+    torch's 1.0 and moved a bucket on) every runtime still matches."""
     from fastsentiment import Classifier
     from fastsentiment.models import resolve_model
 
@@ -460,15 +477,50 @@ def test_without_model_max_length_the_position_table_sets_the_limit(family_model
     assert resolve_model(model).max_length == 512
     long_text = "the film was great and the cheese was bad " * 200  # about 2,000 tokens
     full_length = {}
-    for backend in ("torch", "onnx", "ane"):
+    for backend in FP32_BACKENDS:
         clf = Classifier.load(model, backend=backend, precision="fp32")
         full_length[backend] = clf.logits([long_text])
         (truncated,) = clf([long_text])
         (whole,) = clf([long_text], long_text="chunk", return_chunks=True)
         assert len(whole["chunks"]) >= 4 and whole["chunks"][-1]["end"] > 0.95 * len(long_text.rstrip())
         assert 0 < truncated["score"] <= 1 and 0 < whole["score"] <= 1
-    assert np.abs(full_length["ane"] - full_length["torch"]).max() <= 1e-4
-    assert np.abs(full_length["onnx"] - full_length["torch"]).max() <= 1e-4
+    for backend in ("onnx", "openvino", "ane"):
+        assert np.abs(full_length[backend] - full_length["torch"]).max() <= 1e-4, backend
+
+
+def test_mpnet_numbers_positions_after_padding_index_1_whatever_its_pad_token_id(family_model, texts):
+    """Hugging Face's MPNet fixes its padding index at 1 (positions start at 2) whatever config.json's pad_token_id
+    says: with <pad> at 0, max_position_embeddings - 2 tokens fit, not - 1, and a token of id 1 (here <mask>) is
+    numbered as padding. Every runtime, the ANE layout included, follows it."""
+    from fastsentiment import Classifier
+    from fastsentiment.models import resolve_model
+
+    order = ("<pad>", "<mask>", "<s>", "<unk>", "</s>")
+    model = family_model("mpnet", max_tokens=40, model_max_length=False, id_order=order)
+    config = json.loads((model / "config.json").read_text())
+    assert config["pad_token_id"] == 0 and config["max_position_embeddings"] == 42
+    assert resolve_model(model).max_length == 40
+    sample = [*texts[:20], "the film was great and the cheese was bad " * 10, f"<mask> {texts[20]}"]
+    reference = hugging_face_logits(model, sample, max_length=40)  # the long text at 40 tokens: positions 2 to 41
+    for backend in FP32_BACKENDS:
+        logits = Classifier.load(model, backend=backend, precision="fp32").logits(sample)
+        assert np.abs(logits - reference).max() <= 1e-4, backend
+
+
+def test_mpnet_bias_table_of_other_than_32_rows_is_used_as_hugging_face_uses_it(family_model, texts, tmp_path):
+    """config.json's relative_attention_num_buckets sizes MPNet's table of relative-position biases, but Hugging
+    Face always buckets distances into 32 of its rows; the ANE layout and the CoreML export load such a table."""
+    pytest.importorskip("coremltools")
+    from fastsentiment import Classifier
+
+    model = family_model("mpnet", config_overrides={"relative_attention_num_buckets": 64})
+    reference = hugging_face_logits(model, texts)
+    for backend in FP32_BACKENDS:
+        logits = Classifier.load(model, backend=backend, precision="fp32", batch_size=16).logits(texts)
+        assert np.abs(logits - reference).max() <= 1e-4, backend
+    package = tmp_path / "model.mlpackage"
+    result = run_cli("export", "coreml", str(model), str(package), "--seq-lengths", "32")
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
 
 
 def test_cased_vocabulary_keeps_case(tmp_path):

@@ -106,12 +106,15 @@ FAMILY_TOKENS = {
 FAMILIES = tuple(FAMILY_TOKENS)
 
 
-def build_family_tokenizer(kind: str, corpus: list[str]):
-    """A tokenizer.json of the family's kind, trained on `corpus` with the `tokenizers` library."""
+def build_family_tokenizer(kind: str, corpus: list[str], id_order: tuple[str, ...] | None = None):
+    """A tokenizer.json of the family's kind, trained on `corpus` with the `tokenizers` library; `id_order` numbers
+    the family's special tokens in another order."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    specials, template, _ = FAMILY_TOKENS[kind]
-    unk = specials[3]
+    family_specials, template, _ = FAMILY_TOKENS[kind]
+    unk = family_specials[3]
+    specials = list(id_order or family_specials)
+    assert sorted(specials) == sorted(family_specials), id_order
     if kind in ("roberta", "camembert"):  # byte-level BPE, cased: RoBERTa's tokenizer
         tokenizer = Tokenizer(models.BPE(unk_token=None))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -136,7 +139,7 @@ def build_family_tokenizer(kind: str, corpus: list[str]):
     if trainer is not None:
         tokenizer.train_from_iterator(corpus, trainer)
     if kind in ("xlm-roberta", "deberta-v2"):  # the trainer finds the same pieces every time, numbered in hash order
-        tokenizer = _unigram_in_score_order(tokenizer, specials)
+        tokenizer = _unigram_in_score_order(tokenizer, specials, unk)
     first, last = template.split()[0], template.split()[-1]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=template,
@@ -158,7 +161,7 @@ def _wordpiece_vocab(corpus: list[str], specials: list[str], normalizer, splitte
     return {piece: index for index, piece in enumerate(pieces)}
 
 
-def _unigram_in_score_order(tokenizer, specials: list[str]):
+def _unigram_in_score_order(tokenizer, specials: list[str], unk: str):
     """The same Unigram tokenizer with its pieces numbered in alphabetical order after the specials (the trainer's
     scores may differ in the last digits between runs; the numbering, which picks each piece's weights, must not)."""
     import json
@@ -171,7 +174,7 @@ def _unigram_in_score_order(tokenizer, specials: list[str]):
     ordered.sort(key=lambda piece: specials.index(piece[0]))
     ordered += sorted((p for p in pieces if p[0] not in specials), key=lambda piece: piece[0])
     state["model"]["vocab"] = ordered
-    state["model"]["unk_id"] = [piece[0] for piece in ordered].index(specials[3])
+    state["model"]["unk_id"] = [piece[0] for piece in ordered].index(unk)
     for added in state.get("added_tokens", []):
         added["id"] = [piece[0] for piece in ordered].index(added["content"])
     return Tokenizer.from_str(json.dumps(state))
@@ -190,11 +193,13 @@ def build_family_model(
     model_max_length: bool = True,
     config_overrides: dict | None = None,
     corpus: list[str] | None = None,
+    id_order: tuple[str, ...] | None = None,
 ) -> Path:
     """A random-weight classifier of `kind` (a FAMILIES entry) with a trained tokenizer of its family's kind.
 
     `corpus` (default: a small built-in one) trains the tokenizer and sets the output layer's scale and offsets,
-    so that on such sentences the labels come out mixed.
+    so that on such sentences the labels come out mixed. `id_order` numbers the family's special tokens in another
+    order (a <pad> other than RoBERTa's 1, say).
     """
     import json
 
@@ -203,7 +208,7 @@ def build_family_model(
 
     directory.mkdir(parents=True, exist_ok=True)
     corpus = CORPUS + list(corpus or [])
-    tokenizer = build_family_tokenizer(kind, corpus)
+    tokenizer = build_family_tokenizer(kind, corpus, id_order)
     tokenizer.save(str(directory / "tokenizer.json"))
     pad = FAMILY_TOKENS[kind][2]
     id2label = dict(enumerate(labels))
@@ -234,7 +239,13 @@ def build_family_model(
             layer_norm_eps=1e-7,
         )
     else:  # RoBERTa-like and MPNet number positions from padding_idx + 1
-        shape.update(max_position_embeddings=max_tokens + shape["pad_token_id"] + 1, bos_token_id=0, eos_token_id=2)
+        # (Hugging Face's MPNet fixes its padding_idx at 1, whatever pad_token_id says.)
+        padding_idx = 1 if kind == "mpnet" else shape["pad_token_id"]
+        shape.update(
+            max_position_embeddings=max_tokens + padding_idx + 1,
+            bos_token_id=tokenizer.token_to_id("<s>"),
+            eos_token_id=tokenizer.token_to_id("</s>"),
+        )
         if kind != "mpnet":
             shape["type_vocab_size"] = 1
     # Weights wider than the default 0.02 make the first token's state differ from sentence to sentence.

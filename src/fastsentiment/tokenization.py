@@ -21,6 +21,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
 from fastsentiment.errors import InputError, ModelError
+from fastsentiment.models.architectures import architecture_of
 from fastsentiment.models.modeldir import ModelDir
 from fastsentiment.texts import input_name
 from fastsentiment.windows import check_options
@@ -187,19 +188,6 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
     return _with_named_special_tokens(tokenizer, model.tokenizer_config)
 
 
-# The class transformers' AutoTokenizer builds for a model_type when neither tokenizer_config.json nor config.json
-# names one (TOKENIZER_MAPPING_NAMES in transformers/models/auto/tokenization_auto.py; DistilBERT's is BERT's).
-DEFAULT_TOKENIZER_CLASSES = {
-    "bert": "BertTokenizer",
-    "distilbert": "BertTokenizer",
-    "mpnet": "MPNetTokenizer",
-    "roberta": "RobertaTokenizer",
-    "camembert": "CamembertTokenizer",
-    "xlm-roberta": "XLMRobertaTokenizer",
-    "deberta-v2": "DebertaV2Tokenizer",
-}
-
-
 @dataclass(frozen=True)
 class WordPieceClass:
     """What one of transformers' WordPiece tokenizer classes builds when tokenizer_config.json names no token:
@@ -243,7 +231,8 @@ def tokenizer_class(model: ModelDir) -> str | None:
     for named in (model.tokenizer_config.get("tokenizer_class"), model.config.get("tokenizer_class")):
         if isinstance(named, str) and named:
             return named.removesuffix("Fast")
-    return DEFAULT_TOKENIZER_CLASSES.get(model.config.get("model_type"))
+    architecture = architecture_of(model.model_type)
+    return None if architecture is None else architecture.tokenizer_class
 
 
 def _as_wordpiece_class(tokenizer: Tokenizer, wordpiece_class: WordPieceClass, model: ModelDir) -> Tokenizer:

@@ -157,9 +157,9 @@ def onnx_file(model: ModelDir, precision: str) -> Path:
 def export_folder(model: ModelDir) -> Path:
     """Where the cache keeps `model`'s ONNX exports (keyed by its content and the exporter's revision)."""
     from fastsentiment.cache import cache_root
-    from fastsentiment.export.onnx import EXPORT_REVISION
+    from fastsentiment.export.onnx import export_revision
 
-    return cache_root() / "onnx" / f"{model.content_hash[:32]}-r{EXPORT_REVISION}"
+    return cache_root() / "onnx" / f"{model.content_hash[:32]}-r{export_revision(model)}"
 
 
 def export_problem(model: ModelDir, variants: tuple[str, ...]) -> str | None:

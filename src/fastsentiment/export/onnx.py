@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastsentiment.errors import missing_extra
 from fastsentiment.export import EXPORTING
 from fastsentiment.models import ModelDir
 
 OPSET = 17
-# Part of every cached export's name: raised when the exported graph changes, so that caches made by an earlier
-# version are not loaded (2: MPNet's relative-position buckets by table, plain graphs finite in bf16).
-EXPORT_REVISION = 2
+
+
+def export_revision(model: ModelDir) -> int:
+    """The revision of the exporter's graph for `model`'s architecture (`Architecture.export_revision`)."""
+    return model.architecture.export_revision
+
+
 # plain: the unfused fp32 graph, for runtimes other than ONNX Runtime (OpenVINO);
 # plain-int8: the same graph with block-wise int8 weights (OpenVINO reads MatMulNBits as compressed weights).
 # int8-dynamic: ONNX Runtime's classic dynamic quantisation, the fast and less exact int8 (see quantise_per_tensor).
@@ -144,7 +148,7 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
     inputs = tuple(example if name != "token_type_ids" else torch.zeros_like(example) for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
-    with warnings.catch_warnings(), torch.inference_mode(), _exportable(model.model_type):
+    with warnings.catch_warnings(), torch.inference_mode(), _exportable(model):
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
             network,
@@ -187,43 +191,64 @@ def _finite_in_bf16(source: Path, target: Path, weights_apart: bool | None = Non
 
 
 @contextlib.contextmanager
-def _exportable(model_type: str) -> Iterator[None]:
-    """Trace MPNet with an integer-only relative-position bucket (see `relative_position_bucket_by_table`)."""
-    if model_type != "mpnet":
+def _exportable(model: ModelDir) -> Iterator[None]:
+    """Trace the relative-position buckets of MPNet and DeBERTa-v2 as table lookups (see `bucket_by_table`)."""
+    if model.model_type == "mpnet":
+        from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+        owner, name = MPNetEncoder, "relative_position_bucket"
+        computed = MPNetEncoder.relative_position_bucket
+
+        def tabled(relative_position, num_buckets: int = 32, max_distance: int = 128):
+            # Beyond max_distance the bucket no longer changes.
+            return bucket_by_table(
+                lambda distance: computed(distance, num_buckets, max_distance), relative_position, max_distance
+            )
+
+        replacement = staticmethod(tabled)
+    elif model.model_type == "deberta-v2":
+        from transformers.models.deberta_v2 import modeling_deberta_v2 as owner
+
+        name = "make_log_bucket_position"
+        computed = owner.make_log_bucket_position
+        # Distances stay below max_length; the table covers every one up to max_position too, past which Hugging
+        # Face's bucket lies beyond the table of distance embeddings, whose ends the attention clamps it to.
+        farthest = model.max_length
+
+        def replacement(relative_pos, bucket_size: int, max_position: int):
+            return bucket_by_table(
+                lambda distance: computed(distance, bucket_size, max_position),
+                relative_pos,
+                max(farthest, max_position),
+            )
+    else:
         yield
         return
-    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
-
-    original = inspect.getattr_static(MPNetEncoder, "relative_position_bucket")
-    MPNetEncoder.relative_position_bucket = staticmethod(relative_position_bucket_by_table)
+    original = inspect.getattr_static(owner, name)
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        MPNetEncoder.relative_position_bucket = original
+        setattr(owner, name, original)
 
 
-def relative_position_bucket_by_table(relative_position, num_buckets: int = 32, max_distance: int = 128):
-    """Hugging Face MPNet's bucket of each relative position, looked up instead of computed.
+def bucket_by_table(bucket: Callable[[Any], Any], relative_position, farthest: int):
+    """`bucket(relative_position)` (Hugging Face's own function), looked up in a table of its value for every
+    relative position from -farthest to farthest; those further are clipped (the caller's bucket must not change
+    beyond).
 
-    Hugging Face computes it with `log(distance / 8)`, which is -inf at distance 0 (then discarded by a `where`)
-    and cast to an integer; traced, that float arithmetic runs in whatever precision a runtime picks for it
-    (bf16 under OpenVINO on CPUs with AMX). The bucket of a distance is a fixed function of it, so here it is a
-    constant table made with Hugging Face's own formula in fp32, indexed by the distance clipped to
-    `max_distance` (beyond which the bucket no longer changes): only integers reach the graph. (It was written
-    while chasing NaN logits of OpenVINO bf16 on a trained MPNet, whose cause turned out to be OpenVINO's
-    compiled-model cache, see backends/openvino_backend.py; it stays as the exact form.)
+    Hugging Face computes MPNet's and DeBERTa-v2's buckets with log(distance), float arithmetic that a traced graph
+    leaves to the runtime, which may round otherwise: OpenVINO in bf16 on CPUs with AMX, and even in fp32 at
+    DeBERTa-v2's farthest bucketed distance, where log(d) / log(d) is exactly 1 in torch and a hair above in
+    OpenVINO, and ceil() moves it a bucket on. The bucket of a distance is a fixed function of it: the table is
+    made here by `bucket` in torch fp32 and reaches the graph as a constant (through Python numbers, so that none
+    of its arithmetic is traced): only integers reach the runtime.
     """
     import torch
 
-    half = num_buckets // 2
-    exact = half // 2
-    distance = torch.arange(max_distance + 1)
-    far = exact + (
-        torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
-    ).to(torch.long)
-    table = torch.where(distance < exact, distance, far.clamp(max=half - 1))
-    offset = -relative_position
-    return (offset < 0).to(torch.long) * half + table[offset.abs().clamp(max=max_distance)]
+    positions = torch.arange(-farthest, farthest + 1)
+    table = torch.tensor(bucket(positions).to(torch.long).tolist())
+    return table[relative_position.clamp(-farthest, farthest) + farthest]
 
 
 def _optimise(source: Path, target: Path, model: ModelDir, weights_apart: bool | None = None) -> None:

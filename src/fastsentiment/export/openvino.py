@@ -29,9 +29,9 @@ from fastsentiment.models import ModelDir
 
 def static_int8_ir(model: ModelDir, texts: Sequence[str], calibration_identity: str) -> Path:
     """The cached int8-static IR (`model.xml` + `model.bin`) of `model`, quantising it first if needed."""
-    from fastsentiment.export.onnx import EXPORT_REVISION
+    from fastsentiment.export.onnx import export_revision
 
-    name = f"int8-static-ffn-r{EXPORT_REVISION}-{calibration_identity}"
+    name = f"int8-static-ffn-r{export_revision(model)}-{calibration_identity}"
     folder = cache_root() / "openvino-ir" / model.content_hash[:32] / name
     if (folder / "model.xml").is_file():
         return folder / "model.xml"

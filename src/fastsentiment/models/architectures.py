@@ -35,6 +35,9 @@ class Architecture:
     # Position ids start after the padding index (RoBERTa: padding_idx + 1), so this many entries of
     # the position table are never used by a token.
     positions_after_padding: bool = False
+    # The padding index that positions are numbered after, where the architecture fixes it whatever config.json's
+    # pad_token_id says (Hugging Face's MPNet hard-codes 1); None: pad_token_id is that index.
+    position_padding_idx: int | None = None
     activation_key: str = "hidden_act"
     # Further config.json keys naming activations the ANE layout computes (DeBERTa-v2's pooler and convolution).
     more_activation_keys: tuple[str, ...] = ()
@@ -43,6 +46,13 @@ class Architecture:
     ane_module: str | None = None
     # Why a CoreML package of this architecture holds one sequence length only (None: it may hold several).
     coreml_one_length: str | None = None
+    # The tokenizer class transformers' AutoTokenizer builds for this model_type when neither tokenizer_config.json
+    # nor config.json names one (TOKENIZER_MAPPING_NAMES in transformers/models/auto/tokenization_auto.py).
+    tokenizer_class: str = "BertTokenizer"
+    # Part of the name of its cached ONNX exports: raised when the exporter's graph of this architecture changes, so
+    # that caches of earlier versions are not loaded, and for it alone (an install without torch runs cached exports
+    # and cannot make new ones). 2: MPNet's buckets by table, plain graphs finite in bf16; 3: DeBERTa-v2's too.
+    export_revision: int = 2
     # Backend name -> one-line reason it cannot run this architecture.
     unsupported_backends: dict[str, str] = field(default_factory=dict)
 
@@ -55,7 +65,7 @@ class Architecture:
         """What in a config.json this architecture cannot run with, or None: checked when a model directory is
         loaded, so that a bad value is one line there instead of a traceback from whichever runtime meets it."""
         pad = config.get("pad_token_id", 1)
-        if self.positions_after_padding and not is_count(pad, least=0):
+        if self.positions_after_padding and self.position_padding_idx is None and not is_count(pad, least=0):
             return f"pad_token_id is {pad!r}: {self.model_type} models number their positions from it, an integer"
         sizes = ["max_position_embeddings", "vocab_size", "num_labels"]
         sizes += [next((key for key in keys if key in config), keys[0]) for keys in self._shape_keys]
@@ -79,9 +89,11 @@ class Architecture:
         return (self.layers_keys, self.hidden_keys, self.heads_keys, self.ffn_keys)
 
     def position_offset(self, config: dict[str, Any]) -> int:
-        """Entries of the position table no token uses (RoBERTa: padding_idx + 1, usually 2)."""
+        """Entries of the position table no token uses (RoBERTa: padding_idx + 1, usually 2; MPNet: always 2)."""
         if not self.positions_after_padding:
             return 0
+        if self.position_padding_idx is not None:
+            return self.position_padding_idx + 1
         return int(config.get("pad_token_id", 1)) + 1
 
     def max_tokens(self, config: dict[str, Any]) -> int:
@@ -137,8 +149,13 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ort_model_type="bert",
                 positions_after_padding=True,
                 ane_module="roberta",
+                tokenizer_class=tokenizer_class,
             )
-            for model_type in ("roberta", "camembert", "xlm-roberta")
+            for model_type, tokenizer_class in (
+                ("roberta", "RobertaTokenizer"),
+                ("camembert", "CamembertTokenizer"),
+                ("xlm-roberta", "XLMRobertaTokenizer"),
+            )
         ),
         Architecture(
             model_type="mpnet",
@@ -151,7 +168,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             # ONNX Runtime's BERT fusions do not know MPNet's relative-position attention bias.
             ort_model_type=None,
             positions_after_padding=True,
+            position_padding_idx=1,
             ane_module="mpnet",
+            tokenizer_class="MPNetTokenizer",
         ),
         Architecture(
             model_type="deberta-v2",
@@ -164,6 +183,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             ort_model_type=None,
             more_activation_keys=("pooler_hidden_act", "conv_act"),
             ane_module="deberta_v2",
+            tokenizer_class="DebertaV2Tokenizer",
+            export_revision=3,
             coreml_one_length="its relative-position terms are built for one sequence length when it is traced",
         ),
     )

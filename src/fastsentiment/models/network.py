@@ -4,7 +4,9 @@ training): a checkpoint that does not fit its own config.json becomes one readab
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import pickle
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from fastsentiment.errors import ModelError, first_line
@@ -18,9 +20,6 @@ def load_network(model: ModelDir, **options: Any):
     at a report on the console), unless `ignore_mismatched_sizes=True` asks for them to be replaced, as a fine-tune
     of a bare encoder does for the head it adds. Weights the network needs and the file lacks (transformers would
     draw them at random: predictions that mean nothing, and differ from load to load) are refused likewise."""
-    import pickle
-    import zipfile
-
     from transformers import AutoModelForSequenceClassification
 
     replacing = options.pop("ignore_mismatched_sizes", False)
@@ -33,8 +32,8 @@ def load_network(model: ModelDir, **options: Any):
         raise ModelError(
             f"{model.path}: the weights do not load as config.json describes them ({first_line(error).rstrip('.')})"
         ) from None
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as error:  # a corrupt pytorch_model.bin
-        raise ModelError(f"{model.path}: unreadable weights ({first_line(error)})") from None
+    except CORRUPT_CHECKPOINT as error:
+        raise unreadable_weights(model, error) from None
     except KeyError as error:  # a name config.json gives that transformers has no entry for (hidden_act "foo")
         raise ModelError(f"{model.path}: config.json names {error}, which transformers does not know") from None
     except Exception as error:
@@ -43,20 +42,40 @@ def load_network(model: ModelDir, **options: Any):
             raise
         detail = [line.strip() for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
         raise ModelError(f"{model.path}: config.json does not describe a model ({detail[0]})") from None
-    mismatched = sorted(report.get("mismatched_keys") or [], key=lambda entry: entry[0])
-    if mismatched and not replacing:
+    if not replacing:
+        refuse_misfit_weights(model, report.get("missing_keys") or [], report.get("mismatched_keys") or [])
+    return network
+
+
+# What reading a corrupt pytorch_model.bin raises (a pickle cut short, a zip archive that is not one).
+CORRUPT_CHECKPOINT = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)
+
+
+def unreadable_weights(model: ModelDir, error: BaseException) -> ModelError:
+    """The error for a weights file that cannot be read at all."""
+    return ModelError(f"{model.path}: unreadable weights ({first_line(error)})")
+
+
+def refuse_misfit_weights(
+    model: ModelDir,
+    missing: Iterable[str],
+    mismatched: Iterable[tuple[str, Sequence[int], Sequence[int]]],
+) -> None:
+    """Raise ModelError where the weights do not fit config.json: tensors (by Hugging Face name) the network needs
+    and the file lacks, or holds in another shape (name, shape in the file, shape config.json gives). Every loader
+    of a model directory (transformers', the ANE converter's) refuses in these words."""
+    if mismatched := sorted(mismatched, key=lambda entry: entry[0]):
         name, stored, expected = mismatched[0]
         raise ModelError(
             f"{model.path}: {name} has shape {list(stored)} in the weights but {list(expected)} by config.json "
             f"({len(mismatched)} tensor(s) differ; is num_labels / id2label right?)"
         )
-    if (missing := sorted(report.get("missing_keys") or [])) and not replacing:
+    if missing := sorted(missing):
         more = f" and {len(missing) - 1} more tensor(s)" if len(missing) > 1 else ""
         raise ModelError(
             f"{model.path}: the weights lack {missing[0]}{more} that config.json describes (is num_hidden_layers "
             "right, and config.json this checkpoint's?)"
         )
-    return network
 
 
 @contextlib.contextmanager

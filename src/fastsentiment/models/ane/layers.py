@@ -47,6 +47,12 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_parameter("shift", None)
+
+    def add_shift(self) -> None:
+        """Add a `shift` after the product: the Hugging Face bias of channels whose weight is 0 (a pruned model's),
+        which (x_hat + b') * 0 cannot give. Only such models carry it, so the others' graphs keep one op less."""
+        self.shift = nn.Parameter(torch.zeros_like(self.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(dim=1, keepdim=True)
@@ -57,7 +63,8 @@ class ChannelLayerNorm(nn.Module):
         spread = centred.abs().amax(dim=1, keepdim=True).clamp(min=1.0)
         scaled = centred / spread
         normalised = scaled * torch.rsqrt(scaled.pow(2).mean(dim=1, keepdim=True) + self.eps / spread.pow(2))
-        return (normalised + self.bias.view(1, -1, 1, 1)) * self.weight.view(1, -1, 1, 1)
+        result = (normalised + self.bias.view(1, -1, 1, 1)) * self.weight.view(1, -1, 1, 1)
+        return result if self.shift is None else result + self.shift.view(1, -1, 1, 1)
 
 
 class PerHeadAttention(nn.Module):

@@ -1,6 +1,7 @@
 """MPNet for sequence classification in the ANE layout.
 
-Like RoBERTa (positions from `padding_idx + 1`, a dense -> tanh -> out_proj head on <s>), without token
+Like RoBERTa (positions from `padding_idx + 1`, with padding_idx fixed at 1 whatever pad_token_id says, as in
+Hugging Face; a dense -> tanh -> out_proj head on <s>), without token
 types, and with one addition: every layer's attention scores get a per-head bias looked up from the
 bucketed distance between query and key (log-spaced beyond 8 positions, capped at 128). The bias depends
 on the sequence length only, so it is computed once per call and shared by all layers.
@@ -9,6 +10,7 @@ on the sequence length only, so it is computed once per call and shared by all l
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,9 +23,15 @@ from fastsentiment.models.ane.layers import (
     to_channels_first,
 )
 
-# Hugging Face's MPNet buckets distances into 32 whatever its config says (the table has that many rows).
+# Hugging Face's MPNet buckets distances into 32 whatever its config says; its table of biases has
+# relative_attention_num_buckets rows (`bias_rows`), of which only the first 32 are ever looked up.
 BUCKETS = 32
 MAX_DISTANCE = 128
+
+
+def bias_rows(config: dict[str, Any]) -> int:
+    """Rows of the relative-position bias table, as Hugging Face sizes it from config.json."""
+    return int(config.get("relative_attention_num_buckets", BUCKETS))
 
 
 def relative_buckets(length: int, device: torch.device) -> torch.Tensor:
@@ -57,11 +65,11 @@ class MPNetEmbeddings(nn.Module):
 
 
 class AneMPNetForSequenceClassification(nn.Module):
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, bias_rows: int = BUCKETS) -> None:
         super().__init__()
         self.config = config
         self.embeddings = MPNetEmbeddings(config)
-        self.relative_bias = nn.Embedding(BUCKETS, config.num_heads)
+        self.relative_bias = nn.Embedding(bias_rows, config.num_heads)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
         self.dense = nn.Conv2d(config.hidden_size, config.hidden_size, 1)
         self.out_proj = nn.Conv2d(config.hidden_size, config.num_labels, 1)
@@ -78,6 +86,7 @@ class AneMPNetForSequenceClassification(nn.Module):
 
 
 NETWORK = AneMPNetForSequenceClassification
+SETTINGS = bias_rows
 HF_LAYER_NAMES = {
     "mpnet.encoder.layer.{i}.attention.attn.q": ("layers.{i}.attention.query", "linear"),
     "mpnet.encoder.layer.{i}.attention.attn.k": ("layers.{i}.attention.key", "linear"),
