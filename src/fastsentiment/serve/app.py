@@ -280,8 +280,10 @@ class PredictEndpoint:
                 raise _too_large(limit)
             if key in (b"content-length", b"transfer-encoding"):
                 framed = True
-            if key == b"transfer-encoding" and [part.strip() for part in value.lower().split(b",")] != [b"chunked"]:
-                # The parser reads a body framed as chunked under any codings before it: theirs would go undone.
+            codings = [part.strip() for part in value.lower().split(b",")]
+            # Codings before a final chunked: the parser reads the chunks, and theirs would go undone. One not
+            # ending in chunked leaves the body's length unknown: the parser answers that 400 (RFC 9112, 6.3).
+            if key == b"transfer-encoding" and codings[-1] == b"chunked" and codings != [b"chunked"]:
                 raise ApiError(
                     501,
                     "unsupported_transfer_encoding",
