@@ -226,8 +226,8 @@ def auto_choice(
     threads: int | None = None,
 ) -> Choice:
     """What "auto" stands for and why: with a precision given, the fastest faithful backend measured with it (the
-    cached decision's table, measured first if `measure` and none is cached), else the first backend that has it;
-    without, `auto.choose`'s."""
+    cached decision's table, measured first if `measure` and none is cached), else the unmeasured choice where it
+    has that precision, else the first backend that has it; without, `auto.choose`'s."""
     from fastsentiment.backends.auto import Choice, choose, measured_with_precision
 
     if precision is None:
