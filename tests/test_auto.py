@@ -295,6 +295,19 @@ def test_a_decision_missing_a_field_is_ignored_with_a_warning(model, cache, capl
     assert auto.measured_with_precision(model, "cpu", "fp32") is None  # a row without its figure is not a row
 
 
+def test_a_decision_naming_a_backend_not_installed_here_gives_way_to_the_best_measured_one(model, cache, caplog):
+    """A plugin's backend, chosen by another image sharing the cache, is a path that does not run here, not an
+    unreadable file (which was measured again, overwriting the other image's decision)."""
+    decision = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    path = auto.decision_path(model, "cpu")
+    plugin = {"backend": "some-plugin", "precision": "fp8", "why": "measured elsewhere"}
+    path.write_text(json.dumps({**decision, "throughput": plugin}))
+    with caplog.at_level(logging.WARNING, logger="fastsentiment"):
+        chosen = auto.choose(model, "cpu")
+    assert "unreadable" not in caplog.text
+    assert chosen.backend == "onnx" and "the fastest path that runs here" in chosen.reason
+
+
 def test_the_tune_table_names_every_workload_a_config_won():
     from fastsentiment.cli.tune import workloads_won
 

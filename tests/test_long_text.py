@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from fastsentiment import Classifier
 from fastsentiment.errors import InputError
-from fastsentiment.windows import cut, window_count
+from fastsentiment.windows import aggregate_logits, cut, window_count
 
 WORDS = "good bad great like love hate cheese cake film movie".split()  # one token each in the tiny vocabulary
 LIMIT = 64  # the tiny models' max_position_embeddings and model_max_length
@@ -317,6 +317,14 @@ def test_max_takes_the_surest_window_of_a_regression_or_single_output_head(tmp_p
     (rating / "config.json").write_text(json.dumps(config))  # one output and no problem type: a sigmoid
     single = Classifier.load(rating, backend="onnx", precision="fp32")
     _max_window_is_the_surest(single, lambda row: abs(1 / (1 + np.exp(-row[0])) - 0.5))
+
+
+def test_max_takes_the_window_where_a_multi_label_head_is_surest_of_a_label():
+    """Not the window farthest from 0.5 in any label: nearly every window is sure some label is absent, and the
+    window where nothing fires won over the one where a label did."""
+    fires, nothing = [4.0, -3.0, -3.0], [-9.0, -9.0, -9.0]
+    picked = aggregate_logits(np.array([nothing, fires]), np.ones(2), "max", True, "sigmoid")
+    np.testing.assert_array_equal(picked, fires)
 
 
 def test_an_aggregate_is_never_taken_for_the_default_by_being_empty(clf, bert_dir):

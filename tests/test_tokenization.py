@@ -138,12 +138,17 @@ def test_tokenizer_class_decides_whether_tokenizer_json_is_taken_as_it_is(tmp_pa
         "distilbert-model": ({}, "distilbert", False),
         "as-it-is": ({"tokenizer_class": "PreTrainedTokenizerFast"}, "bert", True),
         "unknown": ({"tokenizer_class": "NoSuchTokenizer"}, "mpnet", True),
+        "empty-name": ({"tokenizer_class": ""}, "bert", True),  # a name no class has: as it is
     }
     for name, (settings, model_type, kept) in cases.items():
         folder = _tokenizer_dir(tmp_path / name, settings, model_type=model_type, lowercase=False, template=False)
         ours = _ours(folder)
         assert ours == _theirs(folder), name
         assert (ours[0] == [SPLIT_VOCAB.index("Good"), SPLIT_VOCAB.index("Film")]) == kept, name
+    # a BertTokenizer subclass without an __init__ of its own keeps tokenizer.json's normaliser (cased here)
+    folder = _tokenizer_dir(tmp_path / "convbert", {"tokenizer_class": "ConvBertTokenizer"}, lowercase=False)
+    ours = _ours(folder)
+    assert ours == _theirs(folder) and SPLIT_VOCAB.index("Good") in ours[0]
 
 
 def test_a_do_lower_case_that_is_not_true_or_false_is_a_model_error(tmp_path):

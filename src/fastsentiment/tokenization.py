@@ -203,8 +203,8 @@ class WordPieceClass:
 _BERT = WordPieceClass("[CLS]", "[SEP]")
 # transformers' classes (by the names AutoTokenizer resolves, "Fast" suffix removed) that build their tokenizer
 # from tokenizer_config.json's settings and keep only the vocabulary of tokenizer.json: BertTokenizer.__init__
-# (transformers/models/bert/tokenization_bert.py; DistilBertTokenizer and ConvBertTokenizer subclass it, the others
-# are other names for it) and MPNetTokenizer.__init__ (models/mpnet/tokenization_mpnet.py), called with the
+# (transformers/models/bert/tokenization_bert.py; DistilBertTokenizer subclasses it with an __init__ of its own, the
+# others are other names for it; ConvBertTokenizer, a subclass without one, reads tokenizer.json as it is) and MPNetTokenizer.__init__ (models/mpnet/tokenization_mpnet.py), called with the
 # vocabulary alone by TokenizersBackend.convert_to_native_format (tokenization_utils_tokenizers.py). Any other
 # name, PreTrainedTokenizerFast included, and one transformers does not know, loads tokenizer.json as it is.
 WORDPIECE_CLASSES: dict[str, WordPieceClass] = {
@@ -212,7 +212,6 @@ WORDPIECE_CLASSES: dict[str, WordPieceClass] = {
         (
             "BertTokenizer",
             "DistilBertTokenizer",
-            "ConvBertTokenizer",
             "ElectraTokenizer",
             "LayoutLMTokenizer",
             "LxmertTokenizer",
@@ -229,7 +228,7 @@ def tokenizer_class(model: ModelDir) -> str | None:
     """The tokenizer class AutoTokenizer picks for `model`, without a "Fast" suffix (BertTokenizerFast is
     BertTokenizer): tokenizer_config.json's tokenizer_class, else config.json's, else its model_type's."""
     for named in (model.tokenizer_config.get("tokenizer_class"), model.config.get("tokenizer_class")):
-        if isinstance(named, str) and named:
+        if isinstance(named, str):  # "" too: a name no class has, so tokenizer.json is read as it is
             return named.removesuffix("Fast")
     architecture = architecture_of(model.model_type)
     return None if architecture is None else architecture.tokenizer_class

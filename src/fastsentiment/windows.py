@@ -170,9 +170,10 @@ def aggregate_logits(
     """One text's logits from its windows': a token-weighted mean of probabilities ("mean", given back as the
     logits that reproduce it), the most confident window ("max"), or a token-weighted mean of logits.
 
-    A window's confidence under `confidence`: "softmax", its top probability; "sigmoid", how far its surest label
-    is from undecided (0.01 is as sure as 0.99); "none" (a regression's outputs, which have no confidence), its
-    largest output."""
+    A window's confidence under `confidence`: "softmax" (or sigmoid over several labels), its top probability;
+    "sigmoid" over one output, how far it is from undecided (0.01 is as sure as 0.99; a multi-label window is not,
+    since nearly every window is sure some label is absent); "none" (a regression's outputs, which have no
+    confidence), its largest output."""
     if len(window_logits) == 1:
         return window_logits[0]
     weights = weights / weights.sum()
@@ -181,10 +182,10 @@ def aggregate_logits(
     if how == "max":
         if confidence == "none":
             sureness = window_logits.max(axis=1)
-        elif confidence == "sigmoid":
-            sureness = np.abs(_probabilities(window_logits, True) - 0.5).max(axis=1)
+        elif confidence == "sigmoid" and window_logits.shape[1] == 1:
+            sureness = np.abs(window_logits[:, 0])  # the distance from 0.5 in order, without saturating
         else:
-            sureness = _probabilities(window_logits, False).max(axis=1)
+            sureness = _probabilities(window_logits, confidence == "sigmoid").max(axis=1)
         return window_logits[int(sureness.argmax())]
     mean = np.clip(weights @ _probabilities(window_logits, sigmoid), 1e-7, 1 - 1e-7)
     return np.log(mean / (1 - mean)) if sigmoid else np.log(mean)

@@ -326,15 +326,16 @@ def cached_decision(
 
 
 def _is_path(chosen: object) -> bool:
-    """Whether a decision's choice names a backend and one of its precisions (an edited or foreign file may not:
-    `openvino:int4` failed every later run until the file was deleted)."""
+    """Whether a decision's choice could name a path: a backend and a precision, which that backend has where it is
+    registered here (an edited file's `openvino:int4` failed every later run until the file was deleted). A backend
+    not registered here (a plugin another image of a shared cache has) is a path that does not run here: `choose`
+    then takes the best measured one that does."""
     if not isinstance(chosen, dict) or not all(
         isinstance(chosen.get(field), str) for field in ("backend", "precision", "why")
     ):
         return False
-    return (
-        chosen["backend"] in backend_names() and chosen["precision"] in get_backend(chosen["backend"]).spec.precisions
-    )
+    backend = chosen["backend"]
+    return backend not in backend_names() or chosen["precision"] in get_backend(backend).spec.precisions
 
 
 def _save(path: Path, decision: dict) -> None:

@@ -54,14 +54,14 @@ class CoremlBackend:
         problem = cls.device_problem(device)
         if problem:
             raise BackendError(problem)
-        from fastsentiment.cache import cache_root, cached_file
+        from fastsentiment.cache import cached_file
         from fastsentiment.export import EXPORTING
         from fastsentiment.export.coreml import DEFAULT_LENGTH, export_coreml, import_coremltools
 
         ct = import_coremltools()
 
         lengths = package_lengths(model, DEFAULT_LENGTH)
-        target = cache_root() / "coreml" / model.content_hash[:32] / "model.mlpackage"
+        target = cached_package(model)
         if not target.exists():
             with EXPORTING:  # torch's tracer is one per process
                 if not target.exists():
@@ -111,3 +111,13 @@ def package_lengths(model: ModelDir, longest: int) -> list[int]:
     takes), or the longest alone for an architecture whose package holds one length."""
     lengths = sorted({min(length, model.max_length) for length in (32, 64, longest)})
     return lengths[-1:] if model.architecture.coreml_one_length else lengths
+
+
+def cached_package(model: ModelDir) -> Path:
+    """Where the cache keeps `model`'s CoreML package: by its content and its architecture's ANE-layout revision
+    (packages of the first revision kept the name they had before there were revisions)."""
+    from fastsentiment.cache import cache_root
+
+    revision = model.architecture.ane_revision
+    folder = model.content_hash[:32] + ("" if revision == 1 else f"-a{revision}")
+    return cache_root() / "coreml" / folder / "model.mlpackage"

@@ -53,6 +53,10 @@ class Architecture:
     # that caches of earlier versions are not loaded, and for it alone (an install without torch runs cached exports
     # and cannot make new ones). 2: MPNet's buckets by table, plain graphs finite in bf16; 3: DeBERTa-v2's too.
     export_revision: int = 2
+    # Part of the name of its cached CoreML packages from the second on: raised when the ANE layout of this
+    # architecture changes, so that packages converted by an earlier version are not loaded (MPNet 2: positions
+    # after padding index 1 whatever pad_token_id says).
+    ane_revision: int = 1
     # Backend name -> one-line reason it cannot run this architecture.
     unsupported_backends: dict[str, str] = field(default_factory=dict)
 
@@ -170,6 +174,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             positions_after_padding=True,
             position_padding_idx=1,
             ane_module="mpnet",
+            ane_revision=2,
             tokenizer_class="MPNetTokenizer",
         ),
         Architecture(

@@ -274,23 +274,15 @@ class PredictEndpoint:
         limit = self.settings.max_body_bytes
         header_bytes = 0
         framed = False
+        codings: list[bytes] = []
         for key, value in scope["headers"]:
             header_bytes += len(key) + len(value)
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
             if key in (b"content-length", b"transfer-encoding"):
                 framed = True
-            codings = [part.strip() for part in value.lower().split(b",")]
-            # Codings before a final chunked: the parser reads the chunks, and theirs would go undone. One not
-            # ending in chunked leaves the body's length unknown: the parser answers that 400 (RFC 9112, 6.3).
-            if key == b"transfer-encoding" and codings[-1] == b"chunked" and codings != [b"chunked"]:
-                raise ApiError(
-                    501,
-                    "unsupported_transfer_encoding",
-                    f"Transfer-Encoding {value.decode('latin-1')!r} is not supported: send the body as it is, or "
-                    "chunked alone",
-                    headers={"Connection": "close"},
-                )
+            if key == b"transfer-encoding":  # several lines are one list (RFC 9110, 5.3)
+                codings += [part.strip() for part in value.lower().split(b",")]
             if key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
                 raise ApiError(
                     415,
@@ -305,6 +297,16 @@ class PredictEndpoint:
                     f"Content-Type {value.decode('latin-1')!r}: the body is JSON (application/json)",
                     headers={"Connection": "close"},
                 )
+        # Codings before a final chunked: the parser reads the chunks, and theirs would go undone. Codings not ending
+        # in chunked leave the body's length unknown: the parser answers that with a 400 (RFC 9112, 6.3).
+        if codings and codings[-1] == b"chunked" and codings != [b"chunked"]:
+            raise ApiError(
+                501,
+                "unsupported_transfer_encoding",
+                f"Transfer-Encoding {b', '.join(codings).decode('latin-1')!r} is not supported: send the body as it "
+                "is, or chunked alone",
+                headers={"Connection": "close"},
+            )
         if not framed:  # a body sent without either header would be read as the connection's next request
             raise ApiError(
                 411,
