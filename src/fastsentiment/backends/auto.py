@@ -230,7 +230,7 @@ def _best_measured(
         if not all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms")):
             continue
         name, _, measured = str(row.get("config", "")).partition(":")
-        if not _is_path({"backend": name, "precision": measured, "why": ""}):
+        if not _precision_known(name, measured):
             continue
         if precision in (None, measured) and _runs(name, device, model):
             rows.append(row)
@@ -326,16 +326,19 @@ def cached_decision(
 
 
 def _is_path(chosen: object) -> bool:
-    """Whether a decision's choice could name a path: a backend and a precision, which that backend has where it is
-    registered here (an edited file's `openvino:int4` failed every later run until the file was deleted). A backend
-    not registered here (a plugin another image of a shared cache has) is a path that does not run here: `choose`
-    then takes the best measured one that does."""
-    if not isinstance(chosen, dict) or not all(
-        isinstance(chosen.get(field), str) for field in ("backend", "precision", "why")
-    ):
-        return False
-    backend = chosen["backend"]
-    return backend not in backend_names() or chosen["precision"] in get_backend(backend).spec.precisions
+    """Whether a decision's choice could name a path: a backend and a precision (`_precision_known`)."""
+    return (
+        isinstance(chosen, dict)
+        and all(isinstance(chosen.get(field), str) for field in ("backend", "precision", "why"))
+        and _precision_known(chosen["backend"], chosen["precision"])
+    )
+
+
+def _precision_known(backend: str, precision: str) -> bool:
+    """Whether `backend` has `precision` where it is registered here (an edited file's `openvino:int4` failed every
+    later run until the file was deleted). A backend not registered here (a plugin another image sharing the cache
+    has) is a path that does not run here: `choose` then takes the best measured one that does."""
+    return backend not in backend_names() or precision in get_backend(backend).spec.precisions
 
 
 def _save(path: Path, decision: dict) -> None:
