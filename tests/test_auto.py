@@ -418,10 +418,10 @@ def test_tune_judges_against_another_fp32_path_where_onnx_runtime_is_not_install
 def test_auto_with_a_precision_picks_a_backend_that_computes_it_on_the_cpu(bert_dir):
     """fp16 is onnx's on CUDA only: on a CPU, auto with fp16 goes to a backend that computes fp16 here."""
     from fastsentiment import Classifier
-    from fastsentiment.backends.registry import resolve_auto
+    from fastsentiment.backends.registry import auto_choice
     from fastsentiment.models import resolve_model
 
-    backend, precision = resolve_auto(resolve_model(bert_dir), "cpu", "fp16")
+    backend, precision = auto_choice(resolve_model(bert_dir), "cpu", "fp16").path
     assert precision == "fp16" and backend != "onnx"
     assert Classifier.load(bert_dir, device="cpu", precision="fp16")(["good film"])[0]["label"] in (
         "NEGATIVE",
@@ -578,10 +578,10 @@ def save_decision(model, rows: list, chosen: dict) -> None:
 def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, cache):
     """`Classifier.load(precision="int8")` with a decision: the faithful int8 row the table measured fastest (by
     throughput, or by latency for the latency workload); without one, the first backend that has int8."""
-    from fastsentiment.backends.registry import resolve_auto
+    from fastsentiment.backends.registry import auto_choice
 
     pytest.importorskip("openvino")
-    assert resolve_auto(model, "cpu", "int8") == ("onnx", "int8")  # nothing measured: the first with int8
+    assert auto_choice(model, "cpu", "int8").path == ("onnx", "int8")  # nothing measured: the first with int8
     table = [
         auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
         auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
@@ -594,14 +594,14 @@ def test_auto_with_a_precision_takes_the_fastest_measured_path_with_it(model, ca
         save_decision(model, rows, chosen)
 
     decided(table)
-    assert resolve_auto(model, "cpu", "int8") == ("openvino", "int8")
-    assert resolve_auto(model, "cpu", "int8", "latency") == ("onnx", "int8")  # over 10% quicker one at a time
-    assert resolve_auto(model, "cpu", "int8", "start") == ("onnx", "int8")  # a one-off call: no measured path
-    assert resolve_auto(model, "cpu", "fp32") == ("onnx", "fp32")
+    assert auto_choice(model, "cpu", "int8").path == ("openvino", "int8")
+    assert auto_choice(model, "cpu", "int8", "latency").path == ("onnx", "int8")  # over 10% quicker one at a time
+    assert auto_choice(model, "cpu", "int8", "start").path == ("onnx", "int8")  # a one-off call: no measured path
+    assert auto_choice(model, "cpu", "fp32").path == ("onnx", "fp32")
     # Within LATENCY_TOLERANCE, latency keeps the throughput path, as the decision's own rule does.
     table[2] = auto.Measurement("openvino:int8", sentences_per_s=300, latency_ms=1.05, faithful=True)
     decided(table)
-    assert resolve_auto(model, "cpu", "int8", "latency") == ("openvino", "int8")
+    assert auto_choice(model, "cpu", "int8", "latency").path == ("openvino", "int8")
 
 
 def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_that_does(model, cache):
@@ -629,12 +629,12 @@ def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_th
 def test_auto_with_a_precision_measures_first_where_the_workload_pays_for_it(model, cache, monkeypatch):
     """A file job or the server with `--precision int8` and nothing measured: the paths are measured (and cached) as
     for plain `auto`, and the fastest int8 one is taken, not the first backend that has int8."""
-    from fastsentiment.backends.registry import resolve_auto
+    from fastsentiment.backends.registry import auto_choice
 
     monkeypatch.setattr(auto, "candidates", lambda device, model=None: [("onnx", "fp32"), ("onnx", "int8")])
-    assert resolve_auto(model, "cpu", "int8", "start", measure=True) == ("onnx", "int8")
+    assert auto_choice(model, "cpu", "int8", "start", measure=True).path == ("onnx", "int8")
     assert auto.cached_decision(model, "cpu") is None  # a one-off call measures nothing
-    assert resolve_auto(model, "cpu", "int8", measure=True) == ("onnx", "int8")
+    assert auto_choice(model, "cpu", "int8", measure=True).path == ("onnx", "int8")
     decision = auto.cached_decision(model, "cpu")
     assert decision is not None and {row["config"] for row in decision["table"]} == {"onnx:fp32", "onnx:int8"}
     reason = auto.measured_with_precision(model, "cpu", "int8").reason

@@ -87,6 +87,11 @@ class Choice:
     def config(self) -> str:
         return f"{self.backend}:{self.precision}" if self.precision else self.backend
 
+    @property
+    def path(self) -> tuple[str, str | None]:
+        """(backend, precision), as `load_backend` takes them."""
+        return self.backend, self.precision
+
 
 @dataclass
 class Measurement:

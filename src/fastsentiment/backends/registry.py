@@ -196,25 +196,12 @@ def load_backend(
     name, precision = named_precision(name, precision)
     check_device(device)
     if name == "auto":
-        name, precision = resolve_auto(model, device, precision, workload, measure, threads)
+        name, precision = auto_choice(model, device, precision, workload, measure, threads).path
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).
     backend = checked_backend(name, device, precision, model)
     if backend.spec.parallel:
         return backend.load(model, device, precision, threads, workload=workload)
     return backend.load(model, device, precision, threads)
-
-
-def resolve_auto(
-    model: ModelDir,
-    device: str,
-    precision: str | None,
-    workload: str = "throughput",
-    measure: bool = False,
-    threads: int | None = None,
-) -> tuple[str, str | None]:
-    """The backend and precision "auto" stands for (with `threads` compute threads): `auto_choice`'s."""
-    choice = auto_choice(model, device, precision, workload, measure, threads)
-    return choice.backend, choice.precision
 
 
 def auto_choice(
@@ -310,7 +297,7 @@ def prepare_backend(model: ModelDir, name: str = "auto", device: str = "auto", p
     """Build what the backend caches (exports) now, so that loading it later measures loading alone."""
     name, precision = named_precision(name, precision)
     if name == "auto":
-        name, precision = resolve_auto(model, device, precision)
+        name, precision = auto_choice(model, device, precision).path
     prepare = getattr(checked_backend(name, device, precision, model), "prepare", None)
     if prepare is not None:
         prepare(model, device, precision)

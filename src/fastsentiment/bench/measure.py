@@ -171,9 +171,9 @@ def _latency_classifier(spec: Spec, clf):
     if spec.config.startswith("peer:"):
         return clf
     if spec.config == "auto":
-        from fastsentiment.backends.registry import resolve_auto
+        from fastsentiment.backends.registry import auto_choice
 
-        name, precision = resolve_auto(clf.model, spec.device, None, "latency")
+        name, precision = auto_choice(clf.model, spec.device, None, "latency").path
         if (name, precision) != (clf.backend.spec.name, clf.backend.precision):
             return Classifier.load(
                 spec.model, backend=name, device=spec.device, precision=precision, workload="latency"

@@ -58,12 +58,12 @@ def prepare_config(config: str, model, device: str = "auto") -> None:
     if config.startswith(PEER_PREFIX):  # converted inside the peers' own environment, before timing
         return
     if name == "auto" and not precision:
-        from fastsentiment.backends.registry import resolve_auto
+        from fastsentiment.backends.registry import auto_choice
 
         # A benchmark is worth measuring for: the auto row then runs the decisions it measures, the throughput one
         # on batches and the latency one on single texts.
-        name, precision = resolve_auto(model, device, None, "throughput", measure=True)
-        quickest, quickest_precision = resolve_auto(model, device, None, "latency", measure=True)
+        name, precision = auto_choice(model, device, None, "throughput", measure=True).path
+        quickest, quickest_precision = auto_choice(model, device, None, "latency", measure=True).path
         prepare_backend(model, quickest, device, quickest_precision)
     if name != PIPELINE:
         prepare_backend(model, name, device, precision or None)

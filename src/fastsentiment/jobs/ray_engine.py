@@ -175,12 +175,12 @@ def _input_files(source: str) -> list[Path]:
 def _resolved(model_dir, options: ModelOptions) -> ModelOptions:
     """Resolve `auto` once on the driver (every actor runs the same backend, with the actors' thread count) and
     build cached exports (the ONNX file) here, so actors on this machine load them at once."""
-    from fastsentiment.backends.registry import prepare_backend, resolve_auto
+    from fastsentiment.backends.registry import auto_choice, prepare_backend
 
     if options.backend == "auto":
-        backend, precision = resolve_auto(
+        backend, precision = auto_choice(
             model_dir, options.device, options.precision, options.workload, options.tune, options.threads
-        )
+        ).path
         options = replace(options, backend=backend, precision=precision, tune=False)
     prepare_backend(model_dir, options.backend, options.device, options.precision)
     return options
