@@ -511,6 +511,20 @@ def test_mpnet_numbers_positions_after_padding_index_1_whatever_its_pad_token_id
     assert cached_package(resolve_model(model)).parent.name.endswith("-a2")
 
 
+def test_an_mpnet_bias_table_of_fewer_than_32_rows_is_refused_in_one_line(family_model, tmp_path):
+    """Hugging Face looks distances up in 32 rows whatever the table holds: fewer was an index error on every path."""
+    import shutil
+
+    model = Path(shutil.copytree(family_model("mpnet"), tmp_path / "mpnet-16"))
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "relative_attention_num_buckets": 16}))
+    result = run_cli("classify", "good film", "-m", str(model), "-b", "onnx")
+    assert result.returncode == 2
+    assert result.stderr.decode().count(
+        "\n"
+    ) == 1 and "relative_attention_num_buckets is 16: MPNet buckets distances" in (result.stderr.decode())
+
+
 def test_mpnet_bias_table_of_other_than_32_rows_is_used_as_hugging_face_uses_it(family_model, texts, tmp_path):
     """config.json's relative_attention_num_buckets sizes MPNet's table of relative-position biases, but Hugging
     Face always buckets distances into 32 of its rows; the ANE layout and the CoreML export load such a table."""

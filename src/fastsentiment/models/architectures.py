@@ -57,6 +57,9 @@ class Architecture:
     # architecture changes, so that packages converted by an earlier version are not loaded (MPNet 2: positions
     # after padding index 1 whatever pad_token_id says).
     ane_revision: int = 1
+    # config.json keys with the least value the architecture's own code indexes with, and why (MPNet looks distances up
+    # in 32 rows of its bias table whatever relative_attention_num_buckets says: fewer was an index error).
+    least_values: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Backend name -> one-line reason it cannot run this architecture.
     unsupported_backends: dict[str, str] = field(default_factory=dict)
 
@@ -76,6 +79,9 @@ class Architecture:
         for key in sizes:
             if key in config and not is_count(config[key], least=1):
                 return f"{key} is {config[key]!r}: expected a whole number of at least 1"
+        for key, (least, why) in self.least_values.items():
+            if key in config and not is_count(config[key], least=least):
+                return f"{key} is {config[key]!r}: {why}, so at least {least}"
         shape = self.encoder_shape(config)
         if shape["hidden"] and shape["heads"] and shape["hidden"] % shape["heads"]:
             return f"the hidden size {shape['hidden']} is not a multiple of the {shape['heads']} attention heads"
@@ -175,6 +181,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             position_padding_idx=1,
             ane_module="mpnet",
             ane_revision=2,
+            least_values={"relative_attention_num_buckets": (32, "MPNet buckets distances into 32 rows of its table")},
             tokenizer_class="MPNetTokenizer",
         ),
         Architecture(
