@@ -180,9 +180,10 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
             raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
-    else:
+        wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "")
+    else:  # read as transformers' WordPiece classes read a vocab.txt (as BERT's where the class is of another kind)
         tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
-    wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "")
+        wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "", _BERT)
     if wordpiece_class is not None:
         tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
     return _with_named_special_tokens(tokenizer, model.tokenizer_config)
@@ -203,10 +204,11 @@ class WordPieceClass:
 _BERT = WordPieceClass("[CLS]", "[SEP]")
 # transformers' classes (by the names AutoTokenizer resolves, "Fast" suffix removed) that build their tokenizer
 # from tokenizer_config.json's settings and keep only the vocabulary of tokenizer.json: BertTokenizer.__init__
-# (transformers/models/bert/tokenization_bert.py; DistilBertTokenizer subclasses it with an __init__ of its own, the
-# others are other names for it; ConvBertTokenizer, a subclass without one, reads tokenizer.json as it is) and MPNetTokenizer.__init__ (models/mpnet/tokenization_mpnet.py), called with the
-# vocabulary alone by TokenizersBackend.convert_to_native_format (tokenization_utils_tokenizers.py). Any other
-# name, PreTrainedTokenizerFast included, and one transformers does not know, loads tokenizer.json as it is.
+# (transformers/models/bert/tokenization_bert.py; DistilBertTokenizer subclasses it with an __init__ of its own,
+# the others are other names for it; ConvBertTokenizer, a subclass without one, reads tokenizer.json as it is) and
+# MPNetTokenizer.__init__ (models/mpnet/tokenization_mpnet.py), called with the vocabulary alone by
+# TokenizersBackend.convert_to_native_format (tokenization_utils_tokenizers.py). Any other name,
+# PreTrainedTokenizerFast included, and one transformers does not know, loads tokenizer.json as it is.
 WORDPIECE_CLASSES: dict[str, WordPieceClass] = {
     **dict.fromkeys(
         (
@@ -323,10 +325,7 @@ def _wordpiece_from_vocab(vocab: Path, tokenizer_config: dict) -> Tokenizer:
             cls_token=_special_token(tokenizer_config, "cls_token", "[CLS]"),
             pad_token=_special_token(tokenizer_config, "pad_token", "[PAD]"),
             mask_token=_special_token(tokenizer_config, "mask_token", "[MASK]"),
-            lowercase=bool(tokenizer_config.get("do_lower_case", True)),
-            strip_accents=tokenizer_config.get("strip_accents"),
-            handle_chinese_chars=bool(tokenizer_config.get("tokenize_chinese_chars", True)),
-        )
+        )  # its normaliser and template: `_as_wordpiece_class`, from the same settings as a tokenizer.json's
     except Exception as error:
         raise ModelError(f"{vocab}: cannot build a WordPiece tokenizer ({error})") from None
     # BertWordPieceTokenizer wraps a Tokenizer; the inner one is what encode_batch runs on.
