@@ -93,15 +93,17 @@ def _cfs_quota(directory: Path) -> float | None:
     return None if quota <= 0 or period <= 0 else quota / period
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read. Read once a process: a
+    model load asks several times (the `auto` decision's file name and key, the int8 recipe)."""
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
             if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+                return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_computes_bf16() -> bool:
