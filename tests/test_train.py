@@ -183,6 +183,11 @@ def _write(path, header, rows, delimiter="\t"):
             lambda d: _write(d / "e.tsv", ["sentence", "label"], [["good", "1"], ["fine", "1"]]),
             "every row has the label POSITIVE; a classifier needs two classes or more",
         ),
+        # GLUE test splits' mark of a missing label, which was called an unknown label
+        (
+            lambda d: _write(d / "f.tsv", ["sentence", "label"], [["good", "1"], ["bad", "-1"]]),
+            "line 3: the label -1 marks a row without a label (as in GLUE test splits)",
+        ),
     ],
 )
 def test_bad_training_data_fails_before_training(base_encoder, tmp_path, make, message):
@@ -1102,3 +1107,72 @@ def test_train_builtin_reads_its_saved_logits_flag_wherever_it_comes(tmp_path):
     assert run.returncode != 0  # then it stops: no SST-2 where the default SST2_DIR points from tmp_path
     misspelt = subprocess.run(["bash", script, "--saved-teacher-logit"], cwd=tmp_path, capture_output=True, text=True)
     assert misspelt.returncode == 2 and "unknown option --saved-teacher-logit" in misspelt.stderr
+
+
+def test_evaluate_says_a_label_of_minus_one_marks_a_row_without_a_label(base_encoder, tmp_path):
+    """Hugging Face's glue/sst2 test split labels every row -1: the label was called unknown, and without names
+    (training) the message named no file or line."""
+    data = _write(tmp_path / "test.tsv", ["sentence", "label"], [["good", "-1"], ["bad", "-1"]])
+    result = run_cli("evaluate", str(data), "--model", str(base_encoder), "--backend", "torch")
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert f"{data}, line 2: the label -1 marks a row without a label" in stderr
+    args = train_args(data, tmp_path / "never", base_encoder)
+    del args[args.index("--labels") : args.index("--labels") + 2]  # ids alone: the names are inferred
+    result = run_cli(*args)
+    assert result.returncode == 2 and f"{data}, line 2: the label -1 marks a row" in result.stderr.decode()
+
+
+def test_a_run_killed_while_writing_its_first_checkpoint_can_be_rerun(train_slice, base_encoder, tmp_path):
+    """Killed while it wrote best.pt or last.pt.tmp, before last.pt existed, a run left a checkpoints folder that
+    --resume refused ("no checkpoint") and a fresh run refused too ("already holds files")."""
+    for resume in ([], ["--resume"]):
+        out = tmp_path / f"killed{len(resume)}"
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "best.pt").write_bytes(b"partial")
+        (out / "checkpoints" / "last.pt.tmp").write_bytes(b"partial")
+        result = run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "2", *resume))
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert (out / "model.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_an_unreadable_checkpoint_is_refused_in_one_line(train_slice, base_encoder, tmp_path):
+    """A truncated last.pt (a full disk, a partial copy) ended --resume in a torch traceback."""
+    out = tmp_path / "run"
+    assert run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "2")).returncode == 0
+    checkpoint = out / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = run_cli(*train_args(train_slice, out, base_encoder, "--max-steps", "2", "--resume"))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert f"--resume: {checkpoint} is not a readable checkpoint" in stderr
+
+
+def test_truncated_training_texts_are_named_by_file_and_line(base_encoder, tmp_path):
+    """They were named "input 19": the 19th text after the held-out split, no line of the file."""
+    rows = [["a good film", "1"], ["a bad film", "0"]] * 10
+    rows.insert(6, [" ".join(["a really good film"] * 10), "1"])  # line 8, after the header
+    data = _write(tmp_path / "data.tsv", ["sentence", "label"], rows)
+    eval_data = _write(tmp_path / "eval.tsv", ["sentence", "label"], [["bad", "0"], [" ".join(["bad"] * 20), "0"]])
+    args = train_args(data, tmp_path / "out", base_encoder, "--max-steps", "1", "--max-length", "16")
+    result = run_cli(*args, "--eval-file", str(eval_data))
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr[-2000:]
+    assert f"{data}, line 8 has 42 tokens" in stderr and f"{eval_data}, line 3 has 22 tokens" in stderr, stderr
+    assert "input " not in stderr
+
+
+def test_a_cuda_checkpoint_keeps_the_gpus_random_state(train_slice, base_encoder, tmp_path):
+    """Dropout on a GPU draws from the device's generator, which torch.get_rng_state leaves out: a resumed CUDA run
+    restarted it at --seed, so its dropout masks (and weights) were not the uninterrupted run's."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    out = tmp_path / "run"
+    args = train_args(train_slice, out, base_encoder, "--max-steps", "3", "--device", "cuda")
+    assert run_cli(*args).returncode == 0
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False, map_location="cpu")
+    assert state["cuda_rng"] is not None and state["step"] == 3
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0 and "resumed at step 3" in resumed.stderr.decode(), resumed.stderr.decode()

@@ -91,10 +91,11 @@ def _infer_label_names(raw: list[str], path: str | Path, lines: list[int]) -> li
     column of both is refused: an id among names would become a class named "0" beside the one it means."""
     is_id = [class_id(value) is not None for value in raw]
     if all(is_id):
-        ids = sorted({class_id(value) for value in raw})
-        if ids[0] < 0:
-            raise InputError(f"label ids must be 0 or more, found {ids[0]}")
-        return generic_names(ids[-1] + 1)
+        ids = [class_id(value) for value in raw]
+        if min(ids) < 0:
+            row = ids.index(min(ids))
+            raise _missing_label(path, lines[row], raw[row])
+        return generic_names(max(ids) + 1)
     if any(is_id):
         number, name = is_id.index(True), is_id.index(False)
         raise InputError(
@@ -108,12 +109,23 @@ def _to_ids(raw: list[str], names: list[str], path: str | Path, lines: list[int]
     ids = np.empty(len(raw), dtype=np.int64)
     for row, (value, line) in enumerate(zip(raw, lines, strict=True)):
         ids[row] = label_id(value, names, f"{path}, line {line}")
-        if not 0 <= ids[row] < len(names):
+        if ids[row] < 0:
+            raise _missing_label(path, line, value)
+        if not ids[row] < len(names):
             raise InputError(
                 f"{path}, line {line}: unknown label {value!r}; expected one of "
                 f"{', '.join(names)} or a class id below {len(names)}"
             )
     return ids
+
+
+def _missing_label(path: str | Path, line: int, value: str) -> InputError:
+    """A negative class id is how GLUE's test splits (SST-2's on the Hugging Face hub) mark a row without a label:
+    say so, rather than call it an unknown class."""
+    return InputError(
+        f"{path}, line {line}: the label {value} marks a row without a label (as in GLUE test splits); "
+        "every row needs a class name or an id of 0 or more"
+    )
 
 
 def split_held_out(data: LabelledData, fraction: float, seed: int) -> tuple[LabelledData, LabelledData]:

@@ -298,14 +298,24 @@ class Trainer:
             "best": self.best,
             "train_loss": asdict(self.train_loss),
             "rng": torch.get_rng_state(),
+            # Dropout on a GPU draws from the device's own generator, which get_rng_state leaves out: without it a
+            # resumed CUDA run restarts that generator at --seed and drops other units than the uninterrupted run.
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
         _atomic_save(state, self.checkpoints / "last.pt")
 
     def _checked_checkpoint(self) -> dict:
         """The checkpoint to resume from, refused where it was made with other options, data files or models."""
         # Onto the CPU first: the RNG state must live there, and a checkpoint from another device still loads.
-        state = torch.load(self.checkpoints / "last.pt", weights_only=False, map_location="cpu")
-        if state["fingerprint"] != self.config.fingerprint():
+        path = self.checkpoints / "last.pt"
+        try:
+            state = torch.load(path, weights_only=False, map_location="cpu")
+            fingerprint = state["fingerprint"]
+        except Exception as error:  # truncated (a full disk, a partial copy) or not a checkpoint of this tool
+            raise InputError(
+                f"--resume: {path} is not a readable checkpoint ({type(error).__name__}); start a new output directory"
+            ) from None
+        if fingerprint != self.config.fingerprint():
             changed = _changed_options(state.get("options"), self.config.result_options())
             raise InputError(
                 f"--resume: the checkpoint in {self.checkpoints} was made with different options"
@@ -335,6 +345,8 @@ class Trainer:
         # Checkpoints made before the smoothed loss was kept: it restarts (bias-corrected, from this step's losses).
         self.train_loss = SmoothedLoss(**state.get("train_loss", {}))
         torch.set_rng_state(state["rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:  # none from a CPU run (device is neutral)
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.on_event(f"resumed at step {self.step}")
 
     def save(self, base: ModelDir) -> Path:

@@ -22,7 +22,7 @@ from fastsentiment.errors import FastSentimentError, InputError, ModelError, mis
 from fastsentiment.labels import generic_names
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.outputs import check_output_place
-from fastsentiment.tokenization import TextEncoder
+from fastsentiment.tokenization import TextEncoder, Truncations
 from fastsentiment.train.attention import AttentionMaps, teacher_attention
 from fastsentiment.train.augment import Augmentation
 from fastsentiment.train.config import TrainConfig
@@ -58,13 +58,13 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     models = [("base model", base), *(("teacher", t) for t in teachers)]
     resumes = _check_output(Path(config.output_dir), models, config.resume)
     if config.resume and not resumes:
-        on_event(f"--resume: no checkpoint in {config.output_dir} yet, only the teachers' logits: starting at step 0")
+        on_event(f"--resume: no checkpoint in {config.output_dir} yet: starting at step 0")
         config = replace(config, resume=False)
     if config.labels is None:
         named = _names_for_class_ids(label_names, [base, *teachers], on_event)
         if named != label_names and set(named) == set(label_names):  # the head's order: the data's ids follow it
             order = np.array([named.index(name) for name in label_names])
-            train_data = LabelledData(train_data.texts, order[train_data.labels])
+            train_data = LabelledData(train_data.texts, order[train_data.labels], train_data.lines)
         label_names = named
     _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
@@ -132,12 +132,22 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         on_event(f"distilling on {len(texts) - len(train_data):,} unlabelled texts besides {len(train_data):,} rows")
     started = time.perf_counter()
     encoder = TextEncoder.from_model_dir(base, max_length=config.max_length)
-    train_ids = encoder.encode(texts)
-    held_ids = encoder.encode(held_out.texts)
+    cuts = Truncations()
+    rows = _line_names(config.train_file, train_data)
+    extra = [f"unlabelled text {number}" for number in range(1, len(texts) - len(train_data) + 1)]
+    names = [*rows, *extra]
+    train_ids = _encode_named(encoder, texts, names, cuts)
+    held_names = _line_names(config.eval_file or config.train_file, held_out)
+    held_ids = _encode_named(encoder, held_out.texts, held_names, cuts)
+    if cuts.count > cuts.named:  # the first few were named; the count tells how much --max-length cuts
+        on_event(
+            f"warning: {cuts.count:,} of {len(texts) + len(held_out):,} texts were truncated to --max-length "
+            f"{encoder.max_length} (the longest has {cuts.longest} tokens)"
+        )
     teacher_logits, features, attention = saved_logits, saved_features, saved_attention
     if teachers:
         teacher_logits, features, attention = _teacher_outputs(
-            teachers, texts, train_ids, label_names, config, device, on_event
+            teachers, texts, train_ids, label_names, config, device, on_event, names
         )
     if attention is not None:
         attention = _attention_for_student(attention, train_ids, on_event)
@@ -145,6 +155,20 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
     output = trainer.save(base)
     step, accuracy = trainer.saved
     return TrainResult(output, accuracy, history, time.perf_counter() - started, step)
+
+
+def _line_names(path: str, data: LabelledData) -> list[str]:
+    """What a warning calls each row: its file and line (by its place in the list where the lines are unknown)."""
+    if data.lines is None:
+        return [f"{path}, row {number}" for number in range(1, len(data) + 1)]
+    return [f"{path}, line {line}" for line in data.lines]
+
+
+def _encode_named(encoder: TextEncoder, texts: Sequence[str], names: Sequence[str], cuts: Truncations) -> list:
+    """`encoder.encode`, naming each text cut to --max-length as `names` do (file and line): encode's "input 19" is
+    the 19th text after the held-out split and the copies, which points at no line of any file."""
+    encodings = encoder.encodings(texts)
+    return [encoder.fit(encoding.ids, name, cuts) for encoding, name in zip(encodings, names, strict=True)]
 
 
 def distillation_data(
@@ -190,19 +214,28 @@ def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Cal
 def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -> bool:
     """The output folder is written over: never a model this run reads, and never earlier work unless resumed.
     Returns whether the run resumes from a checkpoint: False for --resume where a run stopped before its first
-    checkpoint, leaving only the teacher-logits cache (the cache alone is no earlier work: the run starts anew)."""
+    checkpoint was whole, leaving only the teacher-logits cache or a partial checkpoints folder (neither is earlier
+    work: the run starts anew)."""
     for role, model in models:
         if out.resolve() == model.path.resolve():
             raise InputError(f"--out {out} is the {role}'s own folder, which training would overwrite; choose another")
     check_output_place(out, folder=True)  # a place nothing can be written in, before the models load
     held = list(out.iterdir()) if out.is_dir() else []
-    earlier = [path for path in held if not path.match(TEACHER_CACHE)]
+    last = out / "checkpoints" / "last.pt"
+    # A checkpoints folder without last.pt is a run killed while it wrote its first checkpoint (best.pt, or
+    # last.pt.tmp): nothing to resume from, and no earlier work either (the rerun writes both anew). Counted as work,
+    # it left a folder that neither --resume nor a fresh run would take.
+    earlier = [
+        path
+        for path in held
+        if not path.match(TEACHER_CACHE) and not (path.name == "checkpoints" and path.is_dir() and not last.is_file())
+    ]
     if not resume and earlier:
         raise InputError(
             f"--out {out} already holds files (an earlier model?); choose a new or empty folder, or --resume the "
             "run that stopped there"
         )
-    if resume and not (out / "checkpoints" / "last.pt").is_file():
+    if resume and not last.is_file():
         if held and not earlier:
             return False
         raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}; without --resume, train into a new --out")
@@ -307,7 +340,14 @@ def _fp32_inference_runtime(teacher: ModelDir, device) -> str | None:
 
 
 def _teacher_outputs(
-    teachers: list[ModelDir], texts: list[str], train_ids: list, labels: list[str], config, device, on_event
+    teachers: list[ModelDir],
+    texts: list[str],
+    train_ids: list,
+    labels: list[str],
+    config,
+    device,
+    on_event,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, AttentionMaps | None]:
     """What the teachers give the student: mean logits (columns in the order of `labels`, the run's classes, as
     train() checked the teachers' heads), and with --feature-weight / --attention-weight the (one) teacher's states /
@@ -332,7 +372,7 @@ def _teacher_outputs(
             attention = _saved_attention(saved)
     computed = logits is None
     if logits is None:
-        logits = _teacher_logits(teachers, runtimes, texts, config, device, on_event)
+        logits = _teacher_logits(teachers, runtimes, texts, config, device, on_event, names)
     if config.feature_weight and features is None:
         on_event(f"teacher states: running {teachers[0].path} on torch {config.precision}")
         # fp16, as the cache and --teacher-logits give them: a resumed run learns from the same numbers
@@ -354,8 +394,11 @@ def _teacher_outputs(
     return logits, features if config.feature_weight else None, attention if config.attention_weight else None
 
 
-def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], config, device, on_event) -> np.ndarray:
-    """Mean logits of the teacher ensemble on the training texts, each teacher on its runtime (None: torch).
+def _teacher_logits(
+    teachers: list[ModelDir], runtimes: list, texts: list[str], config, device, on_event, names=None
+) -> np.ndarray:
+    """Mean logits of the teacher ensemble on the training texts, each teacher on its runtime (None: torch); a text
+    the teacher's tokenizer cuts is named as `names` name it (file and line).
 
     Each teacher reads the texts through its own tokenizer: a base-size teacher (MPNet, RoBERTa)
     does not share the student's vocabulary.
@@ -381,12 +424,12 @@ def _teacher_logits(teachers: list[ModelDir], runtimes: list, texts: list[str], 
                 max_length=min(max_length, teacher.max_length),
                 batch_size=64,
             )
-            total += clf.logits(texts)
+            total += clf.logits(texts, names=names)
             del clf
             continue
         encoder = TextEncoder.from_model_dir(teacher, max_length=min(max_length, teacher.max_length))
         model = load_network(teacher, dtype=torch.float32).to(device).eval()
-        sequences = encoder.encode(texts)
+        sequences = encoder.encode(texts) if names is None else _encode_named(encoder, texts, names, Truncations())
         total += predict_logits(model, sequences, encoder, teacher.uses_token_type_ids, device, config.precision)
         del model
     return (total / len(teachers)).astype(np.float32)
