@@ -130,3 +130,17 @@ def test_at_a_terminal_arrow_keys_edit_and_recall_lines_instead_of_becoming_text
     assert text.count("Sentiment prediction:") == 2 and "error: not valid UTF-8" in text, text
     assert text.count("good film\r\nSentiment prediction") == 1  # the recalled line, shown whole
     assert "[A" not in text and "Traceback" not in text
+
+
+def test_a_line_over_the_text_limit_is_refused_unread_and_the_prompt_continues(bert_dir):
+    """A file without line ends piped in was one line: read and tokenised whole, it took about 130 bytes a
+    character (a 5,000,000-character line: 0.9 GB). Refused as a file job refuses such a text, its rest skipped."""
+    from fastsentiment.jobs.rows import MAX_TEXT_CHARS
+
+    lines = ["good " * (MAX_TEXT_CHARS // 5) + "x", "x" * (3 * MAX_TEXT_CHARS), "bad", "good"]
+    result = run_cli("interactive", "--model", str(bert_dir), input="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    stderr = result.stderr.decode()
+    assert stderr.count(f"error: a text over the limit of {MAX_TEXT_CHARS:,} characters") == 2, stderr
+    assert "truncated" not in stderr  # refused, not tokenised
+    assert result.stdout.decode().count("Sentiment prediction:") == 2

@@ -3,7 +3,10 @@ this module only assembles them and turns user errors into one line and exit cod
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import os
 import sys
 
 from fastsentiment.cli.app import app
@@ -32,7 +35,22 @@ class _OneLineWarnings(logging.Handler):
         sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standing in for a stdout that was closed when the command started (`>&-`): Python makes it None, and the first
+    print was an AttributeError's traceback. Writing fails as a write to a closed descriptor does, in one line."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed: nothing can be written there")
+
+
 def main(argv: list[str] | None = None) -> None:
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
+    if sys.stderr is None:  # `2>&-`: errors have nowhere to go, but the exit code still says what happened
+        sys.stderr = open(os.devnull, "w")  # kept open for the life of the process
     logger = logging.getLogger("fastsentiment")
     logger.addHandler(_OneLineWarnings())
     logger.propagate = False

@@ -118,6 +118,7 @@ def compare(
 ) -> None:
     """Where two backends (or models) disagree: agreement, |Δlogit|, and the sentences, worst first."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastsentiment.bench.compare import compare_configs
@@ -139,16 +140,20 @@ def compare(
     if result["device_a"] != result["device_b"]:  # one backend on two devices: say which side ran where
         a, b = f"{a} on {result['device_a']}", f"{b} on {result['device_b']}"
     console = Console()
+    if not console.is_terminal:  # piped or redirected: rich would cut lines at 80 columns (as bench widens its table)
+        console = Console(width=220)
     console.print(
         f"{a} vs {b} on {result['sentences']} sentences of {data}: agreement {result['agreement']:.2%} "
         f"({result['differ']} differ), max |Δlogit| {result['max_abs_logit_delta']:.2e}, "
-        f"mean |Δlogit| {result['mean_abs_logit_delta']:.2e}"
+        f"mean |Δlogit| {result['mean_abs_logit_delta']:.2e}",
+        markup=False,  # a path may hold brackets
+        soft_wrap=True,  # one line, for grep and scripts, however long the path
     )
     if result["disagreements"]:
         table = Table("text", f"{a}", f"{b}", "logits A", "logits B", title="Disagreements, most confident first")
         for row in result["disagreements"]:
             table.add_row(
-                row["text"],
+                escape(row["text"]),  # a review's "[/b]" was read as markup: a MarkupError's traceback
                 f"{row['a']} {row['a_score']:.2%}",
                 f"{row['b']} {row['b_score']:.2%}",
                 str([round(v, 2) for v in row["a_logits"]]),

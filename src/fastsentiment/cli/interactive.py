@@ -53,6 +53,7 @@ def interactive(
     from fastsentiment.backends import load_backend
     from fastsentiment.classifier import Classifier
     from fastsentiment.errors import FastSentimentError
+    from fastsentiment.jobs.rows import MAX_TEXT_CHARS
     from fastsentiment.models import resolve_model
     from fastsentiment.texts import input_name, text_problem
     from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder
@@ -93,6 +94,9 @@ def interactive(
             sys.stdout.write("\n")
             return
         text = line.rstrip("\r\n")
+        if len(text) > MAX_TEXT_CHARS:  # as a file job refuses it: tokenised whole it would cost gigabytes
+            sys.stderr.write(f"error: a text over the limit of {MAX_TEXT_CHARS:,} characters (split it up)\n")
+            continue
         if problem := text_problem(text):
             sys.stderr.write(f"error: {problem}\n")
             continue
@@ -132,12 +136,21 @@ def _ms(started: float) -> str:
 
 def _stream_reader() -> Callable[[], str | None]:
     """Lines of a pipe or file after the prompt; undecodable bytes become an error for their line, not a crash."""
+    from fastsentiment.jobs.rows import MAX_TEXT_CHARS
+
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
 
     def read() -> str | None:
         sys.stdout.write(PROMPT)
         sys.stdout.flush()
-        return stdin.readline() or None
+        # A line held whole could be a whole file without line ends: read no more than one character past the
+        # longest text (the caller refuses it for that), and skip the rest of such a line as it comes.
+        line = stdin.readline(MAX_TEXT_CHARS + 2)
+        if len(line.rstrip("\r\n")) > MAX_TEXT_CHARS:  # the caller refuses it; the rest of it goes unkept
+            rest = line
+            while not rest.endswith("\n") and (rest := stdin.readline(1 << 20)):
+                pass
+        return line or None
 
     return read
 

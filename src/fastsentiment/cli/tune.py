@@ -36,6 +36,7 @@ def tune(
 ) -> None:
     """Measure every backend x precision that runs here and cache what `--backend auto` resolves to."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, check_decision_can_be_kept, decision_path
@@ -57,12 +58,13 @@ def tune(
     table = Table(
         "backend:precision", "load s", "sentences/s, shorter half", "sentences/s, longer half", "score",
         "p50 ms (batch 1)", "agreement", "accuracy", "auto",
-        title=f"{model_dir.path.name} on this machine, {decision['sample']} calibration texts (batch 32; "
+        title=f"{escape(model_dir.path.name)} on this machine, {decision['sample']} calibration texts (batch 32; "
         "score: geometric mean of the two halves' rates)",
     )  # fmt: skip
     for row in decision["table"]:
         if row["failed"]:
-            table.add_row(row["config"], "", "", "", "", "", "", "", f"failed: {row['failed']}")
+            # escaped: a pip hint's [onnx] is rich markup, and would vanish from the reason
+            table.add_row(row["config"], "", "", "", "", "", "", "", f"failed: {escape(row['failed'])}")
             continue
         verdict = chosen.get(row["config"], "") if row["faithful"] else (
             f"below the bar (< {MIN_AGREEMENT:.1%} agreement or accuracy lost)"
@@ -79,10 +81,11 @@ def tune(
             verdict,
         )
     Console(width=200).print(table)
+    # Whole lines, not cut at 80 columns where stderr is a log file, and no markup read in a path's brackets.
     for workload in ("throughput", "latency"):
         if workload in decision:
-            console.print(f"auto for {workload}: {decision[workload]['why']}")
-    console.print(f"cached in {decision_path(model_dir, device, threads)}")
+            console.print(f"auto for {workload}: {decision[workload]['why']}", markup=False, soft_wrap=True)
+    console.print(f"cached in {decision_path(model_dir, device, threads)}", markup=False, soft_wrap=True)
 
 
 def workloads_won(decision: dict) -> dict[str, str]:
