@@ -175,6 +175,76 @@ def test_missing_runtime_names_the_extra_to_install(bert_dir):
     )
 
 
+@pytest.mark.parametrize("command", [["classify", "I like cheese"], ["backends"]])
+def test_a_closed_stdout_or_stderr_is_one_line_not_a_traceback(bert_dir, command):
+    """Started with stdout closed (`>&-`), Python gives the command no sys.stdout: the first line written was an
+    AttributeError's traceback. With stderr closed (`2>&-`) the exit code still tells an error from success."""
+    import subprocess
+    import sys
+
+    def run(closed: int, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "fastsentiment", *args, "--model", str(bert_dir)],
+            capture_output=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            preexec_fn=lambda: os.close(closed),
+        )
+
+    no_stdout = run(1, *command)
+    assert no_stdout.returncode == 1
+    assert no_stdout.stderr.decode() == "error: stdout is closed: nothing can be written there\n"
+    assert run(2, "classify", "").returncode == 2  # an error, said nowhere
+
+
+def test_compare_prints_texts_as_they_are_and_its_summary_on_one_line_when_piped(bert_dir, tmp_path):
+    """compare's table read a text's "[/b]" as rich markup (a MarkupError's traceback) and dropped "[red]" from it;
+    piped, its summary was cut at 80 columns into two lines."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    flipped = tmp_path / "flipped"  # the same model with its classifier negated: every label differs
+    shutil.copytree(bert_dir, flipped)
+    weights = load_file(flipped / "model.safetensors")
+    weights = {name: -value if name.startswith("classifier") else value for name, value in weights.items()}
+    save_file(weights, flipped / "model.safetensors", metadata={"format": "pt"})
+    data = tmp_path / ("a-folder-name-long-enough-to-pass-80-columns" * 2) / "data.tsv"
+    data.parent.mkdir()
+    texts = ["[/b] good film [red]x[/red]", "bad film"]
+    data.write_text("sentence\tlabel\n" + "".join(f"{text}\t1\n" for text in texts))
+    result = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--model-b", str(flipped), "--data", str(data))
+    assert result.returncode == 0, result.stderr
+    lines = _lines(result)
+    assert lines[0].startswith(f"torch vs torch on 2 sentences of {data}: agreement 0.00%") and "mean |Δ" in lines[0]
+    assert any(texts[0] in line for line in lines[1:]), result.stdout.decode()
+
+
+def test_tune_shows_a_failure_reason_whole_and_its_decision_on_whole_lines(bert_dir, monkeypatch, capsys):
+    """tune's table read a reason's pip hint, 'fastsentiment[openvino]', as rich markup and dropped "[openvino]";
+    written to a log, its decision's lines were cut at 80 columns."""
+    from fastsentiment.backends import auto
+    from fastsentiment.cli import main
+
+    reason = "'openvino' not installed: pip install 'fastsentiment[openvino]'"
+    measured = {
+        "config": "onnx:fp32", "load_s": 0.1, "sentences_per_s": 900.0, "short_sentences_per_s": 1000.0,
+        "long_sentences_per_s": 810.0, "latency_ms": 1.0, "agreement": 1.0, "accuracy": None, "faithful": True,
+        "failed": None,
+    }  # fmt: skip
+    why = "onnx:fp32, 1,000 sentences/s on the shorter half of the sample and 810 on the longer half, at batch 32"
+    decision = {
+        "sample": 256,
+        "table": [measured, {"config": "openvino:fp32", "failed": reason}],
+        "throughput": {"backend": "onnx", "precision": "fp32", "why": why},
+    }
+    monkeypatch.setattr(auto, "check_decision_can_be_kept", lambda *args, **kwargs: None)
+    monkeypatch.setattr(auto, "tune", lambda *args, **kwargs: decision)  # what measuring found
+    main(["tune", "--model", str(bert_dir)])
+    out, err = capsys.readouterr()
+    assert "fastsentiment[openvino]" in out.replace("│", "").replace(" ", "")
+    assert f"auto for throughput: {why}\n" in err
+
+
 # ---- files --------------------------------------------------------------------------------
 def test_txt_file_to_csv_keeps_every_row_in_order(bert_dir, tmp_path):
     source = tmp_path / "in.txt"
@@ -327,6 +397,30 @@ def test_an_onnx_only_install_runs_cached_exports_and_says_what_a_first_export_n
     assert made.returncode == 0, made.stderr.decode()
     cached = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
     assert cached.returncode == 0 and cached.stdout == made.stdout, cached.stderr.decode()
+
+
+def test_an_install_without_the_onnx_package_names_the_export_extra(bert_dir, tmp_path):
+    """torch, transformers and ONNX Runtime installed but not `onnx` (an `[onnx,torch]` install): a first export
+    was torch's OnnxExporterError traceback, and `backends` called onnx ready."""
+    import subprocess
+    import sys
+
+    def without_onnx(*args: str) -> subprocess.CompletedProcess:
+        script = f"import sys\nsys.modules['onnx'] = None\nfrom fastsentiment.cli import main\nmain({list(args)!r})\n"
+        env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=300)
+
+    needs = "its first run exports the model to ONNX, which needs 'onnx': pip install 'fastsentiment[export]'"
+    table = without_onnx("backends", "--model", str(bert_dir))
+    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
+    assert "ready" not in line and "pip install 'fastsentiment[export]'" in line, line
+    refused = without_onnx("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
+    assert refused.returncode == 2 and refused.stderr.decode() == f"error: backend onnx cannot run tiny-bert: {needs}\n"
+    exported = without_onnx("export", "onnx", str(bert_dir), str(tmp_path / "model.onnx"), "-p", "fp32")
+    assert exported.returncode == 2 and exported.stderr.decode() == (
+        "error: exporting a model to ONNX (once per model) needs the Python package 'onnx', which is not installed: "
+        "pip install 'fastsentiment[export]'\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -380,3 +380,23 @@ def test_the_optimiser_keeps_one_shape_inference_copy_of_the_model_at_a_time(ber
     operators = collections.Counter(node.op_type for node in onnx.load(str(optimised)).graph.node)
     assert operators["Attention"] == 2 and operators["SkipLayerNormalization"] == 4
     assert "infer_runtime_shape" not in vars(MODEL_TYPES["bert"][0])
+
+
+def test_ctrl_c_while_coremltools_imports_is_an_interrupt_once_the_import_is_whole():
+    """coremltools imports torch and its other optional libraries under a bare `except:`: Ctrl+C in that window was
+    swallowed (the export ran on and exited 0) or left torch half imported (a traceback, an abort)."""
+    import signal
+    import time
+
+    from fastsentiment.export.coreml import _interrupt_after
+
+    before, finished = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            try:  # what coremltools does with an interrupt inside its imports
+                time.sleep(0.2)
+            except:  # noqa: E722
+                pass
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before

@@ -61,6 +61,18 @@ def test_broken_model_directories_give_one_clear_error(bert_dir, tmp_path, break
     assert "Traceback" not in stderr and stderr.count("\n") == 1
 
 
+def test_tune_refuses_weights_at_odds_with_their_config_as_classify_does(bert_dir, tmp_path):
+    """Every fp32 reference failed on the model, and tune said so three times over and then told the user to install
+    ONNX Runtime."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, hidden_size=40)
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    classified = run_cli("classify", "I like cheese", "--model", str(model), "--backend", "torch", env=env)
+    tuned = run_cli("tune", "--model", str(model), "--device", "cpu", env=env)
+    assert classified.returncode == 2 and "is config.json this checkpoint's?" in classified.stderr.decode()
+    assert tuned.returncode == 2 and tuned.stderr == classified.stderr, tuned.stderr.decode()[-2000:]
+
+
 def _truncate(path, keep_bytes):
     path.write_bytes(path.read_bytes()[:keep_bytes])
 
@@ -72,7 +84,12 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
     ("backend", "change", "message"),
     [
         ("torch", LABELS_AT_ODDS, "the classifier has 2 outputs in the weights but config.json names 1 classes"),
-        ("torch", {"hidden_size": 40}, "has shape [32] in the weights but [40] by config.json"),
+        (
+            "torch",
+            {"hidden_size": 40},
+            "has shape [32] in the weights but [40] by config.json (38 tensor(s) differ; "
+            "is config.json this checkpoint's?)",
+        ),
         ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("torch", {"layer_norm_eps": "abc"}, "config.json does not describe a model"),

@@ -49,7 +49,7 @@ from fastsentiment.backends.base import (
 )
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
 from fastsentiment.cache import cache_root
-from fastsentiment.errors import BackendError, InputError
+from fastsentiment.errors import BackendError, InputError, ModelError
 from fastsentiment.models import ModelDir
 from fastsentiment.outputs import as_umask_allows, check_output_place
 
@@ -529,12 +529,16 @@ def _reference(model: ModelDir, device: str, measure_one) -> tuple[tuple[str, st
         row, logits = measure_one(*pair)
         if logits is not None:
             return pair, row, logits
-        failures.append(f"{row.config}: {row.failed}")
-    tried = "; ".join(failures) if failures else "none of onnx, openvino or torch runs here"
-    raise BackendError(
-        f"tune: no fp32 reference to judge the candidates against ({tried}); "
-        "install one: pip install 'fastsentiment[onnx]'"
-    )
+        failures.append((row.config, row.failed))
+    if not failures:
+        raise BackendError(
+            "tune: no fp32 reference to judge the candidates against (none of onnx, openvino or torch runs here); "
+            "install one: pip install 'fastsentiment[onnx]'"
+        )
+    if len({reason for _, reason in failures}) == 1:  # every runtime says the same of the model: the model's fault
+        raise ModelError(failures[0][1])
+    tried = "; ".join(f"{config}: {reason}" for config, reason in failures)
+    raise BackendError(f"tune: no fp32 reference to judge the candidates against ({tried})")
 
 
 def _decide(faithful: list[Measurement]) -> dict:

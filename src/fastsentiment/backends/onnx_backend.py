@@ -164,12 +164,15 @@ def export_folder(model: ModelDir) -> Path:
 
 def export_problem(model: ModelDir, variants: tuple[str, ...]) -> str | None:
     """Why this install cannot run `model` on a backend that reads its ONNX export at its default precision: none of
-    `variants` is cached, and making one needs torch and transformers (the export extra), which an `[onnx]` install
-    lacks. Checked without importing."""
+    `variants` is cached, and making one needs torch, transformers and onnx (the export extra), which an `[onnx]`
+    install lacks. Checked without importing."""
     import importlib.util
 
-    if all(importlib.util.find_spec(module) for module in ("torch", "transformers")):
+    from fastsentiment.export.onnx import EXPORT_MODULES
+
+    missing = next((module for module in EXPORT_MODULES if importlib.util.find_spec(module) is None), None)
+    if missing is None:
         return None
     if any((export_folder(model) / f"model-{variant}.onnx").is_file() for variant in variants):
         return None
-    return "its first run exports the model to ONNX, which needs 'torch': pip install 'fastsentiment[export]'"
+    return f"its first run exports the model to ONNX, which needs '{missing}': pip install 'fastsentiment[export]'"

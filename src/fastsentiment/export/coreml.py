@@ -10,7 +10,9 @@ import contextlib
 import io
 import logging
 import shutil
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fastsentiment.errors import InputError, missing_extra
@@ -106,9 +108,28 @@ def import_coremltools():
     prediction library; anywhere, the scikit-learn and torch versions it was not tested with): noise around a
     command's own output. Its errors still show."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools
+    with _interrupt_after():
+        import coremltools
 
     return coremltools
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Ctrl+C held back until the block ends. coremltools imports its optional libraries (torch among them) under a
+    bare `except:`: an interrupt landing there was swallowed (the export ran on and exited 0) or left torch half
+    imported (a traceback, or an abort inside pybind11)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set signal handlers
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def is_package(path: Path) -> bool:

@@ -8,6 +8,7 @@ SkipLayerNormalization and BiasGelu kernels (the dynamo exporter's graph gets no
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,9 @@ from fastsentiment.export import EXPORTING
 from fastsentiment.models import ModelDir
 
 OPSET = 17
+# What making an ONNX graph from a model directory imports (the `export` extra): an `[onnx]` install runs cached
+# graphs without them.
+EXPORT_MODULES = ("torch", "transformers", "onnx")
 
 
 def export_revision(model: ModelDir) -> int:
@@ -131,12 +135,13 @@ def _export(model: ModelDir, target: Path, precision: str, weights_apart: bool |
 
 
 def _export_fp32(model: ModelDir, target: Path) -> None:
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        raise missing_extra("torch", "export", "exporting a model to ONNX (once per model)") from None
+    for module in EXPORT_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise missing_extra(module, "export", "exporting a model to ONNX (once per model)")
     import warnings
+
+    import torch
+    import transformers
 
     from fastsentiment.models.network import load_network
 

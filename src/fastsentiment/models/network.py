@@ -64,11 +64,12 @@ def refuse_misfit_weights(
     """Raise ModelError where the weights do not fit config.json: tensors (by Hugging Face name) the network needs
     and the file lacks, or holds in another shape (name, shape in the file, shape config.json gives). Every loader
     of a model directory (transformers', the ANE converter's) refuses in these words."""
-    if mismatched := sorted(mismatched, key=lambda entry: entry[0]):
+    if mismatched := sorted(mismatched, key=lambda entry: (_in_head(entry[0]), entry[0])):
         name, stored, expected = mismatched[0]
+        question = "is num_labels / id2label right?" if _in_head(name) else "is config.json this checkpoint's?"
         raise ModelError(
             f"{model.path}: {name} has shape {list(stored)} in the weights but {list(expected)} by config.json "
-            f"({len(mismatched)} tensor(s) differ; is num_labels / id2label right?)"
+            f"({len(mismatched)} tensor(s) differ; {question})"
         )
     if missing := sorted(missing):
         more = f" and {len(missing) - 1} more tensor(s)" if len(missing) > 1 else ""
@@ -76,6 +77,11 @@ def refuse_misfit_weights(
             f"{model.path}: the weights lack {missing[0]}{more} that config.json describes (is num_hidden_layers "
             "right, and config.json this checkpoint's?)"
         )
+
+
+def _in_head(name: str) -> bool:
+    """Whether a Hugging Face tensor name is the classification head's, the part whose shape num_labels sets."""
+    return name.split(".")[0] in {"classifier", "score"}
 
 
 @contextlib.contextmanager
