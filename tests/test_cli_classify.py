@@ -703,3 +703,12 @@ def test_a_pipe_is_read_once_as_stdin_is(bert_dir, tmp_path):
     assert refused.stderr.decode() == (
         f"error: --resume continues a --file run written with --out; {fifo} is a pipe, which cannot be read again\n"
     )
+
+
+def test_resume_with_texts_given_as_arguments_says_they_are_not_a_file(tmp_path):
+    """Texts given as arguments were a job reading stdin: --resume said "stdin cannot be read again"."""
+    result = run_cli("classify", "good film", "--out", str(tmp_path / "scored.csv"), "--resume")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        "error: --resume continues a --file run written with --out, not texts given as arguments\n",
+    )

@@ -301,6 +301,23 @@ def test_a_ray_output_folder_inside_its_input_folder_is_taken(tmp_path):
     FileJob(source=str(tmp_path), out=tmp_path / "scored", engine="ray").check()
 
 
+def test_a_ray_output_folder_named_json_holds_json_lines_and_one_named_tsv_is_refused(tmp_path):
+    """`--out scored.json` (JSON lines for the local engine) and `--out scored.tsv` were both filled with Parquet
+    files without a word."""
+    from fastsentiment.errors import InputError
+    from fastsentiment.jobs.job import FileJob
+
+    (tmp_path / "a.txt").write_text("good\n")
+    assert FileJob(source=str(tmp_path / "a.txt"), out=tmp_path / "scored.json", engine="ray").ray_output_format == (
+        "jsonl"
+    )
+    with pytest.raises(InputError, match=r"scored\.tsv: --engine ray writes parquet, csv or jsonl files"):
+        FileJob(source=str(tmp_path / "a.txt"), out=tmp_path / "scored.tsv", engine="ray").check()
+    tsv_as_csv = FileJob(source=str(tmp_path / "a.txt"), out=tmp_path / "scored.tsv", engine="ray", out_format="csv")
+    tsv_as_csv.check()  # the format named outright wins over the folder's name
+    assert tsv_as_csv.ray_output_format == "csv"
+
+
 def test_stdin_named_as_a_file_or_closed(bert_dir, tmp_path):
     """`--file /dev/stdin < rows.txt` was refused for want of an extension (stdin is then the file itself, not a
     pipe); a command started with stdin closed (`<&-`) ended in a traceback."""
@@ -319,6 +336,11 @@ def test_stdin_named_as_a_file_or_closed(bert_dir, tmp_path):
             2,
             "error: stdin is closed: give texts as arguments, or a --file\n",
         )
+    # texts given as arguments do not read stdin: closed, it is no reason to refuse them
+    given = subprocess.run(
+        ["bash", "-c", '"$@" <&-', "bash", *command, "--json", "good film"], capture_output=True, cwd=ROOT, timeout=300
+    )
+    assert given.returncode == 0 and json.loads(given.stdout)["text"] == "good film", given.stderr.decode()[-2000:]
 
 
 @pytest.mark.parametrize("written_as", ["same path", "link"])
@@ -573,6 +595,17 @@ def test_undecodable_text_nested_in_a_jsonl_record_is_written_as_a_replacement_c
     assert result.returncode == 0, result.stderr.decode()
     (row,) = read_output(out)
     assert row["user"] == {"\ufffd": ["\ufffd", 1]}
+
+
+def test_a_nan_or_infinity_among_a_records_fields_is_written_to_jsonl_as_null(bert_dir, tmp_path):
+    """Python's json reads and wrote a bare NaN / Infinity, which strict JSON parsers (jq, browsers) refuse."""
+    source = tmp_path / "numbers.jsonl"
+    source.write_text('{"text": "good film", "rating": NaN, "more": [Infinity, 1.5, {"x": -Infinity}]}\n', "utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    strict = json.loads(out.read_text(encoding="utf-8"), parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    assert (strict["rating"], strict["more"]) == (None, [None, 1.5, {"x": None}]) and "label" in strict
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

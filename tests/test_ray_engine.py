@@ -305,6 +305,24 @@ def test_json_lines_output_files_are_named_so(ray_address, bert_dir, tmp_path):
     assert [row["text"] for row in rows] == ["good film", "bad film"]
 
 
+@pytest.mark.parametrize("name, content", [("header.csv", "id,text\n"), ("empty.txt", "")])
+def test_an_input_without_rows_gives_an_empty_folder_and_a_warning(ray_address, bert_dir, tmp_path, name, content):
+    """Ray writes no file for a job without rows: counting the output's errors in no files was a pyarrow traceback
+    (`No match for FieldRef.Name(error)`) after the job had run."""
+    source = tmp_path / name
+    source.write_text(content, encoding="utf-8")
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
+        "--out-format", "csv", "--model", str(bert_dir), timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr and f"{name} holds no rows to classify" in stderr
+    assert "wrote 0 rows" in stderr
+    assert out.is_dir() and not any(out.iterdir())
+
+
 def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):
     """A field with one type in one file and another in the next cannot become one Arrow column: the job stops
     with the cause, not Ray's traceback or its retry advice."""

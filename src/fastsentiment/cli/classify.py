@@ -89,7 +89,7 @@ def classify(
         model, backend, device, precision, batch_size, max_length, threads, workload, labels=label_names(labels)
     )
     job = FileJob(
-        source="-" if file is None else str(file),
+        source=None if texts else "-" if file is None else str(file),
         out=out,
         column=column,
         as_json=as_json,
@@ -120,8 +120,6 @@ def _classify_arguments(texts: list[str], job, options) -> int:
     from fastsentiment.jobs.rows import Row
     from fastsentiment.texts import text_problem
 
-    if job.engine == "ray":
-        raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
     # As lines of a file: a text that cannot be classified is an error row, and the others are classified.
     rows = [
         Row(line=number, fields={"text": text}, text=text, error=text_problem(text), called="input")

@@ -14,6 +14,9 @@ from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
 RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
+# The output folder's extension, read as the local engine reads an output file's (.json: JSON lines); a .tsv folder is
+# named so that it can be refused (Ray writes no TSV) rather than filled with Parquet files. Others: Parquet.
+RAY_OUTPUT_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}
 CHUNK_ROWS = 2048
 # A file this large keeps the model busy for tens of seconds or more, so measuring what `auto` is pays back.
 TUNE_WORTH_BYTES = 1 << 20
@@ -42,9 +45,10 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class FileJob:
-    """Classify the rows of `source` (a file, '-' for stdin, or with Ray a folder) to the console or `out`."""
+    """Classify the rows of `source` (a file, '-' for stdin, or with Ray a folder; None: texts given as arguments)
+    to the console or `out`."""
 
-    source: str
+    source: str | None
     out: Path | None = None
     column: str | None = None
     as_json: bool = False
@@ -61,12 +65,14 @@ class FileJob:
         """Every combination of options that cannot work, refused before anything is loaded."""
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
-        if self.source != "-" and not Path(self.source).exists():
+        if self.source not in (None, "-") and not Path(self.source).exists():
             raise InputError(missing_input(self.source))
         if self.source == "-" and sys.stdin is None:  # started with stdin closed (`<&-`; some daemons)
             raise InputError("stdin is closed: give texts as arguments, or a --file")
         if self.resume and self.out is None:
             raise InputError("--resume continues a --file run written with --out")
+        if self.resume and self.source is None:
+            raise InputError("--resume continues a --file run written with --out, not texts given as arguments")
         if self.resume and is_stream(self.source):
             what = "stdin" if self.source == "-" else f"{self.source} is a pipe, which"
             raise InputError(f"--resume continues a --file run written with --out; {what} cannot be read again")
@@ -74,20 +80,23 @@ class FileJob:
             check_resumable(self.out)  # before the model loads
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
-        if self.column is not None and (self.source == "-" or _holds_plain_text(self.source)):
+        if self.column is not None and (self.source in (None, "-") or _holds_plain_text(self.source)):
             where = (
                 ""
-                if self.source == "-"
+                if self.source in (None, "-")
                 else f"; {self.source} {'holds' if Path(self.source).is_dir() else 'is'} plain text"
             )
             raise InputError(f"--column names the text column of .csv, .tsv, .jsonl or .parquet files{where}")
         if self.engine == "ray":
-            if is_stream(self.source) or self.out is None:
+            if self.source is None or is_stream(self.source) or self.out is None:
                 raise InputError("--engine ray classifies a --file (or folder) into an --out folder")
             if self.resume:
                 raise InputError("--resume is for the local engine; a Ray job retries failed work itself")
             if self.ray_output_format not in RAY_OUTPUT_FORMATS:
-                raise InputError(f"--out-format {self.ray_output_format!r}: choose parquet, csv or jsonl")
+                given = f"--out-format {self.out_format!r}" if self.out_format else f"--out {self.out}"
+                raise InputError(
+                    f"{given}: --engine ray writes parquet, csv or jsonl files; choose one with --out-format"
+                )
         elif self.address or self.out_format or self.num_workers != 1:
             raise InputError("--address, --out-format and --num-workers belong to --engine ray")
         if self.out is not None:
@@ -97,13 +106,13 @@ class FileJob:
             if self.engine != "ray" and output_format(self.out) == "parquet":
                 import_parquet("writing Parquet files")  # before the model loads
             check_output_place(self.out, folder=self.engine == "ray")
-            if self.source != "-" and _same_place(Path(self.source), self.out):
+            if self.source not in (None, "-") and _same_place(Path(self.source), self.out):
                 raise InputError(f"--out {self.out} is the input itself: it would be overwritten; choose another path")
 
     @property
     def worth_tuning(self) -> bool:
         """Whether this job is large enough for `auto` to be measured before it runs."""
-        if is_stream(self.source):
+        if self.source is None or is_stream(self.source):
             return False
         path = Path(self.source)
         size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
@@ -112,7 +121,7 @@ class FileJob:
     @property
     def ray_output_format(self) -> str:
         suffix = self.out.suffix.lower() if self.out else ""
-        return self.out_format or {".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "parquet")
+        return self.out_format or RAY_OUTPUT_SUFFIXES.get(suffix, "parquet")
 
 
 def _holds_plain_text(source: str) -> bool:

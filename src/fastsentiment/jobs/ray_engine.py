@@ -145,7 +145,13 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         ray.shutdown()
     if truncated:
         warn_truncated_rows(truncated, encoder)
-    return replace(_count_output(job.out, job.ray_output_format), truncated=truncated)
+    report = _count_output(job.out, job.ray_output_format)
+    if not report.rows:
+        # Ray writes no file, not even the folder, for a job without rows: the folder is made here so that the
+        # job's output exists, and the warning says why it is empty, as the local engine does.
+        job.out.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("fastsentiment").warning("%s holds no rows to classify", job.source)
+    return replace(report, truncated=truncated)
 
 
 def _check_output(out: Path) -> None:
@@ -320,6 +326,8 @@ def _count_output(out: Path, fmt: str) -> RayReport:
     import pyarrow.json
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
+    if not files:  # an input without rows (pyarrow finds no `error` column in no files)
+        return RayReport(rows=0, failed=0, files=0)
     # Text formats are typed by inference over the first rows, which may all lack an error: say it is text.
     file_format = {
         "parquet": "parquet",
