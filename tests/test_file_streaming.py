@@ -175,6 +175,34 @@ def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
     assert [r["label"] for r in read_output(out)] == [r["label"] for r in read_output(fresh)]
 
 
+def test_a_second_run_on_an_output_being_written_is_refused_and_the_first_finishes_whole(bert_dir, tmp_path):
+    """Nothing stopped a --resume started while the first run still wrote the output: both wrote the same parts,
+    and one removed the other's files (the second died on a vanished manifest.json.tmp)."""
+    rows = 12_000
+    source = write_csv(tmp_path / "in.csv", rows)
+    out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
+    args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "-b", "onnx", "--chunk-rows", "20"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fastsentiment", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal / "part-000000.csv").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run ended before it was checked"
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)  # paused while it holds the output, as a slow run would be
+        busy = f"error: another run is writing {out} (out.csv.partial/ is locked): wait for it to end, or stop it\n"
+        for more in (["--resume"], []):
+            second = run_cli(*args, *more)
+            assert (second.returncode, second.stderr.decode()) == (2, busy)
+        first.send_signal(signal.SIGCONT)
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, stderr.decode()[-2000:]
+    assert not journal.exists() and [int(row["id"]) for row in read_output(out)] == list(range(rows))
+
+
 def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
     rows = 12_000  # in chunks of 20, each made durable: seconds of work, so the signal comes mid-job on a busy machine
     source = write_csv(tmp_path / "in.csv", rows)

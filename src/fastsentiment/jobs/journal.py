@@ -12,6 +12,7 @@ while joining leaves parts that --resume joins on from, never a half-written `OU
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, p
 from fastsentiment.outputs import through_link
 
 MANIFEST_VERSION = 2  # 2: input columns renamed by their own name alone (sinks.output_column)
+LOCK_FILE = ".lock"
 
 
 def journal_folder(out: Path) -> Path:
@@ -71,6 +73,7 @@ class ChunkJournal:
         written: list[str] | None = None  # an interrupted run's output columns
         fresh = not self.folder.exists()
         if not fresh:
+            self._lock = self._locked()
             if not resume:
                 stream = {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input"))
                 how = (
@@ -86,8 +89,33 @@ class ChunkJournal:
         self.writer: PartWriter = part_writer(self.format, columns, first, written)
         if fresh:
             out.parent.mkdir(parents=True, exist_ok=True)
-            self.folder.mkdir()
+            try:
+                self.folder.mkdir()
+            except FileExistsError:  # another run on the same output made it a moment ago
+                raise self._busy() from None
+            self._lock = self._locked()
             self._save()
+
+    def _locked(self):
+        """The journal's lock, held while this run writes it: a second run on the same output (a --resume started
+        while the first still runs, a scheduler's retry) would write the same parts and drop the other's files."""
+        try:
+            lock = open(self.folder / LOCK_FILE, "a+b")
+        except FileNotFoundError:  # a run that was writing it finished and removed the folder meanwhile
+            raise InputError(f"another run has just finished writing {self.out}; run again to write it anew") from None
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            lock.close()
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise self._busy() from None
+        return lock
+
+    def _busy(self) -> InputError:
+        return InputError(
+            f"another run is writing {self.out} ({self.folder.name}/ is locked): wait for it to end, or stop it"
+        )
 
     @property
     def resumed(self) -> bool:
@@ -140,6 +168,7 @@ class ChunkJournal:
         first = self.folder / self.parts[0] if self.parts else None
         if first is not None and not first.exists() and self.out.exists():
             shutil.rmtree(self.folder)  # killed after the joined first part became OUT: only the folder was left
+            self._lock.close()
             return
         try:
             if first is not None and self.writer.concatenates:
@@ -155,6 +184,7 @@ class ChunkJournal:
         except OSError as error:
             raise self._unfinished(error) from None
         shutil.rmtree(self.folder)
+        self._lock.close()
 
     def _join_in_place(self, first: Path) -> Path:
         """Append every later part to the first, each dropped once the manifest counts it as joined; return the first.
@@ -209,6 +239,7 @@ class ChunkJournal:
     def discard(self) -> None:
         """Drop the journal of a run that can never be resumed (its output cannot be written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._lock.close()
 
     def _save(self) -> None:
         manifest = {
@@ -253,7 +284,7 @@ class ChunkJournal:
         self.joined_size = manifest.get("joined_size")
         # Parts written after the last manifest (a kill between the two renames) are not counted: drop them.
         for leftover in self.folder.iterdir():
-            if leftover.name != "manifest.json" and leftover.name not in self.parts:
+            if leftover.name not in ("manifest.json", LOCK_FILE) and leftover.name not in self.parts:
                 leftover.unlink()
         return manifest.get("columns")
 
