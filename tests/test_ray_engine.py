@@ -290,6 +290,28 @@ def test_files_that_differ_in_columns_or_hold_a_number_for_text_make_one_schema(
     ]
 
 
+def test_input_columns_named_like_the_readers_own_are_kept(ray_address, bert_dir, tmp_path):
+    """Columns called `__line`, `__read_error` or `__file` were taken for the reader's: the job failed."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "a.csv").write_text("__line,__read_error,__file,text\nx,y,z,good film\n", encoding="utf-8")
+    out = tmp_path / "scored.csv"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
+        "--model", str(bert_dir), timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    (row,) = [row for path in sorted(out.iterdir()) for row in csv.DictReader(path.open(encoding="utf-8"))]
+    assert (row["file"], row["line"], row["__line"], row["__read_error"], row["__file"], row["error"]) == (
+        "a.csv",
+        "2",
+        "x",
+        "y",
+        "z",
+        "",
+    )
+
+
 def test_json_lines_output_files_are_named_so(ray_address, bert_dir, tmp_path):
     """`--out-format jsonl` wrote Ray's `.json` names: a `*.jsonl` glob found nothing."""
     source = tmp_path / "in.txt"

@@ -48,9 +48,12 @@ TASK_RETRIES = 4  # a batch whose worker died is re-run on a live worker this ma
 # Reading and writing reserve no CPU: actors hold every CPU for the model, and I/O tasks that waited
 # for a free CPU would never run (Ray Data then waits forever on a 2-core machine with 2 workers).
 IO_CPUS = 0
-LINE = "__line"  # the reader's line number, kept apart from any input column called "line"
-READ_ERROR = "__read_error"  # set by the reader for rows it cannot classify (malformed JSON, empty text, ...)
-FILE = "__file"  # the input file's name, in folder jobs
+# Columns the reader adds beside the input's own, named with a NUL that no header or field name of real data holds:
+# "__line" and the like were taken for the input's columns of those names (a job failed, a Parquet input's "__line"
+# would have been read as line numbers).
+LINE = "\0line"  # the reader's line number, kept apart from any input column called "line"
+READ_ERROR = "\0read_error"  # set by the reader for rows it cannot classify (malformed JSON, empty text, ...)
+FILE = "\0file"  # the input file's name, in folder jobs
 FILE_COLUMN = "file"  # ... and its output column, before `line`
 # The JSON types whose values can share an Arrow column (ints and floats become floats).
 JSON_KINDS = {str: "string", int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
