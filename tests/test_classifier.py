@@ -114,6 +114,7 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
     [
         (None, {}, "inputs must be a text or a list of texts, got NoneType"),
         (b"bytes", {}, "inputs must be a text or a list of texts, got bytes"),
+        (np.array("x"), {}, "inputs must be a text or a list of texts, got ndarray"),  # was a TypeError
         ("x", {"top_k": 0}, "top_k must be a whole number of at least 1"),
         ("x", {"top_k": "2"}, "top_k must be a whole number of at least 1 .*got '2'"),
         ("x", {"top_k": 1.5}, "top_k must be a whole number"),
@@ -122,6 +123,8 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         (["x", "y"], {"batch_size": 1.5}, "batch size must be a whole number of at least 1, got 1.5"),
         (["x", "y"], {"batch_size": "2"}, "batch size must be a whole number of at least 1, got '2'"),
         (["x", "y"], {"batch_size": True}, "batch size must be a whole number"),
+        ([], {"batch_size": 0}, "batch size must be a whole number of at least 1, got 0"),  # no texts: was taken
+        ([], {"batch_size": "8"}, "batch size must be a whole number of at least 1, got '8'"),
         ("x", {"function_to_apply": 1}, "function_to_apply must be one of softmax, sigmoid, none, got 1"),
         ("x", {"truncation": "yes"}, "truncation is True, 'longest_first' or 'only_first' .cut., False or"),
         ("x", {"truncation": "only_second"}, "got 'only_second' .texts here come alone"),
@@ -172,6 +175,43 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
     assert clf(long_text, max_length=8) == loaded_short(long_text)
     with pytest.raises(InputError, match="input 1 has 44 tokens, over the max_length of 8;"):  # not "the model's"
         loaded_short(long_text, truncation=False)
+
+
+def test_a_dataset_read_by_index_is_taken_as_the_pipeline_takes_it(bert_dir, pipeline_for):
+    """`pipe(KeyDataset(dataset, "text"))`, transformers' documented way to run a dataset: an object of __getitem__
+    and __len__ without __iter__, which Python iterates, was refused as not a list of texts."""
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    rows = KeyDataset([{"text": text} for text in TEXTS], "text")
+    assert not hasattr(rows, "__iter__")
+    ours, theirs = Classifier.load(bert_dir, backend="torch")(rows), list(pipeline_for(bert_dir)(rows))
+    assert _labels(ours) == _labels(theirs)
+    np.testing.assert_allclose(_scores(ours), _scores(theirs), atol=1e-5)
+
+
+def test_devices_as_pipeline_code_gives_them_are_taken(bert_dir):
+    """transformers' device numbers (-1: the CPU, 0: the first CUDA GPU), a torch.device and None failed with an
+    AttributeError ('int' object has no attribute 'split')."""
+    torch = pytest.importorskip("torch")
+    from fastsentiment.classifier import device_name
+
+    expected = Classifier.load(bert_dir, backend="onnx", precision="fp32", device="cpu").logits(TEXTS)
+    for device in (-1, torch.device("cpu"), None):
+        clf = Classifier.load(bert_dir, backend="onnx", precision="fp32", device=device)
+        assert clf.backend.device == "cpu", device
+        np.testing.assert_array_equal(clf.logits(TEXTS), expected)
+    assert [device_name(d) for d in (0, np.int64(1), torch.device("cuda", 1), "mps")] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:1",
+        "mps",
+    ]
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="no CUDA device"):
+            Classifier.load(bert_dir, backend="torch", device=0)
+    for bad in (-2, True, 1.5):
+        with pytest.raises(InputError, match=f"device must be a name such as 'cpu' or 'cuda:0'.*got {bad!r}"):
+            Classifier.load(bert_dir, backend="onnx", device=bad)
 
 
 def test_a_table_is_refused_not_read_as_its_column_names(bert_dir):
@@ -234,6 +274,16 @@ def test_load_options_that_cannot_mean_anything_are_refused(bert_dir, options, m
     with pytest.raises(InputError, match=message) as refused:
         Classifier.load(bert_dir, backend="openvino", **options)
     assert isinstance(refused.value, ValueError)
+
+
+def test_load_takes_numpy_whole_numbers_as_a_call_does(bert_dir):
+    """max_length=np.int64(16) was refused as "must be a whole number of tokens, got np.int64(16)", where batch_size,
+    threads and a call's own max_length take numpy's integers."""
+    clf = Classifier.load(bert_dir, backend="onnx", precision="fp32", max_length=np.int64(16), batch_size=np.int64(2))
+    assert clf.encoder.max_length == 16 and type(clf.encoder.max_length) is int
+    assert clf("good " * 40) == Classifier.load(bert_dir, backend="onnx", precision="fp32")("good " * 40, max_length=16)
+    with pytest.raises(InputError, match="max_length \\(--max-length\\) must be at least 3"):
+        Classifier.load(bert_dir, backend="onnx", precision="fp32", max_length=np.int64(2))
 
 
 def test_labels_may_come_from_any_iterable(bert_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +91,7 @@ class Classifier:
         cls,
         model: str | os.PathLike | None = None,
         backend: str = "auto",
-        device: str = "auto",
+        device: str | int | None = "auto",
         precision: str | None = None,
         max_length: int | None = None,
         batch_size: int | None = None,
@@ -105,6 +106,7 @@ class Classifier:
         ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
         dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
         (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        `device` also takes what pipeline code passes: -1 (the CPU), 0, 1, ... (a CUDA GPU), a torch.device, None.
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         """
         if threads is not None and not is_count(threads):
@@ -116,6 +118,9 @@ class Classifier:
             raise InputError("labels must be a list of names in class-id order, got an empty one")
         if workload not in WORKLOADS:  # whatever the backend: a typo would quietly take the throughput setup
             raise InputError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
+        device = device_name(device)
+        if is_count(max_length, least=0):  # numpy's whole numbers too, as batch_size, threads and a call's max_length
+            max_length = int(max_length)
         model_dir = resolve_model(None if model is None else os.fspath(model))
         if labels is not None:
             model_dir = model_dir.with_labels(labels)
@@ -287,6 +292,7 @@ class Classifier:
         self, texts, batch_size, long_text, stride, aggregate, names=None, truncations=None, function=None
     ) -> _Reading:
         self.encoder.check_options(long_text, stride, aggregate)
+        self._batch_size(batch_size)  # here too: a call with no texts accepted batch_size=0 and "8"
         tokens, windows = self.split(texts, long_text, stride, names=names, truncations=truncations)
         flat = [window.ids for text_windows in windows for window in text_windows]
         if not flat:
@@ -378,9 +384,7 @@ class Classifier:
         ]
 
     def logits_for_ids(self, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None) -> np.ndarray:
-        size = self.batch_size if batch_size is None else batch_size
-        if not is_count(size):
-            raise InputError(f"batch size must be a whole number of at least 1, got {size!r}")
+        size = self._batch_size(batch_size)
         result = np.empty((len(sequences), len(self.labels)), dtype=np.float32)
         batches = list(length_sorted_batches([len(s) for s in sequences], size))
 
@@ -390,6 +394,13 @@ class Classifier:
 
         self.run_batches(run, batches)
         return result
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """The texts per model call for `batch_size` (None: the classifier's), or an InputError."""
+        size = self.batch_size if batch_size is None else batch_size
+        if not is_count(size):
+            raise InputError(f"batch size must be a whole number of at least 1, got {size!r}")
+        return size
 
     def run_batches(self, run: Callable[[Any], None], batches: Sequence[Any]) -> None:
         """`run(batch)` for every batch: one after another, or as many at once as the backend runs calls
@@ -443,19 +454,41 @@ def function_name(function_to_apply: Any) -> str | None:
     return function_to_apply.lower()
 
 
+def device_name(device: Any) -> str:
+    """`device` as the backends name it ("cpu", "cuda:1", "auto"), from a name or from what pipeline code passes:
+    transformers' numbers (-1 the CPU, n >= 0 CUDA device n), a torch.device, or None (the default). Those failed with
+    an AttributeError."""
+    if device is None:
+        return "auto"
+    if isinstance(device, str):
+        return device
+    if isinstance(device, numbers.Integral) and not isinstance(device, bool) and device >= -1:
+        return "cpu" if device == -1 else f"cuda:{int(device)}"
+    if type(device).__module__ == "torch" and type(device).__name__ == "device":  # str(): "cuda:0", "cpu"
+        return str(device)
+    raise InputError(
+        f"device must be a name such as 'cpu' or 'cuda:0', or a CUDA device number (-1: the CPU), got {device!r}"
+    )
+
+
 def _texts_of(inputs: Any) -> list[str]:
     """The texts of a call: one string is one text (never its characters), a record `{"text": ...}` one text, any
-    other iterable (a list, a generator, a pandas Series) is read once into a list of those. A table is refused:
-    iterating a DataFrame gives its column names."""
+    other iterable (a list, a generator, a pandas Series, a dataset) is read once into a list of those. A table is
+    refused: iterating a DataFrame gives its column names."""
     if isinstance(inputs, str):
         return [inputs]
     if isinstance(inputs, Mapping):
         return [_record_text(inputs)]
     if hasattr(inputs, "columns"):
         raise InputError("inputs is a table: pass its text column (df['text']) or a list of texts")
-    if inputs is None or isinstance(inputs, bytes) or not hasattr(inputs, "__iter__"):
+    # iter(), not a look for __iter__: a dataset of __getitem__ and __len__ alone (transformers' KeyDataset) iterates
+    try:
+        items = None if inputs is None or isinstance(inputs, bytes) else iter(inputs)
+    except TypeError:
+        items = None
+    if items is None:
         raise InputError(f"inputs must be a text or a list of texts, got {type(inputs).__name__}")
-    return [_record_text(item) if isinstance(item, Mapping) else item for item in inputs]
+    return [_record_text(item) if isinstance(item, Mapping) else item for item in items]
 
 
 def _record_text(record: Mapping) -> Any:
