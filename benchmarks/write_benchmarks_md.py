@@ -217,15 +217,15 @@ def auto_targets(results: Path, name: str, multiple: float, verdict) -> list[str
     faithful = [r for r in rows if r["config"] != "auto" and r.get("agreement", 0) >= 0.995
                 and not r["config"].startswith("pipeline")]  # fmt: skip
     best = max(faithful, key=lambda r: max(r["throughput"].values()))
-    fastest_single = min(faithful, key=lambda r: r["latency_ms"][50])
+    fastest_single = min(faithful, key=lambda r: r["latency_ms"]["50"])
     rate = max(auto["throughput"].values())
     lines = [
         f"| {name}: `auto` ({auto['backend']}:{auto['precision']}) ≥ 95% of the best faithful row | {rate:,.0f}/s vs "
         f"{best['config']} {max(best['throughput'].values()):,.0f}/s "
         f"({rate / max(best['throughput'].values()):.0%}) | {verdict(rate >= 0.95 * max(best['throughput'].values()))} |",
-        f"| {name}: `auto` batch-1 p50 ≤ 1.1x the best batch-1 row | {auto['latency_ms'][50]:.2f} ms vs "
-        f"{fastest_single['config']} {fastest_single['latency_ms'][50]:.2f} ms | "
-        f"{verdict(auto['latency_ms'][50] <= 1.1 * fastest_single['latency_ms'][50])} |",
+        f"| {name}: `auto` batch-1 p50 ≤ 1.1x the best batch-1 row | {auto['latency_ms']['50']:.2f} ms vs "
+        f"{fastest_single['config']} {fastest_single['latency_ms']['50']:.2f} ms | "
+        f"{verdict(auto['latency_ms']['50'] <= 1.1 * fastest_single['latency_ms']['50'])} |",
     ]
     if pipeline:
         base = next(iter(pipeline["throughput"].values()))

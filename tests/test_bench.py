@@ -127,6 +127,8 @@ def test_bench_on_cuda_runs_every_row_there_the_pipeline_too(bert_dir, sst2_dir,
         ("sentence\tlabel\ngood\t\u0661\n", "unknown label '\u0661'"),  # read as class 1 before
         ("sentence\tlabel\ngood\t--1\n", "unknown label '--1'"),
         ("sentence\tlabel\ngood\t7\n", "label id 7 does not exist in the model"),
+        # a row without a label among labelled ones: accuracy on part of the file (the run said "speed only")
+        ("sentence\tlabel\ngood\t1\nbad\t-1\n", "data.tsv, line 3: the label -1 marks a row without a label"),
     ],
 )
 def test_bad_data_fails_before_any_run(bert_dir, tmp_path, content, message):
@@ -422,3 +424,139 @@ def test_quick_keeps_the_pipeline_at_32_and_given_batch_sizes(bert_dir, tmp_path
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     (row,) = json.loads((out / "results.json").read_text())["rows"]
     assert set(row["throughput"]) == {f"{s}@{b}" for s in ("fixed", "dynamic", "sorted") for b in (1, 8)}
+
+
+def test_compare_matches_classes_by_name_not_by_column(bert_dir, tmp_path):
+    """The same classes in another order (or case) are compared class by class (they were refused); |Δlogit| and
+    agreement are those of a hand computation; classes that do not match one to one are one line, exit 2."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tiny_models import build_model
+
+    swapped = build_model(tmp_path / "swapped", "bert", labels=("POSITIVE", "NEGATIVE"))  # bert_dir's weights
+    lower = build_model(tmp_path / "lower", "bert", labels=("negative", "positive"))
+    generic = build_model(tmp_path / "generic", "bert", labels=("LABEL_0", "LABEL_1"))
+    sentences = ["good film", "bad film", "i like cheese"]
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\n" + "".join(f"{s}\n" for s in sentences))
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    with torch.no_grad():
+        inputs = tokenizer(sentences, return_tensors="pt", padding=True)
+        logits = AutoModelForSequenceClassification.from_pretrained(bert_dir)(**inputs).logits.numpy()
+    # B's NEGATIVE is its column 1, which holds A's POSITIVE logit: |Δ| = |a_NEG - a_POS| for both classes
+    delta = np.abs(logits[:, 0] - logits[:, 1])
+    options = ["-m", str(bert_dir), "--data", str(data), "--json"]
+    result = run_cli("compare", "torch", "torch", *options, "--model-b", str(swapped))
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["labels"] == ["NEGATIVE", "POSITIVE"] and report["agreement"] == 0.0 and report["differ"] == 3
+    assert report["max_abs_logit_delta"] == pytest.approx(delta.max(), abs=1e-5)
+    assert report["mean_abs_logit_delta"] == pytest.approx(delta.mean(), abs=1e-5)
+    for row in report["disagreements"]:
+        assert row["b_logits"] == pytest.approx(row["a_logits"][::-1], abs=1e-5) and row["a"] != row["b"]
+    same = json.loads(run_cli("compare", "torch", "torch", *options, "--model-b", str(lower)).stdout)
+    assert same["agreement"] == 1.0 and same["max_abs_logit_delta"] <= 1e-6
+    refused = run_cli("compare", "torch", "torch", *options, "--model-b", str(generic))
+    assert (refused.returncode, refused.stderr.decode()) == (
+        2,
+        "error: the models' labels differ: NEGATIVE, POSITIVE vs LABEL_0, LABEL_1; compare needs the same classes\n",
+    )
+
+
+def test_compare_reads_its_data_before_loading_the_models(bert_dir, tmp_path):
+    """A mistyped --data is the error, not whatever the models' loads (an export of minutes) came to first."""
+    missing = tmp_path / "dev.tsv"
+    result = run_cli("compare", "onnx", "torch", "-m", str(bert_dir), "--model-b", str(tmp_path / "no-model"),
+                     "--data", str(missing))  # fmt: skip
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: --data {missing}: no such file or directory (or use glue/sst2 with internet access)\n",
+    )
+
+
+def test_results_json_is_strict_json_and_the_table_prints_any_failure_reason(tmp_path):
+    """The pipeline's tokenization time is not measured: NaN, which results.json wrote and JSON has not; a failure
+    reason is printed as text (a "[/b]" in it was a MarkupError's traceback)."""
+    import io
+
+    from rich.console import Console
+
+    from fastsentiment.bench import report
+
+    pipeline = _report_row("pipeline:32", {"pipeline@32": 50.0}, tokenize_s=float("nan"))
+    rows = [pipeline, {"config": "onnx:fp32", "failed": "no file [/b] here"}]
+    fields = dict(model="m", model_name="m", model_hash="0" * 64, data="d", labelled_sentences=0, speed_sentences=3)
+    report.write_outputs({**fields, "repeats": 1, "command": "", "machine": report.machine(), "rows": rows}, tmp_path)
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    written = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert written["rows"][0]["tokenize_s"] is None
+    assert "tokenized and padded before the clock starts" in (tmp_path / "report.md").read_text()
+    stream = io.StringIO()
+    report.print_table(rows, Console(file=stream, width=220))
+    assert "failed: no file [/b] here" in stream.getvalue()
+
+
+def test_a_row_whose_preparation_fails_without_a_message_is_a_row(bert_dir, tmp_path, monkeypatch):
+    """An export that fails with a bare AssertionError (no message) was an IndexError's traceback, and no report."""
+    from fastsentiment.bench import suite
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(8))
+    prepare = suite.prepare_config
+
+    def failing_for_int8(config, model, device="auto"):
+        if config == "onnx:int8":
+            raise AssertionError()
+        return prepare(config, model, device)
+
+    monkeypatch.setattr(suite, "prepare_config", failing_for_int8)
+    request = suite.BenchRequest(
+        model=str(bert_dir), configs=["onnx:int8", "onnx:fp32"], data=str(data), batch_sizes="1", quick=True
+    )
+    failed, measured = suite.run_bench(request)["rows"]
+    assert failed == {"config": "onnx:int8", "failed": "prepare: AssertionError"}
+    assert "failed" not in measured and measured["throughput"]["sorted@1"] > 0  # the other rows still come
+
+
+def test_a_bench_that_times_out_says_after_how_long_and_where_it_wrote(bert_dir, tmp_path):
+    """'timed out after 0 s' for --timeout 0.001; an --out folder named like rich markup ("r[/x]") was a
+    MarkupError's traceback after the results were written; with no row measured, no empty plots (and no matplotlib
+    warning)."""
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\n" + labelled_rows(8))
+    out = tmp_path / "r[" / "x]"
+    result = run_cli("bench", "-m", str(bert_dir), "--data", str(data), "--backends", "onnx:fp32", "--batch-sizes",
+                     "1", "--timeout", "0.001", "--out", str(out), env={"FASTSENTIMENT_CACHE": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 1 and f"wrote {out / 'report.md'}\n" in result.stderr.decode()
+    assert "Warning" not in result.stderr.decode() and not (out / "throughput.png").exists()  # no empty plots
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert row == {"config": "onnx:fp32", "failed": "timed out after 0.001 s"}
+
+
+def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert_dir, tmp_path, monkeypatch):
+    """With --batch-sizes 8 no batch-1 pass meets the single texts' shapes: the latency loop met each one first
+    there (OpenVINO prepares kernels per new shape), and p90/p99 counted it."""
+    from fastsentiment.backends.onnx_backend import OnnxBackend
+    from fastsentiment.bench import measure
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\n" + "".join(" ".join(["good"] * (i + 1)) + "\n" for i in range(12)))  # 12 lengths
+    shapes, logits = [], OnnxBackend.logits
+
+    def noting_shapes(self, input_ids, attention_mask):
+        shapes.append(input_ids.shape)
+        return logits(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(OnnxBackend, "logits", noting_shapes)
+    spec = measure.Spec(config="onnx:fp32", model=str(bert_dir), data=str(data), batch_sizes=[8], latency_samples=12)
+    measure.measure(spec)
+    timed, before = shapes[-12:], shapes[:-12]
+    assert all(shape[0] == 1 for shape in timed) and len(set(timed)) == 12
+    assert set(timed) <= set(before)

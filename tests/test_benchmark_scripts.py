@@ -1,6 +1,7 @@
 """Benchmark scripts that the docs quote: they still run, and their arithmetic is right."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -50,4 +51,20 @@ def test_the_benchmarks_page_is_what_its_generator_writes_from_the_results():
     assert result.stdout.decode() == (ROOT / "docs" / "benchmarks.md").read_text(), (
         "docs/benchmarks.md differs from what benchmarks/write_benchmarks_md.py docs/results writes: edit the notes "
         "under docs/results/notes (or docs/results/targets.md) and regenerate the page"
+    )
+
+
+def test_the_auto_targets_are_read_from_a_bench_with_an_auto_row(tmp_path):
+    """A results.json's percentiles are keyed by strings: the page's generator looked them up by number and failed
+    (KeyError: 50) on every bench with an `auto` row."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import write_benchmarks_md
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (tmp_path / "builtin").mkdir()
+    shutil.copy(ROOT / "docs/results/auto-builtin/results.json", tmp_path / "builtin" / "results.json")
+    lines = write_benchmarks_md.auto_targets(tmp_path, "builtin", 6, lambda met: "met" if met else "not met")
+    assert (
+        "| builtin: `auto` batch-1 p50 ≤ 1.1x the best batch-1 row | 3.44 ms vs onnx:int8 3.12 ms | not met |" in lines
     )

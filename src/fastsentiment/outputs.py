@@ -1,10 +1,14 @@
-"""Where a command writes: one check, for file jobs and exports alike, before any work is done."""
+"""Where a command writes: one check, for file jobs and exports alike, before any work is done; and JSON as strict
+parsers read it."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fastsentiment.errors import InputError
 
@@ -43,3 +47,23 @@ def as_umask_allows(path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """`json.dumps(value, **options)` as strict parsers read it: a NaN or infinity, however deep (an input field of
+    a file job, a figure a bench did not measure), is null, as pandas writes them. Python's bare NaN and Infinity are
+    refused by jq, browsers and most other JSON parsers."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:  # rare: the value is walked only when it holds one
+        return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

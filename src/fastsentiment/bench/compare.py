@@ -32,15 +32,17 @@ def compare_configs(
         check_config(config)
         if config.startswith("pipeline"):
             raise InputError("compare takes backends; the pipeline reference is torch:fp32 here")
+    # The data before the models: a mistyped path is refused before an export of minutes, not after it.
+    split = load_bench_data(data, text_column, with_labels=False).agreement  # predictions against predictions
     first = Classifier.load(model, backend=a, device=device)
     second = Classifier.load(model_b or model, backend=b, device=device if device_b is None else device_b)
-    if first.labels != second.labels:
-        raise InputError(f"the models' labels differ: {first.labels} vs {second.labels}")
-    split = load_bench_data(data, text_column, with_labels=False).agreement  # predictions against predictions
+    order = label_order(first.labels, second.labels)
     texts = split.texts
     left = first.logits(texts, names=split.names)  # truncation warnings name the file's lines, once
     right = second.logits(texts, truncations=Truncations(named=0))
-    left_p, right_p = first.scores(left), second.scores(right)
+    # B's scores from its own logits (its scoring function), then both in A's class order
+    left_p, right_p = first.scores(left), second.scores(right)[:, order]
+    right = right[:, order]
     left_y, right_y = left.argmax(1), right.argmax(1)
     delta = np.abs(left - right)
     disagree = np.flatnonzero(left_y != right_y)
@@ -54,6 +56,7 @@ def compare_configs(
         "device_a": first.backend.device,
         "device_b": second.backend.device,
         "data": data,
+        "labels": list(names),  # the order of both sides' logits below (B's columns follow A's classes)
         "sentences": len(texts),
         "differ": len(disagree),
         "agreement": float((left_y == right_y).mean()),
@@ -64,7 +67,7 @@ def compare_configs(
                 "text": texts[i],
                 "a": names[left_y[i]],
                 "a_score": float(left_p[i].max()),
-                "b": names[right_y[i]],
+                "b": second.labels[order[right_y[i]]],  # in B's own words
                 "b_score": float(right_p[i].max()),
                 "a_logits": left[i].tolist(),
                 "b_logits": right[i].tolist(),
@@ -72,3 +75,16 @@ def compare_configs(
             for i in worst
         ],
     }
+
+
+def label_order(a: list[str], b: list[str]) -> list[int]:
+    """For each of A's classes, the column of B's logits that holds it: models may list the same classes in another
+    order ("POSITIVE", "NEGATIVE") or case ("positive"), and their logits are compared class by class, not column by
+    column. Classes that do not match one to one are refused."""
+    if a == b:
+        return list(range(len(a)))
+    for key in (str, str.casefold):
+        index = {key(name): i for i, name in enumerate(b)}
+        if len(a) == len(b) == len(index) == len({key(name) for name in a}) and all(key(n) in index for n in a):
+            return [index[key(name)] for name in a]
+    raise InputError(f"the models' labels differ: {', '.join(a)} vs {', '.join(b)}; compare needs the same classes")

@@ -84,8 +84,14 @@ def _read_table(
         raise InputError(f"{path}: no label column {label.name!r} (columns: {', '.join(rows[0].fields)})")
     if label is not None and label.name in rows[0].fields:
         labels = [label_id(row.fields[label.name], label_names, f"{path}, line {row.line}") for row in rows]
-        if min(labels) < 0:
+        if max(labels) < 0:
             labels = None  # GLUE test splits mark missing labels with -1
+        elif min(labels) < 0:  # some rows labelled, some not: an accuracy on part of the file would not say so
+            row, value = next((r, v) for r, v in zip(rows, labels, strict=True) if v < 0)
+            raise InputError(
+                f"{path}, line {row.line}: the label {value} marks a row without a label (as in GLUE test splits) "
+                "among labelled rows; label every row, or none (speed only)"
+            )
         elif label_names and max(labels) >= len(label_names):
             raise InputError(
                 f"{path}: label id {max(labels)} does not exist in the model, whose labels are {', '.join(label_names)}"

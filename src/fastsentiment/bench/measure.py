@@ -136,12 +136,13 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     # Batches first: for `auto` the single texts may run on a second model (its latency decision), loaded only
     # now, so that the batched rate is measured in a process like a file job's, which holds one model.
     one_at_a_time = _latency_classifier(spec, clf)
-    if one_at_a_time is clf:
+    timed = speed_texts[: spec.latency_samples]
+    if one_at_a_time is clf and 1 in spec.batch_sizes:
         one_at_a_time.logits(speed_texts[:8])  # warm-up; the batch-1 pass above met every shape
-    else:  # a second model: it meets every shape once too (OpenVINO prepares kernels per new input shape)
-        one_at_a_time.logits(speed_texts, batch_size=1)
+    else:  # a second model, or no batch-1 pass (--batch-sizes 8,32): every timed shape is met once first
+        one_at_a_time.logits(timed, batch_size=1)  # (OpenVINO prepares kernels per new input shape)
     latencies = []
-    for text in speed_texts[: spec.latency_samples]:  # the experiment's loop: one sentence at a time
+    for text in timed:  # the experiment's loop: one sentence at a time
         t = time.perf_counter()
         one_at_a_time.logits([text])
         latencies.append((time.perf_counter() - t) * 1000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import platform
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastsentiment.backends.base import cpu_flags, inference_threads, usable_cpus
+from fastsentiment.outputs import strict_json
 
 LIBRARIES = ("fastsentiment", "numpy", "tokenizers", "onnxruntime", "openvino", "torch", "transformers", "coremltools")
 # Those that decide a path: bf16 natively (avx512_bf16, amx_bf16), and the onnx int8-dynamic variant (any VNNI or AMX
@@ -122,13 +122,14 @@ def _fmt(value) -> str:
 
 
 def print_table(rows: list[dict], console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     lines = [headline(row, reference_rate(rows)) for row in rows]
     columns = list(next((line for line in lines if line["status"] == "ok"), lines[0]))
     table = Table(*columns, title="fastsentiment bench")
-    for line in lines:
-        table.add_row(*(_fmt(line.get(column)) for column in columns))
+    for line in lines:  # cells are text: a failure's "[/b]" was read as markup (a MarkupError's traceback)
+        table.add_row(*(escape(_fmt(line.get(column))) for column in columns))
     console.print(table)
 
 
@@ -136,7 +137,8 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = report["rows"]
     lean = [{k: v for k, v in row.items() if k not in ("labelled_logits", "latency_samples")} for row in rows]
-    (out / "results.json").write_text(json.dumps({**report, "rows": lean}, indent=2) + "\n")
+    # Strict JSON: a figure not measured (the pipeline's tokenization time) is null, not NaN, which JSON lacks
+    (out / "results.json").write_text(strict_json({**report, "rows": lean}, indent=2) + "\n")
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(
@@ -235,7 +237,9 @@ def markdown(report: dict, plots: list[Path]) -> str:
         "",
         "fixed: every text cut and padded to 128 tokens (what a fixed-shape CoreML model needs); dynamic: the texts "
         "whole up to the model's max_length, each batch padded to its longest, input order; sorted: the same, in "
-        "length-sorted batches. x pipeline: sent/s @32 over transformers.pipeline's rate at batch 32 (pipeline:32). "
+        "length-sorted batches. Rates count the model calls on texts tokenized and padded before the clock starts "
+        "(tokenize_s in results.json); a pipeline row's rate includes its tokenization, as transformers.pipeline runs. "
+        "x pipeline: sent/s @32 over transformers.pipeline's rate at batch 32 (pipeline:32). "
         f"peak RSS: {MEMORY_MEANING}.",
         "",
     ]
@@ -275,6 +279,8 @@ def _plots(rows: list[dict], out: Path) -> list[Path]:
     except ImportError:
         return []
     ok = [row for row in rows if "failed" not in row]
+    if not ok:  # nothing to draw (empty plots, and matplotlib's warning about an empty legend on stderr)
+        return []
     paths = []
 
     figure, axis = plt.subplots(figsize=(8, 5))

@@ -82,7 +82,7 @@ def run_config(spec: Spec, timeout: float | None = None, python: str = sys.execu
                 env={**os.environ, "TOKENIZERS_PARALLELISM": "true"},
             )
         except subprocess.TimeoutExpired:
-            return {"config": spec.config, "failed": f"timed out after {timeout:.0f} s"}
+            return {"config": spec.config, "failed": f"timed out after {timeout:g} s"}  # not "0 s" for 0.001
         if result.returncode != 0 or not out.is_file():
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             return {"config": spec.config, "failed": lines[-1] if lines else f"exit code {result.returncode}"}

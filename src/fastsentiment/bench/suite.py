@@ -22,7 +22,7 @@ from fastsentiment.bench.run import (
     run_config,
     summarise,
 )
-from fastsentiment.errors import InputError
+from fastsentiment.errors import InputError, first_line
 from fastsentiment.models import resolve_model
 
 QUICK = {"speed_limit": 128, "labelled_limit": 100, "latency_samples": 30}
@@ -93,7 +93,8 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lamb
         try:
             prepare_config(config, model_dir, request.device)
         except Exception as error:  # reported in its row, like any other failure of this configuration
-            rows.append({"config": config, "failed": f"prepare: {str(error).splitlines()[0]}"})
+            # first_line: an error that says nothing (a bare assert in an exporter) is named by its type
+            rows.append({"config": config, "failed": f"prepare: {first_line(error)}"})
             done += request.repeat
             continue
         for attempt in range(request.repeat):

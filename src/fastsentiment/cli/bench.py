@@ -95,7 +95,8 @@ def bench(
     stdout = Console()
     print_table(report["rows"], stdout if stdout.is_terminal else Console(width=220))
     for path in write_outputs(report, out):
-        console.print(f"wrote {path}")
+        # a folder may be named "[/x]"; one line per file, however long its path
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     if all("failed" in row for row in report["rows"]):
         console.print("error: every configuration failed (the table says why)", style="bold red", highlight=False)
         raise SystemExit(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import shutil
 import sys
 from collections.abc import Collection, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import Row, clean_fields, delimited_reader, import_parquet
+from fastsentiment.outputs import strict_json
 from fastsentiment.texts import replace_undecodable
 
 log = logging.getLogger("fastsentiment")
@@ -203,27 +203,7 @@ class JsonlParts(PartWriter):
     def write(self, records, path, first):
         with open(path, "w", encoding="utf-8") as stream:
             for record in records:
-                stream.write(json_line(record) + "\n")
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """A record as strict JSON: a NaN or infinity among its input fields (a Parquet float column's, a JSONL input's
-    `NaN`) as null, as pandas writes them. Python's bare NaN and Infinity are refused by jq, browsers and most
-    other JSON parsers."""
-    try:
-        return json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
-    except ValueError:  # rare: the record is walked only when it holds one
-        return json.dumps(_finite(record), ensure_ascii=False, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+                stream.write(strict_json(record, ensure_ascii=False, default=str) + "\n")
 
 
 def chunk_columns(records: Sequence[dict[str, Any]], results: Sequence[str]) -> list[str]:
