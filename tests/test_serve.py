@@ -185,6 +185,9 @@ def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_b
     good = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     cases = [
         (good + b"BROKEN\r\n\r\n", [b"200 OK", b"400 Bad Request"], "invalid_http"),
+        # a request target the parser takes and uvicorn's URL parser does not: the refusal crashed the connection
+        # (no answer, a traceback in the log) and took the answer before it along
+        (good + b"GET http://x:99999/health HTTP/1.1\r\nHost: x\r\n\r\n", [b"200 OK", b"400 Bad Request"], None),
         (good + good.replace(b"Content-Length: 23", b"Content-Length: -1"), [b"200 OK", b"400 Bad Request"], None),
         (
             b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n17\r\n%s\r\n0\r\n\r\n"
@@ -220,7 +223,7 @@ def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_b
         answer = httpx.post(f"{server.url}/predict", content=body, headers={"Content-Type": content_type})
         assert answer.status_code == 200, (content_type, answer.text)
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert re.search(r'fastsentiment_errors_total\{kind="invalid_http"\} ([0-9.]+)', metrics).group(1) == "3.0"
+    assert re.search(r'fastsentiment_errors_total\{kind="invalid_http"\} ([0-9.]+)', metrics).group(1) == "4.0"
     counted = re.search(r'fastsentiment_errors_total\{kind="unsupported_transfer_encoding"\} ([0-9.]+)', metrics)
     assert counted.group(1) == "2.0"
 
@@ -432,6 +435,72 @@ def test_client_that_disconnects_mid_request_does_not_stall_the_server(server):
     assert computed_texts(server) - computed < 500
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'fastsentiment_errors_total{kind="client_gone"}' in metrics and 'kind="backend"' not in metrics
+
+
+# After the tests that count what the module's server did: these send it thousands of requests.
+def test_an_upgrade_the_server_does_not_make_is_ignored_and_the_request_answered(server):
+    """Every JDK HttpClient (and `curl --http2`) asks to upgrade a plain-http request to h2c. The parser took the body
+    for the new protocol's bytes: the request was answered as if its body were empty (400 "not valid JSON") and what
+    followed on the connection was dropped. A server may ignore an upgrade (RFC 9110, 7.8): this one does."""
+    body = b'{"inputs": "good film"}'
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\n" + upgrade
+    sized = head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    plain = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    last = plain.replace(b"Host: x", b"Host: x\r\nConnection: close")  # the server closes after its answer
+    expected = httpx.post(f"{server.url}/predict", content=body).json()
+    for parts in [
+        [sized + last],
+        [chunked + plain + sized + last],  # pipelined, the upgrade asked for before and after others
+        [sized[: -len(body)], body[:5], body[5:] + last],  # the body in later reads, as a JDK client sends it
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            for part in parts:
+                sock.sendall(part)
+                time.sleep(0.05)
+            answers = answers_until_closed(sock)
+        expected_count = sum(part.count(b"POST ") for part in parts)
+        assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * expected_count, (parts, answers)
+        assert all(same_answers(answer, expected) for _, answer in answers)
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's memory from /proc")
+def test_a_client_that_pipelines_without_reading_the_answers_cannot_fill_the_servers_memory(server):
+    """uvicorn read on whenever the request being answered read its body or listened for a disconnect, so every
+    request pipelined behind it was parsed and held (about 2.6 KB each): one connection that sent 7 MB of small
+    requests and read nothing grew the server by 258 MB. Reading now stops while a few requests wait their turn;
+    a client that reads its answers gets all of them, in order, whatever it pipelines."""
+    body = b'{"inputs": "good"}'
+    post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"  # an answer that reads nothing
+    requests = [post if index % 2 else health for index in range(99)]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"".join(requests) + post.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        answers = answers_until_closed(sock)
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 100
+    assert answers[0][1] == {"status": "ok"} and answers[1][1][0][0]["label"] in ("POSITIVE", "NEGATIVE")
+
+    before = resident_bytes(server.process.pid)
+    stream = post * 100_000  # 7 MB
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 3
+        while sent < len(stream) and time.monotonic() < deadline:
+            try:
+                sent += sock.send(stream[sent : sent + 65536])
+            except BlockingIOError:  # the server reads no more for now: as it should
+                time.sleep(0.01)
+        time.sleep(0.5)
+        grown = resident_bytes(server.process.pid) - before
+    assert grown < 64 << 20, f"the server grew by {grown >> 20} MB for {sent >> 20} MB sent"
+    assert httpx.post(f"{server.url}/predict", content=body).status_code == 200
 
 
 @pytest.fixture(scope="module")
