@@ -178,7 +178,7 @@ def test_resume_after_kill_loses_and_repeats_no_row(bert_dir, tmp_path, suffix):
 def test_a_second_run_on_an_output_being_written_is_refused_and_the_first_finishes_whole(bert_dir, tmp_path):
     """Nothing stopped a --resume started while the first run still wrote the output: both wrote the same parts,
     and one removed the other's files (the second died on a vanished manifest.json.tmp)."""
-    rows = 12_000
+    rows = 3_000  # in chunks of 20, each made durable: the run is still writing when it is paused
     source = write_csv(tmp_path / "in.csv", rows)
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
     args = ["classify", "-f", str(source), "-o", str(out), "--model", str(bert_dir), "-b", "onnx", "--chunk-rows", "20"]
