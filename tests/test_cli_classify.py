@@ -1,7 +1,10 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -353,74 +356,59 @@ def test_backends_for_a_device_nothing_here_runs_on_says_so_after_its_table():
     assert result.stdout.decode().rstrip().endswith("auto: no backend runs on device 'mps' here")
 
 
+def cli_without(modules: tuple[str, ...], *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a process where `modules` cannot be imported, as in an install without them."""
+    blocked = "".join(f"sys.modules[{module!r}] = None\n" for module in modules)
+    script = f"import sys\n{blocked}from fastsentiment.cli import main\nmain({list(args)!r})\n"
+    env = {**os.environ, **({"FASTSENTIMENT_CACHE": str(cache)} if cache else {})}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=300)
+
+
+def onnx_row(table: subprocess.CompletedProcess) -> str:
+    return next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
+
+
 def test_backends_table_names_the_extra_of_a_missing_runtime():
     """The table's pip hint keeps its [extra] (rich would read it as markup and drop it)."""
-    import subprocess
-    import sys
-
-    script = "import sys\nsys.modules['onnxruntime'] = None\nfrom fastsentiment.cli import main\nmain(['backends'])\n"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    result = cli_without(("onnxruntime",), "backends")
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    line = next(line for line in _lines(result) if line.strip("│ ").startswith("onnx "))
-    assert "pip install 'fastsentiment[onnx]'" in line, line
+    assert "pip install 'fastsentiment[onnx]'" in onnx_row(result), onnx_row(result)
 
 
-def test_an_onnx_only_install_runs_cached_exports_and_says_what_a_first_export_needs(bert_dir, tmp_path):
-    """`pip install fastsentiment[onnx]` has no torch to export with: `backends` said onnx was ready and `auto` chose
+@pytest.mark.parametrize(
+    ("missing", "needed"),
+    [
+        (("torch", "transformers", "openvino"), "torch"),  # `pip install fastsentiment[onnx]`
+        (("onnx",), "onnx"),  # `[onnx,torch]`: torch's exporter failed with its OnnxExporterError traceback
+    ],
+)
+def test_an_install_that_cannot_export_runs_cached_exports_and_says_what_a_first_export_needs(
+    bert_dir, tmp_path, missing, needed
+):
+    """An install without the export extra has nothing to export with: `backends` said onnx was ready and `auto` chose
     it, and the first run failed. Without a cached export it is not runnable, saying why; with one it runs."""
-    import subprocess
-    import sys
-
-    def onnx_only(*args: str) -> subprocess.CompletedProcess:
-        script = (
-            "import sys\nfor name in ('torch', 'transformers', 'openvino'):\n    sys.modules[name] = None\n"
-            f"from fastsentiment.cli import main\nmain({list(args)!r})\n"
-        )
-        env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=300)
-
-    needs = "its first run exports the model to ONNX, which needs 'torch': pip install 'fastsentiment[export]'"
-    table = onnx_only("backends", "--model", str(bert_dir))
-    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
+    cache = tmp_path / "cache"
+    needs = f"its first run exports the model to ONNX, which needs '{needed}': pip install 'fastsentiment[export]'"
+    line = onnx_row(cli_without(missing, "backends", "--model", str(bert_dir), cache=cache))
     assert "ready" not in line and "pip install 'fastsentiment[export]'" in line, line
-    refused = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
+    refused = cli_without(missing, "classify", "-m", str(bert_dir), "-b", "onnx", "good film", cache=cache)
     assert refused.returncode == 2 and refused.stderr.decode() == f"error: backend onnx cannot run tiny-bert: {needs}\n"
-    # an export at another precision than the default is not enough to call the backend ready
-    cache_env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
-    assert run_cli("classify", "-m", str(bert_dir), "-b", "onnx:fp32", "good film", env=cache_env).returncode == 0
-    table = onnx_only("backends", "--model", str(bert_dir))
-    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
-    assert "ready" not in line, line
-    made = run_cli(
-        "classify", "-m", str(bert_dir), "-b", "onnx", "good film", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    exported = cli_without(
+        missing, "export", "onnx", str(bert_dir), str(tmp_path / "model.onnx"), "-p", "fp32", cache=cache
     )
-    assert made.returncode == 0, made.stderr.decode()
-    cached = onnx_only("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
-    assert cached.returncode == 0 and cached.stdout == made.stdout, cached.stderr.decode()
-
-
-def test_an_install_without_the_onnx_package_names_the_export_extra(bert_dir, tmp_path):
-    """torch, transformers and ONNX Runtime installed but not `onnx` (an `[onnx,torch]` install): a first export
-    was torch's OnnxExporterError traceback, and `backends` called onnx ready."""
-    import subprocess
-    import sys
-
-    def without_onnx(*args: str) -> subprocess.CompletedProcess:
-        script = f"import sys\nsys.modules['onnx'] = None\nfrom fastsentiment.cli import main\nmain({list(args)!r})\n"
-        env = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=300)
-
-    needs = "its first run exports the model to ONNX, which needs 'onnx': pip install 'fastsentiment[export]'"
-    table = without_onnx("backends", "--model", str(bert_dir))
-    line = next(line for line in _lines(table) if line.strip("│ ").startswith("onnx "))
-    assert "ready" not in line and "pip install 'fastsentiment[export]'" in line, line
-    refused = without_onnx("classify", "-m", str(bert_dir), "-b", "onnx", "good film")
-    assert refused.returncode == 2 and refused.stderr.decode() == f"error: backend onnx cannot run tiny-bert: {needs}\n"
-    exported = without_onnx("export", "onnx", str(bert_dir), str(tmp_path / "model.onnx"), "-p", "fp32")
     assert exported.returncode == 2 and exported.stderr.decode() == (
-        "error: exporting a model to ONNX (once per model) needs the Python package 'onnx', which is not installed: "
-        "pip install 'fastsentiment[export]'\n"
+        f"error: exporting a model to ONNX (once per model) needs the Python package '{needed}', which is not "
+        "installed: pip install 'fastsentiment[export]'\n"
     )
+    # an export at another precision than the default is not enough to call the backend ready
+    cache_env = {"FASTSENTIMENT_CACHE": str(cache)}
+    assert run_cli("classify", "-m", str(bert_dir), "-b", "onnx:fp32", "good film", env=cache_env).returncode == 0
+    line = onnx_row(cli_without(missing, "backends", "--model", str(bert_dir), cache=cache))
+    assert "ready" not in line, line
+    made = run_cli("classify", "-m", str(bert_dir), "-b", "onnx", "good film", env=cache_env)
+    assert made.returncode == 0, made.stderr.decode()
+    cached = cli_without(missing, "classify", "-m", str(bert_dir), "-b", "onnx", "good film", cache=cache)
+    assert cached.returncode == 0 and cached.stdout == made.stdout, cached.stderr.decode()
 
 
 @pytest.mark.parametrize(
