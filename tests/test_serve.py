@@ -189,6 +189,14 @@ def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_b
         # (no answer, a traceback in the log) and took the answer before it along
         (good + b"GET http://x:99999/health HTTP/1.1\r\nHost: x\r\n\r\n", [b"200 OK", b"400 Bad Request"], None),
         (good + good.replace(b"Content-Length: 23", b"Content-Length: -1"), [b"200 OK", b"400 Bad Request"], None),
+        # several answers ahead of the refusal: it went out with the last of them still being answered, and that
+        # answer was lost
+        (good * 3 + b"BROKEN\r\n\r\n", [b"200 OK"] * 3 + [b"400 Bad Request"], "invalid_http"),
+        (
+            good * 2 + b"GET http://x:99999/health HTTP/1.1\r\nHost: x\r\n\r\n",
+            [b"200 OK"] * 2 + [b"400 Bad Request"],
+            None,
+        ),
         (
             b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n17\r\n%s\r\n0\r\n\r\n"
             % body,
@@ -223,7 +231,7 @@ def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_b
         answer = httpx.post(f"{server.url}/predict", content=body, headers={"Content-Type": content_type})
         assert answer.status_code == 200, (content_type, answer.text)
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert re.search(r'fastsentiment_errors_total\{kind="invalid_http"\} ([0-9.]+)', metrics).group(1) == "4.0"
+    assert re.search(r'fastsentiment_errors_total\{kind="invalid_http"\} ([0-9.]+)', metrics).group(1) == "6.0"
     counted = re.search(r'fastsentiment_errors_total\{kind="unsupported_transfer_encoding"\} ([0-9.]+)', metrics)
     assert counted.group(1) == "2.0"
 
@@ -454,13 +462,16 @@ def test_an_upgrade_the_server_does_not_make_is_ignored_and_the_request_answered
         [sized + last],
         [chunked + plain + sized + last],  # pipelined, the upgrade asked for before and after others
         [sized[: -len(body)], body[:5], body[5:] + last],  # the body in later reads, as a JDK client sends it
+        # a request after the one that closes the connection is not an error: the parser read again after the upgrade
+        # lacked uvicorn's leniency for it, and the closing request lost its answer to a 400
+        [sized + last + plain],
     ]:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             for part in parts:
                 sock.sendall(part)
                 time.sleep(0.05)
             answers = answers_until_closed(sock)
-        expected_count = sum(part.count(b"POST ") for part in parts)
+        expected_count = b"".join(parts).split(b"Connection: close")[0].count(b"POST ")  # none after the closing one
         assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * expected_count, (parts, answers)
         assert all(same_answers(answer, expected) for _, answer in answers)
 

@@ -24,6 +24,7 @@ answered waits for that answer, and nothing more of the connection is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections import deque
@@ -105,6 +106,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             data, self._after_head = self._head_again + data[self._after_head :], None
             self._head_again = None
             self.parser = httptools.HttpRequestParser(self)  # the old one takes what follows for the new protocol
+            with contextlib.suppress(AttributeError):  # httptools < 0.6.3; uvicorn sets it on its own parser too
+                # bytes after a `Connection: close` request are not an error: that request is still answered
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
             super().data_received(data)
         if self._head_again is not None:  # a uvicorn that no longer reports where the head ended: refused, not hung
             self._head_again = None
@@ -187,7 +191,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._refusal_due is not None and self.transport.is_closing():  # the answer closed the connection
             self._refusal_due = None
-        elif self._refusal_due is not None and not self.pipeline:
+        elif self._refusal_due is not None and not self.pipeline and not self._answering():
+            # uvicorn has just started the last pipelined request (the pipeline is empty, its answer not yet sent)
             answer, kind = self._refusal_due
             self._on_refusal(kind)
             self._answer_and_close(answer)
