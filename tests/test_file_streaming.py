@@ -18,6 +18,7 @@ import pytest
 from conftest import PINNED_FP32 as PINNED
 from conftest import ROOT, run_cli
 from fastsentiment import Classifier
+from fastsentiment.errors import InputError
 from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.rows import RowSource, clean_fields
 from fastsentiment.jobs.sinks import OutputColumns, SchemaMismatch
@@ -201,6 +202,29 @@ def test_a_second_run_on_an_output_being_written_is_refused_and_the_first_finish
         first.kill()
     assert first.returncode == 0, stderr.decode()[-2000:]
     assert not journal.exists() and [int(row["id"]) for row in read_output(out)] == list(range(rows))
+
+
+def test_a_journal_is_held_by_one_writer_in_a_process_too_and_let_go_however_its_run_ends(tmp_path):
+    """The lock was a process's (lockf): a second journal on the same output in one process (the Python API run
+    twice) took it too; and a journal refused while it started kept it, so the run that followed was told that
+    another was writing."""
+    out, columns = tmp_path / "out.csv", OutputColumns(["NEGATIVE", "POSITIVE"])
+    record = [{"line": 1, "text": "t", "label": "POSITIVE", "error": None}]
+    first = ChunkJournal(out, {"input": "test"}, resume=False, columns=columns)
+    first.commit(record, {"offset": 1, "lines": 1}, failed=0)
+    busy = f"another run is writing {out} \\(out.csv.partial/ is locked\\)"
+    for resume in (True, False):
+        with pytest.raises(InputError, match=busy):
+            ChunkJournal(out, {"input": "test"}, resume=resume, columns=columns)
+    first.release()
+    with pytest.raises(InputError, match="holds an interrupted run"):  # refused after taking the lock
+        ChunkJournal(out, {"input": "test"}, resume=False, columns=columns)
+    with pytest.raises(InputError, match="changed since the interrupted run"):
+        ChunkJournal(out, {"input": "other"}, resume=True, columns=columns)
+    resumed = ChunkJournal(out, {"input": "test"}, resume=True, columns=columns)
+    assert resumed.rows == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["out.csv.partial"]
+    resumed.finish()
+    assert read_output(out)[0]["label"] == "POSITIVE" and not (tmp_path / "out.csv.partial").exists()
 
 
 def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
@@ -554,11 +578,12 @@ def test_a_resumed_parquet_output_keeps_a_type_found_after_its_first_part(tmp_pa
     interrupted = ChunkJournal(out, identity, resume=False, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     interrupted.commit(records(1, [None, None]), {"offset": 10, "lines": 2}, failed=0)
     interrupted.commit(records(3, [7, None]), {"offset": 20, "lines": 4}, failed=0)
+    interrupted.release()  # as the run's end does, however it ends
 
+    failing = ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     with pytest.raises(SchemaMismatch, match="rows 5-5: column 'n' holds string values where earlier rows hold int64"):
-        ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"])).commit(
-            records(5, ["seven"]), {"offset": 30, "lines": 5}, failed=0
-        )
+        failing.commit(records(5, ["seven"]), {"offset": 30, "lines": 5}, failed=0)
+    failing.release()
     resumed = ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     resumed.commit(records(5, [8]), {"offset": 30, "lines": 5}, failed=0)
     resumed.finish()
@@ -929,6 +954,7 @@ def test_a_resumed_tsv_output_keeps_columns_whose_names_hold_a_tab_or_line_break
 
     interrupted = ChunkJournal(out, identity, resume=False, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     interrupted.commit(records(1, 2), {"offset": 10, "lines": 2}, failed=0)
+    interrupted.release()
     resumed = ChunkJournal(out, identity, resume=True, columns=OutputColumns(["NEGATIVE", "POSITIVE"]))
     resumed.commit(records(3, 2), {"offset": 20, "lines": 4}, failed=0)
     resumed.finish()
@@ -946,6 +972,7 @@ def _journal_of_three_parts(out: Path) -> tuple[ChunkJournal, bytes]:
         chunk = [{"line": line, "text": sentence(line), "label": "POSITIVE", "error": None} for line in lines]
         journal.commit(chunk, {"offset": part + 1, "lines": part + 1}, failed=0)
     expected = b"".join((journal.folder / name).read_bytes() for name in journal.parts)
+    journal.release()  # the run stops here
     return journal, expected
 
 
@@ -1040,8 +1067,8 @@ from fastsentiment.jobs.journal import ChunkJournal
 
 saving = ChunkJournal._save
 
-def interrupted(self):
-    saving(self)
+def interrupted(self, *where):
+    saving(self, *where)
     if self.joined >= 1:
         signal.default_int_handler(signal.SIGINT, None)
 
@@ -1076,3 +1103,13 @@ def test_ctrl_c_while_the_parts_are_joined_says_that_resume_finishes_the_job(ber
     )
     assert whole.returncode == 0
     assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+def test_a_file_job_without_a_source_is_refused_in_words():
+    """FileJob.source is None for texts given as arguments, which are rows in memory: run as a file job, that was a
+    TypeError from deep inside the row reader."""
+    from fastsentiment.jobs.job import FileJob, ModelOptions
+    from fastsentiment.jobs.run import run_file_job
+
+    with pytest.raises(InputError, match="reads a file, a folder or stdin"):
+        run_file_job(FileJob(source=None), ModelOptions())

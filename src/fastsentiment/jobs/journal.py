@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -72,50 +73,81 @@ class ChunkJournal:
         self.joined_size: int | None = None
         written: list[str] | None = None  # an interrupted run's output columns
         fresh = not self.folder.exists()
-        if not fresh:
-            self._lock = self._locked()
-            if not resume:
-                stream = {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input"))
-                how = (
-                    f"delete the folder ({stream} cannot be read again to continue it)"
-                    if stream
-                    else "delete the folder, or continue it with --resume (a --file run)"
-                )
-                raise InputError(f"{self.folder} holds an interrupted run: {how}")
-            written = self._load()
-        elif resume:
-            check_resumable(out)
-        first = self.folder / self.parts[0] if self.parts else None
-        self.writer: PartWriter = part_writer(self.format, columns, first, written)
-        if fresh:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self.folder.mkdir()
-            except FileExistsError:  # another run on the same output made it a moment ago
-                raise self._busy() from None
-            self._lock = self._locked()
-            self._save()
+        self._lock = None if fresh else self._locked(self.folder)
+        try:
+            if not fresh:
+                if not resume:
+                    stream = {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input"))
+                    how = (
+                        f"delete the folder ({stream} cannot be read again to continue it)"
+                        if stream
+                        else "delete the folder, or continue it with --resume (a --file run)"
+                    )
+                    raise InputError(f"{self.folder} holds an interrupted run: {how}")
+                written = self._load()
+            elif resume:
+                check_resumable(out)
+            first = self.folder / self.parts[0] if self.parts else None
+            self.writer: PartWriter = part_writer(self.format, columns, first, written)
+            if fresh:
+                self._create()
+        except BaseException:
+            self.release()
+            raise
 
-    def _locked(self):
+    def _create(self) -> None:
+        """Make the journal folder whole, its lock taken and its manifest written, under a name of its own and then
+        renamed into place: a second run that finds the folder finds it locked and described, never a folder made a
+        moment ago that it would call an interrupted run or a broken one."""
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.folder.with_name(f".{self.folder.name}-{os.getpid()}-{secrets.token_hex(4)}")
+        staging.mkdir()  # as the folder itself was made: the umask's permissions (mkdtemp's are the owner's alone)
+        try:
+            self._lock = self._locked(staging)
+            self._save(staging)
+            os.rename(staging, self.folder)  # a non-empty folder there (another run's) is not replaced
+        except OSError as error:
+            self.release()
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise self._busy() from None
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone once renamed
+
+    def _locked(self, folder: Path):
         """The journal's lock, held while this run writes it: a second run on the same output (a --resume started
-        while the first still runs, a scheduler's retry) would write the same parts and drop the other's files."""
+        while the first still runs, a scheduler's retry, the Python API twice in one process) would write the same
+        parts and drop the other's files. flock, not lockf: a lock of the open file, which a second open in the same
+        process does not share."""
         try:
-            lock = open(self.folder / LOCK_FILE, "a+b")
+            lock = open(folder / LOCK_FILE, "a+b")
         except FileNotFoundError:  # a run that was writing it finished and removed the folder meanwhile
-            raise InputError(f"another run has just finished writing {self.out}; run again to write it anew") from None
+            raise self._just_finished() from None
         try:
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             lock.close()
             if error.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
             raise self._busy() from None
+        if os.fstat(lock.fileno()).st_nlink == 0:  # locked as the run holding it removed the finished folder
+            lock.close()
+            raise self._just_finished()
         return lock
+
+    def release(self) -> None:
+        """Let another run take the output (this run stops writing: finished, failed or interrupted)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _busy(self) -> InputError:
         return InputError(
             f"another run is writing {self.out} ({self.folder.name}/ is locked): wait for it to end, or stop it"
         )
+
+    def _just_finished(self) -> InputError:
+        return InputError(f"another run has just finished writing {self.out}; run again to write it anew")
 
     @property
     def resumed(self) -> bool:
@@ -168,7 +200,7 @@ class ChunkJournal:
         first = self.folder / self.parts[0] if self.parts else None
         if first is not None and not first.exists() and self.out.exists():
             shutil.rmtree(self.folder)  # killed after the joined first part became OUT: only the folder was left
-            self._lock.close()
+            self.release()
             return
         try:
             if first is not None and self.writer.concatenates:
@@ -184,7 +216,7 @@ class ChunkJournal:
         except OSError as error:
             raise self._unfinished(error) from None
         shutil.rmtree(self.folder)
-        self._lock.close()
+        self.release()
 
     def _join_in_place(self, first: Path) -> Path:
         """Append every later part to the first, each dropped once the manifest counts it as joined; return the first.
@@ -239,9 +271,11 @@ class ChunkJournal:
     def discard(self) -> None:
         """Drop the journal of a run that can never be resumed (its output cannot be written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
-        self._lock.close()
+        self.release()
 
-    def _save(self) -> None:
+    def _save(self, folder: Path | None = None) -> None:
+        """Write the manifest in the journal folder (or `folder`, where it is made)."""
+        folder = folder or self.folder
         manifest = {
             "version": MANIFEST_VERSION,
             "identity": self.identity,
@@ -254,9 +288,9 @@ class ChunkJournal:
             "joined": self.joined,
             "joined_size": self.joined_size,
         }
-        scratch = self.folder / ".manifest.json.tmp"
+        scratch = folder / ".manifest.json.tmp"
         scratch.write_text(json.dumps(manifest, indent=1))
-        _durable_replace(scratch, self.folder / "manifest.json")
+        _durable_replace(scratch, folder / "manifest.json")
 
     def _load(self) -> list[str] | None:
         """Take an interrupted run's state from its manifest; return the output columns it recorded."""

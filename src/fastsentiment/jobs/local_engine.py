@@ -46,6 +46,21 @@ def classify_file(
     journal = ChunkJournal(out, {**job_identity(clf, rows), "long_text": asdict(long_text)}, resume, columns)
     if journal.resumed:
         sys.stderr.write(f"resuming after {journal.rows} rows ({len(journal.parts)} chunks already written)\n")
+    try:
+        return _classify_into(clf, rows, journal, chunk_rows, long_text, progress, out)
+    finally:
+        journal.release()  # finished, failed or interrupted: another run may take the output
+
+
+def _classify_into(
+    clf: Classifier,
+    rows: RowSource,
+    journal: ChunkJournal,
+    chunk_rows: int,
+    long_text: LongText,
+    progress: bool,
+    out: Path,
+) -> int:
     commit = _committer(clf, journal, lambda chunk: rows.position, long_text.reports_lengths)
     with _Progress(rows, progress, already=journal.rows, start=journal.position) as advance:
         try:
@@ -102,10 +117,10 @@ def classify_rows(
     commit = _committer(clf, journal, lambda chunk: {"rows": chunk[-1].line}, long_text.reports_lengths)
     try:
         _classify_chunks(clf, rows, CHUNK_ROWS, commit, long_text)
+        journal.finish()
     except BaseException:
         journal.discard()  # texts given as arguments cannot be resumed
         raise
-    journal.finish()
     return journal.failed
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
+from fastsentiment.errors import InputError
 from fastsentiment.jobs.job import FileJob, ModelOptions
 
 
 def run_file_job(job: FileJob, options: ModelOptions) -> int:
     """Run the job on its engine; return how many rows could not be classified."""
+    if job.source is None:  # texts given as arguments are rows in memory (local_engine.classify_rows), not a file
+        raise InputError("run_file_job reads a file, a folder or stdin ('-'): give its source")
     job.check()
     options = replace(options, tune=options.tune or job.worth_tuning)
     if job.resume and job.out is not None and options.backend == "auto":
