@@ -318,6 +318,16 @@ def test_bad_requests_get_clear_4xx_and_do_not_disturb_others(server, content, s
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_a_stride_the_models_windows_have_no_room_for_is_refused_as_a_parameter(server):
+    """Checked only when the windows were cut, its error lacked the `parameters:` every other setting's error has."""
+    body = {"inputs": "good film", "parameters": {"long_text": "chunk", "stride": 100}}
+    refused = httpx.post(f"{server.url}/predict", json=body, timeout=30)
+    assert (refused.status_code, refused.json()["error"]) == (
+        422,
+        "parameters: stride must be between 0 and 61 tokens for windows of 64 tokens",
+    )
+
+
 def test_a_text_its_tokenizer_keeps_nothing_of_is_refused_by_its_place_in_the_request(server):
     """Combining marks alone (a BERT tokenizer strips them with the accents) left the model [CLS] [SEP] to score."""
     for parameters in ({}, {"long_text": "chunk"}):

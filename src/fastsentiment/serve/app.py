@@ -37,7 +37,7 @@ from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import Metrics
 from fastsentiment.texts import has_undecodable, text_problem
 from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
-from fastsentiment.windows import check_options, with_truncation
+from fastsentiment.windows import with_truncation
 
 log = logging.getLogger("fastsentiment.serve")
 T = TypeVar("T")
@@ -205,7 +205,7 @@ class PredictEndpoint:
             check_text(index, text)
         parameters = request.parameters or Parameters()
         try:
-            long_text, function, top_k = _settings(request, parameters)
+            long_text, function, top_k = _settings(request, parameters, classifier.encoder)
         except InputError as error:
             raise ApiError(422, "validation", f"parameters: {error}") from None
         with self.metrics.time_request():
@@ -543,7 +543,9 @@ class _PredictFirst(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str | None, int | None]:
+def _settings(
+    request: PredictRequest, parameters: Parameters, encoder: TextEncoder
+) -> tuple[str, str | None, int | None]:
     """The long-text handling, score function and top_k a request asks for, refusing the ones it asks for twice
     over in ways that disagree (the Python API refuses the same)."""
     long_text = with_truncation(parameters.long_text or "truncate", parameters.truncation)  # as the Python API
@@ -554,7 +556,7 @@ def _settings(request: PredictRequest, parameters: Parameters) -> tuple[str, str
         long_text = "error"  # TEI's refusal; its clients send false by default, so windows asked for still win
     if request.truncate is True and long_text != "truncate":
         raise InputError(f"truncate is true at the top level and long_text (or truncation) asks for {long_text!r}")
-    check_options(long_text, parameters.stride, parameters.aggregate, None)  # the stride's room: in split
+    encoder.check_options(long_text, parameters.stride, parameters.aggregate)  # the stride's room in its windows too
     function = function_name(parameters.function_to_apply)
     if request.raw_scores and function not in (None, "none"):
         raise InputError(f"raw_scores gives logits; function_to_apply {parameters.function_to_apply!r} asks otherwise")
