@@ -6,7 +6,8 @@ and renamed, so a run killed at any instant leaves either the previous state or 
 `finish` joins the parts into `OUT` (again by rename) and removes the folder. Text parts are joined
 in place, each appended to the first and then dropped, so finishing needs room for one part more,
 not a second copy of the output; the manifest records how far the joining got, so a run killed
-while joining leaves parts that --resume joins on from, never a half-written `OUT`.
+while joining leaves parts that --resume joins on from, never a half-written `OUT`. A run holds a lock on the folder
+(its `.lock` file) for as long as it writes there, so that two runs never write one output.
 """
 
 from __future__ import annotations
