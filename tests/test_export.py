@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import coreml_program, run_cli
+from conftest import ROOT, coreml_program, run_cli
 from tiny_models import build_model
 
 LAYERS, HEADS = 2, 4
@@ -400,3 +400,23 @@ def test_ctrl_c_while_coremltools_imports_is_an_interrupt_once_the_import_is_who
                 pass
             finished.append(True)
     assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_coreml_package_that_does_not_fit_on_its_disk_is_one_line_and_leaves_nothing(ane_source, tmp_path):
+    """coremltools' copy into place failed with shutil.Error's list of every file it missed (one line of temporary
+    paths, exit 1), and left the partial package beside the target."""
+    pytest.importorskip("coremltools")
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
+    export = f"{sys.executable} -m fastsentiment export coreml {ane_source} small/x.mlpackage --seq-lengths 16"
+    script = f"""
+        cd {tmp_path} && mkdir small && mount -t tmpfs -o size=48k tmpfs small || exit 99
+        {export} 2>full.err; echo $? > full.rc; ls -A small > full.ls
+    """
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
+    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
+    assert (tmp_path / "full.rc").read_text().strip() == "2"
+    assert (tmp_path / "full.err").read_text().splitlines()[-1] == (
+        "error: cannot write small/x.mlpackage: No space left on device"
+    )
+    assert (tmp_path / "full.ls").read_text() == ""

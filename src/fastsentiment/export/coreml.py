@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from fastsentiment.errors import InputError, missing_extra
+from fastsentiment.errors import FastSentimentError, InputError, missing_extra
 from fastsentiment.models import ModelDir
 from fastsentiment.models.architectures import ane_layout_problem
 from fastsentiment.outputs import check_output_place, through_link
@@ -97,10 +97,24 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     # Saved beside the target first, so that a failed save leaves an earlier package whole.
     partial = target.with_name(f".{target.stem}.partial.mlpackage")  # coremltools insists on the suffix
     shutil.rmtree(partial, ignore_errors=True)
-    converted.save(str(partial))
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    try:
+        converted.save(str(partial))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    except OSError as error:  # a full disk: coremltools' copy fails with shutil.Error's list of every file it missed
+        shutil.rmtree(partial, ignore_errors=True)
+        raise FastSentimentError(f"cannot write {target}: {_reason(error)}") from None
     return target
+
+
+def _reason(error: OSError) -> str:
+    """Why a write failed, in the system's words: shutil.Error carries (source, target, "[Errno 28] No space left on
+    device: '…'") for each file it could not copy; the first one's is the reason."""
+    if error.strerror:
+        return error.strerror
+    failures = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    text = str(failures[0][2]) if failures and len(failures[0]) == 3 else str(error)
+    return text.split("] ", 1)[-1].split(": '", 1)[0]
 
 
 def import_coremltools():
