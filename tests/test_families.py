@@ -276,7 +276,9 @@ def test_the_coreml_backend_exports_lengths_each_model_takes(family_model, tmp_p
     assert package_lengths(roberta, 128) == [32, 64] and package_lengths(deberta, 128) == [64]
     package = tmp_path / "deberta.mlpackage"
     lengths = ",".join(map(str, package_lengths(deberta, 128)))
-    assert run_cli("export", "coreml", str(deberta.path), str(package), "--seq-lengths", lengths).returncode == 0
+    exported = run_cli("export", "coreml", str(deberta.path), str(package), "--seq-lengths", lengths)
+    # quietly: the tracer's warnings about DeBERTa-v2's shape arithmetic were a dozen lines around the command's one
+    assert (exported.returncode, exported.stderr.decode()) == (0, ""), exported.stderr.decode()[-2000:]
 
 
 def test_a_deberta_v2_package_of_several_lengths_is_refused_in_one_line(family_model, tmp_path):

@@ -66,14 +66,18 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
         def forward(self, input_ids, attention_mask):
             return self.network(input_ids, attention_mask)
 
+    import warnings
+
     example = torch.ones((1, lengths[-1]), dtype=torch.int32)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # the tracer warns of Python arithmetic on shapes (DeBERTa-v2's relative positions), which the lengths the
+        # package is made for fix: a dozen lines of noise around the command's one line
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(Int32Inputs().eval(), (example, example))
     if len(lengths) == 1:
         shape = (1, lengths[0])
     else:
         shape = ct.EnumeratedShapes(shapes=[(1, n) for n in lengths], default=(1, lengths[-1]))
-    import warnings
 
     # Quiet: coremltools draws a progress bar for each of its passes over the graph (a dozen lines in a log) and
     # warns that torch 2.13 is newer than it was tested with. An error still raises, with its own message.
