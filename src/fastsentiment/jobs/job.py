@@ -65,7 +65,7 @@ class FileJob:
         """Every combination of options that cannot work, refused before anything is loaded."""
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; choose local or ray")
-        if self.source not in (None, "-") and not Path(self.source).exists():
+        if self.path is not None and not self.path.exists():
             raise InputError(missing_input(self.source))
         if self.source == "-" and sys.stdin is None:  # started with stdin closed (`<&-`; some daemons)
             raise InputError("stdin is closed: give texts as arguments, or a --file")
@@ -80,12 +80,8 @@ class FileJob:
             check_resumable(self.out)  # before the model loads
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
-        if self.column is not None and (self.source in (None, "-") or _holds_plain_text(self.source)):
-            where = (
-                ""
-                if self.source in (None, "-")
-                else f"; {self.source} {'holds' if Path(self.source).is_dir() else 'is'} plain text"
-            )
+        if self.column is not None and (self.path is None or _holds_plain_text(self.source)):
+            where = "" if self.path is None else f"; {self.source} {'holds' if self.path.is_dir() else 'is'} plain text"
             raise InputError(f"--column names the text column of .csv, .tsv, .jsonl or .parquet files{where}")
         if self.engine == "ray":
             if self.source is None or is_stream(self.source) or self.out is None:
@@ -106,15 +102,20 @@ class FileJob:
             if self.engine != "ray" and output_format(self.out) == "parquet":
                 import_parquet("writing Parquet files")  # before the model loads
             check_output_place(self.out, folder=self.engine == "ray")
-            if self.source not in (None, "-") and _same_place(Path(self.source), self.out):
+            if self.path is not None and _same_place(self.path, self.out):
                 raise InputError(f"--out {self.out} is the input itself: it would be overwritten; choose another path")
+
+    @property
+    def path(self) -> Path | None:
+        """The input file or folder; None for stdin ('-') and texts given as arguments."""
+        return None if self.source in (None, "-") else Path(self.source)
 
     @property
     def worth_tuning(self) -> bool:
         """Whether this job is large enough for `auto` to be measured before it runs."""
-        if self.source is None or is_stream(self.source):
+        path = self.path
+        if path is None or is_stream(path):
             return False
-        path = Path(self.source)
         size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
         return size >= TUNE_WORTH_BYTES
 
