@@ -63,6 +63,16 @@ def test_stdin_lines_are_classified_and_bad_lines_named(bert_dir, dash):
     assert "Traceback" not in stderr
 
 
+def test_a_dash_among_texts_is_refused_not_classified_as_the_text_dash(bert_dir):
+    """`classify - good` classified "-" and "good", reading nothing from stdin."""
+    result = run_cli("classify", "-", "good", "--model", str(bert_dir), input=b"bad film\n")
+    assert (result.returncode, result.stdout, result.stderr.decode()) == (
+        2,
+        b"",
+        "error: - reads the texts from stdin; give it alone, not among texts given as arguments\n",
+    )
+
+
 @pytest.mark.parametrize("text", ["", "   "])
 def test_an_empty_argument_is_its_own_error_and_the_others_are_classified(bert_dir, text):
     """As a file's lines are: the error is named, the others are answered, the exit code says something failed."""
@@ -477,6 +487,27 @@ def test_evaluate_reads_data_as_classify_and_train_do(bert_dir, tmp_path):
         2,
         f"error: {data}, line 3: unknown label '1.5'; expected one of NEGATIVE, POSITIVE or a class id\n",
     )
+
+
+def test_evaluate_on_named_labels_with_a_model_of_unnamed_classes_points_to_labels(tmp_path):
+    """A model whose config says LABEL_0, LABEL_1 met a file labelled negative/positive: "unknown label", and no
+    word of the option that names the classes."""
+    from tiny_models import build_model
+
+    model = build_model(tmp_path / "generic", "bert", labels=("LABEL_0", "LABEL_1"))
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\ngood film\tpositive\nbad film\tnegative\n")
+    result = run_cli("evaluate", str(data), "--model", str(model), "--backend", "onnx")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {data}, line 2: unknown label 'positive'; expected one of LABEL_0, LABEL_1 or a class id (the "
+        "model's classes have no names of their own: --labels names them in class-id order)\n",
+    )
+    result = run_cli(
+        "evaluate", str(data), "--model", str(model), "--backend", "onnx", "--labels", "negative,positive", "--json"
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["examples"] == 2
 
 
 def test_evaluate_names_long_texts_by_their_line_and_counts_them(bert_dir, tmp_path):

@@ -227,6 +227,25 @@ def test_an_openvino_export_whose_weights_cannot_be_written_leaves_nothing_half_
 
 
 @pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_an_export_that_does_not_fit_on_its_disk_says_so_and_leaves_nothing(bert_dir, tmp_path, kind):
+    """OpenVINO's writer reports a full disk as "basic_ios::clear: iostream error", without the system's reason."""
+    pytest.importorskip(kind)
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
+    suffix = {"onnx": ".onnx", "openvino": ".xml"}[kind]
+    export = f"{sys.executable} -m fastsentiment export {kind} {bert_dir} small/model{suffix}"
+    script = f"""
+        cd {tmp_path} && mkdir small && mount -t tmpfs -o size=48k tmpfs small || exit 99
+        FASTSENTIMENT_CACHE={tmp_path / "cache"} {export} 2>full.err; echo $? > full.rc; ls -A small > full.ls
+    """
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
+    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
+    assert (tmp_path / "full.rc").read_text().strip() == "2"
+    assert (tmp_path / "full.err").read_text().splitlines()[-1].endswith(": No space left on device")
+    assert (tmp_path / "full.ls").read_text() == ""
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
 def test_an_export_onto_a_link_writes_where_it_points_and_keeps_the_link(bert_dir, tmp_path, kind):
     """The files were moved onto the link's own name: the link became a file and what it named was left stale."""
     suffix = {"onnx": ".onnx", "openvino": ".xml"}[kind]

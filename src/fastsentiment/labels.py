@@ -20,6 +20,8 @@ def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
     if (number := class_id(text)) is not None:
         return number
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
+    if names and list(names) == generic_names(len(names)):
+        known += " (the model's classes have no names of their own: --labels names them in class-id order)"
     raise InputError(f"{where}: unknown label {text!r}; {known}")
 
 

@@ -81,6 +81,8 @@ def classify(
 
     if texts == ["-"]:  # as cat and grep read it: stdin, not the text "-"
         texts = []
+    elif texts and "-" in texts:
+        raise InputError("- reads the texts from stdin; give it alone, not among texts given as arguments")
     if texts and file:
         raise InputError("give texts as arguments or --file, not both")
     # Texts given as arguments are a one-off call, where start-up dominates; files and stdin are batched work.

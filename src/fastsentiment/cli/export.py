@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -95,10 +96,20 @@ def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -
             os.replace(scratch / name, target)
     except OSError as error:
         raise FastSentimentError(f"cannot write {target}: {error.strerror or error}") from None
-    except RuntimeError as error:  # OpenVINO's writer reports a failed write this way
-        raise FastSentimentError(f"cannot write {out}: {first_line(error)}") from None
+    except RuntimeError as error:  # OpenVINO's writer reports a failed write this way, without the system's reason
+        reason = os.strerror(errno.ENOSPC) if _disk_full(scratch) else first_line(error)
+        raise FastSentimentError(f"cannot write {out}: {reason}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system holding `folder` has no block left for this user: what a write that failed there
+    ran into, where the writer's error says only that its stream failed ("basic_ios::clear: iostream error")."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 @export_app.command("coreml")
