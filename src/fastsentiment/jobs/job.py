@@ -18,6 +18,9 @@ RAY_OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
 # named so that it can be refused (Ray writes no TSV) rather than filled with Parquet files. Others: Parquet.
 RAY_OUTPUT_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}
 CHUNK_ROWS = 2048
+# A chunk also ends once its texts hold this many characters (at most twice this with its last row): a chunk's
+# texts are tokenised together, at about 130 bytes a character, so 2048 documents of 100,000 characters held 26 GB.
+CHUNK_CHARS = 1_000_000
 # A file this large keeps the model busy for tens of seconds or more, so measuring what `auto` is pays back.
 TUNE_WORTH_BYTES = 1 << 20
 

@@ -11,11 +11,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
-from itertools import islice
 from pathlib import Path
 
 from fastsentiment.classifier import Classifier
-from fastsentiment.jobs.job import CHUNK_ROWS
+from fastsentiment.jobs.job import CHUNK_CHARS, CHUNK_ROWS
 from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
 from fastsentiment.jobs.rows import Row, RowSource
@@ -193,9 +192,18 @@ def _classify_chunks(
     return failed
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
+def _chunks(rows: Iterable[Row], size: int, max_chars: int = CHUNK_CHARS) -> Iterator[list[Row]]:
+    """Rows `size` at a time, or fewer once their texts hold `max_chars` characters. A chunk ends on its last row,
+    never on a row read ahead: the source's position after a chunk is where a resumed run starts."""
+    chunk: list[Row] = []
+    chars = 0
+    for row in rows:
+        chunk.append(row)
+        chars += len(row.text or "")
+        if len(chunk) == size or chars >= max_chars:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
         yield chunk
 
 
