@@ -659,6 +659,18 @@ def test_explain_profiles_a_model_of_a_small_vocabulary(tmp_path):
     assert json.loads(result.stdout)["nodes per execution provider"].keys() == {"CPUExecutionProvider"}
 
 
+def test_a_model_of_fewer_than_eight_positions_exports_and_explains(tmp_path):
+    """The ONNX export traced, and `explain` profiled, eight tokens: a model with fewer positions was a traceback."""
+    from tiny_models import build_model
+
+    model = build_model(tmp_path / "short", "bert", max_positions=6)
+    env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
+    for backend in ("onnx", "openvino"):
+        result = run_cli("explain", "-m", str(model), "-b", backend, "-p", "fp32", "--json", env=env)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert json.loads(result.stdout)["backend"] == backend
+
+
 def test_jsonl_records_without_a_text_field_name_the_fields_looked_for_and_the_option(bert_dir, tmp_path):
     source = tmp_path / "reviews.jsonl"
     source.write_text('{"review": "good film", "label": 1}\n{"text": "bad film", "label": 0}\n')

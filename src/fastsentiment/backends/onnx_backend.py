@@ -118,8 +118,12 @@ class OnnxBackend:
         options.enable_profiling = True
         with tempfile.TemporaryDirectory() as scratch:
             options.profile_file_prefix = str(Path(scratch) / "profile")
-            session = onnxruntime.InferenceSession(str(self.path), options, providers=self._session.get_providers())
-            ids = np.zeros((1, 8), dtype=np.int64)  # token 0 is in every vocabulary, however small
+            # With each provider's options: the names alone would profile a load on cuda:1 on GPU 0.
+            provider_options = self._session.get_provider_options()
+            providers = [(name, provider_options.get(name, {})) for name in self._session.get_providers()]
+            session = onnxruntime.InferenceSession(str(self.path), options, providers=providers)
+            # Token 0 is in every vocabulary, however small; two positions, in every model, however few it has.
+            ids = np.zeros((1, 2), dtype=np.int64)
             session.run(["logits"], graph_feeds(self._feeds, ids, np.ones_like(ids)))
             events = json.loads(Path(session.end_profiling()).read_text())
         nodes = {}

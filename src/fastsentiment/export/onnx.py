@@ -149,7 +149,7 @@ def _export_fp32(model: ModelDir, target: Path) -> None:
     transformers.utils.logging.disable_progress_bar()
     network = load_network(model, dtype=torch.float32, attn_implementation="eager").eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
-    example = torch.ones((2, 8), dtype=torch.int64)
+    example = torch.ones((2, min(8, model.max_length)), dtype=torch.int64)  # within the model's positions
     inputs = tuple(example if name != "token_type_ids" else torch.zeros_like(example) for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
