@@ -647,6 +647,27 @@ def test_explain_says_what_auto_with_a_precision_stood_for(bert_dir, tmp_path):
         )
 
 
+def test_explain_reports_the_auto_of_the_workload_asked_for(bert_dir, tmp_path, monkeypatch):
+    """`explain` loaded and named `auto`'s throughput choice only, while `classify "a text"` runs the start one."""
+    from fastsentiment.backends.auto import choose
+    from fastsentiment.models import resolve_model
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    for workload in ("throughput", "latency", "start"):
+        result = run_cli("explain", "-m", str(bert_dir), "--workload", workload, "--json")
+        assert result.returncode == 0, result.stderr.decode()
+        report = json.loads(result.stdout)
+        expected = choose(resolve_model(str(bert_dir)), "auto", workload)
+        assert report["auto"] == f"{expected.config} ({expected.reason})"
+        assert f"{report['backend']}:{report['precision']}" == expected.config
+        assert report["workload"].startswith(f"{workload} (")
+    result = run_cli("explain", "-m", str(bert_dir), "--workload", "fastest")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        "error: --workload must be one of throughput, latency, start, got 'fastest'\n",
+    )
+
+
 def test_explain_profiles_a_model_of_a_small_vocabulary(tmp_path):
     """ONNX Runtime's profile ran token 101 (BERT's [CLS]): a vocabulary of fewer tokens was a traceback."""
     from tiny_models import build_model

@@ -8,6 +8,7 @@ import typer
 
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import BackendOption, DeviceOption, ModelOption, PrecisionOption
+from fastsentiment.errors import InputError
 
 
 @app.command()
@@ -16,19 +17,31 @@ def explain(
     backend: BackendOption = "auto",
     device: DeviceOption = "auto",
     precision: PrecisionOption = None,
+    workload: str = typer.Option(
+        "throughput",
+        "--workload",
+        help="What `auto` is chosen for: throughput (files, stdin, serve), latency (interactive) or start (texts "
+        "given as arguments).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Report where the model's operations run: providers, devices, precision actually used."""
     from fastsentiment.backends import load_backend
+    from fastsentiment.backends.base import WORKLOADS
     from fastsentiment.backends.registry import auto_choice, named_precision
+    from fastsentiment.cli.info import AUTO_WORKLOADS
     from fastsentiment.models import resolve_model
 
+    if workload not in WORKLOADS:
+        raise InputError(f"--workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     model_dir = resolve_model(model)
-    runtime = load_backend(model_dir, backend, device, precision)
+    runtime = load_backend(model_dir, backend, device, precision, workload=workload)
     report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device}
     name, precision = named_precision(backend, precision)
     if name == "auto":  # what it stood for here and why (with a precision too: "auto:bf16" said nothing)
-        choice = auto_choice(model_dir, device, precision)
+        choice = auto_choice(model_dir, device, precision, workload)
+        # `auto` differs by workload: `classify "a text"` may run another backend than a file job
+        report["workload"] = f"{workload} ({AUTO_WORKLOADS[workload]})"
         report["auto"] = f"{choice.config} ({choice.reason})"
     report.update(runtime.explain())
     if as_json:
