@@ -457,3 +457,14 @@ print(sorted(set(answers)), logging.root.manager.disable)
     labels, disabled = result.stdout.strip().rsplit(" ", 1)
     assert len(eval(labels)) == 1 and eval(labels)[0] in ("NEGATIVE", "POSITIVE"), labels
     assert disabled == "0"
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "error", "chunk"])
+def test_names_of_another_count_than_the_texts_are_refused(bert_dir, long_text):
+    """One name short was a ValueError from zip (truncate, error) or taken silently (chunk), naming the wrong text
+    in a later message."""
+    clf = Classifier.load(bert_dir, backend="onnx", precision="fp32")
+    with pytest.raises(InputError, match=r"^names: 1 for 2 texts; give one name per text$"):
+        clf.predict(["good", "bad"], names=["first"], long_text=long_text)
+    named = clf.predict(["good", "bad"], names=["a", "b"], long_text=long_text)
+    assert [p.label for p in named] == [p.label for p in clf.predict(["good", "bad"])]

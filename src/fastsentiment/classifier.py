@@ -314,6 +314,8 @@ class Classifier:
         (default: one for this call) under `names` (default "input 1", "input 2", ...)."""
         stride, _ = self.encoder.check_options(long_text, stride, None)
         check_texts(texts)
+        if names is not None and len(names) != len(texts):
+            raise InputError(f"names: {len(names)} for {len(texts)} texts; give one name per text")
         encodings = self.encoder.encodings(texts)
         tokens = [len(encoding.ids) for encoding in encodings]
         for index, count in enumerate(tokens):
