@@ -214,8 +214,18 @@ def auto_choice(
 ) -> Choice:
     """What "auto" stands for and why: with a precision given, the fastest faithful backend measured with it (the
     cached decision's table, measured first if `measure` and none is cached), else the unmeasured choice where it
-    has that precision, else the first backend that has it; without, `auto.choose`'s."""
-    from fastsentiment.backends.auto import Choice, choose, measured_with_precision
+    has that precision, else the first backend `auto` chooses from that has it and was not measured below the
+    fidelity bar; an error where every path measured with it was; without a precision, `auto.choose`'s."""
+    from fastsentiment.backends.auto import (
+        Choice,
+        below_the_bar,
+        cached_decision,
+        candidates,
+        choose,
+        measured_configs,
+        measured_with_precision,
+        rejected_configs,
+    )
 
     if precision is None:
         return choose(model, device, workload, measure, threads)
@@ -225,18 +235,48 @@ def auto_choice(
         measured = measured_with_precision(model, device, precision, workload, threads)
     if measured is not None:
         return measured
+    decision = cached_decision(model, device, threads=threads) or {}
+    refusal = below_the_bar(decision, precision, device, model) if decision else None
+    if refusal:
+        raise BackendError(refusal)
     unmeasured = choose(model, device, workload, threads=threads)
     if unmeasured.precision == precision:  # the interim choice has it: "auto:bf16" is then plain auto
         return unmeasured
+    rejected, measured_here = rejected_configs(decision), measured_configs(decision, precision)
+    # The paths `tune` measures, where any runs on the device: a backend it leaves out (ane: 16x slower than torch on
+    # a CPU) is loaded by naming it, not by `auto`; Core ML's ane device has only such backends.
+    tunable_here = bool(candidates(device, model))
+    offered, named_only = set(), []
     for name in backend_names():
         backend = get_backend(name)
-        if precision not in backend.spec.precisions or not availability(name, device, model).runnable:
+        if not availability(name, device, model).runnable:
             continue
-        if backend.spec.precision_runs_on(precision, kind_on(backend, device)):
-            return Choice(
-                name, precision, f"the first backend with {precision}; none measured with it: fastsentiment tune"
-            )
-    raise BackendError(f"no backend that runs here has precision {precision!r}")
+        kind = kind_on(backend, device)
+        if tunable_here and not backend.spec.tunable:
+            if backend.spec.precision_runs_on(precision, kind):
+                named_only.append(name)
+            continue
+        offered |= {other for other in backend.spec.precisions if backend.spec.precision_runs_on(other, kind)}
+        config = f"{name}:{precision}"
+        if not backend.spec.precision_runs_on(precision, kind) or config in rejected:
+            continue
+        if config in measured_here:  # a one-off call, which takes no measured path by speed
+            why = f"the first backend with {precision}, measured faithful {decision['measured_at']}"
+        elif measured_here:
+            why = f"the first backend with {precision}; not measured with it here"
+        else:
+            why = f"the first backend with {precision}; none measured with it: fastsentiment tune"
+        return Choice(name, precision, why)
+    where = "here" if device == "auto" else f"on {device}"
+    others = sorted(offered - {precision})
+    message = f"no backend `auto` chooses from runs {precision} {where}"
+    if others:
+        message += f"; use {others[0] if len(others) == 1 else ', '.join(others[:-1]) + ' or ' + others[-1]}"
+    if named_only:
+        message += f"{', or' if others else ';'} name one that does: -b {' or -b '.join(named_only)}"
+    elif not others:
+        message += f" (see `fastsentiment backends --device {device}`)"
+    raise BackendError(message)
 
 
 def named_precision(name: str, precision: str | None) -> tuple[str, str | None]:

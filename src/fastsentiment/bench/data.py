@@ -58,7 +58,7 @@ def load_bench_data(
         split = _read_table(path, text_column, labels, label_names, text_option)
         return BenchData(str(path), split if split.labels is not None else None, split, split)
     if source == "glue/sst2":
-        return _from_datasets()
+        return _from_datasets(option)
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 
@@ -99,17 +99,18 @@ def _read_table(
     return Split(path.stem, texts, labels, [f"{path.name}, line {row.line}" for row in rows])
 
 
-def _from_datasets() -> BenchData:
+def _from_datasets(option: str) -> BenchData:
     try:
         from datasets import load_dataset
     except ImportError:
         raise InputError(
-            "--data glue/sst2 needs the Python package 'datasets', which is not installed: pip install datasets"
+            f"{option} glue/sst2 needs the Python package 'datasets', which is not installed: pip install datasets"
         ) from None
     try:
         data = load_dataset("glue", "sst2")
     except Exception as error:
-        raise InputError(f"could not load glue/sst2 ({str(error).splitlines()[0]}); offline, pass --data DIR") from None
+        offline = f"{option} FILE" if option == "--calibration" else f"{option} DIR"
+        raise InputError(f"could not load glue/sst2 ({str(error).splitlines()[0]}); offline, pass {offline}") from None
     validation = data["validation"]
     return BenchData(
         "glue/sst2",

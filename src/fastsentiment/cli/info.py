@@ -38,6 +38,13 @@ def models() -> None:
 def backends(
     device: str = typer.Option("auto", "--device", "-d", help="Check availability for this device."),
     model: ModelOption = None,
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="What `auto` is for runs with this many compute threads (`classify --threads`, `tune --threads`) "
+        "\\[default: $FASTSENTIMENT_THREADS, else every usable CPU].",
+    ),
 ) -> None:
     """List every backend and whether it can run on this machine, and if not, why; and what `auto` is."""
     from rich.console import Console
@@ -75,5 +82,5 @@ def backends(
     from fastsentiment.backends.auto import choose
 
     for workload, used_by in AUTO_WORKLOADS.items():
-        choice = choose(model_dir, device, workload)
+        choice = choose(model_dir, device, workload, threads=threads)  # a decision is measured per thread cap
         console.print(f"auto for {workload} ({used_by}): {choice.config} - {choice.reason}", markup=False)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import DeviceOption, ModelOption
 from fastsentiment.errors import InputError
+
+if TYPE_CHECKING:
+    from fastsentiment.backends.auto import Calibration
 
 
 @app.command()
@@ -58,7 +62,7 @@ def tune(
     table = Table(
         "backend:precision", "load s", "sentences/s, shorter half", "sentences/s, longer half", "score",
         "p50 ms (batch 1)", "agreement", "accuracy", "auto",
-        title=f"{escape(model_dir.path.name)} on this machine, {decision['sample']} calibration texts (batch 32; "
+        title=f"{escape(model_dir.path.name)} on this machine, {sample_size(decision, sample)} (batch 32; "
         "score: geometric mean of the two halves' rates)",
     )  # fmt: skip
     for row in decision["table"]:
@@ -95,3 +99,10 @@ def workloads_won(decision: dict) -> dict[str, str]:
         if workload in decision:
             won.setdefault(f"{decision[workload]['backend']}:{decision[workload]['precision']}", []).append(workload)
     return {config: ", ".join(workloads) for config, workloads in won.items()}
+
+
+def sample_size(decision: dict, sample: Calibration) -> str:
+    """The calibration texts measured on, and of how many rows where a longer file was sampled."""
+    if sample.drawn_from is None:
+        return f"{decision['sample']} calibration texts"
+    return f"{decision['sample']} of {sample.drawn_from:,} rows of the calibration file, evenly spaced"
