@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -239,7 +240,14 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         save_file(weights, str(other / "model.safetensors"))
         model = resolve_model(str(other))
     assert auto.cached_decision(model, "cpu") is None
-    assert auto.choose(model, "cpu").reason.startswith("interim")
+    reason = auto.choose(model, "cpu").reason
+    assert reason.startswith("interim")
+    if change == "runtime version":  # said "not yet measured", as if `tune` had never run
+        measured_at, now = decision["measured_at"], importlib.metadata.version("onnxruntime")
+        stale = f"(the decision measured {measured_at} is stale, onnxruntime 0.0.1 then, {now} now: fastsentiment tune)"
+        assert reason.endswith(stale), reason
+    else:  # another machine's or model's decision is no stale one of this: none was measured here
+        assert reason.endswith("(not yet measured: fastsentiment tune)"), reason
     if change == "cpu flags":  # machines sharing a cache keep their decisions side by side (they overwrote them)
         other = auto.tune(model, "cpu", only=FAST_CANDIDATES)
         assert auto.cached_decision(model, "cpu") == other

@@ -155,8 +155,11 @@ class Calibration:
 
 
 # ---- the interim choice ----------------------------------------------------------------------
-def interim_choice(device: str, workload: str, model: ModelDir | None = None) -> Choice:
-    """`auto` before anything was measured: a choice by CPU flags, from the measurements in docs/benchmarks.md.
+def interim_choice(
+    device: str, workload: str, model: ModelDir | None = None, unmeasured: str = "not yet measured"
+) -> Choice:
+    """`auto` before anything was measured: a choice by CPU flags, from the measurements in docs/benchmarks.md
+    (`unmeasured`: why no measured decision holds, as its reason says).
 
     OpenVINO bf16 had the highest batched throughput on both CPUs measured there (AVX-512 bf16 with and without
     AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX.
@@ -167,12 +170,10 @@ def interim_choice(device: str, workload: str, model: ModelDir | None = None) ->
         )
     if workload == "throughput" and cpu_computes_bf16() and _runs("openvino", device, model):
         return Choice(
-            "openvino", "bf16", "interim: this CPU computes bf16 natively (not yet measured: fastsentiment tune)"
+            "openvino", "bf16", f"interim: this CPU computes bf16 natively ({unmeasured}: fastsentiment tune)"
         )
     if _runs("onnx", device, model):
-        return Choice(
-            "onnx", "int8", "interim: fastest start and batch-1 latency (not yet measured: fastsentiment tune)"
-        )
+        return Choice("onnx", "int8", f"interim: fastest start and batch-1 latency ({unmeasured}: fastsentiment tune)")
     return Choice(first_runnable(device, model), None, "interim: the first backend that runs here")
 
 
@@ -217,7 +218,7 @@ def choose(
                 log.warning("auto: measuring the backends for this model on this CPU (once; cached for later runs)")
                 decision = tune(model, device, threads=threads)
     if decision is None:
-        return interim_choice(device, workload, model)
+        return interim_choice(device, workload, model, _unmeasured(model, device, threads))
     chosen = decision.get(workload)
     if chosen is None:
         return interim_choice(device, workload, model)
@@ -402,6 +403,28 @@ def cached_decision(
     if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity), threads):
         return None  # another CPU, runtime version or model: stale
     return decision
+
+
+def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
+    """Why no measured decision holds, in words: none was measured, or what changed since the stored one was (after
+    an upgrade, production otherwise fell back to the interim choice saying it was never measured)."""
+    try:
+        stored = json.loads(decision_path(model, device, threads).read_text())
+        stored_key, measured_at = dict(stored["key"]), str(stored["measured_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "not yet measured"
+    now = decision_key(model, device, str(stored_key.get("calibration", "builtin-v1")), threads)
+    then_runtimes = stored_key.get("runtimes") if isinstance(stored_key.get("runtimes"), dict) else {}
+    changes = [
+        f"{package} {then_runtimes.get(package) or 'absent'} then, {version or 'absent'} now"
+        for package, version in now["runtimes"].items()
+        if then_runtimes.get(package) != version
+    ]
+    changes += [f"{field} {stored_key.get(field)} then, {now[field]} now" for field in ("fastsentiment", "cpus")
+                if stored_key.get(field) != now[field]]  # fmt: skip
+    if not changes and stored_key != now:
+        changes = ["another decision format"]
+    return f"the decision measured {measured_at} is stale, {'; '.join(changes)}" if changes else "not yet measured"
 
 
 def _is_path(chosen: object) -> bool:
