@@ -569,6 +569,7 @@ def test_a_measurement_of_another_model_or_thread_cap_waits_for_the_one_running(
     assert "another process is measuring backends on this machine; waiting for it to end" in stderr
     assert stdout.split() == ["onnx", "fp32"]
 
+
 def test_a_decision_is_keyed_by_the_threads_the_backends_compute_with(model, cache, monkeypatch, every_cpu):
     """Backends compute with $FASTSENTIMENT_THREADS where no thread count is given: a decision measured on every
     core is not that process's, and an explicit count still wins over the variable."""

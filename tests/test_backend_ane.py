@@ -1,5 +1,6 @@
 """Our Neural-Engine layout against the Hugging Face model it was converted from."""
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 from fastsentiment import Classifier
 from fastsentiment.models import resolve_model
-from tiny_models import build_model
+from tiny_models import build_model, transformers_logits, with_legacy_layernorm_names
 
 TEXTS = [
     "I like cheese",
@@ -124,6 +125,36 @@ def test_unreadable_or_misfit_weights_are_one_line_from_the_command(bert_dir, tm
             result = run_cli(*args)
             (line,) = result.stderr.decode().splitlines()
             assert result.returncode == 2 and line.startswith(f"error: {model}: {message}"), line
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_layernorm_gamma_and_beta_of_pre_2020_checkpoints_convert_as_transformers_loads_them(
+    bert_dir, tmp_path, weights
+):
+    """Fine-tunes saved before 2020 name their LayerNorm tensors gamma and beta, which transformers renames on load:
+    the converter refused them as lacking LayerNorm.weight and LayerNorm.bias."""
+    from fastsentiment.models.ane.convert import load_hf_state_dict
+
+    model = with_legacy_layernorm_names(Path(shutil.copytree(bert_dir, tmp_path / "legacy")), weights)
+    assert "bert.embeddings.LayerNorm.gamma" in _stored_names(model / weights)
+    assert "bert.embeddings.LayerNorm.weight" in load_hf_state_dict(model / weights)
+    expected = transformers_logits(model, TEXTS)
+    np.testing.assert_allclose(expected, transformers_logits(bert_dir, TEXTS), atol=1e-6)  # transformers renamed
+    assert np.abs(Classifier.load(model, backend="ane", precision="fp32").logits(TEXTS) - expected).max() <= 1e-4
+    if importlib.util.find_spec("coremltools"):  # `export coreml` converts through the same layout
+        from fastsentiment.export.coreml import export_coreml
+
+        assert export_coreml(resolve_model(model), tmp_path / "m.mlpackage", (16,)).is_dir()
+
+
+def _stored_names(weights: Path) -> set[str]:
+    import torch
+    from safetensors import safe_open
+
+    if weights.suffix == ".bin":
+        return set(torch.load(weights, weights_only=True))
+    with safe_open(weights, "np") as tensors:
+        return set(tensors.keys())
 
 
 def test_a_layernorm_weight_of_zero_keeps_its_bias(bert_dir, tmp_path):

@@ -319,6 +319,29 @@ def test_ane_layout_follows_every_deberta_v2_configuration(family_model, texts, 
     assert np.abs(logits - reference).max() <= 3e-5 * max(1.0, float(np.abs(reference).max())), variant
 
 
+def test_a_deberta_v2_config_without_the_keys_transformers_defaults_runs_as_transformers_builds_it(
+    family_model, texts, tmp_path
+):
+    """Without max_position_embeddings the ANE layout was a KeyError traceback (transformers takes 512), and without
+    layer_norm_eps it took BERT's 1e-12 (DebertaV2Config's default is 1e-7)."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from fastsentiment import Classifier
+    from fastsentiment.models import resolve_model
+    from fastsentiment.models.ane import encoder_config
+
+    model = Path(shutil.copytree(family_model("deberta-v2"), tmp_path / "silent"))
+    config = json.loads((model / "config.json").read_text())
+    del config["max_position_embeddings"], config["layer_norm_eps"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert encoder_config(resolve_model(model)).layer_norm_eps == AutoConfig.from_pretrained(model).layer_norm_eps
+    reference = hugging_face_logits(model, texts)
+    logits = Classifier.load(model, backend="ane", precision="fp32", batch_size=16).logits(texts)
+    assert np.abs(logits - reference).max() <= 3e-5 * max(1.0, float(np.abs(reference).max()))
+
+
 def test_an_architecture_without_an_ane_layout_is_refused_in_one_line(family_model, monkeypatch):
     """Every architecture has a Neural-Engine layout today; one added without it is refused by name, with the list
     of those that have one, wherever the layout is asked for."""

@@ -1,11 +1,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
 from fastsentiment.errors import ModelError
 from fastsentiment.models import resolve_model
+from tiny_models import shard_model, transformers_logits
 
 
 def copy_model(source, target):
@@ -92,7 +94,7 @@ LABELS_AT_ODDS = {"id2label": {"0": "ONLY"}, "label2id": {"ONLY": 0}, "num_label
         ),
         ("torch", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
         ("onnx", {"hidden_act": "foo"}, "config.json names 'foo', which transformers does not know"),
-        ("torch", {"layer_norm_eps": "abc"}, "config.json does not describe a model"),
+        ("torch", {"layer_norm_eps": "abc"}, "layer_norm_eps is 'abc': expected a decimal number"),
         # more layers than the weights hold: transformers drew the rest at random (a warning, and answers that
         # changed from load to load)
         ("torch", {"num_hidden_layers": 4}, "the weights lack bert.encoder.layer.2."),
@@ -179,6 +181,20 @@ def test_a_config_with_a_value_no_model_can_have_is_one_line(bert_dir, tmp_path,
     assert message in stderr and stderr.count("\n") == 1, stderr
 
 
+@pytest.mark.parametrize("change", [{"layer_norm_eps": None}, {"layer_norm_eps": "1e-12"}, {"hidden_act": None}])
+def test_a_value_of_a_type_transformers_refuses_is_one_line_on_every_backend(bert_dir, tmp_path, change):
+    """torch said "config.json does not describe a model" (transformers' strict fields); the ANE layout took the
+    value on and ended in a TypeError or ValueError traceback."""
+    model = copy_model(bert_dir, tmp_path / "model")
+    _edit_config(model, **change)
+    ((key, value),) = change.items()
+    for backend in ("ane", "torch"):
+        result = run_cli("classify", "awful film", "--model", str(model), "--backend", backend)
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1, (backend, stderr[-2000:])
+        assert stderr.startswith(f"error: {model / 'config.json'}: {key} is {value!r}: expected "), (backend, stderr)
+
+
 def test_a_tokenizer_config_that_is_not_an_object_is_one_line(bert_dir, tmp_path):
     model = copy_model(bert_dir, tmp_path / "model")
     (model / "tokenizer_config.json").write_text("[1]")
@@ -238,3 +254,79 @@ def test_without_a_home_folder_the_cache_asks_for_its_setting(monkeypatch):
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     with pytest.raises(FastSentimentError, match="no home folder to keep the cache in: set FASTSENTIMENT_CACHE"):
         cache_root()
+
+
+TEXTS = ["I like cheese", "I hate cheesecake", "a", "the film was not good , but the cake was great and i love it"]
+
+
+@pytest.mark.parametrize("pytorch", [False, True], ids=["safetensors", "pytorch_model.bin"])
+def test_a_checkpoint_in_shards_classifies_on_every_backend_as_transformers_loads_it(
+    bert_dir, tmp_path, monkeypatch, pytorch
+):
+    """An index and the shards it names (save_pretrained's max_shard_size) was "has no weights" on every backend."""
+    from fastsentiment import Classifier
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    model = shard_model(bert_dir, tmp_path / "sharded", pytorch=pytorch)
+    loaded = resolve_model(model)
+    assert loaded.weights_path.name == ("pytorch_model.bin.index.json" if pytorch else "model.safetensors.index.json")
+    assert len(loaded.weight_files) > 3 and not (model / "model.safetensors").exists()
+    reference = transformers_logits(model, TEXTS)
+    assert np.abs(reference - transformers_logits(bert_dir, TEXTS)).max() <= 1e-6
+    for backend in ("torch", "onnx", "openvino", "ane"):
+        logits = Classifier.load(model, backend=backend, precision="fp32").logits(TEXTS)
+        whole = Classifier.load(bert_dir, backend=backend, precision="fp32").logits(TEXTS)
+        assert np.abs(logits - whole).max() <= 1e-5, backend
+        assert np.abs(logits - reference).max() <= 1e-4, backend
+
+
+def test_every_shard_is_part_of_the_model_and_of_its_cache_key(bert_dir, tmp_path):
+    model = shard_model(bert_dir, tmp_path / "sharded")
+    shards = sorted(model.glob("model-*-of-*.safetensors"))
+    loaded = resolve_model(model)
+    names = {file.name for file in loaded.files}
+    assert len(shards) > 3 and names >= {"config.json", "model.safetensors.index.json", *(s.name for s in shards)}
+    before = loaded.content_hash
+    last = shards[-1]  # its last bytes are a tensor's
+    last.write_bytes(last.read_bytes()[:-1] + bytes([last.read_bytes()[-1] ^ 1]))
+    assert resolve_model(model).content_hash != before
+
+
+def test_a_shard_index_at_odds_with_its_shards_is_one_line(bert_dir, tmp_path):
+    model = shard_model(bert_dir, tmp_path / "sharded")
+    index = model / "model.safetensors.index.json"
+    content = json.loads(index.read_text())
+    next(model.glob("model-00002-of-*.safetensors")).unlink()
+    with pytest.raises(ModelError, match=r"the weights lack the shard model-00002-of-\d+\.safetensors that"):
+        resolve_model(model)
+    for weight_map in ({}, {"bert.pooler.dense.weight": "../model.safetensors"}, ["model-00001.safetensors"]):
+        index.write_text(json.dumps({**content, "weight_map": weight_map}))
+        with pytest.raises(ModelError, match="expected a weight_map from tensor names to the shard files beside it"):
+            resolve_model(model)
+    index.write_text("{not json")
+    with pytest.raises(ModelError, match="malformed JSON"):
+        resolve_model(model)
+
+
+def test_the_head_of_a_checkpoint_in_shards_is_checked_against_config_json(bert_dir, tmp_path):
+    for pytorch in (False, True):
+        model = shard_model(bert_dir, tmp_path / f"sharded-{pytorch}", pytorch=pytorch)
+        _edit_config(model, **LABELS_AT_ODDS)
+        with pytest.raises(ModelError, match=r"the classifier has 2 outputs in the weights but config\.json names 1"):
+            resolve_model(model)
+
+
+def test_the_hub_download_takes_a_checkpoint_in_shards(bert_dir, tmp_path):
+    """What snapshot_download's allow_patterns let through (huggingface_hub's own filter) holds every file of a
+    sharded model, safetensors or (the fallback of a repository without safetensors) pytorch_model.bin."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from fastsentiment.models.modeldir import HUB_FILES, PYTORCH_HUB_FILES
+
+    for pytorch, patterns in ((False, HUB_FILES), (True, (*HUB_FILES, *PYTORCH_HUB_FILES))):
+        model = shard_model(bert_dir, tmp_path / f"sharded-{pytorch}", pytorch=pytorch)
+        wanted = sorted(file.name for file in resolve_model(model).files)
+        assert sorted(filter_repo_objects(wanted, allow_patterns=list(patterns))) == wanted
+    assert not list(
+        filter_repo_objects(["pytorch_model.bin", "pytorch_model-00001-of-00002.bin"], allow_patterns=list(HUB_FILES))
+    )

@@ -291,3 +291,67 @@ def _spread_labels(model, tokenizer, num_labels: int, corpus: list[str], limit: 
     scale = 4.0 / logits.std(dim=0).clamp_min(1e-6)
     out.weight.mul_(scale[:, None])
     out.bias.mul_(scale).sub_(logits.mean(dim=0) * scale)
+
+
+# ---- the same weights in other files: shards, and the LayerNorm names of checkpoints saved before 2020 ----
+
+
+def shard_model(source: Path, target: Path, *, pytorch: bool = False, max_shard_size: str = "20KB") -> Path:
+    """A copy of the model at `source` whose weights are in shards with a shard index, as
+    save_pretrained(max_shard_size=...) writes them; `pytorch=True` makes the shards pytorch_model-0000N-of-0000M.bin
+    with a pytorch_model.bin.index.json (transformers 5 writes safetensors only). Other files are copied unchanged."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(source).save_pretrained(target, max_shard_size=max_shard_size)
+    for file in source.iterdir():
+        if file.is_file() and file.suffix not in (".safetensors", ".bin"):
+            shutil.copyfile(file, target / file.name)  # config.json too: only the weights' files differ
+    if pytorch:
+        index = target / "model.safetensors.index.json"
+        content = json.loads(index.read_text())
+        names = {
+            shard: shard.replace("model-", "pytorch_model-").replace(".safetensors", ".bin")
+            for shard in set(content["weight_map"].values())
+        }
+        for shard, name in names.items():
+            torch.save(load_file(target / shard), target / name)
+            (target / shard).unlink()
+        content["weight_map"] = {tensor: names[shard] for tensor, shard in content["weight_map"].items()}
+        (target / "pytorch_model.bin.index.json").write_text(json.dumps(content))
+        index.unlink()
+    return target
+
+
+def with_legacy_layernorm_names(model: Path, weights: str = "model.safetensors") -> Path:
+    """Rename the model's LayerNorm tensors to LayerNorm.gamma / LayerNorm.beta, as fine-tunes saved before 2020
+    (from TensorFlow's names) hold them, into `weights` (model.safetensors or pytorch_model.bin)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    renamed = {
+        name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): tensor
+        for name, tensor in tensors.items()
+    }
+    (model / "model.safetensors").unlink()
+    if weights == "pytorch_model.bin":
+        torch.save(renamed, model / weights)
+    else:
+        save_file(renamed, model / weights, metadata={"format": "pt"})
+    return model
+
+
+def transformers_logits(model_dir: Path, texts: list[str]):
+    """transformers' own tokenizer and model on `texts` in one padded batch: the reference for a model whose files
+    only transformers is known to read right (legacy tensor names, shards)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    network = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        return network(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()

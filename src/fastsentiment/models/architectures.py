@@ -62,16 +62,27 @@ class Architecture:
     least_values: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Backend name -> one-line reason it cannot run this architecture.
     unsupported_backends: dict[str, str] = field(default_factory=dict)
+    # What transformers' config class of this model_type takes where config.json is silent, for the keys read here:
+    # the ANE layout and the checks below build the model transformers builds (a DeBERTa-v2 config without
+    # max_position_embeddings was a KeyError on ane, and one without layer_norm_eps got BERT's 1e-12, not 1e-7).
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def with_defaults(self, config: dict[str, Any]) -> dict[str, Any]:
+        """config.json with transformers' defaults for the keys it leaves out."""
+        return {**self.defaults, **config}
 
     def encoder_shape(self, config: dict[str, Any]) -> dict[str, int]:
         """Layers, hidden size, attention heads and feed-forward size from a config.json."""
+        config = self.with_defaults(config)
         keys = {"layers": self.layers_keys, "hidden": self.hidden_keys, "heads": self.heads_keys, "ffn": self.ffn_keys}
         return {name: int(_first(config, options)) for name, options in keys.items()}
 
     def config_problem(self, config: dict[str, Any]) -> str | None:
         """What in a config.json this architecture cannot run with, or None: checked when a model directory is
         loaded, so that a bad value is one line there instead of a traceback from whichever runtime meets it."""
-        pad = config.get("pad_token_id", 1)
+        if problem := self._type_problem(config):
+            return problem
+        pad = self.with_defaults(config).get("pad_token_id", 1)
         if self.positions_after_padding and self.position_padding_idx is None and not is_count(pad, least=0):
             return f"pad_token_id is {pad!r}: {self.model_type} models number their positions from it, an integer"
         sizes = ["max_position_embeddings", "vocab_size", "num_labels"]
@@ -94,6 +105,19 @@ class Architecture:
             return f"max_position_embeddings leaves room for {room} tokens; a text takes at least 3 ([CLS] text [SEP])"
         return None
 
+    def _type_problem(self, config: dict[str, Any]) -> str | None:
+        """A value of a type transformers' config class refuses (its strict fields: a float eps, not an int, and an
+        activation's name), said in one line on every backend, not only where transformers reads it."""
+        eps = self.layer_norm_eps_key
+        if eps is not None and eps in config and not isinstance(config[eps], float):
+            return f"{eps} is {config[eps]!r}: expected a decimal number (such as 1e-12)"
+        for key in (self.activation_key, *self.more_activation_keys):
+            # A key without a default (DeBERTa-v2's conv_act) is no field of the config class: read only with a
+            # convolution, where its name is checked with the others' (ane_layout_problem, transformers' ACT2FN).
+            if key in self.defaults and key in config and not isinstance(config[key], str):
+                return f"{key} is {config[key]!r}: expected the name of an activation function"
+        return None
+
     @property
     def _shape_keys(self) -> tuple[tuple[str, ...], ...]:
         return (self.layers_keys, self.hidden_keys, self.heads_keys, self.ffn_keys)
@@ -104,11 +128,11 @@ class Architecture:
             return 0
         if self.position_padding_idx is not None:
             return self.position_padding_idx + 1
-        return int(config.get("pad_token_id", 1)) + 1
+        return int(self.with_defaults(config).get("pad_token_id", 1)) + 1
 
     def max_tokens(self, config: dict[str, Any]) -> int:
         """Longest token sequence the position table allows, special tokens included."""
-        return int(config.get("max_position_embeddings", 512)) - self.position_offset(config)
+        return int(self.with_defaults(config).get("max_position_embeddings", 512)) - self.position_offset(config)
 
 
 def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -117,6 +141,20 @@ def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
             return config[key]
     return 0
 
+
+# transformers' BertConfig defaults, which its RoBERTa-like and MPNet configs share but for what each entry changes.
+_BERT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.model_type: arch
@@ -131,6 +169,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             head="pooler",
             ort_model_type="bert",
             ane_module="bert",
+            defaults=_BERT_DEFAULTS,
         ),
         Architecture(
             model_type="distilbert",
@@ -145,6 +184,16 @@ ARCHITECTURES: dict[str, Architecture] = {
             # DistilBERT's LayerNorms use eps 1e-12, which its config does not store.
             layer_norm_eps_key=None,
             ane_module="distilbert",
+            defaults={
+                "vocab_size": 30522,
+                "dim": 768,
+                "n_layers": 6,
+                "n_heads": 12,
+                "hidden_dim": 3072,
+                "activation": "gelu",
+                "max_position_embeddings": 512,
+                "pad_token_id": 0,
+            },
         ),
         *(
             Architecture(
@@ -160,11 +209,12 @@ ARCHITECTURES: dict[str, Architecture] = {
                 positions_after_padding=True,
                 ane_module="roberta",
                 tokenizer_class=tokenizer_class,
+                defaults={**_BERT_DEFAULTS, "vocab_size": vocab_size, "pad_token_id": 1},
             )
-            for model_type, tokenizer_class in (
-                ("roberta", "RobertaTokenizer"),
-                ("camembert", "CamembertTokenizer"),
-                ("xlm-roberta", "XLMRobertaTokenizer"),
+            for model_type, tokenizer_class, vocab_size in (
+                ("roberta", "RobertaTokenizer", 50265),
+                ("camembert", "CamembertTokenizer", 30522),
+                ("xlm-roberta", "XLMRobertaTokenizer", 30522),
             )
         ),
         Architecture(
@@ -183,6 +233,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             ane_revision=2,
             least_values={"relative_attention_num_buckets": (32, "MPNet buckets distances into 32 rows of its table")},
             tokenizer_class="MPNetTokenizer",
+            defaults={
+                **{key: value for key, value in _BERT_DEFAULTS.items() if key != "type_vocab_size"},
+                "vocab_size": 30527,
+                "pad_token_id": 1,
+                "relative_attention_num_buckets": 32,
+            },
         ),
         Architecture(
             model_type="deberta-v2",
@@ -198,6 +254,22 @@ ARCHITECTURES: dict[str, Architecture] = {
             tokenizer_class="DebertaV2Tokenizer",
             export_revision=3,
             coreml_one_length="its relative-position terms are built for one sequence length when it is traced",
+            defaults={
+                "vocab_size": 128100,
+                "hidden_size": 1536,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 24,
+                "intermediate_size": 6144,
+                "hidden_act": "gelu",
+                "max_position_embeddings": 512,
+                "type_vocab_size": 0,
+                "layer_norm_eps": 1e-7,
+                "pad_token_id": 0,
+                "pooler_hidden_act": "gelu",
+                "relative_attention": False,
+                "max_relative_positions": -1,
+                "position_biased_input": True,
+            },
         ),
     )
 }

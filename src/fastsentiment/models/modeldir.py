@@ -24,11 +24,23 @@ from fastsentiment.models.architectures import ARCHITECTURES, Architecture
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 # Checkpoints of an encoder as pre-trained (BertModel, RobertaForMaskedLM): what `train --base-model` starts from.
 PRETRAINED_ENCODERS = ("Model", "ForMaskedLM", "ForPreTraining")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The weights, in the order transformers looks for them: one file, or the index of a checkpoint saved in shards
+# (save_pretrained's max_shard_size), whose weight_map names the shard that holds each tensor.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+SHARD_INDEX_SUFFIX = ".index.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
 # What a model directory is made of, as downloaded from the hub and as shipped (safetensors weights).
 MODEL_FILES = ("config.json", WEIGHT_FILES[0], *TOKENIZER_FILES, *TOKENIZER_SETTINGS)
+# What is downloaded of a hub repository (allow_patterns): MODEL_FILES with safetensors weights in shards too, as
+# save_pretrained names them; PYTORCH_HUB_FILES only from a repository without safetensors weights (resolve.py).
+HUB_FILES = (*MODEL_FILES, WEIGHT_FILES[1], "model-*-of-*.safetensors")
+PYTORCH_HUB_FILES = (WEIGHT_FILES[2], WEIGHT_FILES[3], "pytorch_model-*-of-*.bin")
 
 
 @dataclass(frozen=True)
@@ -90,15 +102,18 @@ class ModelDir:
 
     @property
     def weights_path(self) -> Path:
-        for name in WEIGHT_FILES:
-            if (self.path / name).is_file():
-                return self.path / name
-        raise AssertionError("validated at load time")
+        """The weights file, or the index of a checkpoint in shards (`weight_files` lists the shards too)."""
+        return self.weight_files[0]
+
+    @cached_property
+    def weight_files(self) -> list[Path]:
+        """The weights file, or a shard index followed by every shard its weight_map names."""
+        return _weight_files(self.path)
 
     @property
     def files(self) -> list[Path]:
         """The files the model is loaded from (config, weights, tokenizer and its settings), not checkpoints or logs."""
-        names = ["config.json", self.weights_path.name, *TOKENIZER_FILES, *TOKENIZER_SETTINGS]
+        names = ["config.json", *(file.name for file in self.weight_files), *TOKENIZER_FILES, *TOKENIZER_SETTINGS]
         return [self.path / name for name in names if (self.path / name).is_file()]
 
     @cached_property
@@ -116,9 +131,9 @@ class ModelDir:
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 over config, weights and tokenizer files: the identity of the model's behaviour."""
+        """sha256 over config, weights (every shard) and tokenizer files: the identity of the model's behaviour."""
         digest = hashlib.sha256()
-        names = ["config.json", self.weights_path.name, *TOKENIZER_FILES, "tokenizer_config.json"]
+        names = ["config.json", *(file.name for file in self.weight_files), *TOKENIZER_FILES, "tokenizer_config.json"]
         for name in names:
             file = self.path / name
             if not file.is_file():
@@ -161,13 +176,10 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         )
     if problem := ARCHITECTURES[model_type].config_problem(config):
         raise ModelError(f"{config_file}: {problem}")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
+    weights = _weight_files(path)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
-    head_outputs = _safetensors_head_outputs(path / WEIGHT_FILES[0])
-    if head_outputs is None and not (path / WEIGHT_FILES[0]).is_file():
-        head_outputs = _pytorch_head_outputs(path / WEIGHT_FILES[1])
+    head_outputs = _head_outputs(weights)
 
     architectures = config.get("architectures") or []
     if require_head and architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
@@ -197,6 +209,51 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
             f"{len(model.labels)} classes (is num_labels / id2label right?)"
         )
     return model
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The weights file transformers would load, or a shard index followed by the shards it names."""
+    name = next((name for name in WEIGHT_FILES if (path / name).is_file()), None)
+    if name is None:
+        raise ModelError(f"{path} has no weights ({', '.join(WEIGHT_FILES[:-1])} or {WEIGHT_FILES[-1]})")
+    if not name.endswith(SHARD_INDEX_SUFFIX):
+        return [path / name]
+    index = path / name
+    shards = sorted(set(shard_map(index).values()))
+    if missing := [shard for shard in shards if not (path / shard).is_file()]:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ModelError(f"{index}: the weights lack the shard {missing[0]}{more} that its weight_map names")
+    return [index, *(path / shard for shard in shards)]
+
+
+def shard_map(index: Path) -> dict[str, str]:
+    """Tensor name -> the file of the shard that holds it, from a sharded checkpoint's index (its weight_map)."""
+    try:
+        content = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{index}: malformed JSON ({error})") from None
+    except OSError as error:
+        raise ModelError(f"{index}: {error.strerror or error}") from None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    # Shards are files beside the index: a name with a folder in it would read weights from elsewhere.
+    if not (
+        isinstance(weight_map, dict)
+        and weight_map
+        and all(
+            isinstance(shard, str) and shard not in ("", ".", "..") and Path(shard).name == shard
+            for shard in weight_map.values()
+        )
+    ):
+        raise ModelError(f"{index}: expected a weight_map from tensor names to the shard files beside it")
+    return weight_map
+
+
+def _head_outputs(weights: list[Path]) -> int | None:
+    """How many classes the weights' classification head gives, from whichever file (or shard) holds it."""
+    tensors = [file for file in weights if not file.name.endswith(SHARD_INDEX_SUFFIX)]
+    read = _safetensors_head_outputs if tensors[0].suffix == ".safetensors" else _pytorch_head_outputs
+    found = [read(file) for file in tensors]  # every safetensors shard, so that a corrupt one is refused here too
+    return next((outputs for outputs in found if outputs is not None), None)
 
 
 # The classification head's output layer as transformers names it: RoBERTa-like and MPNet; BERT, DistilBERT, DeBERTa.

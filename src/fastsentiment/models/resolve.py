@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastsentiment.errors import ModelError
 from fastsentiment.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
-from fastsentiment.models.modeldir import MODEL_FILES, ModelDir, load_model_dir
+from fastsentiment.models.modeldir import HUB_FILES, PYTORCH_HUB_FILES, WEIGHT_FILES, ModelDir, load_model_dir
 
 log = logging.getLogger("fastsentiment")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -38,7 +38,10 @@ def _download_from_hub(repo_id: str) -> Path:
     except ImportError:  # pragma: no cover - tokenizers depends on huggingface_hub
         raise ModelError(f"{repo_id!r} is not a local directory and huggingface_hub is not installed") from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=list(MODEL_FILES)))
+        folder = Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
+        if not any((folder / name).is_file() for name in WEIGHT_FILES):  # a checkpoint saved before safetensors
+            folder = Path(snapshot_download(repo_id, allow_patterns=[*HUB_FILES, *PYTORCH_HUB_FILES]))
+        return folder
     except Exception as error:  # the hub client raises many types for offline / missing repos
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(

@@ -22,7 +22,7 @@ from torch import nn
 
 from fastsentiment.models.ane.layers import EncoderConfig
 from fastsentiment.models.architectures import ARCHITECTURES
-from fastsentiment.models.modeldir import ModelDir
+from fastsentiment.models.modeldir import SHARD_INDEX_SUFFIX, ModelDir, shard_map
 from fastsentiment.models.network import CORRUPT_CHECKPOINT, refuse_misfit_weights, unreadable_weights
 
 
@@ -34,9 +34,9 @@ def _ane_module(model_type: str) -> ModuleType:
 
 
 def encoder_config(model: ModelDir) -> EncoderConfig:
-    """Our explicit config from a Hugging Face config.json."""
-    c = model.config
+    """Our explicit config from a Hugging Face config.json, with transformers' defaults where it is silent."""
     architecture = model.architecture
+    c = architecture.with_defaults(model.config)
     shape = architecture.encoder_shape(c)
     eps_key = architecture.layer_norm_eps_key
     return EncoderConfig(
@@ -47,7 +47,7 @@ def encoder_config(model: ModelDir) -> EncoderConfig:
         intermediate_size=shape["ffn"],
         max_positions=c["max_position_embeddings"],
         num_labels=len(model.labels),
-        layer_norm_eps=c.get(eps_key, 1e-12) if eps_key else 1e-12,
+        layer_norm_eps=float(c.get(eps_key, 1e-12)) if eps_key else 1e-12,
         activation=c.get(architecture.activation_key, "gelu"),
         type_vocab_size=c.get("type_vocab_size", 2 if architecture.token_type_ids else 0),
         position_offset=architecture.position_offset(c),
@@ -125,12 +125,34 @@ def _check_fit(
         raise MisfitCheckpoint(sorted(missing), sorted(mismatched))
 
 
+# Names of LayerNorm parameters in checkpoints saved before 2020 (TensorFlow's), which transformers renames on load.
+LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, or of every shard a shard index names, under transformers' names."""
+    if path.name.endswith(SHARD_INDEX_SUFFIX):
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(shard_map(path).values())):
+            state.update(_load_weights_file(path.parent / shard))
+    else:
+        state = _load_weights_file(path)
+    return {_current_name(name): tensor for name, tensor in state.items()}
+
+
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _current_name(name: str) -> str:
+    for legacy, current in LEGACY_NAMES.items():
+        if name.endswith(legacy):
+            return name.removesuffix(legacy) + current
+    return name
 
 
 def ane_model_from_dir(model: ModelDir, *, rescale_layernorm_bias: bool = True) -> nn.Module:

@@ -31,6 +31,7 @@ from fastsentiment.models.ane.layers import (
     key_mask,
     to_channels_first,
 )
+from fastsentiment.models.architectures import ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class DisentangledSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DisentangledSettings:
+        config = ARCHITECTURES["deberta-v2"].with_defaults(config)
         kinds = config.get("pos_att_type") or []
         if isinstance(kinds, str):  # "p2c|c2p", as older configs write it
             kinds = kinds.split("|")
