@@ -503,10 +503,14 @@ def test_auto_measures_the_precisions_of_the_device_a_backend_takes_for_auto():
         _REGISTRY.pop(_PicksTheGpu.spec.name)
 
 
-def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cache, bert_dir):
+@pytest.mark.parametrize("held", ["the decision", "the machine"])
+def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cache, bert_dir, held):
     """Two processes measuring at once timed each other's load and each overwrote the other's decision: the second
-    waits for the first (a lock file beside the decision) and takes what it decided instead of measuring again."""
+    waits for the first (a lock file beside the decision) and takes what it decided instead of measuring again. A
+    measurement for another model or thread cap waits as well (a second lock, one per machine): two tunes side by
+    side timed each other, and both kept what they measured."""
     import fcntl
+    import socket
     import subprocess
     import sys
     import time
@@ -514,8 +518,14 @@ def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cac
     path = auto.decision_path(model, "auto")
     path.parent.mkdir(parents=True)
     decided = {"backend": "onnx", "precision": "fp32", "why": "decided by the process holding the lock"}
-    placement = min(["auto", *auto.same_placement("auto", model)])  # devices sharing a decision share its lock
-    with open(auto.decision_path(model, placement).with_suffix(".lock"), "a") as lock:
+    if held == "the decision":
+        placement = min(["auto", *auto.same_placement("auto", model)])  # devices sharing a decision share its lock
+        lock_path = auto.decision_path(model, placement).with_suffix(".lock")
+        says = "another process is measuring the backends for this model; waiting for it"
+    else:
+        lock_path = path.with_name(f".measuring-{socket.gethostname()}.lock")
+        says = "another process is measuring backends on this machine; waiting for it to end"
+    with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # this test is the process measuring
         script = (
             "from fastsentiment import Classifier\n"
@@ -533,41 +543,8 @@ def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cac
         stdout, stderr = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, stderr[-2000:]
     assert stdout.split() == ["onnx", "fp32"]
-    assert "another process is measuring the backends for this model; waiting for it" in stderr
+    assert says in stderr
     assert "measuring the backends for this model on this CPU" not in stderr
-
-
-def test_a_measurement_of_another_model_or_thread_cap_waits_for_the_one_running(model, cache, bert_dir):
-    """Tunes of two models (or thread caps) ran side by side, each timing the other's load, and both were kept: a
-    second lock, one per machine, lets one measure at a time."""
-    import fcntl
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    path = auto.decision_path(model, "auto")
-    path.parent.mkdir(parents=True)
-    decided = {"backend": "onnx", "precision": "fp32", "why": "decided while the other measurement ran"}
-    with open(path.with_name(f".measuring-{socket.gethostname()}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # this test is a process measuring another model
-        script = (
-            "from fastsentiment import Classifier\n"
-            f"clf = Classifier.load({str(bert_dir)!r}, tune=True)\n"
-            "print(clf.backend.spec.name, clf.backend.precision)\n"
-        )
-        waiting = subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-        )
-        time.sleep(3)
-        assert waiting.poll() is None, waiting.communicate()
-        key = auto.decision_key(model, "auto", "builtin-v1")  # as if measured by a process that waited before it
-        auto._save(path, {"key": key, "measured_at": "now", "throughput": decided, "latency": decided})
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        stdout, stderr = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0, stderr[-2000:]
-    assert "another process is measuring backends on this machine; waiting for it to end" in stderr
-    assert stdout.split() == ["onnx", "fp32"]
 
 
 def test_a_decision_is_keyed_by_the_threads_the_backends_compute_with(model, cache, monkeypatch, every_cpu):
