@@ -647,6 +647,40 @@ def test_a_measured_choice_whose_backend_no_longer_runs_gives_way_to_the_best_th
         assert choice.reason.startswith("measured 2026-01-01 00:00: the fastest path that runs here")
 
 
+def test_a_measured_precision_that_does_not_run_where_its_backend_now_goes_gives_way(model, cache):
+    """A decision measured with a GPU in view (torch fp16 the fastest), read with none (CUDA_VISIBLE_DEVICES=, a
+    node without one sharing the cache): the key is the same, `auto` chose torch fp16, and every run failed with
+    "torch fp16 runs on cuda or mps"."""
+    from dataclasses import asdict
+
+    from fastsentiment import Classifier
+    from fastsentiment.backends.registry import get_backend, kind_on
+
+    if kind_on(get_backend("torch"), "auto") != "cpu":
+        pytest.skip("torch takes a GPU here: fp16 runs where it goes")
+    rows = [
+        auto.Measurement("torch:fp16", sentences_per_s=900, latency_ms=0.5, faithful=True),  # on the GPU it saw
+        auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
+        auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
+    ]
+    chosen = {"backend": "torch", "precision": "fp16", "why": "measured where a GPU was"}
+    auto._save(
+        auto.decision_path(model, "auto"),
+        {
+            "key": auto.decision_key(model, "auto", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [asdict(row) for row in rows],
+            "throughput": chosen,
+            "latency": chosen,
+        },
+    )
+    for workload in ("throughput", "latency"):
+        choice = auto.choose(model, "auto", workload)
+        assert (choice.backend, choice.precision) == ("onnx", "int8"), workload
+        assert choice.reason.startswith("measured 2026-01-01 00:00: the fastest path that runs here")
+    assert Classifier.load(model.path).backend.spec.name == "onnx"
+
+
 def test_auto_with_a_precision_measures_first_where_the_workload_pays_for_it(model, cache, monkeypatch):
     """A file job or the server with `--precision int8` and nothing measured: the paths are measured (and cached) as
     for plain `auto`, and the fastest int8 one is taken, not the first backend that has int8."""

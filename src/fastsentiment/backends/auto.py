@@ -34,7 +34,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -223,12 +223,25 @@ def choose(
     chosen = decision.get(workload)
     if chosen is None:
         return interim_choice(device, workload, model)
-    if not _runs(chosen["backend"], device, model):  # its runtime went away since (a cache shared between images)
-        fallback = _best_measured(decision, workload, device, model)
-        if fallback is not None:
-            return fallback
-        return interim_choice(device, workload, model)
-    return Choice(chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}")
+    pick: Choice | None = Choice(
+        chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}"
+    )
+    passed_over: set[str] = set()
+    # Its runtime went away since (a cache shared between images), or its precision does not run where the backend
+    # now goes (a decision measured with a GPU in view, read with none: torch fp16 failed every run).
+    while pick is not None and not _computes_here(pick, device, model):
+        passed_over.add(pick.config)
+        pick = _best_measured(decision, workload, device, model, passed_over=passed_over)
+    return pick or interim_choice(device, workload, model)
+
+
+def _computes_here(choice: Choice, device: str, model: ModelDir) -> bool:
+    """Whether `choice`'s backend runs here, in its precision on the device it takes for `device`. Asked of a
+    pick, not of every row: where torch goes for "auto" is known only by importing it."""
+    if not _runs(choice.backend, device, model):
+        return False
+    backend = get_backend(choice.backend)
+    return choice.precision is None or backend.spec.precision_runs_on(choice.precision, kind_on(backend, device))
 
 
 def measured_with_precision(
@@ -299,14 +312,21 @@ def below_the_bar(decision: dict, precision: str, device: str, model: ModelDir) 
 
 
 def _best_measured(
-    decision: dict, workload: str, device: str, model: ModelDir, precision: str | None = None
+    decision: dict,
+    workload: str,
+    device: str,
+    model: ModelDir,
+    precision: str | None = None,
+    passed_over: Container[str] = (),
 ) -> Choice | None:
-    """Among the faithful rows of `decision`'s table (of `precision`, if given) whose backend runs here, the one
-    `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency that one unless another is
-    more than LATENCY_TOLERANCE quicker); None without such a row."""
+    """Among the faithful rows of `decision`'s table (of `precision`, if given; not those `passed_over`) whose
+    backend runs here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
+    that one unless another is more than LATENCY_TOLERANCE quicker); None without such a row."""
     rows = []
     for row in decision.get("table", []):
         if not isinstance(row, dict) or not row.get("faithful") or row.get("failed"):
+            continue
+        if row.get("config") in passed_over:
             continue
         if not all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms")):
             continue
