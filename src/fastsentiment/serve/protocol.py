@@ -54,6 +54,13 @@ class HeadLimits:
     max_head_bytes: int
 
 
+def _head_part(data: bytes) -> int:
+    """How many of `data`'s bytes belong to a head that begins or goes on at its first byte: up to the blank line
+    that ends it (CRLF or the bare LF the parser also takes), else all of them."""
+    ends = [found + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (found := data.find(blank)) >= 0]
+    return min(ends, default=len(data))
+
+
 class BoundedHeadProtocol(HttpToolsProtocol):
     """One connection. Bytes are counted per read of the socket, only for reads that lie wholly inside one head (or
     one chunked body): the bounds are exact to within one read, and a body's own bytes are never counted."""
@@ -65,6 +72,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._phase = "idle"  # "head" from a request's first byte, "body" from its headers' end, "idle" after it
         self._messages_begun = 0
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the read before, where a head's closing blank line may begin
         self._framing_bytes = 0  # of the body being read: what is not the body's own bytes (chunk sizes, trailers)
         self._body_bytes = 0
         self._body_bytes_in_read = 0
@@ -100,6 +108,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self._refused:  # refused: what else it sends is not read
             return
         phase, messages = self._phase, self._messages_begun
+        # A head that begins (or goes on) at this read's first byte, counted before the parser takes it: a read is
+        # up to a few hundred kB, and one holding a whole head of 150 kB was answered as if within the limit.
+        if phase in ("idle", "head"):
+            before = self._head_tail if phase == "head" else b""  # a blank line may begin in the read before
+            so_far = self._head_bytes if phase == "head" else 0
+            if so_far + max(0, _head_part(before + data) - len(before)) > self._limits.max_head_bytes:
+                self._refuse(431, "headers_too_large", f"request headers over {self._limits.max_head_bytes} bytes")
+                return
+        self._head_tail = data[-3:]
         self._body_bytes_in_read = 0
         super().data_received(data)
         while self._after_head is not None:  # an upgrade not made: the request read again, as plain HTTP/1.1
@@ -116,6 +133,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return
         if self._refused or self.transport.is_closing():  # refused while parsing, or uvicorn answered 400
             return
+        if phase == "idle" and self._phase == "head" and self._messages_begun == messages + 1:
+            self._head_bytes = len(data)  # a head begun in this read and not yet ended: all of the read but blank lines
         if self._messages_begun == messages and self._phase == phase:  # the whole read lies inside one part
             if phase == "head":
                 self._head_bytes += len(data)
