@@ -57,8 +57,10 @@ class HeadLimits:
 def _head_part(data: bytes) -> int:
     """How many of `data`'s bytes belong to a head that begins or goes on at its first byte: up to the blank line
     that ends it (CRLF or the bare LF the parser also takes), else all of them."""
-    ends = [found + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (found := data.find(blank)) >= 0]
-    return min(ends, default=len(data))
+    crlf = data.find(b"\r\n\r\n")
+    end = len(data) if crlf < 0 else crlf + 4
+    bare = data.find(b"\n\n", 0, end)  # only before it: a body after the head is not scanned
+    return end if bare < 0 else bare + 2
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
