@@ -12,7 +12,7 @@ from fastsentiment.cli.options import TextColumnOption, label_names
 
 @app.command()
 def train(
-    train_file: Path = typer.Argument(..., help="Labelled .tsv/.csv/.jsonl file."),
+    train_file: Path = typer.Argument(..., help="Labelled .tsv/.csv/.jsonl/.parquet file."),
     output_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the fine-tuned model and checkpoints."),
     base_model: str = typer.Option(
         "all-MiniLM-L6-v2",
