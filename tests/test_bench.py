@@ -560,28 +560,3 @@ def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert
     timed, before = shapes[-12:], shapes[:-12]
     assert all(shape[0] == 1 for shape in timed) and len(set(timed)) == 12
     assert set(timed) <= set(before)
-
-
-def test_each_input_shape_is_met_once_before_a_timed_pass_where_that_is_cheap(sst2_dev):
-    """OpenVINO prepares kernels on a shape's first call: the batch-1 rows timed those preparations (10-20% slower
-    than a second pass). Every new shape is met once first where the shapes are few beside the batches; where nearly
-    every batch is a shape of its own, a warm-up would be a second pass, and none is made."""
-    from fastsentiment import Classifier
-    from fastsentiment.bench.measure import FIXED_LENGTH, STRATEGIES, strategy_batches, warm_up_batches
-
-    encoder = Classifier.load(backend="onnx", precision="fp32").encoder
-    sequences = encoder.encode(sst2_dev[0])
-    met, warmed = set(), {}
-    for size in (1, 32):
-        for strategy in STRATEGIES:
-            batches = strategy_batches(sequences, size, strategy, encoder)
-            warm = warm_up_batches(batches, met)
-            shapes = [batch.input_ids.shape for batch in warm]
-            assert len(set(shapes)) == len(shapes) and not met & set(shapes)
-            warmed[f"{strategy}@{size}"] = len(shapes)
-            met.update(batch.input_ids.shape for batch in batches)
-    lengths = {len(sequence) for sequence in sequences}
-    assert warmed["fixed@1"] == 1  # every text cut or padded to one length
-    assert warmed["dynamic@1"] == len(lengths - {FIXED_LENGTH})  # each length once, but the one just met
-    assert warmed["sorted@1"] == 0  # the same shapes as the pass before
-    assert warmed["sorted@32"] == 0  # 28 batches, nearly each of a length of its own: no second pass

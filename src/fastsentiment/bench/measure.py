@@ -119,20 +119,14 @@ def _measure_backend(spec: Spec, speed_texts, labelled_texts, started) -> dict:
     sequences = clf.encoder.encode(speed_texts)
     tokenize_s = time.perf_counter() - t
 
-    def run(batch):
-        return clf.backend.logits(batch.input_ids, batch.attention_mask)
-
     throughput = {}
-    met: set[tuple[int, ...]] = set()  # input shapes the model has run
     for size in spec.batch_sizes:
         for strategy in STRATEGIES:
             batches = strategy_batches(sequences, size, strategy, clf.encoder)
-            # As a file job runs them: several at once where the backend runs several calls at once.
-            clf.run_batches(run, warm_up_batches(batches, met))
             t = time.perf_counter()
-            clf.run_batches(run, batches)
+            # As a file job runs them: several at once where the backend runs several calls at once.
+            clf.run_batches(lambda batch: clf.backend.logits(batch.input_ids, batch.attention_mask), batches)
             throughput[f"{strategy}@{size}"] = len(sequences) / (time.perf_counter() - t)
-            met.update(batch.input_ids.shape for batch in batches)
     labelled_logits = clf.logits(labelled_texts).tolist() if labelled_texts else []
     # The memory column is the process holding the model that ran the batches: read before a second model (the
     # latency decision of `auto`, OpenVINO's one-call model) is loaded for the single texts below, which would
@@ -186,18 +180,6 @@ def _latency_classifier(spec: Spec, clf):
                 spec.model, backend=name, device=spec.device, precision=precision, workload="latency"
             )
     return clf.one_call_at_a_time()
-
-
-def warm_up_batches(batches: list, met: set[tuple[int, ...]]) -> list:
-    """One batch of each input shape in `batches` the model has not met, where they are at most a quarter of the
-    batches: OpenVINO prepares its kernels on a shape's first call, and a first pass one text at a time (a few dozen
-    lengths over thousands of calls) was 10-20% slower than a second; where nearly every batch has a shape of its
-    own (length-sorted batches of 32) the warm-up would be a second pass, and the first calls cost ~2.5%."""
-    first_of_shape = {}
-    for batch in batches:
-        if batch.input_ids.shape not in met:
-            first_of_shape.setdefault(batch.input_ids.shape, batch)
-    return list(first_of_shape.values()) if len(first_of_shape) <= len(batches) // 4 else []
 
 
 def strategy_batches(sequences, size: int, strategy: str, encoder):
