@@ -675,18 +675,22 @@ def test_a_head_over_the_limit_that_arrives_in_one_read_is_refused(impatient, pa
                 {"error": "request headers over 65536 bytes", "error_type": "headers_too_large"},
             ),
         ), size
-    # a head within the limit whose body follows in the same read, and one whose blank line spans two reads
-    with socket.create_connection(("127.0.0.1", impatient.port)) as sock:
-        body = json.dumps({"inputs": ["good film"] * 3}).encode()
-        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n" % len(body)
-        sock.sendall(head + b"X-Big: " + b"v" * 60_000 + b"\r\n\r")
-        time.sleep(0.2)
-        sock.sendall(b"\n" + body + b" " * 200_000)  # trailing bytes after the body: not part of any head
-        sock.settimeout(30)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+    # heads within the limit whose blank line comes over two or three reads, their bodies (over 64 KiB) after it
+    body = json.dumps({"inputs": ["good film"] * 3}).encode()
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n" % len(body)
+    big = head + b"X-Big: " + b"v" * 60_000 + b"\r\n"
+    trailing = b" " * 200_000  # bytes after the body: not part of any head
+    for reads in ([big + b"\r", b"\n" + body + trailing], [head, b"\r", b"\n" + body + trailing]):
+        with socket.create_connection(("127.0.0.1", impatient.port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for read in reads:
+                sock.sendall(read)
+                time.sleep(0.2)  # each its own read of the server's socket
+            sock.settimeout(30)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
 
 
 def test_full_queue_answers_503_with_retry_after(bert_dir, cache):
