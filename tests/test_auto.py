@@ -654,7 +654,8 @@ def test_a_measured_precision_that_does_not_run_where_its_backend_now_goes_gives
     from dataclasses import asdict
 
     from fastsentiment import Classifier
-    from fastsentiment.backends.registry import get_backend, kind_on
+    from fastsentiment.backends.registry import auto_choice, get_backend, kind_on
+    from fastsentiment.errors import BackendError
 
     if kind_on(get_backend("torch"), "auto") != "cpu":
         pytest.skip("torch takes a GPU here: fp16 runs where it goes")
@@ -679,6 +680,8 @@ def test_a_measured_precision_that_does_not_run_where_its_backend_now_goes_gives
         assert (choice.backend, choice.precision) == ("onnx", "int8"), workload
         assert choice.reason.startswith("measured 2026-01-01 00:00: the fastest path that runs here")
     assert Classifier.load(model.path).backend.spec.name == "onnx"
+    with pytest.raises(BackendError, match="no backend `auto` chooses from runs fp16 here"):  # not the GPU's row
+        auto_choice(model, "auto", "fp16")
 
 
 def test_auto_with_a_precision_measures_first_where_the_workload_pays_for_it(model, cache, monkeypatch):

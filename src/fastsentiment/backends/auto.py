@@ -222,22 +222,19 @@ def choose(
         return interim_choice(device, workload, model, _unmeasured(model, device, threads))
     chosen = decision.get(workload)
     if chosen is None:
-        return interim_choice(device, workload, model)
+        return interim_choice(device, workload, model, f"not measured for {workload}")
     pick: Choice | None = Choice(
         chosen["backend"], chosen["precision"], f"measured {decision['measured_at']}: {chosen['why']}"
     )
-    passed_over: set[str] = set()
     # Its runtime went away since (a cache shared between images), or its precision does not run where the backend
     # now goes (a decision measured with a GPU in view, read with none: torch fp16 failed every run).
-    while pick is not None and not _computes_here(pick, device, model):
-        passed_over.add(pick.config)
-        pick = _best_measured(decision, workload, device, model, passed_over=passed_over)
-    return pick or interim_choice(device, workload, model)
+    if not _computes_here(pick, device, model):
+        pick = _best_measured(decision, workload, device, model, passed_over={pick.config})
+    return pick or interim_choice(device, workload, model, "no path it measured runs here")
 
 
 def _computes_here(choice: Choice, device: str, model: ModelDir) -> bool:
-    """Whether `choice`'s backend runs here, in its precision on the device it takes for `device`. Asked of a
-    pick, not of every row: where torch goes for "auto" is known only by importing it."""
+    """Whether `choice`'s backend runs here, in its precision on the device it takes for `device`."""
     if not _runs(choice.backend, device, model):
         return False
     backend = get_backend(choice.backend)
@@ -318,6 +315,20 @@ def _best_measured(
     model: ModelDir,
     precision: str | None = None,
     passed_over: Container[str] = (),
+) -> Choice | None:
+    """Among the faithful rows of `decision`'s table (of `precision`, if given; not those `passed_over`) that
+    compute here (`_computes_here`), the one `_decide`'s rule picks for `workload`; None without such a row. Each
+    pick is checked in turn, not every row: where torch goes is known only by importing it."""
+    passed = set(passed_over)
+    while (pick := _by_the_rule(decision, workload, device, model, precision, passed)) is not None:
+        if _computes_here(pick, device, model):
+            return pick
+        passed.add(pick.config)
+    return None
+
+
+def _by_the_rule(
+    decision: dict, workload: str, device: str, model: ModelDir, precision: str | None, passed_over: Container[str]
 ) -> Choice | None:
     """Among the faithful rows of `decision`'s table (of `precision`, if given; not those `passed_over`) whose
     backend runs here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
