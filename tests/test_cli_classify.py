@@ -508,6 +508,13 @@ def test_evaluate_on_named_labels_with_a_model_of_unnamed_classes_points_to_labe
     )
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["examples"] == 2
+    # bench and tune --calibration read labels too, and have no --labels to offer
+    from fastsentiment.bench.data import load_bench_data
+    from fastsentiment.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        load_bench_data(str(data), label_names=["LABEL_0", "LABEL_1"])
+    assert str(refused.value).endswith("unknown label 'positive'; expected one of LABEL_0, LABEL_1 or a class id")
 
 
 def test_evaluate_names_long_texts_by_their_line_and_counts_them(bert_dir, tmp_path):

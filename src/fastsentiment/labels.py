@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from fastsentiment.errors import InputError
 
 
-def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
+def label_id(value: object, names: Sequence[str] | None, where: str, renamed_by: str | None = None) -> int:
     """The class id a cell names: one of `names` (the model's or the data's labels), else an integer id.
+    `renamed_by`: the caller's option that names a model's classes, offered where they have no names of their own.
 
     Names win over digits, so a label literally called "1" keeps its own id. Negative ids pass through:
     GLUE test splits mark a missing label with -1, and callers decide what a missing label means.
@@ -20,8 +21,8 @@ def label_id(value: object, names: Sequence[str] | None, where: str) -> int:
     if (number := class_id(text)) is not None:
         return number
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
-    if names and list(names) == generic_names(len(names)):
-        known += " (the model's classes have no names of their own: --labels names them in class-id order)"
+    if renamed_by and names and list(names) == generic_names(len(names)):
+        known += f" (the model's classes have no names of their own: {renamed_by} names them in class-id order)"
     raise InputError(f"{where}: unknown label {text!r}; {known}")
 
 

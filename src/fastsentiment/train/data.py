@@ -108,7 +108,7 @@ def _infer_label_names(raw: list[str], path: str | Path, lines: list[int]) -> li
 def _to_ids(raw: list[str], names: list[str], path: str | Path, lines: list[int]) -> np.ndarray:
     ids = np.empty(len(raw), dtype=np.int64)
     for row, (value, line) in enumerate(zip(raw, lines, strict=True)):
-        ids[row] = label_id(value, names, f"{path}, line {line}")
+        ids[row] = label_id(value, names, f"{path}, line {line}", renamed_by="--labels")  # train's, evaluate's
         if ids[row] < 0:
             raise _missing_label(path, line, value)
         if not ids[row] < len(names):
