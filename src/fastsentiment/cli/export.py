@@ -61,6 +61,7 @@ def export_openvino_command(
     """OpenVINO IR (.xml + .bin) from the plain ONNX export."""
     from fastsentiment.backends.onnx_backend import onnx_file
     from fastsentiment.errors import missing_extra
+    from fastsentiment.export.onnx import weights_file
     from fastsentiment.models import resolve_model
 
     try:
@@ -69,20 +70,22 @@ def export_openvino_command(
         raise missing_extra("openvino", "openvino", "OpenVINO export") from None
     model_dir = resolve_model(model)  # before the output's folders are made
     out = _checked_out(out, ".xml")
+    source = onnx_file(model_dir, "plain")
     network = open_or_rebuild(
-        onnx_file(model_dir, "plain"),
-        lambda path: ov.Core().read_model(str(path)),
-        lambda: onnx_file(model_dir, "plain"),
+        source, lambda path: ov.Core().read_model(str(path)), lambda: onnx_file(model_dir, "plain")
     )
+    beside = weights_file(source)  # a graph too large for one protobuf keeps its weights there
+    weights = source.stat().st_size + (beside.stat().st_size if beside.is_file() else 0)
     _write_whole(
         out,
         [out.with_suffix(".bin").name, out.name],  # the .xml last: no .xml without its weights
         lambda scratch: ov.save_model(network, str(scratch / out.name), compress_to_fp16=fp16_weights),
+        needs_bytes=weights // 2 if fp16_weights else weights,
     )
     typer.echo(f"wrote {out} and {out.with_suffix('.bin')}")
 
 
-def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -> None:
+def _write_whole(out: Path, names: list[str], write: Callable[[Path], object], needs_bytes: int = 0) -> None:
     """`write(scratch)` writes the files `names` into a scratch folder beside `out`; they are moved into place only
     whole. A write that fails (a full disk, a folder where a file goes) is one line naming what was asked for, and
     leaves no truncated file behind."""
@@ -97,19 +100,21 @@ def _write_whole(out: Path, names: list[str], write: Callable[[Path], object]) -
     except OSError as error:
         raise FastSentimentError(f"cannot write {target}: {error.strerror or error}") from None
     except RuntimeError as error:  # OpenVINO's writer reports a failed write this way, without the system's reason
-        reason = os.strerror(errno.ENOSPC) if _disk_full(scratch) else first_line(error)
+        reason = os.strerror(errno.ENOSPC) if _disk_full(scratch, needs_bytes) else first_line(error)
         raise FastSentimentError(f"cannot write {out}: {reason}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _disk_full(folder: Path) -> bool:
-    """Whether the file system holding `folder` has no block left for this user: what a write that failed there
-    ran into, where the writer's error says only that its stream failed ("basic_ios::clear: iostream error")."""
+def _disk_full(folder: Path, needs_bytes: int) -> bool:
+    """Whether the file system holding `folder` lacks room for about `needs_bytes` (what the write was to hold), or
+    has no block left: what a write that failed there ran into, where the writer's error says only that its stream
+    failed ("basic_ios::clear: iostream error") and has removed what it wrote."""
     try:
-        return os.statvfs(folder).f_bavail == 0
+        free = os.statvfs(folder)
     except OSError:
         return False
+    return free.f_bavail == 0 or free.f_bavail * free.f_frsize < needs_bytes
 
 
 @export_app.command("coreml")
