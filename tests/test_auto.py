@@ -580,14 +580,14 @@ def test_tune_latency_is_the_median_of_the_timed_texts(monkeypatch):
     assert auto._latency_ms(OneMillisecondPerToken(), (shorter, longer)) == pytest.approx(float(np.median(timed)))
 
 
-def save_decision(model, rows: list, chosen: dict) -> None:
+def save_decision(model, rows: list, chosen: dict, device: str = "cpu") -> None:
     """A measured decision of table `rows`, choosing `chosen` for throughput and latency alike."""
     from dataclasses import asdict
 
     auto._save(
-        auto.decision_path(model, "cpu"),
+        auto.decision_path(model, device),
         {
-            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "key": auto.decision_key(model, device, "builtin-v2"),
             "measured_at": "2026-01-01 00:00",
             "table": [asdict(row) for row in rows],
             "throughput": chosen,
@@ -651,7 +651,6 @@ def test_a_measured_precision_that_does_not_run_where_its_backend_now_goes_gives
     """A decision measured with a GPU in view (torch fp16 the fastest), read with none (CUDA_VISIBLE_DEVICES=, a
     node without one sharing the cache): the key is the same, `auto` chose torch fp16, and every run failed with
     "torch fp16 runs on cuda or mps"."""
-    from dataclasses import asdict
 
     from fastsentiment import Classifier
     from fastsentiment.backends.registry import auto_choice, get_backend, kind_on
@@ -664,17 +663,7 @@ def test_a_measured_precision_that_does_not_run_where_its_backend_now_goes_gives
         auto.Measurement("onnx:fp32", sentences_per_s=100, latency_ms=2.0, faithful=True),
         auto.Measurement("onnx:int8", sentences_per_s=150, latency_ms=1.0, faithful=True),
     ]
-    chosen = {"backend": "torch", "precision": "fp16", "why": "measured where a GPU was"}
-    auto._save(
-        auto.decision_path(model, "auto"),
-        {
-            "key": auto.decision_key(model, "auto", "builtin-v2"),
-            "measured_at": "2026-01-01 00:00",
-            "table": [asdict(row) for row in rows],
-            "throughput": chosen,
-            "latency": chosen,
-        },
-    )
+    save_decision(model, rows, {"backend": "torch", "precision": "fp16", "why": "measured with a GPU"}, "auto")
     for workload in ("throughput", "latency"):
         choice = auto.choose(model, "auto", workload)
         assert (choice.backend, choice.precision) == ("onnx", "int8"), workload
