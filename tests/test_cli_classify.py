@@ -535,7 +535,10 @@ def test_evaluate_names_long_texts_by_their_line_and_counts_them(bert_dir, tmp_p
     assert json.loads(result.stdout)["truncated"] == 7
     refused = run_cli("evaluate", str(data), *pinned, "--long-text", "error")
     assert refused.returncode == 2
-    assert refused.stderr.decode().startswith("error: line 4 has 82 tokens, over the model's limit of 64;")
+    assert refused.stderr.decode() == (  # the option as the command calls it, beside the Python API's name
+        "error: line 4 has 82 tokens, over the model's limit of 64; long_text (--long-text) 'chunk' classifies it "
+        "whole, 'truncate' cuts it\n"
+    )
 
 
 @pytest.mark.parametrize("content", ["", "text\n"])

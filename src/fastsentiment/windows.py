@@ -208,6 +208,6 @@ def too_long(
             return InputError(
                 f"{names[index] if names else input_name(index + 1)} has {count} tokens, over {limit_name} of "
                 f"{max_length}; "
-                "long_text 'chunk' classifies it whole, 'truncate' cuts it"
+                "long_text (--long-text) 'chunk' classifies it whole, 'truncate' cuts it"
             )
     return None
