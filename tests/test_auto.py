@@ -891,3 +891,27 @@ def test_backends_reports_the_decision_for_a_thread_cap(model, cache, bert_dir, 
     )
     every = run_cli("backends", "--model", str(bert_dir), "--device", "cpu", env=env)
     assert "decided on one thread" not in every.stdout.decode()
+
+
+def test_a_one_off_call_reads_no_plugin_metadata(bert_dir, cache):
+    """Reading installed distributions' entry points costs ~20 ms of a one-off call's start: the device check and
+    `auto`'s start choice read them although every name they asked for was built in."""
+    import subprocess
+    import sys
+
+    script = (
+        "from fastsentiment.backends import auto, registry\n"
+        "from fastsentiment.models import resolve_model\n"
+        "registry.check_device('cpu')\n"
+        f"choice = auto.choose(resolve_model({str(bert_dir)!r}), 'auto', 'start')\n"
+        "print(choice.config, 'plugins' in registry._loaded)\n"
+        "try:\n"
+        "    registry.check_device('tpu')\n"
+        "except Exception as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, refused = done.stdout.splitlines()
+    assert first.split()[1] == "False", first
+    assert refused.startswith("unknown device 'tpu'; choose ")  # an unknown device still hears every backend's

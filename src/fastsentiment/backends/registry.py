@@ -131,7 +131,10 @@ def kind_on(backend: type[Backend], device: str) -> str:
 
 def check_device(device: str) -> None:
     """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
-    known = {"auto"} | {d for name in backend_names() for d in get_backend(name).spec.devices}
+    _load_builtins()
+    known = {"auto"} | {d for backend in _REGISTRY.values() for d in backend.spec.devices}
+    if device_kind(device) not in known:  # a plugin's device, perhaps: only then is their metadata read
+        known |= {d for name in backend_names() for d in get_backend(name).spec.devices}
     if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
     device_index(device)
