@@ -119,7 +119,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 self._refuse(431, "headers_too_large", f"request headers over {self._limits.max_head_bytes} bytes")
                 return
         # A head's closing blank line may come a byte a read: the last bytes of the head so far, not of this read alone.
-        self._head_tail = ((self._head_tail if phase == "head" else b"") + data)[-3:]
+        self._head_tail = ((self._head_tail if phase == "head" else b"") + data[-3:])[-3:]
         self._body_bytes_in_read = 0
         super().data_received(data)
         while self._after_head is not None:  # an upgrade not made: the request read again, as plain HTTP/1.1
