@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import signal
@@ -225,6 +226,26 @@ def test_a_journal_is_held_by_one_writer_in_a_process_too_and_let_go_however_its
     assert resumed.rows == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["out.csv.partial"]
     resumed.finish()
     assert read_output(out)[0]["label"] == "POSITIVE" and not (tmp_path / "out.csv.partial").exists()
+
+
+def test_a_journal_sweeps_the_folders_of_runs_killed_before_theirs_was_in_place(tmp_path):
+    """A journal is made under a name of its own and renamed into place; a run killed in between left that folder
+    (hidden, a lock file and a manifest in it) beside the output for ever, one per kill."""
+    out, columns = tmp_path / "out.csv", OutputColumns(["NEGATIVE", "POSITIVE"])
+    killed, live, other = (
+        tmp_path / name
+        for name in (".out.csv.partial-4242-0badf00d", ".out.csv.partial-77-12345678", ".out.csv.partial-notes")
+    )
+    for folder in (killed, live, other):
+        folder.mkdir()
+        (folder / ".lock").touch()
+        (folder / "manifest.json").write_text("{}")
+    with open(live / ".lock", "a+b") as held:  # another run, still between its mkdir and its rename
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        journal = ChunkJournal(out, {"input": "test"}, resume=False, columns=columns)
+        journal.release()
+    assert not killed.exists() and live.exists() and other.exists()
+    assert (tmp_path / "out.csv.partial" / "manifest.json").exists()
 
 
 def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):

@@ -85,7 +85,7 @@ def building_beside(destination: Path) -> Iterator[Path]:
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         for scratch in destination.parent.glob(BUILDING + "*"):
-            if _abandoned(scratch):
+            if abandoned(scratch, HELD):
                 shutil.rmtree(scratch, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=BUILDING, dir=destination.parent))
         held = open(scratch / HELD, "w")  # open until the build ends: its lock says the build runs
@@ -142,11 +142,12 @@ def open_or_rebuild(path: Path, open_: Callable[[Path], Opened], build: Callable
         raise FastSentimentError(f"{rebuilt}: built again, it still does not load ({first_line(error)})") from None
 
 
-def _abandoned(scratch: Path) -> bool:
-    """Whether a scratch folder's build is over: no one holds its lock any more, or (where that cannot be told: a
-    folder without the held file, a system without file locks) it has not changed for a day."""
+def abandoned(scratch: Path, lock_name: str) -> bool:
+    """Whether the process that made a scratch folder is done with it: no one holds the lock on its `lock_name` file
+    any more, or (where that cannot be told: a folder without that file, a system without file locks) it has not
+    changed for a day."""
     try:
-        with open(scratch / HELD) as held:
+        with open(scratch / lock_name) as held:
             import fcntl
 
             try:

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
+from fastsentiment.cache import abandoned
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, part_writer
 from fastsentiment.outputs import through_link
 
 MANIFEST_VERSION = 2  # 2: input columns renamed by their own name alone (sinks.output_column)
 LOCK_FILE = ".lock"
+_STAGING_SUFFIX = re.compile(r"-\d+-[0-9a-f]{8}")  # after ".<journal folder's name>": the pid and a random part
 
 
 def journal_folder(out: Path) -> Path:
@@ -101,6 +105,11 @@ class ChunkJournal:
         renamed into place: a second run that finds the folder finds it locked and described, never a folder made a
         moment ago that it would call an interrupted run or a broken one."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        for left_over in self.folder.parent.glob(f".{glob.escape(self.folder.name)}-*-*"):
+            if _STAGING_SUFFIX.fullmatch(left_over.name.removeprefix(f".{self.folder.name}")) and abandoned(
+                left_over, LOCK_FILE
+            ):  # a run killed between making its folder and renaming it
+                shutil.rmtree(left_over, ignore_errors=True)
         staging = self.folder.with_name(f".{self.folder.name}-{os.getpid()}-{secrets.token_hex(4)}")
         staging.mkdir()  # as the folder itself was made: the umask's permissions (mkdtemp's are the owner's alone)
         try:
