@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -129,13 +131,18 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
         ("x", {"truncation": "yes"}, "truncation is True, 'longest_first' or 'only_first' .cut., False or"),
         ("x", {"truncation": "only_second"}, "got 'only_second' .texts here come alone"),
         ("x " * 100, {"truncation": "do_not_truncate"}, "input 1 has 102 tokens, over the model's limit of 64"),
-        ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text alone"),
+        ("x", {"truncation": True, "long_text": "chunk"}, "for windows give long_text 'chunk' alone"),
         ("x " * 100, {"truncation": False}, "input 1 has 102 tokens, over the model's limit of 64"),
         ("x", {"max_length": 65}, "max_length must be a whole number from 3 up to the 64 tokens this classifier was"),
         ("x", {"max_length": 2}, "max_length must be a whole number from 3 up to the 64 tokens .* got 2"),
         ("x", {"padding": "bogus"}, "padding is one of None, True, False, 'longest', 'max_length', 'do_not_pad'"),
         ({"text": "x", "text_pair": "y"}, {}, "text pairs .text_pair. are not classified"),
-        ([{"text": "x"}, {"label": 1}], {}, "a record input holds one 'text', got the keys 'label'"),
+        ([{"text": "x"}, {"label": 1}], {}, "a record input holds its text under 'text', got the keys 'label'"),
+        ({}, {}, "a record input holds its text under 'text', got an empty record"),
+        ({"x", "y"}, {}, "inputs is a set, whose order is arbitrary: pass a list"),
+        (["x", float("nan")], {}, "input 2: a missing value .NaN., not text"),
+        ("x", {"truncation": False, "long_text": "truncate"}, None),  # the default long_text: truncation decides
+        ("x", {"truncation": "do_not_truncate", "long_text": "chunk"}, "for windows give long_text 'chunk' alone"),
         ("\u0301\u0301 \ufe0f", {}, "input 1: empty text .its tokenizer keeps none of its characters."),
         (["fine", "\u0301"], {"long_text": "chunk"}, "input 2: empty text .its tokenizer keeps none"),
     ],
@@ -143,6 +150,9 @@ def test_a_backend_named_with_its_precision_is_that_backend_at_that_precision(be
 def test_calls_that_cannot_mean_anything_are_refused(bert_dir, inputs, options, message):
     import fastsentiment
 
+    if message is None:  # a neighbour of a refusal that is taken
+        assert Classifier.load(bert_dir, backend="torch")(inputs, **options)[0]["label"]
+        return
     with pytest.raises(ValueError, match=message) as refused:  # as transformers.pipeline's refusals are
         Classifier.load(bert_dir, backend="torch")(inputs, **options)
     assert isinstance(refused.value, fastsentiment.InputError) and fastsentiment.InputError is InputError
@@ -156,6 +166,8 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
     for inputs, options in [
         ({"text": TEXTS[0]}, {}),
         ({"text": TEXTS[0]}, {"top_k": None}),
+        ({"text": TEXTS[0], "label": 1}, {}),  # a dataset row: its other fields are left alone (were refused)
+        ([{"text": TEXTS[0], "text_pair": None}], {}),  # no pair (was refused as one)
         ([{"text": text} for text in TEXTS], {}),
         ([long_text, TEXTS[1]], {"truncation": True, "max_length": 8}),
         (long_text, {"truncation": True, "max_length": 8, "padding": True}),
@@ -175,6 +187,52 @@ def test_pipeline_call_forms_are_taken_as_transformers_takes_them(bert_dir, pipe
     assert clf(long_text, max_length=8) == loaded_short(long_text)
     with pytest.raises(InputError, match="input 1 has 44 tokens, over the max_length of 8;"):  # not "the model's"
         loaded_short(long_text, truncation=False)
+
+
+def test_settings_are_checked_before_any_text_runs_and_agreeing_ones_are_taken(bert_dir, caplog):
+    """A typo in top_k or function_to_apply was found after the model had read every text (a generator's texts used
+    up); long_text="error" beside truncation=False, which ask for the same, was refused as a request for windows; an
+    explicit truncation=True warned for every text it cut, where the pipeline cuts without a word."""
+    clf = Classifier.load(bert_dir, backend="onnx", precision="fp32")
+    read = []
+
+    def texts():
+        for text in TEXTS:
+            read.append(text)
+            yield text
+
+    for options, message in [({"top_k": 0}, "top_k must be"), ({"function_to_apply": "softmx"}, "softmx")]:
+        with pytest.raises(InputError, match=message):
+            clf(texts(), **options)
+    assert read == []
+    long_text = "good film but bad cake " * 20
+    with pytest.raises(InputError, match=r"input 1 has .* tokens, over the model's limit"):
+        clf(long_text, long_text="error", truncation=False)
+    with pytest.raises(InputError, match="truncation=True and long_text='error' disagree; give one of them"):
+        clf(long_text, long_text="error", truncation=True)
+    with caplog.at_level("WARNING", logger="fastsentiment"):
+        cut = clf([long_text, long_text], truncation=True)
+        assert not [record for record in caplog.records if "truncated" in record.getMessage()]
+        assert clf([long_text, long_text]) == cut  # unset: the same cut, with a warning per text
+        assert len([record for record in caplog.records if "truncated" in record.getMessage()]) == 2
+
+
+def test_model_and_backend_references_of_any_form_a_caller_may_pass(bert_dir, monkeypatch):
+    """bytes of a folder that exists were "not found"; a number was a TypeError from os.fspath; "" loaded whatever
+    folder the process was in; backend=None (as device=None and precision=None: the default) an AttributeError."""
+    from fastsentiment.errors import ModelError
+
+    expected = Classifier.load(bert_dir, backend="onnx", precision="fp32").logits(TEXTS)
+    by_bytes = Classifier.load(os.fsencode(bert_dir), backend="onnx", precision="fp32")
+    np.testing.assert_array_equal(by_bytes.logits(TEXTS), expected)
+    assert Classifier.load(bert_dir, backend=None).backend.spec.name in ("onnx", "openvino", "torch")
+    with pytest.raises(ModelError, match="a model is a built-in name, a folder or a hub id, got int"):
+        Classifier.load(123)
+    monkeypatch.chdir(bert_dir)  # a model folder here: "" must not mean it
+    with pytest.raises(ModelError, match="the model is an empty name"):
+        Classifier.load("")
+    with pytest.raises(BackendError, match="backend must be a name such as 'auto' or 'onnx:int8', got 7"):
+        Classifier.load(bert_dir, backend=7)
 
 
 def test_a_dataset_read_by_index_is_taken_as_the_pipeline_takes_it(bert_dir, pipeline_for):

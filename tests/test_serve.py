@@ -342,7 +342,7 @@ def test_settings_asked_for_twice_in_ways_that_disagree_are_refused_as_the_pytho
         return httpx.post(f"{server.url}/predict", json={"inputs": "good film", **body}, timeout=30)
 
     for body, message in [
-        ({"parameters": {"long_text": "chunk", "truncation": True}}, "for windows give long_text alone"),
+        ({"parameters": {"long_text": "chunk", "truncation": True}}, "for windows give long_text 'chunk' alone"),
         ({"top_k": 1, "parameters": {"top_k": 2}}, "top_k is 1 at the top level and 2 in parameters"),
         ({"raw_scores": True, "parameters": {"function_to_apply": "softmax"}}, "raw_scores gives logits"),
         ({"truncate": True, "parameters": {"long_text": "error"}}, "truncate is true at the top level and long_text"),

@@ -90,7 +90,7 @@ class Classifier:
     def load(
         cls,
         model: str | os.PathLike | None = None,
-        backend: str = "auto",
+        backend: str | None = "auto",
         device: str | int | None = "auto",
         precision: str | None = None,
         max_length: int | None = None,
@@ -121,7 +121,7 @@ class Classifier:
         device = device_name(device)
         if is_count(max_length, least=0):  # numpy's whole numbers too, as batch_size, threads and a call's max_length
             max_length = int(max_length)
-        model_dir = resolve_model(None if model is None else os.fspath(model))
+        model_dir = resolve_model(model)
         if labels is not None:
             model_dir = model_dir.with_labels(labels)
         encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
@@ -189,6 +189,9 @@ class Classifier:
         """
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
+        # Checked before any text runs: a typo found after the model read every text cost the whole call.
+        check_top_k(top_k)
+        function_name(function_to_apply)
         if padding not in PADDINGS:
             raise InputError(f"padding is one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
         # As in transformers: max_length cuts where truncation is on, or unset without padding (which it would size).
@@ -214,9 +217,15 @@ class Classifier:
                 stride=stride,
                 aggregate=aggregate,
                 return_chunks=return_chunks,
+                truncation=truncation,
             )
         single = isinstance(inputs, (str, Mapping))
-        reading = self._read(_texts_of(inputs), batch_size, long_text, stride, aggregate, function=function_to_apply)
+        # Cuts asked for (truncation=True) are counted without a warning each, as a pipeline makes them.
+        cuts = Truncations(named=0) if truncation is True else None
+        texts = _texts_of(inputs)
+        reading = self._read(
+            texts, batch_size, long_text, stride, aggregate, truncations=cuts, function=function_to_apply
+        )
         scores = self.scores(reading.logits, function_to_apply)
         if top_k is _UNSET:
             best = scores.argmax(axis=1)
@@ -230,8 +239,7 @@ class Classifier:
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
         """Per row, the best `top_k` labels (all for None) as {"label", "score"}, best first."""
-        if top_k is not None and not is_count(top_k):
-            raise InputError(f"top_k must be a whole number of at least 1 (None: every label), got {top_k!r}")
+        check_top_k(top_k)
         keep = len(self.labels) if top_k is None else min(int(top_k), len(self.labels))
         return [
             [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:keep]]
@@ -444,6 +452,11 @@ class Classifier:
         return "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
 
 
+def check_top_k(top_k: Any) -> None:
+    if top_k is not None and top_k is not _UNSET and not is_count(top_k):
+        raise InputError(f"top_k must be a whole number of at least 1 (None: every label), got {top_k!r}")
+
+
 def function_name(function_to_apply: Any) -> str | None:
     """`function_to_apply` checked, in lower case as transformers reads it ("SOFTMAX"); None stays None (the model's
     own)."""
@@ -481,6 +494,8 @@ def _texts_of(inputs: Any) -> list[str]:
         return [inputs]
     if isinstance(inputs, Mapping):
         return [_record_text(inputs)]
+    if isinstance(inputs, (set, frozenset)):
+        raise InputError("inputs is a set, whose order is arbitrary: pass a list, to get the answers in its order")
     if hasattr(inputs, "columns"):
         raise InputError("inputs is a table: pass its text column (df['text']) or a list of texts")
     # iter(), not a look for __iter__: a dataset of __getitem__ and __len__ alone (transformers' KeyDataset) iterates
@@ -494,11 +509,13 @@ def _texts_of(inputs: Any) -> list[str]:
 
 
 def _record_text(record: Mapping) -> Any:
-    """The text of a transformers-style record; these models classify one text, not a pair."""
-    if "text_pair" in record:
+    """The text of a transformers-style record. Its other fields (a dataset row's label) are left alone, as a
+    pipeline leaves them; these models classify one text, not a pair (a `text_pair` of None is no pair)."""
+    if record.get("text_pair") is not None:
         raise InputError("text pairs (text_pair) are not classified: these models read one text")
-    if set(record) != {"text"}:
-        raise InputError(f"a record input holds one 'text', got the keys {', '.join(map(repr, record))}")
+    if "text" not in record:
+        keys = f"the keys {', '.join(map(repr, record))}" if record else "an empty record"
+        raise InputError(f"a record input holds its text under 'text', got {keys}")
     return record["text"]
 
 

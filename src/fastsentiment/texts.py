@@ -36,6 +36,8 @@ def text_problem(value: Any) -> str | None:
     if value is None:
         return "empty text"
     if not isinstance(value, str):
+        if isinstance(value, float) and value != value:  # NaN: how pandas and numpy mark a missing value
+            return "a missing value (NaN), not text"
         return f"{type(value).__name__}, not text"
     if has_undecodable(value):
         return "not valid UTF-8"

@@ -82,9 +82,12 @@ def with_truncation(long_text: str, truncation: Any) -> str:
     flag = truncation_flag(truncation)
     if flag is None:
         return long_text
-    if long_text != "truncate":
-        raise InputError("truncation cuts or refuses long texts; for windows give long_text alone")
-    return "truncate" if flag else "error"
+    asked = "truncate" if flag else "error"
+    if long_text in ("truncate", asked):  # the default, or the same choice twice
+        return asked
+    if long_text == "chunk":
+        raise InputError("truncation cuts or refuses long texts; for windows give long_text 'chunk' alone")
+    raise InputError(f"truncation={truncation!r} and long_text={long_text!r} disagree; give one of them")
 
 
 def check_options(

@@ -282,9 +282,13 @@ def auto_choice(
     raise BackendError(message)
 
 
-def named_precision(name: str, precision: str | None) -> tuple[str, str | None]:
+def named_precision(name: str | None, precision: str | None) -> tuple[str, str | None]:
     """A backend named with its precision, "onnx:int8", as `bench`, `compare` and `tune` write them, split in two; a
-    precision given beside it must be the same."""
+    precision given beside it must be the same. None is "auto", as None is the default device and precision."""
+    if name is None:
+        return "auto", precision
+    if not isinstance(name, str):
+        raise BackendError(f"backend must be a name such as 'auto' or 'onnx:int8', got {name!r}")
     name, colon, named = name.partition(":")
     if not colon:
         return name, precision

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -14,11 +15,17 @@ log = logging.getLogger("fastsentiment")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_model(reference: str | Path | None = None, *, require_head: bool = True) -> ModelDir:
+def resolve_model(reference: str | os.PathLike | bytes | None = None, *, require_head: bool = True) -> ModelDir:
     """Resolve a model reference: None (the default built-in), a built-in name, a path or a hub id."""
     if reference is None:
         reference = DEFAULT_MODEL
-    text = str(reference)
+    if isinstance(reference, (bytes, os.PathLike)):
+        reference = os.fsdecode(reference)
+    if not isinstance(reference, str):
+        raise ModelError(f"a model is a built-in name, a folder or a hub id, got {type(reference).__name__}")
+    if not reference.strip():  # Path("") is the current folder: an unset variable would load whatever is here
+        raise ModelError("the model is an empty name; give a built-in name, a folder or a hub id")
+    text = reference
     if text in BUILTIN_MODELS:
         if Path(text).is_dir():  # a folder of that name here: which one is meant is not clear, so say which is used
             log.warning("%r is the built-in model; for the folder of that name here, pass ./%s", text, text)
