@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT
 from fastsentiment import Classifier
+from tiny_models import build_model
 
 WORDS = "the a good bad film movie cheese cake like love hate not great was".split()
 
@@ -236,6 +237,28 @@ def test_requests_the_server_cannot_frame_get_a_json_refusal_after_the_answers_b
     assert counted.group(1) == "2.0"
 
 
+def test_a_request_refused_midway_through_its_body_is_counted_once(server):
+    """The protocol refused a broken chunk and counted it, and the endpoint, reading that body, saw the connection
+    close and counted a client that went away too: two errors for one request, one of them not so."""
+
+    def errors() -> dict[str, float]:
+        metrics = httpx.get(f"{server.url}/metrics").text
+        return {kind: float(n) for kind, n in re.findall(r'fastsentiment_errors_total\{kind="(\w+)"\} (\S+)', metrics)}
+
+    before = errors()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"inp\r\n')
+        time.sleep(0.3)  # the endpoint is reading the body
+        sock.sendall(b"zz\r\nxx\r\n")
+        answers = answers_until_closed(sock)
+    assert [status for status, _ in answers] == [b"HTTP/1.1 400 Bad Request"]
+    time.sleep(0.3)  # for the endpoint to see the connection gone
+    after = errors()
+    assert {kind: after[kind] - before.get(kind, 0) for kind in after if after[kind] != before.get(kind)} == {
+        "invalid_http": 1
+    }
+
+
 @pytest.mark.parametrize("announced", [True, False])
 def test_a_client_still_sending_a_body_too_large_reads_the_413(server, announced):
     """The server answered 413 and closed with the body's rest unread: the kernel reset the connection, and a client
@@ -378,6 +401,10 @@ def test_routing_errors_have_the_same_shape_as_every_other_error(server):
         (httpx.post(f"{server.url}/no/such/route", json={"inputs": "x"}), 404, "not_found"),
     ]:
         assert response.status_code == status and response.json()["error_type"] == kind and response.json()["error"]
+    # Allow names every method the path takes (RFC 9110): HEAD was left out where it is served
+    for path, allowed in [("/health", "GET, HEAD"), ("/info", "GET, HEAD"), ("/metrics", "GET, HEAD"), ("/", "POST")]:
+        refused = httpx.request("OPTIONS", f"{server.url}{path}")
+        assert (refused.status_code, refused.headers["allow"]) == (405, allowed), path
 
 
 def test_health_info_metrics_docs(server):
@@ -727,6 +754,35 @@ def test_sigterm_finishes_accepted_requests_then_exits_0(bert_dir, cache):
     assert [r.status_code for r in responses] == [200] * 12
     assert all(len(r.json()) == 20 for r in responses)
     assert server.process.wait(timeout=60) == 0
+
+
+def test_sigterm_cuts_off_a_client_that_never_reads_its_answer_after_a_grace(tmp_path, cache):
+    """The stop waits for every connection to close, and one whose client never read a large answer (left in the
+    socket's buffers) held it for ever: the server ran until the orchestrator's SIGKILL. Another client's request,
+    still computing when the signal came, is answered."""
+    model = build_model(tmp_path / "many-labels", "bert", labels=tuple(f"LABEL_NUMBER_{i:05d}" for i in range(1000)))
+    server = Server(model, "--backend", "onnx", env={"FASTSENTIMENT_CACHE": cache})
+    try:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.port))
+        body = json.dumps(
+            {"inputs": [f"text {i}" for i in range(256)]}
+        ).encode()  # every label of each: megabytes, never read
+        stuck.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(1)  # answered meanwhile, into buffers the client leaves full
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            other = pool.submit(
+                httpx.post, f"{server.url}/predict", json={"inputs": [sentence(i) for i in range(64)]}, timeout=60
+            )
+            time.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=30) == 0
+            answered = other.result()
+        assert answered.status_code == 200 and len(answered.json()) == 64
+    finally:
+        stuck.close()
+        server.process.kill()
 
 
 FAILING_BACKEND = """

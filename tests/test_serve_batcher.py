@@ -281,3 +281,30 @@ def test_texts_a_batch_has_no_budget_for_are_free_to_run_on_another_slot_at_once
     logits = run_batcher(recorder, BatchSettings(max_batch_tokens=longest), scenario, concurrency=2)
     assert [len(batch) for batch in recorder.batches] == [1] * 8 and most[0] == 2
     np.testing.assert_allclose(logits, classifier.logits(texts), atol=1e-5)
+
+
+def test_a_request_whose_client_went_away_leaves_the_queue_at_once(classifier):
+    """Its texts stayed queued (cancelled) until a slot took them: while the model was busy they counted against
+    max_queue, and a live request was refused as 'queue full'."""
+    recorder, busy = Recorder(classifier), threading.Event()
+    run = recorder.run
+    recorder.run = lambda sequences: (busy.wait(30), run(sequences))[1]  # the one slot held until let go
+
+    async def scenario(batcher):
+        holding = asyncio.ensure_future(batcher.submit(["good film"]))
+        while not recorder.encoded:  # the first batch is on the slot
+            await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.submit([f"text {i}" for i in range(250)]))
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 250
+        gone.cancel()  # as the server cancels a request whose client disconnected
+        await asyncio.sleep(0.05)
+        depth = batcher.depth  # 250 + 100 texts would not fit max_queue
+        busy.set()  # the slot comes free with nothing queued (the worker, waiting for it, must not fail then)
+        first = await holding
+        await asyncio.sleep(0.05)
+        return depth, first, await asyncio.wait_for(batcher.submit(["bad cake"] * 100), timeout=30)
+
+    depth, first, live = run_batcher(recorder, BatchSettings(max_queue=300), scenario)
+    assert depth == 0 and first.shape == (1, 2) and live.shape == (100, 2)
+    assert not [text for text in recorder.encoded if text.startswith("text ")]  # never computed

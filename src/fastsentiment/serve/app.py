@@ -27,14 +27,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from fastsentiment import __version__
 from fastsentiment.backends.base import parallel_calls
 from fastsentiment.classifier import Classifier, function_name
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
-from fastsentiment.serve.metrics import Metrics
+from fastsentiment.serve.metrics import REFUSED_BY_PROTOCOL, Metrics
 from fastsentiment.texts import has_undecodable, text_problem
 from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
 from fastsentiment.windows import with_truncation
@@ -178,7 +178,8 @@ class PredictEndpoint:
         try:
             status, body, headers = 200, await self._answer(scope, receive), None
         except ApiError as error:
-            self.metrics.count_error(error.kind)
+            if not scope.get(REFUSED_BY_PROTOCOL):
+                self.metrics.count_error(error.kind)
             status, headers = error.status, error.headers
             body = self._encoder.encode({"error": error.message, "error_type": error.kind})
         except Exception:  # a bug, not the request's fault: answered as FastAPI's error middleware would, in JSON
@@ -484,8 +485,17 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
         """Routing's own answers (404 unknown path, 405 wrong method) in the same shape as every other error."""
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         metrics.count_error(kind)
+        headers = error.headers
+        if error.status_code == 405:  # every method the path takes (RFC 9110): Starlette names its first route's
+            allowed = {
+                method
+                for route in app.router.routes
+                if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE
+                for method in route.methods
+            }
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         return JSONResponse(
-            {"error": str(error.detail), "error_type": kind}, status_code=error.status_code, headers=error.headers
+            {"error": str(error.detail), "error_type": kind}, status_code=error.status_code, headers=headers
         )
 
     # HEAD: uptime probes that ask for no body; left out of the OpenAPI document, whose operation ids are one per

@@ -150,7 +150,17 @@ class DynamicBatcher:
         except BaseException:
             for item in items:  # the client went away or one text failed: the others need not be computed
                 item.future.cancel()
+            self._forget(items)
             raise
+
+    def _forget(self, items: list[_Item]) -> None:
+        """Take a finished request's texts out of the queue now: left there until a slot took them, they counted
+        against max_queue and refused live requests with 503 (queue full) while every slot was busy."""
+        gone = {id(item) for item in items}
+        if any(id(item) in gone for item in self._queue):
+            kept = [item for item in self._queue if id(item) not in gone]
+            self._queue.clear()
+            self._queue.extend(kept)
 
     def _named(self, items: list[_Item], error: InputError) -> InputError:
         """A text the worker refused, named by its place in the request."""
@@ -173,6 +183,9 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             await slots.acquire()
+            if not self._queue:  # emptied while every slot was busy: its requests' clients went away
+                slots.release()
+                continue
             await self._wait_for_batch()
             alone = (
                 self._run_alone is not None

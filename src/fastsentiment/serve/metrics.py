@@ -10,6 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 log = logging.getLogger("fastsentiment")
 
+# Set in a request's ASGI scope by the connection's protocol when it refuses the request while the app reads its body
+# (and counts that refusal): the app then sees the connection close, which is not a client that went away.
+REFUSED_BY_PROTOCOL = "fastsentiment.refused_by_protocol"
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 

@@ -36,6 +36,8 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from fastsentiment.serve.metrics import REFUSED_BY_PROTOCOL
+
 # A refused client that does not read its answer would keep the connection (and a graceful stop) waiting for the
 # answer to drain; it is cut off after this. Also how long the rest of a refused body is read and dropped for.
 CLOSE_GRACE_S = 5.0
@@ -89,6 +91,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._raw_transport = transport
         self._lingering: asyncio.TimerHandle | None = None
+        self._stop_watch: asyncio.TimerHandle | None = None
         self._dropped = 0
         wrapped = _LingeringClose(transport, self)
         super().connection_made(wrapped)  # type: ignore[arg-type]
@@ -99,6 +102,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._disarm_deadline()
         if self._lingering is not None:
             self._lingering.cancel()
+        if self._stop_watch is not None:
+            self._stop_watch.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -226,6 +231,19 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._raw_transport.close()
             return
         super().shutdown()
+        self._watch_reading(self._raw_transport.get_write_buffer_size())
+
+    def _watch_reading(self, unsent_before: int) -> None:
+        """While the server stops: a client that reads nothing of its answer for CLOSE_GRACE_S (its bytes wait unsent,
+        no fewer than before, with the answer complete or the app waiting for room to write) is cut off. The stop
+        waits for every connection to close, and one whose client never read held it for ever; a request still
+        computing, which has written nothing, is waited for."""
+        unsent = self._raw_transport.get_write_buffer_size()
+        stalled = unsent > 0 and unsent >= unsent_before and (not self._answering() or self.flow.write_paused)
+        if stalled and self._stop_watch is not None:  # the first look only takes the measure
+            self._raw_transport.abort()
+            return
+        self._stop_watch = self.loop.call_later(CLOSE_GRACE_S, self._watch_reading, unsent)
 
     def linger(self) -> bool:
         """The app answered and closes the connection: when the request's body is still arriving, only the
@@ -290,6 +308,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._refusal_due = answer, kind
             return
         self._on_refusal(kind)
+        if self._phase == "body":
+            self.cycle.scope[REFUSED_BY_PROTOCOL] = True  # counted here, not again as a client gone
         if self._phase == "body" and self.cycle.response_started:
             self._answer_and_close(b"")  # the request's own answer has begun: only the connection can end it
         else:
