@@ -6,6 +6,7 @@ import csv
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,6 +270,38 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(bert_dir, tmp_path):
         f"error: --resume: {out} is complete (no out.csv.partial/ to continue); run without --resume to write it again"
     )
     assert out.read_bytes() == finished
+
+
+def test_a_second_ctrl_c_during_the_first_ones_clean_up_still_exits_130(bert_dir, tmp_path):
+    """A quick double Ctrl+C (or `timeout -s INT`, which signals the process and its group) broke into the join of the
+    model calls in flight as the interpreter ended: the process aborted (SIGABRT, 'terminate called without an active
+    exception') on a backend that runs calls side by side, which OpenVINO's streams do on two CPUs or more."""
+    source = write_csv(tmp_path / "in.csv", 12_000)
+    out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
+    every_cpu = range(os.cpu_count() or 1)  # this worker is pinned to its share, where one stream is all there is
+
+    def child_setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a terminal's default (pytest-xdist's workers ignore SIGINT)
+        os.sched_setaffinity(0, every_cpu)
+
+    for attempt in range(3):  # the second signal must land in the clean-up: a race, won most times without the fix
+        shutil.rmtree(journal, ignore_errors=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsentiment", "classify", "-f", str(source), "-o", str(out), "--model",
+             str(bert_dir), "--backend", "openvino", "--chunk-rows", "200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            preexec_fn=child_setup,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not (journal / "manifest.json").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # among the model calls
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, (attempt, stderr.decode()[-2000:])
+        assert b"Traceback" not in stderr and b"terminate called" not in stderr, stderr.decode()[-2000:]
 
 
 def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):

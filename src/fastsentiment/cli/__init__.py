@@ -7,6 +7,7 @@ import errno
 import io
 import logging
 import os
+import signal
 import sys
 
 from fastsentiment.cli.app import app
@@ -46,7 +47,18 @@ class _ClosedOutput(io.TextIOBase):
         raise OSError(errno.EBADF, "stdout is closed: nothing can be written there")
 
 
+def _interrupt_once(signum: int, frame) -> None:
+    """Ctrl+C raises KeyboardInterrupt, as Python's own handler does, once: the clean-up it starts (a file job's
+    journal, the model calls in flight joined as the interpreter ends) must finish, and a second Ctrl+C (a quick
+    double press; `timeout -s INT`, which signals the process and its group) broke into that join and the process
+    aborted (SIGABRT: OpenVINO's threads still running as the interpreter ended)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored (a background job)
+        signal.signal(signal.SIGINT, _interrupt_once)
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
     if sys.stderr is None:  # `2>&-`: errors have nowhere to go, but the exit code still says what happened
