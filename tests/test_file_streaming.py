@@ -893,6 +893,11 @@ def test_files_that_cannot_be_read_as_lines_of_utf8_are_one_line(bert_dir, tmp_p
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and len(lines) == 1, (command, lines)
         assert lines[0].startswith(f"error: {source}: {message}"), (command, lines)
+    # The same bytes on stdin (a pipe from iconv): UTF-16 gave an error row and a garbled text, lone carriage
+    # returns one text of every line
+    piped = run_cli("classify", "--model", str(bert_dir), "--backend", "onnx", input=content)
+    assert (piped.returncode, piped.stdout) == (2, b""), piped.stderr.decode()
+    assert piped.stderr.decode().startswith(f"error: stdin: {message}"), piped.stderr.decode()
 
 
 # ---- rows that would run away with the file or the memory --------------------------------------

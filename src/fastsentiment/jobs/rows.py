@@ -166,9 +166,14 @@ class TextReader:
         self._data_start = (0, 0)
         self._lines: _LineStream | None = None
         if stream:
-            self._lines = _LineStream(sys.stdin.buffer if str(path) == "-" else open(path, "rb"))
+            binary = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
+            peek = getattr(binary, "peek", None)  # what has arrived so far, left for the reading
+            if peek is not None:
+                _check_text_encoding(peek(1 << 16)[: 1 << 16], "stdin" if str(path) == "-" else str(path))
+            self._lines = _LineStream(binary)
         else:
-            _check_text_encoding(Path(path))
+            with open(path, "rb") as binary:
+                _check_text_encoding(binary.read(1 << 16), str(path))
         if fmt in ("csv", "tsv"):
             self.header, self._data_start = self._read_header()
 
@@ -230,11 +235,10 @@ class TextReader:
         return header, (lines.offset, lines.lines)
 
 
-def _check_text_encoding(path: Path) -> None:
+def _check_text_encoding(start: bytes, path: str) -> None:
     """Refuse what reading line by line as UTF-8 would turn into one garbled text or header: UTF-16 (Excel's
-    "Unicode text"), and lines ended by lone carriage returns (classic Mac), which hold no line feed at all."""
-    with open(path, "rb") as binary:
-        start = binary.read(1 << 16)
+    "Unicode text"), and lines ended by lone carriage returns (classic Mac), which hold no line feed at all. `start`:
+    the input's first bytes (of a stream, those that have arrived)."""
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputError(f"{path}: UTF-16 text (it starts with that byte order mark); save it as UTF-8")
     if b"\r" in start.rstrip(b"\r") and b"\n" not in start:
