@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -473,6 +474,13 @@ def test_compare_reads_its_data_before_loading_the_models(bert_dir, tmp_path):
     assert (result.returncode, result.stderr.decode()) == (
         2,
         f"error: --data {missing}: no such file or directory (or use glue/sst2 with internet access)\n",
+    )
+    pipe = tmp_path / "fifo"  # `--data <(cat dev.tsv)`: was "no such file or directory"
+    os.mkfifo(pipe)
+    result = run_cli("compare", "onnx", "torch", "-m", str(bert_dir), "--data", str(pipe))
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: --data {pipe} is a pipe or stdin: give a file (.csv, .tsv, .jsonl, .parquet) or a folder\n",
     )
 
 

@@ -457,6 +457,13 @@ def test_evaluate_checks_its_data_before_loading_the_model(tmp_path):
     assert (result.returncode, result.stderr.decode()) == (2, f"error: input file not found: {tmp_path / 'dev.tsv'}\n")
     result = run_cli("evaluate", str(tmp_path), "--model", missing_model)
     assert (result.returncode, result.stderr.decode()) == (2, f"error: {tmp_path} is a folder; name a labelled file\n")
+    pipe = tmp_path / "fifo"  # as `evaluate <(zcat dev.tsv.gz)` names one: it was "input file not found"
+    os.mkfifo(pipe)
+    result = run_cli("evaluate", str(pipe), "--model", missing_model)
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {pipe} is a pipe or stdin: evaluate reads a labelled file (.csv, .tsv, .jsonl, .parquet)\n",
+    )
 
 
 def test_evaluate_names_its_own_column_option(bert_dir, tmp_path):

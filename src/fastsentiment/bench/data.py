@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastsentiment.errors import InputError
-from fastsentiment.jobs.rows import RowSource
+from fastsentiment.jobs.rows import RowSource, is_stream
 from fastsentiment.labels import label_id
 
 
@@ -59,6 +59,10 @@ def load_bench_data(
         return BenchData(str(path), split if split.labels is not None else None, split, split)
     if source == "glue/sst2":
         return _from_datasets(option)
+    if is_stream(path):
+        raise InputError(
+            f"{option} {source} is a pipe or stdin: give a file (.csv, .tsv, .jsonl, .parquet) or a folder"
+        )
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 

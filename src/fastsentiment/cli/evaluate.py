@@ -48,11 +48,16 @@ def evaluate(
     from dataclasses import asdict
 
     from fastsentiment.jobs.predict import warn_truncated_rows
+    from fastsentiment.jobs.rows import is_stream
     from fastsentiment.tokenization import Truncations
     from fastsentiment.train.data import read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
     if not data.is_file():  # before the model loads (a first load may export it)
+        if is_stream(data):  # `<(zcat dev.tsv.gz)`: no extension to read its table by
+            raise InputError(
+                f"{data} is a pipe or stdin: evaluate reads a labelled file (.csv, .tsv, .jsonl, .parquet)"
+            )
         raise InputError(
             f"{data} is a folder; name a labelled file" if data.is_dir() else f"input file not found: {data}"
         )
