@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import PINNED_FP32, ROOT, run_cli
 
 
 def _lines(result):
@@ -781,3 +781,17 @@ def test_resume_with_texts_given_as_arguments_says_they_are_not_a_file(tmp_path)
         2,
         "error: --resume continues a --file run written with --out, not texts given as arguments\n",
     )
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder_in_every_path_option(bert_dir, tmp_path):
+    """`--out=~/x.csv` (no shell expands a tilde after `=`) or a quoted '~/...' made a folder named `~` in the working
+    one, an `rm -rf ~` away from the home folder's end; as an input it was "not found". `--model` expanded it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "in.txt").write_text("good film\nbad cake\n")
+    env = {"HOME": str(home)}
+    result = run_cli("classify", "--file=~/in.txt", "--out=~/out.csv", "-m", str(bert_dir), *PINNED_FP32, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len((home / "out.csv").read_text().splitlines()) == 3 and not (ROOT / "~").exists()  # commands run in ROOT
+    result = run_cli("evaluate", "~/missing.tsv", "-m", str(bert_dir), env=env)
+    assert result.stderr.decode() == f"error: input file not found: {home / 'missing.tsv'}\n"

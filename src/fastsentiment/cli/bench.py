@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import DeviceOption, ModelOption, TextColumnOption
+from fastsentiment.cli.options import DeviceOption, ModelOption, TextColumnOption, expand_home
 
 DEFAULT_DATA = "../shared/data/sst2"
 
@@ -39,7 +39,10 @@ def bench(
     repeat: int = typer.Option(1, "--repeat", min=1, help="Runs per configuration; medians are reported."),
     quick: bool = typer.Option(False, "--quick", help="A subset that finishes in about a minute."),
     out: Path = typer.Option(
-        Path("bench-results"), "--out", help="Directory for report.md, results.json/.csv and plots."
+        Path("bench-results"),
+        "--out",
+        help="Directory for report.md, results.json/.csv and plots.",
+        callback=expand_home,
     ),
     timeout: float = typer.Option(
         1800, "--timeout", min=0.001, help="Seconds one configuration may take before it is reported as failed."

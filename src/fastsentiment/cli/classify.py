@@ -18,6 +18,7 @@ from fastsentiment.cli.options import (
     ModelOption,
     PrecisionOption,
     StrideOption,
+    expand_home,
     label_names,
     long_text_options,
 )
@@ -34,6 +35,7 @@ def classify(
         "--file",
         "-f",
         help="A .txt (one text per line), .csv, .tsv, .jsonl or .parquet file; with --engine ray also a folder of them.",
+        callback=expand_home,
     ),
     column: str | None = typer.Option(
         None, "--column", help="Text column of a .csv/.tsv/.jsonl/.parquet file \\[default: sentence, else text]."
@@ -43,6 +45,7 @@ def classify(
         "--out",
         "-o",
         help="Write results to this .csv, .tsv, .jsonl or .parquet file (a folder with --engine ray) instead of stdout.",
+        callback=expand_home,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
     resume: bool = typer.Option(

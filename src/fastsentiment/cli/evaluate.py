@@ -21,6 +21,7 @@ from fastsentiment.cli.options import (
     PrecisionOption,
     StrideOption,
     TextColumnOption,
+    expand_home,
     load_classifier,
     long_text_options,
 )
@@ -29,7 +30,9 @@ from fastsentiment.errors import InputError
 
 @app.command()
 def evaluate(
-    data: Path = typer.Argument(Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl/.parquet file."),
+    data: Path = typer.Argument(
+        Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl/.parquet file.", callback=expand_home
+    ),
     text_column: TextColumnOption = None,
     label_column: str = typer.Option("label", "--label-column"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),

@@ -14,6 +14,7 @@ import typer
 
 from fastsentiment.cache import open_or_rebuild
 from fastsentiment.cli.app import app
+from fastsentiment.cli.options import expand_home
 from fastsentiment.errors import FastSentimentError, InputError, first_line
 from fastsentiment.outputs import check_output_place, through_link
 
@@ -26,7 +27,7 @@ ModelArgument = typer.Argument(..., help="Built-in name, model directory or hub 
 @export_app.command("onnx")
 def export_onnx_command(
     model: str = ModelArgument,
-    out: Path = typer.Argument(..., help="The .onnx file to write (replaces one there)."),
+    out: Path = typer.Argument(..., help="The .onnx file to write (replaces one there).", callback=expand_home),
     precision: str = typer.Option(
         "int8",
         "--precision",
@@ -55,7 +56,9 @@ def export_onnx_command(
 @export_app.command("openvino")
 def export_openvino_command(
     model: str = ModelArgument,
-    out: Path = typer.Argument(..., help="The .xml file to write (weights go beside it as .bin)."),
+    out: Path = typer.Argument(
+        ..., help="The .xml file to write (weights go beside it as .bin).", callback=expand_home
+    ),
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store weights in fp16 (half the size)."),
 ) -> None:
     """OpenVINO IR (.xml + .bin) from the plain ONNX export."""
@@ -120,7 +123,9 @@ def _disk_full(folder: Path, needs_bytes: int) -> bool:
 @export_app.command("coreml")
 def export_coreml_command(
     model: str = ModelArgument,
-    out: Path = typer.Argument(..., help="The .mlpackage to write (replaces an earlier package there)."),
+    out: Path = typer.Argument(
+        ..., help="The .mlpackage to write (replaces an earlier package there).", callback=expand_home
+    ),
     seq_lengths: str | None = typer.Option(
         None,
         "--seq-lengths",

@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import TextColumnOption, label_names
+from fastsentiment.cli.options import TextColumnOption, expand_home, label_names
 
 
 @app.command()
 def train(
-    train_file: Path = typer.Argument(..., help="Labelled .tsv/.csv/.jsonl/.parquet file."),
-    output_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the fine-tuned model and checkpoints."),
+    train_file: Path = typer.Argument(..., help="Labelled .tsv/.csv/.jsonl/.parquet file.", callback=expand_home),
+    output_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Directory for the fine-tuned model and checkpoints.", callback=expand_home
+    ),
     base_model: str = typer.Option(
         "all-MiniLM-L6-v2",
         "--base-model",
@@ -25,7 +27,7 @@ def train(
         None, "--labels", help="Comma-separated label names in class-id order, e.g. NEGATIVE,POSITIVE."
     ),
     eval_file: Path | None = typer.Option(
-        None, "--eval-file", help="Held-out file; default: a slice of the training file."
+        None, "--eval-file", help="Held-out file; default: a slice of the training file.", callback=expand_home
     ),
     eval_fraction: float = typer.Option(
         0.02, "--eval-fraction", help="Held-out share of the training file when no --eval-file is given."
@@ -65,6 +67,7 @@ def train(
         "without running the teachers; repeat for an ensemble (mean logits). A file that names its classes must "
         "name this run's, in its order; one without names (older files, scripts/save_teacher_logits.py) is taken "
         "by position, with a warning.",
+        callback=expand_home,
     ),
     augment: int = typer.Option(
         0,
@@ -77,6 +80,7 @@ def train(
         "--unlabelled",
         help="Distil also on the texts of this file (one per line, or a table's --text-column), labelled by the "
         "teacher alone; repeatable.",
+        callback=expand_home,
     ),
     distill_alpha: float = typer.Option(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from fastsentiment.cli.app import app
-from fastsentiment.cli.options import DeviceOption, ModelOption
+from fastsentiment.cli.options import DeviceOption, ModelOption, expand_home
 from fastsentiment.errors import InputError
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ def tune(
         "--calibration",
         help="A sample of your own texts (.txt/.csv/.tsv/.jsonl; labels used when present) "
         "\\[default: the project's built-in English sentences].",
+        callback=expand_home,
     ),
     text_column: str | None = typer.Option(
         None, "--text-column", help="The calibration file's text column \\[default: 'sentence' or 'text']."
