@@ -223,13 +223,15 @@ def test_compare_prints_texts_as_they_are_and_its_summary_on_one_line_when_piped
     save_file(weights, flipped / "model.safetensors", metadata={"format": "pt"})
     data = tmp_path / ("a-folder-name-long-enough-to-pass-80-columns" * 2) / "data.tsv"
     data.parent.mkdir()
-    texts = ["[/b] good film [red]x[/red]", "bad film"]
+    texts = ["[/b] good film [red]x[/red]", "bad film", "\x1b[31mred\x1b[0m and\u2028two lines"]
     data.write_text("sentence\tlabel\n" + "".join(f"{text}\t1\n" for text in texts))
     result = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--model-b", str(flipped), "--data", str(data))
     assert result.returncode == 0, result.stderr
     lines = _lines(result)
-    assert lines[0].startswith(f"torch vs torch on 2 sentences of {data}: agreement 0.00%") and "mean |Δ" in lines[0]
+    assert lines[0].startswith(f"torch vs torch on 3 sentences of {data}: agreement 0.00%") and "mean |Δ" in lines[0]
     assert any(texts[0] in line for line in lines[1:]), result.stdout.decode()
+    # an escape sequence shown, not acted on, and a line break kept within its row (both were passed through)
+    assert b"\x1b" not in result.stdout and any("\\x1b[31mred\\x1b[0m and\\u2028two lines" in line for line in lines)
 
 
 def test_tune_shows_a_failure_reason_whole_and_its_decision_on_whole_lines(bert_dir, monkeypatch, capsys):

@@ -67,3 +67,15 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+# Control characters, shown as escapes (\\n, \\x1b): those that end a line for a terminal or str.splitlines would
+# break one input over several lines, and the others (an ANSI escape sequence in a review) would act on the terminal.
+_CONTROLS = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0)), "\u2028", "\u2029"]
+_ESCAPED = {ord(char): char.encode("unicode_escape").decode() for char in _CONTROLS}
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters as escapes (\\n, \\t, \\x1b, \\u2028): one line of one column on a
+    console, which nothing in it can act on."""
+    return text.translate(_ESCAPED)

@@ -126,6 +126,7 @@ def compare(
     from rich.table import Table
 
     from fastsentiment.bench.compare import compare_configs
+    from fastsentiment.outputs import one_line
 
     result = compare_configs(
         a,
@@ -157,7 +158,9 @@ def compare(
         table = Table("text", f"{a}", f"{b}", "logits A", "logits B", title="Disagreements, most confident first")
         for row in result["disagreements"]:
             table.add_row(
-                escape(row["text"]),  # a review's "[/b]" was read as markup: a MarkupError's traceback
+                # a review's "[/b]" was read as markup (a MarkupError's traceback), its escape sequences acted on the
+                # terminal and its line breaks split its row
+                escape(one_line(row["text"])),
                 f"{row['a']} {row['a_score']:.2%}",
                 f"{row['b']} {row['b_score']:.2%}",
                 str([round(v, 2) for v in row["a_logits"]]),

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import Row, clean_fields, delimited_reader, import_parquet
-from fastsentiment.outputs import strict_json
+from fastsentiment.outputs import one_line, strict_json
 from fastsentiment.texts import replace_undecodable
 
 log = logging.getLogger("fastsentiment")
@@ -127,10 +127,6 @@ class OutputColumns:
         return list(result_fields(None, self.labels, None, self.lengths))
 
 
-# Control characters, shown as escapes (\\n, \\x1b): those that end a line for a terminal or str.splitlines would
-# break one input over several lines, and the others (an ANSI escape sequence in a review) would act on the terminal.
-_CONTROLS = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0)), "\u2028", "\u2029"]
-_ESCAPED = {ord(char): char.encode("unicode_escape").decode() for char in _CONTROLS}
 CONSOLE_ERROR = "ERROR"  # in the label column of an input that could not be classified
 
 
@@ -166,12 +162,6 @@ class ConsoleSink:
         else:
             score = f"{prediction.score:>6.2%}" if self.percentages else f"{prediction.score:>7.4f}"
             sys.stdout.write(f"{prediction.label:<{self.width}}  {score}  {one_line(row.text)}\n")
-
-
-def one_line(text: str) -> str:
-    """`text` with its control characters as escapes (\\n, \\t, \\x1b, \\u2028): one line of one column on a
-    console, which nothing in it can act on."""
-    return text.translate(_ESCAPED)
 
 
 # ---- file parts -----------------------------------------------------------------------------
