@@ -209,6 +209,25 @@ def test_a_closed_stdout_or_stderr_is_one_line_not_a_traceback(bert_dir, command
     assert run(2, "classify", "").returncode == 2  # an error, said nowhere
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_exit_1(bert_dir, tmp_path):
+    """`classify < texts | head -1`: the output cannot all be written, as to a closed stdout (exit 1), and nothing is
+    said of it: no traceback, no error line (README)."""
+    import subprocess
+    import sys
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("good film\n" * 20_000)
+    with open(texts, "rb") as stdin:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsentiment", "classify", "--model", str(bert_dir), *PINNED_FP32],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert process.stdout.readline()  # the first answer arrived
+        process.stdout.close()  # as head does after its lines
+        stderr = process.stderr.read()
+        assert (process.wait(timeout=120), stderr) == (1, b"")
+
+
 def test_compare_prints_texts_as_they_are_and_its_summary_on_one_line_when_piped(bert_dir, tmp_path):
     """compare's table read a text's "[/b]" as rich markup (a MarkupError's traceback) and dropped "[red]" from it;
     piped, its summary was cut at 80 columns into two lines."""
