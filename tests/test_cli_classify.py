@@ -515,6 +515,13 @@ def test_evaluate_reads_data_as_classify_and_train_do(bert_dir, tmp_path):
         2,
         f"error: {data}, line 3: unknown label '1.5'; expected one of NEGATIVE, POSITIVE or a class id\n",
     )
+    # Label names in another case than the model's (positive for POSITIVE) are those classes, as compare takes them
+    data.write_text("text,label\ngood film,positive\nbad film,Negative\nfine film,1\n")
+    by_name = run_cli("evaluate", str(data), "--model", str(bert_dir), "--backend", "onnx", "--json")
+    data.write_text("text,label\ngood film,1\nbad film,0\nfine film,1\n")
+    by_id = run_cli("evaluate", str(data), "--model", str(bert_dir), "--backend", "onnx", "--json")
+    assert by_name.returncode == 0, by_name.stderr.decode()
+    assert json.loads(by_name.stdout)["correct"] == json.loads(by_id.stdout)["correct"]
 
 
 def test_evaluate_on_named_labels_with_a_model_of_unnamed_classes_points_to_labels(tmp_path):

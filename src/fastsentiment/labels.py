@@ -12,12 +12,17 @@ def label_id(value: object, names: Sequence[str] | None, where: str, renamed_by:
     """The class id a cell names: one of `names` (the model's or the data's labels), else an integer id.
     `renamed_by`: the caller's option that names a model's classes, offered where they have no names of their own.
 
-    Names win over digits, so a label literally called "1" keeps its own id. Negative ids pass through:
+    Names win over digits, so a label literally called "1" keeps its own id; a name matches in any case where no
+    other name differs from it by case alone. Negative ids pass through:
     GLUE test splits mark a missing label with -1, and callers decide what a missing label means.
     """
     text = str(value).strip()
     if names and text in names:
         return list(names).index(text)
+    if names:  # "positive" for POSITIVE, as compare matches classes: a case no two names differ by alone
+        folded = [name.casefold() for name in names]
+        if folded.count(text.casefold()) == 1:
+            return folded.index(text.casefold())
     if (number := class_id(text)) is not None:
         return number
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
