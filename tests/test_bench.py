@@ -157,6 +157,7 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
     result = run_cli(
         "compare", "torch", "torch", "-m", str(bert_dir), "--model-b", str(other), "--data", str(data), "--json"
     )
+    assert result.stdout.count(b"\n") == 1  # one line, as evaluate --json writes it (was indented over many)
     different = json.loads(result.stdout)
     assert different["sentences"] == len(sentences) and different["max_abs_logit_delta"] > 0.01
     disagreement_count = round((1 - different["agreement"]) * len(sentences))

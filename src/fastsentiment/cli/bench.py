@@ -115,10 +115,12 @@ def compare(
     device_b: str | None = typer.Option(
         None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
     ),
-    data: str = typer.Option(DEFAULT_DATA, "--data"),
+    data: str = typer.Option(
+        DEFAULT_DATA, "--data", help="The texts compared on: a labelled file, or a folder holding dev.tsv (GLUE SST-2)."
+    ),
     text_column: TextColumnOption = None,
     show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Where two backends (or models) disagree: agreement, |Δlogit|, and the sentences, worst first."""
     from rich.console import Console
@@ -140,7 +142,7 @@ def compare(
         device_b=device_b,
     )
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result))  # one line, as evaluate --json writes it
         return
     if result["device_a"] != result["device_b"]:  # one backend on two devices: say which side ran where
         a, b = f"{a} on {result['device_a']}", f"{b} on {result['device_b']}"

@@ -34,7 +34,9 @@ def evaluate(
         Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl/.parquet file.", callback=expand_home
     ),
     text_column: TextColumnOption = None,
-    label_column: str = typer.Option("label", "--label-column"),
+    label_column: str = typer.Option(
+        "label", "--label-column", help="The column of the labels: the model's label names (any case) or class ids."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     model: ModelOption = None,
     backend: BackendOption = "auto",

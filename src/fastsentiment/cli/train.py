@@ -22,7 +22,9 @@ def train(
         help="Encoder to fine-tune: a directory, hub id, or all-MiniLM-L6-v2 (the train extra ships it).",
     ),
     text_column: TextColumnOption = None,
-    label_column: str = typer.Option("label", "--label-column"),
+    label_column: str = typer.Option(
+        "label", "--label-column", help="The column of the labels: class names or class ids."
+    ),
     labels: str | None = typer.Option(
         None, "--labels", help="Comma-separated label names in class-id order, e.g. NEGATIVE,POSITIVE."
     ),
