@@ -522,6 +522,12 @@ def test_evaluate_reads_data_as_classify_and_train_do(bert_dir, tmp_path):
     by_id = run_cli("evaluate", str(data), "--model", str(bert_dir), "--backend", "onnx", "--json")
     assert by_name.returncode == 0, by_name.stderr.decode()
     assert json.loads(by_name.stdout)["correct"] == json.loads(by_id.stdout)["correct"]
+    # A label column the table has not is said of its header (was "line 2", the first row's)
+    result = run_cli("evaluate", str(data), "--model", str(bert_dir), "--label-column", "stars")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {data}: no label column 'stars' (columns: text, label; see --label-column)\n",
+    )
 
 
 def test_evaluate_on_named_labels_with_a_model_of_unnamed_classes_points_to_labels(tmp_path):

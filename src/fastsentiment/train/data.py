@@ -48,7 +48,12 @@ def read_labelled(
     texts: list[str] = []
     raw_labels: list[str] = []
     lines: list[int] = []
-    for row in RowSource(path, text_column, column_option="--text-column").rows():
+    source = RowSource(path, text_column, column_option="--text-column")
+    if source.columns is not None and label_column not in source.columns:  # a table's header says it for every row
+        raise InputError(
+            f"{path}: no label column {label_column!r} (columns: {', '.join(source.columns)}; see --label-column)"
+        )
+    for row in source.rows():
         if row.error:
             raise InputError(f"{path}, line {row.line}: {row.error}")
         if label_column not in row.fields:
