@@ -759,7 +759,7 @@ def test_sigterm_finishes_accepted_requests_then_exits_0(bert_dir, cache):
 def test_sigterm_cuts_off_a_client_that_never_reads_its_answer_after_a_grace(tmp_path, cache):
     """The stop waits for every connection to close, and one whose client never read a large answer (left in the
     socket's buffers) held it for ever: the server ran until the orchestrator's SIGKILL. Another client's request,
-    still computing when the signal came, is answered."""
+    sent before the signal, is answered whole."""
     model = build_model(tmp_path / "many-labels", "bert", labels=tuple(f"LABEL_NUMBER_{i:05d}" for i in range(1000)))
     server = Server(model, "--backend", "onnx", env={"FASTSENTIMENT_CACHE": cache})
     try:
@@ -775,7 +775,7 @@ def test_sigterm_cuts_off_a_client_that_never_reads_its_answer_after_a_grace(tmp
             other = pool.submit(
                 httpx.post, f"{server.url}/predict", json={"inputs": [sentence(i) for i in range(64)]}, timeout=60
             )
-            time.sleep(0.2)
+            time.sleep(1)  # accepted (the loop is busy a while with the stuck request's answer on a loaded machine)
             server.process.send_signal(signal.SIGTERM)
             assert server.process.wait(timeout=30) == 0
             answered = other.result()

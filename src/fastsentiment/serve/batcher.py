@@ -288,8 +288,9 @@ class DynamicBatcher:
         return _Outcome(fitting, results)
 
     def _give_back(self, leftover: list[_Item]) -> None:
-        """Texts a batch took but had no budget for, ahead of the queue (they arrived before what is there)."""
-        self._queue.extendleft(reversed(leftover))
+        """Texts a batch took but had no budget for, ahead of the queue (they arrived before what is there); not those
+        whose request ended meanwhile (`_forget` did not find them queued)."""
+        self._queue.extendleft(reversed([item for item in leftover if not item.future.done()]))
         self._wakeup.set()
 
     def _tokenise(self, items: list[_Item]) -> None:

@@ -231,19 +231,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._raw_transport.close()
             return
         super().shutdown()
-        self._watch_reading(self._raw_transport.get_write_buffer_size())
+        self._watch_reading(None)
 
-    def _watch_reading(self, unsent_before: int) -> None:
-        """While the server stops: a client that reads nothing of its answer for CLOSE_GRACE_S (its bytes wait unsent,
-        no fewer than before, with the answer complete or the app waiting for room to write) is cut off. The stop
-        waits for every connection to close, and one whose client never read held it for ever; a request still
-        computing, which has written nothing, is waited for."""
+    def _watch_reading(self, unsent_before: int | None) -> None:
+        """While the server stops: a client that reads nothing of its answer for CLOSE_GRACE_S is cut off. The stop
+        waits for every connection to close, and one whose client never read held it for ever. Stalled: bytes wait
+        unsent with the answer complete or the app waiting for room to write, at two looks in a row, no fewer at the
+        second (`unsent_before`: the first look's count, None where it found no stall); a request still computing,
+        which has written nothing, and a client reading its answer are waited for."""
         unsent = self._raw_transport.get_write_buffer_size()
-        stalled = unsent > 0 and unsent >= unsent_before and (not self._answering() or self.flow.write_paused)
-        if stalled and self._stop_watch is not None:  # the first look only takes the measure
+        stalled = unsent > 0 and (not self._answering() or self.flow.write_paused)
+        if stalled and unsent_before is not None and unsent >= unsent_before:
             self._raw_transport.abort()
             return
-        self._stop_watch = self.loop.call_later(CLOSE_GRACE_S, self._watch_reading, unsent)
+        self._stop_watch = self.loop.call_later(CLOSE_GRACE_S, self._watch_reading, unsent if stalled else None)
 
     def linger(self) -> bool:
         """The app answered and closes the connection: when the request's body is still arriving, only the
