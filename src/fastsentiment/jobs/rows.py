@@ -166,11 +166,9 @@ class TextReader:
         self._data_start = (0, 0)
         self._lines: _LineStream | None = None
         if stream:
-            binary = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
-            peek = getattr(binary, "peek", None)  # what has arrived so far, left for the reading
-            if peek is not None:
-                _check_text_encoding(peek(1 << 16)[: 1 << 16], "stdin" if str(path) == "-" else str(path))
-            self._lines = _LineStream(binary)
+            self._lines = _LineStream(sys.stdin.buffer if str(path) == "-" else open(path, "rb"))
+            if fmt in ("csv", "tsv"):  # its header is read now, which waits for the first bytes anyway
+                self._check_stream_start()
         else:
             with open(path, "rb") as binary:
                 _check_text_encoding(binary.read(1 << 16), str(path))
@@ -206,11 +204,20 @@ class TextReader:
             self._lines = _LineStream(binary, offset, lines)
             yield from _text_records(self._lines, self.format, self.header)
 
+    def _check_stream_start(self) -> None:
+        """`_check_text_encoding` on the bytes of a stream that have arrived, left there for the reading; done as the
+        rows are first read, not as the job starts: the model loads meanwhile, however long the first line takes."""
+        peek = getattr(self._lines.binary, "peek", None)
+        if peek is not None:
+            _check_text_encoding(peek(1 << 16)[: 1 << 16], "stdin" if str(self.path) == "-" else str(self.path))
+
     def _stream_records(self, start: dict[str, int] | None) -> Iterator[Row]:
         lines = self._lines
         if start or lines is None:
             raise InputError(f"{self.path} is a pipe or stdin: it cannot be read again")
         try:
+            if self.format not in ("csv", "tsv"):
+                self._check_stream_start()
             if self.format not in ("csv", "tsv") or self.header is not None:  # else empty: no header, no rows
                 yield from _text_records(lines, self.format, self.header)
         finally:
