@@ -481,7 +481,7 @@ def test_compare_reads_its_data_before_loading_the_models(bert_dir, tmp_path):
     result = run_cli("compare", "onnx", "torch", "-m", str(bert_dir), "--data", str(pipe))
     assert (result.returncode, result.stderr.decode()) == (
         2,
-        f"error: --data {pipe} is a pipe or stdin: give a file (.csv, .tsv, .jsonl, .parquet) or a folder\n",
+        f"error: --data {pipe} is a pipe or stdin, which cannot be read again: save it to a file\n",
     )
 
 

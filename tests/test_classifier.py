@@ -201,15 +201,22 @@ def test_settings_are_checked_before_any_text_runs_and_agreeing_ones_are_taken(b
             read.append(text)
             yield text
 
-    for options, message in [({"top_k": 0}, "top_k must be"), ({"function_to_apply": "softmx"}, "softmx")]:
+    for options, message in [
+        ({"top_k": 0}, "top_k must be"),
+        ({"function_to_apply": "softmx"}, "softmx"),
+        ({"long_text": "chunk", "aggregate": "maen"}, "unknown aggregate 'maen'"),
+        ({"batch_size": 0}, "batch size must be"),
+    ]:
         with pytest.raises(InputError, match=message):
             clf(texts(), **options)
     assert read == []
     long_text = "good film but bad cake " * 20
     with pytest.raises(InputError, match=r"input 1 has .* tokens, over the model's limit"):
         clf(long_text, long_text="error", truncation=False)
-    with pytest.raises(InputError, match="truncation=True and long_text='error' disagree; give one of them"):
+    with pytest.raises(InputError, match="truncation True cuts long texts and long_text 'error' refuses them; give"):
         clf(long_text, long_text="error", truncation=True)
+    with pytest.raises(InputError, match=r"unknown long_text .--long-text. 'chnk'"):  # not "disagree"
+        clf(long_text, long_text="chnk", truncation=True)
     with caplog.at_level("WARNING", logger="fastsentiment"):
         cut = clf([long_text, long_text], truncation=True)
         assert not [record for record in caplog.records if "truncated" in record.getMessage()]

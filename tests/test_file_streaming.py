@@ -276,7 +276,8 @@ def test_a_second_ctrl_c_during_the_first_ones_clean_up_still_exits_130(bert_dir
     """A quick double Ctrl+C (or `timeout -s INT`, which signals the process and its group) broke into the join of the
     model calls in flight as the interpreter ended: the process aborted (SIGABRT, 'terminate called without an active
     exception') on a backend that runs calls side by side, which OpenVINO's streams do on two CPUs or more."""
-    source = write_csv(tmp_path / "in.csv", 12_000)
+    pytest.importorskip("openvino")
+    source = write_csv(tmp_path / "in.csv", 60_000)  # seconds of work: the signals come mid-job on a fast machine
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"
     every_cpu = range(os.cpu_count() or 1)  # this worker is pinned to its share, where one stream is all there is
 

@@ -189,9 +189,12 @@ class Classifier:
         """
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
-        # Checked before any text runs: a typo found after the model read every text cost the whole call.
+        # Checked before any text is read or runs: a typo found after the model read every text cost the whole call,
+        # and a generator's texts were used up.
         check_top_k(top_k)
         function_name(function_to_apply)
+        self.encoder.check_options(with_truncation(long_text, truncation), stride, aggregate)
+        self._batch_size(batch_size)
         if padding not in PADDINGS:
             raise InputError(f"padding is one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
         # As in transformers: max_length cuts where truncation is on, or unset without padding (which it would size).

@@ -78,16 +78,17 @@ def truncation_flag(truncation: Any) -> bool | None:
 
 def with_truncation(long_text: str, truncation: Any) -> str:
     """`long_text` as transformers' `truncation` argument sets it, where given: cut or refuse (`truncation_flag`),
-    beside long_text "truncate" (the default); windows ("chunk") and "error" are asked for alone."""
+    beside long_text "truncate" (the default) or the same choice ("error" with a refusing truncation); windows
+    ("chunk") are asked for alone."""
     flag = truncation_flag(truncation)
-    if flag is None:
+    if flag is None or long_text not in LONG_TEXT_MODES:  # an unknown mode: check_options names it
         return long_text
     asked = "truncate" if flag else "error"
     if long_text in ("truncate", asked):  # the default, or the same choice twice
         return asked
     if long_text == "chunk":
         raise InputError("truncation cuts or refuses long texts; for windows give long_text 'chunk' alone")
-    raise InputError(f"truncation={truncation!r} and long_text={long_text!r} disagree; give one of them")
+    raise InputError(f"truncation {truncation!r} cuts long texts and long_text 'error' refuses them; give one of them")
 
 
 def check_options(

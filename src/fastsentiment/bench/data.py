@@ -60,9 +60,7 @@ def load_bench_data(
     if source == "glue/sst2":
         return _from_datasets(option)
     if is_stream(path):
-        raise InputError(
-            f"{option} {source} is a pipe or stdin: give a file (.csv, .tsv, .jsonl, .parquet) or a folder"
-        )
+        raise InputError(f"{option} {source} is a pipe or stdin, which cannot be read again: save it to a file")
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
 
 

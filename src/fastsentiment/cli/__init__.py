@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError
@@ -57,8 +58,20 @@ def _interrupt_once(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored (a background job)
+    interrupts = signal.getsignal(signal.SIGINT)
+    # Not where it is ignored (a background job), nor off the main thread, where no handler can be set
+    if interrupts is signal.default_int_handler and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        _main(argv)
+    finally:
+        # For a caller in the same process (a notebook, a test): Python's own handler again, unless an interrupt came,
+        # whose clean-up runs on as the interpreter ends.
+        if signal.getsignal(signal.SIGINT) is _interrupt_once:
+            signal.signal(signal.SIGINT, interrupts)
+
+
+def _main(argv: list[str] | None) -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
     if sys.stderr is None:  # `2>&-`: errors have nowhere to go, but the exit code still says what happened

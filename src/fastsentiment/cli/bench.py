@@ -52,6 +52,7 @@ def bench(
         "--peers",
         help="Python interpreter of the peers' environment (scripts/build_peers_venv.sh): adds optimum-intel "
         "OpenVINO, optimum ONNX Runtime int8 and CTranslate2 int8 rows, run on the same batches and threads.",
+        callback=expand_home,
     ),
 ) -> None:
     """Measure backends side by side: load time, latency, throughput, memory, accuracy, agreement."""
@@ -116,7 +117,9 @@ def compare(
         None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
     ),
     data: str = typer.Option(
-        DEFAULT_DATA, "--data", help="The texts compared on: a labelled file, or a folder holding dev.tsv (GLUE SST-2)."
+        DEFAULT_DATA,
+        "--data",
+        help="The texts compared on: a file of texts (labels not needed), a folder holding dev.tsv, or glue/sst2.",
     ),
     text_column: TextColumnOption = None,
     show: int = typer.Option(10, "--show", min=0, help="Disagreements to list, worst first."),

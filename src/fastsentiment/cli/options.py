@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +12,13 @@ from fastsentiment.errors import InputError
 from fastsentiment.labels import distinct_names
 
 
-def expand_home(path: Path | list[Path] | None) -> Path | list[Path] | None:
+def expand_home(path: Path | str | list[Path] | None) -> Path | str | list[Path] | None:
     """A path option's `~` as the shell expands it where it can (not after `--out=`, nor in quotes): a folder named
     `~` made in the working one, the next `rm -rf ~` away from the home folder's end, or an input "not found"."""
     if isinstance(path, list):
         return [item.expanduser() for item in path]
+    if isinstance(path, str):  # a program's name or path (--peers)
+        return os.path.expanduser(path)
     return None if path is None else path.expanduser()
 
 

@@ -146,7 +146,9 @@ def _interrupt_after() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if pressed:
+    if pressed:  # delivered as the handler before would have (the command's sets itself to ignore later ones)
+        if callable(previous):
+            previous(signal.SIGINT, None)
         raise KeyboardInterrupt
 
 
