@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from fastsentiment.cache import file_stamp, remembered
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.labels import distinct_names, generic_names
 from fastsentiment.models.architectures import ARCHITECTURES, Architecture
@@ -131,18 +132,21 @@ class ModelDir:
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 over config, weights (every shard) and tokenizer files: the identity of the model's behaviour."""
-        digest = hashlib.sha256()
+        """sha256 over config, weights (every shard) and tokenizer files: the identity of the model's behaviour;
+        remembered in the cache for files as they stand (`cache.remembered`)."""
         names = ["config.json", *(file.name for file in self.weight_files), *TOKENIZER_FILES, "tokenizer_config.json"]
-        for name in names:
-            file = self.path / name
-            if not file.is_file():
-                continue
-            digest.update(name.encode())
-            with file.open("rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
-        return digest.hexdigest()
+        files = [(name, self.path / name) for name in names if (self.path / name).is_file()]
+
+        def compute() -> str:
+            digest = hashlib.sha256()
+            for name, file in files:
+                digest.update(name.encode())
+                with file.open("rb") as stream:
+                    for block in iter(lambda: stream.read(1 << 20), b""):
+                        digest.update(block)
+            return digest.hexdigest()
+
+        return remembered("content-hash|" + "|".join(file_stamp(file) for _, file in files), compute)
 
 
 def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
