@@ -123,7 +123,13 @@ def notes_sections(folder: Path) -> list[str]:
     """Sections written by hand about one machine's session (what was measured there beyond these tables), kept
     as files so that regenerating this page keeps them; newest (the highest number) first."""
     notes = sorted(folder.glob("*.md"), key=lambda note: int(note.name.split("-")[0]), reverse=True)  # 12 before 9
-    return [note.read_text().rstrip() + "\n" for note in notes]
+    return [_numbered(note.read_text().rstrip() + "\n", int(note.name.split("-")[0])) for note in notes]
+
+
+def _numbered(text: str, number: int) -> str:
+    """A note's title with the number other sections cite it by ("note 16"); note 0, the targets' history, has none."""
+    title, _, rest = text.partition("\n")
+    return f"{title} [note {number}]\n{rest}" if number else text
 
 
 def ceiling_section(path: Path) -> list[str]:
