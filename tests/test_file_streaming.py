@@ -305,6 +305,23 @@ def test_a_second_ctrl_c_during_the_first_ones_clean_up_still_exits_130(bert_dir
         assert b"Traceback" not in stderr and b"terminate called" not in stderr, stderr.decode()[-2000:]
 
 
+def test_a_stdin_job_that_fails_after_its_first_part_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):
+    """A pipe's run cannot be resumed, so a failure after its first part (here the file-size limit) left a journal that
+    refused every later run on that output as an interrupted run to delete by hand."""
+    import resource
+
+    out = tmp_path / "out.csv"
+    lines = "".join(f"{sentence(i)}\n" for i in range(10)) + "x " * 100_000 + "\n"  # the 11th row: 200 kB of text
+    process = subprocess.run(
+        [sys.executable, "-m", "fastsentiment", "classify", "-o", str(out), "--model", str(bert_dir), *PINNED,
+         "--chunk-rows", "10"],
+        input=lines.encode(), capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)),
+    )  # fmt: skip
+    assert process.returncode == 1 and b"File too large" in process.stderr, process.stderr.decode()
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
 def test_ctrl_c_on_stdin_leaves_nothing_that_asks_for_resume(bert_dir, tmp_path):
     source = write_csv(tmp_path / "in.csv", 12_000)
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.partial"

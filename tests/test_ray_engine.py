@@ -188,6 +188,22 @@ def test_ray_errors_are_one_line(id_file, bert_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.decode().strip() == "error: stride must be between 0 and 61 tokens for windows of 64 tokens"
+    # A folder's later files meet the local engine's refusals too, before Ray starts: a UTF-16 file's texts were
+    # classified garbled, a classic-Mac file's lines one merged row
+    for name, content, message in [
+        ("z.txt", "good film\nbad film\n".encode("utf-16"), "UTF-16 text"),
+        ("z.txt", b"good film\rbad film\rgreat cheese\r", "lines end in lone carriage returns"),
+        ("z.jsonl", b'[{"text": "good"}]\n', "holds a JSON array"),
+    ]:
+        folder = tmp_path / f"mixed-{secrets.token_hex(4)}"
+        folder.mkdir()
+        (folder / "a.txt").write_text("fine\n")
+        (folder / name).write_bytes(content)
+        result = run_cli(
+            "classify", "--engine", "ray", "-f", str(folder), "-o", str(tmp_path / "o"), "-m", str(bert_dir)
+        )
+        said = result.stderr.decode().strip()
+        assert result.returncode == 2 and said.startswith(f"error: {folder / name}") and message in said, said
     # Parquet files whose text columns differ: the workers read the first one's, and the other's rows were "empty"
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -443,3 +459,19 @@ def test_the_ray_reader_never_holds_a_line_over_the_limit(tmp_path):
         (3, "bad", None),
     ]
     assert peak < 2.5 * MAX_LINE_BYTES, f"{peak:,} bytes at the peak"  # the line read up to the limit; 49 MB before
+
+
+def test_a_csv_output_whose_texts_hold_line_breaks_is_counted(tmp_path):
+    """The count after a Ray job read each line break quoted inside a text as a row's end: a traceback (exit 1) after
+    the whole output was written, and the failed rows' count lost. The files as Ray's CSV writer writes them."""
+    import pyarrow as pa
+    import pyarrow.csv
+
+    from fastsentiment.jobs.ray_engine import _count_output
+
+    rows = 60_000  # 2 MB, past the reader's first block, whose end fell inside a quoted text
+    texts = [f"good film {i}\nsecond line of {i}" for i in range(rows)]
+    errors = ["" if i % 100 else "empty text" for i in range(rows)]
+    pyarrow.csv.write_csv(pa.table({"line": range(rows), "text": texts, "error": errors}), tmp_path / "part-0.csv")
+    report = _count_output(tmp_path, "csv")
+    assert (report.rows, report.failed, report.files) == (rows, rows // 100, 1)

@@ -77,8 +77,9 @@ def _classify_into(
             raise
         except Exception:
             # Failed before its first chunk was written (an option the model refuses, a full disk): nothing to
-            # resume, and a journal left behind would make the next plain run ask for --resume.
-            if not journal.parts:
+            # resume, and a journal left behind would make the next plain run ask for --resume; nor for a pipe's run,
+            # which cannot be read again (its journal blocked every later run on that output).
+            if rows.stream or not journal.parts:
                 journal.discard()
             raise
     try:

@@ -34,6 +34,7 @@ from fastsentiment.jobs.rows import (
     FORMATS,
     Row,
     RowSource,
+    check_text_file,
     checked_text,
     clean_fields,
     rows_from_lines,
@@ -82,6 +83,8 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
     if "parquet" in formats and formats != {"parquet"}:
         raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
     text_column = _text_column_of(inputs, job.column)
+    for path in inputs[1:] if formats != {"parquet"} else []:  # the first was checked as RowSource read it
+        check_text_file(path)  # a folder's UTF-16 or carriage-return file became garbled or merged rows
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
     model_dir = resolve_model(options.model)
@@ -110,7 +113,8 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         model_files = [ray.put(_model_files(model_dir))]
         truncations = _truncation_count_class().remote()  # the actors' warnings would reach no terminal: counted
         if formats == {"parquet"}:
-            dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS)
+            # partitioning=None: a folder named year=2024 added a column "year" the local engine does not add
+            dataset = ray.data.read_parquet([str(p) for p in inputs], num_cpus=IO_CPUS, partitioning=None)
         else:
             datasource = _text_rows_datasource_class()(
                 [str(p) for p in inputs], column=job.column, name_files=name_files
@@ -334,7 +338,11 @@ def _count_output(out: Path, fmt: str) -> RayReport:
     # Text formats are typed by inference over the first rows, which may all lack an error: say it is text.
     file_format = {
         "parquet": "parquet",
-        "csv": ds.CsvFileFormat(convert_options=pyarrow.csv.ConvertOptions(column_types={"error": pa.string()})),
+        "csv": ds.CsvFileFormat(
+            # a text's line breaks are quoted inside its cell: read as a row's end, the count failed with a traceback
+            parse_options=pyarrow.csv.ParseOptions(newlines_in_values=True),
+            convert_options=pyarrow.csv.ConvertOptions(column_types={"error": pa.string()}),
+        ),
         "jsonl": ds.JsonFileFormat(
             parse_options=pyarrow.json.ParseOptions(explicit_schema=pa.schema({"error": pa.string()}))
         ),

@@ -242,6 +242,15 @@ class TextReader:
         return header, (lines.offset, lines.lines)
 
 
+def check_text_file(path: Path) -> None:
+    """A text-format file's refusals that do not wait for its rows, for readers that do not go through `RowSource`
+    (a Ray job's files after its first): UTF-16, lone carriage returns, a JSON array in a .jsonl file."""
+    with open(path, "rb") as binary:
+        _check_text_encoding(binary.read(1 << 16), str(path))
+    if table_format(path) == "jsonl" and _starts_an_array(path):
+        raise InputError(f"{path} holds a JSON array: write one JSON object or string per line (JSON Lines)")
+
+
 def _check_text_encoding(start: bytes, path: str) -> None:
     """Refuse what reading line by line as UTF-8 would turn into one garbled text or header: UTF-16 (Excel's
     "Unicode text"), and lines ended by lone carriage returns (classic Mac), which hold no line feed at all. `start`:
