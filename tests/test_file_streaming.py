@@ -229,6 +229,22 @@ def test_a_journal_is_held_by_one_writer_in_a_process_too_and_let_go_however_its
     assert read_output(out)[0]["label"] == "POSITIVE" and not (tmp_path / "out.csv.partial").exists()
 
 
+def test_an_interrupted_run_is_refused_before_the_model_loads(tmp_path):
+    """Without --resume a leftover journal was refused after the model had loaded (a first run on a machine may
+    export and measure for minutes): here the model does not even exist, and the journal is what is said."""
+    out, columns = tmp_path / "out.csv", OutputColumns(["NEGATIVE", "POSITIVE"])
+    source = write_csv(tmp_path / "in.csv", 3)
+    left = ChunkJournal(out, {"input": "test"}, resume=False, columns=columns)
+    left.commit([{"line": 1, "text": "t", "label": "POSITIVE", "error": None}], {"offset": 1, "lines": 1}, failed=0)
+    left.release()
+    result = run_cli("classify", "-f", str(source), "-o", str(out), "--model", str(tmp_path / "no-model"))
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"error: {out}.partial holds an interrupted run: delete the folder, or continue it with --resume (a --file "
+        "run)\n",
+    )
+
+
 def test_a_journal_sweeps_the_folders_of_runs_killed_before_theirs_was_in_place(tmp_path):
     """A journal is made under a name of its own and renamed into place; a run killed in between left that folder
     (hidden, a lock file and a manifest in it) beside the output for ever, one per kill."""

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastsentiment.errors import InputError
-from fastsentiment.jobs.journal import check_resumable
+from fastsentiment.jobs.journal import check_no_interrupted_run, check_resumable
 from fastsentiment.jobs.rows import import_parquet, input_format, is_stream, missing_input
 from fastsentiment.windows import LongText
 
@@ -81,6 +81,15 @@ class FileJob:
             raise InputError(f"--resume continues a --file run written with --out; {what} cannot be read again")
         if self.resume and self.engine == "local":
             check_resumable(self.out)  # before the model loads
+        if not self.resume and self.engine == "local" and self.out is not None:
+            stream = (
+                None
+                if self.source is None or not is_stream(self.source)
+                else "stdin"
+                if self.source == "-"
+                else "a pipe"
+            )
+            check_no_interrupted_run(self.out, stream)
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")
         if self.column is not None and (self.path is None or _holds_plain_text(self.source)):

@@ -60,6 +60,25 @@ def check_resumable(out: Path) -> None:
         )
 
 
+def interrupted_run(folder: Path, stream: str | None) -> InputError:
+    """The refusal of a run without --resume on an output an interrupted run left (`stream`: "stdin" or "a pipe" where
+    this run reads one, which cannot be read again to continue it)."""
+    how = (
+        f"delete the folder ({stream} cannot be read again to continue it)"
+        if stream
+        else "delete the folder, or continue it with --resume (a --file run)"
+    )
+    return InputError(f"{folder} holds an interrupted run: {how}")
+
+
+def check_no_interrupted_run(out: Path, stream: str | None) -> None:
+    """Without --resume, before the model loads (a first load may export and measure for minutes): an interrupted
+    run's folder beside `out` that no run holds is refused as the journal would refuse it after the load."""
+    folder = journal_folder(out)
+    if folder.is_dir() and abandoned(folder, LOCK_FILE):
+        raise interrupted_run(folder, stream)
+
+
 class ChunkJournal:
     def __init__(self, out: Path, identity: dict[str, Any], resume: bool, columns: OutputColumns) -> None:
         """`identity` says what is being computed (input file, its size and mtime, column, model);
@@ -82,13 +101,7 @@ class ChunkJournal:
         try:
             if not fresh:
                 if not resume:
-                    stream = {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input"))
-                    how = (
-                        f"delete the folder ({stream} cannot be read again to continue it)"
-                        if stream
-                        else "delete the folder, or continue it with --resume (a --file run)"
-                    )
-                    raise InputError(f"{self.folder} holds an interrupted run: {how}")
+                    raise interrupted_run(self.folder, {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input")))
                 written = self._load()
             elif resume:
                 check_resumable(out)

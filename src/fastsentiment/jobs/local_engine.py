@@ -179,7 +179,7 @@ def _classify_chunks(
 ) -> int:
     """Classify rows chunk by chunk; `emit` gets each chunk with its predictions (None for bad rows)."""
     failed, truncations = 0, Truncations()
-    for chunk in _chunks(rows, chunk_rows):
+    for chunk in chunks(rows, chunk_rows):
         # may fail rows too (over-long under long_text="error")
         predictions = predict_rows(clf, chunk, long_text, truncations)
         for row in chunk:
@@ -193,7 +193,7 @@ def _classify_chunks(
     return failed
 
 
-def _chunks(rows: Iterable[Row], size: int, max_chars: int = CHUNK_CHARS) -> Iterator[list[Row]]:
+def chunks(rows: Iterable[Row], size: int, max_chars: int = CHUNK_CHARS) -> Iterator[list[Row]]:
     """Rows `size` at a time, or fewer once their texts hold `max_chars` characters. A chunk ends on its last row,
     never on a row read ahead: the source's position after a chunk is where a resumed run starts."""
     chunk: list[Row] = []

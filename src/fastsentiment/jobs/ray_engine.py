@@ -28,6 +28,7 @@ from typing import Any
 
 from fastsentiment.errors import FastSentimentError, InputError, missing_extra
 from fastsentiment.jobs.job import FileJob, ModelOptions
+from fastsentiment.jobs.local_engine import chunks
 from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
 from fastsentiment.jobs.rows import (
     DEFAULT_TEXT_COLUMNS,
@@ -505,7 +506,13 @@ class _ClassifyBatches:
             rows.append(row)
             files.append(file)
         cuts = Truncations(named=0)
-        predictions = predict_rows(self.classifier, rows, self.long_text, cuts)
+        # In chunks of at most a million characters, as the local engine reads: a batch's texts tokenised at once held
+        # gigabytes for rows of long documents (2,048 of 100,000 characters: 26 GB), and the actor was killed.
+        predictions = [
+            prediction
+            for chunk in chunks(rows, max(1, len(rows)))
+            for prediction in predict_rows(self.classifier, chunk, self.long_text, cuts)
+        ]
         if cuts.count:
             ray.get(self.truncations.add.remote(cuts.count))  # counted before the batch is done
         lengths = self.long_text.reports_lengths
