@@ -377,6 +377,8 @@ def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):
     assert "Traceback" not in stderr and "retry" not in stderr, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: the Ray job failed: ") and "Field id has incompatible types: int64 vs string" in last
+    scored = tmp_path / "scored"  # what it wrote of its rows is gone: a rerun may write there (it was refused)
+    assert not scored.exists() or not list(scored.iterdir()), list(scored.iterdir())
 
 
 def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address, bert_dir, tmp_path):
@@ -478,3 +480,18 @@ def test_a_csv_output_whose_texts_hold_line_breaks_is_counted(tmp_path):
     pyarrow.csv.write_csv(pa.table({"line": range(rows), "text": texts, "error": errors}), tmp_path / "part-0.csv")
     report = _count_output(tmp_path, "csv")
     assert (report.rows, report.failed, report.files) == (rows, rows // 100, 1)
+
+
+def test_a_ray_job_that_fails_while_writing_leaves_its_out_folder_empty(ray_address, bert_dir, tmp_path):
+    """A job that failed after some blocks were written left those files in --out: a folder that looked like output
+    and refused the rerun ("must be new or empty"). The failure here: a JSON object field, which Ray's CSV writer
+    cannot write (a README limit of --out-format csv)."""
+    source = tmp_path / "nested.jsonl"
+    source.write_text("".join(f'{{"text": "film {i} was fine", "meta": {{"k": {i}}}}}\n' for i in range(3000)))
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
+        "--out-format", "csv", "--model", str(bert_dir), "--chunk-rows", "256", timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    assert result.returncode == 2 and "the Ray job failed" in result.stderr.decode(), result.stderr.decode()[-2000:]
+    assert not out.exists() or not list(out.iterdir()), list(out.iterdir())

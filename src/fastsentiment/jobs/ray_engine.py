@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -145,9 +146,15 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
         _one_schema(job.out, job.ray_output_format)
         truncated = ray.get(truncations.total.remote())
-    except Exception as error:  # Ray wraps worker errors; the first line of the cause is what a user needs
+    except BaseException as error:
+        # What the job wrote is a part of its rows: --out was new or empty, and is again, so that a rerun may write it
+        # (a folder of partial files looked like output, and a rerun was refused).
+        _remove_partial_output(job.out)
+        if not isinstance(error, Exception):  # Ctrl+C
+            raise
         if isinstance(error, FastSentimentError) and getattr(error, "cause", None) is None:
             raise  # raised here on the driver (a RayTaskError wrapping ours is an instance of it too)
+        # Ray wraps worker errors; the first line of the cause is what a user needs
         raise FastSentimentError(f"the Ray job failed: {_first_line(error)}{_log_hint()}") from None
     finally:
         ray.shutdown()
@@ -165,6 +172,16 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
 def _check_output(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out}: with --engine ray, --out is a folder that must be new or empty")
+
+
+def _remove_partial_output(out: Path) -> None:
+    """Empty `out` of what a failed job wrote (it was new or empty: `_check_output`), keeping the folder itself."""
+    if out.is_dir():
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _input_files(source: str) -> list[Path]:
