@@ -189,17 +189,17 @@ class Classifier:
         """
         if return_chunks and top_k is not _UNSET:
             raise InputError("return_chunks adds the windows to the best-label answer: leave top_k unset")
+        long_text = with_truncation(long_text, truncation)
+        truncation = truncation_flag(truncation)
         # Checked before any text is read or runs: a typo found after the model read every text cost the whole call,
         # and a generator's texts were used up.
         check_top_k(top_k)
         function_name(function_to_apply)
-        self.encoder.check_options(with_truncation(long_text, truncation), stride, aggregate)
+        self.encoder.check_options(long_text, stride, aggregate)
         self._batch_size(batch_size)
         if padding not in PADDINGS:
             raise InputError(f"padding is one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
         # As in transformers: max_length cuts where truncation is on, or unset without padding (which it would size).
-        long_text = with_truncation(long_text, truncation)
-        truncation = truncation_flag(truncation)
         cuts_at = max_length if truncation is True or (truncation is None and not padding) else None
         if max_length is not None:
             least = self.encoder.special_tokens + 1

@@ -86,7 +86,7 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
         raise InputError(f"{job.source}: mix of Parquet and text files; put them in separate folders")
     text_column = _text_column_of(inputs, job.column)
     for path in inputs[1:] if formats != {"parquet"} else []:  # the first was checked as RowSource read it
-        check_text_file(path)  # a folder's UTF-16 or carriage-return file became garbled or merged rows
+        check_text_file(path, table_format(path))  # a folder's UTF-16 or carriage-return file: garbled or merged rows
     # Ray's output files mix the rows of a folder's files: each row names its own (Parquet rows: see the README).
     name_files = Path(job.source).expanduser().is_dir() and formats != {"parquet"}
     model_dir = resolve_model(options.model)

@@ -95,8 +95,8 @@ class RowSource:
         self.format = input_format(path, fmt)
         if self.format == "parquet" and self.stream:
             raise InputError(f"{path} is a pipe: Parquet is read from a file (it is read from its end)")
-        if self.format == "jsonl" and not self.stream and _starts_an_array(Path(path)):
-            raise InputError(f"{path} holds a JSON array: write one JSON object or string per line (JSON Lines)")
+        if self.format != "parquet" and not self.stream:
+            check_text_file(Path(path), self.format)
         self._reader: _Reader = (
             ParquetReader(path) if self.format == "parquet" else TextReader(path, self.format, self.stream)
         )
@@ -169,9 +169,6 @@ class TextReader:
             self._lines = _LineStream(sys.stdin.buffer if str(path) == "-" else open(path, "rb"))
             if fmt in ("csv", "tsv"):  # its header is read now, which waits for the first bytes anyway
                 self._check_stream_start()
-        else:
-            with open(path, "rb") as binary:
-                _check_text_encoding(binary.read(1 << 16), str(path))
         if fmt in ("csv", "tsv"):
             self.header, self._data_start = self._read_header()
 
@@ -242,12 +239,12 @@ class TextReader:
         return header, (lines.offset, lines.lines)
 
 
-def check_text_file(path: Path) -> None:
-    """A text-format file's refusals that do not wait for its rows, for readers that do not go through `RowSource`
-    (a Ray job's files after its first): UTF-16, lone carriage returns, a JSON array in a .jsonl file."""
+def check_text_file(path: Path, fmt: str) -> None:
+    """A text-format file's refusals that do not wait for its rows (`RowSource`'s, and a Ray job's for the files it
+    reads without one): UTF-16, lone carriage returns, a JSON array in a JSON lines file."""
     with open(path, "rb") as binary:
         _check_text_encoding(binary.read(1 << 16), str(path))
-    if table_format(path) == "jsonl" and _starts_an_array(path):
+    if fmt == "jsonl" and _starts_an_array(path):
         raise InputError(f"{path} holds a JSON array: write one JSON object or string per line (JSON Lines)")
 
 
