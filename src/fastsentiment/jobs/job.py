@@ -82,13 +82,9 @@ class FileJob:
         if self.resume and self.engine == "local":
             check_resumable(self.out)  # before the model loads
         if not self.resume and self.engine == "local" and self.out is not None:
-            stream = (
-                None
-                if self.source is None or not is_stream(self.source)
-                else "stdin"
-                if self.source == "-"
-                else "a pipe"
-            )
+            stream = None
+            if self.source is not None and is_stream(self.source):
+                stream = "stdin" if self.source == "-" else "a pipe"
             check_no_interrupted_run(self.out, stream)
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")

@@ -157,8 +157,8 @@ class DynamicBatcher:
         """Take a finished request's texts out of the queue now: left there until a slot took them, they counted
         against max_queue and refused live requests with 503 (queue full) while every slot was busy."""
         gone = {id(item) for item in items}
-        if any(id(item) in gone for item in self._queue):
-            kept = [item for item in self._queue if id(item) not in gone]
+        kept = [item for item in self._queue if id(item) not in gone]
+        if len(kept) != len(self._queue):
             self._queue.clear()
             self._queue.extend(kept)
 
