@@ -804,7 +804,7 @@ def test_a_pipe_is_read_once_as_stdin_is(bert_dir, tmp_path):
     refused = run_cli("classify", "--file", str(fifo), "--out", str(out), "--resume", "-m", str(bert_dir))
     assert refused.returncode == 2
     assert refused.stderr.decode() == (
-        f"error: --resume continues a --file run written with --out; {fifo} is a pipe, which cannot be read again\n"
+        "error: --resume continues a --file run written with --out; a pipe cannot be read again\n"
     )
 
 

@@ -36,8 +36,9 @@ def test_verbose_logs_the_experiment_timings_and_logits(bert_dir):
 def test_bad_lines_get_an_error_and_the_prompt_continues(bert_dir):
     result = run_cli("interactive", "--model", str(bert_dir), input=b"\n   \nbad \xff\ngood\n")
     assert result.returncode == 0
-    assert result.stderr.decode().count("error: empty text") == 2
-    assert "error: not valid UTF-8" in result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert "error: line 1: empty text" in stderr and "error: line 2: empty text" in stderr  # named by line
+    assert "error: line 3: not valid UTF-8" in stderr
     assert result.stdout.decode().count("Sentiment prediction:") == 1
 
 
@@ -74,9 +75,12 @@ def test_long_lines_are_chunked_or_refused_as_asked(bert_dir):
     assert re.search(r"Tokenized and inferred 122 tokens in 3 window\(s\)", chunked.stderr.decode())
     (expected,) = Classifier.load(bert_dir, backend="onnx", precision="fp32").predict([long_line], long_text="chunk")
     assert f"Sentiment prediction: {expected.label.lower()} ({expected.score:.2%})" in chunked.stdout.decode()
-    refused = run_cli("interactive", "--model", str(bert_dir), "--long-text", "error", input=long_line + "\ngood\n")
+    lines = f"{long_line}\ngood\n{long_line}\n"
+    refused = run_cli("interactive", "--model", str(bert_dir), "--long-text", "error", input=lines)
     assert refused.returncode == 0
-    assert "error: input 1 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
+    # each named by its line (both were "input 1": every line is a call of its own)
+    assert "error: line 1 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
+    assert "error: line 3 has 122 tokens, over the model's limit of 64" in refused.stderr.decode()
     assert refused.stdout.decode().count("Sentiment prediction") == 1  # the prompt went on to the next line
     # a stride its windows have no room for is refused once, before the prompt (it was refused on every line)
     wide = run_cli("interactive", *pinned, "--long-text", "chunk", "--stride", "62", input="good\n")
@@ -127,7 +131,7 @@ def test_at_a_terminal_arrow_keys_edit_and_recall_lines_instead_of_becoming_text
             process.kill()
         os.close(controller)
     text = seen.decode("utf-8", "replace")
-    assert text.count("Sentiment prediction:") == 2 and "error: not valid UTF-8" in text, text
+    assert text.count("Sentiment prediction:") == 2 and "error: line 3: not valid UTF-8" in text, text
     assert text.count("good film\r\nSentiment prediction") == 1  # the recalled line, shown whole
     assert "[A" not in text and "Traceback" not in text
 
@@ -141,6 +145,7 @@ def test_a_line_over_the_text_limit_is_refused_unread_and_the_prompt_continues(b
     result = run_cli("interactive", "--model", str(bert_dir), input="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     stderr = result.stderr.decode()
-    assert stderr.count(f"error: a text over the limit of {MAX_TEXT_CHARS:,} characters") == 2, stderr
+    for number in (1, 2):
+        assert f"error: line {number}: over the limit of {MAX_TEXT_CHARS:,} characters" in stderr, stderr
     assert "truncated" not in stderr  # refused, not tokenised
     assert result.stdout.decode().count("Sentiment prediction:") == 2

@@ -285,7 +285,7 @@ def test_a_text_its_tokenizer_keeps_nothing_of_is_an_empty_text_on_every_surface
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["error"] for row in rows] == [None, said, None] and rows[0]["label"] and rows[2]["label"]
     result = run_cli("interactive", "-m", str(bert_dir), "-b", "onnx:fp32", input=f"{marks}\ngood film\n")
-    assert result.returncode == 0 and f"error: input 1: {said}" in result.stderr.decode()
+    assert result.returncode == 0 and f"error: line 1: {said}" in result.stderr.decode()
     assert result.stdout.decode().count("Sentiment prediction:") == 1
 
 

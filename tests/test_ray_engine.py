@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
@@ -482,16 +483,79 @@ def test_a_csv_output_whose_texts_hold_line_breaks_is_counted(tmp_path):
     assert (report.rows, report.failed, report.files) == (rows, rows // 100, 1)
 
 
-def test_a_ray_job_that_fails_while_writing_leaves_its_out_folder_empty(ray_address, bert_dir, tmp_path):
-    """A job that failed after some blocks were written left those files in --out: a folder that looked like output
-    and refused the rerun ("must be new or empty"). The failure here: a JSON object field, which Ray's CSV writer
-    cannot write (a README limit of --out-format csv)."""
-    source = tmp_path / "nested.jsonl"
-    source.write_text("".join(f'{{"text": "film {i} was fine", "meta": {{"k": {i}}}}}\n' for i in range(3000)))
+def _typed_parquet(path: Path) -> None:
+    """A Parquet input whose columns Ray's own JSON and CSV writers mangled: dates, nested values."""
+    import datetime
+
+    import pyarrow as pa
+
+    rows = 600
+    table = pa.table(
+        {
+            "text": [f"film {i} was {WORDS[i % len(WORDS)]}" for i in range(rows)],
+            "day": [datetime.date(2024, 1, 1) + datetime.timedelta(days=i % 30) for i in range(rows)],
+            "meta": [{"k": i, "tags": ["a", "b"][: i % 3]} for i in range(rows)],
+        }
+    )
+    pq.write_table(table, path, row_group_size=128)
+
+
+@pytest.mark.parametrize("out_format", ["jsonl", "csv"])
+def test_json_lines_and_csv_files_hold_what_the_local_engine_writes(ray_address, bert_dir, tmp_path, out_format):
+    """Ray's JSON writer rounded every score to 10 digits and failed the job on a date column; its CSV writer failed
+    it on a field of nested values. Both are written as the local engine writes them: the rows of the two
+    engines' outputs are the same, field for field, and a score is the model's float32 value, whole."""
+    source = tmp_path / "typed.parquet"
+    _typed_parquet(source)
+    local = tmp_path / f"local.{out_format}"
+    result = run_cli("classify", "--file", str(source), "--out", str(local), "--model", str(bert_dir), *PINNED)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
     out = tmp_path / "scored"
     result = run_cli(
         "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
-        "--out-format", "csv", "--model", str(bert_dir), "--chunk-rows", "256", timeout=600, env=RAY_ENV,
+        "--out-format", out_format, "--model", str(bert_dir), "--chunk-rows", "128", *PINNED, timeout=600,
+        env=RAY_ENV,
     )  # fmt: skip
-    assert result.returncode == 2 and "the Ray job failed" in result.stderr.decode(), result.stderr.decode()[-2000:]
-    assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    parts = sorted(out.iterdir())
+    assert {path.suffix for path in parts} == {f".{out_format}"}
+
+    def read(path: Path) -> list[dict]:
+        if out_format == "jsonl":
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        with open(path, encoding="utf-8", newline="") as stream:
+            return list(csv.DictReader(stream))
+
+    rows = [row for part in parts for row in read(part)]
+    expected = read(local)
+    for row in expected:
+        del row["line"]  # Ray's Parquet reader gives no row numbers
+    assert len(rows) == 600
+    assert sorted(rows, key=lambda row: row["text"]) == sorted(expected, key=lambda row: row["text"])
+    first = next(row for row in rows if row["text"] == "film 0 was good")
+    assert first["day"] == "2024-01-01"
+    assert first["meta"] == ({"k": 0, "tags": []} if out_format == "jsonl" else '{"k": 0, "tags": []}')
+    if out_format == "jsonl":
+        assert all(float(np.float32(row["score"])) == row["score"] for row in rows)  # not rounded
+
+
+def test_a_ray_job_that_fails_after_writing_leaves_its_out_folder_empty(ray_address, bert_dir, tmp_path):
+    """A job that failed after blocks were written left those files in --out: a folder that looked like output and
+    refused the rerun ("must be new or empty"). The failure here comes once every file is written: two input files
+    whose field `id` has a type in each, which Parquet parts of one folder cannot have."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "x.jsonl").write_text("".join(f'{{"text": "fine film {i}", "id": {i}}}\n' for i in range(600)))
+    (folder / "y.jsonl").write_text("".join(f'{{"text": "bad film {i}", "id": "x{i}"}}\n' for i in range(10)))
+    out = tmp_path / "scored"
+    result = run_cli(
+        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
+        "--model", str(bert_dir), "--chunk-rows", "128", timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "error: the input files disagree on a column's type: ArrowTypeError: Unable to merge: Field id has "
+        "incompatible types: int64 vs string"
+    )
+    assert out.is_dir() and not list(out.iterdir()), list(out.iterdir())

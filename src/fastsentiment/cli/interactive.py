@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def interactive(
     from fastsentiment.errors import FastSentimentError
     from fastsentiment.jobs.rows import MAX_TEXT_CHARS
     from fastsentiment.models import resolve_model
-    from fastsentiment.texts import input_name, text_problem
+    from fastsentiment.texts import text_problem
     from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder
 
     reading = long_text_options(long_text, stride, aggregate)
@@ -84,7 +85,8 @@ def interactive(
     log(f"Warmed up in {_ms(started)} ms")
 
     read_line = _terminal_reader() if sys.stdin.isatty() else _stream_reader()  # stdin checked before the load
-    while True:
+    for number in itertools.count(1):
+        name = f"line {number}"  # what an error calls the text: each line is its own call, so not "input 1"
         try:
             line = read_line()
         except KeyboardInterrupt:
@@ -95,10 +97,10 @@ def interactive(
             return
         text = line.rstrip("\r\n")
         if len(text) > MAX_TEXT_CHARS:  # as a file job refuses it: tokenised whole it would cost gigabytes
-            sys.stderr.write(f"error: a text over the limit of {MAX_TEXT_CHARS:,} characters (split it up)\n")
+            sys.stderr.write(f"error: {name}: over the limit of {MAX_TEXT_CHARS:,} characters (split it up)\n")
             continue
         if problem := text_problem(text):
-            sys.stderr.write(f"error: {problem}\n")
+            sys.stderr.write(f"error: {name}: {problem}\n")
             continue
         try:
             started = time.perf_counter()
@@ -106,13 +108,13 @@ def interactive(
                 sequences = encoder.encode([text])
                 log(f"Tokenized input in {_ms(started)} ms")
                 if encoder.reads_nothing(len(sequences[0])):
-                    sys.stderr.write(f"error: {input_name(1)}: {NOTHING_TO_READ}\n")  # as the other modes say
+                    sys.stderr.write(f"error: {name}: {NOTHING_TO_READ}\n")  # as the other modes say
                     continue
                 started = time.perf_counter()
                 logits = clf.logits_for_ids(sequences)
                 log(f"Inferred in {_ms(started)} ms")
             else:
-                (prediction,) = clf.predict([text], **asdict(reading))
+                (prediction,) = clf.predict([text], **asdict(reading), names=[name])
                 log(
                     f"Tokenized and inferred {prediction.tokens} tokens in {prediction.windows} window(s) in {_ms(started)} ms"
                 )

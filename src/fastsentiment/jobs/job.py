@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.journal import check_no_interrupted_run, check_resumable
-from fastsentiment.jobs.rows import import_parquet, input_format, is_stream, missing_input
+from fastsentiment.jobs.rows import import_parquet, input_format, is_stream, missing_input, stream_name
 from fastsentiment.windows import LongText
 
 ENGINES = ("local", "ray")
@@ -76,15 +76,12 @@ class FileJob:
             raise InputError("--resume continues a --file run written with --out")
         if self.resume and self.source is None:
             raise InputError("--resume continues a --file run written with --out, not texts given as arguments")
-        if self.resume and is_stream(self.source):
-            what = "stdin" if self.source == "-" else f"{self.source} is a pipe, which"
-            raise InputError(f"--resume continues a --file run written with --out; {what} cannot be read again")
+        stream = None if self.source is None else stream_name(self.source)
+        if self.resume and stream:
+            raise InputError(f"--resume continues a --file run written with --out; {stream} cannot be read again")
         if self.resume and self.engine == "local":
             check_resumable(self.out)  # before the model loads
         if not self.resume and self.engine == "local" and self.out is not None:
-            stream = None
-            if self.source is not None and is_stream(self.source):
-                stream = "stdin" if self.source == "-" else "a pipe"
             check_no_interrupted_run(self.out, stream)
         if self.as_json and self.out is not None:
             raise InputError("--json is for the console; with --out the file's extension chooses the format")

@@ -28,6 +28,9 @@ from fastsentiment.errors import InputError
 from fastsentiment.jobs.sinks import OutputColumns, PartWriter, output_format, part_writer
 from fastsentiment.outputs import through_link
 
+# The identity's "input" of a run that read stdin or a pipe (`rows.stream_name`): such a run cannot be resumed.
+STREAM_INPUTS = ("stdin", "a pipe")
+
 MANIFEST_VERSION = 2  # 2: input columns renamed by their own name alone (sinks.output_column)
 LOCK_FILE = ".lock"
 _STAGING_SUFFIX = re.compile(r"-\d+-[0-9a-f]{8}")  # after ".<journal folder's name>": the pid and a random part
@@ -101,7 +104,8 @@ class ChunkJournal:
         try:
             if not fresh:
                 if not resume:
-                    raise interrupted_run(self.folder, {"stdin": "stdin", "pipe": "a pipe"}.get(identity.get("input")))
+                    source = identity.get("input")
+                    raise interrupted_run(self.folder, source if source in STREAM_INPUTS else None)
                 written = self._load()
             elif resume:
                 check_resumable(out)
@@ -180,7 +184,7 @@ class ChunkJournal:
     def resumable(self) -> bool:
         """Whether --resume can continue this run: one of a file (stdin, a pipe and texts given as arguments cannot
         be read again)."""
-        return self.identity.get("input") not in (None, "stdin", "pipe")
+        return self.identity.get("input") not in (None, *STREAM_INPUTS)
 
     @property
     def saved_rows(self) -> int:

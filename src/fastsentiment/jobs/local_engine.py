@@ -17,7 +17,7 @@ from fastsentiment.classifier import Classifier
 from fastsentiment.jobs.job import CHUNK_CHARS, CHUNK_ROWS
 from fastsentiment.jobs.journal import ChunkJournal
 from fastsentiment.jobs.predict import predict_rows, warn_truncated_rows
-from fastsentiment.jobs.rows import Row, RowSource
+from fastsentiment.jobs.rows import Row, RowSource, stream_name
 from fastsentiment.jobs.sinks import ConsoleSink, OutputColumns, SchemaMismatch, output_record
 from fastsentiment.tokenization import Truncations
 from fastsentiment.windows import LongText
@@ -158,8 +158,8 @@ def job_identity(clf: Classifier, rows: RowSource) -> dict:
         "precision": clf.backend.precision,
         "max_length": clf.encoder.max_length,
     }
-    if rows.stream:  # cannot be resumed: the CLI asks --resume for a --file that is not a pipe
-        return {"input": "stdin" if str(rows.path) == "-" else "pipe", **identity}
+    if stream := stream_name(rows.path):  # cannot be resumed: the CLI asks --resume for a --file that is not a pipe
+        return {"input": stream, **identity}
     stat = Path(rows.path).stat()
     return {
         "input": str(Path(rows.path).resolve()),

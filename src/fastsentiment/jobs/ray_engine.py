@@ -42,7 +42,15 @@ from fastsentiment.jobs.rows import (
     rows_from_lines,
     table_format,
 )
-from fastsentiment.jobs.sinks import output_columns, output_record, parquet_schema, result_fields, result_types
+from fastsentiment.jobs.sinks import (
+    delimited_cell,
+    json_line,
+    output_columns,
+    output_record,
+    parquet_schema,
+    result_fields,
+    result_types,
+)
 from fastsentiment.tokenization import TextEncoder, Truncations
 from fastsentiment.windows import LongText
 
@@ -142,8 +150,11 @@ def run_ray_job(job: FileJob, options: ModelOptions) -> RayReport:
                 max_restarts=ACTOR_RESTARTS,
                 max_task_retries=TASK_RETRIES,
             )
-        writer = {"parquet": classified.write_parquet, "csv": classified.write_csv, "jsonl": classified.write_json}
-        writer[job.ray_output_format](str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+        if job.ray_output_format == "parquet":
+            classified.write_parquet(str(job.out), ray_remote_args={"num_cpus": IO_CPUS})
+        else:
+            sink = _records_datasink_class()(str(job.out), job.ray_output_format)
+            classified.write_datasink(sink, ray_remote_args={"num_cpus": IO_CPUS})
         _one_schema(job.out, job.ray_output_format)
         truncated = ray.get(truncations.total.remote())
     except BaseException as error:
@@ -287,19 +298,14 @@ def _log_hint() -> str:
 
 
 def _one_schema(out: Path, fmt: str) -> None:
-    """Give every Parquet or CSV part file of the output the same columns, and JSON lines files their extension.
-    Ray writes one file per block with the columns of that block's rows: files of a folder with different columns
-    (a JSONL key some files lack) made parts that disagree, and a reader of the folder (pyarrow, pandas) took the
-    first part's columns and silently dropped the others'. JSON lines need no columns evened out: a record without
-    a key reads as a missing value."""
+    """Give every Parquet or CSV part file of the output the same columns. Ray writes one file per block with the
+    columns of that block's rows: files of a folder with different columns (a JSONL key some files lack) made parts
+    that disagree, and a reader of the folder (pyarrow, pandas) took the first part's columns and silently dropped
+    the others'. JSON lines need no columns evened out: a record without a key reads as a missing value."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    if fmt == "jsonl":  # Ray names JSON-lines files .json; a *.jsonl glob (and --out-format's own name) found none
-        for path in files:
-            if path.suffix == ".json":
-                path.rename(path.with_suffix(".jsonl"))
     if fmt == "parquet":
         schemas = [pq.read_schema(path) for path in files]
         if all(schema.equals(schemas[0]) for schema in schemas):
@@ -413,6 +419,35 @@ def _text_rows_datasource_class():
                 raise InputError(f"{path}: {error}") from None
 
     return TextRowsDatasource
+
+
+def _records_datasink_class():
+    # The datasink subclasses a Ray class, so it is defined only once Ray is imported.
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class RecordsDatasink(BlockBasedFileDatasink):
+        """JSON lines or CSV files written as the local engine writes them (sinks.json_line, sinks.delimited_cell).
+        Ray's own writers differ: its JSON writer (pandas) rounds scores to 10 digits and fails on a date column, its
+        CSV writer (pyarrow) on a field of nested values, which ours writes as JSON text."""
+
+        def __init__(self, path: str, fmt: str) -> None:
+            super().__init__(path, file_format=fmt)  # the files' extension: .jsonl, .csv
+            self.format = fmt
+
+        def write_block_to_file(self, block, file) -> None:
+            table = block.to_arrow()
+            records = table.to_pylist()
+            text = io.StringIO()
+            if self.format == "jsonl":
+                text.writelines(json_line(record) for record in records)
+            else:
+                names = table.column_names
+                writer = csv.writer(text)
+                writer.writerow(names)
+                writer.writerows([delimited_cell(record[name]) for name in names] for record in records)
+            file.write(text.getvalue().encode("utf-8"))
+
+    return RecordsDatasink
 
 
 def _truncation_count_class():

@@ -374,6 +374,13 @@ def missing_input(path: str | Path) -> str:
     return f"input file not found: {path}"
 
 
+def stream_name(path: str | Path) -> str | None:
+    """What a message calls an input that is read once ("stdin" or "a pipe"; `is_stream`), or None for a file."""
+    if not is_stream(path):
+        return None
+    return "stdin" if str(path) == "-" else "a pipe"
+
+
 def is_stream(path: str | Path) -> bool:
     """Whether `path` is read once, from its start: '-' (stdin), or a pipe or terminal (`--file <(head -3 x.txt)`,
     `--file /dev/stdin`), which exist as paths but cannot be sought, reopened or read again to resume."""

@@ -187,13 +187,17 @@ class PartWriter:
                     shutil.copyfileobj(source, target, 1 << 20)
 
 
+def json_line(record: dict[str, Any]) -> str:
+    """A JSON lines record as both engines write it: floats in full, dates and times as ISO text (`str`)."""
+    return strict_json(record, ensure_ascii=False, default=str) + "\n"
+
+
 class JsonlParts(PartWriter):
     suffix = ".jsonl"
 
     def write(self, records, path, first):
         with open(path, "w", encoding="utf-8") as stream:
-            for record in records:
-                stream.write(strict_json(record, ensure_ascii=False, default=str) + "\n")
+            stream.writelines(json_line(record) for record in records)
 
 
 def chunk_columns(records: Sequence[dict[str, Any]], results: Sequence[str]) -> list[str]:
@@ -226,7 +230,7 @@ class _LateColumns:
                 )
 
 
-def _cell(value: Any) -> Any:
+def delimited_cell(value: Any) -> Any:
     """A value as a CSV/TSV cell: JSON's objects, arrays and booleans (a JSONL input's, a Parquet input's lists and
     structs) as JSON text that a JSON parser reads back, not as Python's repr; a null as an empty cell."""
     if value is None:
@@ -261,7 +265,7 @@ class DelimitedParts(PartWriter):
         if self.columns is None:
             self.columns = chunk_columns(records, self.results)
         self.late.report(records, self.columns)
-        rows = [[_cell(record.get(name)) for name in self.columns] for record in records]
+        rows = [[delimited_cell(record.get(name)) for name in self.columns] for record in records]
         with open(path, "w", encoding="utf-8", newline="") as stream:
             if self.format == "csv":
                 writer = csv.writer(stream)
