@@ -217,13 +217,23 @@ def test_auto_and_cpu_are_one_placement_only_where_no_backend_takes_a_gpu(model,
     assert auto.same_placement("auto", model) == [] and auto.same_placement("cpu", model) == []
 
 
-@pytest.mark.parametrize("change", ["cpu flags", "runtime version", "model"])
+@pytest.mark.parametrize("change", ["cpu flags", "a GPU in view", "runtime version", "model"])
 def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, cache, monkeypatch, change, tmp_path):
+    from fastsentiment.backends import base
+
     auto.tune(model, "cpu", only=FAST_CANDIDATES)
     assert auto.cached_decision(model, "cpu") is not None
+    key = json.loads(auto.decision_path(model, "cpu").read_text())["key"]
+    assert "gpus" not in key and "onnxruntime-gpu" not in key["runtimes"]  # a CPU machine's key is as it was
     this_cpus_flags = auto.cpu_flags
     if change == "cpu flags":
         monkeypatch.setattr(auto, "cpu_flags", lambda: {"sse2"})  # the same cache read on another CPU
+    elif change == "a GPU in view":  # the same CPU with a GPU (a cache shared with a GPU machine): measured on the CPU
+        gpu = tmp_path / "driver" / "0000:01:00.0"  # laid out as the NVIDIA driver's /proc/driver/nvidia/gpus
+        gpu.mkdir(parents=True)
+        (gpu / "information").write_text("Model: \t\t NVIDIA H100 80GB HBM3\nIRQ: \t\t 35\n")
+        monkeypatch.setattr(base, "NVIDIA_GPUS", tmp_path / "driver")
+        assert base.visible_gpus() == {"models": ["NVIDIA H100 80GB HBM3"], "cuda_visible_devices": None}
     elif change == "runtime version":
         path = auto.decision_path(model, "cpu")
         decision = json.loads(path.read_text())
@@ -253,6 +263,13 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         assert auto.cached_decision(model, "cpu") == other
         monkeypatch.setattr(auto, "cpu_flags", this_cpus_flags)
         assert auto.cached_decision(model, "cpu") is not None
+    if change == "a GPU in view":  # so is a decision made with the GPU, and one with another set of it in view
+        auto.tune(model, "cpu", only=FAST_CANDIDATES)
+        assert auto.cached_decision(model, "cpu")["key"]["gpus"]["models"] == ["NVIDIA H100 80GB HBM3"]
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        assert auto.cached_decision(model, "cpu") is None
+        monkeypatch.setattr(base, "NVIDIA_GPUS", tmp_path / "no-driver")
+        assert auto.cached_decision(model, "cpu") is not None  # the CPU's own, kept beside them
 
 
 def test_a_decision_that_cannot_be_kept_still_serves_the_run_that_measured_it(model, cache, caplog, bert_dir):

@@ -47,6 +47,7 @@ from fastsentiment.backends.base import (
     inference_threads,
     parallel_calls,
     usable_cpus,
+    visible_gpus,
 )
 from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
 from fastsentiment.cache import cache_root
@@ -401,11 +402,14 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
     from fastsentiment import __version__
 
     runtimes = {}
-    for package in ("onnxruntime", "openvino", "torch", "nncf"):
+    for package in ("onnxruntime", "openvino", "torch", "nncf", "onnxruntime-gpu"):
         try:
             runtimes[package] = version(package)
         except PackageNotFoundError:
             runtimes[package] = None
+    if runtimes["onnxruntime-gpu"] is None:  # named only where installed: CPU machines' decisions stay as they were
+        del runtimes["onnxruntime-gpu"]
+    gpus = visible_gpus()
     return {
         "version": DECISION_VERSION,
         "model": model.content_hash,
@@ -417,6 +421,8 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
         "runtimes": runtimes,
         "fastsentiment": __version__,
         "calibration": calibration_identity,
+        # A GPU that came into view (the same CPU, a cache shared with a GPU machine) is a reason to measure again.
+        **({"gpus": gpus} if gpus else {}),
     }
 
 
@@ -425,7 +431,9 @@ def decision_path(model: ModelDir, device: str, threads: int | None = None) -> P
     (a volume, an image) keep their decisions side by side instead of overwriting each other's, which each then
     found stale and measured again."""
     cap = thread_cap(threads)
-    machine = hashlib.sha256(f"{platform.machine()} {_flags_digest()} {usable_cpus()}".encode()).hexdigest()[:8]
+    gpus = visible_gpus()
+    machine = f"{platform.machine()} {_flags_digest()} {usable_cpus()}" + (f" {json.dumps(gpus)}" if gpus else "")
+    machine = hashlib.sha256(machine.encode()).hexdigest()[:8]
     threads_part = "" if cap is None else f"-{cap}threads"
     return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}-{machine}{threads_part}.json"
 
@@ -470,9 +478,9 @@ def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
     now = decision_key(model, device, str(stored_key.get("calibration", "builtin-v1")), threads)
     then_runtimes = stored_key.get("runtimes") if isinstance(stored_key.get("runtimes"), dict) else {}
     changes = [
-        f"{package} {then_runtimes.get(package) or 'absent'} then, {version or 'absent'} now"
-        for package, version in now["runtimes"].items()
-        if then_runtimes.get(package) != version
+        f"{package} {then_runtimes.get(package) or 'absent'} then, {now['runtimes'].get(package) or 'absent'} now"
+        for package in dict.fromkeys([*now["runtimes"], *then_runtimes])
+        if then_runtimes.get(package) != now["runtimes"].get(package)
     ]
     changes += [f"{field} {stored_key.get(field)} then, {now[field]} now" for field in ("fastsentiment", "cpus")
                 if stored_key.get(field) != now[field]]  # fmt: skip

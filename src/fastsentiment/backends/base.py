@@ -106,6 +106,31 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# Where the NVIDIA driver lists the GPUs it drives, one folder each (its `information` file names the model).
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+
+
+def visible_gpus() -> dict[str, Any] | None:
+    """The NVIDIA GPUs a process here may compute on, read as cheaply as a start allows (no CUDA runtime loaded): the
+    models the driver lists and CUDA_VISIBLE_DEVICES, which narrows them; None where the driver lists none (no GPU,
+    or no NVIDIA driver)."""
+    try:
+        folders = sorted(NVIDIA_GPUS.iterdir())
+    except OSError:
+        return None
+    models = []
+    for folder in folders:
+        try:
+            information = (folder / "information").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        fields = dict(line.partition(":")[::2] for line in information.splitlines())
+        models.append(fields.get("Model", "").strip() or "unknown")
+    if not models:
+        return None
+    return {"models": models, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX-512 bf16 or AMX). Without it bf16 is emulated: PyTorch's bf16
     autocast trained MPNet-base 37x slower than fp32 on an AVX2-only AMD EPYC (113 s against 3.1 s a step)."""
