@@ -1034,7 +1034,8 @@ def test_named_labels_keep_the_order_of_the_base_models_head(train_slice, base_e
     del args[args.index("--labels") : args.index("--labels") + 2]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert "classes in the order of base's head: POSITIVE, NEGATIVE" in result.stdout.decode() + result.stderr.decode()
+    said = result.stdout.decode() + result.stderr.decode()
+    assert "classes named and ordered as base's head: POSITIVE, NEGATIVE" in said
     saved = json.loads((tmp_path / "out" / "config.json").read_text())["id2label"]
     assert saved == {"0": "POSITIVE", "1": "NEGATIVE"}
 
@@ -1064,9 +1065,9 @@ def test_the_base_models_head_rows_follow_the_runs_class_order(train_slice, base
     texts = [row.split("\t")[0] for row in rows[1:41]]
     reversed_head = _with_head_names(base_encoder, tmp_path / "reversed", ["POSITIVE", "NEGATIVE"])
 
-    def student_of(base: Path, out: str, *extra: str, base_names: dict | None = None) -> str:
+    def student_of(base: Path, out: str, *extra: str, base_names: dict | None = None, data: Path = named) -> str:
         """Train a student of `base` into `out`; check it scores as `base` (whose classes `base_names` renames)."""
-        args = train_args(named, tmp_path / out, base, "--lr", "1e-12", "--epochs", "1", "--max-steps", "5", *extra)
+        args = train_args(data, tmp_path / out, base, "--lr", "1e-12", "--epochs", "1", "--max-steps", "5", *extra)
         del args[args.index("--labels") : args.index("--labels") + 2]
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr.decode()[-2000:]
@@ -1088,6 +1089,16 @@ def test_the_base_models_head_rows_follow_the_runs_class_order(train_slice, base
     other = _with_head_names(base_encoder, tmp_path / "other", ["neg", "pos"])
     said = student_of(other, "c", "--labels", "NEGATIVE,POSITIVE", base_names={"neg": "NEGATIVE", "pos": "POSITIVE"})
     assert "warning: other's head names its classes neg, pos; its rows are kept by position as NEGATIVE" in said
+    # Names that differ from the head's by case alone are its classes, as a label cell is read: the data's "negative",
+    # "positive" and --labels negative,positive kept the reversed head's rows by position, inverted.
+    lower = tmp_path / "lower.tsv"
+    lower.write_text(named.read_text().replace("\tPOSITIVE", "\tpositive").replace("\tNEGATIVE", "\tnegative"))
+    said = student_of(reversed_head, "d", data=lower)
+    assert "classes named and ordered as reversed's head: POSITIVE, NEGATIVE" in said
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["id2label"] == {"0": "POSITIVE", "1": "NEGATIVE"}
+    said = student_of(reversed_head, "e", "--labels", "negative,positive", base_names={"POSITIVE": "positive",
+                      "NEGATIVE": "negative"})  # fmt: skip
+    assert "head rows reordered from POSITIVE, NEGATIVE to this run's negative, positive" in said
 
 
 def test_train_builtin_reads_its_saved_logits_flag_wherever_it_comes(tmp_path):

@@ -17,18 +17,32 @@ def label_id(value: object, names: Sequence[str] | None, where: str, renamed_by:
     GLUE test splits mark a missing label with -1, and callers decide what a missing label means.
     """
     text = str(value).strip()
-    if names and text in names:
-        return list(names).index(text)
-    if names:  # "positive" for POSITIVE, as compare matches classes: a case no two names differ by alone
-        folded = [name.casefold() for name in names]
-        if folded.count(text.casefold()) == 1:
-            return folded.index(text.casefold())
+    if names and (position := name_position(text, names)) is not None:
+        return position
     if (number := class_id(text)) is not None:
         return number
     known = f"expected one of {', '.join(names)} or a class id" if names else "expected a class id"
     if renamed_by and names and list(names) == generic_names(len(names)):
         known += f" (the model's classes have no names of their own: {renamed_by} names them in class-id order)"
     raise InputError(f"{where}: unknown label {text!r}; {known}")
+
+
+def name_position(name: str, names: Sequence[str]) -> int | None:
+    """Where `name` is among `names`: exactly, else in any case ("positive" for POSITIVE, as compare matches classes)
+    where no two of `names` differ by case alone; None where it is not there."""
+    if name in names:
+        return list(names).index(name)
+    folded = [other.casefold() for other in names]
+    return folded.index(name.casefold()) if folded.count(name.casefold()) == 1 else None
+
+
+def matching_classes(names: Sequence[str], others: Sequence[str]) -> list[int] | None:
+    """For each of `names`, the position in `others` of the same class (`name_position`); None where the two do not
+    name the same classes. "negative, positive" against a head's "POSITIVE, NEGATIVE" is [1, 0]."""
+    positions = [name_position(name, others) for name in names]
+    if len(names) != len(others) or None in positions or len(set(positions)) != len(positions):
+        return None
+    return positions
 
 
 def class_id(text: str) -> int | None:

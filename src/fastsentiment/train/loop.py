@@ -22,7 +22,7 @@ from fastsentiment.backends.base import usable_cpus
 from fastsentiment.backends.torch_backend import attention_kernels, torch_inputs
 from fastsentiment.classifier import length_sorted_batches
 from fastsentiment.errors import InputError
-from fastsentiment.labels import generic_names
+from fastsentiment.labels import generic_names, matching_classes
 from fastsentiment.models import ModelDir
 from fastsentiment.models.modeldir import HEAD_OUTPUT_WEIGHTS, TOKENIZER_FILES, TOKENIZER_SETTINGS
 from fastsentiment.models.network import load_network, transformers_quiet
@@ -444,15 +444,18 @@ def _order_head_rows(network, base: ModelDir, labels: list[str], on_event: Calla
         return  # no head in the weights, nothing to reorder, or a head of another size: a new one is drawn
     if head_names == generic_names(len(labels)):
         return
-    if set(head_names) != set(labels):
+    positions = matching_classes(labels, head_names)  # in any case: --labels negative,positive names NEGATIVE too
+    if positions is None:
         on_event(
             f"warning: {base.path.name}'s head names its classes {', '.join(head_names)}; its rows are kept by "
             f"position as {', '.join(labels)}"
         )
         return
+    if positions == list(range(len(labels))):
+        return
     parameters = dict(network.named_parameters())
     weight = next(name for name in HEAD_OUTPUT_WEIGHTS if name in parameters)  # every architecture names one
-    order = torch.tensor([head_names.index(name) for name in labels])
+    order = torch.tensor(positions)
     with torch.no_grad():
         for name in (weight, weight.removesuffix("weight") + "bias"):
             parameters[name].copy_(parameters[name][order].clone())

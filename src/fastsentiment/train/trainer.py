@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.errors import FastSentimentError, InputError, ModelError, missing_extra
-from fastsentiment.labels import generic_names
+from fastsentiment.labels import generic_names, matching_classes
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.outputs import check_output_place
 from fastsentiment.tokenization import TextEncoder, Truncations
@@ -62,9 +62,9 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
         config = replace(config, resume=False)
     if config.labels is None:
         named = _names_for_class_ids(label_names, [base, *teachers], on_event)
-        if named != label_names and set(named) == set(label_names):  # the head's order: the data's ids follow it
-            order = np.array([named.index(name) for name in label_names])
-            train_data = LabelledData(train_data.texts, order[train_data.labels], train_data.lines)
+        order = matching_classes(label_names, named)
+        if named != label_names and order is not None:  # the head's names and order: the data's ids follow them
+            train_data = LabelledData(train_data.texts, np.array(order)[train_data.labels], train_data.lines)
         label_names = named
     _check_classes(train_data, label_names, config.train_file, on_event)
     if config.eval_file:
@@ -79,7 +79,8 @@ def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> Train
                 "train on are all of one class; give more rows, or an --eval-file"
             )
     for teacher in teachers:  # a teacher whose classes have no names (LABEL_0...) fits any names of its count
-        if teacher.labels not in (label_names, generic_names(len(label_names))):
+        same_order = matching_classes(teacher.labels, label_names) == list(range(len(label_names)))
+        if not same_order and teacher.labels != generic_names(len(label_names)):
             raise ModelError(f"teacher {teacher.path} has labels {teacher.labels}, the student's are {label_names}")
     if teachers and config.teacher_logits:
         raise InputError("--teacher-logits replaces --teacher: give one of them")
@@ -197,9 +198,9 @@ def _names_for_class_ids(names: list[str], models: list[ModelDir], on_event: Cal
     classes (a head's rows are kept by position: positive, negative, neutral must stay in that order, not be
     sorted). --labels is kept as given."""
     if names != generic_names(len(names)):
-        for model in models:
-            if set(model.labels) == set(names) and model.labels != names:
-                on_event(f"classes in the order of {model.path.name}'s head: {', '.join(model.labels)}")
+        for model in models:  # in any case, as a label cell matches a class: "negative" is a head's NEGATIVE
+            if matching_classes(names, model.labels) is not None and model.labels != names:
+                on_event(f"classes named and ordered as {model.path.name}'s head: {', '.join(model.labels)}")
                 return list(model.labels)
         return names
     for model in models:
