@@ -988,7 +988,8 @@ def test_a_teacher_without_class_names_teaches_a_student_named_after_its_base(tr
 
 def test_training_inputs_that_would_spoil_the_model_or_earlier_work_are_refused(train_slice, base_encoder, tmp_path):
     """Each of these trained before: an empty label became a class of its own (a model that would not load), --out
-    on the base model overwrote it, a temperature of 0 saved NaN weights, a held-out split left one class."""
+    on the base model overwrote it, a temperature of 0 saved NaN weights, a held-out split left one class, a stray
+    class id made a class of every number below it."""
     rows = train_slice.read_text().splitlines()
     gap = tmp_path / "gap.tsv"
     gap.write_text("\n".join([*rows[:5], "an unlabelled row\t", *rows[5:40]]) + "\n")
@@ -997,6 +998,8 @@ def test_training_inputs_that_would_spoil_the_model_or_earlier_work_are_refused(
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "config.json").write_text("{}")
+    stray = tmp_path / "stray.tsv"  # one row's label a stray number: it made that many classes (here: no memory)
+    stray.write_text("\n".join([*rows[:3], "a fine film\t99999999999", *rows[3:40]]) + "\n")
     for data, out, extra, message in [
         (gap, tmp_path / "a", [], f"error: {gap}, line 6: no label in column 'label'"),
         (train_slice, base_encoder, [], f"error: --out {base_encoder} is the base model's own folder"),
@@ -1007,9 +1010,18 @@ def test_training_inputs_that_would_spoil_the_model_or_earlier_work_are_refused(
             ["--teacher", str(base_encoder), "--distill-temperature", "0"],
             "error: --distill-temperature must be above 0",
         ),
+        (
+            train_slice,
+            tmp_path / "d",
+            ["--teacher", str(base_encoder), "--distill-temperature", "1e30"],  # T^2 overflowed: a NaN loss
+            "error: --distill-temperature must be above 0 and at most 1,000, got 1e+30",
+        ),
         (two, tmp_path / "c", [], "the rows left to train on are all of one class"),
+        (stray, tmp_path / "e", [], f"error: {stray}, line 4: class id 99999999999 would make 100,000,000,000 classes"),
     ]:
         args = train_args(data, out, base_encoder, "--max-steps", "1", *extra)
+        if data == stray:  # class ids whose names the run infers
+            del args[args.index("--labels") : args.index("--labels") + 2]
         result = run_cli(*args)
         stderr = result.stderr.decode()
         assert result.returncode == 2 and stderr.count("\n") == 1 and message in stderr, (message, stderr[-1000:])

@@ -88,7 +88,7 @@ def train(
         0.5, "--distill-alpha", help="Weight of the hard-label loss against the teacher's."
     ),
     distill_temperature: float = typer.Option(
-        2.0, "--distill-temperature", help="Softens the teacher's and student's distributions (above 0)."
+        2.0, "--distill-temperature", help="Softens the teacher's and student's distributions (above 0, at most 1,000)."
     ),
     feature_weight: float = typer.Option(
         0.0,

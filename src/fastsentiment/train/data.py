@@ -100,6 +100,14 @@ def _infer_label_names(raw: list[str], path: str | Path, lines: list[int]) -> li
         if min(ids) < 0:
             row = ids.index(min(ids))
             raise _missing_label(path, lines[row], raw[row])
+        # Ids name classes 0 to the highest: a stray large id (a row's number in the label column) made a model of
+        # thousands of classes without rows, or, at 99999999999, ran out of memory naming them.
+        if (present := len(set(ids))) < (max(ids) + 1) / 2:
+            row = ids.index(max(ids))
+            raise InputError(
+                f"{path}, line {lines[row]}: class id {max(ids)} would make {max(ids) + 1:,} classes, of which "
+                f"{present} have a row; class ids count from 0 (or name the classes with --labels)"
+            )
         return generic_names(max(ids) + 1)
     if any(is_id):
         number, name = is_id.index(True), is_id.index(False)

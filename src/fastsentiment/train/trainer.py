@@ -251,7 +251,11 @@ def _check_classes(data: LabelledData, names: list[str], path: str, on_event: Ca
             f"{path}: every row has the label {names[data.labels[0]]}; a classifier needs two classes or more"
         )
     if missing := [name for index, name in enumerate(names) if index not in present]:
-        on_event(f"warning: no training row has the label {', '.join(missing)}; the model will hardly ever predict it")
+        listed = ", ".join(missing[:10]) + (f" and {len(missing) - 10:,} more" if len(missing) > 10 else "")
+        on_event(f"warning: no training row has the label {listed}; the model will hardly ever predict it")
+
+
+MAX_TEMPERATURE = 1000
 
 
 def _check_options(config: TrainConfig) -> None:
@@ -293,8 +297,12 @@ def _check_options(config: TrainConfig) -> None:
     if not 0 <= config.distill_alpha <= 1:
         raise InputError("--distill-alpha must be between 0 and 1")
     # The teacher's and student's logits are divided by it: 0 gives NaN weights, infinity a loss of 0 throughout.
-    if not (config.distill_temperature > 0 and math.isfinite(config.distill_temperature)):
-        raise InputError(f"--distill-temperature must be above 0 (and finite), got {config.distill_temperature}")
+    # Above the bound the softened distributions are uniform for any use, and near fp32's limit the loss's T^2 factor
+    # overflowed into a NaN loss that blamed the learning rate.
+    if not (0 < config.distill_temperature <= MAX_TEMPERATURE):
+        raise InputError(
+            f"--distill-temperature must be above 0 and at most {MAX_TEMPERATURE:,}, got {config.distill_temperature}"
+        )
 
 
 def _training_device(name: str):
