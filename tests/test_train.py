@@ -787,8 +787,9 @@ def test_resume_with_other_options_is_refused_naming_them(train_slice, base_enco
 
 def test_resume_compares_the_data_and_models_not_how_their_paths_are_written(train_slice, base_encoder, tmp_path):
     """A training file changed under its name was resumed (its new labels saved as the model's); the same file
-    named by another path (relative, absolute) was refused. A teacher replaced under its path was resumed too
-    (the student learnt from two teachers), a base of another width failed in a long traceback."""
+    named by another path (relative, absolute), or a copy of it elsewhere, was refused, and so was the run's own folder
+    moved or renamed, or another --checkpoint-every. A teacher replaced under its path was resumed too (the student
+    learnt from two teachers), a base of another width failed in a long traceback."""
     import shutil
 
     data = tmp_path / "data.tsv"
@@ -802,25 +803,33 @@ def test_resume_compares_the_data_and_models_not_how_their_paths_are_written(tra
     assert first.returncode == 0, first.stderr.decode()[-2000:]
     again = run_cli(*train_args(data, out, base, *options, "--resume"))
     assert again.returncode == 0 and "resumed at step" in again.stderr.decode(), again.stderr.decode()[-2000:]
+    moved, copy = tmp_path / "moved", tmp_path / "elsewhere" / "copy.tsv"
+    out.rename(moved)
+    copy.parent.mkdir()
+    copy.write_text(data.read_text())
+    elsewhere = ("--max-steps", "4", "--checkpoint-every", "3", "--teacher", str(teacher), "--resume")
+    result = run_cli(*train_args(copy, moved, base, *elsewhere))
+    assert result.returncode == 0 and "resumed at step" in result.stderr.decode(), result.stderr.decode()[-2000:]
+    moved.rename(out)
 
-    def refused(changed: Path):
+    def refused(changed: str):
         result = run_cli(*train_args(data, out, base, *options, "--resume"))
         stderr = result.stderr.decode()
         assert result.returncode == 2 and stderr.count("\n") == 1, stderr[-2000:]
-        assert f"--resume: {changed.resolve()} changed since the checkpoint" in stderr
+        assert f"--resume: {changed} changed since the checkpoint" in stderr
         assert "teacher logits: running" not in stderr  # refused before the (new) teacher ran
 
     data.write_text(train_slice.read_text().replace("\t1\n", "\t0\n", 50))
-    refused(data)
+    refused(f"the training file {data.resolve()}")
     data.write_text(train_slice.read_text())
     shutil.rmtree(teacher)
     build_model(teacher, "bert", hidden=64, layers=2, seed=7, vocab=base_encoder / "vocab.txt")
-    refused(teacher)
+    refused(str(teacher.resolve()))
     shutil.rmtree(teacher)
     shutil.copytree(base_encoder, teacher)
     shutil.rmtree(base)
     build_model(base, "bert", hidden=32, layers=2, seed=1, vocab=base_encoder / "vocab.txt")
-    refused(base)
+    refused(str(base.resolve()))
 
 
 # ---- attention distillation (`train --attention-weight`) --------------------------------------------

@@ -11,8 +11,11 @@ from pathlib import Path
 
 from fastsentiment.models import ModelDir
 
-# Options that may differ between an interrupted run and its resumption without changing the result.
-RESUME_NEUTRAL = {"resume", "device", "progress"}
+# Options that may differ between an interrupted run and its resumption without changing the result: where the run
+# writes (a folder moved or renamed resumes) and how often it saves a checkpoint among them.
+RESUME_NEUTRAL = {"resume", "device", "progress", "output_dir", "checkpoint_every"}
+# The data files, compared by what they hold (`data_identity`), not by where they lie: a copy elsewhere resumes.
+DATA_FILE_OPTIONS = {"train_file", "eval_file", "teacher_logits", "unlabelled"}
 # The options that name files or folders (models may also be built-in names or hub ids).
 PATH_OPTIONS = ("base_model", "train_file", "output_dir", "eval_file", "teachers", "teacher_logits", "unlabelled")
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
@@ -67,7 +70,9 @@ class TrainConfig:
         """The options a resumed run must share with the interrupted one: every option that shapes the result. Files
         are named as absolute paths (train.tsv and ./train.tsv are one file); what they hold: `data_identity`."""
         options = {
-            k: v for k, v in asdict(self).items() if k not in RESUME_NEUTRAL and not (k in ADDED_LATER and not v)
+            k: v
+            for k, v in asdict(self).items()
+            if k not in RESUME_NEUTRAL | DATA_FILE_OPTIONS and not (k in ADDED_LATER and not v)
         }
         for name in PATH_OPTIONS:
             if isinstance(options.get(name), str):
@@ -76,10 +81,17 @@ class TrainConfig:
                 options[name] = [_absolute(path) for path in options[name]]
         return options
 
+    def data_files(self) -> dict[str, str]:
+        """Every data file the run reads, by its role (as a message names it), as an absolute path."""
+        roles = {"the training file": self.train_file, "--eval-file": self.eval_file}
+        roles |= {f"--teacher-logits {number}": path for number, path in enumerate(self.teacher_logits, 1)}
+        roles |= {f"--unlabelled {number}": path for number, path in enumerate(self.unlabelled, 1)}
+        return {role: _absolute(path) for role, path in roles.items() if path}
+
     def data_identity(self) -> dict[str, str]:
-        """sha256 of every data file the run reads, so that a resumed run notices a file changed under its name."""
-        paths = [self.train_file, self.eval_file, *self.teacher_logits, *self.unlabelled]
-        return {_absolute(path): _file_sha256(Path(path)) for path in paths if path and Path(path).is_file()}
+        """sha256 of every data file the run reads, by its role: a resumed run notices a file changed under its name,
+        and takes the same content from wherever it lies now."""
+        return {role: _file_sha256(Path(path)) for role, path in self.data_files().items() if Path(path).is_file()}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.result_options(), sort_keys=True).encode()).hexdigest()[:16]

@@ -29,7 +29,7 @@ from fastsentiment.models.network import load_network, transformers_quiet
 from fastsentiment.outputs import as_umask_allows
 from fastsentiment.tokenization import TextEncoder
 from fastsentiment.train.attention import AttentionMaps, attention_loss
-from fastsentiment.train.config import TrainConfig, model_identity, total_steps
+from fastsentiment.train.config import DATA_FILE_OPTIONS, RESUME_NEUTRAL, TrainConfig, model_identity, total_steps
 from fastsentiment.train.data import UNLABELLED, length_bucketed_batches
 
 # Attention dropout as BERT-style and DistilBERT configs name it.
@@ -315,15 +315,16 @@ class Trainer:
             raise InputError(
                 f"--resume: {path} is not a readable checkpoint ({type(error).__name__}); start a new output directory"
             ) from None
-        if fingerprint != self.config.fingerprint():
-            changed = _changed_options(state.get("options"), self.config.result_options())
+        stored = state.get("options")  # compared key by key where kept: an option made neutral since is left out
+        changed = "" if stored is None else _changed_options(stored, self.config.result_options())
+        if changed or (stored is None and fingerprint != self.config.fingerprint()):
             raise InputError(
                 f"--resume: the checkpoint in {self.checkpoints} was made with different options"
                 f"{f' ({changed})' if changed else ''}; resume with the same options or start a new output directory"
             )
         # Checkpoints made before the data (or the models) were recorded hold none: nothing to compare.
         changed = [
-            *_changed_files(state.get("data"), self.data_identity),
+            *_changed_data(state.get("data"), self.data_identity, self.config.data_files()),
             *_changed_files(state.get("models"), self.model_identity),
         ]
         if changed:
@@ -469,15 +470,26 @@ def _changed_files(stored: dict[str, str] | None, now: dict[str, str]) -> list[s
     return sorted(path for path in {*stored, *now} if stored.get(path) != now.get(path))
 
 
+def _changed_data(stored: dict[str, str] | None, now: dict[str, str], paths: dict[str, str]) -> list[str]:
+    """The data files (by role, with their paths now) whose content differs from the checkpoint's record."""
+    if stored is None:
+        return []
+    if any(key.startswith(os.sep) for key in stored):  # kept by path before 2026-12-06: their contents, as a whole
+        return [] if sorted(stored.values()) == sorted(now.values()) else ["the data files"]
+    return [
+        f"{role} {paths.get(role, '')}".strip() for role in sorted({*stored, *now}) if stored.get(role) != now.get(role)
+    ]
+
+
 def _changed_options(then: dict | None, now: dict) -> str:
-    """'name old then, new now' for each option that differs; nothing for checkpoints that kept no options
-    (written before 2026-12-03)."""
+    """'name old then, new now' for each option that differs, leaving out those a resumption may change (kept by
+    checkpoints written before they were); nothing for checkpoints that kept no options (before 2026-12-03)."""
     if then is None:
         return ""
     return ", ".join(
         f"{k} {then.get(k)!r} then, {now.get(k)!r} now"
         for k in sorted(then.keys() | now.keys())
-        if then.get(k) != now.get(k)
+        if then.get(k) != now.get(k) and k not in RESUME_NEUTRAL | DATA_FILE_OPTIONS
     )
 
 
