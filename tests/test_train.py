@@ -113,6 +113,11 @@ def test_killed_run_resumes_to_the_same_weights(train_slice, base_encoder, tmp_p
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    os.kill(process.pid, signal.SIGSTOP)  # still running: its folder is its own (a second run wrote the same files)
+    beside = run_cli(*train_args(train_slice, interrupted, base_encoder, "--resume"))
+    assert beside.returncode == 2 and beside.stderr.decode() == (
+        f"error: --out {interrupted}: another training run is writing there; wait for it, or choose another folder\n"
+    )
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert checkpoint.exists() and not (interrupted / "config.json").exists(), "the run finished before it was killed"
@@ -239,13 +244,13 @@ def test_labels_that_name_no_class_or_mix_names_and_ids_are_refused(base_encoder
         (["--eval-every", "-1"], "--eval-every must be at least 1"),
         (
             ["--teacher", "TEACHER", "--distill-temperature", "inf"],
-            "--distill-temperature must be above 0 (and finite)",
+            "--distill-temperature must be above 0 and at most 1,000",
         ),
         (
             ["--teacher", "TEACHER", "--distill-temperature", "nan"],
-            "--distill-temperature must be above 0 (and finite)",
+            "--distill-temperature must be above 0 and at most 1,000",
         ),
-        (["--teacher", "TEACHER", "--distill-temperature", "-2"], "--distill-temperature must be above 0 (and finite)"),
+        (["--teacher", "TEACHER", "--distill-temperature", "-2"], "--distill-temperature must be above 0 and at most 1,000"),
     ],
 )
 def test_bad_training_options_fail_in_one_line_before_training(train_slice, base_encoder, tmp_path, options, message):

@@ -7,17 +7,19 @@ an exponential moving average of the weights) is visible here rather than buried
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from fastsentiment.cache import lock_file
 from fastsentiment.errors import FastSentimentError, InputError, ModelError, missing_extra
 from fastsentiment.labels import generic_names, matching_classes
 from fastsentiment.models import ModelDir, resolve_model
@@ -47,6 +49,35 @@ class TrainResult:
 def train(config: TrainConfig, on_event: Callable[[str], None] = print) -> TrainResult:
     """Run a fine-tune described by `config`; every input problem is raised before training starts."""
     _check_options(config)
+    with _holding(Path(config.output_dir)):
+        return _train(config, on_event)
+
+
+@contextlib.contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """The output folder, locked for this run: two runs on one --out (a --resume started while the first still ran)
+    both trained and wrote the same checkpoint and model files, each renaming the other's. The lock is the folder's
+    own (flock on it), so nothing is left in it; a folder this run made and left empty is removed."""
+    check_output_place(out, folder=True)  # a place nothing can be written in, before the models load
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    folder = os.open(out, os.O_RDONLY)
+    try:
+        if not lock_file(folder, wait=False):
+            raise InputError(
+                f"--out {out}: another training run is writing there; wait for it, or choose another folder"
+            )
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the run's own work, kept for --resume
+                out.rmdir()
+        raise
+    finally:
+        os.close(folder)
+
+
+def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
     for runtime in ("torch", "transformers"):
         if importlib.util.find_spec(runtime) is None:
             raise missing_extra(runtime, "train", "fastsentiment train")
@@ -220,7 +251,6 @@ def _check_output(out: Path, models: list[tuple[str, ModelDir]], resume: bool) -
     for role, model in models:
         if out.resolve() == model.path.resolve():
             raise InputError(f"--out {out} is the {role}'s own folder, which training would overwrite; choose another")
-    check_output_place(out, folder=True)  # a place nothing can be written in, before the models load
     held = list(out.iterdir()) if out.is_dir() else []
     last = out / "checkpoints" / "last.pt"
     # A checkpoints folder without last.pt is a run killed while it wrote its first checkpoint (best.pt, or
