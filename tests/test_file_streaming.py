@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -1228,3 +1229,37 @@ def test_a_file_of_long_documents_is_read_in_chunks_bounded_by_characters_not_ro
     assert sum(1 for _ in open(tmp_path / "out.jsonl")) == 400
     peak_kb = int(done.stderr.decode().rsplit("VmHWM:", 1)[1].split()[0])
     assert peak_kb < 300 * 1024, f"peak {peak_kb // 1024} MB"  # was 560 MB
+
+
+def test_ctrl_c_that_lands_in_a_finaliser_still_exits_130_without_a_traceback(tmp_path):
+    """Ctrl+C at the end of `evaluate` could land in the weakref callback of the classifier's thread pool as it was
+    collected, where Python drops the exception: the command printed "Exception ignored in ... KeyboardInterrupt"
+    with a traceback, and exited 0. Here the signal is sent from such a callback, run while a command runs."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys, weakref
+            from fastsentiment import cli
+
+            class Pool:
+                pass
+
+            pool = Pool()
+            watcher = weakref.ref(pool, lambda ref: (os.kill(os.getpid(), signal.SIGINT), sum(range(1000))))
+            register = cli._register_commands
+
+            def register_then_collect():
+                global pool
+                register()
+                del pool  # the callback runs now, and the interrupt's handler in it
+
+            cli._register_commands = register_then_collect
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's (pytest-xdist's workers ignore it)
+            cli.main(["models"])
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 130, (result.returncode, result.stderr.decode()[-2000:])
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr, result.stderr.decode()

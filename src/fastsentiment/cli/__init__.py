@@ -15,6 +15,9 @@ from fastsentiment.cli.app import app
 from fastsentiment.errors import FastSentimentError
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl+C (128 + SIGINT)
+# Set where Ctrl+C raised in a weakref callback or a finaliser (a thread pool's, collected as a command ends), where
+# Python drops the exception: the command then ended as if never interrupted, with exit code 0.
+_interrupt_dropped = threading.Event()
 
 
 def _register_commands() -> None:
@@ -57,18 +60,35 @@ def _interrupt_once(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _unraisable_interrupts_quietly(previous):
+    """A hook for exceptions Python cannot raise: an interrupt that landed in a finaliser is said by the exit code
+    (130), not by a traceback under the command's output."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _interrupt_dropped.set()
+        else:
+            previous(unraisable)
+
+    return hook
+
+
 def main(argv: list[str] | None = None) -> None:
-    interrupts = signal.getsignal(signal.SIGINT)
+    interrupts, unraisable = signal.getsignal(signal.SIGINT), sys.unraisablehook
     # Not where it is ignored (a background job), nor off the main thread, where no handler can be set
     if interrupts is signal.default_int_handler and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt_once)
+        sys.unraisablehook = _unraisable_interrupts_quietly(unraisable)
     try:
         _main(argv)
+        if _interrupt_dropped.is_set():  # never exit 0 after Ctrl+C, though no code of the command saw it
+            raise SystemExit(INTERRUPTED)
     finally:
         # For a caller in the same process (a notebook, a test): Python's own handler again, unless an interrupt came,
         # whose clean-up runs on as the interpreter ends.
         if signal.getsignal(signal.SIGINT) is _interrupt_once:
             signal.signal(signal.SIGINT, interrupts)
+            sys.unraisablehook = unraisable
 
 
 def _main(argv: list[str] | None) -> None:
