@@ -273,6 +273,17 @@ def test_an_export_onto_a_link_writes_where_it_points_and_keeps_the_link(bert_di
         import openvino as ov
 
         ov.Core().read_model(str(link))
+    # A link to a place nothing can be written in is refused before any export, by its target's place (the link's own
+    # folder was checked: the export ran, then failed with exit 1 naming a scratch folder).
+    (tmp_path / "a-file").write_text("")
+    stray = tmp_path / f"stray{suffix}"
+    stray.symlink_to(tmp_path / "a-file" / f"x{suffix}")
+    cache = tmp_path / "cache-2"
+    result = run_cli("export", kind, str(bert_dir), str(stray), env={"FASTSENTIMENT_CACHE": str(cache)})
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"error: OUT {tmp_path / 'a-file' / f'x{suffix}'}: {tmp_path / 'a-file'} is a file, not a folder\n"
+    )
+    assert not cache.exists()  # nothing exported
 
 
 def test_an_export_from_a_damaged_cache_is_built_again_not_copied(bert_dir, tmp_path):

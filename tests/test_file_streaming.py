@@ -516,6 +516,14 @@ def test_an_output_named_by_a_link_is_written_where_it_points(bert_dir, tmp_path
     assert [row["id"] for row in read_output(results / "scores.csv")] == [str(i) for i in range(10)]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.csv", "latest.csv", "results"]
     assert [path.name for path in results.iterdir()] == ["scores.csv"]  # no journal left beside either
+    # A link to a place nothing can be written in is refused before the model loads, by its target's place (the
+    # link's own folder was checked, and the job failed once it wrote).
+    stray = tmp_path / "stray.csv"
+    stray.symlink_to(source / "x.csv")
+    result = run_cli("classify", "-f", str(source), "-o", str(stray), "--model", str(bert_dir))
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"error: --out {source / 'x.csv'}: {source} is a file, not a folder\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -193,5 +193,6 @@ def _checked_out(path: Path, suffix: str) -> Path:
     path then written (through a link, if `path` is one)."""
     if path.suffix != suffix:
         raise InputError(f"{path}: expected a {suffix} file name")
-    check_output_place(path, name="OUT")
-    return through_link(path)
+    target = through_link(path)  # the place checked is the one written: a link's target, not the link's own folder
+    check_output_place(target, name="OUT")
+    return target

@@ -44,8 +44,8 @@ def export_coreml(model: ModelDir, target: Path, seq_lengths: Sequence[int] = (D
     if target.exists() and not is_package(target):
         # An earlier package is replaced, as the other exports replace their files; anything else is not ours.
         raise InputError(f"{target} exists and is not a CoreML package; remove it or choose another path")
-    check_output_place(target, folder=True, name="OUT")
     target = through_link(target)
+    check_output_place(target, folder=True, name="OUT")
     try:
         ct = import_coremltools()
         import numpy as np

@@ -102,11 +102,11 @@ class FileJob:
             raise InputError("--address, --out-format and --num-workers belong to --engine ray")
         if self.out is not None:
             from fastsentiment.jobs.sinks import output_format
-            from fastsentiment.outputs import check_output_place
+            from fastsentiment.outputs import check_output_place, through_link
 
             if self.engine != "ray" and output_format(self.out) == "parquet":
                 import_parquet("writing Parquet files")  # before the model loads
-            check_output_place(self.out, folder=self.engine == "ray")
+            check_output_place(through_link(self.out), folder=self.engine == "ray")  # where it is written
             if self.path is not None and _same_place(self.path, self.out):
                 raise InputError(f"--out {self.out} is the input itself: it would be overwritten; choose another path")
 
