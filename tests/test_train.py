@@ -250,7 +250,10 @@ def test_labels_that_name_no_class_or_mix_names_and_ids_are_refused(base_encoder
             ["--teacher", "TEACHER", "--distill-temperature", "nan"],
             "--distill-temperature must be above 0 and at most 1,000",
         ),
-        (["--teacher", "TEACHER", "--distill-temperature", "-2"], "--distill-temperature must be above 0 and at most 1,000"),
+        (
+            ["--teacher", "TEACHER", "--distill-temperature", "-2"],
+            "--distill-temperature must be above 0 and at most 1,000",
+        ),
     ],
 )
 def test_bad_training_options_fail_in_one_line_before_training(train_slice, base_encoder, tmp_path, options, message):
