@@ -248,6 +248,27 @@ def test_an_export_that_does_not_fit_on_its_disk_says_so_and_leaves_nothing(bert
     assert (tmp_path / "full.ls").read_text() == ""
 
 
+def test_a_cache_without_room_is_named_in_the_error(bert_dir, tmp_path):
+    """The export's writer names no file: "error: No space left on device" did not say that the cache was full, while
+    the output's own disk had room."""
+    pytest.importorskip("onnxruntime")
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
+    export = f"{sys.executable} -m fastsentiment export onnx {bert_dir} model.onnx --precision fp32"
+    script = f"""
+        cd {tmp_path} && mkdir cache && mount -t tmpfs -o size=64k tmpfs cache || exit 99
+        FASTSENTIMENT_CACHE={tmp_path / "cache"} {export} 2>full.err; echo $? > full.rc
+    """
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
+    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
+    error = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "2", error
+    assert error.splitlines()[-1].startswith("error: cannot write ") and (
+        f" in the cache at {tmp_path / 'cache'}" in error and "No space left on device; free space there" in error
+    ), error
+    assert not (tmp_path / "model.onnx").exists()
+
+
 @pytest.mark.parametrize("kind", ["onnx", "openvino"])
 def test_an_export_onto_a_link_writes_where_it_points_and_keeps_the_link(bert_dir, tmp_path, kind):
     """The files were moved onto the link's own name: the link became a file and what it named was left stale."""

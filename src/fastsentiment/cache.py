@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -74,7 +75,16 @@ def cached_file(path: Path, build: Callable[[Path], None]) -> Path:
     if path.is_file():
         return path
     with building_beside(path) as scratch:
-        build(scratch / path.name)
+        try:
+            build(scratch / path.name)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Said of the cache: the export's writer names no file, and the output's own disk may have room.
+            raise FastSentimentError(
+                f"cannot write {path.name} in the cache at {path.parent}: {error.strerror}; free space there, or set "
+                "FASTSENTIMENT_CACHE to a folder with room"
+            ) from None
         if not (scratch / path.name).is_file():
             raise FastSentimentError(f"building {path.name} for the cache made no such file")
         for destination in artefact_files(path):  # the named file last: it is there only with its companion
