@@ -474,3 +474,19 @@ def test_a_coreml_package_that_does_not_fit_on_its_disk_is_one_line_and_leaves_n
         "error: cannot write small/x.mlpackage: No space left on device"
     )
     assert (tmp_path / "full.ls").read_text() == ""
+
+
+def test_a_model_folder_whose_tokenizer_cannot_load_is_refused_before_an_export_or_explain(bert_dir, tmp_path):
+    """Exports and explain ran on a folder whose tokenizer.json is not JSON, which no command can serve from; the
+    README says such a folder is refused in one line before anything runs."""
+    import shutil
+
+    broken = shutil.copytree(bert_dir, tmp_path / "broken")
+    (broken / "tokenizer.json").write_text("{ not json")
+    cache = tmp_path / "cache"
+    for command in (["export", "onnx", str(broken), str(tmp_path / "x.onnx")], ["explain", "-m", str(broken)]):
+        result = run_cli(*command, env={"FASTSENTIMENT_CACHE": str(cache)})
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1, stderr
+        assert stderr.startswith(f"error: {broken / 'tokenizer.json'}: cannot load tokenizer"), stderr
+    assert not cache.exists() and not (tmp_path / "x.onnx").exists()

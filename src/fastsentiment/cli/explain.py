@@ -31,10 +31,12 @@ def explain(
     from fastsentiment.backends.registry import auto_choice, named_precision
     from fastsentiment.cli.info import AUTO_WORKLOADS
     from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import load_tokenizer
 
     if workload not in WORKLOADS:
         raise InputError(f"--workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     model_dir = resolve_model(model)
+    load_tokenizer(model_dir)  # a folder that cannot serve is refused as every command refuses it
     runtime = load_backend(model_dir, backend, device, precision, workload=workload)
     report = {"model": str(model_dir.path), "backend": runtime.spec.name, "device": runtime.device}
     name, precision = named_precision(backend, precision)

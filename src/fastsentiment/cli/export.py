@@ -40,10 +40,12 @@ def export_onnx_command(
     from fastsentiment.backends.onnx_backend import onnx_file
     from fastsentiment.export.onnx import VARIANTS, weights_file
     from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import load_tokenizer
 
     if precision not in VARIANTS:
         raise InputError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(VARIANTS)}")
     model_dir = resolve_model(model)  # before the output's folders are made
+    load_tokenizer(model_dir)  # a folder that cannot serve is refused as every command refuses it, before any work
     out = _checked_out(out, ".onnx")
     # A cached export damaged on disk would be copied and reported as written: parsed first (built again if need be).
     source = open_or_rebuild(onnx_file(model_dir, precision), _parsed_onnx, lambda: onnx_file(model_dir, precision))
@@ -66,12 +68,14 @@ def export_openvino_command(
     from fastsentiment.errors import missing_extra
     from fastsentiment.export.onnx import weights_file
     from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import load_tokenizer
 
     try:
         import openvino as ov
     except ImportError:
         raise missing_extra("openvino", "openvino", "OpenVINO export") from None
     model_dir = resolve_model(model)  # before the output's folders are made
+    load_tokenizer(model_dir)  # a folder that cannot serve is refused as every command refuses it, before any work
     out = _checked_out(out, ".xml")
     source = onnx_file(model_dir, "plain")
     network = open_or_rebuild(
@@ -138,8 +142,10 @@ def export_coreml_command(
 
     from fastsentiment.export.coreml import export_coreml
     from fastsentiment.models import resolve_model
+    from fastsentiment.tokenization import load_tokenizer
 
     model_dir = resolve_model(model)
+    load_tokenizer(model_dir)
     if seq_lengths is None:
         lengths = [min(128, model_dir.max_length)]
     else:
