@@ -519,6 +519,18 @@ def test_saved_teacher_logits_script_feeds_a_student(train_slice, base_encoder, 
     result = run_cli(*train_args(train_slice, tmp_path / "student", base_encoder, "--teacher-logits", str(saved),
                                  "--max-steps", "2"))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    # With an --eval-file every training row is trained on: the script had no --eval-file, so its logits (of a held-out
+    # split's texts) were refused by such a run. Columns named otherwise too.
+    rows = [line.split("\t") for line in train_slice.read_text().splitlines()[1:]]
+    renamed, evaluated = tmp_path / "renamed.tsv", tmp_path / "eval.tsv"
+    renamed.write_text("review\tstars\n" + "".join(f"{text}\t{label}\n" for text, label in rows[40:]))
+    evaluated.write_text("review\tstars\n" + "".join(f"{text}\t{label}\n" for text, label in rows[:40]))
+    columns = ("--text-column", "review", "--label-column", "stars")
+    save_teacher_logits(base_encoder, renamed, tmp_path / "all.npz", "--eval-file", str(evaluated), *columns)
+    result = run_cli(*train_args(renamed, tmp_path / "student-2", base_encoder, "--teacher-logits",
+                                 str(tmp_path / "all.npz"), "--eval-file", str(evaluated), *columns,
+                                 "--max-steps", "2"))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
 
 
 def test_augmented_copies_are_new_texts_made_only_from_long_sentences():
