@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,43 +227,42 @@ def test_an_openvino_export_whose_weights_cannot_be_written_leaves_nothing_half_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]  # no .xml without weights, no scratch
 
 
+def on_a_small_tmpfs(tmp_path: Path, folder: str, size: str, command: str) -> tuple[int, str, str]:
+    """Run `command` in `tmp_path`, where `folder` is a tmpfs of `size` mounted in a namespace of its own (a full disk
+    without filling a real one): its exit code, its stderr and the names left in `folder`."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
+    script = f"""
+        cd {tmp_path} && mkdir {folder} && mount -t tmpfs -o size={size} tmpfs {folder} || exit 99
+        {command} 2>full.err; echo $? > full.rc; ls -A {folder} > full.ls
+    """
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
+    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
+    read = lambda name: (tmp_path / name).read_text()  # noqa: E731
+    return int(read("full.rc")), read("full.err"), read("full.ls")
+
+
 @pytest.mark.parametrize("kind", ["onnx", "openvino", "openvino --fp16-weights"])
 def test_an_export_that_does_not_fit_on_its_disk_says_so_and_leaves_nothing(bert_dir, tmp_path, kind):
     """OpenVINO's writer reports a full disk as "basic_ios::clear: iostream error", without the system's reason,
     and (fp16 weights) after removing what it wrote, which gives the space back."""
     kind, *options = kind.split()
     pytest.importorskip(kind)
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
     suffix = {"onnx": ".onnx", "openvino": ".xml"}[kind]
     export = f"{sys.executable} -m fastsentiment export {kind} {bert_dir} small/model{suffix} {' '.join(options)}"
     size = "72k" if options else "48k"  # fp16 weights (~85 kB) do not fit, and what OpenVINO removes leaves room
-    script = f"""
-        cd {tmp_path} && mkdir small && mount -t tmpfs -o size={size} tmpfs small || exit 99
-        FASTSENTIMENT_CACHE={tmp_path / "cache"} {export} 2>full.err; echo $? > full.rc; ls -A small > full.ls
-    """
-    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
-    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
-    assert (tmp_path / "full.rc").read_text().strip() == "2"
-    assert (tmp_path / "full.err").read_text().splitlines()[-1].endswith(": No space left on device")
-    assert (tmp_path / "full.ls").read_text() == ""
+    code, error, left = on_a_small_tmpfs(tmp_path, "small", size, f"FASTSENTIMENT_CACHE={tmp_path / 'cache'} {export}")
+    assert code == 2 and error.splitlines()[-1].endswith(": No space left on device"), error
+    assert left == ""
 
 
 def test_a_cache_without_room_is_named_in_the_error(bert_dir, tmp_path):
     """The export's writer names no file: "error: No space left on device" did not say that the cache was full, while
     the output's own disk had room."""
     pytest.importorskip("onnxruntime")
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
     export = f"{sys.executable} -m fastsentiment export onnx {bert_dir} model.onnx --precision fp32"
-    script = f"""
-        cd {tmp_path} && mkdir cache && mount -t tmpfs -o size=64k tmpfs cache || exit 99
-        FASTSENTIMENT_CACHE={tmp_path / "cache"} {export} 2>full.err; echo $? > full.rc
-    """
-    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
-    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
-    error = (tmp_path / "full.err").read_text()
-    assert (tmp_path / "full.rc").read_text().strip() == "2", error
+    code, error, _ = on_a_small_tmpfs(tmp_path, "cache", "64k", f"FASTSENTIMENT_CACHE={tmp_path / 'cache'} {export}")
+    assert code == 2, error
     assert error.splitlines()[-1].startswith("error: cannot write ") and (
         f" in the cache at {tmp_path / 'cache'}" in error and "No space left on device; free space there" in error
     ), error
@@ -460,20 +460,10 @@ def test_a_coreml_package_that_does_not_fit_on_its_disk_is_one_line_and_leaves_n
     """coremltools' copy into place failed with shutil.Error's list of every file it missed (one line of temporary
     paths, exit 1), and left the partial package beside the target."""
     pytest.importorskip("coremltools")
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("needs unshare to mount a small tmpfs in a namespace of its own")
     export = f"{sys.executable} -m fastsentiment export coreml {ane_source} small/x.mlpackage --seq-lengths 16"
-    script = f"""
-        cd {tmp_path} && mkdir small && mount -t tmpfs -o size=48k tmpfs small || exit 99
-        {export} 2>full.err; echo $? > full.rc; ls -A small > full.ls
-    """
-    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=ROOT, capture_output=True, check=False)
-    assert done.returncode != 99, done.stderr.decode()  # the tmpfs could not be mounted
-    assert (tmp_path / "full.rc").read_text().strip() == "2"
-    assert (tmp_path / "full.err").read_text().splitlines()[-1] == (
-        "error: cannot write small/x.mlpackage: No space left on device"
-    )
-    assert (tmp_path / "full.ls").read_text() == ""
+    code, error, left = on_a_small_tmpfs(tmp_path, "small", "48k", export)
+    assert code == 2 and error.splitlines()[-1] == "error: cannot write small/x.mlpackage: No space left on device"
+    assert left == ""
 
 
 def test_a_model_folder_whose_tokenizer_cannot_load_is_refused_before_an_export_or_explain(bert_dir, tmp_path):
