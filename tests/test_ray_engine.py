@@ -77,6 +77,14 @@ def id_file(tmp_path_factory) -> Path:
     return path
 
 
+def ray_job(address: str, source, out, *options: str):
+    """`classify --engine ray` of `source` into `out` on the test cluster."""
+    return run_cli(
+        "classify", "--engine", "ray", "--address", address, "--file", str(source), "--out", str(out), *options,
+        timeout=600, env=RAY_ENV,
+    )  # fmt: skip
+
+
 def read_rows(folder: Path) -> list[dict]:
     files = sorted(str(p) for p in folder.rglob("*.parquet"))
     assert files, f"no Parquet files in {folder}"
@@ -92,11 +100,8 @@ def check_complete(rows: list[dict]) -> None:
 
 def test_ray_job_writes_each_input_once_with_the_classifier_labels(ray_address, id_file, bert_dir, tmp_path):
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(id_file), "--out", str(out),
-        "--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", "--max-length", "16", *PINNED,
-        timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    options = ("--model", str(bert_dir), "--num-workers", "2", "--chunk-rows", "1000", "--max-length", "16")
+    result = ray_job(ray_address, id_file, out, *options, *PINNED)
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # the error rows make the exit non-zero
     assert f"wrote {ROWS:,} rows".encode() in result.stderr
     assert b"5 inputs could not be classified" in result.stderr
@@ -244,10 +249,7 @@ def test_a_folder_of_files_to_csv_files(ray_address, bert_dir, tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "scored.csv"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
-        "--model", str(bert_dir), "--chunk-rows", "128", timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, folder, out, "--model", str(bert_dir), "--chunk-rows", "128")
     assert result.returncode == 2, result.stderr.decode()[-2000:]  # b.txt ends with one empty line; c.jsonl line 3
     assert b"wrote 505 rows" in result.stderr and b"2 inputs could not be classified" in result.stderr
     rows, headers = {}, set()
@@ -290,10 +292,7 @@ def test_files_that_differ_in_columns_or_hold_a_number_for_text_make_one_schema(
     write("b.jsonl", [{"uid": i, "sentence": f"dull film {i}", "source": "web"} for i in range(150)])
     write("c.jsonl", [{"uid": 0, "sentence": 5}, {"uid": 1, "sentence": "fine film"}])
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
-        "--model", str(bert_dir), "--chunk-rows", "50", timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, folder, out, "--model", str(bert_dir), "--chunk-rows", "50")
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "wrote 302 rows" in stderr and "1 input could not be classified" in stderr
     assert "the folder's own files are read, not those in its subfolders (more/)" in stderr
@@ -313,10 +312,7 @@ def test_input_columns_named_like_the_readers_own_are_kept(ray_address, bert_dir
     folder.mkdir()
     (folder / "a.csv").write_text("__line,__read_error,__file,text\nx,y,z,good film\n", encoding="utf-8")
     out = tmp_path / "scored.csv"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
-        "--model", str(bert_dir), timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, folder, out, "--model", str(bert_dir))
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     (row,) = [row for path in sorted(out.iterdir()) for row in csv.DictReader(path.open(encoding="utf-8"))]
     assert (row["file"], row["line"], row["__line"], row["__read_error"], row["__file"], row["error"]) == (
@@ -334,10 +330,7 @@ def test_json_lines_output_files_are_named_so(ray_address, bert_dir, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("good film\nbad film\n", encoding="utf-8")
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
-        "--out-format", "jsonl", "--model", str(bert_dir), timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, source, out, "--out-format", "jsonl", "--model", str(bert_dir))
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert {path.suffix for path in out.iterdir()} == {".jsonl"}
     rows = [json.loads(line) for path in sorted(out.iterdir()) for line in path.read_text().splitlines()]
@@ -351,10 +344,7 @@ def test_an_input_without_rows_gives_an_empty_folder_and_a_warning(ray_address, 
     source = tmp_path / name
     source.write_text(content, encoding="utf-8")
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
-        "--out-format", "csv", "--model", str(bert_dir), timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, source, out, "--out-format", "csv", "--model", str(bert_dir))
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr and f"{name} holds no rows to classify" in stderr
@@ -369,10 +359,7 @@ def test_a_failed_ray_job_says_why_in_one_line(ray_address, bert_dir, tmp_path):
     folder.mkdir()
     (folder / "x.jsonl").write_text('{"text": "fine", "id": 1}\n', encoding="utf-8")
     (folder / "y.jsonl").write_text('{"text": "bad", "id": "x"}\n', encoding="utf-8")
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out",
-        str(tmp_path / "scored"), "--model", str(bert_dir), timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, folder, tmp_path / "scored", "--model", str(bert_dir))
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr[-2000:]
     assert "Traceback" not in stderr and "retry" not in stderr, stderr[-2000:]
@@ -393,10 +380,7 @@ def test_chunked_long_documents_agree_between_local_and_ray_engines(ray_address,
     local = run_cli("classify", "--file", str(source), "--out", str(local_out), *chunking)
     assert local.returncode == 0, local.stderr.decode()[-2000:]
     ray_out = tmp_path / "ray"
-    on_ray = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(ray_out),
-        *chunking, timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    on_ray = ray_job(ray_address, source, ray_out, *chunking)
     assert on_ray.returncode == 0, on_ray.stderr.decode()[-2000:]
     local_rows = sorted((json.loads(line) for line in local_out.read_text().splitlines()), key=lambda r: r["id"])
     ray_rows = sorted(read_rows(ray_out), key=lambda r: int(r["id"]))
@@ -511,11 +495,9 @@ def test_json_lines_and_csv_files_hold_what_the_local_engine_writes(ray_address,
     result = run_cli("classify", "--file", str(source), "--out", str(local), "--model", str(bert_dir), *PINNED)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(source), "--out", str(out),
-        "--out-format", out_format, "--model", str(bert_dir), "--chunk-rows", "128", *PINNED, timeout=600,
-        env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(
+        ray_address, source, out, "--out-format", out_format, "--model", str(bert_dir), "--chunk-rows", "128", *PINNED
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     parts = sorted(out.iterdir())
     assert {path.suffix for path in parts} == {f".{out_format}"}
@@ -548,10 +530,7 @@ def test_a_ray_job_that_fails_after_writing_leaves_its_out_folder_empty(ray_addr
     (folder / "x.jsonl").write_text("".join(f'{{"text": "fine film {i}", "id": {i}}}\n' for i in range(600)))
     (folder / "y.jsonl").write_text("".join(f'{{"text": "bad film {i}", "id": "x{i}"}}\n' for i in range(10)))
     out = tmp_path / "scored"
-    result = run_cli(
-        "classify", "--engine", "ray", "--address", ray_address, "--file", str(folder), "--out", str(out),
-        "--model", str(bert_dir), "--chunk-rows", "128", timeout=600, env=RAY_ENV,
-    )  # fmt: skip
+    result = ray_job(ray_address, folder, out, "--model", str(bert_dir), "--chunk-rows", "128")
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == (
