@@ -16,8 +16,9 @@ from fastsentiment.models import ModelDir
 RESUME_NEUTRAL = {"resume", "device", "progress", "output_dir", "checkpoint_every"}
 # The data files, compared by what they hold (`data_identity`), not by where they lie: a copy elsewhere resumes.
 DATA_FILE_OPTIONS = {"train_file", "eval_file", "teacher_logits", "unlabelled"}
-# The options that name files or folders (models may also be built-in names or hub ids).
-PATH_OPTIONS = ("base_model", "train_file", "output_dir", "eval_file", "teachers", "teacher_logits", "unlabelled")
+# The options compared that name folders (models may also be built-in names or hub ids); the output folder and the
+# data files are not compared by where they lie.
+PATH_OPTIONS = ("base_model", "teachers")
 # Options added after checkpoints existed: left out of the fingerprint while unset, so those checkpoints resume.
 ADDED_LATER = {"teacher_logits", "augment", "unlabelled", "feature_weight", "attention_weight"}
 
@@ -67,8 +68,9 @@ class TrainConfig:
     progress: bool = True
 
     def result_options(self) -> dict:
-        """The options a resumed run must share with the interrupted one: every option that shapes the result. Files
-        are named as absolute paths (train.tsv and ./train.tsv are one file); what they hold: `data_identity`."""
+        """The options a resumed run must share with the interrupted one: every option that shapes the result. Models
+        are named as absolute paths (base and ./base are one folder); the data files by what they hold
+        (`data_identity`)."""
         options = {
             k: v
             for k, v in asdict(self).items()
