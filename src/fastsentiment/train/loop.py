@@ -476,9 +476,7 @@ def _changed_data(stored: dict[str, str] | None, now: dict[str, str], paths: dic
         return []
     if any(key.startswith(os.sep) for key in stored):  # kept by path before 2026-12-06: their contents, as a whole
         return [] if sorted(stored.values()) == sorted(now.values()) else ["the data files"]
-    return [
-        f"{role} {paths.get(role, '')}".strip() for role in sorted({*stored, *now}) if stored.get(role) != now.get(role)
-    ]
+    return [f"{role} {paths.get(role, '')}".strip() for role in _changed_files(stored, now)]
 
 
 def _changed_options(then: dict | None, now: dict) -> str:
