@@ -64,7 +64,7 @@ def main() -> None:
         columns = {"text_column": args.text_column, "label_column": args.label_column}
         data, _ = read_labelled(args.train_file, label_names=teacher.labels, **columns)
         evaluated = args.eval_file and read_labelled(args.eval_file, label_names=teacher.labels, **columns)[0]
-        unlabelled = read_unlabelled(args.unlabelled, args.text_column)
+        unlabelled = read_unlabelled(args.unlabelled, args.text_column, lambda note: print(note, file=sys.stderr))
     except FastSentimentError as error:
         sys.exit(f"error: {error}")
     train, held_out = (data, evaluated) if evaluated else split_held_out(data, args.eval_fraction, args.split_seed)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -484,6 +485,28 @@ def test_evaluate_checks_its_data_before_loading_the_model(tmp_path):
     assert (result.returncode, result.stderr.decode()) == (
         2,
         f"error: {pipe} is a pipe or stdin: evaluate reads a labelled file (.csv, .tsv, .jsonl, .parquet)\n",
+    )
+    # No file named, outside a checkout beside the shared data: the default is named (it was "input file not found:
+    # ../shared/data/sst2/dev.tsv"), and so is the way out.
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "fastsentiment", "evaluate", "--model", missing_model],
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert (elsewhere.returncode, elsewhere.stderr.decode()) == (
+        2,
+        "error: name a labelled file to evaluate on: the default, SST-2 dev at ../shared/data/sst2/dev.tsv, is not "
+        "there (or glue/sst2, with `datasets` and internet access)\n",
+    )
+
+
+@pytest.mark.skipif(find_spec("datasets") is not None, reason="`datasets` is installed here: glue/sst2 would download")
+def test_evaluate_on_the_hubs_sst2_without_datasets_names_the_package(tmp_path):
+    hub = run_cli("evaluate", "glue/sst2", "--model", str(tmp_path / "no-model"))
+    assert (hub.returncode, hub.stderr.decode()) == (
+        2,
+        "error: evaluate glue/sst2 needs the Python package 'datasets', which is not installed: pip install datasets\n",
     )
 
 

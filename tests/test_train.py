@@ -437,6 +437,9 @@ def test_select_saves_the_best_or_the_last_checkpoint(train_slice, base_encoder,
     options = ("--select", select, "--epochs", "1", "--max-steps", "30", "--eval-every", "5")
     result = run_cli(*train_args(train_slice, out, base_encoder, *options))
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    # twelve held-out rows are little evidence to choose a checkpoint by (one row is 8 points): said before the run
+    few = b"warning: --select best chooses among checkpoints by their accuracy on 12 held-out row(s), where one row"
+    assert (few in result.stderr) == (select == "best"), result.stderr.decode()[-2000:]
     record = json.loads((out / "training.json").read_text())
     history = record["history"]
     if select == "best":
@@ -612,7 +615,10 @@ def test_distillation_on_unlabelled_texts_needs_the_teachers_logits_on_them(trai
     """`train --unlabelled` without a teacher, or on a malformed file, fails in one line before training; the
     saved-logits script run with the same file feeds it, one run without it is refused."""
     sentences = tmp_path / "sentences.txt"
-    sentences.write_text("a film that never finds its footing .\nthe cast is wonderful .\nthe cast is wonderful .\n")
+    # blank lines between and after the texts are passed over, and told
+    sentences.write_text(
+        "a film that never finds its footing .\n\nthe cast is wonderful .\n  \nthe cast is wonderful .\n\n"
+    )
     no_teacher = run_cli(*train_args(train_slice, tmp_path / "none", base_encoder, "--unlabelled", str(sentences)))
     assert no_teacher.returncode != 0
     assert b"--unlabelled needs a teacher" in no_teacher.stderr and b"Traceback" not in no_teacher.stderr
@@ -629,6 +635,7 @@ def test_distillation_on_unlabelled_texts_needs_the_teachers_logits_on_them(trai
                                  *student))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"on 2 unlabelled texts besides" in result.stderr
+    assert f"--unlabelled {sentences}: passed over 3 empty line(s)".encode() in result.stderr
     not_utf8 = tmp_path / "latin1.txt"
     not_utf8.write_bytes("un film très réussi\n".encode("latin-1"))
     malformed = run_cli(*train_args(train_slice, tmp_path / "bad", base_encoder, "--teacher-logits", str(with_texts),

@@ -31,10 +31,14 @@ def replace_undecodable(text: str) -> str:
         return _SURROGATE.sub("\ufffd", text)
 
 
+# How every message about a text with nothing to classify begins (`text_problem`).
+EMPTY_TEXT = "empty text"
+
+
 def text_problem(value: Any) -> str | None:
     """Why `value` cannot be classified ("empty text", "not valid UTF-8", ...), or None when it can."""
     if value is None:
-        return "empty text"
+        return EMPTY_TEXT
     if not isinstance(value, str):
         if isinstance(value, float) and value != value:  # NaN: how pandas and numpy mark a missing value
             return "a missing value (NaN), not text"
@@ -43,11 +47,11 @@ def text_problem(value: Any) -> str | None:
         return "not valid UTF-8"
     stripped = value.strip()
     if not stripped:
-        return "empty text"
+        return EMPTY_TEXT
     # Zero-width spaces, byte-order marks, direction marks and control characters alone leave the model nothing
     # but [CLS] [SEP] to score. isprintable() is True for ordinary text, so only unusual texts pay for the scan.
     if not stripped.isprintable() and all(unicodedata.category(char)[0] in "CZ" for char in stripped):
-        return "empty text (only invisible characters)"
+        return f"{EMPTY_TEXT} (only invisible characters)"
     return None
 
 

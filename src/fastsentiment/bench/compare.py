@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsentiment.bench.data import load_bench_data
+from fastsentiment.bench.data import SST2_FOLDER, load_bench_data
 from fastsentiment.bench.run import check_config
 from fastsentiment.errors import InputError
 from fastsentiment.tokenization import Truncations
@@ -18,7 +18,7 @@ def compare_configs(
     *,
     model: str | None = None,
     model_b: str | None = None,
-    data: str = "../shared/data/sst2",
+    data: str = SST2_FOLDER,
     text_column: str | None = None,
     show: int = 10,
     device: str = "auto",

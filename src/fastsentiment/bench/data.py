@@ -9,6 +9,12 @@ from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, is_stream
 from fastsentiment.labels import label_id
 
+# Where this project's checkouts find GLUE SST-2 (a dev.tsv and a test.tsv), relative to the working folder; the
+# commands that default to it say so where it is not there.
+SST2_FOLDER = "../shared/data/sst2"
+# SST-2 from the Hugging Face hub, through the `datasets` package.
+GLUE_SST2 = "glue/sst2"
+
 
 @dataclass
 class Split:
@@ -57,8 +63,8 @@ def load_bench_data(
     if path.is_file():
         split = _read_table(path, text_column, labels, label_names, text_option)
         return BenchData(str(path), split if split.labels is not None else None, split, split)
-    if source == "glue/sst2":
-        return _from_datasets(option)
+    if source == GLUE_SST2:
+        return from_datasets(option, label_names)
     if is_stream(path):
         raise InputError(f"{option} {source} is a pipe or stdin, which cannot be read again: save it to a file")
     raise InputError(f"{option} {source}: no such file or directory (or use glue/sst2 with internet access)")
@@ -101,21 +107,35 @@ def _read_table(
     return Split(path.stem, texts, labels, [f"{path.name}, line {row.line}" for row in rows])
 
 
-def _from_datasets(option: str) -> BenchData:
+def needs_datasets(option: str) -> None:
+    """Refuse glue/sst2 in one line where `datasets` is not installed (before a model loads, where one will)."""
     try:
-        from datasets import load_dataset
+        import datasets  # noqa: F401
     except ImportError:
         raise InputError(
-            f"{option} glue/sst2 needs the Python package 'datasets', which is not installed: pip install datasets"
+            f"{option} {GLUE_SST2} needs the Python package 'datasets', which is not installed: pip install datasets"
         ) from None
+
+
+def from_datasets(option: str, label_names: list[str] | None = None) -> BenchData:
+    """GLUE SST-2 from the hub: labelled validation, unlabelled test. Given the model's `label_names`, a label is
+    the model's class of the same name ("negative" for NEGATIVE, in any case), not the class of the same id: a
+    model whose head lists POSITIVE first would otherwise be scored inverted."""
+    needs_datasets(option)
+    from datasets import load_dataset
+
     try:
         data = load_dataset("glue", "sst2")
     except Exception as error:
-        offline = f"{option} FILE" if option == "--calibration" else f"{option} DIR"
+        offline = f"{option} FILE" if option in ("--calibration", "evaluate") else f"{option} DIR"
         raise InputError(f"could not load glue/sst2 ({str(error).splitlines()[0]}); offline, pass {offline}") from None
     validation = data["validation"]
+    labels = list(validation["label"])
+    if label_names:
+        glue_names = validation.features["label"].names  # ["negative", "positive"]
+        labels = [label_id(glue_names[label], label_names, f"{GLUE_SST2} validation") for label in labels]
     return BenchData(
-        "glue/sst2",
-        Split("validation", list(validation["sentence"]), list(validation["label"])),
+        GLUE_SST2,
+        Split("validation", list(validation["sentence"]), labels),
         Split("test", list(data["test"]["sentence"]), None),
     )

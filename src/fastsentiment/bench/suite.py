@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fastsentiment.backends import availability, backend_names
 from fastsentiment.backends.registry import check_device
-from fastsentiment.bench.data import load_bench_data
+from fastsentiment.bench.data import SST2_FOLDER, load_bench_data
 from fastsentiment.bench.measure import PEER_PREFIX, PIPELINE, Spec
 from fastsentiment.bench.peers import peer_configs
 from fastsentiment.bench.report import machine
@@ -35,7 +35,7 @@ class BenchRequest:
 
     model: str | None = None
     configs: list[str] | None = None
-    data: str = "../shared/data/sst2"
+    data: str = SST2_FOLDER
     text_column: str | None = None  # None: 'sentence', else 'text'
     label_column: str | None = None  # None: 'label' where there is one
     batch_sizes: str | None = None  # None: BATCH_SIZES, or QUICK_BATCH_SIZES with `quick`; given, kept in both

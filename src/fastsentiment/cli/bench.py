@@ -9,10 +9,9 @@ from pathlib import Path
 
 import typer
 
+from fastsentiment.bench.data import SST2_FOLDER
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import DeviceOption, ModelOption, TextColumnOption, expand_home
-
-DEFAULT_DATA = "../shared/data/sst2"
 
 
 @app.command()
@@ -25,7 +24,7 @@ def bench(
         help="backend[:precision],… (default: every backend that runs here, the reference and the pipeline rows).",
     ),
     data: str = typer.Option(
-        DEFAULT_DATA,
+        SST2_FOLDER,
         "--data",
         help="SST-2-style directory (dev.tsv, test.tsv), a .tsv/.csv/.jsonl/.parquet file, or glue/sst2.",
     ),
@@ -117,7 +116,7 @@ def compare(
         None, "--device-b", help="A different device for B, e.g. cpu against cuda (default: the same)."
     ),
     data: str = typer.Option(
-        DEFAULT_DATA,
+        SST2_FOLDER,
         "--data",
         help="The texts compared on: a file of texts (labels not needed), a folder holding dev.tsv, or glue/sst2.",
     ),

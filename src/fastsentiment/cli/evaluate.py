@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from fastsentiment.bench.data import GLUE_SST2, SST2_FOLDER, needs_datasets
 from fastsentiment.cli.app import app
 from fastsentiment.cli.options import (
     AggregateOption,
@@ -26,12 +27,18 @@ from fastsentiment.cli.options import (
     long_text_options,
 )
 from fastsentiment.errors import InputError
+from fastsentiment.jobs.rows import is_stream
+
+SST2_DEV = f"{SST2_FOLDER}/dev.tsv"
 
 
 @app.command()
 def evaluate(
-    data: Path = typer.Argument(
-        Path("../shared/data/sst2/dev.tsv"), help="Labelled .tsv/.csv/.jsonl/.parquet file.", callback=expand_home
+    data: str | None = typer.Argument(
+        None,
+        help=f"Labelled .tsv/.csv/.jsonl/.parquet file, or {GLUE_SST2} (with `datasets`) \\[default: "
+        f"{SST2_DEV}, where it is].",
+        show_default=False,
     ),
     text_column: TextColumnOption = None,
     label_column: str = typer.Option(
@@ -52,23 +59,23 @@ def evaluate(
     """Accuracy on a labelled file whose labels are the model's label names or class ids."""
     from dataclasses import asdict
 
+    import numpy as np
+
+    from fastsentiment.bench.data import from_datasets
     from fastsentiment.jobs.predict import warn_truncated_rows
-    from fastsentiment.jobs.rows import is_stream
     from fastsentiment.tokenization import Truncations
-    from fastsentiment.train.data import read_labelled
+    from fastsentiment.train.data import LabelledData, read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
-    if not data.is_file():  # before the model loads (a first load may export it)
-        if is_stream(data):  # `<(zcat dev.tsv.gz)`: no extension to read its table by
-            raise InputError(
-                f"{data} is a pipe or stdin: evaluate reads a labelled file (.csv, .tsv, .jsonl, .parquet)"
-            )
-        raise InputError(
-            f"{data} is a folder; name a labelled file" if data.is_dir() else f"input file not found: {data}"
-        )
+    path = _checked_data(data)  # before the model loads (a first load may export it)
     clf = load_classifier(model, backend, device, precision, batch_size, max_length, labels=labels)
-    examples, _ = read_labelled(data, text_column=text_column, label_column=label_column, label_names=clf.labels)
-    names = [f"line {line}" for line in examples.lines]  # what a truncation warning or refusal calls a text
+    if path is None:
+        validation = from_datasets("evaluate", clf.labels).labelled
+        examples = LabelledData(validation.texts, np.array(validation.labels))
+        names = [f"{GLUE_SST2} validation row {row}" for row in range(1, len(examples) + 1)]
+    else:
+        examples, _ = read_labelled(path, text_column=text_column, label_column=label_column, label_names=clf.labels)
+        names = [f"line {line}" for line in examples.lines]  # what a truncation warning or refusal calls a text
     cuts = Truncations()
     started = time.perf_counter()
     predicted = clf.logits(examples.texts, names=names, truncations=cuts, **asdict(reading)).argmax(axis=1)
@@ -77,7 +84,7 @@ def evaluate(
         warn_truncated_rows(cuts.count, clf.encoder)
     correct = int((predicted == examples.labels).sum())
     result = {
-        "data": str(data),
+        "data": str(path or GLUE_SST2),
         "model": str(clf.model.path),
         "backend": clf.backend.spec.name,
         "precision": clf.backend.precision,
@@ -91,4 +98,29 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"accuracy {result['accuracy']:.2%} ({correct}/{len(examples)}) on {data} in {seconds:.2f} s")
+        typer.echo(
+            f"accuracy {result['accuracy']:.2%} ({correct}/{len(examples)}) on {result['data']} in {seconds:.2f} s"
+        )
+
+
+def _checked_data(data: str | None) -> Path | None:
+    """The labelled file `evaluate` reads (None: SST-2's validation split from the hub), refused in one line where
+    it is no file: before the model loads, as a first load may export it."""
+    if data == GLUE_SST2 and not Path(data).exists():
+        needs_datasets("evaluate")
+        return None
+    path = expand_home(Path(SST2_DEV if data is None else data))
+    if data is None and not path.is_file():  # run outside a checkout beside the shared data
+        raise InputError(
+            f"name a labelled file to evaluate on: the default, SST-2 dev at {SST2_DEV}, is not there "
+            f"(or {GLUE_SST2}, with `datasets` and internet access)"
+        )
+    if not path.is_file():
+        if is_stream(path):  # `<(zcat dev.tsv.gz)`: no extension to read its table by
+            raise InputError(
+                f"{path} is a pipe or stdin: evaluate reads a labelled file (.csv, .tsv, .jsonl, .parquet)"
+            )
+        raise InputError(
+            f"{path} is a folder; name a labelled file" if path.is_dir() else f"input file not found: {path}"
+        )
+    return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, table_format
 from fastsentiment.labels import class_id, generic_names, label_id
+from fastsentiment.texts import EMPTY_TEXT
 
 UNLABELLED = -1  # the label of a text only a teacher's logits teach on (train/augment.py, --unlabelled)
 
@@ -76,18 +77,27 @@ def read_labelled(
     return LabelledData(texts, _to_ids(raw_labels, names, path, lines), lines), names
 
 
-def read_unlabelled(paths: Sequence[str | Path], text_column: str | None = None) -> list[str]:
+def read_unlabelled(
+    paths: Sequence[str | Path], text_column: str | None = None, on_event: Callable[[str], None] | None = None
+) -> list[str]:
     """Texts without labels for a teacher to label (`train --unlabelled`), every file's in order: a text file of one
-    text per line, or a table whose text column is `text_column` (other columns, a label among them, are ignored)."""
+    text per line, or a table whose text column is `text_column` (other columns, a label among them, are ignored).
+    Empty lines and cells are passed over, told to `on_event`: they hold nothing to learn, and a text file's blank
+    lines (between paragraphs, at its end) are not a mistake to refuse the run for."""
     texts: list[str] = []
     for path in paths:
-        start = len(texts)
+        start, empty = len(texts), 0
         for row in RowSource(path, text_column, column_option="--text-column").rows():
-            if row.error:
+            if row.error and row.error.startswith(EMPTY_TEXT):
+                empty += 1
+            elif row.error:
                 raise InputError(f"--unlabelled {path}, line {row.line}: {row.error}")
-            texts.append(row.text)
+            else:
+                texts.append(row.text)
         if len(texts) == start:
             raise InputError(f"--unlabelled {path}: no texts")
+        if empty and on_event:
+            on_event(f"--unlabelled {path}: passed over {empty:,} empty line(s)")
     return texts
 
 

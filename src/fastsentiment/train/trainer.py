@@ -32,6 +32,9 @@ from fastsentiment.train.data import UNLABELLED, LabelledData, read_labelled, re
 
 # The teacher's attention maps are held in memory for the run: refuse what would not fit on an ordinary machine.
 ATTENTION_BYTES_LIMIT = 8 << 30
+# Below this many held-out rows, checkpoints' accuracies differ by chance more than by training (one row of 100 is
+# a point); --select best is warned about there.
+FEW_HELD_OUT = 100
 # The teacher-logits cache a distillation run writes into --out before its first checkpoint (_teacher_outputs), and
 # its scratch file: not earlier work, since a rerun reuses it (same teachers, same texts) or writes another beside it.
 TEACHER_CACHE = "teacher-logits-*.npz"
@@ -109,6 +112,12 @@ def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
                 f"{config.train_file}: after holding out {len(held_out)} row(s) for evaluation, the rows left to "
                 "train on are all of one class; give more rows, or an --eval-file"
             )
+    if config.select == "best" and len(held_out) < FEW_HELD_OUT:
+        on_event(
+            f"warning: --select best chooses among checkpoints by their accuracy on {len(held_out)} held-out row(s), "
+            f"where one row is {100 / len(held_out):.2g} points; hold out more rows (--eval-fraction, --eval-file) "
+            "or keep the last weights (--select last)"
+        )
     for teacher in teachers:  # a teacher whose classes have no names (LABEL_0...) fits any names of its count
         same_order = matching_classes(teacher.labels, label_names) == list(range(len(label_names)))
         if not same_order and teacher.labels != generic_names(len(label_names)):
@@ -119,7 +128,7 @@ def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
         raise InputError("--augment needs a teacher (--teacher or --teacher-logits): the copies have no labels")
     if config.unlabelled and not (teachers or config.teacher_logits):
         raise InputError("--unlabelled needs a teacher (--teacher or --teacher-logits): its texts have no labels")
-    unlabelled = read_unlabelled(config.unlabelled, config.text_column)
+    unlabelled = read_unlabelled(config.unlabelled, config.text_column, on_event)
     texts, labels = distillation_data(train_data, held_out, config.augment, config.split_seed, unlabelled)
     several = len(teachers) > 1 or len(config.teacher_logits) > 1  # an ensemble: its logits are averaged
     if config.feature_weight and several:
