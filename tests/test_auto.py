@@ -457,6 +457,24 @@ def test_auto_with_a_precision_no_measured_backend_runs_here_is_refused(bert_dir
         Classifier.load(bert_dir, device="cpu", precision="fp16")
 
 
+def test_the_checks_before_a_load_take_autos_backend_for_a_precision(bert_dir):
+    """`serve -p bf16`, `bench --backends auto:bf16` and `compare auto:bf16` check the backend before loading: auto
+    stood for onnx there, which has no bf16 ("backend onnx has no precision 'bf16'"), though the load takes openvino;
+    a precision no backend of auto's has is refused in auto's own words."""
+    from fastsentiment.backends.registry import checked_backend
+    from fastsentiment.errors import BackendError
+
+    model = resolve_model(bert_dir)
+    for name, precision, checked in [("auto", "bf16", model), ("auto:bf16", None, None), ("auto", "int8-static", None)]:
+        backend = checked_backend(name, "cpu", precision, checked)
+        assert (precision or "bf16") in backend.spec.precisions and backend.spec.name != "onnx"
+    with pytest.raises(BackendError, match=r"^no backend `auto` chooses from runs int4 here; use "):
+        checked_backend("auto", "auto", "int4", model)
+    result = run_cli("serve", "--model", str(bert_dir), "-p", "int4", "--port", "0")
+    assert (result.returncode, result.stderr.decode().count("\n")) == (2, 1), result.stderr.decode()
+    assert "no backend `auto` chooses from runs int4" in result.stderr.decode()
+
+
 def test_the_fidelity_bar_leaves_out_texts_the_reference_does_not_decide():
     """A text fp32 scores 50/50 flips under any rounding: it is not counted; a decided text that flips is."""
     from fastsentiment.backends.auto import UNDECIDED_MARGIN, Measurement, _judge

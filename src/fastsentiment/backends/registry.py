@@ -219,16 +219,7 @@ def auto_choice(
     cached decision's table, measured first if `measure` and none is cached), else the unmeasured choice where it
     has that precision, else the first backend `auto` chooses from that has it and was not measured below the
     fidelity bar; an error where every path measured with it was; without a precision, `auto.choose`'s."""
-    from fastsentiment.backends.auto import (
-        Choice,
-        below_the_bar,
-        cached_decision,
-        candidates,
-        choose,
-        measured_configs,
-        measured_with_precision,
-        rejected_configs,
-    )
+    from fastsentiment.backends.auto import below_the_bar, cached_decision, choose, measured_with_precision
 
     if precision is None:
         return choose(model, device, workload, measure, threads)
@@ -245,6 +236,15 @@ def auto_choice(
     unmeasured = choose(model, device, workload, threads=threads)
     if unmeasured.precision == precision:  # the interim choice has it: "auto:bf16" is then plain auto
         return unmeasured
+    return first_with_precision(device, precision, model, decision)
+
+
+def first_with_precision(device: str, precision: str, model: ModelDir | None = None, decision: dict | None = None):
+    """The first backend `auto` chooses from that runs `precision` on `device` and that `decision` (a cached `tune`
+    table) did not measure below the fidelity bar, as a `Choice`; an error naming what does run, where none does."""
+    from fastsentiment.backends.auto import Choice, candidates, measured_configs, rejected_configs
+
+    decision = decision or {}
     rejected, measured_here = rejected_configs(decision), measured_configs(decision, precision)
     # The paths `tune` measures, where any runs on the device: a backend it leaves out (ane: 16x slower than torch on
     # a CPU) is loaded by naming it, not by `auto`; Core ML's ane device has only such backends.
@@ -304,8 +304,8 @@ def checked_backend(
 ) -> type[Backend]:
     """The backend class that `load_backend` would use, after every check that can fail before loading."""
     name, precision = named_precision(name, precision)
-    if name == "auto":
-        name = first_runnable(device, model)
+    if name == "auto":  # with a precision, a backend that has it (serve -p bf16 is openvino's, not onnx's)
+        name = first_with_precision(device, precision, model).backend if precision else first_runnable(device, model)
     backend = get_backend(name)
     spec = backend.spec
     missing = spec.missing_module()
