@@ -205,6 +205,17 @@ def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):
         chosen = auto.choose(model, device, "throughput")
         assert chosen.config == f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
         assert chosen.reason.startswith("measured")
+    # cpu:0 is the CPU too (it took the first backend that runs, "no measurement for this device"); cpu:1 is none
+    from fastsentiment import Classifier
+    from fastsentiment.errors import BackendError
+
+    loaded = Classifier.load(model.path, device="cpu:0")
+    assert (loaded.backend.spec.name, loaded.backend.precision) == (
+        decision["throughput"]["backend"],
+        decision["throughput"]["precision"],
+    )
+    with pytest.raises(BackendError, match=r"^device 'cpu:1': the CPU is one device, cpu \(all of its cores\)$"):
+        Classifier.load(model.path, device="cpu:1")
 
 
 def test_auto_and_cpu_are_one_placement_only_where_no_backend_takes_a_gpu(model, monkeypatch):
@@ -309,11 +320,14 @@ def test_a_decision_missing_a_field_is_ignored_with_a_warning(model, cache, capl
     assert "unreadable tuning cache" in caplog.text
     # other shapes an edited or foreign file may have: each was a traceback, or an error on every later run
     del decision["throughput"]
-    for broken in ({"key": None}, {"key": "sha256:abc"}, {"latency": {**decision["latency"], "precision": "int4"}}):
+    # (a table that is no list failed every later `auto` command, "start" included, with a TypeError traceback)
+    for broken in ({"key": None}, {"key": "sha256:abc"}, {"latency": {**decision["latency"], "precision": "int4"}},
+                   {"table": None}, {"table": 5}):  # fmt: skip
         path.write_text(json.dumps({**decision, **broken}))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="fastsentiment"):
             assert auto.choose(model, "cpu", "latency").reason.startswith("interim"), broken
+            assert auto.choose(model, "cpu", "start").reason.startswith("a one-off call")
         assert "unreadable tuning cache" in caplog.text
     rows = [{key: value for key, value in row.items() if key != "sentences_per_s"} for row in decision["table"]]
     path.write_text(json.dumps({**decision, "table": rows}))

@@ -278,31 +278,33 @@ def _rejects(model: ModelDir, device: str, threads: int | None, choice: Choice) 
         return False
 
 
+def table_rows(decision: dict) -> list[dict]:
+    """The rows of `decision`'s table that can be read: a file edited or written by hand may hold anything there."""
+    table = decision.get("table") if isinstance(decision, dict) else None
+    return [row for row in table if isinstance(row, dict)] if isinstance(table, list) else []
+
+
 def rejected_configs(decision: dict) -> set[str]:
     """The backend:precision rows of `decision`'s table that `tune` measured and did not find faithful (below the
     fidelity bar, or failed to run)."""
-    return {
-        str(row.get("config")) for row in decision.get("table", []) if isinstance(row, dict) and not row.get("faithful")
-    }
+    return {str(row.get("config")) for row in table_rows(decision) if not row.get("faithful")}
 
 
 def faithful_configs(decision: dict) -> set[str]:
     """The backend:precision rows of `decision`'s table that `tune` measured faithful."""
-    return {
-        str(row.get("config")) for row in decision.get("table", []) if isinstance(row, dict) and row.get("faithful")
-    }
+    return {str(row.get("config")) for row in table_rows(decision) if row.get("faithful")}
 
 
 def measured_configs(decision: dict, precision: str | None = None) -> set[str]:
     """The backend:precision rows of `decision`'s table (of `precision`, if given), faithful or not."""
-    configs = {str(row.get("config")) for row in decision.get("table", []) if isinstance(row, dict)}
+    configs = {str(row.get("config")) for row in table_rows(decision)}
     return {config for config in configs if precision in (None, config.partition(":")[2])}
 
 
 def below_the_bar(decision: dict, precision: str, device: str, model: ModelDir) -> str | None:
     """Why `auto` with `precision` has no path, where `decision` measured that precision on backends that run here
     and found none of them faithful; None where it found one, or measured none."""
-    table = [row for row in decision.get("table", []) if isinstance(row, dict)]
+    table = table_rows(decision)
     rows = [
         row
         for row in table
@@ -357,8 +359,8 @@ def _by_the_rule(
     backend runs here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
     that one unless another is more than LATENCY_TOLERANCE quicker); None without such a row."""
     rows = []
-    for row in decision.get("table", []):
-        if not isinstance(row, dict) or not row.get("faithful") or row.get("failed"):
+    for row in table_rows(decision):
+        if not row.get("faithful") or row.get("failed"):
             continue
         if row.get("config") in passed_over:
             continue
@@ -459,6 +461,8 @@ def cached_decision(
                 raise TypeError(workload)
         if not isinstance(decision["measured_at"], str):
             raise TypeError("measured_at")
+        if not isinstance(decision.get("table", []), list):  # what `tune` shows and `auto` with a precision reads
+            raise TypeError("table")
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("ignoring an unreadable tuning cache %s; it will be measured again", path)
         return None
@@ -592,7 +596,7 @@ def tune(
     from fastsentiment.classifier import Classifier
     from fastsentiment.tokenization import TextEncoder, Truncations
 
-    check_device(device)
+    device = check_device(device)
     _check_a_reference_runs(device, model)  # before the lock, whose file a refused device would leave behind
     calibration = calibration or Calibration.builtin()
     with measuring_alone(model, device, threads):

@@ -129,15 +129,22 @@ def kind_on(backend: type[Backend], device: str) -> str:
     return device_kind(pick()) if pick is not None else "cpu"
 
 
-def check_device(device: str) -> None:
-    """Refuse a device no backend knows (a typo would otherwise read as "backend X does not run on it")."""
+def check_device(device: str) -> str:
+    """`device` as the rest of the tool names it, after refusing one no backend knows (a typo would otherwise read
+    as "backend X does not run on it"). The CPU is one device: "cpu:0" is "cpu" (under its own name it missed the
+    decisions `tune` measured for the CPU and took the first backend that runs), and "cpu:1" names none."""
     _load_builtins()
     known = {"auto"} | {d for backend in _REGISTRY.values() for d in backend.spec.devices}
     if device_kind(device) not in known:  # a plugin's device, perhaps: only then is their metadata read
         known |= {d for name in backend_names() for d in get_backend(name).spec.devices}
     if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
-    device_index(device)
+    index = device_index(device)
+    if device_kind(device) == "cpu" and index is not None:
+        if index != 0:
+            raise BackendError(f"device {device!r}: the CPU is one device, cpu (all of its cores)")
+        return "cpu"
+    return device
 
 
 def get_backend(name: str) -> type[Backend]:
@@ -197,7 +204,7 @@ def load_backend(
 ) -> Backend:
     """Load `model` on the named backend; "auto" resolves by `workload` (see backends.auto), measuring if asked."""
     name, precision = named_precision(name, precision)
-    check_device(device)
+    device = check_device(device)
     if name == "auto":
         name, precision = auto_choice(model, device, precision, workload, measure, threads).path
     # precision None lets the backend choose its default for the device (e.g. int8 on cpu, fp16 on cuda).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastsentiment.backends import availability, backend_names
 from fastsentiment.backends.registry import check_device
@@ -50,7 +50,7 @@ class BenchRequest:
 def run_bench(request: BenchRequest, progress: Callable[[str, int], None] = lambda message, done: None) -> dict:
     """Measure every configuration of `request`; `progress(message, runs_done)` follows along. Returns the report."""
     model_dir = resolve_model(request.model)
-    check_device(request.device)
+    request = replace(request, device=check_device(request.device))
     if not any(availability(name, request.device).runnable for name in backend_names()):
         raise InputError(
             f"--device {request.device}: no backend runs there on this machine "

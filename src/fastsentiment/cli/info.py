@@ -55,7 +55,7 @@ def backends(
     from fastsentiment.backends.registry import check_device
     from fastsentiment.models import resolve_model
 
-    check_device(device)
+    device = check_device(device)
     # Without --model the table answers for the default model, whose architecture every backend runs.
     model_dir = resolve_model(model)
     table = Table("backend", "runs here", "devices", "precisions (default first)", "extra", "why / why not")
