@@ -899,7 +899,7 @@ def test_a_calibration_path_with_a_tilde_and_glue_sst2_are_read(model, tmp_path,
     glue = data.BenchData(
         "glue/sst2", data.Split("validation", texts, [i % 2 for i in range(300)]), data.Split("t", texts, None)
     )
-    monkeypatch.setattr(data, "_from_datasets", lambda option: glue)
+    monkeypatch.setattr(data, "from_datasets", lambda option, label_names=None: glue)
     sample = auto.Calibration.from_file("glue/sst2", model.labels)
     assert sample.identity.startswith("file-") and sample.drawn_from == 300
     monkeypatch.undo()

@@ -421,7 +421,7 @@ def test_cuda_runs_when_present(bert_dir):
             torch, {"bf16": "bfloat16"}.get(precision, "float16")
         )
         assert np.abs(half.logits(TEXTS) - cpu).max() < 0.5
-    with pytest.raises(BackendError, match="torch int8 dynamic quantisation runs on cpu only"):
+    with pytest.raises(BackendError, match="torch int8 runs on cpu; on cuda use fp32, bf16 or fp16"):
         Classifier.load(bert_dir, backend="torch", device="cuda", precision="int8")
     beyond = torch.cuda.device_count()
     with pytest.raises(BackendError, match=f"no CUDA device {beyond} \\(torch sees {beyond}\\)"):
@@ -435,7 +435,7 @@ def test_fp16_is_for_gpus_and_int8_for_the_cpu(bert_dir):
     from fastsentiment.backends.torch_backend import TorchBackend
 
     for cpu in ("cpu", "cpu:0"):
-        with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use bf16 or fp32"):
+        with pytest.raises(BackendError, match="torch fp16 runs on cuda or mps; on cpu use fp32, bf16 or int8"):
             Classifier.load(bert_dir, backend="torch", device=cpu, precision="fp16")
     assert Classifier.load(bert_dir, backend="torch", device="cpu:0", precision="int8").backend.precision == "int8"
     # "cpu:0" is the CPU for every backend (openvino refused it, where onnx and torch took it)

@@ -199,6 +199,15 @@ class BackendSpec:
         excluded = self.accelerator_only if on_cpu else self.cpu_only
         return precision in self.precisions and precision not in excluded
 
+    def precision_problem(self, precision: str, device_kind: str) -> str | None:
+        """Why one of this backend's precisions does not run on a device of this kind, naming where it runs and
+        what runs here instead; None where it runs (a precision the backend lacks is another check's)."""
+        if precision not in self.precisions or self.precision_runs_on(precision, device_kind):
+            return None
+        where = [device for device in self.devices if self.precision_runs_on(precision, device)]
+        instead = [other for other in self.precisions if self.precision_runs_on(other, device_kind)]
+        return f"{self.name} {precision} runs on {_either(where)}; on {device_kind} use {_either(instead)}"
+
     def missing_module(self) -> str | None:
         """The first runtime module that is not installed, if any (checked without importing it)."""
         for module in self.modules:
@@ -243,3 +252,7 @@ class Backend(Protocol):
 def parallel_calls(backend: Backend) -> int:
     """How many `logits` calls `backend` runs at once (1 unless it says otherwise)."""
     return max(1, int(getattr(backend, "parallel_calls", 1)))
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

@@ -78,10 +78,8 @@ class OnnxBackend:
         device = "cpu" if device == "auto" else device
         kind = device_kind(device)
         precision = precision or ("fp16" if kind == "cuda" else "int8")
-        if kind == "cuda" and precision.startswith("int8"):
-            raise BackendError(f"onnx {precision} runs on cpu; on cuda use fp16 or fp32")
-        if kind == "cpu" and precision == "fp16":
-            raise BackendError("onnx fp16 runs on cuda; on cpu use int8, int8-dynamic or fp32")
+        if problem := cls.spec.precision_problem(precision, kind):
+            raise BackendError(problem)
         return open_or_rebuild(
             onnx_file(model, precision),
             lambda path: cls.open(path, device, precision, threads),

@@ -327,6 +327,9 @@ def checked_backend(
     problem = backend.device_problem(device)
     if problem:
         raise BackendError(f"backend {spec.name}: {problem}")
+    # before an export of minutes for a precision the device cannot run (bench prepared onnx fp16 on a CPU)
+    if precision is not None and (problem := spec.precision_problem(precision, kind_on(backend, device))):
+        raise BackendError(problem)
     if model is not None and (problem := model_problem(name, model)):
         raise BackendError(f"backend {spec.name} cannot run {model.path.name}: {problem}")
     return backend

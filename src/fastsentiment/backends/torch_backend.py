@@ -72,11 +72,8 @@ class TorchBackend:
         torch.set_num_threads(inference_threads(threads))
         device = cls.auto_device() if device == "auto" else device
         precision = precision or cls.spec.default_precision
-        on_cpu = device_kind(device) == "cpu"
-        if precision == "int8" and not on_cpu:
-            raise BackendError("torch int8 dynamic quantisation runs on cpu only")
-        if precision == "fp16" and on_cpu:
-            raise BackendError("torch fp16 runs on cuda or mps; on cpu use bf16 or fp32")
+        if problem := cls.spec.precision_problem(precision, device_kind(device)):
+            raise BackendError(problem)
         # Weights may be stored in fp16 (the built-in model is); compute in fp32 unless asked otherwise.
         network = load_network(model, dtype=torch.float32)
         network.eval()

@@ -78,14 +78,14 @@ def headline(row: dict, reference_rate: float | None) -> dict:
     sorted_32 = throughput.get("pipeline@32") if pipeline else throughput.get("sorted@32")
     best = max(row["throughput"].values())
     config = row["config"]
-    if config == "auto":
+    if config.partition(":")[0] == "auto":  # auto:int8 too: which backend it stood for
         batched = f"{row['backend']}:{row['precision']}"
-        config = f"auto = {batched}"
+        config = f"{config} = {batched}"
         if row.get("latency_config", batched) != batched:
             config += f" (batch 1: {row['latency_config']})"
     return {
         "config": config,
-        "status": "ok",
+        "status": _ok(row),
         "load s": row["load_s"],
         "p50 ms": row["latency_ms"][50],
         "p90 ms": row["latency_ms"][90],
@@ -121,12 +121,20 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _ok(row: dict) -> str:
+    """A measured row's status: "ok", or which of its runs failed, where its medians are of fewer runs than asked."""
+    failed = row.get("failed_runs", [])
+    if not failed:
+        return "ok"
+    return f"ok in {row['repeats']} of {row['repeats'] + len(failed)} runs (failed: {'; '.join(failed)})"
+
+
 def print_table(rows: list[dict], console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     lines = [headline(row, reference_rate(rows)) for row in rows]
-    columns = list(next((line for line in lines if line["status"] == "ok"), lines[0]))
+    columns = list(next((line for line in lines if line["status"].startswith("ok")), lines[0]))
     table = Table(*columns, title="fastsentiment bench")
     for line in lines:  # cells are text: a failure's "[/b]" was read as markup (a MarkupError's traceback)
         table.add_row(*(escape(_fmt(line.get(column))) for column in columns))

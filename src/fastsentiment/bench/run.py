@@ -117,6 +117,8 @@ def summarise(runs: list[dict]) -> dict:
         summary["accuracy"] = first["accuracy"]
     summary["labelled_logits"] = first["labelled_logits"]
     summary["repeats"] = len(ok)
+    if failed := [run["failed"] for run in runs if "failed" in run]:  # the row is of fewer runs than asked: said
+        summary["failed_runs"] = failed
     return summary
 
 
