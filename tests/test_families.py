@@ -418,6 +418,9 @@ def test_an_mpnet_directory_with_vocab_txt_alone_encodes_as_mpnets_tokenizer(fam
     vocab = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab()
     (model / "vocab.txt").write_text("".join(f"{token}\n" for token in sorted(vocab, key=vocab.get)))
     (model / "tokenizer.json").unlink()
+    # as MPNetTokenizer's save_pretrained names it (the copy's PreTrainedTokenizerFast needs its tokenizer.json)
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": "MPNetTokenizer"}))
     sample = [*texts[:20], "good <pad> film", "Ünïcode ÀND CASE"]
     theirs = [MPNetTokenizer(str(model / "vocab.txt"))(text)["input_ids"] for text in sample]
     assert theirs[0][0] == vocab["<s>"] and theirs[0][-1] == vocab["</s>"]

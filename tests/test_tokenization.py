@@ -156,3 +156,105 @@ def test_a_do_lower_case_that_is_not_true_or_false_is_a_model_error(tmp_path):
     folder = _tokenizer_dir(tmp_path / "m", {"do_lower_case": "yes"})
     with pytest.raises(ModelError, match="do_lower_case must be true or false, got 'yes'"):
         _ours(folder)
+
+
+# ---- a folder with vocab.txt and no tokenizer.json -----------------------------------------------------------------
+
+
+def _vocab_txt_copy(model_dir, folder, settings: dict):
+    """A copy of `model_dir` without its tokenizer.json (vocab.txt alone) and with `settings` as its
+    tokenizer_config.json."""
+    import shutil
+
+    shutil.copytree(model_dir, folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "mecab"},
+        # the "basic" splitter composes accents (NFC), keeps Chinese characters together and keeps case by default
+        {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "basic"},
+        {"tokenizer_class": "BertweetTokenizer"},
+    ],
+    ids=["japanese-mecab", "japanese-basic", "bertweet"],
+)
+def test_a_vocab_txt_of_a_class_not_rebuilt_as_wordpiece_is_refused_when_the_model_loads(bert_dir, tmp_path, settings):
+    """Such a vocab.txt was read as BERT's WordPiece: Japanese BERT's 好き became 好 き, other ids than the model was
+    trained on, with exit code 0. Refused in one line naming the folder, the class and how to get a tokenizer.json."""
+    from fastsentiment.classifier import Classifier
+
+    folder = _vocab_txt_copy(bert_dir, tmp_path / "m", settings)
+    with pytest.raises(ModelError) as refused:
+        Classifier.load(folder, backend="torch", device="cpu")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"{folder}: tokenizer class {settings['tokenizer_class']!r} is not supported without a")
+    assert "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)" in message
+
+
+ADDED = {"[USER]": True, "@user": False}  # an added token's content -> special
+ADDED_TEXTS = ["hello [USER] cheese", "hello[USER]cheese", "[USER]", "@user good", "hi @USER film", "a@user[USER]b"]
+
+
+def _added_tokens_dir(folder, *, decoder: bool, gap: int = 0):
+    """A BERT vocab.txt folder (tokenizer files only: AutoTokenizer reads no weights) whose tokens ADDED a slow
+    tokenizer added after the vocabulary, in order ("@user" `gap` ids further on), listed in tokenizer_config.json's
+    added_tokens_decoder or (decoder=False) in added_tokens.json; and the vocabulary's size."""
+    from tiny_models import write_vocab
+
+    folder.mkdir()
+    size = len(write_vocab(folder / "vocab.txt").read_text().split())
+    ids = {token: size + number for number, token in enumerate(ADDED)}
+    ids["@user"] += gap
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    settings = {"do_lower_case": True, "tokenizer_class": "BertTokenizer", "additional_special_tokens": ["[USER]"]}
+    if decoder:
+        settings["added_tokens_decoder"] = {
+            str(ids[token]): {"content": token, "lstrip": False, "normalized": not special, "rstrip": False}
+            | {"single_word": not special, "special": special}  # "@user": a whole word only (not in "a@user")
+            for token, special in ADDED.items()
+        }
+    else:
+        (folder / "added_tokens.json").write_text(json.dumps(ids))
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    return folder, size
+
+
+@pytest.mark.parametrize("decoder", [True, False], ids=["added_tokens_decoder", "added_tokens.json"])
+def test_the_added_tokens_of_a_vocab_txt_folder_get_their_ids_as_in_transformers(tmp_path, decoder):
+    """A fine-tune's "[USER]" (special) and "@user" (normalised, so "@USER" too) were cut into pieces: the model
+    read "[ u s e r ]" instead of the token it was trained with."""
+    transformers = pytest.importorskip("transformers")
+    folder, size = _added_tokens_dir(tmp_path / "m", decoder=decoder)
+    model = ModelDir(path=folder, config={"model_type": "bert"})
+    ours = [encoding.ids for encoding in load_tokenizer(model).encode_batch(ADDED_TEXTS)]
+    assert ours == transformers.AutoTokenizer.from_pretrained(folder)(ADDED_TEXTS)["input_ids"]
+    assert ours[2] == [2, size, 3] and ours[3][1] == size + 1 and size + 1 in ours[4]  # "@USER": lower-cased
+
+
+@pytest.mark.parametrize("decoder", [True, False], ids=["added_tokens_decoder", "added_tokens.json"])
+def test_an_added_token_whose_id_does_not_follow_the_vocabulary_is_a_model_error(tmp_path, decoder):
+    """transformers numbers added tokens in order after the vocabulary whatever ids the folder states: a gap would
+    give "@user" the embeddings of another row, silently."""
+    folder, size = _added_tokens_dir(tmp_path / "m", decoder=decoder, gap=1)
+    source = "tokenizer_config.json" if decoder else "added_tokens.json"
+    with pytest.raises(ModelError, match=rf"{source}: the added token '@user' has id {size + 2} there, but {size + 1}"):
+        load_tokenizer(ModelDir(path=folder, config={"model_type": "bert"}))
+
+
+def test_a_model_max_length_too_short_for_a_text_is_refused_as_tokenizer_config_json_s(bert_dir, tmp_path):
+    """It was refused as "max_length (--max-length) must be at least 3", an option the user never passed; now as the
+    folder's setting, when the folder is loaded, as config.json's position table is."""
+    import shutil
+
+    folder = shutil.copytree(bert_dir, tmp_path / "m")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 2}))
+    with pytest.raises(ModelError) as refused:
+        resolve_model(folder)
+    assert str(refused.value) == (
+        f"{folder / 'tokenizer_config.json'}: model_max_length is 2; a text takes at least 3 tokens ([CLS] text [SEP])"
+    )

@@ -9,6 +9,7 @@ would otherwise print a line per row; a file job reports the count when it ends.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from tokenizers.models import WordPiece
 
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.architectures import architecture_of
-from fastsentiment.models.modeldir import ModelDir
+from fastsentiment.models.modeldir import ADDED_TOKENS_FILE, ModelDir
 from fastsentiment.texts import input_name
 from fastsentiment.windows import check_options
 
@@ -171,9 +172,10 @@ def _without_trailing_ones(mask: Sequence[int]) -> Sequence[int]:
 
 def load_tokenizer(model: ModelDir) -> Tokenizer:
     """The model's fast tokenizer, as `transformers.AutoTokenizer` builds it: tokenizer.json when present, else
-    WordPiece from vocab.txt; for transformers' WordPiece classes (BERT's, DistilBERT's, MPNet's) with the
-    normalisation, splitting and [CLS] … [SEP] template that tokenizer_config.json's settings give, whatever
-    tokenizer.json says; either way with the special tokens tokenizer_config.json names registered."""
+    WordPiece from vocab.txt (with the tokens added to it, at their ids) for transformers' WordPiece classes alone;
+    for those classes (BERT's, DistilBERT's, MPNet's) with the normalisation, splitting and [CLS] … [SEP] template
+    that tokenizer_config.json's settings give, whatever tokenizer.json says; either way with the special tokens
+    tokenizer_config.json names registered."""
     tokenizer_file = model.path / "tokenizer.json"
     if tokenizer_file.is_file():
         try:
@@ -181,11 +183,13 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
             raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
         wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "")
-    else:  # read as transformers' WordPiece classes read a vocab.txt (as BERT's where the class is of another kind)
+        if wordpiece_class is not None:
+            tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
+    else:
+        wordpiece_class = _vocab_txt_class(model)
         tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
-        wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "", _BERT)
-    if wordpiece_class is not None:
-        tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
+        # tokenizer.json lists its added tokens itself; a vocab.txt has them beside it, in the settings.
+        tokenizer = _with_added_tokens(_as_wordpiece_class(tokenizer, wordpiece_class, model), model)
     return _with_named_special_tokens(tokenizer, model.tokenizer_config)
 
 
@@ -226,12 +230,33 @@ WORDPIECE_CLASSES: dict[str, WordPieceClass] = {
 }
 
 
-def tokenizer_class(model: ModelDir) -> str | None:
+def _vocab_txt_class(model: ModelDir) -> WordPieceClass:
+    """The WordPiece class a folder's vocab.txt is read as: the one its tokenizer class names (BERT's where none is
+    named). A class of another kind cuts a text into other tokens than the model was trained on, and its vocab.txt
+    often reads as a WordPiece vocabulary all the same: BertJapaneseTokenizer splits words with MeCab, or (its
+    "basic" splitter) composes accents and keeps Chinese characters together; BERTweet's and PhoBERT's are BPE."""
+    name = tokenizer_class(model)
+    if name is None:
+        return _BERT
+    if (wordpiece_class := WORDPIECE_CLASSES.get(name)) is None:
+        named = tokenizer_class(model, as_named=True)
+        raise ModelError(
+            f"{model.path}: tokenizer class {named!r} is not supported without a tokenizer.json (from vocab.txt "
+            "alone fastsentiment builds only BERT's and MPNet's WordPiece tokenizers); where transformers has a fast "
+            "tokenizer of that class, save a tokenizer.json with "
+            "`AutoTokenizer.from_pretrained(folder).save_pretrained(folder)`"
+        )
+    return wordpiece_class
+
+
+def tokenizer_class(model: ModelDir, *, as_named: bool = False) -> str | None:
     """The tokenizer class AutoTokenizer picks for `model`, without a "Fast" suffix (BertTokenizerFast is
-    BertTokenizer): tokenizer_config.json's tokenizer_class, else config.json's, else its model_type's."""
+    BertTokenizer) unless `as_named` (a message names the class as the folder does: PreTrainedTokenizerFast, a class
+    of its own, is not PreTrainedTokenizer): tokenizer_config.json's tokenizer_class, else config.json's, else its
+    model_type's."""
     for named in (model.tokenizer_config.get("tokenizer_class"), model.config.get("tokenizer_class")):
         if isinstance(named, str):  # "" too: a name no class has, so tokenizer.json is read as it is
-            return named.removesuffix("Fast")
+            return named if as_named else named.removesuffix("Fast")
     architecture = architecture_of(model.model_type)
     return None if architecture is None else architecture.tokenizer_class
 
@@ -297,18 +322,23 @@ def _token_content(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _named_special_tokens(tokenizer_config: dict) -> list[str]:
+    """The special tokens tokenizer_config.json names: under SPECIAL_TOKEN_KEYS and additional_special_tokens."""
+    named = [_special_token(tokenizer_config, key) for key in SPECIAL_TOKEN_KEYS]
+    named += [_token_content(token) for token in tokenizer_config.get("additional_special_tokens") or []]
+    return [token for token in dict.fromkeys(named) if token is not None]
+
+
 def _with_named_special_tokens(tokenizer: Tokenizer, tokenizer_config: dict) -> Tokenizer:
     """A text that contains a special token ("<pad>") gets that token's id from transformers, which registers the
     tokens tokenizer_config.json names; a tokenizer.json that does not list one among its added tokens would cut the
     text into pieces instead, and the model would see another input. Only tokens of the vocabulary are registered,
     so no id changes."""
     registered = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
-    named = [_special_token(tokenizer_config, key) for key in SPECIAL_TOKEN_KEYS]
-    named += [_token_content(token) for token in tokenizer_config.get("additional_special_tokens") or []]
     missing = [
         token
-        for token in dict.fromkeys(named)
-        if token is not None and token not in registered and tokenizer.token_to_id(token) is not None
+        for token in _named_special_tokens(tokenizer_config)
+        if token not in registered and tokenizer.token_to_id(token) is not None
     ]
     if missing:
         tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in missing])
@@ -330,3 +360,73 @@ def _wordpiece_from_vocab(vocab: Path, tokenizer_config: dict) -> Tokenizer:
         raise ModelError(f"{vocab}: cannot build a WordPiece tokenizer ({error})") from None
     # BertWordPieceTokenizer wraps a Tokenizer; the inner one is what encode_batch runs on.
     return wordpiece._tokenizer
+
+
+# The settings of an added token that transformers keeps (tokenizers' AddedToken arguments); other keys are ignored.
+ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
+
+
+def _with_added_tokens(tokenizer: Tokenizer, model: ModelDir) -> Tokenizer:
+    """vocab.txt's tokenizer with the tokens a fine-tune added to it ("[USER]", "@user"), as transformers adds them:
+    in order of id after the vocabulary, with their own settings (matched before normalisation or after, whole words
+    or within them). Without them such a token was cut into pieces, and the model saw another input. The ids the
+    folder states are checked against the ids the tokens get, so that no token is silently read as another's row of
+    the embeddings (transformers numbers them in order whatever the folder says)."""
+    stated, source = _stated_added_tokens(model)
+    if not stated:
+        return tokenizer
+    vocabulary = tokenizer.get_vocab_size(with_added_tokens=False)
+    tokenizer.add_tokens([stated[index] for index in sorted(stated)])
+    for index, token in sorted(stated.items()):
+        given = tokenizer.token_to_id(token.content)
+        if given != index:
+            raise ModelError(
+                f"{source}: the added token {token.content!r} has id {index} there, but {given} when added after "
+                f"vocab.txt's {vocabulary} tokens in order of id, as transformers adds it"
+            )
+    return tokenizer
+
+
+def _stated_added_tokens(model: ModelDir) -> tuple[dict[int, AddedToken], Path]:
+    """The added tokens by id and the file that states them: tokenizer_config.json's added_tokens_decoder, else
+    added_tokens.json (the older file, whose tokens are special where tokenizer_config.json names them so), as
+    transformers reads them."""
+    settings = model.tokenizer_config
+    config_file = model.path / "tokenizer_config.json"
+    if "added_tokens_decoder" in settings:
+        decoder = settings["added_tokens_decoder"]
+        if not isinstance(decoder, dict) or not all(
+            str(index).isdigit()
+            and isinstance(entry, dict)
+            and _token_content(entry) is not None
+            and all(isinstance(entry.get(flag, False), bool) for flag in ADDED_TOKEN_FLAGS)
+            for index, entry in decoder.items()
+        ):
+            raise ModelError(
+                f"{config_file}: added_tokens_decoder must map token ids to tokens "
+                '({"content": "[USER]", "special": true, ...})'
+            )
+        tokens = {
+            int(index): AddedToken(
+                entry["content"], **{flag: entry[flag] for flag in ADDED_TOKEN_FLAGS if flag in entry}
+            )
+            for index, entry in decoder.items()
+        }
+        return tokens, config_file
+    added_file = model.path / ADDED_TOKENS_FILE
+    if not added_file.is_file():
+        return {}, added_file
+    try:
+        ids = json.loads(added_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{added_file}: malformed JSON ({error})") from None
+    if not isinstance(ids, dict) or not all(
+        token and isinstance(index, int) and not isinstance(index, bool) and index >= 0 for token, index in ids.items()
+    ):
+        raise ModelError(f'{added_file}: expected a JSON object from added tokens to their ids ({{"[USER]": 30522}})')
+    special = set(_named_special_tokens(settings))
+    tokens = {
+        index: AddedToken(token, normalized=token not in special, special=token in special)
+        for token, index in ids.items()
+    }
+    return tokens, added_file

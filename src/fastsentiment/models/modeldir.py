@@ -35,7 +35,10 @@ WEIGHT_FILES = (
 )
 SHARD_INDEX_SUFFIX = ".index.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
+# The tokens a slow tokenizer's save_pretrained added to vocab.txt (a fine-tune's "@user"), by id: read with vocab.txt
+# where tokenizer_config.json has no added_tokens_decoder, as transformers reads it. Optional, as the settings are.
+ADDED_TOKENS_FILE = "added_tokens.json"
+TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json", ADDED_TOKENS_FILE)
 # What a model directory is made of, as downloaded from the hub and as shipped (safetensors weights).
 MODEL_FILES = ("config.json", WEIGHT_FILES[0], *TOKENIZER_FILES, *TOKENIZER_SETTINGS)
 # What is downloaded of a hub repository (allow_patterns): MODEL_FILES with safetensors weights in shards too, as
@@ -88,7 +91,8 @@ class ModelDir:
 
     @property
     def max_length(self) -> int:
-        """Longest token sequence the model accepts, special tokens included."""
+        """Longest token sequence the model accepts, special tokens included: the position table's room, or
+        tokenizer_config.json's model_max_length where that is less."""
         limit = self.architecture.max_tokens(self.config)
         tokenizer_limit = self.tokenizer_config.get("model_max_length")
         # Tokenizer configs often carry a huge sentinel (1e30) meaning "no limit of its own".
@@ -134,7 +138,8 @@ class ModelDir:
     def content_hash(self) -> str:
         """sha256 over config, weights (every shard) and tokenizer files: the identity of the model's behaviour;
         remembered in the cache for files as they stand (`cache.remembered`)."""
-        names = ["config.json", *(file.name for file in self.weight_files), *TOKENIZER_FILES, "tokenizer_config.json"]
+        tokenizer = [*TOKENIZER_FILES, "tokenizer_config.json", ADDED_TOKENS_FILE]  # what the tokenizer is built from
+        names = ["config.json", *(file.name for file in self.weight_files), *tokenizer]
         files = [(name, self.path / name) for name in names if (self.path / name).is_file()]
 
         def compute() -> str:
@@ -207,6 +212,13 @@ def load_model_dir(path: str | Path, *, require_head: bool = True) -> ModelDir:
         if not distinct_names(names):
             raise ModelError(f"{config_file}: id2label must give each class a name of its own; got {', '.join(names)}")
     model = ModelDir(path=path.resolve(), config=config)
+    # config_problem has given the position table room for 3 tokens: a limit under that is model_max_length's, which
+    # would otherwise be refused later as a --max-length the user never passed.
+    if model.max_length < 3:
+        raise ModelError(
+            f"{path / 'tokenizer_config.json'}: model_max_length is {model.max_length}; "
+            "a text takes at least 3 tokens ([CLS] text [SEP])"
+        )
     if require_head and head_outputs is not None and head_outputs != len(model.labels):
         raise ModelError(
             f"{path}: the classifier has {head_outputs} outputs in the weights but config.json names "
