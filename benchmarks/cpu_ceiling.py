@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,11 +42,20 @@ def main() -> None:
 
     from fastsentiment.backends.base import inference_threads
     from fastsentiment.bench.report import machine
+    from fastsentiment.errors import FastSentimentError
     from fastsentiment.jobs.rows import RowSource
     from fastsentiment.models import resolve_model
     from fastsentiment.tokenization import TextEncoder
 
-    texts = [row.text for row in RowSource(args.data, args.text_column).rows() if not row.error]
+    try:
+        rows = list(RowSource(args.data, args.text_column).rows())
+    except FastSentimentError as error:
+        sys.exit(f"error: {error}")
+    texts = [row.text for row in rows if not row.error]
+    if not texts:
+        sys.exit(f"error: {args.data}: no text to measure the model's work on ({len(rows)} row(s), none readable)")
+    if len(texts) < len(rows):  # the mean length is of the texts a run would classify: said, not silent
+        print(f"{len(rows) - len(texts)} of {len(rows)} rows left out (no readable text)", file=sys.stderr)
     threads = inference_threads()
     report = {
         "data": str(args.data),

@@ -10,6 +10,23 @@ import pytest
 from conftest import ROOT
 
 
+def test_cpu_ceiling_on_data_without_a_readable_text_says_so_in_one_line(bert_dir, tmp_path):
+    """A header alone was a StatisticsError's traceback (the mean length of no texts); a missing file an InputError's."""
+    header_only, missing = tmp_path / "header.tsv", tmp_path / "missing.tsv"
+    header_only.write_text("sentence\n")
+    for data, message in [
+        (header_only, f"error: {header_only}: no text to measure the model's work on (0 row(s), none readable)\n"),
+        (missing, f"error: input file not found: {missing}\n"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "benchmarks/cpu_ceiling.py", "--model", str(bert_dir), "--data", str(data)],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=300,
+        )
+        assert (result.returncode, result.stderr.decode()) == (1, message)
+
+
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_cpu_ceiling_counts_encoder_work_and_times_real_kernels(kind, bert_dir, distilbert_dir, tmp_path):
     model = bert_dir if kind == "bert" else distilbert_dir

@@ -27,6 +27,9 @@ from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError
 from fastsentiment.models import ModelDir
 
+# OpenVINO's element types as this tool names precisions ("bf16" is bf16: replacing its "f" wrote "bfp16").
+OPENVINO_TYPE_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
 
 @dataclass(frozen=True)
 class PeerSpec:
@@ -79,7 +82,8 @@ class OptimumOpenVINO(Peer):
         )
         self.inputs = set(self.model.input_names)
         hint = self.model.request.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type: bf16, f32, f16
-        self.precision = hint.to_string().replace("f", "fp") if hasattr(hint, "to_string") else str(hint)
+        name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.precision = OPENVINO_TYPE_NAMES.get(name, name)
 
     @staticmethod
     def _build(model: ModelDir, out: Path) -> None:
