@@ -283,6 +283,25 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         assert auto.cached_decision(model, "cpu") is not None  # the CPU's own, kept beside them
 
 
+def test_installs_of_other_runtimes_sharing_a_cache_keep_their_decisions_side_by_side(model, cache, monkeypatch):
+    """Two images on one cache volume (a rolling upgrade) overwrote each other's decision, each then found the other's
+    stale and measured again on every start. An upgrade still says what changed since the decision before it."""
+    first = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    ours = importlib.metadata.version("onnxruntime")
+    real_version = importlib.metadata.version
+    with monkeypatch.context() as another_install:
+        another_install.setattr(
+            importlib.metadata, "version", lambda name: "0.0.1" if name == "onnxruntime" else real_version(name)
+        )
+        assert auto.cached_decision(model, "cpu") is None
+        reason = auto.choose(model, "cpu").reason
+        assert f"is stale, onnxruntime {ours} then, 0.0.1 now: fastsentiment tune)" in reason, reason
+        other = auto.tune(model, "cpu", only=FAST_CANDIDATES)
+        assert auto.cached_decision(model, "cpu") == other
+    assert auto.cached_decision(model, "cpu") == first  # kept beside the other's
+    assert auto.choose(model, "cpu").reason.startswith("measured")
+
+
 def test_a_decision_that_cannot_be_kept_still_serves_the_run_that_measured_it(model, cache, caplog, bert_dir):
     cache.mkdir()
     (cache / "tune").write_text("")  # no folder can be made there: as a read-only image's cache or a full disk
@@ -569,7 +588,7 @@ def test_a_process_measuring_makes_another_wait_and_take_its_decision(model, cac
     decided = {"backend": "onnx", "precision": "fp32", "why": "decided by the process holding the lock"}
     if held == "the decision":
         placement = min(["auto", *auto.same_placement("auto", model)])  # devices sharing a decision share its lock
-        lock_path = auto.decision_path(model, placement).with_suffix(".lock")
+        lock_path = auto.decision_lock(model, placement)
         says = "another process is measuring the backends for this model; waiting for it"
     else:
         lock_path = path.with_name(f".measuring-{socket.gethostname()}.lock")

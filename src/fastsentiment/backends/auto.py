@@ -23,6 +23,7 @@ Commands whose workload pays for a measurement (a file job, the server, bench, `
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib
 import json
@@ -272,10 +273,13 @@ def measured_with_precision(
 
 def _rejects(model: ModelDir, device: str, threads: int | None, choice: Choice) -> bool:
     """Whether the stored decision file, unchecked, names `choice` among the paths `tune` rejected."""
-    try:
-        return choice.config in rejected_configs(json.loads(decision_path(model, device, threads).read_text()))
-    except (OSError, ValueError, AttributeError):
-        return False
+    for path in _decisions_of_any_software(model, device, threads):  # most often one; checked whole where it rejects
+        try:
+            if choice.config in rejected_configs(json.loads(path.read_text())):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def table_rows(decision: dict) -> list[dict]:
@@ -397,8 +401,29 @@ def thread_cap(threads: int | None) -> int | None:
     return None if effective >= usable_cpus() else effective
 
 
-def decision_key(model: ModelDir, device: str, calibration_identity: str, threads: int | None = None) -> dict:
-    """Everything a measured decision depends on; a change in any of it means measuring again."""
+def decision_key(
+    model: ModelDir, device: str, calibration_identity: str, threads: int | None = None, software: dict | None = None
+) -> dict:
+    """Everything a measured decision depends on; a change in any of it means measuring again. `software`: what
+    `_software()` gives, where the caller read it already."""
+    gpus = visible_gpus()
+    return {
+        "version": DECISION_VERSION,
+        "model": model.content_hash,
+        "device": device,
+        "machine": platform.machine(),
+        "cpu_flags": _flags_digest(),
+        "cpus": usable_cpus(),
+        "threads": thread_cap(threads),
+        **(software or _software()),
+        "calibration": calibration_identity,
+        # A GPU that came into view (the same CPU, a cache shared with a GPU machine) is a reason to measure again.
+        **({"gpus": gpus} if gpus else {}),
+    }
+
+
+def _software() -> dict:
+    """The runtimes' versions and this tool's, as a decision's key holds them (tens of milliseconds to read)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from fastsentiment import __version__
@@ -411,33 +436,49 @@ def decision_key(model: ModelDir, device: str, calibration_identity: str, thread
             runtimes[package] = None
     if runtimes["onnxruntime-gpu"] is None:  # named only where installed: CPU machines' decisions stay as they were
         del runtimes["onnxruntime-gpu"]
-    gpus = visible_gpus()
-    return {
-        "version": DECISION_VERSION,
-        "model": model.content_hash,
-        "device": device,
-        "machine": platform.machine(),
-        "cpu_flags": _flags_digest(),
-        "cpus": usable_cpus(),
-        "threads": thread_cap(threads),
-        "runtimes": runtimes,
-        "fastsentiment": __version__,
-        "calibration": calibration_identity,
-        # A GPU that came into view (the same CPU, a cache shared with a GPU machine) is a reason to measure again.
-        **({"gpus": gpus} if gpus else {}),
-    }
+    return {"runtimes": runtimes, "fastsentiment": __version__}
 
 
-def decision_path(model: ModelDir, device: str, threads: int | None = None) -> Path:
-    """One file per model, device, thread cap and machine (CPU flags and usable CPUs): machines that share a cache
-    (a volume, an image) keep their decisions side by side instead of overwriting each other's, which each then
-    found stale and measured again."""
+def decision_path(model: ModelDir, device: str, threads: int | None = None, software: dict | None = None) -> Path:
+    """One file per model, device, thread cap, machine (CPU flags and usable CPUs) and software (runtimes and this
+    tool's version): machines, and installs of other versions on one machine (two images during a rolling upgrade),
+    that share a cache keep their decisions side by side instead of overwriting each other's, which each then found
+    stale and measured again on every start."""
+    digest = hashlib.sha256(json.dumps(software or _software(), sort_keys=True).encode()).hexdigest()[:8]
+    base = _decisions_base(model, device, threads)
+    return base.with_name(f"{base.name}-{digest}.json")
+
+
+def _decisions_base(model: ModelDir, device: str, threads: int | None = None) -> Path:
+    """What the names of the decisions for `model` on this machine begin with, whatever the software: the lock
+    measuring for them takes (installs on one machine measure one at a time) and the files a one-off call and the
+    account of a stale decision read without the runtimes' versions."""
     cap = thread_cap(threads)
     gpus = visible_gpus()
     machine = f"{platform.machine()} {_flags_digest()} {usable_cpus()}" + (f" {json.dumps(gpus)}" if gpus else "")
     machine = hashlib.sha256(machine.encode()).hexdigest()[:8]
     threads_part = "" if cap is None else f"-{cap}threads"
-    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}-{machine}{threads_part}.json"
+    return cache_root() / "tune" / f"{model.content_hash[:24]}-{device}-{machine}{threads_part}"
+
+
+def decision_lock(model: ModelDir, device: str, threads: int | None = None) -> Path:
+    """The lock file of those measuring for `model` on `device` here: one for every install on the machine."""
+    return _decisions_base(model, device, threads).with_suffix(".lock")
+
+
+def _decisions_of_any_software(model: ModelDir, device: str, threads: int | None) -> list[Path]:
+    """The decision files for `model` on this machine, of whatever runtimes and version (the one of files named
+    before the software was, too), the latest first."""
+    base = _decisions_base(model, device, threads)
+    files = [*base.parent.glob(f"{glob.escape(base.name)}-{'[0-9a-f]' * 8}.json"), base.with_name(f"{base.name}.json")]
+
+    def modified(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return float("-inf")
+
+    return sorted((path for path in files if modified(path) > float("-inf")), key=modified, reverse=True)
 
 
 def _flags_digest() -> str:
@@ -448,7 +489,8 @@ def cached_decision(
     model: ModelDir, device: str, calibration_identity: str = "builtin-v1", threads: int | None = None
 ) -> dict | None:
     """The stored decision if it was made for exactly this model, machine, runtimes and thread cap; None otherwise."""
-    path = decision_path(model, device, threads)
+    software = _software()
+    path = decision_path(model, device, threads, software)
     if not path.is_file():
         return None
     try:
@@ -466,7 +508,9 @@ def cached_decision(
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("ignoring an unreadable tuning cache %s; it will be measured again", path)
         return None
-    if stored_key != decision_key(model, device, stored_key.get("calibration", calibration_identity), threads):
+    if stored_key != decision_key(
+        model, device, stored_key.get("calibration", calibration_identity), threads, software
+    ):
         return None  # another CPU, runtime version or model: stale
     return decision
 
@@ -475,7 +519,10 @@ def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
     """Why no measured decision holds, in words: none was measured, or what changed since the stored one was (after
     an upgrade, production otherwise fell back to the interim choice saying it was never measured)."""
     try:
-        stored = json.loads(decision_path(model, device, threads).read_text())
+        # this software's file, else the latest of another's (the one before an upgrade)
+        own = decision_path(model, device, threads)
+        latest = own if own.is_file() else next(iter(_decisions_of_any_software(model, device, threads)), own)
+        stored = json.loads(latest.read_text())
         stored_key, measured_at = dict(stored["key"]), str(stored["measured_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return "not yet measured"
@@ -549,7 +596,7 @@ def measuring_alone(model: ModelDir, device: str, threads: int | None) -> Iterat
     (torch int8 at 162 against 4,743 sentences/s alone) and both kept what they measured. Where a lock cannot be had
     (a read-only cache, a system or file system without file locks), no waiting."""
     placement = min([device, *same_placement(device, model)])
-    path = decision_path(model, placement, threads).with_suffix(".lock")
+    path = decision_lock(model, placement, threads)
     with _exclusive(path, "auto: another process is measuring the backends for this model; waiting for it"):
         machine = path.with_name(f".measuring-{socket.gethostname()}.lock")
         with _exclusive(machine, "auto: another process is measuring backends on this machine; waiting for it to end"):
