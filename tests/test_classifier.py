@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,22 @@ def test_unusable_text_is_rejected(bert_dir, bad):
     model would only score [CLS] [SEP]."""
     with pytest.raises(InputError, match=r"input 2: (empty text|not valid UTF-8)"):
         Classifier.load(bert_dir, backend="torch")(["fine", bad])
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "chunk"])
+def test_a_text_over_the_limit_files_have_is_refused_by_the_api_too(bert_dir, long_text):
+    """The Python API tokenised a text of any size whole, to keep its first 512 tokens: four million characters took
+    a gigabyte and seconds. It is refused before any is tokenised, as a file job refuses such a row."""
+    from fastsentiment.texts import MAX_TEXT_CHARS
+
+    clf = Classifier.load(bert_dir, backend="torch")
+    huge = "good film " * (MAX_TEXT_CHARS // 10) + "!"
+    message = (
+        f"input 2: a text of {MAX_TEXT_CHARS + 1:,} characters, over the limit of {MAX_TEXT_CHARS:,} (split it up)"
+    )
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        clf(["fine", huge], long_text=long_text)
+    assert len(clf.logits([huge[:-1]], long_text=long_text)) == 1  # the limit itself is a text
 
 
 def test_one_string_is_one_text_everywhere_and_any_iterable_is_read_once(bert_dir):

@@ -33,6 +33,11 @@ def replace_undecodable(text: str) -> str:
 
 # How every message about a text with nothing to classify begins (`text_problem`).
 EMPTY_TEXT = "empty text"
+# The longest text classified. The tokenizer holds every token of a text, even to count what truncation drops (and
+# --long-text chunk needs them all): about 130 bytes per character in memory, so this one limit keeps a runaway text
+# (a file's missing line end, an unclosed quote; a whole corpus passed to the Python API as one string) from taking
+# gigabytes. A million characters is a long novel.
+MAX_TEXT_CHARS = 1_000_000
 
 
 def text_problem(value: Any) -> str | None:
@@ -43,6 +48,8 @@ def text_problem(value: Any) -> str | None:
         if isinstance(value, float) and value != value:  # NaN: how pandas and numpy mark a missing value
             return "a missing value (NaN), not text"
         return f"{type(value).__name__}, not text"
+    if len(value) > MAX_TEXT_CHARS:
+        return f"a text of {len(value):,} characters, over the limit of {MAX_TEXT_CHARS:,} (split it up)"
     if has_undecodable(value):
         return "not valid UTF-8"
     stripped = value.strip()

@@ -25,14 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastsentiment.errors import InputError, missing_extra
-from fastsentiment.texts import replace_undecodable, text_problem
+from fastsentiment.texts import MAX_TEXT_CHARS, replace_undecodable, text_problem
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text")
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-# The longest text a file job classifies. The tokenizer holds every token of a text, even to count what truncation
-# drops (and --long-text chunk needs them all): about 130 bytes per character, so this one limit keeps a single
-# runaway row (a missing line end, an unclosed quote) from taking gigabytes. A million characters is a long novel.
-MAX_TEXT_CHARS = 1_000_000
 # The longest line a reader holds (a longer one is skipped as it is read): the longest text in 4-byte characters,
 # with room for a record's other fields.
 MAX_LINE_BYTES = 8 * MAX_TEXT_CHARS
