@@ -176,8 +176,9 @@ def test_compare_reports_agreement_and_worst_disagreements(bert_dir, tmp_path):
         assert on_both.returncode == 2 and on_both.stderr.decode() == (
             "error: backend torch: no CUDA device visible to torch\n"
         )
+    # cpu:0 is the CPU, the same device: no "on" to tell the sides apart (it read "torch on cpu vs torch on cpu:0")
     text = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--device-b", "cpu:0", "--data", str(data))
-    assert text.stdout.decode().startswith("torch on cpu vs torch on cpu:0 on 6 sentences")
+    assert text.stdout.decode().startswith("torch vs torch on 6 sentences")
     empty = run_cli("compare", "torch", "torch", "-m", str(bert_dir), "--device-b", "", "--data", str(data))
     assert empty.returncode == 2 and empty.stderr.decode().startswith("error: unknown device ''")
     for row in different["disagreements"]:
@@ -336,7 +337,8 @@ def test_only_fixed_padding_cuts_texts_dynamic_and_sorted_run_them_whole(tmp_pat
     monkeypatch.setattr(Classifier, "run_batches", noting_widths)
     spec = measure.Spec(config="onnx:fp32", model=str(model), data=str(data), batch_sizes=[3], latency_samples=2)
     measure.measure(spec)
-    fixed, dynamic, ordered = widths  # the strategies in their order, STRATEGIES
+    shapes_met_first, fixed, dynamic, ordered = widths  # every shape once, then the strategies in their order
+    assert sorted(shapes_met_first) == sorted({*fixed, *dynamic, *ordered})
     assert fixed == [128, 128]
     assert dynamic == [242, 302] and ordered == [242, 302]  # 2 tokens per "good film", [CLS] and [SEP]
 

@@ -112,12 +112,6 @@ def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
                 f"{config.train_file}: after holding out {len(held_out)} row(s) for evaluation, the rows left to "
                 "train on are all of one class; give more rows, or an --eval-file"
             )
-    if config.select == "best" and len(held_out) < FEW_HELD_OUT:
-        on_event(
-            f"warning: --select best chooses among checkpoints by their accuracy on {len(held_out)} held-out row(s), "
-            f"where one row is {100 / len(held_out):.2g} points; hold out more rows (--eval-fraction, --eval-file) "
-            "or keep the last weights (--select last)"
-        )
     for teacher in teachers:  # a teacher whose classes have no names (LABEL_0...) fits any names of its count
         same_order = matching_classes(teacher.labels, label_names) == list(range(len(label_names)))
         if not same_order and teacher.labels != generic_names(len(label_names)):
@@ -169,6 +163,12 @@ def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
     config = replace(config, precision=training_precision(config.precision, device))
     trainer = Trainer(config, base, label_names, device, on_event, teachers)  # a checkpoint is checked here
     on_event(f"training on {device} in {config.precision}")
+    if config.select == "best" and len(held_out) < FEW_HELD_OUT:  # said once every option has passed its checks
+        on_event(
+            f"warning: --select best chooses among checkpoints by their accuracy on {len(held_out)} held-out row(s), "
+            f"where one row is {100 / len(held_out):.2g} points; hold out more rows (--eval-fraction, --eval-file) "
+            "or keep the last weights (--select last)"
+        )
     if config.augment or config.unlabelled:
         on_event(f"distilling on {len(texts) - len(train_data):,} unlabelled texts besides {len(train_data):,} rows")
     started = time.perf_counter()
