@@ -8,6 +8,7 @@ WordPiece and SentencePiece-Unigram models trained here with the `tokenizers` li
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -96,6 +97,31 @@ def test_a_literal_padding_token_in_a_text_is_numbered_as_hugging_face_numbers_i
     for backend in FP32_BACKENDS:
         logits = Classifier.load(model, backend=backend, precision="fp32").logits(padded)
         assert np.abs(logits - reference).max() <= 1e-4, backend
+
+
+@pytest.mark.parametrize("kind", ("xlm-roberta", "deberta-v2"))
+def test_sentencepiece_tokenizers_treat_spaces_as_transformers_rebuilds_them(family_model, kind, tmp_path):
+    """A tokenizer.json that splits on a bare Metaspace (the hub's XLM-R files, written before transformers 5, and
+    the test models') makes a piece of every extra, leading or trailing space, which SentencePiece, and transformers'
+    XLMRobertaTokenizer and DebertaV2Tokenizer rebuilding the pipeline from the pieces, do not: read as it was,
+    "Great  film" gave the model another input (a DeBERTa label flipped on it)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from fastsentiment.models.modeldir import load_model_dir
+    from fastsentiment.tokenization import TextEncoder
+
+    # as the class's save_pretrained names it (the test models name PreTrainedTokenizerFast, read as they are)
+    model = Path(shutil.copytree(family_model(kind), tmp_path / kind))
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    named = {"xlm-roberta": "XLMRobertaTokenizer", "deberta-v2": "DebertaV2Tokenizer"}[kind]
+    (model / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": named}))
+    spaced = ["Great  film,  loved it", " a leading space", "a trailing space ", "tab\tand\nnewline", "a   b  ", "ok"]
+    theirs = [AutoTokenizer.from_pretrained(model)(text)["input_ids"] for text in spaced]
+    as_written = [Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids for text in spaced]
+    assert as_written != theirs  # the file alone numbers the spaces otherwise: the test can tell
+    ours = TextEncoder.from_model_dir(load_model_dir(model)).encodings(spaced)
+    assert [encoding.ids for encoding in ours] == theirs
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

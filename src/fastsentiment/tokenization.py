@@ -9,6 +9,7 @@ would otherwise print a line per row; a file job reports the count when it ends.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.implementations import BertWordPieceTokenizer
-from tokenizers.models import WordPiece
+from tokenizers.models import Unigram, WordPiece
 
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.architectures import architecture_of
@@ -182,9 +183,11 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
             raise ModelError(f"{tokenizer_file}: cannot load tokenizer ({error})") from None
-        wordpiece_class = WORDPIECE_CLASSES.get(tokenizer_class(model) or "")
-        if wordpiece_class is not None:
+        named = tokenizer_class(model) or ""
+        if (wordpiece_class := WORDPIECE_CLASSES.get(named)) is not None:
             tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
+        elif (sentencepiece_class := SENTENCEPIECE_CLASSES.get(named)) is not None:
+            tokenizer = _as_sentencepiece_class(tokenizer, sentencepiece_class, model)
     else:
         wordpiece_class = _vocab_txt_class(model)
         tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
@@ -296,6 +299,81 @@ def _as_wordpiece_class(tokenizer: Tokenizer, wordpiece_class: WordPieceClass, m
     else:
         tokenizer.post_processor = processors.BertProcessing((sep, ids[sep]), (cls, ids[cls]))
     return tokenizer
+
+
+@dataclass(frozen=True)
+class SentencePieceClass:
+    """What one of transformers' SentencePiece (Unigram) classes builds around tokenizer.json's pieces and its
+    precompiled character map: XLM-R's and CamemBERT's split on whitespace first (runs of spaces, a leading or a
+    trailing one, make no piece of their own, as in SentencePiece); DeBERTa-v2's strip and squeeze spaces in its
+    normaliser, and may lower-case and split off punctuation."""
+
+    cls_token: str
+    sep_token: str
+    whitespace_split: bool  # XLM-R's and CamemBERT's; else DeBERTa-v2's normaliser and pre-tokenizer settings
+
+
+# The classes whose __init__ rebuild the pipeline from tokenizer_config.json's settings (models/xlm_roberta,
+# camembert and deberta_v2/tokenization_*.py in transformers 5), keeping only tokenizer.json's Unigram pieces and
+# precompiled character map. A tokenizer.json written before them (the hub's XLM-R files of 2020) splits with a bare
+# Metaspace: "great  film" had a piece for the second space, which the model never saw in training, and a DeBERTa
+# label flipped on it.
+SENTENCEPIECE_CLASSES: dict[str, SentencePieceClass] = {
+    "XLMRobertaTokenizer": SentencePieceClass("<s>", "</s>", whitespace_split=True),
+    "CamembertTokenizer": SentencePieceClass("<s>", "</s>", whitespace_split=True),
+    "DebertaV2Tokenizer": SentencePieceClass("[CLS]", "[SEP]", whitespace_split=False),
+}
+
+
+def _as_sentencepiece_class(
+    tokenizer: Tokenizer, sentencepiece_class: SentencePieceClass, model: ModelDir
+) -> Tokenizer:
+    """`tokenizer` (its Unigram pieces and added tokens) with the pipeline transformers' SentencePiece class
+    rebuilds from tokenizer_config.json; a tokenizer.json of another model kind is read as it is, as there is no
+    Unigram vocabulary to rebuild around."""
+    if not isinstance(tokenizer.model, Unigram):
+        return tokenizer
+    charsmap = _precompiled_charsmap(json.loads(tokenizer.to_str()).get("normalizer"))
+    prepend = "always" if _flag(model, "add_prefix_space", True) else None
+    if sentencepiece_class.whitespace_split:
+        tokenizer.normalizer = normalizers.Precompiled(charsmap) if charsmap is not None else None
+        steps = [pre_tokenizers.WhitespaceSplit()]
+        prepend = prepend or "never"
+    else:
+        lowercase = [normalizers.Lowercase()] if _flag(model, "do_lower_case", False) else []
+        if charsmap is not None:
+            squeeze = [normalizers.Precompiled(charsmap), normalizers.Strip(left=False, right=True),
+                       normalizers.Replace(Regex(r" {2,}"), " ")]  # fmt: skip
+        else:
+            squeeze = [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                       normalizers.Strip(left=False, right=True)]  # fmt: skip
+        tokenizer.normalizer = normalizers.Sequence([*lowercase, *squeeze])
+        steps = [pre_tokenizers.Punctuation(behavior="isolated")] if _flag(model, "split_by_punct", False) else []
+        prepend = prepend or "first"
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*steps, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
+    cls = _special_token(model.tokenizer_config, "cls_token", sentencepiece_class.cls_token)
+    sep = _special_token(model.tokenizer_config, "sep_token", sentencepiece_class.sep_token)
+    if sentencepiece_class.whitespace_split:  # XLM-R and CamemBERT wrap a text in bos and eos, which are these
+        cls = _special_token(model.tokenizer_config, "bos_token", sentencepiece_class.cls_token)
+        sep = _special_token(model.tokenizer_config, "eos_token", sentencepiece_class.sep_token)
+    ids = {token: tokenizer.token_to_id(token) for token in (cls, sep)}
+    if None in ids.values():
+        missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
+        raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", special_tokens=[(cls, ids[cls]), (sep, ids[sep])]
+    )
+    return tokenizer
+
+
+def _precompiled_charsmap(normalizer: dict | None) -> bytes | None:
+    """SentencePiece's precompiled character map in a tokenizer.json normaliser (alone or in a sequence), as
+    transformers takes it from there."""
+    steps = normalizer.get("normalizers", [normalizer]) if isinstance(normalizer, dict) else []
+    for step in steps:
+        if isinstance(step, dict) and step.get("type") == "Precompiled" and step.get("precompiled_charsmap"):
+            return base64.b64decode(step["precompiled_charsmap"])
+    return None
 
 
 def _flag(model: ModelDir, key: str, default: bool | None) -> bool | None:
