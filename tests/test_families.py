@@ -99,12 +99,14 @@ def test_a_literal_padding_token_in_a_text_is_numbered_as_hugging_face_numbers_i
         assert np.abs(logits - reference).max() <= 1e-4, backend
 
 
-@pytest.mark.parametrize("kind", ("xlm-roberta", "deberta-v2"))
-def test_sentencepiece_tokenizers_treat_spaces_as_transformers_rebuilds_them(family_model, kind, tmp_path):
+@pytest.mark.parametrize("kind", ("xlm-roberta", "deberta-v2", "roberta"))
+def test_tokenizer_classes_transformers_rebuilds_are_rebuilt_alike(family_model, kind, tmp_path):
     """A tokenizer.json that splits on a bare Metaspace (the hub's XLM-R files, written before transformers 5, and
     the test models') makes a piece of every extra, leading or trailing space, which SentencePiece, and transformers'
     XLMRobertaTokenizer and DebertaV2Tokenizer rebuilding the pipeline from the pieces, do not: read as it was,
-    "Great  film" gave the model another input (a DeBERTa label flipped on it)."""
+    "Great  film" gave the model another input (a DeBERTa label flipped on it). RobertaTokenizer rebuilds its
+    byte-level pipeline from tokenizer_config.json's add_prefix_space, which a fine-tune may have set (a text's first
+    word was another piece)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
@@ -114,8 +116,9 @@ def test_sentencepiece_tokenizers_treat_spaces_as_transformers_rebuilds_them(fam
     # as the class's save_pretrained names it (the test models name PreTrainedTokenizerFast, read as they are)
     model = Path(shutil.copytree(family_model(kind), tmp_path / kind))
     settings = json.loads((model / "tokenizer_config.json").read_text())
-    named = {"xlm-roberta": "XLMRobertaTokenizer", "deberta-v2": "DebertaV2Tokenizer"}[kind]
-    (model / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": named}))
+    named = {"xlm-roberta": "XLMRobertaTokenizer", "deberta-v2": "DebertaV2Tokenizer", "roberta": "RobertaTokenizer"}
+    prefix = {"add_prefix_space": True} if kind == "roberta" else {}
+    (model / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": named[kind], **prefix}))
     spaced = ["Great  film,  loved it", " a leading space", "a trailing space ", "tab\tand\nnewline", "a   b  ", "ok"]
     theirs = [AutoTokenizer.from_pretrained(model)(text)["input_ids"] for text in spaced]
     as_written = [Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids for text in spaced]

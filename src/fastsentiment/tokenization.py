@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.implementations import BertWordPieceTokenizer
-from tokenizers.models import Unigram, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.architectures import architecture_of
@@ -188,6 +188,8 @@ def load_tokenizer(model: ModelDir) -> Tokenizer:
             tokenizer = _as_wordpiece_class(tokenizer, wordpiece_class, model)
         elif (sentencepiece_class := SENTENCEPIECE_CLASSES.get(named)) is not None:
             tokenizer = _as_sentencepiece_class(tokenizer, sentencepiece_class, model)
+        elif named == ROBERTA_CLASS:
+            tokenizer = _as_roberta_class(tokenizer, model)
     else:
         wordpiece_class = _vocab_txt_class(model)
         tokenizer = _wordpiece_from_vocab(model.path / "vocab.txt", model.tokenizer_config)
@@ -288,10 +290,7 @@ def _as_wordpiece_class(tokenizer: Tokenizer, wordpiece_class: WordPieceClass, m
         tokenizer.model = WordPiece(tokenizer.get_vocab(with_added_tokens=False), unk_token=unk)
     cls = _special_token(settings, "cls_token", wordpiece_class.cls_token)
     sep = _special_token(settings, "sep_token", wordpiece_class.sep_token)
-    ids = {token: tokenizer.token_to_id(token) for token in (cls, sep)}
-    if None in ids.values():
-        missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
-        raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
+    ids = _wrapping_ids(tokenizer, model, cls, sep)
     if wordpiece_class.roberta_template:
         tokenizer.post_processor = processors.RobertaProcessing(
             (sep, ids[sep]), (cls, ids[cls]), trim_offsets=True, add_prefix_space=False
@@ -356,12 +355,32 @@ def _as_sentencepiece_class(
     if sentencepiece_class.whitespace_split:  # XLM-R and CamemBERT wrap a text in bos and eos, which are these
         cls = _special_token(model.tokenizer_config, "bos_token", sentencepiece_class.cls_token)
         sep = _special_token(model.tokenizer_config, "eos_token", sentencepiece_class.sep_token)
-    ids = {token: tokenizer.token_to_id(token) for token in (cls, sep)}
-    if None in ids.values():
-        missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
-        raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
+    ids = _wrapping_ids(tokenizer, model, cls, sep)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0", special_tokens=[(cls, ids[cls]), (sep, ids[sep])]
+    )
+    return tokenizer
+
+
+# transformers 5's RobertaTokenizer.__init__ (models/roberta/tokenization_roberta.py) rebuilds the byte-level pipeline
+# around tokenizer.json's BPE from tokenizer_config.json's add_prefix_space and trim_offsets.
+ROBERTA_CLASS = "RobertaTokenizer"
+
+
+def _as_roberta_class(tokenizer: Tokenizer, model: ModelDir) -> Tokenizer:
+    """`tokenizer` (its BPE vocabulary, merges and added tokens) with the pipeline RobertaTokenizer rebuilds: a
+    tokenizer.json that disagrees with tokenizer_config.json on add_prefix_space numbered a text's first word as
+    another piece than transformers does. One of another model kind is read as it is."""
+    if not isinstance(tokenizer.model, BPE):
+        return tokenizer
+    prefix = _flag(model, "add_prefix_space", False)
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
+    cls = _special_token(model.tokenizer_config, "cls_token", "<s>")
+    sep = _special_token(model.tokenizer_config, "sep_token", "</s>")
+    ids = _wrapping_ids(tokenizer, model, cls, sep)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (sep, ids[sep]), (cls, ids[cls]), trim_offsets=_flag(model, "trim_offsets", True), add_prefix_space=prefix
     )
     return tokenizer
 
@@ -374,6 +393,15 @@ def _precompiled_charsmap(normalizer: dict | None) -> bytes | None:
         if isinstance(step, dict) and step.get("type") == "Precompiled" and step.get("precompiled_charsmap"):
             return base64.b64decode(step["precompiled_charsmap"])
     return None
+
+
+def _wrapping_ids(tokenizer: Tokenizer, model: ModelDir, cls: str, sep: str) -> dict[str, int]:
+    """The ids of the tokens a class wraps a text in, refused in one line where the vocabulary lacks one."""
+    ids = {token: tokenizer.token_to_id(token) for token in (cls, sep)}
+    if None in ids.values():
+        missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
+        raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
+    return ids
 
 
 def _flag(model: ModelDir, key: str, default: bool | None) -> bool | None:
