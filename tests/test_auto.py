@@ -209,6 +209,7 @@ def test_the_decision_is_cached_atomically_and_used_by_auto(model, cache):
     from fastsentiment import Classifier
     from fastsentiment.errors import BackendError
 
+    assert auto.choose(model, "cpu:0").reason.startswith("measured")  # explain's and Ray's account, not just a load
     loaded = Classifier.load(model.path, device="cpu:0")
     assert (loaded.backend.spec.name, loaded.backend.precision) == (
         decision["throughput"]["backend"],
@@ -300,6 +301,10 @@ def test_installs_of_other_runtimes_sharing_a_cache_keep_their_decisions_side_by
         assert auto.cached_decision(model, "cpu") == other
     assert auto.cached_decision(model, "cpu") == first  # kept beside the other's
     assert auto.choose(model, "cpu").reason.startswith("measured")
+    # a decision saved under the name files had before their software was in it is still this install's
+    path = auto.decision_path(model, "cpu")
+    path.rename(path.with_name(path.name.rpartition("-")[0] + ".json"))
+    assert not path.exists() and auto.cached_decision(model, "cpu") == first
 
 
 def test_a_decision_that_cannot_be_kept_still_serves_the_run_that_measured_it(model, cache, caplog, bert_dir):

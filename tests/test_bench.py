@@ -489,7 +489,7 @@ def test_compare_reads_its_data_before_loading_the_models(bert_dir, tmp_path):
     )
 
 
-def test_a_row_of_fewer_runs_than_asked_says_so_and_auto_with_a_precision_says_what_it_ran():
+def test_a_row_of_fewer_runs_than_asked_says_so_and_auto_with_a_precision_says_what_it_ran(tmp_path):
     """Repeats that failed were dropped without a word: the row read "ok" under "repeats: 3 (medians)", built from
     one run. An auto:int8 row said only "auto:int8" where a plain auto row named the backend it stood for."""
     from fastsentiment.bench import report
@@ -509,6 +509,52 @@ def test_a_row_of_fewer_runs_than_asked_says_so_and_auto_with_a_precision_says_w
     assert (
         "failed_runs" not in summarise([run(100.0)]) and report.headline(summarise([run(1.0)]), None)["status"] == "ok"
     )
+    # results.csv says it too, beside figures that are of the runs that measured
+    fields = dict(model="m", model_name="m", model_hash="0" * 64, data="d", labelled_sentences=0, speed_sentences=3)
+    rows = [{**summary, "peak_rss_mb": 200.0, "load_s": 0.1}]
+    report.write_outputs({**fields, "repeats": 3, "command": "", "machine": report.machine(), "rows": rows}, tmp_path)
+    with open(tmp_path / "results.csv", newline="") as stream:
+        (line,) = csv.DictReader(stream)
+    assert (line["failed"], line["failed_runs"], line["sentences_per_s"]) == ("", "timed out after 1800 s", "200.00")
+
+
+def test_glue_sst2_labels_are_the_models_classes_by_name_else_by_id(monkeypatch, tmp_path):
+    """The hub cannot be reached here: `datasets` is stood in for by a module giving GLUE SST-2's shape (ids, and
+    the names negative and positive). A head listing POSITIVE first is scored by name, not inverted; one without
+    names (LABEL_0, LABEL_1, as many hub fine-tunes) by id, where it was refused as "unknown label 'positive'"."""
+    import sys
+    import types
+
+    from fastsentiment.bench.data import load_bench_data
+
+    class Split:
+        def __init__(self, rows: list[tuple[str, int]]):
+            self.rows, self.features = rows, {"label": types.SimpleNamespace(names=["negative", "positive"])}
+
+        def __getitem__(self, column: str) -> list:
+            return [row[0] if column == "sentence" else row[1] for row in self.rows]
+
+    glue = {"validation": Split([("good", 1), ("bad", 0), ("fine", 1)]), "test": Split([("x", -1)])}
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *names: glue))
+    for names, expected in [
+        (["NEGATIVE", "POSITIVE"], [1, 0, 1]),
+        (["POSITIVE", "NEGATIVE"], [0, 1, 0]),
+        (["LABEL_0", "LABEL_1"], [1, 0, 1]),
+        (None, [1, 0, 1]),
+    ]:
+        assert load_bench_data("glue/sst2", label_names=names).labelled.labels == expected, names
+
+
+def test_a_plugin_precision_that_runs_nowhere_is_named_without_a_list_of_none():
+    """A plugin's spec may leave a precision no device, or a device no precision: the message was an IndexError."""
+    from fastsentiment.backends.base import BackendSpec
+
+    odd = BackendSpec(
+        "plug", "", "x", (), ("cuda",), ("fp8", "fp32"), "fp8", accelerator_only=("fp8",), cpu_only=("fp32",)
+    )
+    assert odd.precision_problem("fp32", "cuda") == "plug fp32 runs on none of its devices; on cuda use fp8"
+    gpu_only = BackendSpec("plug", "", "x", (), ("cuda",), ("fp8",), "fp8", accelerator_only=("fp8",))
+    assert gpu_only.precision_problem("fp8", "cpu") == "plug fp8 runs on cuda"
 
 
 def test_results_json_is_strict_json_and_the_table_prints_any_failure_reason(tmp_path):

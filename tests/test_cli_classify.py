@@ -503,6 +503,11 @@ def test_evaluate_checks_its_data_before_loading_the_model(tmp_path):
 
 @pytest.mark.skipif(find_spec("datasets") is not None, reason="`datasets` is installed here: glue/sst2 would download")
 def test_evaluate_on_the_hubs_sst2_without_datasets_names_the_package(tmp_path):
+    columns = run_cli("evaluate", "glue/sst2", "--text-column", "review", "--model", str(tmp_path / "no-model"))
+    assert (columns.returncode, columns.stderr.decode()) == (
+        2,  # they were ignored, where a file without such columns is refused
+        "error: glue/sst2 has its own columns: --text-column and --label-column name a file's\n",
+    )
     hub = run_cli("evaluate", "glue/sst2", "--model", str(tmp_path / "no-model"))
     assert (hub.returncode, hub.stderr.decode()) == (
         2,

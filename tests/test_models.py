@@ -26,6 +26,10 @@ def test_local_directory_resolves_with_labels_and_limits(bert_dir, distilbert_di
 def test_content_hash_changes_with_weights(bert_dir, tmp_path):
     copy = copy_model(bert_dir, tmp_path / "copy")
     assert resolve_model(copy).content_hash == resolve_model(bert_dir).content_hash
+    # added_tokens.json beside a tokenizer.json is not read: no new hash (new exports, a new tune) for an upgrade
+    assert (copy / "tokenizer.json").is_file()
+    (copy / "added_tokens.json").write_text("{}")
+    assert resolve_model(copy).content_hash == resolve_model(bert_dir).content_hash
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     assert resolve_model(copy).content_hash != resolve_model(bert_dir).content_hash

@@ -299,6 +299,24 @@ def test_many_concurrent_clients_get_their_own_answers(server, local):
     assert batches < len(texts)  # requests were batched together
 
 
+def test_a_text_over_the_limit_is_refused_in_plain_ascii_too():
+    """The server's fast path for printable ASCII skipped the text rules, the length among them: a 1.5 million
+    character text behind a raised --max-body-bytes was tokenised whole (409 MB) while the same length with an
+    accent was refused."""
+    from fastsentiment.serve.app import ApiError, check_text
+    from fastsentiment.texts import MAX_TEXT_CHARS
+
+    check_text(0, "good film " * (MAX_TEXT_CHARS // 10))  # the limit itself passes
+    for text in ("good film " * 150_000, "gööd film " * 150_000):
+        with pytest.raises(ApiError) as refused:
+            check_text(2, text)
+        assert (refused.value.status, refused.value.kind, refused.value.message) == (
+            422,
+            "validation",
+            f"inputs[2]: a text of 1,500,000 characters, over the limit of {MAX_TEXT_CHARS:,} (split it up)",
+        )
+
+
 @pytest.mark.parametrize(
     ("content", "status", "kind"),
     [

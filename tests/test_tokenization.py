@@ -246,6 +246,16 @@ def test_an_added_token_whose_id_does_not_follow_the_vocabulary_is_a_model_error
         load_tokenizer(ModelDir(path=folder, config={"model_type": "bert"}))
 
 
+def test_an_added_token_id_that_is_no_number_is_a_model_error(tmp_path):
+    """ "³" is a digit to str.isdigit but no number to int(): a traceback, where a malformed entry is refused."""
+    folder, _ = _added_tokens_dir(tmp_path / "m", decoder=True)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["added_tokens_decoder"]["³"] = {"content": "@foo", "special": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelError, match="added_tokens_decoder must map token ids to tokens"):
+        load_tokenizer(ModelDir(path=folder, config={"model_type": "bert"}))
+
+
 def test_a_model_max_length_too_short_for_a_text_is_refused_as_tokenizer_config_json_s(bert_dir, tmp_path):
     """It was refused as "max_length (--max-length) must be at least 3", an option the user never passed; now as the
     folder's setting, when the folder is loaded, as config.json's position table is."""

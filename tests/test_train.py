@@ -438,7 +438,7 @@ def test_select_saves_the_best_or_the_last_checkpoint(train_slice, base_encoder,
     result = run_cli(*train_args(train_slice, out, base_encoder, *options))
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     # twelve held-out rows are little evidence to choose a checkpoint by (one row is 8 points): said before the run
-    few = b"warning: --select best chooses among checkpoints by their accuracy on 12 held-out row(s), where one row"
+    few = b"warning: --select best chooses among checkpoints by their accuracy on 12 held-out row(s), where one row is 8.33 points"
     assert (few in result.stderr) == (select == "best"), result.stderr.decode()[-2000:]
     record = json.loads((out / "training.json").read_text())
     history = record["history"]

@@ -405,8 +405,9 @@ def _wrapping_ids(tokenizer: Tokenizer, model: ModelDir, cls: str, sep: str) -> 
 
 
 def _flag(model: ModelDir, key: str, default: bool | None) -> bool | None:
-    """A true/false setting of tokenizer_config.json (`default` when absent): transformers fails to load a model
-    with another value (null only where the default is null)."""
+    """A true/false setting of tokenizer_config.json (`default` when absent). Another value (null only where the
+    default is null) is refused: transformers fails on some ("do_lower_case": "false" in BertTokenizer) and reads
+    others by Python's truth ("false" is true there), so no reading of it is safe to guess."""
     value = model.tokenizer_config.get(key, default)
     if not (isinstance(value, bool) or (value is None and default is None)):
         raise ModelError(f"{model.path / 'tokenizer_config.json'}: {key} must be true or false, got {value!r}")
@@ -502,7 +503,8 @@ def _stated_added_tokens(model: ModelDir) -> tuple[dict[int, AddedToken], Path]:
     if "added_tokens_decoder" in settings:
         decoder = settings["added_tokens_decoder"]
         if not isinstance(decoder, dict) or not all(
-            str(index).isdigit()
+            str(index).isascii()
+            and str(index).isdigit()  # "³" is a digit to isdigit, not to int()
             and isinstance(entry, dict)
             and _token_content(entry) is not None
             and all(isinstance(entry.get(flag, False), bool) for flag in ADDED_TOKEN_FLAGS)

@@ -50,7 +50,14 @@ from fastsentiment.backends.base import (
     usable_cpus,
     visible_gpus,
 )
-from fastsentiment.backends.registry import availability, backend_names, first_runnable, get_backend, kind_on
+from fastsentiment.backends.registry import (
+    availability,
+    backend_names,
+    canonical_device,
+    first_runnable,
+    get_backend,
+    kind_on,
+)
 from fastsentiment.cache import cache_root
 from fastsentiment.errors import BackendError, InputError, ModelError
 from fastsentiment.models import ModelDir
@@ -200,6 +207,7 @@ def choose(
     measured decision, a fresh one if `measure`, else the interim."""
     if workload not in WORKLOADS:
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
+    device = canonical_device(device)
     if workload == "start":  # never measured (start-up dominates a one-off call): no advice to tune
         interim = interim_choice(device, "latency", model)
         # The stored file is read as it is first, and checked whole (runtime versions: tens of milliseconds of a
@@ -491,8 +499,10 @@ def cached_decision(
     """The stored decision if it was made for exactly this model, machine, runtimes and thread cap; None otherwise."""
     software = _software()
     path = decision_path(model, device, threads, software)
-    if not path.is_file():
-        return None
+    if not path.is_file():  # a file named before the software was: used where its key still holds
+        path = _decisions_base(model, device, threads).with_suffix(".json")
+        if not path.is_file():
+            return None
     try:
         decision = json.loads(path.read_text())
         stored_key = decision["key"]

@@ -206,7 +206,8 @@ class BackendSpec:
             return None
         where = [device for device in self.devices if self.precision_runs_on(precision, device)]
         instead = [other for other in self.precisions if self.precision_runs_on(other, device_kind)]
-        return f"{self.name} {precision} runs on {_either(where)}; on {device_kind} use {_either(instead)}"
+        problem = f"{self.name} {precision} runs on {_either(where) if where else 'none of its devices'}"
+        return problem + (f"; on {device_kind} use {_either(instead)}" if instead else "")
 
     def missing_module(self) -> str | None:
         """The first runtime module that is not installed, if any (checked without importing it)."""

@@ -110,8 +110,9 @@ def device_index(device: str) -> int | None:
     kind, separator, index = device.partition(":")
     if not separator:
         return None
-    if not index.isdigit():
-        raise BackendError(f"device {device!r}: after {kind}: comes the device's number, as in {kind}:1")
+    if not (index.isascii() and index.isdigit()):
+        example = "cpu:0" if kind == "cpu" else f"{kind}:1"  # the CPU is one device
+        raise BackendError(f"device {device!r}: after {kind}: comes the device's number, as in {example}")
     return int(index)
 
 
@@ -139,12 +140,15 @@ def check_device(device: str) -> str:
         known |= {d for name in backend_names() for d in get_backend(name).spec.devices}
     if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
-    index = device_index(device)
-    if device_kind(device) == "cpu" and index is not None:
-        if index != 0:
-            raise BackendError(f"device {device!r}: the CPU is one device, cpu (all of its cores)")
-        return "cpu"
-    return device
+    if device_kind(device) == "cpu" and device_index(device) not in (None, 0):
+        raise BackendError(f"device {device!r}: the CPU is one device, cpu (all of its cores)")
+    return canonical_device(device)
+
+
+def canonical_device(device: str) -> str:
+    """The name decisions are kept under: "cpu:0" is "cpu" (under its own name it missed the decisions `tune`
+    measured for the CPU, and took the first backend that runs)."""
+    return "cpu" if device == "cpu:0" else device
 
 
 def get_backend(name: str) -> type[Backend]:
@@ -228,6 +232,7 @@ def auto_choice(
     fidelity bar; an error where every path measured with it was; without a precision, `auto.choose`'s."""
     from fastsentiment.backends.auto import below_the_bar, cached_decision, choose, measured_with_precision
 
+    device = canonical_device(device)
     if precision is None:
         return choose(model, device, workload, measure, threads)
     measured = measured_with_precision(model, device, precision, workload, threads)

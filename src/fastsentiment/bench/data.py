@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastsentiment.errors import InputError
 from fastsentiment.jobs.rows import RowSource, is_stream
-from fastsentiment.labels import label_id
+from fastsentiment.labels import label_id, matching_classes
 
 # Where this project's checkouts find GLUE SST-2 (a dev.tsv and a test.tsv), relative to the working folder; the
 # commands that default to it say so where it is not there.
@@ -118,9 +118,10 @@ def needs_datasets(option: str) -> None:
 
 
 def from_datasets(option: str, label_names: list[str] | None = None) -> BenchData:
-    """GLUE SST-2 from the hub: labelled validation, unlabelled test. Given the model's `label_names`, a label is
-    the model's class of the same name ("negative" for NEGATIVE, in any case), not the class of the same id: a
-    model whose head lists POSITIVE first would otherwise be scored inverted."""
+    """GLUE SST-2 from the hub: labelled validation, unlabelled test. Where the model's `label_names` name GLUE's
+    classes, a label is the model's class of the same name ("negative" for NEGATIVE, in any case), not the class of
+    the same id: a model whose head lists POSITIVE first would otherwise be scored inverted; elsewhere (LABEL_0,
+    LABEL_1) the class of the same id."""
     needs_datasets(option)
     from datasets import load_dataset
 
@@ -131,9 +132,10 @@ def from_datasets(option: str, label_names: list[str] | None = None) -> BenchDat
         raise InputError(f"could not load glue/sst2 ({str(error).splitlines()[0]}); offline, pass {offline}") from None
     validation = data["validation"]
     labels = list(validation["label"])
-    if label_names:
-        glue_names = validation.features["label"].names  # ["negative", "positive"]
-        labels = [label_id(glue_names[label], label_names, f"{GLUE_SST2} validation") for label in labels]
+    glue_names = validation.features["label"].names  # ["negative", "positive"]
+    positions = matching_classes(glue_names, label_names) if label_names else None
+    if positions is not None:  # a head without names of its own (LABEL_0, LABEL_1) takes GLUE's ids as they are
+        labels = [positions[label] for label in labels]
     return BenchData(
         GLUE_SST2,
         Split("validation", list(validation["sentence"]), labels),

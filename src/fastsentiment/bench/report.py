@@ -166,11 +166,12 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                 "agreement",
                 "max_abs_logit_delta",
                 "failed",
+                "failed_runs",  # of a measured row's repeats, those that failed: its figures are of the others
             ]
         )
         for row in rows:
             if "failed" in row:
-                writer.writerow([row["config"], *[""] * 13, row["failed"]])
+                writer.writerow([row["config"], *[""] * 13, row["failed"], ""])
                 continue
             for key, rate in row["throughput"].items():
                 strategy, size = key.split("@")
@@ -191,6 +192,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                         row.get("agreement", ""),
                         row.get("max_abs_logit_delta", ""),
                         "",
+                        "; ".join(row.get("failed_runs", [])),
                     ]
                 )
     plots = _plots(rows, out)

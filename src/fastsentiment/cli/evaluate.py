@@ -67,6 +67,8 @@ def evaluate(
     from fastsentiment.train.data import LabelledData, read_labelled
 
     reading = long_text_options(long_text, stride, aggregate)
+    if data == GLUE_SST2 and (text_column is not None or label_column != "label"):
+        raise InputError(f"{GLUE_SST2} has its own columns: --text-column and --label-column name a file's")
     path = _checked_data(data)  # before the model loads (a first load may export it)
     clf = load_classifier(model, backend, device, precision, batch_size, max_length, labels=labels)
     if path is None:

@@ -46,8 +46,10 @@ def tune(
 
     from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, check_decision_can_be_kept, decision_path
     from fastsentiment.backends.auto import tune as measure
+    from fastsentiment.backends.registry import check_device
     from fastsentiment.models import resolve_model
 
+    device = check_device(device)  # cpu:0 is the CPU: its decision's file is the CPU's
     model_dir = resolve_model(model)
     if text_column is not None and calibration is None:
         raise InputError("--text-column names a column of the --calibration file")

@@ -138,7 +138,9 @@ class ModelDir:
     def content_hash(self) -> str:
         """sha256 over config, weights (every shard) and tokenizer files: the identity of the model's behaviour;
         remembered in the cache for files as they stand (`cache.remembered`)."""
-        tokenizer = [*TOKENIZER_FILES, "tokenizer_config.json", ADDED_TOKENS_FILE]  # what the tokenizer is built from
+        tokenizer = [*TOKENIZER_FILES, "tokenizer_config.json"]  # what the tokenizer is built from
+        if not (self.path / TOKENIZER_FILES[0]).is_file():  # read beside vocab.txt alone: beside tokenizer.json, no
+            tokenizer.append(ADDED_TOKENS_FILE)  # part of the model (its hash, and the exports and tunes keyed by it)
         names = ["config.json", *(file.name for file in self.weight_files), *tokenizer]
         files = [(name, self.path / name) for name in names if (self.path / name).is_file()]
 

@@ -35,7 +35,7 @@ from fastsentiment.classifier import Classifier, function_name
 from fastsentiment.errors import InputError
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import REFUSED_BY_PROTOCOL, Metrics
-from fastsentiment.texts import has_undecodable, text_problem
+from fastsentiment.texts import MAX_TEXT_CHARS, has_undecodable, text_problem
 from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
 from fastsentiment.windows import with_truncation
 
@@ -440,9 +440,9 @@ def request_texts(inputs: str | list[str | list[str]]) -> list[str]:
 
 def check_text(index: int, text: str) -> None:
     """The project's text rules (fastsentiment.texts), as a 422 naming the input."""
-    if text.isascii() and text.isprintable() and not text.isspace() and text:
-        # The common case in C passes: printable ASCII holds no undecodable bytes or control characters, and this
-        # text is not blank. Anything else meets the full rules (texts.text_problem).
+    if len(text) <= MAX_TEXT_CHARS and text.isascii() and text.isprintable() and not text.isspace() and text:
+        # The common case in C passes: printable ASCII of a length the rules allow holds no undecodable bytes or
+        # control characters, and this text is not blank. Anything else meets the full rules (texts.text_problem).
         return
     if problem := text_problem(text):
         raise ApiError(422, "validation", f"inputs[{index}]: {problem}")

@@ -166,7 +166,7 @@ def _train(config: TrainConfig, on_event: Callable[[str], None]) -> TrainResult:
     if config.select == "best" and len(held_out) < FEW_HELD_OUT:  # said once every option has passed its checks
         on_event(
             f"warning: --select best chooses among checkpoints by their accuracy on {len(held_out)} held-out row(s), "
-            f"where one row is {100 / len(held_out):.2g} points; hold out more rows (--eval-fraction, --eval-file) "
+            f"where one row is {100 / len(held_out):.3g} points; hold out more rows (--eval-fraction, --eval-file) "
             "or keep the last weights (--select last)"
         )
     if config.augment or config.unlabelled:
