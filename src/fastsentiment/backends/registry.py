@@ -140,7 +140,8 @@ def check_device(device: str) -> str:
         known |= {d for name in backend_names() for d in get_backend(name).spec.devices}
     if device_kind(device) not in known:
         raise BackendError(f"unknown device {device!r}; choose {', '.join(sorted(known))}")
-    if device_kind(device) == "cpu" and device_index(device) not in (None, 0):
+    index = device_index(device)  # "cuda:first" is refused here, whatever its kind
+    if device_kind(device) == "cpu" and index not in (None, 0):
         raise BackendError(f"device {device!r}: the CPU is one device, cpu (all of its cores)")
     return canonical_device(device)
 
