@@ -620,9 +620,9 @@ def test_a_bench_that_times_out_says_after_how_long_and_where_it_wrote(bert_dir,
     assert row == {"config": "onnx:fp32", "failed": "timed out after 0.001 s"}
 
 
-def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert_dir, tmp_path, monkeypatch):
-    """With --batch-sizes 8 no batch-1 pass meets the single texts' shapes: the latency loop met each one first
-    there (OpenVINO prepares kernels per new shape), and p90/p99 counted it."""
+def _shapes_measured(bert_dir, tmp_path, monkeypatch, batch_sizes: list[int]) -> list[tuple[int, int]]:
+    """The input shapes, in order, of every model call `bench` makes measuring onnx:fp32 on 12 texts of 12 lengths
+    at `batch_sizes` (12 of them timed one at a time, last)."""
     from fastsentiment.backends.onnx_backend import OnnxBackend
     from fastsentiment.bench import measure
 
@@ -636,8 +636,17 @@ def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert
         return logits(self, input_ids, attention_mask)
 
     monkeypatch.setattr(OnnxBackend, "logits", noting_shapes)
-    spec = measure.Spec(config="onnx:fp32", model=str(bert_dir), data=str(data), batch_sizes=[8], latency_samples=12)
+    spec = measure.Spec(
+        config="onnx:fp32", model=str(bert_dir), data=str(data), batch_sizes=batch_sizes, latency_samples=12
+    )
     measure.measure(spec)
+    return shapes
+
+
+def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert_dir, tmp_path, monkeypatch):
+    """With --batch-sizes 8 no batch-1 pass meets the single texts' shapes: the latency loop met each one first
+    there (OpenVINO prepares kernels per new shape), and p90/p99 counted it."""
+    shapes = _shapes_measured(bert_dir, tmp_path, monkeypatch, [8])
     timed, before = shapes[-12:], shapes[:-12]
     assert all(shape[0] == 1 for shape in timed) and len(set(timed)) == 12
     assert set(timed) <= set(before)
@@ -646,21 +655,7 @@ def test_single_texts_are_timed_on_shapes_met_before_without_a_batch_1_pass(bert
 def test_every_shape_a_throughput_pass_meets_is_met_before_any_pass_is_timed(bert_dir, tmp_path, monkeypatch):
     """OpenVINO prepares kernels per new input shape: the first strategy to meet a shape paid for it, and dynamic@1
     measured 0.3-0.5x sorted@1, the same work. The passes at a batch size now run on shapes met once before them."""
-    from fastsentiment.backends.onnx_backend import OnnxBackend
-    from fastsentiment.bench import measure
-
-    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "data.tsv"
-    data.write_text("sentence\n" + "".join(" ".join(["good"] * (i + 1)) + "\n" for i in range(12)))  # 12 lengths
-    shapes, logits = [], OnnxBackend.logits
-
-    def noting_shapes(self, input_ids, attention_mask):
-        shapes.append(input_ids.shape)
-        return logits(self, input_ids, attention_mask)
-
-    monkeypatch.setattr(OnnxBackend, "logits", noting_shapes)
-    spec = measure.Spec(config="onnx:fp32", model=str(bert_dir), data=str(data), batch_sizes=[1], latency_samples=12)
-    measure.measure(spec)
+    shapes = _shapes_measured(bert_dir, tmp_path, monkeypatch, [1])
     # the calls: one warm-up batch, the shapes met once, three timed passes of 12 texts, and the single texts (a
     # warm-up of 8 in one call, 12 timed)
     met = len(shapes) - 1 - 36 - 1 - 12
