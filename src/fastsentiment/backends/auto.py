@@ -478,7 +478,7 @@ def _decisions_of_any_software(model: ModelDir, device: str, threads: int | None
     """The decision files for `model` on this machine, of whatever runtimes and version (the one of files named
     before the software was, too), the latest first."""
     base = _decisions_base(model, device, threads)
-    files = [*base.parent.glob(f"{glob.escape(base.name)}-{'[0-9a-f]' * 8}.json"), base.with_name(f"{base.name}.json")]
+    files = [*base.parent.glob(f"{glob.escape(base.name)}-{'[0-9a-f]' * 8}.json"), base.with_suffix(".json")]
 
     def modified(path: Path) -> float:
         try:
@@ -497,6 +497,8 @@ def cached_decision(
     model: ModelDir, device: str, calibration_identity: str = "builtin-v1", threads: int | None = None
 ) -> dict | None:
     """The stored decision if it was made for exactly this model, machine, runtimes and thread cap; None otherwise."""
+    if not _decisions_of_any_software(model, device, threads):  # none: said without reading the runtimes' versions
+        return None
     software = _software()
     path = decision_path(model, device, threads, software)
     if not path.is_file():  # a file named before the software was: used where its key still holds
@@ -530,9 +532,11 @@ def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
     an upgrade, production otherwise fell back to the interim choice saying it was never measured)."""
     try:
         # this software's file, else the latest of another's (the one before an upgrade)
+        stored_files = _decisions_of_any_software(model, device, threads)
+        if not stored_files:
+            return "not yet measured"
         own = decision_path(model, device, threads)
-        latest = own if own.is_file() else next(iter(_decisions_of_any_software(model, device, threads)), own)
-        stored = json.loads(latest.read_text())
+        stored = json.loads((own if own in stored_files else stored_files[0]).read_text())
         stored_key, measured_at = dict(stored["key"]), str(stored["measured_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return "not yet measured"

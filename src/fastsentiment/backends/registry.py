@@ -252,7 +252,9 @@ def auto_choice(
     return first_with_precision(device, precision, model, decision)
 
 
-def first_with_precision(device: str, precision: str, model: ModelDir | None = None, decision: dict | None = None):
+def first_with_precision(
+    device: str, precision: str, model: ModelDir | None = None, decision: dict | None = None
+) -> Choice:
     """The first backend `auto` chooses from that runs `precision` on `device` and that `decision` (a cached `tune`
     table) did not measure below the fidelity bar, as a `Choice`; an error naming what does run, where none does."""
     from fastsentiment.backends.auto import Choice, candidates, measured_configs, rejected_configs
