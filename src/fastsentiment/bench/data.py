@@ -133,8 +133,10 @@ def from_datasets(option: str, label_names: list[str] | None = None) -> BenchDat
     validation = data["validation"]
     labels = list(validation["label"])
     glue_names = validation.features["label"].names  # ["negative", "positive"]
+    # By name where the head names GLUE's classes; a head without names of its own (LABEL_0, LABEL_1) takes GLUE's
+    # ids as they are.
     positions = matching_classes(glue_names, label_names) if label_names else None
-    if positions is not None:  # a head without names of its own (LABEL_0, LABEL_1) takes GLUE's ids as they are
+    if positions is not None:
         labels = [positions[label] for label in labels]
     return BenchData(
         GLUE_SST2,
