@@ -333,13 +333,13 @@ def _as_sentencepiece_class(
     if not isinstance(tokenizer.model, Unigram):
         return tokenizer
     charsmap = _precompiled_charsmap(json.loads(tokenizer.to_str()).get("normalizer"))
-    prepend = "always" if _flag(model, "add_prefix_space", True) else None
+    prepend = "always" if _init_flag(model, "add_prefix_space", True) else None
     if sentencepiece_class.whitespace_split:
         tokenizer.normalizer = normalizers.Precompiled(charsmap) if charsmap is not None else None
         steps = [pre_tokenizers.WhitespaceSplit()]
         prepend = prepend or "never"
     else:
-        lowercase = [normalizers.Lowercase()] if _flag(model, "do_lower_case", False) else []
+        lowercase = [normalizers.Lowercase()] if _init_flag(model, "do_lower_case", False) else []
         if charsmap is not None:
             squeeze = [normalizers.Precompiled(charsmap), normalizers.Strip(left=False, right=True),
                        normalizers.Replace(Regex(r" {2,}"), " ")]  # fmt: skip
@@ -347,7 +347,7 @@ def _as_sentencepiece_class(
             squeeze = [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
                        normalizers.Strip(left=False, right=True)]  # fmt: skip
         tokenizer.normalizer = normalizers.Sequence([*lowercase, *squeeze])
-        steps = [pre_tokenizers.Punctuation(behavior="isolated")] if _flag(model, "split_by_punct", False) else []
+        steps = [pre_tokenizers.Punctuation(behavior="isolated")] if _init_flag(model, "split_by_punct", False) else []
         prepend = prepend or "first"
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*steps, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
     cls = _special_token(model.tokenizer_config, "cls_token", sentencepiece_class.cls_token)
@@ -402,6 +402,15 @@ def _wrapping_ids(tokenizer: Tokenizer, model: ModelDir, cls: str, sep: str) -> 
         missing = " and ".join(token for token, id_ in ids.items() if id_ is None)
         raise ModelError(f"{model.path}: the tokenizer's vocabulary has no {missing} to wrap a text in")
     return ids
+
+
+def _init_flag(model: ModelDir, key: str, default: bool) -> bool:
+    """A true/false setting of tokenizer_config.json that a class's __init__ reads by its truth (`default` when
+    absent): null is false there (`"always" if add_prefix_space else "never"`), as saved configs may write it; other
+    values are refused as `_flag` refuses them."""
+    if model.tokenizer_config.get(key, default) is None:
+        return False
+    return bool(_flag(model, key, default))
 
 
 def _flag(model: ModelDir, key: str, default: bool | None) -> bool | None:
