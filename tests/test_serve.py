@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT
 from fastsentiment import Classifier
+from fastsentiment.errors import InputError
 from tiny_models import build_model
 
 WORDS = "the a good bad film movie cheese cake like love hate not great was".split()
@@ -1036,3 +1037,25 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_di
     assert result.returncode == 2
     error = result.stderr.decode()
     assert error.strip().splitlines()[-1].startswith("error: unknown backend 'nosuch'") and "Traceback" not in error
+
+
+def test_an_openvino_server_says_how_many_shapes_it_ran_before_it_was_ready(bert_dir, cache):
+    running = Server(bert_dir, "--backend", "openvino", "--warm-up-length", "8", env={"FASTSENTIMENT_CACHE": cache})
+    try:
+        answer = httpx.post(f"{running.url}/predict", json={"inputs": "good film"}, timeout=30)
+        assert answer.status_code == 200 and len(answer.json()[0]) == 2
+    finally:
+        running.stop()
+    # 6 lengths (3 to 8 tokens) on each of the server's models: one, or two where OpenVINO runs streams.
+    said = re.search(
+        r"prepared (\d+) input shapes in [\d.]+ s \(--warm-up-length 8\)", running.process.stderr.read().decode()
+    )
+    assert said and int(said.group(1)) in (6, 12)
+
+
+@pytest.mark.parametrize("length", [-1, 2.5, True])
+def test_a_warm_up_length_that_is_not_a_count_of_tokens_is_refused(length):
+    from fastsentiment.serve.app import ServerSettings
+
+    with pytest.raises(InputError, match="--warm-up-length must be a whole number of tokens"):
+        ServerSettings(warm_up_length=length)

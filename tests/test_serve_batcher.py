@@ -1,4 +1,4 @@
-"""The server's dynamic batcher on a real tokenizer and a real ONNX Runtime model, without HTTP."""
+"""The server's dynamic batcher and warm-up on a real tokenizer and real ONNX Runtime and OpenVINO models, without HTTP."""
 
 import asyncio
 import threading
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from fastsentiment import Classifier
+from fastsentiment.backends.base import parallel_calls, usable_cpus
 from fastsentiment.errors import InputError
-from fastsentiment.serve.app import counting_encoder
+from fastsentiment.serve.app import WARM_UP_TEXT, counting_encoder, load_and_warm, warm_shapes
 from fastsentiment.serve.batcher import QUIET_BATCHES, BatchSettings, DynamicBatcher
 
 
@@ -308,3 +309,49 @@ def test_a_request_whose_client_went_away_leaves_the_queue_at_once(classifier):
     depth, first, live = run_batcher(recorder, BatchSettings(max_queue=300), scenario)
     assert depth == 0 and first.shape == (1, 2) and live.shape == (100, 2)
     assert not [text for text in recorder.encoded if text.startswith("text ")]  # never computed
+
+
+@pytest.fixture
+def model_calls(monkeypatch):
+    """Every OpenVINO model call's input ids, as the real backend runs them (from any thread)."""
+    from fastsentiment.backends.openvino_backend import OpenvinoBackend
+
+    calls: list[np.ndarray] = []
+    real = OpenvinoBackend.logits
+
+    def noted(self, input_ids, attention_mask):
+        calls.append(input_ids.copy())
+        return real(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(OpenvinoBackend, "logits", noted)
+    return calls
+
+
+def test_a_server_starts_with_every_length_of_a_lone_text_run_on_each_of_its_openvino_models(
+    bert_dir, tmp_path, monkeypatch, model_calls, every_cpu
+):
+    """OpenVINO prepares kernels per input shape: the server runs a lone text of every length up to the warm-up length
+    once on each of its streams and on its one-call model, so that no request below saturation waits for that; each
+    a real text cut as the encoder cuts (its [SEP] kept). ONNX Runtime does not prepare per shape: nothing more than
+    its two shapes."""
+    if usable_cpus() < 2:
+        pytest.skip("one CPU: OpenVINO runs one stream")
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path))
+    classifier, alone = load_and_warm(lambda: Classifier.load(bert_dir, backend="openvino", batch_size=4), 12)
+    streams = parallel_calls(classifier.backend)
+    assert streams > 1 and alone is not classifier  # two models: the streams, and every thread on one call
+    sep = classifier.encoder.encode(["film"])[0][-1]
+    before = len(classifier.encoder.encode([WARM_UP_TEXT])[0])  # the text every server runs (alone, and 8 times)
+    lone = [ids for ids in model_calls if ids.shape[0] == 1]
+    # Besides: the text run before, once on each model; the two-token call each OpenVINO backend makes as it loads.
+    expected = [*range(3, 13)] * (streams + 1) + [before] * 2 + [2] * 2
+    assert sorted(ids.shape[1] for ids in lone) == sorted(expected)
+    assert all(ids[0, -1] == sep for ids in lone if ids.shape[1] > 2)
+
+    model_calls.clear()
+    monkeypatch.setattr(Classifier, "one_call_at_a_time", lambda self: self)
+    load_and_warm(lambda: Classifier.load(bert_dir, backend="openvino", batch_size=4), 2000)  # over the model's limit
+    assert {ids.shape[1] for ids in model_calls} == {2, before, *range(3, 65)}  # tiny-bert takes 64 tokens
+
+    onnx = Classifier.load(bert_dir, backend="onnx")
+    assert warm_shapes(onnx, 12) == 0

@@ -191,6 +191,10 @@ class BackendSpec:
     # Whether load() takes `workload` ("throughput" or "latency") and, for throughput, may return a backend whose
     # `parallel_calls` logits calls run at once, each on its own share of the threads.
     parallel: bool = False
+    # Whether the runtime prepares its kernels for each input shape it meets, so that the first call at a new
+    # (texts, tokens) shape costs more than its repeats (OpenVINO on the CPU: about 5 ms more for the built-in model
+    # at batch 1, on each of its streams); a server warms every shape it expects (serve/app.py `warm_shapes`).
+    prepares_per_shape: bool = False
 
     def precision_runs_on(self, precision: str, device_kind: str) -> bool:
         """Whether `precision` is one of this backend's on a device of this kind (registry.kind_on says which kind

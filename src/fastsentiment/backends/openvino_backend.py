@@ -47,6 +47,7 @@ class OpenvinoBackend:
         precisions=("bf16", "fp32", "int8", "int8-static"),
         default_precision="bf16",
         parallel=True,
+        prepares_per_shape=True,
     )
 
     def __init__(self, compiled, feeds: list[str], precision: str) -> None:

@@ -15,6 +15,7 @@ from fastsentiment.cli.options import (
     label_names,
     load_classifier,
 )
+from fastsentiment.serve.batcher import WARM_UP_LENGTH
 
 
 @app.command()
@@ -59,6 +60,14 @@ def serve(
         help="Seconds a request's line and headers may take to arrive from its first byte (then 408); a connection "
         "on which no request begins for as long is closed.",
     ),
+    warm_up_length: int = typer.Option(
+        WARM_UP_LENGTH,
+        "--warm-up-length",
+        min=0,
+        help="Tokens up to which every input shape (texts per model call by tokens) is run once before the server is "
+        "ready, where the runtime prepares kernels per shape (OpenVINO: about 5 ms the first time a shape is met); "
+        "0: two shapes only.",
+    ),
     labels: LabelsOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /predict, /health, /info, /metrics; docs at /docs)."""
@@ -86,6 +95,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,
         header_timeout_s=header_timeout,
+        warm_up_length=warm_up_length,
     )
 
     def load():
