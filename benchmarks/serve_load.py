@@ -115,6 +115,8 @@ def start_server(args, port: int) -> subprocess.Popen:
     command += ["--model-batch-size", str(args.model_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     if args.max_batch_tokens:
         command += ["--max-batch-tokens", str(args.max_batch_tokens)]
+    if args.warm_up_length is not None:
+        command += ["--warm-up-length", str(args.warm_up_length)]
     if args.model:
         command += ["--model", args.model]
     if args.precision:
@@ -216,12 +218,13 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
 def without_http(args, sentences: list[str], rates: list[float], clients: int = 64) -> dict:
     from fastsentiment import Classifier
     from fastsentiment.serve.app import load_and_warm, model_batcher
-    from fastsentiment.serve.batcher import BatchSettings
+    from fastsentiment.serve.batcher import WARM_UP_LENGTH, BatchSettings
 
     classifier, alone = load_and_warm(
         lambda: Classifier.load(
             args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
-        )
+        ),
+        WARM_UP_LENGTH if args.warm_up_length is None else args.warm_up_length,
     )
     batching = BatchSettings(max_wait_ms=args.max_wait_ms)
 
@@ -429,6 +432,7 @@ def main() -> None:
     parser.add_argument("--model-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
     parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
+    parser.add_argument("--warm-up-length", type=int, help="the server's --warm-up-length (default: its own)")
     parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")
     parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
     parser.add_argument("--per-request", default="1,8", help="sentences per request body")
