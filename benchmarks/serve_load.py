@@ -217,8 +217,9 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
 # ---- without HTTP: the server's batcher fed by coroutines -----------------------------------
 def without_http(args, sentences: list[str], rates: list[float], clients: int = 64) -> dict:
     from fastsentiment import Classifier
+    from fastsentiment.serve import WARM_UP_LENGTH
     from fastsentiment.serve.app import load_and_warm, model_batcher
-    from fastsentiment.serve.batcher import WARM_UP_LENGTH, BatchSettings
+    from fastsentiment.serve.batcher import BatchSettings
 
     classifier, alone = load_and_warm(
         lambda: Classifier.load(

@@ -2,11 +2,11 @@
 
     python benchmarks/serve_warm_up.py --rate 245 --pairs 11 --out docs/results/serve-warm-up.json
 
-Pairs of servers (`--warm-up-length 0`, then the server's default), one after the other so that a slow spell of a
-shared machine falls on both sides; each gets `--rate` single-sentence requests a second for `--seconds` from the
-moment /health says ready (benchmarks/open_loop.c, latencies counted from when each request was due). Half of the
-saturation rate that `benchmarks/serve_load.py` measures is the rate issue 16 names. Prints each server's p50, p90
-and p99 and, per side, their medians.
+Pairs of servers (`--warm-up-length 0` and the server's default, each first in every other pair), one after the other
+so that a slow spell of a shared machine falls on both sides; each gets `--rate` single-sentence requests a second
+for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each request
+was due). Half of the saturation rate that `benchmarks/serve_load.py` measures is the rate issue 16 names. Prints
+each server's p50, p90 and p99 and, per side, their medians.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 from serve_load import SST2_TEST, bodies_of, build_open_loop, cpu_flags, free_port, open_loop, start_server
 
-from fastsentiment.serve.batcher import WARM_UP_LENGTH
+from fastsentiment.serve import WARM_UP_LENGTH
 
 PERCENTILES = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99")
 
@@ -46,8 +46,9 @@ def main() -> None:
         generator = build_open_loop(Path(scratch))
         lines = Path(scratch) / "bodies-1.jsonl"
         lines.write_bytes(b"".join(body + b"\n" for body in bodies_of(sentences, 1)))
-        for _ in range(args.pairs):
-            for length in (0, WARM_UP_LENGTH):
+        for pair in range(args.pairs):
+            # Each side goes first in every other pair, so that neither always meets the machine as the other left it.
+            for length in (0, WARM_UP_LENGTH) if pair % 2 == 0 else (WARM_UP_LENGTH, 0):
                 server_args = SimpleNamespace(
                     model=args.model, backend=args.backend, precision=args.precision, server_nice=0,
                     model_batch_size=args.model_batch_size, max_wait_ms=0.0, max_batch_tokens=None,

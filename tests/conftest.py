@@ -106,21 +106,3 @@ def coreml_program(package: Path):
     function = spec.mlProgram.functions["main"]
     (block,) = function.block_specializations.values()
     return spec, block
-
-
-@pytest.fixture
-def every_cpu():
-    """This process on every CPU of the machine for one test (a pytest-xdist worker keeps to its own), restored
-    afterwards."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    pinned = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    except OSError:
-        pass
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, pinned)

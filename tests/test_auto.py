@@ -407,6 +407,24 @@ def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_di
         ), device
 
 
+@pytest.fixture
+def every_cpu():
+    """This process on every CPU of the machine for one test (a pytest-xdist worker keeps to its own), restored
+    afterwards."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
+
+
 def test_a_decision_for_fewer_threads_is_measured_with_them_and_kept_apart(model, cache, monkeypatch, every_cpu):
     from fastsentiment.backends import registry
     from fastsentiment.backends.base import usable_cpus

@@ -1,15 +1,18 @@
 """The server's dynamic batcher and warm-up on a real tokenizer and real ONNX Runtime and OpenVINO models, without HTTP."""
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 from fastsentiment import Classifier
-from fastsentiment.backends.base import parallel_calls, usable_cpus
 from fastsentiment.errors import InputError
-from fastsentiment.serve.app import WARM_UP_TEXT, counting_encoder, load_and_warm, warm_shapes
+from fastsentiment.serve.app import counting_encoder, load_and_warm, warm_shapes
 from fastsentiment.serve.batcher import QUIET_BATCHES, BatchSettings, DynamicBatcher
 
 
@@ -327,31 +330,65 @@ def model_calls(monkeypatch):
     return calls
 
 
+WARM_UP_CHECK = """
+import json, os, sys
+os.sched_setaffinity(0, range(os.cpu_count()))  # the test worker was pinned to one CPU, where OpenVINO runs one stream
+from fastsentiment import Classifier
+from fastsentiment.backends.base import parallel_calls
+from fastsentiment.backends.openvino_backend import OpenvinoBackend
+from fastsentiment.serve.app import WARM_UP_TEXT, load_and_warm
+
+lengths, closed = [], []
+real = OpenvinoBackend.logits
+
+def noted(self, input_ids, attention_mask):  # each call's shape, from whichever thread runs it
+    if input_ids.shape[0] == 1:
+        lengths.append(input_ids.shape[1])
+        closed.append(int(input_ids[0, -1]))
+    return real(self, input_ids, attention_mask)
+
+OpenvinoBackend.logits = noted
+classifier, alone = load_and_warm(lambda: Classifier.load(sys.argv[1], backend="openvino", batch_size=4), 12)
+encoder = classifier.encoder
+print(json.dumps({
+    "streams": parallel_calls(classifier.backend),
+    "two_models": alone is not classifier,
+    "lengths": lengths,
+    "closed": closed,
+    "sep": encoder.encode(["film"])[0][-1],
+    "before": len(encoder.encode([WARM_UP_TEXT])[0]),
+}))
+"""
+
+
 def test_a_server_starts_with_every_length_of_a_lone_text_run_on_each_of_its_openvino_models(
-    bert_dir, tmp_path, monkeypatch, model_calls, every_cpu
+    bert_dir, tmp_path, monkeypatch, model_calls
 ):
     """OpenVINO prepares kernels per input shape: the server runs a lone text of every length up to the warm-up length
     once on each of its streams and on its one-call model, so that no request below saturation waits for that; each
     a real text cut as the encoder cuts (its [SEP] kept). ONNX Runtime does not prepare per shape: nothing more than
     its two shapes."""
-    if usable_cpus() < 2:
+    if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: OpenVINO runs one stream")
-    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path))
-    classifier, alone = load_and_warm(lambda: Classifier.load(bert_dir, backend="openvino", batch_size=4), 12)
-    streams = parallel_calls(classifier.backend)
-    assert streams > 1 and alone is not classifier  # two models: the streams, and every thread on one call
-    sep = classifier.encoder.encode(["film"])[0][-1]
-    before = len(classifier.encoder.encode([WARM_UP_TEXT])[0])  # the text every server runs (alone, and 8 times)
-    lone = [ids for ids in model_calls if ids.shape[0] == 1]
+    # In a process of its own: OpenVINO reads the CPUs it may use once per process, and this worker's are pinned.
+    environment = {**os.environ, "FASTSENTIMENT_CACHE": str(tmp_path)}
+    environment.pop("FASTSENTIMENT_THREADS", None)
+    child = subprocess.run(
+        [sys.executable, "-c", WARM_UP_CHECK, str(bert_dir)], env=environment, capture_output=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr.decode()[-2000:]
+    seen = json.loads(child.stdout.decode().strip().splitlines()[-1])
+    assert seen["streams"] > 1 and seen["two_models"]  # two models: the streams, and every thread on one call
     # Besides: the text run before, once on each model; the two-token call each OpenVINO backend makes as it loads.
-    expected = [*range(3, 13)] * (streams + 1) + [before] * 2 + [2] * 2
-    assert sorted(ids.shape[1] for ids in lone) == sorted(expected)
-    assert all(ids[0, -1] == sep for ids in lone if ids.shape[1] > 2)
+    expected = [*range(3, 13)] * (seen["streams"] + 1) + [seen["before"]] * 2 + [2] * 2
+    assert sorted(seen["lengths"]) == sorted(expected)
+    assert all(last == seen["sep"] for last, length in zip(seen["closed"], seen["lengths"], strict=True) if length > 2)
 
-    model_calls.clear()
+    # One model (this worker's one stream) and a length over the model's: cut at the model's 64 tokens.
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path))
     monkeypatch.setattr(Classifier, "one_call_at_a_time", lambda self: self)
-    load_and_warm(lambda: Classifier.load(bert_dir, backend="openvino", batch_size=4), 2000)  # over the model's limit
-    assert {ids.shape[1] for ids in model_calls} == {2, before, *range(3, 65)}  # tiny-bert takes 64 tokens
+    load_and_warm(lambda: Classifier.load(bert_dir, backend="openvino", batch_size=4), 2000)
+    assert {ids.shape[1] for ids in model_calls} == {2, seen["before"], *range(3, 65)}
 
     onnx = Classifier.load(bert_dir, backend="onnx")
     assert warm_shapes(onnx, 12) == 0

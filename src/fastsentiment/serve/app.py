@@ -35,7 +35,8 @@ from fastsentiment.backends.base import parallel_calls
 from fastsentiment.checks import is_count
 from fastsentiment.classifier import Classifier, function_name
 from fastsentiment.errors import InputError
-from fastsentiment.serve.batcher import WARM_UP_LENGTH, BatchSettings, DynamicBatcher, QueueFull
+from fastsentiment.serve import WARM_UP_LENGTH
+from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import REFUSED_BY_PROTOCOL, Metrics
 from fastsentiment.texts import MAX_TEXT_CHARS, has_undecodable, text_problem
 from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations, truncated
@@ -65,7 +66,7 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     # And one that never finishes its request line and headers holds a connection (serve/protocol.py).
     header_timeout_s: float = 20.0
-    # Every (texts, tokens) shape up to this many tokens is run once before the server is ready (`warm_shapes`).
+    # One text of every length up to this many tokens runs before the server is ready (`warm_shapes`).
     warm_up_length: int = WARM_UP_LENGTH
 
     def __post_init__(self) -> None:
@@ -684,8 +685,8 @@ def warm_shapes(model: Classifier, max_tokens: int) -> int:
     not met yet waits for that preparation (OpenVINO, built-in model, 2-core EPYC: about 5 ms a shape). Below
     saturation each request is a model call of its own (2,398 of 2,399 batches at half load), so these are the shapes
     that set its latency; OpenVINO keys much of the preparation by tokens per call, so they also serve most calls of
-    several texts as long (1.2 instead of 4-5 ms more at first meeting). Returns the number of shapes run (0 where the
-    runtime does not prepare per shape)."""
+    several texts with as many tokens in all (1.2 instead of 4 ms more at first meeting). Returns the number of shapes
+    run (0 where the runtime does not prepare per shape)."""
     if not model.backend.spec.prepares_per_shape:
         return 0
     encoder = model.encoder
@@ -695,7 +696,9 @@ def warm_shapes(model: Classifier, max_tokens: int) -> int:
     calls = parallel_calls(model.backend)
     lengths = range(encoder.special_tokens + 1, longest + 1)
     for length in lengths:
-        # `calls` calls at once: each of the runtime's streams prepares the shape for itself.
+        # `calls` calls at once, so that each of the runtime's streams prepares the shape for itself: OpenVINO gives a
+        # call to whichever stream is free, so this is likely rather than certain (after it, a first call at a warmed
+        # length on either stream cost up to 2 ms more than its repeats, as any change of length does, not 5).
         model.logits_for_ids([truncated(ids, length, encoder.closing_tokens)] * calls, batch_size=1)
     return len(lengths)
 

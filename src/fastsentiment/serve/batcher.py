@@ -37,11 +37,6 @@ from fastsentiment.errors import InputError
 # on the 2-core AVX-512 EPYC a short request sent while a request of 96 texts of 512 tokens ran waited 0.22 s (median)
 # at 1,024 and 0.50 s at 2,048 (docs/benchmarks.md, note 22), against the whole 4 s of the large request at the former 16,384.
 TOKENS_PER_CALL_TEXT = 128
-# Tokens up to which a server runs a lone text of every length once before it is ready, where the runtime prepares
-# kernels per input shape (serve/app.py `warm_shapes`): SST-2's sentences reach 64 tokens with the built-in model's
-# tokenizer (test set: median 24, p99 54), reviews and posts more. On the 2-core EPYC (OpenVINO int8, built-in model,
-# both the streams and the one-call model) 64 took 1.0 s, 128 took 2.8 s and 512 took 35 s.
-WARM_UP_LENGTH = 128
 
 # Batches in a row without an arrival during their computation before a batch may run alone: one quiet batch
 # happens often at half load too, where running alone cost more than it gave (10.3 against 6.7 ms median).
