@@ -1,0 +1,114 @@
+"""Where the slowest requests' time goes: the server's own models and batcher in this process (no HTTP), fed single
+sentences at a fixed rate, with every model call timed.
+
+    python benchmarks/serve_trace.py --rate 245 --seconds 10
+
+Prints the requests' p50/p90/p99 (each counted from when it was due, as benchmarks/open_loop.c counts), the model
+calls by path (the streams, or the one-call model of a quiet machine) and by texts per call, their durations, and
+for the slowest 1% of requests: how long each waited before the call that answered it began, how long that call
+took and how many texts it held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from serve_load import SST2_TEST
+
+from fastsentiment import Classifier
+from fastsentiment.serve import WARM_UP_LENGTH
+from fastsentiment.serve.app import load_and_warm, model_batcher
+from fastsentiment.serve.batcher import BatchSettings
+
+
+def timed(run, path: str, calls: list):
+    """`run` (a classifier's logits_for_ids), noting each call's (start, end, texts, path)."""
+
+    def call(sequences):
+        started = time.perf_counter()
+        logits = run(sequences)
+        calls.append((started, time.perf_counter(), len(sequences), path, threading.get_ident()))
+        return logits
+
+    return call
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[round(fraction * (len(ordered) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="default: the built-in model")
+    parser.add_argument("--backend", default="openvino")
+    parser.add_argument("--precision")
+    parser.add_argument("--model-batch-size", type=int, default=8)
+    parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH)
+    parser.add_argument("--rate", type=float, required=True, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--data", type=Path, default=SST2_TEST)
+    args = parser.parse_args()
+    with open(args.data, encoding="utf-8", newline="") as stream:
+        sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    classifier, alone = load_and_warm(
+        lambda: Classifier.load(
+            args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
+        ),
+        args.warm_up_length,
+    )
+    calls: list[tuple] = []
+    classifier.logits_for_ids = timed(classifier.logits_for_ids, "streams", calls)
+    if alone is not classifier:
+        alone.logits_for_ids = timed(alone.logits_for_ids, "one call", calls)
+
+    async def feed() -> list[tuple[float, float]]:
+        batcher = model_batcher(classifier, alone, BatchSettings())
+        batcher.start()
+        answered: list[tuple[float, float]] = []  # (due, answered)
+
+        async def one(index: int, due: float) -> None:
+            await batcher.submit([sentences[index % len(sentences)]])
+            answered.append((due, time.perf_counter()))
+
+        total, start, sent, requests = round(args.rate * args.seconds), time.perf_counter(), 0, []
+        while sent < total:
+            while sent < total and start + sent / args.rate <= time.perf_counter():
+                requests.append(asyncio.create_task(one(sent, start + sent / args.rate)))
+                sent += 1
+            await asyncio.sleep(max(0.0, start + sent / args.rate - time.perf_counter()))
+        await asyncio.gather(*requests)
+        await batcher.drain()
+        return answered
+
+    answered = asyncio.run(feed())
+    latencies = sorted(1000 * (end - due) for due, end in answered)
+    print(
+        f"{len(latencies)} requests: p50 {percentile(latencies, 0.5):.2f} ms, p90 {percentile(latencies, 0.9):.2f}, "
+        f"p99 {percentile(latencies, 0.99):.2f}"
+    )
+    print("model calls by path:", dict(Counter(call[3] for call in calls)))
+    print("texts per call:", dict(sorted(Counter(call[2] for call in calls).items())))
+    for path in sorted({call[3] for call in calls}):
+        durations = sorted(1000 * (end - start) for start, end, _, named, _ in calls if named == path)
+        print(
+            f"{path} calls: p50 {percentile(durations, 0.5):.2f} ms, p90 {percentile(durations, 0.9):.2f}, "
+            f"p99 {percentile(durations, 0.99):.2f}, max {durations[-1]:.2f}"
+        )
+    print("slowest 1% of requests:")
+    slowest = sorted(answered, key=lambda pair: pair[1] - pair[0])[-max(1, len(answered) // 100) :]
+    for due, end in slowest:
+        start, finish, texts, path, _ = min((c for c in calls if c[1] <= end), key=lambda c: end - c[1])
+        print(
+            f"  {1000 * (end - due):6.1f} ms: waited {1000 * (start - due):5.1f} before its call, which took "
+            f"{1000 * (finish - start):5.1f} for {texts} texts ({path})"
+        )
+
+
+if __name__ == "__main__":
+    main()
