@@ -425,12 +425,23 @@ def own_cpu_seconds() -> float:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and backend options of the server benchmarks (this one, serve_warm_up.py, serve_trace.py)."""
     parser.add_argument("--model", help="default: the built-in model")
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision")
     parser.add_argument("--model-batch-size", type=int, default=8)
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The `sentence` column of a GLUE-style TSV (SST-2's train, dev or test)."""
+    with open(path, encoding="utf-8", newline="") as stream:
+        return [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_arguments(parser)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
     parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
     parser.add_argument("--warm-up-length", type=int, help="the server's --warm-up-length (default: its own)")
@@ -456,8 +467,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
-    with open(args.data, encoding="utf-8", newline="") as stream:
-        sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    sentences = read_sentences(args.data)
     started, busy, own = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
     results = {
         "model": args.model or "built-in",

@@ -14,7 +14,6 @@ request that arrives meanwhile may wait; a smaller budget means more batches (an
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import threading
@@ -22,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve_load import cpu_flags, free_port, report, start_server  # this folder: benchmarks/
+from serve_load import cpu_flags, free_port, read_sentences, report, start_server  # this folder: benchmarks/
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -100,8 +99,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SST2_DEV)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    with open(args.data, encoding="utf-8", newline="") as stream:
-        sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    sentences = read_sentences(args.data)
     # Texts longer than the model takes (truncated to its whole length): dev sentences run together.
     long_texts = [" ".join(sentences[i : i + 40]) for i in range(args.long_texts)]
     results = {

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from serve_load import SST2_TEST
+from serve_load import SST2_TEST, model_arguments, read_sentences
 
 from fastsentiment import Classifier
 from fastsentiment.serve import WARM_UP_LENGTH
@@ -45,17 +44,13 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="default: the built-in model")
-    parser.add_argument("--backend", default="openvino")
-    parser.add_argument("--precision")
-    parser.add_argument("--model-batch-size", type=int, default=8)
+    model_arguments(parser)
     parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     args = parser.parse_args()
-    with open(args.data, encoding="utf-8", newline="") as stream:
-        sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    sentences = read_sentences(args.data)
     classifier, alone = load_and_warm(
         lambda: Classifier.load(
             args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size

@@ -12,7 +12,6 @@ each server's p50, p90 and p99 and, per side, their medians.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import signal
 import statistics
@@ -20,7 +19,18 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from serve_load import SST2_TEST, bodies_of, build_open_loop, cpu_flags, free_port, open_loop, start_server
+from serve_load import (
+    SST2_TEST,
+    bodies_of,
+    build_open_loop,
+    cpu_flags,
+    free_port,
+    model_arguments,
+    open_loop,
+    read_sentences,
+    report,
+    start_server,
+)
 
 from fastsentiment.serve import WARM_UP_LENGTH
 
@@ -29,18 +39,14 @@ PERCENTILES = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="default: the built-in model")
-    parser.add_argument("--backend", default="openvino")
-    parser.add_argument("--precision")
-    parser.add_argument("--model-batch-size", type=int, default=8)
+    model_arguments(parser)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    with open(args.data, encoding="utf-8", newline="") as stream:
-        sentences = [row["sentence"] for row in csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    sentences = read_sentences(args.data)
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         generator = build_open_loop(Path(scratch))
@@ -68,12 +74,10 @@ def main() -> None:
                       for key in PERCENTILES}
         for length in (0, WARM_UP_LENGTH)
     }  # fmt: skip
-    results = {"cpu_flags": cpu_flags(), "rate": args.rate, "seconds": args.seconds, "runs": runs, "medians": medians}
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    report(
+        {"cpu_flags": cpu_flags(), "rate": args.rate, "seconds": args.seconds, "runs": runs, "medians": medians},
+        args.out,
+    )
 
 
 if __name__ == "__main__":
