@@ -193,7 +193,8 @@ class BackendSpec:
     parallel: bool = False
     # Whether the runtime prepares its kernels for each input shape it meets, so that the first call at a new
     # (texts, tokens) shape costs more than its repeats (OpenVINO on the CPU: about 5 ms more for the built-in model
-    # at batch 1, on each of its streams); a server warms every shape it expects (serve/app.py `warm_shapes`).
+    # at batch 1, on each of its streams); a server runs one text of every length before it is ready (serve/app.py
+    # `warm_shapes`).
     prepares_per_shape: bool = False
 
     def precision_runs_on(self, precision: str, device_kind: str) -> bool:
