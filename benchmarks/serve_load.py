@@ -46,6 +46,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fastsentiment.serve import WARM_UP_LENGTH
+
 ROOT = Path(__file__).resolve().parents[1]
 SST2_TEST = ROOT.parent / "shared" / "data" / "sst2" / "test.tsv"
 
@@ -115,8 +117,7 @@ def start_server(args, port: int) -> subprocess.Popen:
     command += ["--model-batch-size", str(args.model_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     if args.max_batch_tokens:
         command += ["--max-batch-tokens", str(args.max_batch_tokens)]
-    if args.warm_up_length is not None:
-        command += ["--warm-up-length", str(args.warm_up_length)]
+    command += ["--warm-up-length", str(args.warm_up_length)]
     if args.model:
         command += ["--model", args.model]
     if args.precision:
@@ -217,7 +218,6 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
 # ---- without HTTP: the server's batcher fed by coroutines -----------------------------------
 def without_http(args, sentences: list[str], rates: list[float], clients: int = 64) -> dict:
     from fastsentiment import Classifier
-    from fastsentiment.serve import WARM_UP_LENGTH
     from fastsentiment.serve.app import load_and_warm, model_batcher
     from fastsentiment.serve.batcher import BatchSettings
 
@@ -225,7 +225,7 @@ def without_http(args, sentences: list[str], rates: list[float], clients: int = 
         lambda: Classifier.load(
             args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
         ),
-        WARM_UP_LENGTH if args.warm_up_length is None else args.warm_up_length,
+        args.warm_up_length,
     )
     batching = BatchSettings(max_wait_ms=args.max_wait_ms)
 
@@ -251,22 +251,9 @@ def without_http(args, sentences: list[str], rates: list[float], clients: int = 
             return {"connections": clients, "requests_per_s": len(latencies) / (time.perf_counter() - started)}
 
         async def open_loop_at(rate: float, seconds: float) -> dict:
-            """Requests due every 1/rate s, each latency counted from when it was due (as open_loop.c does)."""
-            latencies: list[float] = []
-
-            async def one(index: int, due: float) -> None:
-                await batcher.submit([sentences[index % len(sentences)]])
-                latencies.append(time.perf_counter() - due)
-
-            total, start, sent, requests = round(rate * seconds), time.perf_counter(), 0, []
-            while sent < total:
-                now = time.perf_counter()
-                while sent < total and start + sent / rate <= now:
-                    requests.append(asyncio.create_task(one(sent, start + sent / rate)))
-                    sent += 1
-                await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-            await asyncio.gather(*requests)
-            return {"target_requests_per_s": round(rate, 2), "requests": total, **percentiles(latencies)}
+            answered = await submit_at_rate(batcher, sentences, rate, seconds)
+            latencies = [end - due for due, end in answered]
+            return {"target_requests_per_s": round(rate, 2), "requests": len(answered), **percentiles(latencies)}
 
         await closed(2)  # warm-up, as the HTTP run has
         result = {"closed_loop": await closed(args.seconds), "open_loop": []}
@@ -276,6 +263,27 @@ def without_http(args, sentences: list[str], rates: list[float], clients: int = 
         return result
 
     return asyncio.run(measure())
+
+
+async def submit_at_rate(batcher, sentences: list[str], rate: float, seconds: float) -> list[tuple[float, float]]:
+    """Single sentences submitted to `batcher` every 1/rate s for `seconds`, whether or not earlier ones were
+    answered: for each, (when it was due, when it was answered), so that its latency counts from when it was due
+    (as open_loop.c counts it)."""
+    answered: list[tuple[float, float]] = []
+
+    async def one(index: int, due: float) -> None:
+        await batcher.submit([sentences[index % len(sentences)]])
+        answered.append((due, time.perf_counter()))
+
+    total, start, sent, requests = round(rate * seconds), time.perf_counter(), 0, []
+    while sent < total:
+        now = time.perf_counter()
+        while sent < total and start + sent / rate <= now:
+            requests.append(asyncio.create_task(one(sent, start + sent / rate)))
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    await asyncio.gather(*requests)
+    return answered
 
 
 # ---- the model alone: what the models give at these rates with no request path at all ---------------
@@ -444,7 +452,7 @@ def main() -> None:
     model_arguments(parser)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
     parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
-    parser.add_argument("--warm-up-length", type=int, help="the server's --warm-up-length (default: its own)")
+    parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH, help="the server's --warm-up-length")
     parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")
     parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
     parser.add_argument("--per-request", default="1,8", help="sentences per request body")

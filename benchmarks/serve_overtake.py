@@ -23,6 +23,8 @@ from pathlib import Path
 
 from serve_load import cpu_flags, free_port, read_sentences, report, start_server  # this folder: benchmarks/
 
+from fastsentiment.serve import WARM_UP_LENGTH
+
 ROOT = Path(__file__).resolve().parents[1]
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 
@@ -61,6 +63,7 @@ def one_budget(args, budget: int, sentences: list[str], long_texts: list[str]) -
             max_wait_ms=0.0,
             max_batch_tokens=budget,
             server_nice=0,
+            warm_up_length=WARM_UP_LENGTH,
         ),
         port,
     )

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from serve_load import SST2_TEST, model_arguments, read_sentences
+from serve_load import SST2_TEST, model_arguments, read_sentences, submit_at_rate
 
 from fastsentiment import Classifier
 from fastsentiment.serve import WARM_UP_LENGTH
@@ -65,19 +65,7 @@ def main() -> None:
     async def feed() -> list[tuple[float, float]]:
         batcher = model_batcher(classifier, alone, BatchSettings())
         batcher.start()
-        answered: list[tuple[float, float]] = []  # (due, answered)
-
-        async def one(index: int, due: float) -> None:
-            await batcher.submit([sentences[index % len(sentences)]])
-            answered.append((due, time.perf_counter()))
-
-        total, start, sent, requests = round(args.rate * args.seconds), time.perf_counter(), 0, []
-        while sent < total:
-            while sent < total and start + sent / args.rate <= time.perf_counter():
-                requests.append(asyncio.create_task(one(sent, start + sent / args.rate)))
-                sent += 1
-            await asyncio.sleep(max(0.0, start + sent / args.rate - time.perf_counter()))
-        await asyncio.gather(*requests)
+        answered = await submit_at_rate(batcher, sentences, args.rate, args.seconds)
         await batcher.drain()
         return answered
 
