@@ -118,6 +118,8 @@ def start_server(args, port: int) -> subprocess.Popen:
     if args.max_batch_tokens:
         command += ["--max-batch-tokens", str(args.max_batch_tokens)]
     command += ["--warm-up-length", str(args.warm_up_length)]
+    if args.pad_to_multiple_of:
+        command += ["--pad-to-multiple-of", str(args.pad_to_multiple_of)]
     if args.model:
         command += ["--model", args.model]
     if args.precision:
@@ -217,16 +219,10 @@ def session(args, sentences: list[str], per_request_levels: str, connections: st
 
 # ---- without HTTP: the server's batcher fed by coroutines -----------------------------------
 def without_http(args, sentences: list[str], rates: list[float], clients: int = 64) -> dict:
-    from fastsentiment import Classifier
     from fastsentiment.serve.app import load_and_warm, model_batcher
     from fastsentiment.serve.batcher import BatchSettings
 
-    classifier, alone = load_and_warm(
-        lambda: Classifier.load(
-            args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
-        ),
-        args.warm_up_length,
-    )
+    classifier, alone = load_and_warm(lambda: load_model(args), args.warm_up_length, args.pad_to_multiple_of)
     batching = BatchSettings(max_wait_ms=args.max_wait_ms)
 
     async def measure() -> dict:
@@ -294,20 +290,13 @@ def model_alone(args, sentences: list[str], rates: list[float]) -> dict:
     the model batch size), already tokenised. No HTTP, no event loop, no tokenising, no second process on the
     CPU: what each configuration gives at these rates by itself (the server chooses between the two per batch).
     A latency target that both miss is out of reach of the request path."""
-    from fastsentiment import Classifier
     from fastsentiment.backends.base import parallel_calls
+    from fastsentiment.serve.app import load_and_warm
 
-    def load(workload: str | None) -> Classifier:
-        return Classifier.load(
-            args.model,
-            backend=args.backend,
-            precision=args.precision,
-            batch_size=args.model_batch_size,
-            **({"workload": workload} if workload else {}),
-        )
-
+    # As the server has them: padded and warmed alike.
+    streams, latency = load_and_warm(lambda: load_model(args), args.warm_up_length, args.pad_to_multiple_of)
     results = {}
-    for name, model in (("latency", load("latency")), ("streams", load(None))):
+    for name, model in (("latency", latency), ("streams", streams)):
         encoded = model.encoder.encode(sentences)
         for size in (1, 2, 4, args.model_batch_size):  # every shape once, as the server's warm-up and load do
             model.logits_for_ids(encoded[:600], batch_size=size)
@@ -439,6 +428,15 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision")
     parser.add_argument("--model-batch-size", type=int, default=8)
+    parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH, help="the server's --warm-up-length")
+    parser.add_argument("--pad-to-multiple-of", type=int, help="the server's --pad-to-multiple-of (default: its own)")
+
+
+def load_model(args):
+    """The model the server benchmarks' own in-process steps load, as `model_arguments` name it."""
+    from fastsentiment import Classifier
+
+    return Classifier.load(args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size)
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -452,7 +450,6 @@ def main() -> None:
     model_arguments(parser)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
     parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
-    parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH, help="the server's --warm-up-length")
     parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")
     parser.add_argument("--fractions", default="0.25,0.5,0.75", help="open-loop rates, of the saturation rate")
     parser.add_argument("--per-request", default="1,8", help="sentences per request body")

@@ -64,6 +64,7 @@ def one_budget(args, budget: int, sentences: list[str], long_texts: list[str]) -
             max_batch_tokens=budget,
             server_nice=0,
             warm_up_length=WARM_UP_LENGTH,
+            pad_to_multiple_of=None,
         ),
         port,
     )

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from serve_load import SST2_TEST, model_arguments, read_sentences, submit_at_rate
+from serve_load import SST2_TEST, load_model, model_arguments, read_sentences, submit_at_rate
 
-from fastsentiment import Classifier
-from fastsentiment.serve import WARM_UP_LENGTH
 from fastsentiment.serve.app import load_and_warm, model_batcher
 from fastsentiment.serve.batcher import BatchSettings
 
@@ -45,18 +44,12 @@ def percentile(ordered: list[float], fraction: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model_arguments(parser)
-    parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     args = parser.parse_args()
     sentences = read_sentences(args.data)
-    classifier, alone = load_and_warm(
-        lambda: Classifier.load(
-            args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
-        ),
-        args.warm_up_length,
-    )
+    classifier, alone = load_and_warm(lambda: load_model(args), args.warm_up_length, args.pad_to_multiple_of)
     calls: list[tuple] = []
     classifier.logits_for_ids = timed(classifier.logits_for_ids, "streams", calls)
     if alone is not classifier:
@@ -83,10 +76,25 @@ def main() -> None:
             f"{path} calls: p50 {percentile(durations, 0.5):.2f} ms, p90 {percentile(durations, 0.9):.2f}, "
             f"p99 {percentile(durations, 0.99):.2f}, max {durations[-1]:.2f}"
         )
+    ends = sorted(calls, key=lambda call: call[1])
+    finishes = [call[1] for call in ends]
+
+    def answering_call(end: float) -> tuple:
+        """The call that answered a request answered at `end`: the last to finish before it."""
+        return ends[bisect.bisect_right(finishes, end) - 1]
+
+    parts = [(answering_call(end), due, end) for due, end in answered]
+    for name, span in (
+        ("due to its call's start", lambda call, due, end: call[0] - due),
+        ("its call", lambda call, due, end: call[1] - call[0]),
+        ("its call's end to answered", lambda call, due, end: end - call[1]),
+    ):
+        spans = sorted(1000 * span(*part) for part in parts)
+        print(f"{name}: p50 {percentile(spans, 0.5):.2f} ms, p90 {percentile(spans, 0.9):.2f}")
     print("slowest 1% of requests:")
     slowest = sorted(answered, key=lambda pair: pair[1] - pair[0])[-max(1, len(answered) // 100) :]
     for due, end in slowest:
-        start, finish, texts, path, _ = min((c for c in calls if c[1] <= end), key=lambda c: end - c[1])
+        start, finish, texts, path, _ = answering_call(end)
         print(
             f"  {1000 * (end - due):6.1f} ms: waited {1000 * (start - due):5.1f} before its call, which took "
             f"{1000 * (finish - start):5.1f} for {texts} texts ({path})"

@@ -2,9 +2,9 @@
 
     python benchmarks/serve_warm_up.py --rate 245 --pairs 11 --out docs/results/serve-warm-up.json
 
-Pairs of servers (`--warm-up-length 0` and the server's default, each first in every other pair), one after the other
-so that a slow spell of a shared machine falls on both sides; each gets `--rate` single-sentence requests a second
-for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each request
+Pairs of servers (`--warm-up-length 0` and `--warm-up-length`, by default the server's own, each first in every
+other pair), one after the other so that a slow spell of a shared machine falls on both sides; each gets `--rate`
+single-sentence requests a second for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each request
 was due). Half of the saturation rate that `benchmarks/serve_load.py` measures is the rate issue 16 names. Prints
 each server's p50, p90 and p99 and, per side, their medians.
 """
@@ -32,8 +32,6 @@ from serve_load import (
     start_server,
 )
 
-from fastsentiment.serve import WARM_UP_LENGTH
-
 PERCENTILES = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99")
 
 
@@ -54,11 +52,11 @@ def main() -> None:
         lines.write_bytes(b"".join(body + b"\n" for body in bodies_of(sentences, 1)))
         for pair in range(args.pairs):
             # Each side goes first in every other pair, so that neither always meets the machine as the other left it.
-            for length in (0, WARM_UP_LENGTH) if pair % 2 == 0 else (WARM_UP_LENGTH, 0):
+            for length in (0, args.warm_up_length) if pair % 2 == 0 else (args.warm_up_length, 0):
                 server_args = SimpleNamespace(
                     model=args.model, backend=args.backend, precision=args.precision, server_nice=0,
                     model_batch_size=args.model_batch_size, max_wait_ms=0.0, max_batch_tokens=None,
-                    warm_up_length=length,
+                    warm_up_length=length, pad_to_multiple_of=args.pad_to_multiple_of,
                 )  # fmt: skip
                 port = free_port()
                 server = start_server(server_args, port)
@@ -72,7 +70,7 @@ def main() -> None:
     medians = {
         str(length): {key: statistics.median(run[key] for run in runs if run["warm_up_length"] == length)
                       for key in PERCENTILES}
-        for length in (0, WARM_UP_LENGTH)
+        for length in (0, args.warm_up_length)
     }  # fmt: skip
     report(
         {"cpu_flags": cpu_flags(), "rate": args.rate, "seconds": args.seconds, "runs": runs, "medians": medians},

@@ -62,6 +62,30 @@ def test_batch_size_does_not_change_results(tiny_model):
     np.testing.assert_allclose(clf.logits(TEXTS, batch_size=64), one, atol=1e-5)
 
 
+def test_padding_to_a_multiple_changes_the_calls_shapes_not_their_results(tiny_model):
+    """Each call is padded to a multiple of 16 tokens (masked), whatever its texts' lengths; its logits are those of
+    dynamic padding, in every call form and for texts windowed over a long document."""
+    exact = Classifier.load(tiny_model, backend="onnx", precision="fp32")
+    padded = Classifier.load(tiny_model, backend="onnx", precision="fp32", pad_to_multiple_of=16)
+    widths = []
+    logits = padded.backend.logits
+    padded.backend.logits = lambda input_ids, attention_mask: (
+        widths.append(input_ids.shape[1]) or logits(input_ids, attention_mask)
+    )
+    np.testing.assert_allclose(padded.logits(TEXTS, batch_size=2), exact.logits(TEXTS, batch_size=2), atol=1e-5)
+    assert widths and all(width % 16 == 0 for width in widths)
+    long_text = "a good film about cheese " * 30
+    for windowed, reference in zip(
+        padded([long_text], long_text="chunk", stride=4), exact([long_text], long_text="chunk", stride=4), strict=True
+    ):
+        assert windowed["label"] == reference["label"] and windowed["score"] == pytest.approx(
+            reference["score"], abs=1e-5
+        )
+    # The one-call model a server builds beside it pads alike; so does a classifier cut shorter for one call.
+    assert padded.one_call_at_a_time().encoder.pad_to_multiple_of == 16
+    assert padded.encoder.limited_to(20).pad_to_multiple_of == 16
+
+
 def test_predict_returns_every_label_score(bert_dir):
     (prediction,) = Classifier.load(bert_dir, backend="torch").predict(["I like cheese"])
     assert set(prediction.scores) == {"NEGATIVE", "POSITIVE"}
@@ -350,6 +374,8 @@ def test_transformers_truncation_argument_is_taken(bert_dir):
         ({"labels": ["a", "a"]}, "must be distinct"),
         ({"labels": ["a", "b", "c"]}, "name 3 classes"),
         ({"workload": "latancy"}, "unknown workload 'latancy'; expected one of throughput, latency, start"),
+        ({"pad_to_multiple_of": 0}, "pad_to_multiple_of must be a whole number of at least 1, got 0"),
+        ({"pad_to_multiple_of": 8.0}, "pad_to_multiple_of must be a whole number of at least 1, got 8.0"),
     ],
 )
 def test_load_options_that_cannot_mean_anything_are_refused(bert_dir, options, message):

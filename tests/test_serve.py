@@ -1040,17 +1040,22 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_di
 
 
 def test_an_openvino_server_says_how_many_shapes_it_ran_before_it_was_ready(bert_dir, cache):
-    running = Server(bert_dir, "--backend", "openvino", "--warm-up-length", "8", env={"FASTSENTIMENT_CACHE": cache})
+    running = Server(
+        bert_dir, "--backend", "openvino", "--warm-up-length", "8", "--pad-to-multiple-of", "4",
+        "--model-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache},
+    )  # fmt: skip
     try:
         answer = httpx.post(f"{running.url}/predict", json={"inputs": "good film"}, timeout=30)
         assert answer.status_code == 200 and len(answer.json()[0]) == 2
     finally:
         running.stop()
-    # 6 lengths (3 to 8 tokens) on each of the server's models: one, or two where OpenVINO runs streams.
+    # 3 to 8 tokens pad to 4 or 8, 1 or 2 texts: 4 shapes on each of the server's models: one, or two where OpenVINO
+    # runs streams.
     said = re.search(
-        r"prepared (\d+) input shapes in [\d.]+ s \(--warm-up-length 8\)", running.process.stderr.read().decode()
+        r"prepared (\d+) input shapes in [\d.]+ s \(--warm-up-length 8, --pad-to-multiple-of 4\)",
+        running.process.stderr.read().decode(),
     )
-    assert said and int(said.group(1)) in (6, 12)
+    assert said and int(said.group(1)) in (4, 8)
 
 
 @pytest.mark.parametrize("length", [-1, 2.5, True])
@@ -1059,3 +1064,5 @@ def test_a_warm_up_length_that_is_not_a_count_of_tokens_is_refused(length):
 
     with pytest.raises(InputError, match="--warm-up-length must be a whole number of tokens"):
         ServerSettings(warm_up_length=length)
+    with pytest.raises(InputError, match="--pad-to-multiple-of must be a whole number of tokens, at least 1"):
+        ServerSettings(pad_to_multiple_of=0 if length == -1 else length)

@@ -12,7 +12,7 @@ import pytest
 
 from fastsentiment import Classifier
 from fastsentiment.errors import InputError
-from fastsentiment.serve.app import counting_encoder, warm_shapes
+from fastsentiment.serve.app import counting_encoder, load_and_warm, warm_shapes
 from fastsentiment.serve.batcher import QUIET_BATCHES, BatchSettings, DynamicBatcher
 
 
@@ -322,40 +322,46 @@ from fastsentiment.backends.base import parallel_calls
 from fastsentiment.backends.openvino_backend import OpenvinoBackend
 from fastsentiment.serve.app import WARM_UP_TEXT, load_and_warm, warm_shapes
 
-lengths, closed = [], []
+shapes, closed = [], []
 real = OpenvinoBackend.logits
 
 def noted(self, input_ids, attention_mask):  # each call's shape, from whichever thread runs it
-    if input_ids.shape[0] == 1:
-        lengths.append(input_ids.shape[1])
-        closed.append(int(input_ids[0, -1]))
+    shapes.append(list(input_ids.shape))
+    if input_ids.shape[1] > 2:  # not the two-token call of a load
+        closed.extend(int(row[mask.sum() - 1]) for row, mask in zip(input_ids, attention_mask))
     return real(self, input_ids, attention_mask)
 
 OpenvinoBackend.logits = noted
-classifier, alone = load_and_warm(lambda: Classifier.load(sys.argv[1], backend="openvino", batch_size=4), 12)
+classifier, alone = load_and_warm(lambda: Classifier.load(sys.argv[1], backend="openvino", batch_size=3), 12)
 encoder = classifier.encoder
-warmed = list(lengths)
-lengths.clear()
+warmed = list(shapes)
+shapes.clear()
 capped = warm_shapes(alone, 2000)  # over the model's limit
+capped_shapes = list(shapes)
+shapes.clear()
+exact = warm_shapes(alone.padded_to_multiple_of(1), 12)
 print(json.dumps({
     "streams": parallel_calls(classifier.backend),
     "two_models": alone is not classifier,
-    "lengths": warmed,
-    "closed": closed[: len(warmed)],
+    "padding": [classifier.encoder.pad_to_multiple_of, alone.encoder.pad_to_multiple_of],
+    "shapes": warmed,
+    "closed": sorted(set(closed)),
     "sep": encoder.encode(["film"])[0][-1],
-    "before": len(encoder.encode([WARM_UP_TEXT])[0]),
-    "capped": [capped, sorted(set(lengths))],
+    "before": encoder.padded_width(len(encoder.encode([WARM_UP_TEXT])[0])),
+    "capped": [capped, sorted({tuple(shape) for shape in capped_shapes})],
+    "exact": [exact, sorted({tuple(shape) for shape in shapes})],
 }))
 """
 
 
-def test_a_server_starts_with_every_length_of_a_lone_text_run_on_each_of_its_openvino_models(
+def test_a_server_starts_with_every_shape_of_a_model_call_run_on_each_of_its_openvino_models(
     bert_dir, tmp_path, monkeypatch
 ):
-    """OpenVINO prepares kernels per input shape: the server runs a lone text of every length up to the warm-up length
-    once on each of its streams and on its one-call model, so that no request below saturation waits for that; each
-    a real text cut as the encoder cuts (its [SEP] kept). ONNX Runtime does not prepare per shape: nothing more than
-    its two shapes."""
+    """OpenVINO prepares kernels per input shape: the server pads each call to a multiple of 8 tokens and runs every
+    shape a call can take up to the warm-up length, 1 to the model batch size of texts at each padded width, once on
+    each of its streams and on its one-call model, so that no request below saturation waits for that; each a real
+    text cut as the encoder cuts (its [SEP] kept). ONNX Runtime does not prepare per shape: nothing more than its two
+    shapes, and no padding."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: OpenVINO runs one stream")
     # In a process of its own: OpenVINO reads the CPUs it may use once per process, and this worker's are pinned.
@@ -367,14 +373,21 @@ def test_a_server_starts_with_every_length_of_a_lone_text_run_on_each_of_its_ope
     assert child.returncode == 0, child.stderr.decode()[-2000:]
     seen = json.loads(child.stdout.decode().strip().splitlines()[-1])
     assert seen["streams"] > 1 and seen["two_models"]  # two models: the streams, and every thread on one call
-    # Besides: the text run before, once on each model; the two-token call each OpenVINO backend makes as it loads.
-    expected = [*range(3, 13)] * (seen["streams"] + 1) + [seen["before"]] * 2 + [2] * 2
-    assert sorted(seen["lengths"]) == sorted(expected)
-    assert all(last == seen["sep"] for last, length in zip(seen["closed"], seen["lengths"], strict=True) if length > 2)
+    assert seen["padding"] == [8, 8]
+    # Up to 12 tokens pad to 8 or 16: 1 to 3 texts at each width, on every stream and on the one-call model.
+    warmed = [[texts, width] for texts in (1, 2, 3) for width in (8, 16)] * (seen["streams"] + 1)
+    # Besides: the text run before, alone and as 8 (calls of 3, 3, 2), on each model; the two-token call each OpenVINO
+    # backend makes as it loads.
+    before = [[texts, seen["before"]] for texts in (1, 3, 3, 2)] * 2 + [[1, 2]] * 2
+    assert sorted(seen["shapes"]) == sorted(warmed + before)
+    assert seen["closed"] == [seen["sep"]]  # every text of every call ends as the model was trained
 
-    # A length over the model's: cut at tiny-bert's 64 tokens.
-    assert seen["capped"] == [62, [*range(3, 65)]]
+    # A length over the model's: cut at tiny-bert's 64 tokens, 8 widths of 3 calls.
+    assert seen["capped"] == [24, [[texts, width] for texts in (1, 2, 3) for width in range(8, 65, 8)]]
+    # Unpadded: every length, 3 to 12 tokens.
+    assert seen["exact"] == [30, [[texts, width] for texts in (1, 2, 3) for width in range(3, 13)]]
 
     monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path))
-    onnx = Classifier.load(bert_dir, backend="onnx")
+    onnx, onnx_alone = load_and_warm(lambda: Classifier.load(bert_dir, backend="onnx"), 12)
+    assert onnx is onnx_alone and onnx.encoder.pad_to_multiple_of == 1
     assert warm_shapes(onnx, 12) == 0

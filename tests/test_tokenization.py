@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from fastsentiment.errors import ModelError
+from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models import resolve_model
 from fastsentiment.models.modeldir import ModelDir
 from fastsentiment.tokenization import TextEncoder, load_tokenizer
@@ -37,6 +37,21 @@ def test_dynamic_padding_pads_to_the_longest_and_masks_padding(bert_dir):
     assert batch.attention_mask.sum(axis=1).tolist() == [len(s) for s in sequences]
     assert (batch.input_ids[0, len(sequences[0]) :] == encoder.pad_id).all()
     assert encoder.pad(sequences, length=32).input_ids.shape == (2, 32)
+
+
+def test_padding_to_a_multiple_rounds_each_batch_up_but_never_past_the_models_length(bert_dir):
+    encoder = TextEncoder.from_model_dir(resolve_model(bert_dir)).padded_to_multiple_of(24)  # tiny-bert: 64 tokens
+    sequences = encoder.encode(["good", "a good film about cheese"])
+    batch = encoder.pad(sequences)
+    assert batch.input_ids.shape == (2, 24) and encoder.padded_width(24) == 24 and encoder.padded_width(25) == 48
+    assert batch.attention_mask.sum(axis=1).tolist() == [len(s) for s in sequences]
+    assert (batch.input_ids[1, len(sequences[1]) :] == encoder.pad_id).all()
+    assert encoder.padded_width(50) == 64  # 72 would pass the model's position embeddings
+    assert encoder.pad(sequences, length=30).input_ids.shape == (2, 30)  # a fixed length (ANE, CoreML) stays
+    assert encoder.limited_to(16).padded_width(5) == 16
+    for multiple in (0, -8, 2.5, True, "8"):
+        with pytest.raises(InputError, match="pad_to_multiple_of must be a whole number of at least 1"):
+            encoder.padded_to_multiple_of(multiple)
 
 
 def test_tokenizer_json_and_vocab_txt_agree(bert_dir, tmp_path):

@@ -99,6 +99,7 @@ class Classifier:
         workload: str = "throughput",
         tune: bool = False,
         labels: Sequence[str] | None = None,
+        pad_to_multiple_of: int = 1,
     ) -> Classifier:
         """Load a model (built-in name, local directory or hub id; default: the built-in model).
 
@@ -108,6 +109,9 @@ class Classifier:
         (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `device` also takes what pipeline code passes: -1 (the CPU), 0, 1, ... (a CUDA GPU), a torch.device, None.
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
+        `pad_to_multiple_of` rounds each model call's length up to a multiple of that many tokens, as transformers'
+        tokenizers do: fewer distinct shapes for a runtime that prepares kernels per shape (OpenVINO), at the cost of
+        computing the padding.
         """
         if threads is not None and not is_count(threads):
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
@@ -124,7 +128,7 @@ class Classifier:
         model_dir = resolve_model(model)
         if labels is not None:
             model_dir = model_dir.with_labels(labels)
-        encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length)
+        encoder = TextEncoder.from_model_dir(model_dir, max_length=max_length).padded_to_multiple_of(pad_to_multiple_of)
         loaded = load_backend(model_dir, backend, device, precision, threads, workload, measure=tune)
         return cls(model_dir, loaded, encoder, batch_size, threads)
 
@@ -145,7 +149,15 @@ class Classifier:
             threads=self.threads,
             workload="latency",
             labels=self.labels,
+            pad_to_multiple_of=self.encoder.pad_to_multiple_of,
         )
+
+    def padded_to_multiple_of(self, multiple: int) -> Classifier:
+        """This classifier, on the same loaded backend, with its model calls padded to a multiple of `multiple`
+        tokens (see `load`)."""
+        padded = copy.copy(self)
+        padded.encoder = self.encoder.padded_to_multiple_of(multiple)
+        return padded
 
     def __repr__(self) -> str:
         backend = self.backend

@@ -22,6 +22,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import BPE, Unigram, WordPiece
 
+from fastsentiment.checks import is_count
 from fastsentiment.errors import InputError, ModelError
 from fastsentiment.models.architectures import architecture_of
 from fastsentiment.models.modeldir import ADDED_TOKENS_FILE, ModelDir
@@ -75,7 +76,12 @@ class TextEncoder:
     """Turns texts into token ids for one model, truncating to the model's maximum length."""
 
     def __init__(
-        self, tokenizer: Tokenizer, max_length: int, pad_id: int, limit_name: str = "the model's limit"
+        self,
+        tokenizer: Tokenizer,
+        max_length: int,
+        pad_id: int,
+        limit_name: str = "the model's limit",
+        pad_to_multiple_of: int = 1,
     ) -> None:
         tokenizer.no_truncation()
         tokenizer.no_padding()
@@ -93,6 +99,9 @@ class TextEncoder:
         self.max_length = max_length
         self.limit_name = limit_name  # what warnings call max_length: the model's, or the one asked for
         self.pad_id = pad_id
+        if not is_count(pad_to_multiple_of):
+            raise InputError(f"pad_to_multiple_of must be a whole number of at least 1, got {pad_to_multiple_of!r}")
+        self.pad_to_multiple_of = int(pad_to_multiple_of)
 
     @classmethod
     def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
@@ -111,7 +120,11 @@ class TextEncoder:
 
     def limited_to(self, max_length: int) -> TextEncoder:
         """The same tokenizer cutting at `max_length` tokens instead (a call's own limit)."""
-        return TextEncoder(self._tokenizer, max_length, self.pad_id, "the max_length")
+        return TextEncoder(self._tokenizer, max_length, self.pad_id, "the max_length", self.pad_to_multiple_of)
+
+    def padded_to_multiple_of(self, multiple: int) -> TextEncoder:
+        """The same tokenizer and cut, padding each batch to a multiple of `multiple` tokens (`pad`)."""
+        return TextEncoder(self._tokenizer, self.max_length, self.pad_id, self.limit_name, multiple)
 
     def encodings(self, texts: Sequence[str]) -> list:
         """The tokenizer's whole encodings (ids, character offsets, special-token mask), never truncated."""
@@ -144,15 +157,21 @@ class TextEncoder:
         return truncated(ids, self.max_length, self.closing_tokens)
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Batch:
-        """Pad to the longest sequence in the batch (dynamic padding) or to a fixed `length`."""
+        """Pad to the longest sequence in the batch (dynamic padding), rounded up to a multiple of
+        `pad_to_multiple_of` (at most to `max_length`), or to a fixed `length`."""
         longest = max(len(ids) for ids in sequences)
-        width = longest if length is None else max(length, longest)
+        width = self.padded_width(longest) if length is None else max(length, longest)
         input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
         for row, ids in enumerate(sequences):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+    def padded_width(self, longest: int) -> int:
+        """The width `pad` gives a batch whose longest sequence has `longest` tokens."""
+        rounded = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return max(longest, min(rounded, self.max_length))
 
 
 def truncated(ids: Sequence[int], length: int, closing_tokens: int = 1) -> list[int]:

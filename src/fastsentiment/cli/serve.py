@@ -15,7 +15,7 @@ from fastsentiment.cli.options import (
     label_names,
     load_classifier,
 )
-from fastsentiment.serve import WARM_UP_LENGTH
+from fastsentiment.serve import PAD_TO_MULTIPLE_OF, WARM_UP_LENGTH
 
 
 @app.command()
@@ -64,9 +64,16 @@ def serve(
         WARM_UP_LENGTH,
         "--warm-up-length",
         min=0,
-        help="Before the server is ready, one text of every length up to this many tokens (at most the model's) runs "
-        "once on each of its model's streams, where the runtime prepares kernels per input shape (OpenVINO: about "
-        "5 ms the first time a length is met; 3 s of start-up at 128 for the built-in model on 2 cores); 0: none.",
+        help="Before the server is ready, every shape of a model call up to this many tokens (at most the model's): "
+        "1 to --model-batch-size texts at every padded length, runs once on each of its model's streams, where the "
+        "runtime prepares kernels per input shape (OpenVINO: 4 to 8 ms the first time a shape is met); 0: none.",
+    ),
+    pad_to_multiple_of: int | None = typer.Option(
+        None,
+        "--pad-to-multiple-of",
+        min=1,
+        help="Pad each model call to a multiple of this many tokens: fewer input shapes to prepare and to warm up "
+        f"\\[default: {PAD_TO_MULTIPLE_OF} where the runtime prepares kernels per shape (OpenVINO), else 1].",
     ),
     labels: LabelsOption = None,
 ) -> None:
@@ -96,6 +103,7 @@ def serve(
         body_timeout_s=body_timeout,
         header_timeout_s=header_timeout,
         warm_up_length=warm_up_length,
+        pad_to_multiple_of=pad_to_multiple_of,
     )
 
     def load():

@@ -1,8 +1,13 @@
 """`fastsentiment serve`: an HTTP server with dynamic batching."""
 
-# Tokens up to which a server runs a lone text of every length once before it is ready, where the runtime prepares
+# Tokens up to which a server runs every shape of a model call once before it is ready, where the runtime prepares
 # kernels per input shape (app.py `warm_shapes`): SST-2's sentences reach 64 tokens with the built-in model's
-# tokenizer (test set: median 24, p99 54), reviews and posts more. On the 2-core EPYC (OpenVINO int8, built-in model,
-# the streams and the one-call model) 64 took 1.0 s, 128 took 2.8 s and 512 took 35 s. Kept here, apart from the
-# server's modules, so that every command's option list names it without importing them (asyncio among them).
+# tokenizer (test set: median 24, p99 54), reviews and posts more. Kept here, apart from the server's modules, so that
+# every command's option list names these without importing them (asyncio among them).
 WARM_UP_LENGTH = 128
+
+# Where the runtime prepares kernels per input shape, the server pads each model call to a multiple of this many
+# tokens: 8 times fewer shapes to prepare (the warm-up runs all of them in seconds; every length exactly took 17 s on
+# the 2-core AMX Xeon), and on that CPU no slower (openvino:bf16, built-in model, SST-2 test: 2,017 against 1,898
+# sentences/s, batch-1 2.39 against 2.50 ms; docs/benchmarks.md, note 27).
+PAD_TO_MULTIPLE_OF = 8

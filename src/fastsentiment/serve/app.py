@@ -35,7 +35,7 @@ from fastsentiment.backends.base import parallel_calls
 from fastsentiment.checks import is_count
 from fastsentiment.classifier import Classifier, function_name
 from fastsentiment.errors import InputError
-from fastsentiment.serve import WARM_UP_LENGTH
+from fastsentiment.serve import PAD_TO_MULTIPLE_OF, WARM_UP_LENGTH
 from fastsentiment.serve.batcher import BatchSettings, DynamicBatcher, QueueFull
 from fastsentiment.serve.metrics import REFUSED_BY_PROTOCOL, Metrics
 from fastsentiment.texts import MAX_TEXT_CHARS, has_undecodable, text_problem
@@ -66,12 +66,19 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     # And one that never finishes its request line and headers holds a connection (serve/protocol.py).
     header_timeout_s: float = 20.0
-    # One text of every length up to this many tokens runs before the server is ready (`warm_shapes`).
+    # Every shape of a model call up to this many tokens runs before the server is ready (`warm_shapes`).
     warm_up_length: int = WARM_UP_LENGTH
+    # Model calls padded to a multiple of this many tokens; None: PAD_TO_MULTIPLE_OF where the runtime prepares
+    # kernels per shape, else 1 (`load_and_warm`).
+    pad_to_multiple_of: int | None = None
 
     def __post_init__(self) -> None:
         if not is_count(self.warm_up_length, least=0):
             raise InputError(f"--warm-up-length must be a whole number of tokens, got {self.warm_up_length!r}")
+        if self.pad_to_multiple_of is not None and not is_count(self.pad_to_multiple_of):
+            raise InputError(
+                f"--pad-to-multiple-of must be a whole number of tokens, at least 1, got {self.pad_to_multiple_of!r}"
+            )
         if self.max_inputs > self.batching.max_queue:
             # Such a request could never be queued whole: it would get a 503 "retry" forever.
             raise InputError(
@@ -152,7 +159,9 @@ class ServerState:
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            classifier, alone = await _on_daemon_thread(load_and_warm, load_classifier, settings.warm_up_length)
+            classifier, alone = await _on_daemon_thread(
+                load_and_warm, load_classifier, settings.warm_up_length, settings.pad_to_multiple_of
+            )
         except Exception as error:  # surfaced by /health and every request until the server stops
             self.loading = False
             self.failure = error
@@ -661,12 +670,19 @@ def _on_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[
 
 
 def load_and_warm(
-    load_classifier: Callable[[], Classifier], warm_up_length: int = WARM_UP_LENGTH
+    load_classifier: Callable[[], Classifier],
+    warm_up_length: int = WARM_UP_LENGTH,
+    pad_to_multiple_of: int | None = None,
 ) -> tuple[Classifier, Classifier]:
     """The classifier, and the same model with every thread on one call where the classifier runs calls side by
-    side (for texts that arrive to an idle machine), both warmed, where the runtime prepares kernels per input shape
-    for every length of a lone text up to `warm_up_length` tokens (`warm_shapes`)."""
+    side (for texts that arrive to an idle machine), both padding each call to a multiple of `pad_to_multiple_of`
+    tokens (None: PAD_TO_MULTIPLE_OF where the runtime prepares kernels per input shape, else 1) and both warmed,
+    where the runtime prepares kernels per shape, for every shape of a call up to `warm_up_length` tokens
+    (`warm_shapes`)."""
     classifier = load_classifier()
+    if pad_to_multiple_of is None:
+        pad_to_multiple_of = PAD_TO_MULTIPLE_OF if classifier.backend.spec.prepares_per_shape else 1
+    classifier = classifier.padded_to_multiple_of(pad_to_multiple_of)
     alone = classifier.one_call_at_a_time()
     started, shapes = time.perf_counter(), 0
     for model in [classifier] if alone is classifier else [classifier, alone]:
@@ -675,32 +691,36 @@ def load_and_warm(
         shapes += warm_shapes(model, warm_up_length)
     if shapes:
         seconds = time.perf_counter() - started
-        log.info("prepared %d input shapes in %.1f s (--warm-up-length %d)", shapes, seconds, warm_up_length)
+        log.info(
+            "prepared %d input shapes in %.1f s (--warm-up-length %d, --pad-to-multiple-of %d)",
+            shapes, seconds, warm_up_length, pad_to_multiple_of,
+        )  # fmt: skip
     return classifier, alone
 
 
 def warm_shapes(model: Classifier, max_tokens: int) -> int:
-    """Run one text of every length up to `max_tokens` tokens (and the model's limit) once on each of the model's
-    parallel calls, where the runtime prepares kernels per input shape: there a request whose shape the server has
-    not met yet waits for that preparation (OpenVINO, built-in model, 2-core EPYC: about 5 ms a shape). Below
-    saturation each request is a model call of its own (2,398 of 2,399 batches at half load), so these are the shapes
-    that set its latency; OpenVINO keys much of the preparation by tokens per call, so they also serve most calls of
-    several texts with as many tokens in all (1.2 instead of 4 ms more at first meeting). Returns the number of shapes
-    run (0 where the runtime does not prepare per shape)."""
+    """Run every shape a model call of `model` can take up to `max_tokens` tokens (and the model's limit) once:
+    1 to its batch size of texts, at every width its padding gives, each shape on each of its parallel calls, where
+    the runtime prepares kernels per input shape. There a call whose shape the server has not met yet waits for that
+    preparation (OpenVINO, built-in model: about 5 ms a shape on the 2-core EPYC, 4 to 8 ms on the AMX Xeon, more the
+    more texts), and a fresh server met it for minutes of traffic: at half load one call in four holds several
+    texts. Returns the number of shapes run (0 where the runtime does not prepare per shape)."""
     if not model.backend.spec.prepares_per_shape:
         return 0
     encoder = model.encoder
     longest = min(max_tokens, encoder.max_length)
-    # A text of at least `longest` tokens, cut to each length as the encoder cuts (its closing tokens kept).
+    # A text of at least `longest` tokens, cut to each width as the encoder cuts (its closing tokens kept).
     ids = encoder.encodings([" ".join([WARM_UP_TEXT] * longest)])[0].ids
     calls = parallel_calls(model.backend)
-    lengths = range(encoder.special_tokens + 1, longest + 1)
-    for length in lengths:
-        # `calls` calls at once, so that each of the runtime's streams prepares the shape for itself: OpenVINO gives a
-        # call to whichever stream is free, so this is likely rather than certain (after it, a first call at a warmed
-        # length on either stream cost up to 2 ms more than its repeats, as any change of length does, not 5).
-        model.logits_for_ids([truncated(ids, length, encoder.closing_tokens)] * calls, batch_size=1)
-    return len(lengths)
+    widths = sorted({encoder.padded_width(length) for length in range(encoder.special_tokens + 1, longest + 1)})
+    for texts in range(1, model.batch_size + 1):
+        for width in widths:
+            # `calls` calls at once, so that each of the runtime's streams prepares the shape for itself: OpenVINO
+            # gives a call to whichever stream is free, so this is likely rather than certain (after it, a first call
+            # at a warmed length on either stream cost up to 2 ms more than its repeats, as any change of length
+            # does, not 5).
+            model.logits_for_ids([truncated(ids, width, encoder.closing_tokens)] * (texts * calls), batch_size=texts)
+    return model.batch_size * len(widths)
 
 
 def counting_encoder(
