@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastsentiment.serve import WARM_UP_LENGTH
@@ -112,14 +113,17 @@ def offline(args, sentences: list[str]) -> dict:
 
 
 # ---- the server ---------------------------------------------------------------------------
-def start_server(args, port: int) -> subprocess.Popen:
+def start_server(args, port: int, options: Sequence[str] = ()) -> subprocess.Popen:
+    """`fastsentiment serve` as `args` (`model_arguments` and the server's options) and `options` (more of its command
+    line, taking precedence) describe it, once /health says ready."""
     command = [sys.executable, "-m", "fastsentiment", "serve", "--port", str(port), "--backend", args.backend]
     command += ["--model-batch-size", str(args.model_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     if args.max_batch_tokens:
         command += ["--max-batch-tokens", str(args.max_batch_tokens)]
     command += ["--warm-up-length", str(args.warm_up_length)]
-    if args.pad_to_multiple_of:
+    if args.pad_to_multiple_of is not None:
         command += ["--pad-to-multiple-of", str(args.pad_to_multiple_of)]
+    command += list(options)
     if args.model:
         command += ["--model", args.model]
     if args.precision:

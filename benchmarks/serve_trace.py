@@ -79,11 +79,13 @@ def main() -> None:
     ends = sorted(calls, key=lambda call: call[1])
     finishes = [call[1] for call in ends]
 
-    def answering_call(end: float) -> tuple:
-        """The call that answered a request answered at `end`: the last to finish before it."""
-        return ends[bisect.bisect_right(finishes, end) - 1]
+    def answering_call(due: float, end: float) -> tuple:
+        """The call that likely answered a request due at `due` and answered at `end`: the last to finish before
+        `end` of those that began after `due` (another stream's call may have finished in between)."""
+        index = bisect.bisect_right(finishes, end) - 1
+        return next((ends[i] for i in range(index, -1, -1) if ends[i][0] >= due), ends[index])
 
-    parts = [(answering_call(end), due, end) for due, end in answered]
+    parts = [(answering_call(due, end), due, end) for due, end in answered]
     for name, span in (
         ("due to its call's start", lambda call, due, end: call[0] - due),
         ("its call", lambda call, due, end: call[1] - call[0]),
@@ -94,7 +96,7 @@ def main() -> None:
     print("slowest 1% of requests:")
     slowest = sorted(answered, key=lambda pair: pair[1] - pair[0])[-max(1, len(answered) // 100) :]
     for due, end in slowest:
-        start, finish, texts, path, _ = answering_call(end)
+        start, finish, texts, path, _ = answering_call(due, end)
         print(
             f"  {1000 * (end - due):6.1f} ms: waited {1000 * (start - due):5.1f} before its call, which took "
             f"{1000 * (finish - start):5.1f} for {texts} texts ({path})"

@@ -1,18 +1,23 @@
-"""A fresh server that meets an open-loop rate the moment it is ready, with and without its start-up warm-up.
+"""Fresh servers that meet an open-loop rate the moment they are ready: the server's start-up warm-up (and any
+other server options) compared.
 
-    python benchmarks/serve_warm_up.py --rate 245 --pairs 11 --out docs/results/serve-warm-up.json
+    python benchmarks/serve_warm_up.py --rate 245 --rounds 11 --out docs/results/serve-warm-up.json
+    python benchmarks/serve_warm_up.py --rate 620 --rounds 5 --sides "--warm-up-length 0 --pad-to-multiple-of 1" "" \
+        "--pad-to-multiple-of 1"
 
-Pairs of servers (`--warm-up-length 0` and `--warm-up-length`, by default the server's own, each first in every
-other pair), one after the other so that a slow spell of a shared machine falls on both sides; each gets `--rate`
-single-sentence requests a second for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each request
-was due). Half of the saturation rate that `benchmarks/serve_load.py` measures is the rate issue 16 names. Prints
-each server's p50, p90 and p99 and, per side, their medians.
+Each side is a server command line's options beside the benchmark's own (default: `--warm-up-length 0`, and the
+server's defaults). Every round starts one fresh server of each side, one after the other, so that a slow spell of a
+shared machine falls on all of them, and rotates which goes first; each gets `--rate` single-sentence requests a
+second for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each
+request was due). Half of the saturation rate that `benchmarks/serve_load.py` measures is the rate issue 16 names.
+Prints each server's p50, p90 and p99 and, per side, their medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import statistics
 import tempfile
@@ -40,40 +45,47 @@ def main() -> None:
     model_arguments(parser)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sides", nargs="+", default=["--warm-up-length 0", ""], help="server options, per side")
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sentences = read_sentences(args.data)
+    server_args = SimpleNamespace(**vars(args), server_nice=0, max_wait_ms=0.0, max_batch_tokens=None)
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         generator = build_open_loop(Path(scratch))
         lines = Path(scratch) / "bodies-1.jsonl"
         lines.write_bytes(b"".join(body + b"\n" for body in bodies_of(sentences, 1)))
-        for pair in range(args.pairs):
-            # Each side goes first in every other pair, so that neither always meets the machine as the other left it.
-            for length in (0, args.warm_up_length) if pair % 2 == 0 else (args.warm_up_length, 0):
-                server_args = SimpleNamespace(
-                    model=args.model, backend=args.backend, precision=args.precision, server_nice=0,
-                    model_batch_size=args.model_batch_size, max_wait_ms=0.0, max_batch_tokens=None,
-                    warm_up_length=length, pad_to_multiple_of=args.pad_to_multiple_of,
-                )  # fmt: skip
+        for round_ in range(args.rounds):
+            # Each side goes first in turn, so that none always meets the machine as another left it.
+            shift = round_ % len(args.sides)
+            for side in args.sides[shift:] + args.sides[:shift]:
                 port = free_port()
-                server = start_server(server_args, port)
+                server = start_server(server_args, port, shlex.split(side))
                 try:
                     measured = open_loop(generator, port, lines, args.rate, args.seconds)
                 finally:
                     server.send_signal(signal.SIGTERM)
                     server.wait(timeout=60)
-                runs.append({"warm_up_length": length, **{key: measured[key] for key in PERCENTILES}})
+                runs.append({"side": side, **{key: measured[key] for key in PERCENTILES}})
                 print(json.dumps(runs[-1]), flush=True)
     medians = {
-        str(length): {key: statistics.median(run[key] for run in runs if run["warm_up_length"] == length)
-                      for key in PERCENTILES}
-        for length in (0, args.warm_up_length)
-    }  # fmt: skip
+        side: {key: statistics.median(run[key] for run in runs if run["side"] == side) for key in PERCENTILES}
+        for side in args.sides
+    }
+    settings = {key: getattr(args, key) for key in ("model", "backend", "precision", "model_batch_size")}
     report(
-        {"cpu_flags": cpu_flags(), "rate": args.rate, "seconds": args.seconds, "runs": runs, "medians": medians},
+        {
+            "cpu_flags": cpu_flags(),
+            **settings,
+            "options_of_every_side": f"--warm-up-length {args.warm_up_length}"
+            + ("" if args.pad_to_multiple_of is None else f" --pad-to-multiple-of {args.pad_to_multiple_of}"),
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "runs": runs,
+            "medians": medians,
+        },
         args.out,
     )
 

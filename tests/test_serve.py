@@ -431,6 +431,8 @@ def test_health_info_metrics_docs(server):
     assert info["labels"] == ["NEGATIVE", "POSITIVE"]
     assert info["backend"] == "onnx"  # as the fixture asked
     assert info["model_batch_size"] == 8  # a CPU's default for the calls a gathered batch runs as
+    # ONNX Runtime does not prepare kernels per shape: its calls are not padded past their longest text.
+    assert (info["pad_to_multiple_of"], info["warm_up_length"]) == (1, 128)
     for key in ("model", "device", "precision", "max_length", "version"):
         assert key in info
     metrics = httpx.get(f"{server.url}/metrics").text
@@ -1047,6 +1049,7 @@ def test_an_openvino_server_says_how_many_shapes_it_ran_before_it_was_ready(bert
     try:
         answer = httpx.post(f"{running.url}/predict", json={"inputs": "good film"}, timeout=30)
         assert answer.status_code == 200 and len(answer.json()[0]) == 2
+        assert httpx.get(f"{running.url}/info").json()["pad_to_multiple_of"] == 4
     finally:
         running.stop()
     # 3 to 8 tokens pad to 4 or 8, 1 or 2 texts: 4 shapes on each of the server's models: one, or two where OpenVINO

@@ -339,6 +339,9 @@ shapes.clear()
 capped = warm_shapes(alone, 2000)  # over the model's limit
 capped_shapes = list(shapes)
 shapes.clear()
+alone_texts = warm_shapes(alone, 12, 1)  # a server that gathers one text at a time (--no-batching)
+alone_shapes = list(shapes)
+shapes.clear()
 exact = warm_shapes(alone.padded_to_multiple_of(1), 12)
 print(json.dumps({
     "streams": parallel_calls(classifier.backend),
@@ -350,6 +353,7 @@ print(json.dumps({
     "before": encoder.padded_width(len(encoder.encode([WARM_UP_TEXT])[0])),
     "capped": [capped, sorted({tuple(shape) for shape in capped_shapes})],
     "exact": [exact, sorted({tuple(shape) for shape in shapes})],
+    "one_text": [alone_texts, alone_shapes],
 }))
 """
 
@@ -384,6 +388,8 @@ def test_a_server_starts_with_every_shape_of_a_model_call_run_on_each_of_its_ope
 
     # A length over the model's: cut at tiny-bert's 64 tokens, 8 widths of 3 calls.
     assert seen["capped"] == [24, [[texts, width] for texts in (1, 2, 3) for width in range(8, 65, 8)]]
+    # No more texts than a call can hold: one at a time.
+    assert seen["one_text"] == [2, [[1, 8], [1, 16]]]
     # Unpadded: every length, 3 to 12 tokens.
     assert seen["exact"] == [30, [[texts, width] for texts in (1, 2, 3) for width in range(3, 13)]]
 

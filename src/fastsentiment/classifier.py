@@ -19,7 +19,7 @@ from fastsentiment.checks import is_count
 from fastsentiment.errors import InputError
 from fastsentiment.models import ModelDir, resolve_model
 from fastsentiment.texts import input_name, text_problem
-from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations
+from fastsentiment.tokenization import NOTHING_TO_READ, TextEncoder, Truncations, checked_pad_multiple
 from fastsentiment.windows import (
     Window,
     aggregate_logits,
@@ -115,6 +115,7 @@ class Classifier:
         """
         if threads is not None and not is_count(threads):
             raise InputError(f"threads must be a whole number of at least 1 (None: every usable CPU), got {threads!r}")
+        checked_pad_multiple(pad_to_multiple_of)  # before a hub id is resolved, as the options above
         if isinstance(labels, str):
             raise InputError(f"labels must be a list of names in class-id order, not one string ({labels!r})")
         labels = None if labels is None else list(labels)  # any iterable of names

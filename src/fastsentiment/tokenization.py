@@ -99,9 +99,7 @@ class TextEncoder:
         self.max_length = max_length
         self.limit_name = limit_name  # what warnings call max_length: the model's, or the one asked for
         self.pad_id = pad_id
-        if not is_count(pad_to_multiple_of):
-            raise InputError(f"pad_to_multiple_of must be a whole number of at least 1, got {pad_to_multiple_of!r}")
-        self.pad_to_multiple_of = int(pad_to_multiple_of)
+        self.pad_to_multiple_of = checked_pad_multiple(pad_to_multiple_of)
 
     @classmethod
     def from_model_dir(cls, model: ModelDir, max_length: int | None = None) -> TextEncoder:
@@ -172,6 +170,13 @@ class TextEncoder:
         """The width `pad` gives a batch whose longest sequence has `longest` tokens."""
         rounded = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         return max(longest, min(rounded, self.max_length))
+
+
+def checked_pad_multiple(multiple: Any) -> int:
+    """`pad_to_multiple_of` as an int, or an InputError."""
+    if not is_count(multiple):
+        raise InputError(f"pad_to_multiple_of must be a whole number of at least 1, got {multiple!r}")
+    return int(multiple)
 
 
 def truncated(ids: Sequence[int], length: int, closing_tokens: int = 1) -> list[int]:

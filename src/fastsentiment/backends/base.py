@@ -192,9 +192,9 @@ class BackendSpec:
     # `parallel_calls` logits calls run at once, each on its own share of the threads.
     parallel: bool = False
     # Whether the runtime prepares its kernels for each input shape it meets, so that the first call at a new
-    # (texts, tokens) shape costs more than its repeats (OpenVINO on the CPU: about 5 ms more for the built-in model
-    # at batch 1, on each of its streams); a server runs one text of every length before it is ready (serve/app.py
-    # `warm_shapes`).
+    # (texts, tokens) shape costs more than its repeats (OpenVINO on the CPU: 4 to 8 ms more for the built-in model,
+    # on each of its streams); a server pads its calls to fewer shapes and runs every one of them before it is ready
+    # (serve/app.py `load_and_warm`).
     prepares_per_shape: bool = False
 
     def precision_runs_on(self, precision: str, device_kind: str) -> bool:

@@ -70,14 +70,16 @@ class CoremlBackend:
         return cls(ct.models.MLModel(str(target), compute_units=units), lengths, target, device)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        # The package has enumerated lengths: pad each batch to the smallest one that fits.
-        width = next((n for n in self._lengths if n >= input_ids.shape[1]), None)
+        # The package has enumerated lengths: pad each batch to the smallest one that fits its texts (padding a
+        # caller added, `pad_to_multiple_of`, is dropped first: it may overshoot them).
+        used = int(attention_mask.sum(axis=1).max())
+        width = next((n for n in self._lengths if n >= used), None)
         if width is None:
             raise BackendError(f"the CoreML model takes at most {self._lengths[-1]} tokens")
         ids = np.zeros((input_ids.shape[0], width), dtype=np.int32)
         mask = np.zeros_like(ids)
-        ids[:, : input_ids.shape[1]] = input_ids
-        mask[:, : attention_mask.shape[1]] = attention_mask
+        ids[:, :used] = input_ids[:, :used]
+        mask[:, :used] = attention_mask[:, :used]
         rows = [{"input_ids": ids[i : i + 1], "attention_mask": mask[i : i + 1]} for i in range(len(ids))]
         outputs = self._model.predict(rows)  # a list of inputs is one batched prediction
         return np.concatenate([np.asarray(out["logits"], dtype=np.float32).reshape(1, -1) for out in outputs])

@@ -158,9 +158,16 @@ class ServerState:
 
     async def load(self, load_classifier: Callable[[], Classifier], settings: ServerSettings, metrics: Metrics) -> None:
         self._loop = asyncio.get_running_loop()
+        batching = settings.batching
+        if not settings.dynamic_batching:
+            batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
         try:
             classifier, alone = await _on_daemon_thread(
-                load_and_warm, load_classifier, settings.warm_up_length, settings.pad_to_multiple_of
+                load_and_warm,
+                load_classifier,
+                settings.warm_up_length,
+                settings.pad_to_multiple_of,
+                batching.max_batch_size,
             )
         except Exception as error:  # surfaced by /health and every request until the server stops
             self.loading = False
@@ -170,9 +177,6 @@ class ServerState:
             return
         # Cancelled (the server stopped first), `loading` stays set: the thread still runs, and runner.run says so.
         self.loading = False
-        batching = settings.batching
-        if not settings.dynamic_batching:
-            batching = BatchSettings(1, batching.max_batch_tokens, 0, batching.max_queue)
         batcher = model_batcher(classifier, alone, batching, metrics.observe_batch, metrics.observe_truncated)
         batcher.start()
         self.classifier, self.batcher = classifier, batcher
@@ -538,6 +542,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             "device": backend.device,
             "precision": backend.precision,
             "max_length": classifier.encoder.max_length,
+            "pad_to_multiple_of": classifier.encoder.pad_to_multiple_of,
+            "warm_up_length": settings.warm_up_length,
             "version": __version__,
             "dynamic_batching": settings.dynamic_batching,
             "batching": vars(batcher.settings),
@@ -673,11 +679,13 @@ def load_and_warm(
     load_classifier: Callable[[], Classifier],
     warm_up_length: int = WARM_UP_LENGTH,
     pad_to_multiple_of: int | None = None,
+    most_texts_per_call: int | None = None,
 ) -> tuple[Classifier, Classifier]:
     """The classifier, and the same model with every thread on one call where the classifier runs calls side by
     side (for texts that arrive to an idle machine), both padding each call to a multiple of `pad_to_multiple_of`
     tokens (None: PAD_TO_MULTIPLE_OF where the runtime prepares kernels per input shape, else 1) and both warmed,
-    where the runtime prepares kernels per shape, for every shape of a call up to `warm_up_length` tokens
+    where the runtime prepares kernels per shape, for every shape of a call up to `warm_up_length` tokens and
+    `most_texts_per_call` texts (None: the model batch size; a server gathers no more than its --max-batch-size)
     (`warm_shapes`)."""
     classifier = load_classifier()
     if pad_to_multiple_of is None:
@@ -688,7 +696,7 @@ def load_and_warm(
     for model in [classifier] if alone is classifier else [classifier, alone]:
         for size in (1, 8):
             model.logits([WARM_UP_TEXT] * size)
-        shapes += warm_shapes(model, warm_up_length)
+        shapes += warm_shapes(model, warm_up_length, most_texts_per_call)
     if shapes:
         seconds = time.perf_counter() - started
         log.info(
@@ -698,13 +706,14 @@ def load_and_warm(
     return classifier, alone
 
 
-def warm_shapes(model: Classifier, max_tokens: int) -> int:
+def warm_shapes(model: Classifier, max_tokens: int, most_texts: int | None = None) -> int:
     """Run every shape a model call of `model` can take up to `max_tokens` tokens (and the model's limit) once:
-    1 to its batch size of texts, at every width its padding gives, each shape on each of its parallel calls, where
-    the runtime prepares kernels per input shape. There a call whose shape the server has not met yet waits for that
-    preparation (OpenVINO, built-in model: about 5 ms a shape on the 2-core EPYC, 4 to 8 ms on the AMX Xeon, more the
-    more texts), and a fresh server met it for minutes of traffic: at half load one call in four holds several
-    texts. Returns the number of shapes run (0 where the runtime does not prepare per shape)."""
+    1 to its batch size (at most `most_texts`) of texts at every width its padding gives, each shape on each of its
+    parallel calls, where the runtime prepares kernels per input shape. There a call whose shape the server has not
+    met yet waits for that preparation (OpenVINO, built-in model: about 5 ms a shape on the 2-core EPYC, 4 to 8 ms on
+    the AMX Xeon, more the more texts), and a fresh server met it for minutes of traffic: at half load one call in
+    four holds several texts. The time this takes grows with the square of the texts per call (it runs 1 + 2 + ...
+    of them at each width). Returns the number of shapes run (0 where the runtime does not prepare per shape)."""
     if not model.backend.spec.prepares_per_shape:
         return 0
     encoder = model.encoder
@@ -713,14 +722,15 @@ def warm_shapes(model: Classifier, max_tokens: int) -> int:
     ids = encoder.encodings([" ".join([WARM_UP_TEXT] * longest)])[0].ids
     calls = parallel_calls(model.backend)
     widths = sorted({encoder.padded_width(length) for length in range(encoder.special_tokens + 1, longest + 1)})
-    for texts in range(1, model.batch_size + 1):
+    texts_per_call = range(1, min(model.batch_size, most_texts or model.batch_size) + 1)
+    for texts in texts_per_call:
         for width in widths:
             # `calls` calls at once, so that each of the runtime's streams prepares the shape for itself: OpenVINO
             # gives a call to whichever stream is free, so this is likely rather than certain (after it, a first call
             # at a warmed length on either stream cost up to 2 ms more than its repeats, as any change of length
             # does, not 5).
             model.logits_for_ids([truncated(ids, width, encoder.closing_tokens)] * (texts * calls), batch_size=texts)
-    return model.batch_size * len(widths)
+    return len(texts_per_call) * len(widths)
 
 
 def counting_encoder(

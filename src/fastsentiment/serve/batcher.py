@@ -314,7 +314,8 @@ class DynamicBatcher:
         work is its tokens, since it runs as length-sorted calls that pad little. Where the batch holds overdue texts
         (its first `overdue`) and others, each group has half of the budget: the overdue texts at least one text
         (so that they advance), the others as many as fit their half (so that one overdue text longer than its half
-        does not shut a short request out, nor a long one double the batch)."""
+        does not shut a short request out, nor a long one double the batch). Texts count their own tokens: a call
+        padded to a multiple (`--pad-to-multiple-of`) computes up to that many less one more per text."""
         budget = self.settings.max_batch_tokens
         mixed = 0 < overdue < len(batch)
         budgets = (budget // 2, budget - budget // 2) if mixed else (budget, budget)  # (overdue, others)
