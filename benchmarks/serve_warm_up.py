@@ -5,7 +5,7 @@ other server options) compared.
     python benchmarks/serve_warm_up.py --rate 620 --rounds 5 --sides "--warm-up-length 0 --pad-to-multiple-of 1" "" \
         "--pad-to-multiple-of 1"
 
-Each side is a server command line's options beside the benchmark's own (default: `--warm-up-length 0`, and the
+Each side is a server command line's options beside the benchmark's own (default: no warm-up and no padding, and the
 server's defaults). Every round starts one fresh server of each side, one after the other, so that a slow spell of a
 shared machine falls on all of them, and rotates which goes first; each gets `--rate` single-sentence requests a
 second for `--seconds` from the moment /health says ready (benchmarks/open_loop.c, latencies counted from when each
@@ -46,7 +46,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sides", nargs="+", default=["--warm-up-length 0", ""], help="server options, per side")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=["--warm-up-length 0 --pad-to-multiple-of 1", ""],
+        help="server options, each side one quoted string (a lone option with a trailing space: '--no-batching ')",
+    )
     parser.add_argument("--data", type=Path, default=SST2_TEST)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

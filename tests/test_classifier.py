@@ -81,8 +81,7 @@ def test_padding_to_a_multiple_changes_the_calls_shapes_not_their_results(tiny_m
         assert windowed["label"] == reference["label"] and windowed["score"] == pytest.approx(
             reference["score"], abs=1e-5
         )
-    # The one-call model a server builds beside it pads alike; so does a classifier cut shorter for one call.
-    assert padded.one_call_at_a_time().encoder.pad_to_multiple_of == 16
+    # A classifier cut shorter for one call pads alike (a server's one-call model: tests/test_serve_batcher.py).
     assert padded.encoder.limited_to(20).pad_to_multiple_of == 16
 
 

@@ -78,6 +78,37 @@ def test_coreml_package_has_int32_inputs_fp16_ops_and_the_ane_layout(ane_source,
     assert conv_weights and set(conv_weights) == {mil.DataType.FLOAT16}
 
 
+def test_coreml_backend_gives_a_batch_the_smallest_package_length_that_holds_it_or_its_texts():
+    """CoreML predicts on macOS only; here its package is a stand-in noting the inputs it is given. A batch padded to
+    a multiple past the longest enumerated length (`pad_to_multiple_of`) runs at the length its texts need; one that
+    fits runs at the smallest length holding its width (bench's fixed rows ask for that); texts longer are refused."""
+    from fastsentiment.backends.coreml_backend import CoremlBackend
+    from fastsentiment.errors import BackendError
+
+    class Package:
+        def __init__(self) -> None:
+            self.widths: list[int] = []
+
+        def predict(self, rows):
+            self.widths.append(rows[0]["input_ids"].shape[1])
+            return [{"logits": np.zeros((1, 2))} for _ in rows]
+
+    package = Package()
+    backend = CoremlBackend(package, [32, 64, 128], Path("unused.mlpackage"), "cpu")
+
+    def batch(width: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.zeros((2, width), dtype=np.int64)
+        mask[0, :used] = 1
+        return np.where(mask == 1, 7, 0), mask
+
+    assert backend.logits(*batch(144, 121)).shape == (2, 2)  # padded past 128 for 121 tokens of text
+    backend.logits(*batch(128, 40))  # bench's fixed length: kept
+    backend.logits(*batch(40, 40))
+    assert package.widths == [128, 128, 64]
+    with pytest.raises(BackendError, match="the CoreML model takes at most 128 tokens"):
+        backend.logits(*batch(144, 130))
+
+
 def test_coreml_backend_off_macos_is_a_one_line_error(bert_dir):
     if sys.platform == "darwin":
         pytest.skip("this is macOS: the coreml backend runs here")

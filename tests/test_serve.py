@@ -432,7 +432,7 @@ def test_health_info_metrics_docs(server):
     assert info["backend"] == "onnx"  # as the fixture asked
     assert info["model_batch_size"] == 8  # a CPU's default for the calls a gathered batch runs as
     # ONNX Runtime does not prepare kernels per shape: its calls are not padded past their longest text.
-    assert (info["pad_to_multiple_of"], info["warm_up_length"]) == (1, 128)
+    assert (info["pad_to_multiple_of"], info["warm_up_length"]) == (1, 0)
     for key in ("model", "device", "precision", "max_length", "version"):
         assert key in info
     metrics = httpx.get(f"{server.url}/metrics").text
@@ -1041,24 +1041,33 @@ def test_a_model_that_cannot_load_stops_the_server_with_a_one_line_error(bert_di
     assert error.strip().splitlines()[-1].startswith("error: unknown backend 'nosuch'") and "Traceback" not in error
 
 
-def test_an_openvino_server_says_how_many_shapes_it_ran_before_it_was_ready(bert_dir, cache):
+@pytest.mark.parametrize(
+    ("batching", "shapes"),
+    [
+        # 3 to 8 tokens pad to 4 or 8, 1 to 3 texts: 6 shapes on each of the server's models (one, or two where
+        # OpenVINO runs streams).
+        ([], (6, 12)),
+        # One text per call: 2 shapes a model.
+        (["--no-batching"], (2, 4)),
+    ],
+)
+def test_an_openvino_server_says_how_many_shapes_it_ran_before_it_was_ready(bert_dir, cache, batching, shapes):
     running = Server(
         bert_dir, "--backend", "openvino", "--warm-up-length", "8", "--pad-to-multiple-of", "4",
-        "--model-batch-size", "2", env={"FASTSENTIMENT_CACHE": cache},
+        "--model-batch-size", "3", *batching, env={"FASTSENTIMENT_CACHE": cache},
     )  # fmt: skip
     try:
         answer = httpx.post(f"{running.url}/predict", json={"inputs": "good film"}, timeout=30)
         assert answer.status_code == 200 and len(answer.json()[0]) == 2
-        assert httpx.get(f"{running.url}/info").json()["pad_to_multiple_of"] == 4
+        info = httpx.get(f"{running.url}/info").json()
+        assert (info["pad_to_multiple_of"], info["warm_up_length"]) == (4, 8)
     finally:
         running.stop()
-    # 3 to 8 tokens pad to 4 or 8, 1 or 2 texts: 4 shapes on each of the server's models: one, or two where OpenVINO
-    # runs streams.
     said = re.search(
         r"prepared (\d+) input shapes in [\d.]+ s \(--warm-up-length 8, --pad-to-multiple-of 4\)",
         running.process.stderr.read().decode(),
     )
-    assert said and int(said.group(1)) in (4, 8)
+    assert said and int(said.group(1)) in shapes
 
 
 @pytest.mark.parametrize("length", [-1, 2.5, True])

@@ -70,10 +70,11 @@ class CoremlBackend:
         return cls(ct.models.MLModel(str(target), compute_units=units), lengths, target, device)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        # The package has enumerated lengths: pad each batch to the smallest one that fits its texts (padding a
-        # caller added, `pad_to_multiple_of`, is dropped first: it may overshoot them).
+        # The package has enumerated lengths: pad each batch to the smallest one that holds it, or else that holds its
+        # texts (padding a caller added, `pad_to_multiple_of`, may overshoot the longest length).
         used = int(attention_mask.sum(axis=1).max())
-        width = next((n for n in self._lengths if n >= used), None)
+        width = next((n for n in self._lengths if n >= input_ids.shape[1]), None)
+        width = width or next((n for n in self._lengths if n >= used), None)
         if width is None:
             raise BackendError(f"the CoreML model takes at most {self._lengths[-1]} tokens")
         ids = np.zeros((input_ids.shape[0], width), dtype=np.int32)

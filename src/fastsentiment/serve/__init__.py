@@ -7,7 +7,7 @@
 WARM_UP_LENGTH = 128
 
 # Where the runtime prepares kernels per input shape, the server pads each model call to a multiple of this many
-# tokens: 8 times fewer shapes to prepare (the warm-up runs all of them in seconds; every length exactly took 17 s on
-# the 2-core AMX Xeon), and on that CPU no slower (openvino:bf16, built-in model, SST-2 test: 2,017 against 1,898
-# sentences/s, batch-1 2.39 against 2.50 ms; docs/benchmarks.md, note 27).
+# tokens: 8 times fewer shapes to prepare (the warm-up runs all of them in 3 s; every exact length of 1-8 texts took
+# 17.6 s on the streams alone on the 2-core AMX Xeon), and on that CPU no slower (openvino:bf16, built-in model, SST-2
+# test: 1,854 against 1,796 sentences/s, one text 2.36 against 2.53 ms; docs/benchmarks.md, note 27).
 PAD_TO_MULTIPLE_OF = 8

@@ -543,7 +543,8 @@ def create_app(load_classifier: Callable[[], Classifier], settings: ServerSettin
             "precision": backend.precision,
             "max_length": classifier.encoder.max_length,
             "pad_to_multiple_of": classifier.encoder.pad_to_multiple_of,
-            "warm_up_length": settings.warm_up_length,
+            # What ran: none where the runtime does not prepare kernels per shape.
+            "warm_up_length": settings.warm_up_length if backend.spec.prepares_per_shape else 0,
             "version": __version__,
             "dynamic_batching": settings.dynamic_batching,
             "batching": vars(batcher.settings),
