@@ -229,7 +229,9 @@ def test_auto_and_cpu_are_one_placement_only_where_no_backend_takes_a_gpu(model,
     assert auto.same_placement("auto", model) == [] and auto.same_placement("cpu", model) == []
 
 
-@pytest.mark.parametrize("change", ["cpu flags", "a GPU in view", "runtime version", "model"])
+@pytest.mark.parametrize(
+    "change", ["cpu flags", "a GPU in view", "runtime version", "exporter version", "export revision", "model"]
+)
 def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, cache, monkeypatch, change, tmp_path):
     from fastsentiment.backends import base
 
@@ -251,6 +253,14 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         decision = json.loads(path.read_text())
         decision["key"]["runtimes"]["onnxruntime"] = "0.0.1"
         path.write_text(json.dumps(decision))
+    elif change in ("exporter version", "export revision"):  # the graphs measured were exported otherwise
+        path = auto.decision_path(model, "cpu")
+        decision = json.loads(path.read_text())
+        if change == "exporter version":
+            decision["key"]["runtimes"]["transformers"] = "0.0.1"
+        else:
+            decision["key"]["export_revision"] -= 1
+        path.write_text(json.dumps(decision))
     else:
         import shutil
 
@@ -268,6 +278,12 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         measured_at, now = decision["measured_at"], importlib.metadata.version("onnxruntime")
         stale = f"(the decision measured {measured_at} is stale, onnxruntime 0.0.1 then, {now} now: fastsentiment tune)"
         assert reason.endswith(stale), reason
+    elif change == "exporter version":
+        now = importlib.metadata.version("transformers")
+        assert reason.endswith(f"transformers 0.0.1 then, {now} now: fastsentiment tune)"), reason
+    elif change == "export revision":
+        revision = model.architecture.export_revision
+        assert reason.endswith(f"export_revision {revision - 1} then, {revision} now: fastsentiment tune)"), reason
     else:  # another machine's or model's decision is no stale one of this: none was measured here
         assert reason.endswith("(not yet measured: fastsentiment tune)"), reason
     if change == "cpu flags":  # machines sharing a cache keep their decisions side by side (they overwrote them)
@@ -282,6 +298,26 @@ def test_a_decision_is_stale_when_the_machine_runtime_or_model_changes(model, ca
         assert auto.cached_decision(model, "cpu") is None
         monkeypatch.setattr(base, "NVIDIA_GPUS", tmp_path / "no-driver")
         assert auto.cached_decision(model, "cpu") is not None  # the CPU's own, kept beside them
+
+
+def test_a_decision_of_an_earlier_format_is_stale_without_naming_libraries_it_did_not_record(model, cache):
+    """Decisions before format 6 held no exporters' versions: their absence is no change to report."""
+    auto.tune(model, "cpu", only=FAST_CANDIDATES)
+    path = auto.decision_path(model, "cpu")
+    decision = json.loads(path.read_text())
+    decision["key"]["version"] = 5
+    del (
+        decision["key"]["export_revision"],
+        decision["key"]["runtimes"]["transformers"],
+        decision["key"]["runtimes"]["onnx"],
+    )
+    path.write_text(json.dumps(decision))
+    assert auto.cached_decision(model, "cpu") is None
+    reason = auto.choose(model, "cpu").reason
+    expected = (
+        f"(the decision measured {decision['measured_at']} is stale, another decision format: fastsentiment tune)"
+    )
+    assert reason.endswith(expected), reason
 
 
 def test_installs_of_other_runtimes_sharing_a_cache_keep_their_decisions_side_by_side(model, cache, monkeypatch):

@@ -84,7 +84,7 @@ LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-DECISION_VERSION = 5  # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS)
+DECISION_VERSION = 6  # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters
 
 
 @dataclass(frozen=True)
@@ -418,6 +418,9 @@ def decision_key(
     return {
         "version": DECISION_VERSION,
         "model": model.content_hash,
+        # The graphs measured are this tool's exports: a new revision of its exporter for the architecture is a new
+        # graph, as a new version of the libraries that export it is.
+        "export_revision": model.architecture.export_revision,
         "device": device,
         "machine": platform.machine(),
         "cpu_flags": _flags_digest(),
@@ -431,13 +434,14 @@ def decision_key(
 
 
 def _software() -> dict:
-    """The runtimes' versions and this tool's, as a decision's key holds them (tens of milliseconds to read)."""
+    """The runtimes' and exporters' versions and this tool's, as a decision's key holds them (tens of milliseconds to
+    read)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from fastsentiment import __version__
 
     runtimes = {}
-    for package in ("onnxruntime", "openvino", "torch", "nncf", "onnxruntime-gpu"):
+    for package in ("onnxruntime", "openvino", "torch", "nncf", "transformers", "onnx", "onnxruntime-gpu"):
         try:
             runtimes[package] = version(package)
         except PackageNotFoundError:
@@ -541,13 +545,15 @@ def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "not yet measured"
     now = decision_key(model, device, str(stored_key.get("calibration", "builtin-v1")), threads)
+    if stored_key.get("version") != now["version"]:  # its fields are not this format's: none to compare
+        return f"the decision measured {measured_at} is stale, another decision format"
     then_runtimes = stored_key.get("runtimes") if isinstance(stored_key.get("runtimes"), dict) else {}
     changes = [
         f"{package} {then_runtimes.get(package) or 'absent'} then, {now['runtimes'].get(package) or 'absent'} now"
         for package in dict.fromkeys([*now["runtimes"], *then_runtimes])
         if then_runtimes.get(package) != now["runtimes"].get(package)
     ]
-    changes += [f"{field} {stored_key.get(field)} then, {now[field]} now" for field in ("fastsentiment", "cpus")
+    changes += [f"{field} {stored_key.get(field)} then, {now[field]} now" for field in ("fastsentiment", "cpus", "export_revision")
                 if stored_key.get(field) != now[field]]  # fmt: skip
     if not changes and stored_key != now:
         changes = ["another decision format"]
