@@ -553,8 +553,12 @@ def _unmeasured(model: ModelDir, device: str, threads: int | None) -> str:
         for package in dict.fromkeys([*now["runtimes"], *then_runtimes])
         if then_runtimes.get(package) != now["runtimes"].get(package)
     ]
-    changes += [f"{field} {stored_key.get(field)} then, {now[field]} now" for field in ("fastsentiment", "cpus", "export_revision")
-                if stored_key.get(field) != now[field]]  # fmt: skip
+    fields = ("fastsentiment", "cpus", "export_revision")
+    changes += [
+        f"{field} {stored_key.get(field)} then, {now[field]} now"
+        for field in fields
+        if stored_key.get(field) != now[field]
+    ]
     if not changes and stored_key != now:
         changes = ["another decision format"]
     return f"the decision measured {measured_at} is stale, {'; '.join(changes)}" if changes else "not yet measured"

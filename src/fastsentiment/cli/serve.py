@@ -65,9 +65,10 @@ def serve(
         "--warm-up-length",
         min=0,
         help="Before the server is ready, every shape of a model call up to this many tokens (at most the model's): "
-        "1 to --model-batch-size texts (at most --max-batch-size) at every padded length, runs once on each of its model's streams, where the "
-        "runtime prepares kernels per input shape (OpenVINO: 4 to 8 ms the first time a shape is met; 3 s of "
-        "start-up for the built-in model on 2 cores, growing with the square of the texts per call); 0: none.",
+        "1 to --model-batch-size texts (at most --max-batch-size) at every padded length, runs once on each of its "
+        "model's streams, where the runtime prepares kernels per input shape (OpenVINO: 4 to 8 ms the first time a "
+        "shape is met; 3 s of start-up for the built-in model on 2 cores, growing with the square of the texts per "
+        "call); 0: none.",
     ),
     pad_to_multiple_of: int | None = typer.Option(
         None,
