@@ -16,9 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from serve_load import SST2_TEST, cpu_flags, read_sentences, report
-
-from fastsentiment import Classifier
+from serve_load import SST2_TEST, cpu_flags, load_model, read_sentences, report
 
 
 def main() -> None:
@@ -33,9 +31,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     multiples = [int(multiple) for multiple in args.multiples.split(",")]
-    loaded = Classifier.load(
-        args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size
-    )
+    loaded = load_model(args)
     models = {multiple: loaded.padded_to_multiple_of(multiple) for multiple in multiples}
     encoded = loaded.encoder.encode(read_sentences(args.data))
     lone = encoded[::9]
