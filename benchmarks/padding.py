@@ -16,15 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-from serve_load import SST2_TEST, cpu_flags, load_model, read_sentences, report
+from serve_load import SST2_TEST, cpu_flags, load_model, model_arguments, read_sentences, report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="default: the built-in model")
-    parser.add_argument("--backend", default="openvino")
-    parser.add_argument("--precision")
-    parser.add_argument("--model-batch-size", type=int, default=8)
+    model_arguments(parser)
     parser.add_argument("--multiples", default="1,8,16,32")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data", type=Path, default=SST2_TEST)

@@ -114,8 +114,8 @@ def offline(args, sentences: list[str]) -> dict:
 
 # ---- the server ---------------------------------------------------------------------------
 def start_server(args, port: int, options: Sequence[str] = ()) -> subprocess.Popen:
-    """`fastsentiment serve` as `args` (`model_arguments` and the server's options) and `options` (more of its command
-    line, taking precedence) describe it, once /health says ready."""
+    """`fastsentiment serve` as `args` (`server_model_arguments` and the server's options) and `options` (more of its
+    command line, taking precedence) describe it, once /health says ready."""
     command = [sys.executable, "-m", "fastsentiment", "serve", "--port", str(port), "--backend", args.backend]
     command += ["--model-batch-size", str(args.model_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     if args.max_batch_tokens:
@@ -427,17 +427,22 @@ def own_cpu_seconds() -> float:
 
 
 def model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and backend options of the server benchmarks (this one, serve_warm_up.py, serve_trace.py)."""
+    """The model and backend options of the benchmarks that load the model as `load_model` does."""
     parser.add_argument("--model", help="default: the built-in model")
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision")
     parser.add_argument("--model-batch-size", type=int, default=8)
+
+
+def server_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`model_arguments` and how the server prepares the model (this one, serve_warm_up.py, serve_trace.py)."""
+    model_arguments(parser)
     parser.add_argument("--warm-up-length", type=int, default=WARM_UP_LENGTH, help="the server's --warm-up-length")
     parser.add_argument("--pad-to-multiple-of", type=int, help="the server's --pad-to-multiple-of (default: its own)")
 
 
 def load_model(args):
-    """The model the server benchmarks' own in-process steps load, as `model_arguments` name it."""
+    """The model the benchmarks' own in-process steps load, as `model_arguments` name it."""
     from fastsentiment import Classifier
 
     return Classifier.load(args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size)
@@ -451,7 +456,7 @@ def read_sentences(path: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_arguments(parser)
+    server_model_arguments(parser)
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
     parser.add_argument("--max-batch-tokens", type=int, help="the server's --max-batch-tokens (default: its own)")
     parser.add_argument("--connections", default="1,16,64", help="closed-loop levels; the last is the saturation")

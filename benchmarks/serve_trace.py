@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from serve_load import SST2_TEST, load_model, model_arguments, read_sentences, submit_at_rate
+from serve_load import SST2_TEST, load_model, read_sentences, server_model_arguments, submit_at_rate
 
 from fastsentiment.serve.app import load_and_warm, model_batcher
 from fastsentiment.serve.batcher import BatchSettings
@@ -43,7 +43,7 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_arguments(parser)
+    server_model_arguments(parser)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--data", type=Path, default=SST2_TEST)

@@ -30,10 +30,10 @@ from serve_load import (
     build_open_loop,
     cpu_flags,
     free_port,
-    model_arguments,
     open_loop,
     read_sentences,
     report,
+    server_model_arguments,
     start_server,
 )
 
@@ -42,7 +42,7 @@ PERCENTILES = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_arguments(parser)
+    server_model_arguments(parser)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=5)
