@@ -106,3 +106,24 @@ def coreml_program(package: Path):
     function = spec.mlProgram.functions["main"]
     (block,) = function.block_specializations.values()
     return spec, block
+
+
+def save_split_decision(model, latency_path_rate: float) -> None:
+    """A stored CPU decision whose throughput path (onnx:fp32: 100 sentences/s at batch 32, 5 ms at batch 1) is not
+    its latency path (openvino:fp32: `latency_path_rate` sentences/s, 3 ms), in the cache $FASTSENTIMENT_CACHE names."""
+    from fastsentiment.backends import auto
+
+    def row(config: str, sentences_per_s: float, latency_ms: float) -> dict:
+        return {"config": config, "sentences_per_s": sentences_per_s, "latency_ms": latency_ms, "faithful": True,
+                "failed": None}  # fmt: skip
+
+    auto._save(
+        auto.decision_path(model, "cpu"),
+        {
+            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [row("onnx:fp32", 100.0, 5.0), row("openvino:fp32", latency_path_rate, 3.0)],
+            "throughput": {"backend": "onnx", "precision": "fp32", "why": "onnx:fp32, the fastest"},
+            "latency": {"backend": "openvino", "precision": "fp32", "why": "openvino:fp32, 3.00 ms p50 at batch 1"},
+        },
+    )

@@ -70,6 +70,21 @@ def test_window_spans_cover_the_whole_text_and_drive_the_verdict(clf):
     assert sum(chunk["tokens"] for chunk in chunks) == 300 + 16 * (len(chunks) - 1)
 
 
+@pytest.mark.parametrize("stride", [0, 7, 31])
+def test_every_token_weighs_the_same_however_many_windows_hold_it(clf, stride):
+    """A window's weight in the mean counts the tokens it shares with a neighbour half: the weights sum to the
+    text's own tokens, and the first and last windows, which share on one side only, weigh more than a middle one
+    of the same size."""
+    for count in (LIMIT - 2, LIMIT + 5, 300):
+        (document,) = clf.split([words(count)], "chunk", stride)[1]
+        assert sum(window.weight for window in document) == count
+        if len(document) > 2:
+            first, middle = document[0], document[1]
+            assert first.tokens == middle.tokens and first.weight - middle.weight == stride / 2
+        (prediction,) = clf.predict([words(count)], long_text="chunk", stride=stride, return_chunks=True)
+        assert prediction.windows == len(document)
+
+
 def test_a_truncated_text_reports_the_window_it_kept(clf):
     """Under truncation the one window is the first window chunking makes: the same tokens of the text, the same
     span (not the whole text), and the text's own token count (no special tokens)."""
@@ -98,6 +113,8 @@ def test_mean_aggregate_is_the_token_weighted_mean_of_window_probabilities(clf):
     text = words(200, 1)
     (prediction,) = clf.predict([text], long_text="chunk", stride=10, aggregate="mean", return_chunks=True)
     weights = np.array([chunk["tokens"] for chunk in prediction.chunks], dtype=float)
+    weights[1:] -= 10 / 2  # the 10 tokens each pair of neighbours shares count half in each
+    weights[:-1] -= 10 / 2
     windows = [clf.predict([text[c["start"] : c["end"]]])[0] for c in prediction.chunks]
     expected = sum(w * np.array(list(p.scores.values())) for w, p in zip(weights, windows, strict=True)) / weights.sum()
     np.testing.assert_allclose(list(prediction.scores.values()), expected, atol=1e-5)
@@ -203,7 +220,7 @@ def test_mean_of_windows_is_taken_in_the_scores_asked_for(clf, function):
     text = words(200, offset=2)
     _, (windows,) = clf.split([text], "chunk", 16)
     window_logits = clf.logits_for_ids([window.ids for window in windows]).astype(np.float64)
-    weights = np.array([window.tokens for window in windows], dtype=np.float64)
+    weights = np.array([window.weight for window in windows], dtype=np.float64)
     weights /= weights.sum()
     per_window = {
         "softmax": np.exp(window_logits) / np.exp(window_logits).sum(axis=1, keepdims=True),

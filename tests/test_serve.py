@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, save_split_decision
 from fastsentiment import Classifier
 from fastsentiment.errors import InputError
 from tiny_models import build_model
@@ -456,6 +456,23 @@ def test_health_info_metrics_docs(server):
     for route in ("/health", "/info", "/metrics"):  # uptime probes that ask with HEAD
         head = httpx.head(f"{server.url}{route}")
         assert head.status_code == 200 and head.content == b"", route
+
+
+def test_a_server_on_auto_takes_the_path_measured_for_serving(bert_dir, tmp_path, monkeypatch):
+    """Not the batch-32 throughput path where another is much quicker one text at a time and nearly as fast batched
+    (`auto.decided`): most of a server's calls below saturation hold one text."""
+    from fastsentiment.models import resolve_model
+
+    monkeypatch.setenv("FASTSENTIMENT_CACHE", str(tmp_path / "cache"))
+    save_split_decision(resolve_model(str(bert_dir)), latency_path_rate=95.0)
+    running = Server(bert_dir, "--device", "cpu", env={"FASTSENTIMENT_CACHE": str(tmp_path / "cache")})
+    try:
+        info = httpx.get(f"{running.url}/info").json()
+        assert (info["backend"], info["precision"]) == ("openvino", "fp32")  # the throughput path is onnx:fp32
+        answer = httpx.post(f"{running.url}/predict", json={"inputs": "good film"})
+        assert answer.status_code == 200 and answer.json()[0][0]["label"] in info["labels"]
+    finally:
+        running.stop()
 
 
 def test_truncated_texts_are_counted_in_the_metrics(server):

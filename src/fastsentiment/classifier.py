@@ -105,7 +105,7 @@ class Classifier:
 
         `backend="auto"` is the fastest faithful backend measured for this model on this machine for `workload`
         ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
-        dominates). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
+        dominates; "serve": a server's mix of both, see `backends.auto.decided`). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
         (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `device` also takes what pipeline code passes: -1 (the CPU), 0, 1, ... (a CUDA GPU), a torch.device, None.
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
@@ -392,7 +392,7 @@ class Classifier:
             confidence = self._default_function()
         logits = np.empty((len(windows), len(self.labels)), dtype=np.float32)
         for index, (text_windows, own) in enumerate(zip(windows, per_text, strict=True)):
-            weights = np.array([window.tokens for window in text_windows], dtype=np.float64)
+            weights = np.array([window.weight for window in text_windows], dtype=np.float64)
             logits[index] = aggregate_logits(own, weights, aggregate, sigmoid, confidence)
         return logits, per_text
 

@@ -51,6 +51,13 @@ class Window:
     tokens: int  # the text's own tokens in this window (special tokens not counted)
     start: int  # character span in the text
     end: int
+    shared: int = 0  # of `tokens`, how many the neighbouring windows also hold (the overlap on either side)
+
+    @property
+    def weight(self) -> float:
+        """The window's share of its text when scores are averaged: its own tokens, each token held by two windows
+        counted half in each, so that every token of the text weighs the same and the weights sum to its tokens."""
+        return self.tokens - self.shared / 2
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,9 @@ def cut(encoding, index: int, max_length: int, stride: int) -> Document:
     windows, first = [], head
     while True:
         last = min(first + room, tail)
-        windows.append(
-            Window(index, [*prefix, *ids[first:last], *suffix], last - first, offsets[first][0], offsets[last - 1][1])
-        )
+        shared = (stride if windows else 0) + (stride if last < tail else 0)
+        span = offsets[first][0], offsets[last - 1][1]
+        windows.append(Window(index, [*prefix, *ids[first:last], *suffix], last - first, *span, shared))
         if last == tail:
             return Document(len(ids), windows)
         first = last - stride
@@ -172,7 +179,8 @@ def aggregate_logits(
     window_logits: np.ndarray, weights: np.ndarray, how: str, sigmoid: bool, confidence: str = "softmax"
 ) -> np.ndarray:
     """One text's logits from its windows': a token-weighted mean of probabilities ("mean", given back as the
-    logits that reproduce it), the most confident window ("max"), or a token-weighted mean of logits.
+    logits that reproduce it), the most confident window ("max"), or a token-weighted mean of logits; `weights`
+    are the windows' `Window.weight`, so that the tokens two windows share do not count twice.
 
     A window's confidence under `confidence`: "softmax" (or sigmoid over several labels), its top probability;
     "sigmoid" over one output, how far it is from undecided (0.01 is as sure as 0.99; a multi-label window is not,

@@ -6,12 +6,15 @@ of accuracy where the sample has labels), and timed on the same sample, length-s
 (throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer
 half of the sample and scored by the geometric mean of the two rates, because which path wins can depend on
 length (on a base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's
-tokens are mostly in its long texts. Latency is the median (p50) of single-text calls on typical texts of
+tokens are mostly in its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's
+precision, and the path quicker one text at a time takes that tie. Latency is the median (p50) of single-text calls on typical texts of
 either half, as many of each. Candidates within RUNOFF_MARGIN of the leader are timed again, in the opposite
 order, and keep their better round: a close decision should not rest on one noisy pass. Latency takes the
 throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one text at a time: within
 that, the two are equal to the precision of the measurement, and one model then serves every workload (one load,
-one compiled graph in memory). It is cached per model content, device, compute threads, CPU flags, runtime
+one compiled graph in memory). A server sends one text at a time until its queue fills and batches after: it takes
+the latency decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE slower at batch 32 than the throughput
+decision (derived when read, from the same table). It is cached per model content, device, compute threads, CPU flags, runtime
 versions and calibration sample, written atomically; a stale or unreadable cache is measured again. A run capped
 to fewer threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a
 decision measured with that cap: the fastest path on two threads need not be the fastest on one.
@@ -42,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsentiment.backends.base import (
+    BATCHED_WORKLOADS,
     WORKLOADS,
     cpu_computes_bf16,
     cpu_flags,
@@ -83,8 +87,11 @@ TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over 
 LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
+THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: latency breaks the tie
+SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server takes the latency decision unless it gives up this much throughput
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-DECISION_VERSION = 6  # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters
+# 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters; 7: throughput ties
+DECISION_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ def interim_choice(
         return Choice(
             first_runnable(device, model), None, "no measurement for this device; the first backend that runs"
         )
-    if workload == "throughput" and cpu_computes_bf16() and _runs("openvino", device, model):
+    if workload in BATCHED_WORKLOADS and cpu_computes_bf16() and _runs("openvino", device, model):
         return Choice(
             "openvino", "bf16", f"interim: this CPU computes bf16 natively ({unmeasured}: fastsentiment tune)"
         )
@@ -245,7 +252,7 @@ def choose(
                 decision = tune(model, device, threads=threads)
     if decision is None:
         return interim_choice(device, workload, model, _unmeasured(model, device, threads))
-    chosen = decision.get(workload)
+    chosen = decided(decision, workload)
     if chosen is None:
         return interim_choice(device, workload, model, f"not measured for {workload}")
     pick: Choice | None = Choice(
@@ -385,13 +392,17 @@ def _by_the_rule(
             rows.append(row)
     if not rows:
         return None
-    best = max(rows, key=lambda row: row["sentences_per_s"])
+    best = _fastest(rows, lambda row: row["sentences_per_s"], lambda row: row["latency_ms"])
     why = f"{best['sentences_per_s']:,.0f} sentences/s (score) at batch {BATCH}"
-    if workload == "latency":
-        quickest = min(rows, key=lambda row: row["latency_ms"])
-        if not _throughput_serves_latency(best["latency_ms"], quickest["latency_ms"]):
+    if workload in ("latency", "serve"):
+        fastest, quickest = best, min(rows, key=lambda row: row["latency_ms"])
+        if not _throughput_serves_latency(fastest["latency_ms"], quickest["latency_ms"]):
             best = quickest
-        why = f"{best['latency_ms']:.2f} ms p50 at batch 1"
+        if workload == "serve" and not _latency_serves_throughput(
+            quickest["sentences_per_s"], fastest["sentences_per_s"]
+        ):
+            best = fastest
+        why = f"{best['latency_ms']:.2f} ms p50 at batch 1, {best['sentences_per_s']:,.0f} sentences/s at batch {BATCH}"
     backend, _, chosen_precision = best["config"].partition(":")
     what = f"the fastest {precision} path" if precision else "the fastest path that runs here"
     return Choice(backend, chosen_precision, f"measured {decision['measured_at']}: {what}, {why}")
@@ -800,12 +811,20 @@ def _decide(faithful: list[Measurement]) -> dict:
     """The throughput and latency decisions from the faithful rows (none when no row is faithful)."""
     if not faithful:
         return {}
-    fastest = max(faithful, key=lambda row: row.sentences_per_s)
+    fastest = _fastest(faithful, lambda row: row.sentences_per_s, lambda row: row.latency_ms)
     quickest = min(faithful, key=lambda row: row.latency_ms)
+    leader = max(faithful, key=lambda row: row.sentences_per_s)
+    tie = (
+        f"; tied within {THROUGHPUT_TIE:.0%} with {leader.config} ({leader.sentences_per_s:,.0f} against "
+        f"{fastest.sentences_per_s:,.0f} score) and quicker one text at a time ({fastest.latency_ms:.2f} against "
+        f"{leader.latency_ms:.2f} ms)"
+        if leader is not fastest
+        else ""
+    )
     throughput = _chosen(
         fastest,
         f"{fastest.short_sentences_per_s:,.0f} sentences/s on the shorter half of the sample and "
-        f"{fastest.long_sentences_per_s:,.0f} on the longer half, at batch {BATCH}",
+        f"{fastest.long_sentences_per_s:,.0f} on the longer half, at batch {BATCH}{tie}",
     )
     if not _throughput_serves_latency(fastest.latency_ms, quickest.latency_ms):
         return {"throughput": throughput, "latency": _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1")}
@@ -818,9 +837,45 @@ def _decide(faithful: list[Measurement]) -> dict:
     return {"throughput": throughput, "latency": _chosen(fastest, why)}
 
 
+def _fastest(rows: list, score: Callable, latency: Callable):
+    """The throughput pick among `rows`: the highest `score`, except that rows within THROUGHPUT_TIE of it are a tie
+    to the precision of a tune, which the quickest one text at a time takes (on the AVX2 EPYC torch:fp32 scored
+    107.8 and openvino:fp32 107.5; on SST-2 they ran 235 and 269 sentences/s, and 13.1 and 8.6 ms at batch 1)."""
+    best = max(score(row) for row in rows)
+    return min((row for row in rows if score(row) >= (1 - THROUGHPUT_TIE) * best), key=latency)
+
+
 def _throughput_serves_latency(fastest_ms: float, quickest_ms: float) -> bool:
     """Whether the fastest path also serves latency: its batch-1 latency within LATENCY_TOLERANCE of the quickest's."""
     return fastest_ms <= (1 + LATENCY_TOLERANCE) * quickest_ms
+
+
+def _latency_serves_throughput(quickest_rate: float, fastest_rate: float) -> bool:
+    """Whether the quickest path also serves a server's batches: its throughput score within
+    SERVE_THROUGHPUT_TOLERANCE of the fastest's."""
+    return quickest_rate >= (1 - SERVE_THROUGHPUT_TOLERANCE) * fastest_rate
+
+
+def decided(decision: dict, workload: str) -> dict | None:
+    """The path `decision` holds for `workload` ({"backend", "precision", "why"}; None where it holds none). The
+    throughput and latency decisions are stored; a server's is read from them: the latency decision, unless its
+    throughput score is more than SERVE_THROUGHPUT_TOLERANCE below the throughput decision's, since a server's
+    calls are single texts below saturation and batches at it."""
+    if workload != "serve":
+        return decision.get(workload)
+    throughput, latency = decision.get("throughput"), decision.get("latency")
+    if throughput is None or latency is None:
+        return throughput or latency
+    rates = {row.get("config"): row.get("sentences_per_s") for row in table_rows(decision)}
+    fastest, quickest = (rates.get(f"{chosen['backend']}:{chosen['precision']}") for chosen in (throughput, latency))
+    if not (_is_number(fastest) and _is_number(quickest)) or not _latency_serves_throughput(quickest, fastest):
+        return throughput
+    return {
+        **latency,
+        "why": f"{latency['why']}, and {quickest:,.0f} sentences/s at batch {BATCH}, within "
+        f"{SERVE_THROUGHPUT_TOLERANCE:.0%} of the fastest ({throughput['backend']}:{throughput['precision']}, "
+        f"{fastest:,.0f}/s): one path for a server's single texts and its batches",
+    }
 
 
 def _length_halves(sequences: list) -> tuple[list, list]:

@@ -23,8 +23,11 @@ from fastsentiment.models import ModelDir
 log = logging.getLogger("fastsentiment")
 
 
-# What a load is for, which `auto` measures a path for: batched texts, one text at a time, a one-off call.
-WORKLOADS = ("throughput", "latency", "start")
+# What a load is for, which `auto` picks a path for: batched texts, one text at a time, a one-off call, and a server
+# (one text at a time until its queue fills, then batches).
+WORKLOADS = ("throughput", "latency", "start", "serve")
+# The workloads whose callers keep several calls in flight, for which a backend may run calls side by side.
+BATCHED_WORKLOADS = ("throughput", "serve")
 
 
 def usable_cpus() -> int:
@@ -188,7 +191,7 @@ class BackendSpec:
     tunable: bool = True
     accelerator_only: tuple[str, ...] = ()
     cpu_only: tuple[str, ...] = ()
-    # Whether load() takes `workload` ("throughput" or "latency") and, for throughput, may return a backend whose
+    # Whether load() takes `workload` (one of WORKLOADS) and, for BATCHED_WORKLOADS, may return a backend whose
     # `parallel_calls` logits calls run at once, each on its own share of the threads.
     parallel: bool = False
     # Whether the runtime prepares its kernels for each input shape it meets, so that the first call at a new

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsentiment.backends.base import BackendSpec, graph_feeds, inference_threads, log
+from fastsentiment.backends.base import BATCHED_WORKLOADS, BackendSpec, graph_feeds, inference_threads, log
 from fastsentiment.backends.registry import device_kind, register
 from fastsentiment.cache import cache_root, open_or_rebuild
 from fastsentiment.errors import BackendError
@@ -95,10 +95,10 @@ class OpenvinoBackend:
         threads: int | None = None,
         workload: str = "latency",
     ) -> OpenvinoBackend:
-        """`workload` is OpenVINO's performance hint: "latency" gives one call all the threads; "throughput" splits
-        them into streams that run calls side by side (on 2 cores, two streams of one thread: 13% more sentences/s
-        at batch 32 and 38% at batch 1 than one stream of two threads on the AMX Xeon, when the caller keeps both
-        busy)."""
+        """`workload` sets OpenVINO's performance hint: "latency" gives one call all the threads; "throughput" and
+        "serve" (`BATCHED_WORKLOADS`) split them into streams that run calls side by side (on 2 cores, two streams of
+        one thread: 13% more sentences/s at batch 32 and 38% at batch 1 than one stream of two threads on the AMX
+        Xeon, when the caller keeps both busy)."""
         import openvino as ov
 
         core = ov.Core()
@@ -109,7 +109,7 @@ class OpenvinoBackend:
         compute = precision if precision in PRECISION_HINTS else ("bf16" if has_bf16 else "fp32")
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[compute],
-            "PERFORMANCE_HINT": "THROUGHPUT" if workload == "throughput" else "LATENCY",
+            "PERFORMANCE_HINT": "THROUGHPUT" if workload in BATCHED_WORKLOADS else "LATENCY",
             "INFERENCE_NUM_THREADS": str(inference_threads(threads)),
             # OpenVINO's own cache of compiled blobs: a second load imports instead of compiling. One folder per
             # compute precision: OpenVINO 2026.4 gave a bf16 load the blob an fp32 load had cached for the same

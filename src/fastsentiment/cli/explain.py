@@ -20,8 +20,8 @@ def explain(
     workload: str = typer.Option(
         "throughput",
         "--workload",
-        help="What `auto` is chosen for: throughput (files, stdin, serve), latency (interactive) or start (texts "
-        "given as arguments).",
+        help="What `auto` is chosen for: throughput (files, stdin), latency (interactive), start (texts given as "
+        "arguments) or serve (the server).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

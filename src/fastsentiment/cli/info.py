@@ -8,9 +8,10 @@ from fastsentiment.cli.app import app
 from fastsentiment.cli.options import ModelOption
 
 AUTO_WORKLOADS = {
-    "throughput": "files, stdin, serve, bench, evaluate, the Python API",
+    "throughput": "files, stdin, bench, evaluate, the Python API",
     "latency": "interactive",
     "start": "texts given as arguments",
+    "serve": "serve",
 }
 
 

@@ -111,7 +111,7 @@ def serve(
     def load():
         # A server runs long enough for `auto` to be worth measuring before it opens (once per model and CPU).
         classifier = load_classifier(
-            model, backend, device, precision, model_batch_size, max_length, tune=True, labels=labels
+            model, backend, device, precision, model_batch_size, max_length, workload="serve", tune=True, labels=labels
         )
         if model_batch_size is None:  # the device is known once loaded (auto)
             classifier.batch_size = default_batch_size(classifier.backend.device, serving=True)

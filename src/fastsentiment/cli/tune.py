@@ -44,7 +44,13 @@ def tune(
     from rich.markup import escape
     from rich.table import Table
 
-    from fastsentiment.backends.auto import MIN_AGREEMENT, Calibration, check_decision_can_be_kept, decision_path
+    from fastsentiment.backends.auto import (
+        MIN_AGREEMENT,
+        Calibration,
+        check_decision_can_be_kept,
+        decided,
+        decision_path,
+    )
     from fastsentiment.backends.auto import tune as measure
     from fastsentiment.backends.registry import check_device
     from fastsentiment.models import resolve_model
@@ -89,18 +95,20 @@ def tune(
         )
     Console(width=200).print(table)
     # Whole lines, not cut at 80 columns where stderr is a log file, and no markup read in a path's brackets.
-    for workload in ("throughput", "latency"):
-        if workload in decision:
-            console.print(f"auto for {workload}: {decision[workload]['why']}", markup=False, soft_wrap=True)
+    for workload in ("throughput", "latency", "serve"):
+        if (chosen_path := decided(decision, workload)) is not None:
+            console.print(f"auto for {workload}: {chosen_path['why']}", markup=False, soft_wrap=True)
     console.print(f"cached in {decision_path(model_dir, device, threads)}", markup=False, soft_wrap=True)
 
 
 def workloads_won(decision: dict) -> dict[str, str]:
-    """backend:precision -> the workloads `auto` chose it for ("throughput, latency" where it won both)."""
+    """backend:precision -> the workloads `auto` chose it for ("throughput, latency, serve" where it won all)."""
+    from fastsentiment.backends.auto import decided
+
     won: dict[str, list[str]] = {}
-    for workload in ("throughput", "latency"):
-        if workload in decision:
-            won.setdefault(f"{decision[workload]['backend']}:{decision[workload]['precision']}", []).append(workload)
+    for workload in ("throughput", "latency", "serve"):
+        if (chosen := decided(decision, workload)) is not None:
+            won.setdefault(f"{chosen['backend']}:{chosen['precision']}", []).append(workload)
     return {config: ", ".join(workloads) for config, workloads in won.items()}
 
 
