@@ -39,7 +39,8 @@ def pytest_configure(config) -> None:
         return
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= workers:
-        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: workers])
+        # modulo: the worker that replaces a crashed one is numbered on (gw2 of two), and an empty set is refused
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % workers :: workers])
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -780,15 +780,22 @@ def test_full_queue_answers_503_with_retry_after(bert_dir, cache):
 def test_sigterm_finishes_accepted_requests_then_exits_0(bert_dir, cache):
     server = Server(bert_dir, env={"FASTSENTIMENT_CACHE": cache})
     texts = [sentence(i) for i in range(240)]
+    # Each client's connection is open and accepted before the requests: a connection still being made when the
+    # server stops is refused, as it should be (on a slow machine twelve threads took over 0.3 s to connect).
+    clients = [httpx.Client(base_url=server.url, timeout=120) for _ in range(12)]
+    for client in clients:
+        assert client.get("/health").status_code == 200
 
     def ask(i):
-        return httpx.post(f"{server.url}/predict", json={"inputs": texts[i * 20 : (i + 1) * 20]}, timeout=120)
+        return clients[i].post("/predict", json={"inputs": texts[i * 20 : (i + 1) * 20]})
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         futures = [pool.submit(ask, i) for i in range(12)]
-        time.sleep(0.3)  # let the requests be accepted and queued
+        time.sleep(0.3)  # let the requests be read and queued
         server.process.send_signal(signal.SIGTERM)
         responses = [future.result() for future in futures]
+    for client in clients:
+        client.close()
     assert [r.status_code for r in responses] == [200] * 12
     assert all(len(r.json()) == 20 for r in responses)
     assert server.process.wait(timeout=60) == 0

@@ -48,6 +48,7 @@ from fastsentiment.backends.base import (
     BATCHED_WORKLOADS,
     WORKLOADS,
     cpu_computes_bf16,
+    cpu_computes_int8,
     cpu_flags,
     inference_threads,
     parallel_calls,
@@ -179,7 +180,8 @@ def interim_choice(
     (`unmeasured`: why no measured decision holds, as its reason says).
 
     OpenVINO bf16 had the highest batched throughput on both CPUs measured there (AVX-512 bf16 with and without
-    AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX.
+    AMX); ONNX Runtime int8 starts fastest and had the lowest batch-1 latency without AMX, except on a CPU without
+    an int8 dot-product instruction, where ONNX Runtime fp32 ran faster batched and one text at a time (AVX2 EPYC).
     """
     if device not in ("auto", "cpu"):
         return Choice(
@@ -190,6 +192,13 @@ def interim_choice(
             "openvino", "bf16", f"interim: this CPU computes bf16 natively ({unmeasured}: fastsentiment tune)"
         )
     if _runs("onnx", device, model):
+        if workload != "start" and not cpu_computes_int8():
+            return Choice(
+                "onnx",
+                "fp32",
+                f"interim: this CPU has no int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), where ONNX "
+                f"Runtime int8 is slower than fp32 ({unmeasured}: fastsentiment tune)",
+            )
         return Choice("onnx", "int8", f"interim: fastest start and batch-1 latency ({unmeasured}: fastsentiment tune)")
     return Choice(first_runnable(device, model), None, "interim: the first backend that runs here")
 
@@ -216,7 +225,7 @@ def choose(
         raise BackendError(f"unknown workload {workload!r}; expected one of {', '.join(WORKLOADS)}")
     device = canonical_device(device)
     if workload == "start":  # never measured (start-up dominates a one-off call): no advice to tune
-        interim = interim_choice(device, "latency", model)
+        interim = interim_choice(device, "start", model)
         # The stored file is read as it is first, and checked whole (runtime versions: tens of milliseconds of a
         # one-off call) only where it rejects the quick path.
         decision = (

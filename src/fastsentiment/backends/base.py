@@ -140,6 +140,17 @@ def cpu_computes_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def cpu_computes_int8() -> bool:
+    """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX int8); any CPU that is
+    not x86 is taken to (ARM's SDOT and its kin). Without one, x86 int8 kernels multiply with VPMADDUBSW: ONNX
+    Runtime's block-wise int8 ran the built-in model at 172 sentences/s against fp32's 248 on an AVX2-only EPYC."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def inference_threads(requested: int | None = None) -> int:
     """Threads a backend computes with: `requested` (Classifier.load(threads=...), --threads), else the user's
     default $FASTSENTIMENT_THREADS, else usable_cpus()."""

@@ -345,13 +345,9 @@ def int8_dynamic_variant() -> str:
     """Which per-tensor int8 graph this CPU should run. Without VNNI (AVX-512 VNNI, AVX-VNNI) or AMX, ONNX
     Runtime's u8s8 kernels multiply with VPMADDUBSW, whose 16-bit sums saturate on full-range int8 weights; its
     documentation's remedy is 7-bit weights (`reduce_range`)."""
-    import platform
+    from fastsentiment.backends.base import cpu_computes_int8
 
-    from fastsentiment.backends.base import cpu_flags
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return "int8-dynamic"
-    return "int8-dynamic" if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"} else "int8-dynamic-7bit"
+    return "int8-dynamic" if cpu_computes_int8() else "int8-dynamic-7bit"
 
 
 def quantise_per_tensor(
