@@ -36,12 +36,16 @@ def timed(call, repeat: int):
     return statistics.median(seconds), result
 
 
-def aggregated(prediction, labels: list[str], aggregate: str) -> int:
+def aggregated(prediction, labels: list[str], aggregate: str, stride: int) -> int:
     # A chunk carries its best label's score; with two labels (the built-in model) that is every score.
     scores = np.array(
         [[c["score"] if c["label"] == label else 1.0 - c["score"] for label in labels] for c in prediction.chunks]
     )
-    weights = np.array([chunk["tokens"] for chunk in prediction.chunks], dtype=float)[:, None]
+    # As the classifier weighs windows (windows.Window.weight): the `stride` tokens neighbours share count half in each.
+    weights = np.array([chunk["tokens"] for chunk in prediction.chunks], dtype=float)
+    weights[1:] -= stride / 2
+    weights[:-1] -= stride / 2
+    weights = weights[:, None]
     if aggregate == "max":
         return int(scores[scores.max(axis=1).argmax()].argmax())
     if aggregate == "logit-mean":
@@ -85,7 +89,7 @@ def main() -> None:
         )
         rate = doc_tokens / seconds
         for aggregate in ("mean", "max", "logit-mean"):
-            picked = [aggregated(p, list(clf.labels), aggregate) for p in predictions]
+            picked = [aggregated(p, list(clf.labels), aggregate, stride) for p in predictions]
             accuracy = np.mean(np.array(picked) == truth)
             print(f"| chunk | {stride} | {aggregate} | {accuracy:.1%} | {rate:,.0f} | {rate / short_rate:.2f} |")
 

@@ -80,7 +80,8 @@ def bodies_of(sentences: list[str], per_request: int) -> list[bytes]:
 def offline(args, sentences: list[str]) -> dict:
     from fastsentiment import Classifier
 
-    classifier = Classifier.load(args.model, backend=args.backend, precision=args.precision)
+    # The server's workload: with --backend auto, the path the server takes.
+    classifier = Classifier.load(args.model, backend=args.backend, precision=args.precision, workload="serve")
     classifier.logits(sentences[:256], batch_size=args.model_batch_size)  # warm every common shape
     rates = []
     for _ in range(3):
@@ -445,7 +446,9 @@ def load_model(args):
     """The model the benchmarks' own in-process steps load, as `model_arguments` name it."""
     from fastsentiment import Classifier
 
-    return Classifier.load(args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size)
+    return Classifier.load(
+        args.model, backend=args.backend, precision=args.precision, batch_size=args.model_batch_size, workload="serve"
+    )
 
 
 def read_sentences(path: Path) -> list[str]:

@@ -105,8 +105,9 @@ class Classifier:
 
         `backend="auto"` is the fastest faithful backend measured for this model on this machine for `workload`
         ("throughput": batched texts; "latency": one text at a time; "start": a one-off call, where start-up
-        dominates; "serve": a server's mix of both, see `backends.auto.decided`). Without a cached measurement it is a choice by CPU flags, unless `tune=True` measures now
-        (minutes the first time, exports included; cached for later loads). `threads` caps the compute threads (default: every usable CPU).
+        dominates; "serve": a server's mix of both, see `backends.auto.decision_for`). Without a cached measurement
+        it is a choice by CPU flags, unless `tune=True` measures now (minutes the first time, exports included;
+        cached for later loads). `threads` caps the compute threads (default: every usable CPU).
         `device` also takes what pipeline code passes: -1 (the CPU), 0, 1, ... (a CUDA GPU), a torch.device, None.
         `labels` renames the classes in class-id order (for checkpoints whose config says LABEL_0, LABEL_1, ...).
         `pad_to_multiple_of` rounds each model call's length up to a multiple of that many tokens, as transformers'

@@ -3,20 +3,20 @@
 A decision is a short measurement (`tune`): every candidate that runs here is loaded, checked against the
 model's fp32 reference on a calibration sample (the fidelity bar: >= 99.5% label agreement, and <= 0.3 points
 of accuracy where the sample has labels), and timed on the same sample, length-sorted at batch 32
-(throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer
-half of the sample and scored by the geometric mean of the two rates, because which path wins can depend on
-length (on a base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's
-tokens are mostly in its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's
-precision, and the path quicker one text at a time takes that tie. Latency is the median (p50) of single-text calls on typical texts of
-either half, as many of each. Candidates within RUNOFF_MARGIN of the leader are timed again, in the opposite
-order, and keep their better round: a close decision should not rest on one noisy pass. Latency takes the
-throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one text at a time: within
-that, the two are equal to the precision of the measurement, and one model then serves every workload (one load,
-one compiled graph in memory). A server sends one text at a time until its queue fills and batches after: it takes
-the latency decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE slower at batch 32 than the throughput
-decision (derived when read, from the same table). It is cached per model content, device, compute threads, CPU flags, runtime
-versions and calibration sample, written atomically; a stale or unreadable cache is measured again. A run capped
-to fewer threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a
+(throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer half of
+the sample and scored by the geometric mean of the two rates, because which path wins can depend on length (on a
+base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's tokens are mostly in
+its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's precision, and the path
+quicker one text at a time takes that tie. Latency is the median (p50) of single-text calls on typical texts of
+either half, as many of each. Candidates within RUNOFF_MARGIN of the leader are timed again, in the opposite order,
+and keep their better round: a close decision should not rest on one noisy pass. Latency takes the throughput
+decision unless another candidate is more than LATENCY_TOLERANCE quicker one text at a time: within that, the two
+are equal to the precision of the measurement, and one model then serves every workload (one load, one compiled
+graph in memory). A server sends one text at a time until its queue fills and batches after: it takes the latency
+decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE below the best score (derived when read, from the
+same table: `decision_for`). It is cached per model content, device, compute threads, CPU flags, runtime versions
+and calibration sample, written atomically; a stale or unreadable cache is measured again. A run capped to fewer
+threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a
 decision measured with that cap: the fastest path on two threads need not be the fastest on one.
 
 Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
@@ -90,6 +90,8 @@ RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: latency breaks the tie
 SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server takes the latency decision unless it gives up this much throughput
+STORED_WORKLOADS = ("throughput", "latency")  # what a decision file holds; a server's is read from them (decision_for)
+DECIDED_WORKLOADS = (*STORED_WORKLOADS, "serve")  # what `tune` reports
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters; 7: throughput ties
 DECISION_VERSION = 7
@@ -261,7 +263,7 @@ def choose(
                 decision = tune(model, device, threads=threads)
     if decision is None:
         return interim_choice(device, workload, model, _unmeasured(model, device, threads))
-    chosen = decided(decision, workload)
+    chosen = decision_for(decision, workload)
     if chosen is None:
         return interim_choice(device, workload, model, f"not measured for {workload}")
     pick: Choice | None = Choice(
@@ -286,7 +288,7 @@ def measured_with_precision(
     model: ModelDir, device: str, precision: str, workload: str = "throughput", threads: int | None = None
 ) -> Choice | None:
     """`auto` with a precision given: among the faithful rows of the cached decision's table with that precision
-    that still run here, the one `_decide`'s rule picks for `workload`; None for "start" (a one-off call takes no
+    that still run here, the one `_by_the_rule` picks for `workload`; None for "start" (a one-off call takes no
     measured path, as `choose` says), without a decision or without such a row (the caller then takes the first
     backend that has the precision)."""
     if workload == "start":
@@ -384,8 +386,10 @@ def _by_the_rule(
     decision: dict, workload: str, device: str, model: ModelDir, precision: str | None, passed_over: Container[str]
 ) -> Choice | None:
     """Among the faithful rows of `decision`'s table (of `precision`, if given; not those `passed_over`) whose
-    backend runs here, the one `_decide`'s rule picks for `workload` (the fastest by throughput score; for latency
-    that one unless another is more than LATENCY_TOLERANCE quicker); None without such a row."""
+    backend runs here, the one the rules of `_decide` and `decision_for` pick for `workload` (the fastest by
+    throughput score, a tie within THROUGHPUT_TIE going to the quicker one text at a time; for latency that one
+    unless another is more than LATENCY_TOLERANCE quicker; for a server the latency pick unless its score is more
+    than SERVE_THROUGHPUT_TOLERANCE below the best); None without such a row."""
     rows = []
     for row in table_rows(decision):
         if not row.get("faithful") or row.get("failed"):
@@ -407,9 +411,8 @@ def _by_the_rule(
         fastest, quickest = best, min(rows, key=lambda row: row["latency_ms"])
         if not _throughput_serves_latency(fastest["latency_ms"], quickest["latency_ms"]):
             best = quickest
-        if workload == "serve" and not _latency_serves_throughput(
-            quickest["sentences_per_s"], fastest["sentences_per_s"]
-        ):
+        leader = max(row["sentences_per_s"] for row in rows)
+        if workload == "serve" and not _latency_serves_throughput(quickest["sentences_per_s"], leader):
             best = fastest
         why = f"{best['latency_ms']:.2f} ms p50 at batch 1, {best['sentences_per_s']:,.0f} sentences/s at batch {BATCH}"
     backend, _, chosen_precision = best["config"].partition(":")
@@ -534,7 +537,7 @@ def cached_decision(
         stored_key = decision["key"]
         if not isinstance(stored_key, dict):
             raise TypeError("key")
-        for workload in WORKLOADS:  # what `choose` reads of each decision it holds
+        for workload in STORED_WORKLOADS:  # what `choose` reads of each decision it holds
             if workload in decision and not _is_path(decision[workload]):
                 raise TypeError(workload)
         if not isinstance(decision["measured_at"], str):
@@ -859,32 +862,38 @@ def _throughput_serves_latency(fastest_ms: float, quickest_ms: float) -> bool:
     return fastest_ms <= (1 + LATENCY_TOLERANCE) * quickest_ms
 
 
-def _latency_serves_throughput(quickest_rate: float, fastest_rate: float) -> bool:
-    """Whether the quickest path also serves a server's batches: its throughput score within
-    SERVE_THROUGHPUT_TOLERANCE of the fastest's."""
-    return quickest_rate >= (1 - SERVE_THROUGHPUT_TOLERANCE) * fastest_rate
+def _latency_serves_throughput(quickest_rate: float, best_rate: float) -> bool:
+    """Whether the quickest path one text at a time also serves a server's batches: its throughput score within
+    SERVE_THROUGHPUT_TOLERANCE of the best score measured."""
+    return quickest_rate >= (1 - SERVE_THROUGHPUT_TOLERANCE) * best_rate
 
 
-def decided(decision: dict, workload: str) -> dict | None:
+def decision_for(decision: dict, workload: str) -> dict | None:
     """The path `decision` holds for `workload` ({"backend", "precision", "why"}; None where it holds none). The
-    throughput and latency decisions are stored; a server's is read from them: the latency decision, unless its
-    throughput score is more than SERVE_THROUGHPUT_TOLERANCE below the throughput decision's, since a server's
-    calls are single texts below saturation and batches at it."""
+    throughput and latency decisions are stored (STORED_WORKLOADS); a server's is read from them: the latency
+    decision, unless its throughput score is more than SERVE_THROUGHPUT_TOLERANCE below the best faithful score,
+    since a server's calls are single texts below saturation and batches at it."""
     if workload != "serve":
         return decision.get(workload)
     throughput, latency = decision.get("throughput"), decision.get("latency")
-    if throughput is None or latency is None:
+    if throughput is None or latency is None or throughput == latency:
         return throughput or latency
-    rates = {row.get("config"): row.get("sentences_per_s") for row in table_rows(decision)}
-    fastest, quickest = (rates.get(f"{chosen['backend']}:{chosen['precision']}") for chosen in (throughput, latency))
-    if not (_is_number(fastest) and _is_number(quickest)) or not _latency_serves_throughput(quickest, fastest):
+    faithful = [row for row in table_rows(decision) if row.get("faithful") and _is_number(row.get("sentences_per_s"))]
+    quickest = next((row for row in faithful if row.get("config") == _config(latency)), None)
+    if quickest is None or not _latency_serves_throughput(
+        quickest["sentences_per_s"], best := max(row["sentences_per_s"] for row in faithful)
+    ):
         return throughput
     return {
         **latency,
-        "why": f"{latency['why']}, and {quickest:,.0f} sentences/s at batch {BATCH}, within "
-        f"{SERVE_THROUGHPUT_TOLERANCE:.0%} of the fastest ({throughput['backend']}:{throughput['precision']}, "
-        f"{fastest:,.0f}/s): one path for a server's single texts and its batches",
+        "why": f"{latency['why']}, and {quickest['sentences_per_s']:,.0f} sentences/s at batch {BATCH}, within "
+        f"{SERVE_THROUGHPUT_TOLERANCE:.0%} of the best ({best:,.0f}): one path for a server's single texts and its "
+        "batches",
     }
+
+
+def _config(chosen: dict) -> str:
+    return f"{chosen['backend']}:{chosen['precision']}"
 
 
 def _length_halves(sequences: list) -> tuple[list, list]:

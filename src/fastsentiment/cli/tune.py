@@ -45,10 +45,11 @@ def tune(
     from rich.table import Table
 
     from fastsentiment.backends.auto import (
+        DECIDED_WORKLOADS,
         MIN_AGREEMENT,
         Calibration,
         check_decision_can_be_kept,
-        decided,
+        decision_for,
         decision_path,
     )
     from fastsentiment.backends.auto import tune as measure
@@ -95,19 +96,19 @@ def tune(
         )
     Console(width=200).print(table)
     # Whole lines, not cut at 80 columns where stderr is a log file, and no markup read in a path's brackets.
-    for workload in ("throughput", "latency", "serve"):
-        if (chosen_path := decided(decision, workload)) is not None:
+    for workload in DECIDED_WORKLOADS:
+        if (chosen_path := decision_for(decision, workload)) is not None:
             console.print(f"auto for {workload}: {chosen_path['why']}", markup=False, soft_wrap=True)
     console.print(f"cached in {decision_path(model_dir, device, threads)}", markup=False, soft_wrap=True)
 
 
 def workloads_won(decision: dict) -> dict[str, str]:
     """backend:precision -> the workloads `auto` chose it for ("throughput, latency, serve" where it won all)."""
-    from fastsentiment.backends.auto import decided
+    from fastsentiment.backends.auto import DECIDED_WORKLOADS, decision_for
 
     won: dict[str, list[str]] = {}
-    for workload in ("throughput", "latency", "serve"):
-        if (chosen := decided(decision, workload)) is not None:
+    for workload in DECIDED_WORKLOADS:
+        if (chosen := decision_for(decision, workload)) is not None:
             won.setdefault(f"{chosen['backend']}:{chosen['precision']}", []).append(workload)
     return {config: ", ".join(workloads) for config, workloads in won.items()}
 
