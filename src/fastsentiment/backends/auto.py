@@ -7,16 +7,17 @@ of accuracy where the sample has labels), and timed on the same sample, length-s
 the sample and scored by the geometric mean of the two rates, because which path wins can depend on length (on a
 base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's tokens are mostly in
 its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's precision, and the path
-quicker one text at a time takes that tie. Latency is the median (p50) of single-text calls on typical texts of
-either half, as many of each. Candidates within RUNOFF_MARGIN of the leader are timed again, in the opposite order,
-and keep their better round: a close decision should not rest on one noisy pass. Latency takes the throughput
-decision unless another candidate is more than LATENCY_TOLERANCE quicker one text at a time: within that, the two
-are equal to the precision of the measurement, and one model then serves every workload (one load, one compiled
-graph in memory). A server sends one text at a time until its queue fills and batches after: it takes the latency
-decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE below the best score (derived when read, from the
-same table: `decision_for`). It is cached per model content, device, compute threads, CPU flags, runtime versions
-and calibration sample, written atomically; a stale or unreadable cache is measured again. A run capped to fewer
-threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a
+closest to the fp32 reference takes that tie, then the quicker one text at a time. Latency is the median (p50) of
+single-text calls on typical texts of either half, as many of each. Candidates within RUNOFF_MARGIN of the leader
+are timed again, in the opposite order, and keep their better round: a close decision should not rest on one noisy
+pass. Latency takes the throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one
+text at a time: within that, the two are equal to the precision of the measurement, and one model then serves every
+workload (one load, one compiled graph in memory). A server sends one text at a time until its queue fills and
+batches after: it takes the latency decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE below the
+best score (derived when read, from the same table: `decision_for`). It is cached per model content, device,
+compute threads, CPU flags, runtime versions and calibration sample, written atomically; a stale or unreadable
+cache is measured again. A run capped to fewer threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS,
+Ray actors of one thread) gets a
 decision measured with that cap: the fastest path on two threads need not be the fastest on one.
 
 Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
@@ -41,6 +42,7 @@ import time
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +90,7 @@ TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over 
 LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
 RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
-THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: latency breaks the tie
+THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: fidelity, then latency, win
 SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server takes the latency decision unless it gives up this much throughput
 STORED_WORKLOADS = ("throughput", "latency")  # what a decision file holds; a server's is read from them (decision_for)
 DECIDED_WORKLOADS = (*STORED_WORKLOADS, "serve")  # what `tune` reports
@@ -387,9 +389,9 @@ def _by_the_rule(
 ) -> Choice | None:
     """Among the faithful rows of `decision`'s table (of `precision`, if given; not those `passed_over`) whose
     backend runs here, the one the rules of `_decide` and `decision_for` pick for `workload` (the fastest by
-    throughput score, a tie within THROUGHPUT_TIE going to the quicker one text at a time; for latency that one
-    unless another is more than LATENCY_TOLERANCE quicker; for a server the latency pick unless its score is more
-    than SERVE_THROUGHPUT_TOLERANCE below the best); None without such a row."""
+    throughput score, a tie within THROUGHPUT_TIE going to the closest to fp32, then the quicker one text at a time;
+    for latency that one unless another is more than LATENCY_TOLERANCE quicker; for a server the latency pick unless
+    its score is more than SERVE_THROUGHPUT_TOLERANCE below the best); None without such a row."""
     rows = []
     for row in table_rows(decision):
         if not row.get("faithful") or row.get("failed"):
@@ -405,7 +407,7 @@ def _by_the_rule(
             rows.append(row)
     if not rows:
         return None
-    best = _fastest(rows, lambda row: row["sentences_per_s"], lambda row: row["latency_ms"])
+    best = _fastest(rows, dict.get)
     why = f"{best['sentences_per_s']:,.0f} sentences/s (score) at batch {BATCH}"
     if workload in ("latency", "serve"):
         fastest, quickest = best, min(rows, key=lambda row: row["latency_ms"])
@@ -823,13 +825,14 @@ def _decide(faithful: list[Measurement]) -> dict:
     """The throughput and latency decisions from the faithful rows (none when no row is faithful)."""
     if not faithful:
         return {}
-    fastest = _fastest(faithful, lambda row: row.sentences_per_s, lambda row: row.latency_ms)
+    fastest = _fastest(faithful, getattr)
     quickest = min(faithful, key=lambda row: row.latency_ms)
     leader = max(faithful, key=lambda row: row.sentences_per_s)
     tie = (
         f"; tied within {THROUGHPUT_TIE:.0%} with {leader.config} ({leader.sentences_per_s:,.0f} against "
-        f"{fastest.sentences_per_s:,.0f} score) and quicker one text at a time ({fastest.latency_ms:.2f} against "
-        f"{leader.latency_ms:.2f} ms)"
+        f"{fastest.sentences_per_s:,.0f} score), and as close to fp32 or closer ({fastest.agreement:.2%} against "
+        f"{leader.agreement:.2%} agreement) and quicker one text at a time ({fastest.latency_ms:.2f} against "
+        f"{leader.latency_ms:.2f} ms) where as close"
         if leader is not fastest
         else ""
     )
@@ -849,12 +852,15 @@ def _decide(faithful: list[Measurement]) -> dict:
     return {"throughput": throughput, "latency": _chosen(fastest, why)}
 
 
-def _fastest(rows: list, score: Callable, latency: Callable):
-    """The throughput pick among `rows`: the highest `score`, except that rows within THROUGHPUT_TIE of it are a tie
-    to the precision of a tune, which the quickest one text at a time takes (on the AVX2 EPYC torch:fp32 scored
-    107.8 and openvino:fp32 107.5; on SST-2 they ran 235 and 269 sentences/s, and 13.1 and 8.6 ms at batch 1)."""
-    best = max(score(row) for row in rows)
-    return min((row for row in rows if score(row) >= (1 - THROUGHPUT_TIE) * best), key=latency)
+def _fastest(rows: list, figure: Callable[[Any, str], float]):
+    """The throughput pick among `rows` (`figure(row, name)` reads a row's "sentences_per_s", "agreement" or
+    "latency_ms"): the highest score, except that rows within THROUGHPUT_TIE of it are a tie to the precision of a
+    tune, which the one closest to the fp32 reference takes, and among those the quickest one text at a time. On
+    the AVX2 EPYC four paths scored within 2% (onnx, openvino and torch fp32, openvino int8); on SST-2 openvino fp32
+    ran 269 sentences/s, onnx fp32 248, torch fp32 235 and openvino int8 222 (note 29)."""
+    best = max(figure(row, "sentences_per_s") for row in rows)
+    tied = [row for row in rows if figure(row, "sentences_per_s") >= (1 - THROUGHPUT_TIE) * best]
+    return min(tied, key=lambda row: (-(figure(row, "agreement") or 0.0), figure(row, "latency_ms")))
 
 
 def _throughput_serves_latency(fastest_ms: float, quickest_ms: float) -> bool:
@@ -876,7 +882,7 @@ def decision_for(decision: dict, workload: str) -> dict | None:
     if workload != "serve":
         return decision.get(workload)
     throughput, latency = decision.get("throughput"), decision.get("latency")
-    if throughput is None or latency is None or throughput == latency:
+    if throughput is None or latency is None or _config(throughput) == _config(latency):
         return throughput or latency
     faithful = [row for row in table_rows(decision) if row.get("faithful") and _is_number(row.get("sentences_per_s"))]
     quickest = next((row for row in faithful if row.get("config") == _config(latency)), None)
