@@ -830,9 +830,8 @@ def _decide(faithful: list[Measurement]) -> dict:
     leader = max(faithful, key=lambda row: row.sentences_per_s)
     tie = (
         f"; tied within {THROUGHPUT_TIE:.0%} with {leader.config} ({leader.sentences_per_s:,.0f} against "
-        f"{fastest.sentences_per_s:,.0f} score), and as close to fp32 or closer ({fastest.agreement:.2%} against "
-        f"{leader.agreement:.2%} agreement) and quicker one text at a time ({fastest.latency_ms:.2f} against "
-        f"{leader.latency_ms:.2f} ms) where as close"
+        f"{fastest.sentences_per_s:,.0f} score), agreeing with fp32 on {fastest.agreement:.2%} against "
+        f"{leader.agreement:.2%} and taking {fastest.latency_ms:.2f} against {leader.latency_ms:.2f} ms a text"
         if leader is not fastest
         else ""
     )
