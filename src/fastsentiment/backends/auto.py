@@ -9,8 +9,9 @@ base-size model with AMX, static int8 led on sentences and bf16 on passages), an
 its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's precision, and the path
 closest to the fp32 reference takes that tie, then the quicker one text at a time. Latency is the median (p50) of
 single-text calls on typical texts of either half, as many of each. Candidates within RUNOFF_MARGIN of the leader
-are timed again, in the opposite order, and keep their better round: a close decision should not rest on one noisy
-pass. Latency takes the throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one
+are timed in RUNOFF_ROUNDS more rounds, each in the opposite order of the one before, and each figure is the median
+of a row's rounds: a close decision should not rest on one noisy pass, nor favour the rows that were timed more
+often (the better of two rounds did). Latency takes the throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one
 text at a time: within that, the two are equal to the precision of the measurement, and one model then serves every
 workload (one load, one compiled graph in memory). A server sends one text at a time until its queue fills and
 batches after: it takes the latency decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE below the
@@ -40,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +89,17 @@ MIN_CALIBRATION = 32
 BATCH = 32
 TIMED_SECONDS = 0.4  # per candidate and half of the sample: enough passes over it to fill this
 LATENCY_TEXTS = 12  # per half of the sample, around the half's median length
-RUNOFF_MARGIN = 0.15  # contenders this close to the leader (in score or latency) are timed a second time
+RUNOFF_MARGIN = 0.25  # contenders this close to the leader (in score or latency) are timed in more rounds
+RUNOFF_ROUNDS = 2  # more rounds for each contender: a median of three
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: fidelity, then latency, win
 SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server takes the latency decision unless it gives up this much throughput
 STORED_WORKLOADS = ("throughput", "latency")  # what a decision file holds; a server's is read from them (decision_for)
 DECIDED_WORKLOADS = (*STORED_WORKLOADS, "serve")  # what `tune` reports
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
-# 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters; 7: throughput ties
-DECISION_VERSION = 7
+# 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters; 7: throughput ties;
+# 8: contenders' figures are medians of three interleaved rounds
+DECISION_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,22 @@ class Measurement:
     accuracy: float | None = None
     faithful: bool = False
     failed: str | None = None
+    # Each round's figures, in the order timed; the figures above are their medians (load: the quickest).
+    short_rounds: list[float] = field(default_factory=list)
+    long_rounds: list[float] = field(default_factory=list)
+    latency_rounds: list[float] = field(default_factory=list)
+
+    def record(self, load_s: float, short_rate: float, long_rate: float, latency_ms: float) -> None:
+        """Add one round of timings and set the row's figures to the medians of its rounds."""
+        self.load_s = load_s if self.load_s is None else min(self.load_s, load_s)
+        self.short_rounds.append(short_rate)
+        self.long_rounds.append(long_rate)
+        self.latency_rounds.append(latency_ms)
+        self.short_sentences_per_s = float(np.median(self.short_rounds))
+        self.long_sentences_per_s = float(np.median(self.long_rounds))
+        self.sentences_per_s = float(np.sqrt(self.short_sentences_per_s * self.long_sentences_per_s))
+        self.latency_ms = float(np.median(self.latency_rounds))
+        self.rounds = len(self.short_rounds)
 
 
 @dataclass(frozen=True)
@@ -703,7 +722,7 @@ def tune(
         def measure_one(
             name: str, precision: str, row: Measurement | None = None
         ) -> tuple[Measurement, np.ndarray | None]:
-            """Load and time one candidate; with `row`, a second round that keeps the better figures of the two."""
+            """Load and time one candidate; with `row`, one more round of it (`Measurement.record`)."""
             row = row or Measurement(f"{name}:{precision}")
             try:
                 progress(f"{row.config}: preparing")
@@ -728,13 +747,7 @@ def tune(
                 if not row.rounds:
                     row.failed = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 return row, None
-            first = not row.rounds
-            row.load_s = load_s if first else min(row.load_s, load_s)
-            row.short_sentences_per_s = short if first else max(row.short_sentences_per_s, short)
-            row.long_sentences_per_s = long if first else max(row.long_sentences_per_s, long)
-            row.sentences_per_s = float(np.sqrt(row.short_sentences_per_s * row.long_sentences_per_s))
-            row.latency_ms = latency if first else min(row.latency_ms, latency)
-            row.rounds += 1
+            row.record(load_s, short, long, latency)
             return row, logits
 
         reference_pair, reference_row, reference = _reference(model, device, measure_one)
@@ -745,8 +758,10 @@ def tune(
             if logits is not None:
                 _judge(row, logits, reference, calibration.labels)
             rows.append(row)
-        for row in reversed(_contenders([row for row in rows if row.faithful])):
-            measure_one(*row.config.split(":"), row=row)
+        contenders = _contenders([row for row in rows if row.faithful])
+        for round_number in range(RUNOFF_ROUNDS):  # reversed, forward, ...: no row always follows the same one
+            for row in reversed(contenders) if round_number % 2 == 0 else contenders:
+                measure_one(*row.config.split(":"), row=row)
         decision = {
             "key": decision_key(model, device, calibration.identity, threads),
             "measured_at": time.strftime("%Y-%m-%d %H:%M"),
