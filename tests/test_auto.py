@@ -85,7 +85,8 @@ def test_auto_never_picks_a_candidate_below_the_fidelity_bar(model, cache, wrong
 def test_throughput_is_scored_over_both_length_halves_and_close_calls_are_timed_in_three_rounds(
     model, cache, wrong_but_fast
 ):
-    decision = auto.tune(model, "cpu", only=[*FAST_CANDIDATES, (wrong_but_fast, "fp32")])
+    said = []
+    decision = auto.tune(model, "cpu", only=[*FAST_CANDIDATES, (wrong_but_fast, "fp32")], progress=said.append)
     rows = {row["config"]: row for row in decision["table"]}
     for row in rows.values():
         assert row["sentences_per_s"] == pytest.approx(
@@ -113,6 +114,11 @@ def test_throughput_is_scored_over_both_length_halves_and_close_calls_are_timed_
     timed_again = {config for config, row in rows.items() if row["rounds"] > 1}
     assert timed_again == {row.config for row in auto._contenders(first_rounds)}
     assert timed_again  # the leader is always within the margin of itself
+    # The run-off's rounds alternate their order, so that no row is always timed right after the same other one.
+    in_table_order = [config for config in rows if config in timed_again]
+    again = [message.split(":")[0] + ":" + message.split(":")[1] for message in said if message.endswith("again")]
+    rounds = [in_table_order[::-1] if number % 2 == 0 else in_table_order for number in range(auto.RUNOFF_ROUNDS)]
+    assert again == [config for order in rounds for config in order]
 
 
 def test_a_row_takes_the_median_of_its_rounds():
@@ -124,6 +130,22 @@ def test_a_row_takes_the_median_of_its_rounds():
     assert (row.short_sentences_per_s, row.long_sentences_per_s, row.latency_ms) == (100.0, 12.0, 5.0)
     assert row.sentences_per_s == pytest.approx((100.0 * 12.0) ** 0.5)
     assert (row.load_s, row.rounds) == (1.5, 3)
+
+
+def test_latency_is_the_geometric_mean_of_each_halfs_median(monkeypatch):
+    """One median over both halves would be the boundary between their two clusters of times, whichever path is
+    quicker on each; the score follows each half's typical text. A clock that advances by a call's tokens (in ms)
+    makes the figure exact."""
+    clock = {"now": 0.0}
+
+    class TokensAsMilliseconds:
+        def logits_for_ids(self, sequences, *, batch_size=None):
+            clock["now"] += sum(len(ids) for ids in sequences) / 1000
+
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock["now"])
+    shorter = [[0] * n for n in range(1, 21)]  # typical texts (its middle 12): 5-16 tokens, median 10.5
+    longer = [[0] * n for n in range(100, 140)]  # typical texts: 114-125 tokens, median 119.5
+    assert auto._latency_ms(TokensAsMilliseconds(), (shorter, longer)) == pytest.approx((10.5 * 119.5) ** 0.5)
 
 
 def test_the_sample_splits_at_its_median_length():

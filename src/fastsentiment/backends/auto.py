@@ -1,25 +1,25 @@
 """What `--backend auto` resolves to: the fastest backend x precision measured for this model on this machine.
 
-A decision is a short measurement (`tune`): every candidate that runs here is loaded, checked against the
-model's fp32 reference on a calibration sample (the fidelity bar: >= 99.5% label agreement, and <= 0.3 points
-of accuracy where the sample has labels), and timed on the same sample, length-sorted at batch 32
-(throughput) and one text at a time (latency). Throughput is timed separately on the shorter and the longer half of
-the sample and scored by the geometric mean of the two rates, because which path wins can depend on length (on a
-base-size model with AMX, static int8 led on sentences and bf16 on passages), and a sample's tokens are mostly in
-its long texts; scores within THROUGHPUT_TIE of the best are one score to the measurement's precision, and the path
-closest to the fp32 reference takes that tie, then the quicker one text at a time. Latency is the median (p50) of
-single-text calls on typical texts of either half, as many of each. Candidates within RUNOFF_MARGIN of the leader
-are timed in RUNOFF_ROUNDS more rounds, each in the opposite order of the one before, and each figure is the median
-of a row's rounds: a close decision should not rest on one noisy pass, nor favour the rows that were timed more
-often (the better of two rounds did). Latency takes the throughput decision unless another candidate is more than LATENCY_TOLERANCE quicker one
-text at a time: within that, the two are equal to the precision of the measurement, and one model then serves every
-workload (one load, one compiled graph in memory). A server sends one text at a time until its queue fills and
-batches after: it takes the latency decision unless that path is more than SERVE_THROUGHPUT_TOLERANCE below the
-best score (derived when read, from the same table: `decision_for`). It is cached per model content, device,
-compute threads, CPU flags, runtime versions and calibration sample, written atomically; a stale or unreadable
-cache is measured again. A run capped to fewer threads than the machine has (`--threads`, $FASTSENTIMENT_THREADS,
-Ray actors of one thread) gets a
-decision measured with that cap: the fastest path on two threads need not be the fastest on one.
+A decision is a short measurement (`tune`): every candidate that runs here is loaded, checked against the model's
+fp32 reference on a calibration sample (the fidelity bar: >= 99.5% label agreement, and <= 0.3 points of accuracy
+where the sample has labels), and timed on the same sample, length-sorted at batch 32 (throughput) and one text at a
+time (latency). Throughput is timed separately on the shorter and the longer half of the sample and scored by the
+geometric mean of the two rates, because which path wins can depend on length (on a base-size model with AMX, static
+int8 led on sentences and bf16 on passages), and a sample's tokens are mostly in its long texts; scores within
+THROUGHPUT_TIE of the best are one score to the measurement's precision, and the path closest to the fp32 reference
+takes that tie, then the quicker one text at a time. Latency is scored alike, the geometric mean of each half's
+median (p50) of single-text calls on its typical texts. Candidates within RUNOFF_MARGIN of the leader are timed in
+RUNOFF_ROUNDS more rounds, each in the opposite order of the one before, and each figure is the median of a row's
+rounds: a close decision should not rest on one noisy pass, nor favour the rows that were timed more often (the
+better of two rounds did). Latency takes the throughput decision unless another candidate is more than
+LATENCY_TOLERANCE quicker one text at a time: within that, the two are equal to the precision of the measurement,
+and one model then serves every workload (one load, one compiled graph in memory). A server sends one text at a time
+until its queue fills and batches after: it takes the latency decision unless that path is more than
+SERVE_THROUGHPUT_TOLERANCE below the best score (derived when read, from the same table: `decision_for`). It is
+cached per model content, device, compute threads, CPU flags, runtime versions and calibration sample, written
+atomically; a stale or unreadable cache is measured again. A run capped to fewer threads than the machine has
+(`--threads`, $FASTSENTIMENT_THREADS, Ray actors of one thread) gets a decision measured with that cap: the fastest
+path on two threads need not be the fastest on one.
 
 Without a decision, `auto` does not measure behind a user's back: it takes an interim choice by CPU flags.
 Commands whose workload pays for a measurement (a file job, the server, bench, `tune`) measure first.
@@ -96,9 +96,10 @@ THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's 
 SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server takes the latency decision unless it gives up this much throughput
 STORED_WORKLOADS = ("throughput", "latency")  # what a decision file holds; a server's is read from them (decision_for)
 DECIDED_WORKLOADS = (*STORED_WORKLOADS, "serve")  # what `tune` reports
+HALVES = "(geometric mean over the sample's two halves)"
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 # 5: latency is a real p50; threads keyed as computed with ($FASTSENTIMENT_THREADS); 6: exporters; 7: throughput ties;
-# 8: contenders' figures are medians of three interleaved rounds
+# 8: contenders' figures are medians of three interleaved rounds; latency is the geometric mean of the halves' p50s
 DECISION_VERSION = 8
 
 
@@ -856,8 +857,11 @@ def _decide(faithful: list[Measurement]) -> dict:
         f"{fastest.long_sentences_per_s:,.0f} on the longer half, at batch {BATCH}{tie}",
     )
     if not _throughput_serves_latency(fastest.latency_ms, quickest.latency_ms):
-        return {"throughput": throughput, "latency": _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1")}
-    why = f"{fastest.latency_ms:.2f} ms p50 at batch 1"
+        return {
+            "throughput": throughput,
+            "latency": _chosen(quickest, f"{quickest.latency_ms:.2f} ms p50 at batch 1 {HALVES}"),
+        }
+    why = f"{fastest.latency_ms:.2f} ms p50 at batch 1 {HALVES}"
     if quickest is not fastest:
         why += (
             f", within {LATENCY_TOLERANCE:.0%} of the quickest ({quickest.config}, {quickest.latency_ms:.2f} ms):"
@@ -975,17 +979,21 @@ def _throughput(clf, sequences) -> float:
 
 
 def _latency_ms(clf, halves: tuple[list, list]) -> float:
-    """Milliseconds for one text at a time: the median (p50) over the typical texts of both halves, as many of each
-    (each half is sorted by length, so its middle texts are its typical ones)."""
-    times = []
+    """Milliseconds for one text at a time: the geometric mean of the two halves' medians (p50), each over the typical
+    texts of its half (each half is sorted by length, so its middle texts are its typical ones). One median over both
+    halves at once is the boundary between two clusters of times: on the AVX2 EPYC it read 12.5 ms for onnx fp32 and
+    for openvino fp32 alike, while onnx fp32 was quicker on either half (5.0 against 7.5 ms, 18.5 against 20.8)."""
+    medians = []
     for half in halves:
         middle = len(half) // 2
         typical = half[max(0, middle - LATENCY_TEXTS // 2) : middle + LATENCY_TEXTS // 2]
         # Warm on these very shapes first: OpenVINO prepares its kernels once per new input shape, and a row timed
         # on shapes it has not met (a second model, loaded for latency) would pay that where the others do not.
         clf.logits_for_ids(typical, batch_size=1)
+        times = []
         for ids in typical:
             started = time.perf_counter()
             clf.logits_for_ids([ids], batch_size=1)
             times.append((time.perf_counter() - started) * 1000)
-    return float(np.median(times))
+        medians.append(float(np.median(times)))
+    return float(np.sqrt(medians[0] * medians[1]))
