@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import math
 import os
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -146,6 +148,37 @@ def test_latency_is_the_geometric_mean_of_each_halfs_median(monkeypatch):
     shorter = [[0] * n for n in range(1, 21)]  # typical texts (its middle 12): 5-16 tokens, median 10.5
     longer = [[0] * n for n in range(100, 140)]  # typical texts: 114-125 tokens, median 119.5
     assert auto._latency_ms(TokensAsMilliseconds(), (shorter, longer)) == pytest.approx((10.5 * 119.5) ** 0.5)
+
+
+def test_throughput_runs_its_passes_back_to_back_as_a_file_job_does(monkeypatch):
+    """Passes over a half go out in one stream of calls (no wait for a pass's last batch before the next pass's
+    first), at least MIN_PASSES a run, until TIMED_SECONDS are filled. A clock that advances 10 ms a model call."""
+    clock = {"now": 0.0}
+    runs = []
+
+    class TenMillisecondsACall:
+        class encoder:
+            @staticmethod
+            def pad(sequences):
+                return SimpleNamespace(input_ids=np.ones((len(sequences), 3)), attention_mask=None)
+
+        class backend:
+            @staticmethod
+            def logits(input_ids, attention_mask):
+                clock["now"] += 0.010
+
+        def run_batches(self, run, batches):
+            runs.append(len(batches))
+            for rows in batches:
+                run(rows)
+
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock["now"])
+    half = [[1, 2, 3]] * (2 * auto.BATCH)  # two batches a pass
+    rate = auto._throughput(TenMillisecondsACall(), half)
+    first = 2 * auto.MIN_PASSES  # batches in the first run
+    rest = 2 * math.ceil((auto.TIMED_SECONDS - first * 0.010) / 0.020)  # the rest of the time, in one run
+    assert runs == [first, rest]
+    assert rate == pytest.approx((first + rest) * auto.BATCH / ((first + rest) * 0.010))
 
 
 def test_the_sample_splits_at_its_median_length():
@@ -784,22 +817,6 @@ def test_a_decision_is_keyed_by_the_threads_the_backends_compute_with(model, cac
     assert auto.decision_path(model, "cpu") == auto.decision_path(model, "cpu", threads=1)
     assert auto.choose(model, "cpu").reason.startswith("interim")  # measured on every core, computed on one
     assert auto.choose(model, "cpu", threads=usable_cpus()).reason.startswith("measured")
-
-
-def test_tune_latency_is_the_median_of_the_timed_texts(monkeypatch):
-    """The table's "p50 ms" is the median of the single-text calls (here 1 ms per token), not a mean of medians."""
-    from types import SimpleNamespace
-
-    clock = [0.0]
-
-    class OneMillisecondPerToken:
-        def logits_for_ids(self, sequences, batch_size=None):
-            clock[0] += sum(map(len, sequences)) / 1000
-
-    monkeypatch.setattr(auto, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    shorter, longer = [[0] * 2] * 12, [[0] * 10] * 7 + [[0] * 50] * 5
-    timed = [2.0] * 12 + [10.0] * 7 + [50.0] * 5  # every text of both halves, once each
-    assert auto._latency_ms(OneMillisecondPerToken(), (shorter, longer)) == pytest.approx(float(np.median(timed)))
 
 
 def save_decision(model, rows: list, chosen: dict, device: str = "cpu") -> None:
