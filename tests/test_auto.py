@@ -125,13 +125,17 @@ def test_throughput_is_scored_over_both_length_halves_and_close_calls_are_timed_
 
 def test_a_row_takes_the_median_of_its_rounds():
     row = auto.Measurement("onnx:fp32")
-    row.record(2.0, 100.0, 10.0, 5.0)
+    row.record(2.0, 100.0, 10.0, 5.0, 9.0)
     assert (row.sentences_per_s, row.latency_ms, row.rounds) == (pytest.approx(31.62, abs=0.01), 5.0, 1)
-    row.record(1.5, 160.0, 40.0, 9.0)  # a lucky round ...
-    row.record(2.5, 90.0, 12.0, 4.0)  # ... does not stand for the row, as the better of rounds would
+    row.record(1.5, 160.0, 40.0, 9.0, 4.0)  # a lucky round ...
+    row.record(2.5, 90.0, 12.0, 4.0, 11.0)  # ... does not stand for the row, as the better of rounds would
     assert (row.short_sentences_per_s, row.long_sentences_per_s, row.latency_ms) == (100.0, 12.0, 5.0)
+    assert row.stream_latency_ms == 9.0
     assert row.sentences_per_s == pytest.approx((100.0 * 12.0) ** 0.5)
     assert (row.load_s, row.rounds) == (1.5, 3)
+    one_call = auto.Measurement("onnx:fp32")
+    one_call.record(2.0, 100.0, 10.0, 5.0, None)  # calls one at a time: no stream to time
+    assert one_call.stream_latency_ms is None and one_call.stream_latency_rounds == []
 
 
 def test_latency_is_the_geometric_mean_of_each_halfs_median(monkeypatch):
@@ -538,7 +542,8 @@ def test_the_tune_table_names_every_workload_a_config_won():
     split = {**same, "latency": int8}
     assert workloads_won(split) == {"onnx:fp32": "throughput, serve", "onnx:int8": "latency"}  # no rates: throughput
     rates = [
-        {"config": c, "sentences_per_s": r, "faithful": True} for c, r in (("onnx:fp32", 100.0), ("onnx:int8", 95.0))
+        {"config": c, "sentences_per_s": r, "latency_ms": ms, "faithful": True}
+        for c, r, ms in (("onnx:fp32", 100.0, 5.0), ("onnx:int8", 95.0, 3.0))
     ]
     assert workloads_won({**split, "table": rates}) == {"onnx:fp32": "throughput", "onnx:int8": "latency, serve"}
 
@@ -562,6 +567,36 @@ def test_a_server_takes_the_latency_path_unless_it_costs_more_than_a_tenth_of_th
     assert auto_choice(model, "cpu", "fp32", "serve").config == served
 
 
+@pytest.mark.parametrize(("onnx_rate", "served"), [(104.8, "onnx:fp32"), (100.0, "openvino:fp32")])
+def test_a_server_weighs_a_lone_text_as_it_runs_it_on_one_of_the_streams(model, cache, onnx_rate, served):
+    """The AVX2 EPYC's tune (note 30): openvino:fp32 scored 115 and took 8.7 ms a text with both threads, but a
+    server runs its lone texts on one of its two streams (17 ms); onnx:fp32, one call at a time with both threads,
+    9.0 ms. Within 10% of the best score, that is the server's path; beyond it, the throughput path."""
+    from fastsentiment.backends.registry import auto_choice
+
+    def row(config: str, rate: float, latency_ms: float, stream_latency_ms: float | None) -> dict:
+        return {"config": config, "sentences_per_s": rate, "latency_ms": latency_ms, "faithful": True,
+                "stream_latency_ms": stream_latency_ms, "failed": None}  # fmt: skip
+
+    openvino = {"backend": "openvino", "precision": "fp32", "why": "openvino:fp32, the fastest"}
+    auto._save(
+        auto.decision_path(model, "cpu"),
+        {
+            "key": auto.decision_key(model, "cpu", "builtin-v2"),
+            "measured_at": "2026-01-01 00:00",
+            "table": [row("onnx:fp32", onnx_rate, 9.0, None), row("openvino:fp32", 115.0, 8.7, 17.0)],
+            "throughput": openvino,
+            "latency": openvino,  # 8.7 ms with every thread: the quickest one text at a time, alone
+        },
+    )
+    chosen = auto.choose(model, "cpu", "serve")
+    assert chosen.config == served
+    if served == "onnx:fp32":
+        assert "9.00 ms a lone text against 17.00 for openvino:fp32 on one of its streams" in chosen.reason
+    assert auto.choose(model, "cpu", "latency").config == "openvino:fp32"
+    assert auto_choice(model, "cpu", "fp32", "serve").config == served  # a precision reads the table alike
+
+
 def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_dir, tmp_path):
     env = {"FASTSENTIMENT_CACHE": str(tmp_path / "cache")}
     result = run_cli("tune", "--model", str(bert_dir), "--device", "cpu", "--json", env=env, timeout=600)
@@ -577,6 +612,15 @@ def test_tune_command_prints_its_table_and_backends_reports_the_decision(bert_di
     decision = json.loads(result.stdout)
     configs = {row["config"] for row in decision["table"]}
     assert {"onnx:int8", "onnx:fp32", "openvino:fp32"} <= configs and "ane:fp32" not in configs
+    # One text on one stream is timed where batches ran side by side (a server's lone texts run there), not elsewhere.
+    from fastsentiment.backends.base import parallel_calls
+    from fastsentiment.backends.registry import load_backend
+    from fastsentiment.models import resolve_model
+
+    streams = parallel_calls(load_backend(resolve_model(bert_dir), "openvino", "cpu", "fp32"))
+    rows = {row["config"]: row for row in decision["table"]}
+    assert rows["onnx:fp32"]["stream_latency_ms"] is None
+    assert (rows["openvino:fp32"]["stream_latency_ms"] is not None) == (streams > 1), rows["openvino:fp32"]
     import torch
 
     expected = f"{decision['throughput']['backend']}:{decision['throughput']['precision']}"
