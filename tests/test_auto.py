@@ -548,7 +548,7 @@ def test_the_tune_table_names_every_workload_a_config_won():
     assert workloads_won({**split, "table": rates}) == {"onnx:fp32": "throughput", "onnx:int8": "latency, serve"}
 
 
-@pytest.mark.parametrize(("latency_path_rate", "served"), [(95.0, "openvino:fp32"), (89.0, "onnx:fp32")])
+@pytest.mark.parametrize(("latency_path_rate", "served"), [(95.0, "openvino:fp32"), (84.0, "onnx:fp32")])
 def test_a_server_takes_the_latency_path_unless_it_costs_more_than_a_tenth_of_the_throughput(
     model, cache, latency_path_rate, served
 ):
@@ -561,17 +561,18 @@ def test_a_server_takes_the_latency_path_unless_it_costs_more_than_a_tenth_of_th
     chosen = auto.choose(model, "cpu", "serve")
     assert chosen.config == served
     if served == "openvino:fp32":
-        assert f"{latency_path_rate:,.0f} sentences/s at batch 32, within 10% of the best (100)" in chosen.reason
+        assert f"{latency_path_rate:,.0f} sentences/s at batch 32, within 15% of the best (100)" in chosen.reason
     assert auto.choose(model, "cpu", "throughput").config == "onnx:fp32"
     assert auto.choose(model, "cpu", "latency").config == "openvino:fp32"
     assert auto_choice(model, "cpu", "fp32", "serve").config == served
 
 
-@pytest.mark.parametrize(("onnx_rate", "served"), [(104.8, "onnx:fp32"), (100.0, "openvino:fp32")])
+@pytest.mark.parametrize(("onnx_rate", "served"), [(92.2, "onnx:fp32"), (88.0, "openvino:fp32")])
 def test_a_server_weighs_a_lone_text_as_it_runs_it_on_one_of_the_streams(model, cache, onnx_rate, served):
-    """The AVX2 EPYC's tune (note 30): openvino:fp32 scored 115 and took 8.7 ms a text with both threads, but a
-    server runs its lone texts on one of its two streams (17 ms); onnx:fp32, one call at a time with both threads,
-    9.0 ms. Within 10% of the best score, that is the server's path; beyond it, the throughput path."""
+    """The AVX2 EPYC's tune (note 30): openvino:fp32 scored 105 and took 10.4 ms a text with both threads, but a
+    server runs its lone texts on one of its two streams (19.5 ms); onnx:fp32, one call at a time with both threads,
+    scored 92 (12% below) and took 9.8 ms. Within 15% of the best score, that is the server's path; beyond it, the
+    throughput path."""
     from fastsentiment.backends.registry import auto_choice
 
     def row(config: str, rate: float, latency_ms: float, stream_latency_ms: float | None) -> dict:
@@ -584,15 +585,15 @@ def test_a_server_weighs_a_lone_text_as_it_runs_it_on_one_of_the_streams(model, 
         {
             "key": auto.decision_key(model, "cpu", "builtin-v2"),
             "measured_at": "2026-01-01 00:00",
-            "table": [row("onnx:fp32", onnx_rate, 9.0, None), row("openvino:fp32", 115.0, 8.7, 17.0)],
+            "table": [row("onnx:fp32", onnx_rate, 9.82, None), row("openvino:fp32", 105.3, 10.43, 19.53)],
             "throughput": openvino,
-            "latency": openvino,  # 8.7 ms with every thread: the quickest one text at a time, alone
+            "latency": openvino,  # 10.43 ms with every thread: within 10% of the quickest one text at a time, alone
         },
     )
     chosen = auto.choose(model, "cpu", "serve")
     assert chosen.config == served
     if served == "onnx:fp32":
-        assert "9.00 ms a lone text against 17.00 for openvino:fp32 on one of its streams" in chosen.reason
+        assert "9.82 ms a lone text against 19.53 for openvino:fp32 on one of its streams" in chosen.reason
     assert auto.choose(model, "cpu", "latency").config == "openvino:fp32"
     assert auto_choice(model, "cpu", "fp32", "serve").config == served  # a precision reads the table alike
 

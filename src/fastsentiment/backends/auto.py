@@ -95,7 +95,10 @@ RUNOFF_MARGIN = 0.25  # contenders this close to the leader (in score or latency
 RUNOFF_ROUNDS = 2  # more rounds for each contender: a median of three
 LATENCY_TOLERANCE = 0.10  # the throughput decision serves latency too unless another path is this much quicker
 THROUGHPUT_TIE = 0.03  # throughput scores this close are one score to a tune's precision: fidelity, then latency, win
-SERVE_THROUGHPUT_TOLERANCE = 0.10  # a server gives up at most this much throughput for a quicker lone text
+# A server gives up at most this much of the best batch-32 score for a quicker lone text. A server's capacity is
+# not that score: on the AVX2 EPYC, openvino fp32 scored 10-14% above onnx fp32 and a server on either answered
+# 64 closed-loop clients alike (medians 188 and 182 requests/s, notes 29 and 30), at batch 8, beside its HTTP work.
+SERVE_THROUGHPUT_TOLERANCE = 0.15
 STORED_WORKLOADS = ("throughput", "latency")  # what a decision file holds; a server's is read from them (decision_for)
 DECIDED_WORKLOADS = (*STORED_WORKLOADS, "serve")  # what `tune` reports
 HALVES = "(geometric mean over the sample's two halves)"
