@@ -71,14 +71,14 @@ def tune(
     chosen = workloads_won(decision)
     table = Table(
         "backend:precision", "load s", "sentences/s, shorter half", "sentences/s, longer half", "score",
-        "p50 ms (batch 1)", "agreement", "accuracy", "auto",
+        "p50 ms (batch 1)", "p50 ms, one stream (a server's lone text)", "agreement", "accuracy", "auto",
         title=f"{escape(model_dir.path.name)} on this machine, {sample_size(decision, sample)} (batch 32; "
         "score: geometric mean of the two halves' rates)",
     )  # fmt: skip
     for row in decision["table"]:
         if row["failed"]:
             # escaped: a pip hint's [onnx] is rich markup, and would vanish from the reason
-            table.add_row(row["config"], "", "", "", "", "", "", "", f"failed: {escape(row['failed'])}")
+            table.add_row(row["config"], "", "", "", "", "", "", "", "", f"failed: {escape(row['failed'])}")
             continue
         verdict = chosen.get(row["config"], "") if row["faithful"] else (
             f"below the bar (< {MIN_AGREEMENT:.1%} agreement or accuracy lost)"
@@ -90,6 +90,7 @@ def tune(
             f"{row['long_sentences_per_s']:,.0f}",
             f"{row['sentences_per_s']:,.0f}",
             f"{row['latency_ms']:.2f}",
+            "" if row.get("stream_latency_ms") is None else f"{row['stream_latency_ms']:.2f}",
             f"{row['agreement']:.2%}",
             "" if row["accuracy"] is None else f"{row['accuracy']:.2%}",
             verdict,
