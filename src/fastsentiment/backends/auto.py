@@ -428,12 +428,8 @@ def _by_the_rule(
     for latency that one unless another is more than LATENCY_TOLERANCE quicker; for a server `_serve_pick`); None
     without such a row."""
     rows = []
-    for row in table_rows(decision):
-        if not row.get("faithful") or row.get("failed"):
-            continue
+    for row in _rankable(decision):
         if row.get("config") in passed_over:
-            continue
-        if not all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms")):
             continue
         name, _, measured = str(row.get("config", "")).partition(":")
         if not _precision_known(name, measured):
@@ -455,6 +451,17 @@ def _by_the_rule(
     backend, _, chosen_precision = best["config"].partition(":")
     what = f"the fastest {precision} path" if precision else "the fastest path that runs here"
     return Choice(backend, chosen_precision, f"measured {decision['measured_at']}: {what}, {why}")
+
+
+def _rankable(decision: dict) -> list[dict]:
+    """The rows of `decision`'s table the rules may pick from: faithful, with both figures they rank by."""
+    return [
+        row
+        for row in table_rows(decision)
+        if row.get("faithful")
+        and not row.get("failed")
+        and all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms"))
+    ]
 
 
 def _is_number(value: object) -> bool:
@@ -916,11 +923,7 @@ def decision_for(decision: dict, workload: str) -> dict | None:
     if workload != "serve":
         return decision.get(workload)
     throughput = decision.get("throughput")
-    rows = [
-        row
-        for row in table_rows(decision)
-        if row.get("faithful") and all(_is_number(row.get(figure)) for figure in ("sentences_per_s", "latency_ms"))
-    ]
+    rows = _rankable(decision)
     fastest = next((row for row in rows if throughput and row.get("config") == _config(throughput)), None)
     if fastest is None:
         return throughput or decision.get("latency")
