@@ -5,6 +5,7 @@ The job joins it as `--address 127.0.0.1:PORT` (Ray maps the loopback address to
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -42,21 +43,33 @@ ACTOR_TITLE = r"MapWorker\(MapBatches\(_ClassifyBatches\)\)"  # how Ray titles t
 
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
+    """A head node of its own, stopped alone at the end. `ray stop --force` stopped every Ray process on the machine:
+    a user's own cluster, and an instance a test worker had started in-process, whose driver (the worker) then exited
+    a minute later (CI: pytest-xdist's worker crashed, then hung)."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     temp_dir = tmp_path_factory.mktemp("ray")
-    started = subprocess.run(
-        [ray, "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        capture_output=True, text=True, timeout=180, env=RAY_ENV,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr
+    log = temp_dir / "head.log"
+    with open(log, "wb") as output:
+        head = subprocess.Popen(
+            [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+            stdout=output, stderr=subprocess.STDOUT, env=RAY_ENV, start_new_session=True,
+        )  # fmt: skip
     try:
+        deadline = time.monotonic() + 180
+        while b"--block" not in log.read_bytes():  # printed once the head runs, before it blocks
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=RAY_ENV)
+        # Its process group: `ray start` and the daemons it started; its workers exit with their raylet. Killed, not
+        # asked: a SIGTERM drained the throwaway cluster for 33 s.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
 
 
 @pytest.fixture(scope="module")
@@ -425,17 +438,17 @@ def test_the_ray_reader_never_holds_a_line_over_the_limit(tmp_path):
 
     import pyarrow as pa
 
-    from fastsentiment.jobs.ray_engine import LINE, READ_ERROR, _text_rows_datasource_class
+    from fastsentiment.jobs.ray_engine import LINE, READ_ERROR, text_row_blocks
     from fastsentiment.jobs.rows import MAX_LINE_BYTES
 
     path = tmp_path / "long.txt"
     with open(path, "wb") as stream:
         stream.write(b"good\n" + b"c" * (3 * MAX_LINE_BYTES) + b"\nbad\n")
-    source = _text_rows_datasource_class()([str(path)], column=None, name_files=False)
     tracemalloc.start()
     try:
         with pa.input_stream(str(path)) as stream:
-            rows = [row for block in source._read_stream(stream, str(path)) for row in block.to_pylist()]
+            blocks = text_row_blocks(stream, str(path), column=None, name_files=False)
+            rows = [row for block in blocks for row in block.to_pylist()]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -449,6 +462,8 @@ def test_the_ray_reader_never_holds_a_line_over_the_limit(tmp_path):
         (3, "bad", None),
     ]
     assert peak < 2.5 * MAX_LINE_BYTES, f"{peak:,} bytes at the peak"  # the line read up to the limit; 49 MB before
+    started = sys.modules.get("ray")
+    assert started is None or not started.is_initialized(), "a Ray instance started in the test process"
 
 
 def test_a_csv_output_whose_texts_hold_line_breaks_is_counted(tmp_path):

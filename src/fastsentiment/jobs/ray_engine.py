@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,29 @@ def _buffered(stream, block: int = 1 << 20) -> io.BufferedReader:
     return io.BufferedReader(stream, block)
 
 
+def text_row_blocks(stream, path: str, *, column: str | None, name_files: bool, rows: int = 1024) -> Iterator:
+    """Arrow tables of `rows` rows each, read from one file's `stream` (a pyarrow input stream) by the local path's
+    row reader, with line numbers and errors: what Ray's datasource yields, apart from Ray (constructing the datasource
+    starts a Ray instance where none runs)."""
+    fmt = table_format(path)
+    kinds = _FieldKinds() if fmt == "jsonl" else None  # other formats' values are all text
+    file = {FILE: Path(path).name} if name_files else {}
+    records: list[dict[str, Any]] = []
+    try:
+        for row in rows_from_lines(_buffered(stream), fmt, column):
+            if kinds is not None:
+                _text_kept_as_text(row, column)
+                kinds.check(row)
+            records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
+            if len(records) == rows:
+                yield _block(records)
+                records = []
+        if records:
+            yield _block(records)
+    except InputError as error:  # e.g. a header without the text column: say which file
+        raise InputError(f"{path}: {error}") from None
+
+
 def _text_rows_datasource_class():
     # The datasource subclasses a Ray class, so it is defined only once Ray is imported.
     from ray.data.datasource import FileBasedDatasource
@@ -400,23 +424,7 @@ def _text_rows_datasource_class():
             self.block_rows = block_rows
 
         def _read_stream(self, f, path: str):
-            fmt = table_format(path)
-            kinds = _FieldKinds() if fmt == "jsonl" else None  # other formats' values are all text
-            file = {FILE: Path(path).name} if self.name_files else {}
-            records: list[dict[str, Any]] = []
-            try:
-                for row in rows_from_lines(_buffered(f), fmt, self.column):
-                    if kinds is not None:
-                        _text_kept_as_text(row, self.column)
-                        kinds.check(row)
-                    records.append({**file, LINE: row.line, READ_ERROR: row.error, **clean_fields(row.fields)})
-                    if len(records) == self.block_rows:
-                        yield _block(records)
-                        records = []
-                if records:
-                    yield _block(records)
-            except InputError as error:  # e.g. a header without the text column: say which file
-                raise InputError(f"{path}: {error}") from None
+            yield from text_row_blocks(f, path, column=self.column, name_files=self.name_files, rows=self.block_rows)
 
     return TextRowsDatasource
 
